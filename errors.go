@@ -1,0 +1,52 @@
+package bulkhead
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// The fixed set of errors every bulkhead package returns (wrapped with %w).
+// Callers test them with errors.Is; the HTTP layer maps each to one status.
+var (
+	// ErrNotFound: the row does not exist or is hidden from the caller by
+	// isolation. The two are deliberately indistinguishable.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the write collides with an existing row of the caller's tenant.
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the input is malformed.
+	ErrInvalid = errors.New("invalid input")
+	// ErrUnauthenticated: no (valid) scope or credential.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden: the caller is known but the database refused the write
+	// (a row-level security check failed).
+	ErrForbidden = errors.New("forbidden")
+)
+
+// FieldProblem is one field's problem in a ValidationError.
+type FieldProblem struct {
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
+}
+
+// ValidationError lists what is wrong with an input. It matches ErrInvalid
+// under errors.Is.
+type ValidationError struct {
+	Problems []FieldProblem
+}
+
+// Invalid returns a *ValidationError for one field.
+func Invalid(field, detail string) *ValidationError {
+	return &ValidationError{Problems: []FieldProblem{{Field: field, Detail: detail}}}
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, 0, len(e.Problems))
+	for _, p := range e.Problems {
+		parts = append(parts, fmt.Sprintf("%s: %s", p.Field, p.Detail))
+	}
+	return "invalid input: " + strings.Join(parts, "; ")
+}
+
+// Is makes errors.Is(err, ErrInvalid) true for a *ValidationError.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }

@@ -1,0 +1,143 @@
+// Package testdb gives each test package one throwaway PostgreSQL cluster
+// (started by pgcluster from the local binaries, fsync off) and each test
+// its own database cloned from a migrated template, reached as the runtime
+// role exactly as the server reaches it.
+//
+// Use it from TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+//
+// If PostgreSQL can't be started the test binary fails (never skips) with
+// a message saying how to install it.
+package testdb
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/pgcluster"
+	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/jackc/pgx/v5"
+)
+
+// Template is the name of the migrated template database.
+const Template = "bh_template"
+
+var (
+	cluster *pgcluster.Cluster
+	creds   postgres.Credentials
+	counter atomic.Int64
+)
+
+// Main starts the package's cluster, prepares the template, runs the tests
+// and stops the cluster, whatever happens. It returns the exit code.
+func Main(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "bh")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testdb:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755) // PostgreSQL runs as another user when the tests run as root
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cluster, err = pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testdb: cannot start PostgreSQL for the tests:", err)
+		return 1
+	}
+	defer cluster.Stop()
+	creds = postgres.Credentials{Owner: "owner-pw", Runtime: "runtime-pw", Maintenance: "maint-pw"}
+	if err := BuildTemplate(ctx, Template); err != nil {
+		fmt.Fprintln(os.Stderr, "testdb:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// Cluster returns the package's cluster.
+func Cluster() *pgcluster.Cluster { return cluster }
+
+// Credentials returns the role passwords of the package's cluster.
+func Credentials() postgres.Credentials { return creds }
+
+// BuildTemplate bootstraps roles and a database named name and migrates it.
+func BuildTemplate(ctx context.Context, name string) error {
+	if err := postgres.Bootstrap(ctx, cluster.SuperuserDSN("postgres"), name, creds, true); err != nil {
+		return err
+	}
+	m, err := postgres.NewMigrator(cluster.DSN(postgres.Owner, creds.Owner, name), nil)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	_, err = m.Up(ctx)
+	return err
+}
+
+// Database is one test's database.
+type Database struct {
+	Name string
+	DB   *postgres.DB // runtime + maintenance pools
+}
+
+// AdminDSN connects as the bootstrap superuser.
+func (d *Database) AdminDSN() string { return cluster.SuperuserDSN(d.Name) }
+
+// OwnerDSN connects as the owner role.
+func (d *Database) OwnerDSN() string { return cluster.DSN(postgres.Owner, creds.Owner, d.Name) }
+
+// AppDSN connects as the runtime role.
+func (d *Database) AppDSN() string { return cluster.DSN(postgres.Runtime, creds.Runtime, d.Name) }
+
+// MaintenanceDSN connects as the maintenance role.
+func (d *Database) MaintenanceDSN() string {
+	return cluster.DSN(postgres.Maintenance, creds.Maintenance, d.Name)
+}
+
+// New clones the template into a fresh database for t, opens the server's
+// pools on it and drops it when t ends.
+func New(t testing.TB) *Database {
+	t.Helper()
+	return NewFrom(t, Template)
+}
+
+// NewFrom is New with another template.
+func NewFrom(t testing.TB, template string) *Database {
+	t.Helper()
+	ctx := context.Background()
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), counter.Add(1))
+	admin := MustConnect(t, cluster.SuperuserDSN("postgres"))
+	if _, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s OWNER %s", name, template, postgres.Owner)); err != nil {
+		t.Fatalf("clone %s: %v", template, err)
+	}
+	if err := postgres.PrepareDatabase(ctx, cluster.SuperuserDSN("postgres"), name); err != nil {
+		t.Fatal(err)
+	}
+	d := &Database{Name: name}
+	db, err := postgres.Open(ctx, postgres.Config{AppDSN: d.AppDSN(), MaintenanceDSN: d.MaintenanceDSN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.DB = db
+	t.Cleanup(func() {
+		db.Close()
+		admin.Exec(context.Background(), fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name))
+	})
+	return d
+}
+
+// MustConnect opens one connection with dsn, closed when t ends.
+func MustConnect(t testing.TB, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}

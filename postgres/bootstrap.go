@@ -1,0 +1,134 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Bootstrap creates or updates, idempotently, everything migrations can't
+// create as the owner: the four roles with their attributes and passwords,
+// the database (when create is true and it is missing), its privileges and
+// the bulkhead schema. adminDSN must connect as a superuser or a role with
+// CREATEROLE (and CREATEDB when create is true); its database is ignored.
+//
+// Role attributes set here are the security contract the self-check
+// verifies: the runtime role is LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT and
+// a member of nothing; the maintenance role is BYPASSRLS but NOINHERIT and
+// owns nothing; the definer role can't log in.
+func Bootstrap(ctx context.Context, adminDSN, database string, creds Credentials, create bool) error {
+	conn, err := connectTo(ctx, adminDSN, "")
+	if err != nil {
+		return fmt.Errorf("bootstrap: connect as admin: %w", err)
+	}
+	defer conn.Close(ctx)
+
+	roles := []struct{ name, attrs, password string }{
+		{Owner, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT", creds.Owner},
+		{Runtime, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT", creds.Runtime},
+		{Maintenance, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS NOINHERIT", creds.Maintenance},
+		{Definer, "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS NOINHERIT", ""},
+	}
+	for _, r := range roles {
+		var exists bool
+		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", r.name).Scan(&exists); err != nil {
+			return fmt.Errorf("bootstrap: look up role %s: %w", r.name, err)
+		}
+		verb := "ALTER"
+		if !exists {
+			verb = "CREATE"
+		}
+		stmt := fmt.Sprintf("%s ROLE %s %s", verb, pgx.Identifier{r.name}.Sanitize(), r.attrs)
+		if r.password != "" {
+			// Utility statements take no parameters: quote the literal server-side.
+			var lit string
+			if err := conn.QueryRow(ctx, "SELECT quote_literal($1)", r.password).Scan(&lit); err != nil {
+				return fmt.Errorf("bootstrap: quote password: %w", err)
+			}
+			stmt += " PASSWORD " + lit
+		}
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("bootstrap: %s role %s: %w", verb, r.name, err)
+		}
+	}
+	// The owner hands the membership helpers to the definer role
+	// (ALTER FUNCTION ... OWNER TO needs membership). Nothing else is a
+	// member of anything.
+	if _, err := conn.Exec(ctx, fmt.Sprintf("GRANT %s TO %s", Definer, Owner)); err != nil {
+		return fmt.Errorf("bootstrap: grant %s to %s: %w", Definer, Owner, err)
+	}
+
+	if create {
+		var exists bool
+		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", database).Scan(&exists); err != nil {
+			return fmt.Errorf("bootstrap: look up database: %w", err)
+		}
+		if !exists {
+			if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s OWNER %s", pgx.Identifier{database}.Sanitize(), Owner)); err != nil {
+				return fmt.Errorf("bootstrap: create database %s: %w", database, err)
+			}
+		}
+	}
+	return PrepareDatabase(ctx, adminDSN, database)
+}
+
+// PrepareDatabase sets, idempotently, the privileges inside one database:
+// only bulkhead's roles may connect, nobody but the owner may create
+// objects, the public schema is closed, and the bulkhead schema exists,
+// owned by the owner. (A database cloned from a template needs this again:
+// database privileges are not copied.)
+func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
+	conn, err := connectTo(ctx, adminDSN, database)
+	if err != nil {
+		return fmt.Errorf("prepare database %s: connect as admin: %w", database, err)
+	}
+	defer conn.Close(ctx)
+	db := pgx.Identifier{database}.Sanitize()
+	stmts := []string{
+		"REVOKE ALL ON DATABASE " + db + " FROM PUBLIC",
+		fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s, %s, %s", db, Owner, Runtime, Maintenance),
+		"REVOKE ALL ON SCHEMA public FROM PUBLIC",
+		fmt.Sprintf("CREATE SCHEMA IF NOT EXISTS %s AUTHORIZATION %s", Schema, Owner),
+		fmt.Sprintf("ALTER SCHEMA %s OWNER TO %s", Schema, Owner),
+		fmt.Sprintf("REVOKE ALL ON SCHEMA %s FROM PUBLIC", Schema),
+		fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s, %s, %s", Schema, Runtime, Maintenance, Definer),
+		// The definer role must be able to own the helpers it runs.
+		fmt.Sprintf("GRANT CREATE ON SCHEMA %s TO %s", Schema, Definer),
+	}
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("prepare database %s: %s: %w", database, s, err)
+		}
+	}
+	return nil
+}
+
+// connectTo opens one connection with dsn, switching to database when not empty.
+func connectTo(ctx context.Context, dsn, database string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse connection string: %w", err) // pgx masks the password in parse errors
+	}
+	if database != "" {
+		cfg.Database = database
+	}
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// RoleDSN returns dsn (a postgres:// URL) with its user and password
+// replaced: how bulkhead derives its roles' connection strings from the
+// admin connection string. It returns ErrInvalid-wrapped errors for a dsn
+// that is not a URL.
+func RoleDSN(dsn, user, password, database string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", fmt.Errorf("connection string must be a postgres:// URL")
+	}
+	u.User = url.UserPassword(user, password)
+	if database != "" {
+		u.Path = "/" + database
+	}
+	return u.String(), nil
+}

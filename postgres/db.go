@@ -1,0 +1,220 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config configures the server's connection pools.
+type Config struct {
+	// AppDSN connects as the runtime role, directly or through PgBouncer.
+	AppDSN string
+	// MaintenanceDSN connects as the maintenance role; empty disables
+	// InMaintenance.
+	MaintenanceDSN string
+	// QueryExecMode overrides pgx's statement handling: "cache_statement"
+	// (default, direct connections), "cache_describe" or "exec" (PgBouncer
+	// 1.18–1.20 in transaction mode, whose lack of prepared-statement
+	// support breaks the statement cache), "describe_exec", "simple_protocol".
+	// The DSN parameter default_query_exec_mode does the same.
+	QueryExecMode string
+	// MaxConns bounds each pool; 0 means pgxpool's default.
+	MaxConns int32
+	Logger   *slog.Logger
+}
+
+// DB is the server's handle on PostgreSQL. It is safe for concurrent use.
+type DB struct {
+	app   *pgxpool.Pool
+	maint *pgxpool.Pool
+	log   *slog.Logger
+}
+
+var execModes = map[string]pgx.QueryExecMode{
+	"cache_statement": pgx.QueryExecModeCacheStatement,
+	"cache_describe":  pgx.QueryExecModeCacheDescribe,
+	"describe_exec":   pgx.QueryExecModeDescribeExec,
+	"exec":            pgx.QueryExecModeExec,
+	"simple_protocol": pgx.QueryExecModeSimpleProtocol,
+}
+
+// Open creates the pools and checks that the runtime role can connect.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	app, err := newPool(ctx, cfg.AppDSN, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open runtime pool: %w", err)
+	}
+	db := &DB{app: app, log: log}
+	if cfg.MaintenanceDSN != "" {
+		if db.maint, err = newPool(ctx, cfg.MaintenanceDSN, cfg); err != nil {
+			app.Close()
+			return nil, fmt.Errorf("open maintenance pool: %w", err)
+		}
+	}
+	if err := app.Ping(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect as the runtime role: %w", err)
+	}
+	return db, nil
+}
+
+func newPool(ctx context.Context, dsn string, cfg Config) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse connection string: %w", err)
+	}
+	if cfg.QueryExecMode != "" {
+		m, ok := execModes[cfg.QueryExecMode]
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown query exec mode %q", bulkhead.ErrInvalid, cfg.QueryExecMode)
+		}
+		pc.ConnConfig.DefaultQueryExecMode = m
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	}
+	return pgxpool.NewWithConfig(ctx, pc)
+}
+
+// Close closes the pools.
+func (db *DB) Close() {
+	db.app.Close()
+	if db.maint != nil {
+		db.maint.Close()
+	}
+}
+
+// Pool returns the runtime role's pool, for health checks and metrics. Any
+// query through it without a scope sees no tenant rows.
+func (db *DB) Pool() *pgxpool.Pool { return db.app }
+
+// contextSQL sets the three settings transaction-locally. Values are
+// parameters; the scope's UUIDs are typed, so nothing untrusted is spliced.
+const contextSQL = "SELECT set_config('" + TenantSetting + "', $1, true), set_config('" + EntitySetting + "', $2, true), set_config('" + ActingForSetting + "', $3, true)"
+
+func contextArgs(s bulkhead.Scope) []any {
+	str := func(id uuid.UUID) string {
+		if id == uuid.Nil {
+			return ""
+		}
+		return id.String()
+	}
+	return []any{str(s.Tenant), str(s.Entity), str(s.ActingFor)}
+}
+
+func scopeFrom(ctx context.Context) (bulkhead.Scope, error) {
+	s, ok := bulkhead.ScopeFrom(ctx)
+	if !ok {
+		return bulkhead.Scope{}, bulkhead.ErrUnauthenticated
+	}
+	if err := s.Validate(); err != nil {
+		return bulkhead.Scope{}, bulkhead.ErrUnauthenticated
+	}
+	return s, nil
+}
+
+// InScope runs fn in one transaction whose tenant, entity and acting-for
+// settings come from ctx. The settings are transaction-local (they can't
+// outlive the transaction on a pooled connection) and are sent in the same
+// round trip as fn's first statement, together with BEGIN. fn must use only
+// the tx it is given. If fn returns an error the transaction is rolled back
+// and that error returned (translated when it came from the driver).
+//
+// It returns bulkhead.ErrUnauthenticated, before any SQL is sent, if ctx
+// has no scope.
+func (db *DB) InScope(ctx context.Context, fn func(pgx.Tx) error) error {
+	s, err := scopeFrom(ctx)
+	if err != nil {
+		return err
+	}
+	conn, err := db.app.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire connection: %w", err)
+	}
+	defer conn.Release()
+	tx := &scopedTx{conn: conn.Conn(), args: contextArgs(s)}
+	if err := fn(tx); err != nil {
+		if rbErr := tx.Rollback(ctx); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
+			// The connection is in an unknown state: don't return it to the pool.
+			conn.Hijack().Close(context.Background())
+		}
+		return translate(err)
+	}
+	return translate(tx.Commit(ctx))
+}
+
+// Read runs one read statement in the scope from ctx in a single round trip:
+// the settings and the statement travel in one batch and run in one
+// implicit transaction, which ends with the batch. fn reads the rows.
+//
+// It returns bulkhead.ErrUnauthenticated, before any SQL is sent, if ctx
+// has no scope.
+func (db *DB) Read(ctx context.Context, fn func(pgx.Rows) error, sql string, args ...any) error {
+	s, err := scopeFrom(ctx)
+	if err != nil {
+		return err
+	}
+	b := &pgx.Batch{}
+	b.Queue(contextSQL, contextArgs(s)...)
+	b.Queue(sql, args...).Query(fn)
+	return translate(db.app.SendBatch(ctx, b).Close())
+}
+
+// ReadRow is Read for a statement that returns one row, scanned into dest.
+// No row is bulkhead.ErrNotFound.
+func (db *DB) ReadRow(ctx context.Context, sql string, args []any, dest ...any) error {
+	return db.Read(ctx, func(rows pgx.Rows) error {
+		if !rows.Next() {
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return pgx.ErrNoRows
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		rows.Close()
+		return rows.Err()
+	}, sql, args...)
+}
+
+// ErrNoMaintenance means cross-tenant work was attempted without
+// bulkhead.AsMaintenance or without a maintenance connection.
+var ErrNoMaintenance = errors.New("maintenance path not available: mark the context with bulkhead.AsMaintenance and configure the maintenance role")
+
+// InMaintenance runs fn in one transaction as the maintenance role, which
+// bypasses row-level security: the only cross-tenant path. ctx must be
+// marked with bulkhead.AsMaintenance; the reason is logged.
+// It returns ErrNoMaintenance otherwise.
+func (db *DB) InMaintenance(ctx context.Context, fn func(pgx.Tx) error) error {
+	m, ok := bulkhead.MaintenanceFrom(ctx)
+	if !ok || db.maint == nil {
+		return ErrNoMaintenance
+	}
+	db.log.InfoContext(ctx, "maintenance transaction", "reason", m.Reason)
+	err := pgx.BeginFunc(ctx, db.maint, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('application_name', $1, true)", truncateName("bulkhead maintenance: "+m.Reason)); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+	return translate(err)
+}
+
+func truncateName(s string) string {
+	if len(s) > 63 {
+		return s[:63]
+	}
+	return s
+}

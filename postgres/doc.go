@@ -1,0 +1,21 @@
+// Package postgres is everything in bulkhead that talks to PostgreSQL: role
+// and database bootstrap, migrations, the scoped transaction helpers, the
+// repositories over the core schema, and the start-up self-check.
+//
+// Guarantees:
+//   - The server connects as the runtime role (Runtime), which owns nothing,
+//     is NOSUPERUSER NOBYPASSRLS NOINHERIT and holds DML grants only; every
+//     tenant table is ENABLE + FORCE ROW LEVEL SECURITY with the policies of
+//     the one generator (package rls).
+//   - Tenant, entity and acting-for context is set with
+//     set_config(name, value, true): transaction-local, so it can't outlive
+//     its transaction on a pooled connection (pgxpool or PgBouncer in
+//     transaction mode). It travels in the same round trip as the first
+//     statement. No scope in the context: ErrUnauthenticated before any SQL.
+//   - Driver errors are translated once, here: no rows -> ErrNotFound, unique
+//     violation -> ErrConflict, RLS WITH CHECK refusal -> ErrForbidden,
+//     foreign key violation -> ErrNotFound (the referenced row is missing or
+//     hidden; the two are indistinguishable on purpose).
+//   - Cross-tenant work runs only through InMaintenance, as the maintenance
+//     role, with a reason that is logged.
+package postgres

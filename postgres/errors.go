@@ -1,0 +1,40 @@
+package postgres
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// translate maps a driver error to bulkhead's error set, keeping the
+// original for logs (errors.Is sees both). It is the only place that looks
+// at SQLSTATEs.
+func translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w (%w)", bulkhead.ErrNotFound, err)
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	var kind error
+	switch pe.Code {
+	case "23505": // unique_violation
+		kind = bulkhead.ErrConflict
+	case "23503": // foreign_key_violation: the referenced row is missing or hidden
+		kind = bulkhead.ErrNotFound
+	case "42501": // insufficient_privilege, including an RLS WITH CHECK refusal
+		kind = bulkhead.ErrForbidden
+	case "23514", "23502", "22P02", "22001", "22023", "22007", "22008": // check, not null, bad text, too long, bad value, datetime
+		kind = bulkhead.ErrInvalid
+	default:
+		return err
+	}
+	return fmt.Errorf("%w (%w)", kind, err)
+}

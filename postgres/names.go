@@ -1,0 +1,61 @@
+package postgres
+
+import "github.com/bulkhead-dev/bulkhead/rls"
+
+// Names that are a stable contract for SQL users and other tools.
+const (
+	// Schema holds every bulkhead table and helper function.
+	Schema = "bulkhead"
+	// Database is the database name of the embedded cluster.
+	Database = "bulkhead"
+
+	// Owner owns the schema and runs migrations.
+	Owner = "bulkhead_owner"
+	// Runtime is the server's role: DML only, subject to RLS.
+	Runtime = "bulkhead_app"
+	// Maintenance runs explicitly cross-tenant jobs (BYPASSRLS, DML only).
+	Maintenance = "bulkhead_maintenance"
+	// Definer owns the allow-listed SECURITY DEFINER membership helpers; it
+	// can't log in.
+	Definer = "bulkhead_definer"
+
+	// TenantSetting, EntitySetting and ActingForSetting are the
+	// transaction-local settings the policies read.
+	TenantSetting    = "bulkhead.tenant_id"
+	EntitySetting    = "bulkhead.entity_id"
+	ActingForSetting = "bulkhead.acting_for"
+)
+
+// RLSConfig is the policy generator's configuration for bulkhead's schema.
+var RLSConfig = rls.Config{
+	Schema:           Schema,
+	Runtime:          Runtime,
+	Maintenance:      Maintenance,
+	Owner:            Owner,
+	Definer:          Definer,
+	TenantSetting:    TenantSetting,
+	EntitySetting:    EntitySetting,
+	ActingForSetting: ActingForSetting,
+}
+
+var readOnly = []rls.Command{rls.Select}
+
+// Tables declares every tenant table of the core schema with its isolation
+// kind. It is the single source the policies migration is generated from
+// and the self-check compares the database with.
+var Tables = []rls.Table{
+	{Name: "tenants", Kind: rls.Tenant, TenantColumn: "id", Grants: readOnly},
+	{Name: "entities", Kind: rls.Entities, Entity: "id", Grants: []rls.Command{rls.Select, rls.Insert, rls.Update}},
+	{Name: "users", Kind: rls.Private, Entity: "id", Grants: []rls.Command{rls.Select, rls.Update}},
+	{Name: "agents", Kind: rls.Owned, Entity: "owner_id"},
+	{Name: "delegations", Kind: rls.Delegations},
+	{Name: "worlds", Kind: rls.Worlds},
+	{Name: "message_servers", Kind: rls.Owned, Entity: "owner_id"},
+	{Name: "message_server_agents", Kind: rls.Inherit, Parent: "message_servers", ParentKey: "message_server_id", ParentOwner: "owner_id", Indexes: []string{"agent_id"}},
+	{Name: "rooms", Kind: rls.Rooms, Indexes: []string{"message_server_id"}},
+	{Name: "participants", Kind: rls.Participants},
+	{Name: "memories", Kind: rls.Room, Entity: "author_id", RoomColumn: "room_id"},
+	{Name: "documents", Kind: rls.Visibility, Entity: "owner_id", RoomColumn: "room_id"},
+	{Name: "chunks", Kind: rls.Inherit, Parent: "documents", ParentKey: "document_id", ParentOwner: "owner_id"},
+	{Name: "audit_log", Kind: rls.Tenant, Grants: []rls.Command{rls.Insert}},
+}

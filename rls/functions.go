@@ -1,0 +1,133 @@
+package rls
+
+import (
+	"fmt"
+	"strings"
+)
+
+// ContextFunctions returns the SQL creating the functions that read the
+// context settings (current_tenant, current_entity, current_acting_for).
+// They depend on no table, so tables can use current_tenant() as the
+// default of their tenant column; install them before the tables.
+// Every helper pins its search_path and qualifies every name, so a caller's
+// search_path can't redirect it.
+func ContextFunctions(cfg Config) ([]string, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := cfg.Schema
+	setting := func(name, setting string) string {
+		return fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s() RETURNS uuid
+  LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+  AS $fn$ SELECT nullif(pg_catalog.current_setting('%s', true), '')::uuid $fn$`, s, name, setting)
+	}
+	stmts := []string{
+		setting("current_tenant", cfg.TenantSetting),
+		setting("current_entity", cfg.EntitySetting),
+		setting("current_acting_for", cfg.ActingForSetting),
+	}
+	for _, f := range ContextFunctionNames {
+		stmts = append(stmts, grantExecute(cfg, s+"."+f+"()")...)
+	}
+	return stmts, nil
+}
+
+// RemoveContextFunctions undoes ContextFunctions.
+func RemoveContextFunctions(cfg Config) []string {
+	var stmts []string
+	for i := len(ContextFunctionNames) - 1; i >= 0; i-- {
+		stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s()", cfg.Schema, ContextFunctionNames[i]))
+	}
+	return stmts
+}
+
+func grantExecute(cfg Config, sig string) []string {
+	return []string{
+		"REVOKE ALL ON FUNCTION " + sig + " FROM PUBLIC",
+		fmt.Sprintf("GRANT EXECUTE ON FUNCTION %s TO %s, %s, %s, %s", sig, cfg.Runtime, cfg.Maintenance, cfg.Owner, cfg.Definer),
+	}
+}
+
+// functions returns the helpers that read tables: current_actors and the
+// SECURITY DEFINER membership helpers.
+func functions(cfg Config) []string {
+	s := cfg.Schema
+	stmts := []string{
+		// The entity, plus the principal it acts for only while a valid
+		// delegation exists; empty without an entity. Runs as the caller
+		// (delegations' own policy applies) or, inside a definer helper, as
+		// the definer: either way it filters by the tenant in context.
+		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s.current_actors() RETURNS uuid[]
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+  AS $fn$
+  SELECT CASE
+    WHEN %[1]s.current_entity() IS NULL THEN '{}'::uuid[]
+    WHEN %[1]s.current_acting_for() IS NOT NULL AND EXISTS (
+      SELECT 1 FROM %[1]s.delegations d
+      WHERE d.tenant_id = %[1]s.current_tenant()
+        AND d.agent_id = %[1]s.current_entity()
+        AND d.principal_id = %[1]s.current_acting_for()
+        AND d.revoked_at IS NULL
+        AND (d.expires_at IS NULL OR d.expires_at > pg_catalog.now()))
+    THEN ARRAY[%[1]s.current_entity(), %[1]s.current_acting_for()]
+    ELSE ARRAY[%[1]s.current_entity()]
+  END
+  $fn$`, s),
+	}
+	definer := func(name, args, returns, body string) []string {
+		return []string{
+			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s(%s) RETURNS %s
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$ %s $fn$`, s, name, args, returns, strings.ReplaceAll(body, "S.", s+".")),
+			fmt.Sprintf("ALTER FUNCTION %s.%s(%s) OWNER TO %s", s, name, argTypes(args), cfg.Definer),
+		}
+	}
+	// Rooms where the entity (or the principal it acts for) participates.
+	stmts = append(stmts, definer("member_rooms", "", "uuid[]", `
+  SELECT coalesce(array_agg(p.room_id), '{}') FROM S.participants p
+  WHERE p.tenant_id = S.current_tenant() AND p.entity_id = ANY(S.current_actors())`)...)
+	// Rooms the entity itself manages: owner/admin participant, or owner of the world.
+	stmts = append(stmts, definer("managed_rooms", "", "uuid[]", `
+  SELECT coalesce(array_agg(x.id), '{}') FROM (
+    SELECT p.room_id AS id FROM S.participants p
+    WHERE p.tenant_id = S.current_tenant() AND p.entity_id = S.current_entity() AND p.role IN ('owner', 'admin')
+    UNION
+    SELECT r.id FROM S.rooms r JOIN S.worlds w ON w.tenant_id = r.tenant_id AND w.id = r.world_id
+    WHERE r.tenant_id = S.current_tenant() AND w.owner_id = S.current_entity()) x`)...)
+	// Worlds holding a room the entity participates in.
+	stmts = append(stmts, definer("member_worlds", "", "uuid[]", `
+  SELECT coalesce(array_agg(DISTINCT r.world_id), '{}') FROM S.rooms r
+  WHERE r.tenant_id = S.current_tenant() AND r.id = ANY(S.member_rooms())`)...)
+	// Worlds the entity owns.
+	stmts = append(stmts, definer("owned_worlds", "", "uuid[]", `
+  SELECT coalesce(array_agg(w.id), '{}') FROM S.worlds w
+  WHERE w.tenant_id = S.current_tenant() AND w.owner_id = S.current_entity()`)...)
+	// Whether a room of the tenant in context is open for self-join.
+	stmts = append(stmts, definer("room_is_open", "room uuid", "boolean", `
+  SELECT EXISTS (SELECT 1 FROM S.rooms r WHERE r.tenant_id = S.current_tenant() AND r.id = room AND r.is_open)`)...)
+	// Whether an actor in context participates in a room. It answers only
+	// about the caller's own actors, so it is no membership oracle.
+	stmts = append(stmts, definer("is_participant", "room uuid, entity uuid", "boolean", `
+  SELECT entity = ANY(S.current_actors()) AND EXISTS (
+    SELECT 1 FROM S.participants p
+    WHERE p.tenant_id = S.current_tenant() AND p.room_id = room AND p.entity_id = entity)`)...)
+
+	sigs := map[string]string{"room_is_open": "uuid", "is_participant": "uuid, uuid"}
+	for _, f := range append([]string{"current_actors"}, DefinerFunctions...) {
+		stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.%s(%s)", s, f, sigs[f]))...)
+	}
+	return stmts
+}
+
+// argTypes turns "room uuid, entity uuid" into "uuid, uuid".
+func argTypes(args string) string {
+	if args == "" {
+		return ""
+	}
+	parts := strings.Split(args, ",")
+	for i, p := range parts {
+		f := strings.Fields(p)
+		parts[i] = f[len(f)-1]
+	}
+	return strings.Join(parts, ", ")
+}

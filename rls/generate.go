@@ -1,0 +1,140 @@
+package rls
+
+import (
+	"fmt"
+	"strings"
+)
+
+// DefinerFunctions are the SECURITY DEFINER helpers Generate installs, by
+// name, owned by Config.Definer. They are the only such functions the
+// runtime role may execute; the auditor treats this list as its allow-list.
+var DefinerFunctions = []string{"member_rooms", "managed_rooms", "member_worlds", "owned_worlds", "room_is_open", "is_participant"}
+
+// ContextFunctionNames are the functions ContextFunctions installs.
+var ContextFunctionNames = []string{"current_tenant", "current_entity", "current_acting_for"}
+
+// Generate returns the SQL that installs the helper functions that read
+// tables (ContextFunctions must be installed already) and, for each
+// table, RLS (ENABLE + FORCE), its policies, grants and indexes. The
+// statements are separated by ";\n\n" and are idempotent. Run them in one
+// transaction: if any fails, nothing is installed.
+// It returns an error for an invalid Config or Table.
+func Generate(cfg Config, tables []Table) ([]string, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	stmts := functions(cfg)
+	for _, t := range tables {
+		ts, err := tableStatements(cfg, t)
+		if err != nil {
+			return nil, err
+		}
+		stmts = append(stmts, ts...)
+	}
+	return stmts, nil
+}
+
+// Remove returns the SQL that undoes Generate for tables: drops their
+// policies and disables RLS, then drops the helper functions. It is for
+// down migrations and for tests that must show the suite fails without
+// policies. Indexes and grants are left in place.
+func Remove(cfg Config, tables []Table) ([]string, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	var stmts []string
+	for i := len(tables) - 1; i >= 0; i-- {
+		t := tables[i]
+		ps, err := Policies(cfg, t)
+		if err != nil {
+			return nil, err
+		}
+		q := cfg.Schema + "." + t.Name
+		for _, p := range ps {
+			stmts = append(stmts, fmt.Sprintf("DROP POLICY IF EXISTS %s ON %s", p.Name, q))
+		}
+		stmts = append(stmts, "ALTER TABLE "+q+" NO FORCE ROW LEVEL SECURITY", "ALTER TABLE "+q+" DISABLE ROW LEVEL SECURITY")
+	}
+	for i := len(DefinerFunctions) - 1; i >= 0; i-- {
+		stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s", cfg.Schema, DefinerFunctions[i]))
+	}
+	stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.current_actors()", cfg.Schema))
+	return stmts, nil
+}
+
+func tableStatements(cfg Config, t Table) ([]string, error) {
+	ps, err := Policies(cfg, t)
+	if err != nil {
+		return nil, err
+	}
+	q := cfg.Schema + "." + t.Name
+	stmts := []string{
+		"ALTER TABLE " + q + " ENABLE ROW LEVEL SECURITY",
+		"ALTER TABLE " + q + " FORCE ROW LEVEL SECURITY",
+	}
+	for _, p := range ps {
+		stmts = append(stmts, fmt.Sprintf("DROP POLICY IF EXISTS %s ON %s", p.Name, q))
+		var b strings.Builder
+		fmt.Fprintf(&b, "CREATE POLICY %s ON %s", p.Name, q)
+		if p.Permissive {
+			b.WriteString(" AS PERMISSIVE")
+		} else {
+			b.WriteString(" AS RESTRICTIVE")
+		}
+		fmt.Fprintf(&b, " FOR %s TO PUBLIC", p.Command)
+		if p.Using != "" {
+			fmt.Fprintf(&b, "\n  USING (%s)", p.Using)
+		}
+		if p.Check != "" {
+			fmt.Fprintf(&b, "\n  WITH CHECK (%s)", p.Check)
+		}
+		stmts = append(stmts, b.String())
+	}
+	grants := make([]string, 0, 4)
+	for _, g := range t.grants() {
+		grants = append(grants, string(g))
+	}
+	stmts = append(stmts,
+		fmt.Sprintf("REVOKE ALL ON %s FROM PUBLIC, %s", q, cfg.Runtime),
+		fmt.Sprintf("GRANT %s ON %s TO %s", strings.Join(grants, ", "), q, cfg.Runtime),
+		fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s", q, cfg.Maintenance),
+	)
+	if t.Kind == Participants || t.Kind == Rooms || t.Kind == Worlds || t.Kind == Delegations {
+		stmts = append(stmts, fmt.Sprintf("GRANT SELECT ON %s TO %s", q, cfg.Definer))
+	}
+	for _, cols := range indexColumns(t) {
+		name := t.Name + "_" + strings.Join(cols, "_") + "_idx"
+		stmts = append(stmts, fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s, %s)", name, q, t.tenantColumn(), strings.Join(cols, ", ")))
+	}
+	return stmts, nil
+}
+
+// indexColumns lists the columns, after the tenant column, that the
+// policies look rows up by.
+func indexColumns(t Table) [][]string {
+	var out [][]string
+	switch t.Kind {
+	case Entities, Owned, Private:
+		if t.Entity != "id" {
+			out = append(out, []string{t.Entity})
+		}
+	case Room:
+		out = append(out, []string{t.RoomColumn}, []string{t.Entity})
+	case Visibility:
+		out = append(out, []string{t.Entity}, []string{t.RoomColumn})
+	case Inherit:
+		out = append(out, []string{t.ParentKey})
+	case Worlds:
+		out = append(out, []string{"owner_id"})
+	case Rooms:
+		out = append(out, []string{"world_id"})
+	case Participants:
+		out = append(out, []string{"entity_id", "room_id"})
+	case Delegations:
+		out = append(out, []string{"agent_id", "principal_id"}, []string{"principal_id"})
+	}
+	for _, c := range t.Indexes {
+		out = append(out, []string{c})
+	}
+	return out
+}
