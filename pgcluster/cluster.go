@@ -98,16 +98,39 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 // Attach returns the cluster running on cfg.DataDir without starting one.
 // It returns ErrNotRunning if none is.
 func Attach(cfg Config) (*Cluster, error) {
+	c, err := Inspect(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !c.Running() {
+		return nil, fmt.Errorf("%w on %s (start it with: bulkhead db start)", ErrNotRunning, c.dataDir)
+	}
+	return c, c.waitReady(context.Background(), nil)
+}
+
+// Inspect describes the cluster on cfg.DataDir, running or not, without
+// starting or initialising anything.
+func Inspect(cfg Config) (*Cluster, error) {
 	c, err := prepare(cfg)
 	if err != nil {
 		return nil, err
 	}
-	pid, ok := c.runningPID()
-	if !ok {
-		return nil, fmt.Errorf("%w on %s (start it with: bulkhead db start)", ErrNotRunning, c.dataDir)
+	if pid, ok := c.runningPID(); ok {
+		c.pid = pid
 	}
-	c.pid = pid
-	return c, c.waitReady(context.Background(), nil)
+	return c, nil
+}
+
+// Running reports whether a postgres runs on the data dir now.
+func (c *Cluster) Running() bool {
+	_, ok := c.runningPID()
+	return ok
+}
+
+// Initialised reports whether the data dir holds a cluster.
+func (c *Cluster) Initialised() bool {
+	_, err := os.Stat(filepath.Join(c.pgdata, "PG_VERSION"))
+	return err == nil
 }
 
 // ErrNotRunning means no cluster runs on the data dir.

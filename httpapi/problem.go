@@ -1,0 +1,71 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/bulkhead-dev/bulkhead"
+)
+
+// Problem is an RFC 9457 problem details body.
+type Problem struct {
+	Type     string                  `json:"type"`
+	Title    string                  `json:"title"`
+	Status   int                     `json:"status"`
+	Detail   string                  `json:"detail,omitempty"`
+	Problems []bulkhead.FieldProblem `json:"problems,omitempty"`
+}
+
+// problems maps bulkhead's error set to HTTP, in one table.
+var problems = []struct {
+	err    error
+	status int
+	slug   string
+	title  string
+}{
+	{bulkhead.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated", "Authentication required"},
+	{bulkhead.ErrForbidden, http.StatusForbidden, "forbidden", "Forbidden"},
+	{bulkhead.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},
+	{bulkhead.ErrConflict, http.StatusConflict, "conflict", "Conflict"},
+	{bulkhead.ErrInvalid, http.StatusUnprocessableEntity, "invalid", "Invalid input"},
+}
+
+// problemFor returns the problem for err; anything unknown is a 500 with a
+// generic title.
+func problemFor(err error) Problem {
+	for _, p := range problems {
+		if errors.Is(err, p.err) {
+			pr := Problem{Type: "https://bulkhead.dev/problems/" + p.slug, Title: p.title, Status: p.status}
+			var ve *bulkhead.ValidationError
+			if errors.As(err, &ve) {
+				pr.Problems = ve.Problems
+			}
+			return pr
+		}
+	}
+	return Problem{Type: "about:blank", Title: http.StatusText(http.StatusInternalServerError), Status: http.StatusInternalServerError}
+}
+
+// writeError sends err as problem+json, logging it in full when it is a 5xx.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	p := problemFor(err)
+	if p.Status >= 500 {
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeProblem(w, p)
+}
+
+func writeProblem(w http.ResponseWriter, p Problem) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(p.Status)
+	json.NewEncoder(w).Encode(p)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

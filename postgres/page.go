@@ -1,0 +1,60 @@
+package postgres
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/google/uuid"
+)
+
+// Page asks for one page of a list: at most Limit items after the opaque
+// cursor After ("" for the first page).
+type Page struct {
+	Limit int
+	After string
+}
+
+// MaxPageSize bounds Page.Limit.
+const MaxPageSize = 500
+
+func (p Page) limit() int {
+	if p.Limit <= 0 {
+		return 50
+	}
+	return min(p.Limit, MaxPageSize)
+}
+
+// cursor is a keyset position: a time (zero for id-ordered lists) and an id.
+type cursor struct {
+	at time.Time
+	id uuid.UUID
+}
+
+func (c cursor) encode() string {
+	b := make([]byte, 8+16)
+	binary.BigEndian.PutUint64(b, uint64(c.at.UnixMicro()))
+	copy(b[8:], c.id[:])
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodeCursor parses an opaque cursor from untrusted input.
+// It returns a *bulkhead.ValidationError for anything malformed.
+func decodeCursor(s string) (cursor, bool, error) {
+	if s == "" {
+		return cursor{}, false, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) != 24 {
+		return cursor{}, false, bulkhead.Invalid("cursor", "malformed")
+	}
+	var c cursor
+	c.at = time.UnixMicro(int64(binary.BigEndian.Uint64(b))).UTC()
+	copy(c.id[:], b[8:])
+	return c, true, nil
+}
+
+// scope returns the scope in ctx or ErrUnauthenticated.
+func scope(ctx context.Context) (bulkhead.Scope, error) { return scopeFrom(ctx) }
