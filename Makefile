@@ -1,0 +1,29 @@
+# The two commands that matter: `make run` and `make test`. Both install
+# what they need first (scripts/deps.sh).
+GO      ?= go
+BIN     := bin/bulkhead
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: deps build run test lint bench generate
+
+deps:
+	@./scripts/deps.sh
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/bulkhead
+
+run: deps build
+	./$(BIN) serve --log-format text
+
+test: deps
+	$(GO) test -count=1 -timeout 15m ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+generate:
+	$(GO) generate ./...
+
+bench: deps build
+	./$(BIN) bench rls --write docs/BENCHMARKS.md
