@@ -24,6 +24,7 @@ type DemoTenant struct {
 	World2     uuid.UUID            `json:"world2"`
 	Room1      uuid.UUID            `json:"room1"`
 	Room2      uuid.UUID            `json:"room2"`
+	Server     uuid.UUID            `json:"message_server"` // Alice's; room1 is its channel "general"
 	Memories   map[string]uuid.UUID `json:"memories"`
 	PrivateDoc uuid.UUID            `json:"private_doc"` // Alice's
 	RoomDoc    uuid.UUID            `json:"room_doc"`    // Alice's, in room1
@@ -97,7 +98,15 @@ func seedTenant(ctx context.Context, db *DB, name string) (DemoTenant, error) {
 		return fail("world2", err)
 	}
 	t.World1, t.World2 = w1.ID, w2.ID
-	r1, err := db.CreateRoom(alice, NewRoom{WorldID: w1.ID, Name: "room1"})
+	srv, err := db.CreateMessageServer(alice, "discord", "guild-"+t.Tenant.ID.String(), "Alice's guild")
+	if err != nil {
+		return fail("message server", err)
+	}
+	t.Server = srv.ID
+	if err := db.LinkAgent(alice, srv.ID, t.Agent); err != nil {
+		return fail("link agent", err)
+	}
+	r1, err := db.CreateRoom(alice, NewRoom{WorldID: w1.ID, Name: "room1", MessageServerID: &srv.ID, ChannelID: "general"})
 	if err != nil {
 		return fail("room1", err)
 	}
