@@ -9,6 +9,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -27,7 +28,10 @@ type Config struct {
 	QueryExecMode string
 	// MaxConns bounds each pool; 0 means pgxpool's default.
 	MaxConns int32
-	Logger   *slog.Logger
+	// Dial, when set, opens the network connections (for instrumentation,
+	// such as counting round trips).
+	Dial   pgconn.DialFunc
+	Logger *slog.Logger
 }
 
 // DB is the server's handle on PostgreSQL. It is safe for concurrent use.
@@ -83,6 +87,9 @@ func newPool(ctx context.Context, dsn string, cfg Config) (*pgxpool.Pool, error)
 	}
 	if cfg.MaxConns > 0 {
 		pc.MaxConns = cfg.MaxConns
+	}
+	if cfg.Dial != nil {
+		pc.ConnConfig.DialFunc = cfg.Dial
 	}
 	return pgxpool.NewWithConfig(ctx, pc)
 }

@@ -28,9 +28,9 @@ type dbEnv struct {
 type startMode int
 
 const (
-	attachOnly startMode = iota // use a running cluster, start nothing
-	startOwned                  // start (or reuse) and stop on exit
-	inspectOnly                 // describe, running or not
+	attachOnly  startMode = iota // use a running cluster, start nothing
+	startOwned                   // start (or reuse) and stop on exit
+	inspectOnly                  // describe, running or not
 )
 
 // openEnv resolves the database: the embedded cluster in the data dir, or
