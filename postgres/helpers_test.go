@@ -126,3 +126,8 @@ func mustConnect(t testing.TB, dsn string) *pgx.Conn {
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
 }
+
+func mustDB(t *testing.T) *testdb.Database {
+	t.Helper()
+	return testdb.New(t)
+}

@@ -1,0 +1,150 @@
+package postgres_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/bulkhead-dev/bulkhead/rls"
+)
+
+func TestSelfCheckCleanDatabase(t *testing.T) {
+	t.Parallel()
+	d := mustDB(t)
+	findings, err := postgres.SelfCheck(context.Background(), d.DB.Pool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range findings {
+		t.Errorf("finding on a clean database: %s", f)
+	}
+}
+
+// TestSelfCheckFindsBreakage breaks a fresh database in one way each and
+// expects the self-check to name it. Each breakage is made by the owner or
+// the superuser, as a careless migration or DBA would.
+func TestSelfCheckFindsBreakage(t *testing.T) {
+	cases := []struct {
+		name   string
+		admin  bool // as superuser (else owner)
+		sql    []string
+		undo   []string // for cluster-wide changes
+		expect string   // substring of a finding
+	}{
+		{name: "table without FORCE", sql: []string{`ALTER TABLE bulkhead.memories NO FORCE ROW LEVEL SECURITY`}, expect: "rls: bulkhead.memories: row-level security is not forced"},
+		{name: "RLS disabled", sql: []string{`ALTER TABLE bulkhead.rooms DISABLE ROW LEVEL SECURITY`}, expect: "rls: bulkhead.rooms: row-level security is not enabled"},
+		{name: "extra permissive policy", sql: []string{`CREATE POLICY everyone ON bulkhead.memories FOR SELECT USING (true)`}, expect: "unexpected policy everyone PERMISSIVE FOR SELECT"},
+		{name: "dropped layer-2 policy", sql: []string{`DROP POLICY bulkhead_select ON bulkhead.documents`}, expect: "missing generated policy bulkhead_select"},
+		{name: "undeclared tenant table", sql: []string{`CREATE TABLE bulkhead.notes (tenant_id uuid NOT NULL, body text)`, `GRANT SELECT ON bulkhead.notes TO bulkhead_app`}, expect: "bulkhead.notes: row-level security is not enabled"},
+		{name: "SECURITY DEFINER function granted", sql: []string{
+			`CREATE FUNCTION bulkhead.peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM bulkhead.memories'`,
+			`GRANT EXECUTE ON FUNCTION bulkhead.peek() TO bulkhead_app`}, expect: "definer: bulkhead.peek(): SECURITY DEFINER function executable by the runtime role is not on the allow-list"},
+		{name: "view without security_invoker", sql: []string{`CREATE VIEW bulkhead.all_memories AS SELECT * FROM bulkhead.memories`, `GRANT SELECT ON bulkhead.all_memories TO bulkhead_app`}, expect: "view without security_invoker"},
+		{name: "TRUNCATE granted", sql: []string{`GRANT TRUNCATE ON bulkhead.memories TO bulkhead_app`}, expect: "runtime role has TRUNCATE"},
+		{name: "CREATE on schema", admin: true, sql: []string{`GRANT CREATE ON SCHEMA bulkhead TO bulkhead_app`}, expect: "schema bulkhead: runtime role has CREATE"},
+		{name: "runtime role BYPASSRLS", admin: true, sql: []string{`ALTER ROLE bulkhead_app BYPASSRLS`}, undo: []string{`ALTER ROLE bulkhead_app NOBYPASSRLS`}, expect: "has BYPASSRLS"},
+		{name: "runtime role member of owner", admin: true, sql: []string{`GRANT bulkhead_owner TO bulkhead_app`}, undo: []string{`REVOKE bulkhead_owner FROM bulkhead_app`}, expect: "is a member of role bulkhead_owner"},
+	}
+	// Not parallel: two cases change cluster-wide roles, and Go runs the
+	// parallel tests only after every sequential one has finished.
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := mustDB(t)
+			dsn := d.OwnerDSN()
+			if c.admin {
+				dsn = d.AdminDSN()
+			}
+			conn := mustConnect(t, dsn)
+			ctx := context.Background()
+			if c.undo != nil {
+				t.Cleanup(func() {
+					for _, s := range c.undo {
+						if _, err := conn.Exec(context.Background(), s); err != nil {
+							t.Errorf("undo %s: %v", s, err)
+						}
+					}
+				})
+			}
+			for _, s := range c.sql {
+				if _, err := conn.Exec(ctx, s); err != nil {
+					t.Fatalf("%s: %v", s, err)
+				}
+			}
+			findings, err := postgres.SelfCheck(ctx, d.DB.Pool())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var all []string
+			for _, f := range findings {
+				all = append(all, f.String())
+			}
+			joined := strings.Join(all, "\n")
+			if !strings.Contains(joined, c.expect) {
+				t.Errorf("self-check did not find %q; findings:\n%s", c.expect, joined)
+			}
+		})
+	}
+}
+
+// TestCatalogMetaTest walks the catalog of a migrated database: every
+// table with a tenant column is declared, forced and covered by the
+// generator's policies (the self-check), and tenant_id leads every primary
+// key, unique constraint, foreign key and index of every tenant table.
+func TestCatalogMetaTest(t *testing.T) {
+	t.Parallel()
+	d := mustDB(t)
+	conn := mustConnect(t, d.AdminDSN())
+	ctx := context.Background()
+	for _, tb := range postgres.Tables {
+		col := "tenant_id"
+		if tb.TenantColumn != "" {
+			col = tb.TenantColumn
+		}
+		var forced, enabled bool
+		if err := conn.QueryRow(ctx, `SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass`, "bulkhead."+tb.Name).Scan(&enabled, &forced); err != nil {
+			t.Fatal(err)
+		}
+		if !enabled || !forced {
+			t.Errorf("%s: rls enabled %v forced %v", tb.Name, enabled, forced)
+		}
+		ps, _ := rls.Policies(postgres.RLSConfig, tb)
+		var n int
+		conn.QueryRow(ctx, `SELECT count(*) FROM pg_policy WHERE polrelid = $1::regclass`, "bulkhead."+tb.Name).Scan(&n)
+		if n != len(ps) {
+			t.Errorf("%s: %d policies, the generator declares %d", tb.Name, n, len(ps))
+		}
+		// Constraints: the first key column is the tenant column.
+		rows, err := conn.Query(ctx, `
+			SELECT c.conname, c.contype::text, a.attname
+			FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+			WHERE c.conrelid = $1::regclass AND c.contype IN ('p', 'u', 'f')`, "bulkhead."+tb.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var name, typ, first string
+			rows.Scan(&name, &typ, &first)
+			if first != col {
+				t.Errorf("%s: constraint %s (%s) leads with %s, not %s", tb.Name, name, typ, first, col)
+			}
+		}
+		rows.Close()
+		// Indexes: the first column is the tenant column.
+		rows, err = conn.Query(ctx, `
+			SELECT i.indexrelid::regclass::text, coalesce(a.attname, '(expression)')
+			FROM pg_index i LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+			WHERE i.indrelid = $1::regclass`, "bulkhead."+tb.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var name, first string
+			rows.Scan(&name, &first)
+			if first != col {
+				t.Errorf("%s: index %s leads with %s, not %s", tb.Name, name, first, col)
+			}
+		}
+		rows.Close()
+	}
+}
