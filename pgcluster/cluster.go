@@ -43,6 +43,8 @@ type Config struct {
 	Ephemeral bool
 	// Detach leaves the cluster running after this process exits (bulkhead db start).
 	Detach bool
+	// Settings are extra server settings (name -> value), e.g. shared_buffers.
+	Settings map[string]string
 	// RunAs is the OS user that runs PostgreSQL when this process is root
 	// (default "postgres"); PostgreSQL refuses to run as root.
 	RunAs string
@@ -345,6 +347,9 @@ func (c *Cluster) start(ctx context.Context, cfg Config) error {
 		"-c", "listen_addresses=" + listen, "-c", "unix_socket_permissions=0700"}
 	if cfg.Ephemeral {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	for k, v := range cfg.Settings {
+		args = append(args, "-c", k+"="+v)
 	}
 	logPath := filepath.Join(c.dataDir, "postgres.log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)

@@ -1,0 +1,55 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Markdown writes r as the docs/BENCHMARKS.md section for the RLS tax,
+// naming the command that produced it.
+func (r *Result) Markdown(w io.Writer, command string) {
+	fmt.Fprintf(w, "## RLS tax (`%s`)\n\n", command)
+	fmt.Fprintf(w, "Measured %s on %d CPU cores (%s/%s), PostgreSQL %s, on a private cluster (fsync off, shared_buffers 1GB).\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, r.PGVersion)
+	var rows []string
+	for t, n := range r.Rows {
+		rows = append(rows, fmt.Sprintf("%s %d", t, n))
+	}
+	sort.Strings(rows)
+	fmt.Fprintf(w, "Dataset: %d tenants; rows per table: %s. Setup took %s.\n\n", r.Config.Tenants, strings.Join(rows, ", "), r.Setup.Round(time.Second))
+	fmt.Fprintln(w, "Each operation runs through the same Go code (`postgres.DB`, as the runtime role, context set in the same round trip) on two")
+	fmt.Fprintln(w, "identical copies of the data: one with bulkhead's policies (RLS + FORCE), one with the policies removed, where the query's")
+	fmt.Fprintf(w, "own `WHERE tenant_id = $1` is the only filter. %d operations per case and side, in 10 interleaved rounds; medians and p95 in µs.\n\n", r.Config.Ops)
+	fmt.Fprintln(w, "| operation | RLS median | baseline median | ratio (target ≤ 1.05) | RLS p95 | baseline p95 |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+	for _, c := range r.Cases {
+		fmt.Fprintf(w, "| %s | %s | %s | **%.3f** | %s | %s |\n", c.Name, us(c.RLS), us(c.Plain), c.Ratio(), us(c.RLSP95), us(c.PlainP95))
+	}
+	fmt.Fprintln(w, "\nRound trips per scoped operation, counted on the wire (a write that follows a read starts one):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| operation | round trips |")
+	fmt.Fprintln(w, "|---|---:|")
+	for _, rt := range r.RoundTrips {
+		fmt.Fprintf(w, "| %s | %d |\n", rt.Name, rt.N)
+	}
+	fmt.Fprintf(w, "\nParticipant check in a %d-member room (with RLS): one indexed `EXISTS` %s vs loading every participant %s: **%.1f×** faster.\n",
+		r.Config.BigRoom, us(r.ParticipantCheck), us(r.LoadAllParticipants), float64(r.LoadAllParticipants)/float64(r.ParticipantCheck))
+}
+
+// Table prints a short terminal summary.
+func (r *Result) Table(w io.Writer) {
+	fmt.Fprintf(w, "%-30s %12s %12s %8s\n", "operation", "RLS µs", "baseline µs", "ratio")
+	for _, c := range r.Cases {
+		fmt.Fprintf(w, "%-30s %12s %12s %8.3f\n", c.Name, us(c.RLS), us(c.Plain), c.Ratio())
+	}
+	for _, rt := range r.RoundTrips {
+		fmt.Fprintf(w, "round trips: %-60s %d\n", rt.Name, rt.N)
+	}
+	fmt.Fprintf(w, "participant check %s µs vs load all %s µs (%.1fx)\n", us(r.ParticipantCheck), us(r.LoadAllParticipants), float64(r.LoadAllParticipants)/float64(r.ParticipantCheck))
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Microsecond)) }

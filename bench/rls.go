@@ -1,0 +1,352 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/pgcluster"
+	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/bulkhead-dev/bulkhead/rls"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Config sizes the RLS benchmark.
+type Config struct {
+	Tenants  int       // default 1000
+	Memories int       // total, spread over 10 rooms per tenant; default 1,000,000
+	BigRoom  int       // members of the room for the participant-check comparison; default 1000
+	Ops      int       // measured operations per case and database; default 3000
+	Progress io.Writer // progress lines; nil discards them
+}
+
+func (c *Config) defaults() {
+	if c.Tenants <= 0 {
+		c.Tenants = 1000
+	}
+	if c.Memories <= 0 {
+		c.Memories = 1_000_000
+	}
+	if c.BigRoom <= 0 {
+		c.BigRoom = 1000
+	}
+	if c.Ops <= 0 {
+		c.Ops = 3000
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+}
+
+// Case is one operation measured on both databases.
+type Case struct {
+	Name             string
+	RLS, Plain       time.Duration // medians
+	RLSP95, PlainP95 time.Duration
+}
+
+// Ratio is the RLS median over the baseline median.
+func (c Case) Ratio() float64 { return float64(c.RLS) / float64(c.Plain) }
+
+// Result is one run.
+type Result struct {
+	Config     Config
+	PGVersion  string
+	Setup      time.Duration
+	Rows       map[string]int64 // rows per table in the dataset
+	Cases      []Case
+	RoundTrips []RoundTrip
+	// In the big room, with RLS: one indexed EXISTS vs loading every participant.
+	ParticipantCheck, LoadAllParticipants time.Duration
+}
+
+// RoundTrip is the measured number of network round trips of an operation.
+type RoundTrip struct {
+	Name string
+	N    int64
+}
+
+type sample struct{ tenant, room, member uuid.UUID }
+
+// RunRLS builds the dataset on a private cluster and measures every case.
+func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
+	cfg.defaults()
+	res := &Result{Config: cfg, Rows: map[string]int64{}}
+	start := time.Now()
+	dir, err := os.MkdirTemp("", "bhbench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755) // PostgreSQL runs as another user under root
+	fmt.Fprintln(cfg.Progress, "starting a private PostgreSQL cluster")
+	cl, err := pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true,
+		Settings: map[string]string{"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"}})
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Stop()
+	creds := postgres.Credentials{Owner: rand.Text(), Runtime: rand.Text(), Maintenance: rand.Text()}
+	const withRLS, plain = "bench_rls", "bench_plain"
+	if err := postgres.Bootstrap(ctx, cl.SuperuserDSN("postgres"), withRLS, creds, true); err != nil {
+		return nil, err
+	}
+	m, err := postgres.NewMigrator(cl.DSN(postgres.Owner, creds.Owner, withRLS), nil)
+	if err != nil {
+		return nil, err
+	}
+	_, err = m.Up(ctx)
+	m.Close()
+	if err != nil {
+		return nil, err
+	}
+	admin, err := pgx.Connect(ctx, cl.SuperuserDSN(withRLS))
+	if err != nil {
+		return nil, err
+	}
+	admin.QueryRow(ctx, "SHOW server_version").Scan(&res.PGVersion)
+	if err := generate(ctx, admin, cfg, res); err != nil {
+		admin.Close(ctx)
+		return nil, err
+	}
+	samples, big, err := loadSamples(ctx, admin)
+	admin.Close(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// The baseline: an identical copy whose policies are removed.
+	fmt.Fprintln(cfg.Progress, "copying the dataset for the baseline (policies removed)")
+	root, err := pgx.Connect(ctx, cl.SuperuserDSN("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	_, err = root.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s OWNER %s", plain, withRLS, postgres.Owner))
+	root.Close(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := postgres.PrepareDatabase(ctx, cl.SuperuserDSN("postgres"), plain); err != nil {
+		return nil, err
+	}
+	down, err := rls.Remove(postgres.RLSConfig, postgres.Tables)
+	if err != nil {
+		return nil, err
+	}
+	if err := execAll(ctx, cl.DSN(postgres.Owner, creds.Owner, plain), down); err != nil {
+		return nil, err
+	}
+	res.Setup = time.Since(start)
+
+	var trips atomic.Int64
+	open := func(db string) (*postgres.DB, error) {
+		return postgres.Open(ctx, postgres.Config{AppDSN: cl.DSN(postgres.Runtime, creds.Runtime, db), MaxConns: 2, Dial: countingDial(&trips)})
+	}
+	dbRLS, err := open(withRLS)
+	if err != nil {
+		return nil, err
+	}
+	defer dbRLS.Close()
+	dbPlain, err := open(plain)
+	if err != nil {
+		return nil, err
+	}
+	defer dbPlain.Close()
+
+	scoped := func(s sample) context.Context {
+		c, _ := bulkhead.WithScope(ctx, bulkhead.Scope{Tenant: s.tenant, Entity: s.member})
+		return c
+	}
+	cases := []struct {
+		name string
+		op   func(db *postgres.DB, s sample) error
+	}{
+		{"point read (memory by id)", func(db *postgres.DB, s sample) error {
+			var id uuid.UUID
+			return db.ReadRow(scoped(s), `SELECT id FROM bulkhead.memories WHERE tenant_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 1`, []any{s.tenant, s.room}, &id)
+		}},
+		{"room history page (50)", func(db *postgres.DB, s sample) error {
+			_, _, err := db.RoomHistory(scoped(s), s.room, postgres.Page{Limit: 50})
+			return err
+		}},
+		{"participant check", func(db *postgres.DB, s sample) error {
+			ok, err := db.IsRoomParticipant(scoped(s), s.room, s.member)
+			if err == nil && !ok {
+				err = fmt.Errorf("member not found")
+			}
+			return err
+		}},
+		{"append memory", func(db *postgres.DB, s sample) error {
+			_, err := db.AppendMemory(scoped(s), postgres.NewMemory{RoomID: s.room, Content: "benchmark message"})
+			return err
+		}},
+	}
+	rnd := mrand.New(mrand.NewPCG(1, 2))
+	for _, c := range cases {
+		fmt.Fprintf(cfg.Progress, "measuring %s\n", c.name)
+		var tRLS, tPlain []time.Duration
+		// Warm both, then interleave rounds so drift hits both sides alike.
+		for _, db := range []*postgres.DB{dbRLS, dbPlain} {
+			for range 200 {
+				if err := c.op(db, samples[rnd.IntN(len(samples))]); err != nil {
+					return nil, fmt.Errorf("%s: %w", c.name, err)
+				}
+			}
+		}
+		const rounds = 10
+		for r := range rounds {
+			order := []*postgres.DB{dbRLS, dbPlain}
+			if r%2 == 1 {
+				order = []*postgres.DB{dbPlain, dbRLS}
+			}
+			for _, db := range order {
+				for range cfg.Ops / rounds {
+					s := samples[rnd.IntN(len(samples))]
+					t0 := time.Now()
+					if err := c.op(db, s); err != nil {
+						return nil, fmt.Errorf("%s: %w", c.name, err)
+					}
+					d := time.Since(t0)
+					if db == dbRLS {
+						tRLS = append(tRLS, d)
+					} else {
+						tPlain = append(tPlain, d)
+					}
+				}
+			}
+		}
+		res.Cases = append(res.Cases, Case{Name: c.name, RLS: pct(tRLS, 50), Plain: pct(tPlain, 50), RLSP95: pct(tRLS, 95), PlainP95: pct(tPlain, 95)})
+	}
+
+	// Round trips, counted on the wire.
+	s := samples[0]
+	for _, rt := range []struct {
+		name string
+		f    func() error
+	}{
+		{"Read: one statement (point read, history page, participant check)", func() error {
+			_, err := dbRLS.IsRoomParticipant(scoped(s), s.room, s.member)
+			return err
+		}},
+		{"InScope: one statement + commit (append)", func() error {
+			_, err := dbRLS.AppendMemory(scoped(s), postgres.NewMemory{RoomID: s.room, Content: "round trip"})
+			return err
+		}},
+	} {
+		if err := rt.f(); err != nil {
+			return nil, err
+		}
+		before := trips.Load()
+		if err := rt.f(); err != nil {
+			return nil, err
+		}
+		res.RoundTrips = append(res.RoundTrips, RoundTrip{rt.name, trips.Load() - before})
+	}
+
+	// Participant check vs loading all participants of the big room.
+	fmt.Fprintf(cfg.Progress, "participant check vs loading %d participants\n", cfg.BigRoom)
+	var check, load []time.Duration
+	for i := range 400 {
+		t0 := time.Now()
+		ok, err := dbRLS.IsRoomParticipant(scoped(big), big.room, big.member)
+		if err != nil || !ok {
+			return nil, fmt.Errorf("big room check: %v %v", ok, err)
+		}
+		if i >= 50 {
+			check = append(check, time.Since(t0))
+		}
+		t0 = time.Now()
+		// A naive caller loads every page and scans it.
+		total, found, after := 0, false, ""
+		for {
+			ps, next, err := dbRLS.ListParticipants(scoped(big), big.room, postgres.Page{Limit: postgres.MaxPageSize, After: after})
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range ps {
+				found = found || p.EntityID == big.member
+			}
+			total += len(ps)
+			if next == "" {
+				break
+			}
+			after = next
+		}
+		if !found {
+			return nil, fmt.Errorf("big room: member not among the loaded participants")
+		}
+		if total < cfg.BigRoom {
+			return nil, fmt.Errorf("big room: loaded %d participants, want %d", total, cfg.BigRoom)
+		}
+		if i >= 50 {
+			load = append(load, time.Since(t0))
+		}
+	}
+	res.ParticipantCheck, res.LoadAllParticipants = pct(check, 50), pct(load, 50)
+	return res, nil
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+func execAll(ctx context.Context, dsn string, stmts []string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		return nil
+	})
+}
+
+// countingDial counts round trips: a write after a read starts a new one.
+func countingDial(n *atomic.Int64) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &rtConn{Conn: c, n: n, reading: true}, nil
+	}
+}
+
+type rtConn struct {
+	net.Conn
+	n       *atomic.Int64
+	reading bool
+}
+
+func (c *rtConn) Write(b []byte) (int, error) {
+	if c.reading {
+		c.n.Add(1)
+		c.reading = false
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *rtConn) Read(b []byte) (int, error) {
+	c.reading = true
+	return c.Conn.Read(b)
+}

@@ -1,0 +1,39 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestRunRLSSmall runs the whole benchmark on a tiny dataset: it checks the
+// harness works and the round trips, never the timings.
+func TestRunRLSSmall(t *testing.T) {
+	res, err := RunRLS(context.Background(), Config{Tenants: 20, Memories: 4000, BigRoom: 600, Ops: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Cases) != 4 {
+		t.Fatalf("%d cases, want 4", len(res.Cases))
+	}
+	for _, c := range res.Cases {
+		if c.RLS <= 0 || c.Plain <= 0 {
+			t.Errorf("%s: empty measurement %+v", c.Name, c)
+		}
+	}
+	want := []int64{1, 2} // Read: one; InScope with one statement: batch + commit
+	for i, rt := range res.RoundTrips {
+		if rt.N != want[i] {
+			t.Errorf("%s: %d round trips, want %d", rt.Name, rt.N, want[i])
+		}
+	}
+	if res.Rows["memories"] < 4000 || res.Rows["tenants"] != 20 {
+		t.Errorf("dataset: %v", res.Rows)
+	}
+	var b bytes.Buffer
+	res.Markdown(&b, "test")
+	if !strings.Contains(b.String(), "| append memory |") {
+		t.Errorf("markdown lacks the append row:\n%s", b.String())
+	}
+}

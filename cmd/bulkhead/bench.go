@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/bulkhead-dev/bulkhead/bench"
+	"github.com/spf13/cobra"
+)
+
+func newBenchCmd(cfg *config) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure isolation costs against a baseline measured in the same run",
+	}
+	var bc bench.Config
+	var write string
+	rlsCmd := &cobra.Command{
+		Use:   "rls",
+		Short: "RLS tax: point read, history page, participant check, append with policies vs without; round trips",
+		Long: `bench rls starts its own throwaway PostgreSQL cluster (your data is never
+touched), generates the dataset (by default 1,000 tenants and 1,000,000
+memories), copies it, removes the policies from the copy, and runs the same
+operations through the same code on both, interleaved. It prints the medians
+and their ratio, the round trips per operation, and the participant check
+against loading a whole room. With --write FILE it replaces the RLS section of
+that markdown file (docs/BENCHMARKS.md).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bc.Progress = cmd.ErrOrStderr()
+			res, err := bench.RunRLS(cmd.Context(), bc)
+			if err != nil {
+				return err
+			}
+			res.Table(cmd.OutOrStdout())
+			if write == "" {
+				return nil
+			}
+			var b bytes.Buffer
+			command := fmt.Sprintf("bulkhead bench rls --tenants %d --memories %d --ops %d", bc.Tenants, bc.Memories, bc.Ops)
+			res.Markdown(&b, command)
+			return replaceSection(write, "## RLS tax", b.String())
+		},
+	}
+	f := rlsCmd.Flags()
+	f.IntVar(&bc.Tenants, "tenants", 1000, "tenants in the dataset")
+	f.IntVar(&bc.Memories, "memories", 1_000_000, "memories in the dataset")
+	f.IntVar(&bc.BigRoom, "big-room", 1000, "participants in the room used for the participant-check comparison")
+	f.IntVar(&bc.Ops, "ops", 3000, "measured operations per case and side")
+	f.StringVar(&write, "write", "", "markdown file whose RLS section to replace with the results")
+	cmd.AddCommand(rlsCmd)
+	return cmd
+}
+
+// replaceSection replaces, in the markdown file at path, the section that
+// starts with heading (up to the next "## ") with body, or appends it.
+func replaceSection(path, heading, body string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	s := string(old)
+	if s == "" {
+		s = "# Benchmarks\n\nEvery figure here is a ratio against a baseline measured in the same run, produced by the command named in its section.\n\n"
+	}
+	if i := strings.Index(s, heading); i >= 0 {
+		rest := s[i+len(heading):]
+		end := len(s)
+		if j := strings.Index(rest, "\n## "); j >= 0 {
+			end = i + len(heading) + j + 1
+		}
+		s = s[:i] + body + s[end:]
+	} else {
+		s = strings.TrimRight(s, "\n") + "\n\n" + body
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}
