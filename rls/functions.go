@@ -16,10 +16,15 @@ func ContextFunctions(cfg Config) ([]string, error) {
 		return nil, err
 	}
 	s := cfg.Schema
+	// Inlinable: no SET clause, every name qualified (the operator too), so
+	// the planner folds the call into the statement and a prepared statement
+	// plans it once. Nothing can shadow pg_catalog names for the runtime
+	// role, which may create no object in any schema. Semantics are those of
+	// nullif(current_setting(name, true), '')::uuid.
 	setting := func(name, setting string) string {
 		return fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s() RETURNS uuid
-  LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-  AS $fn$ SELECT nullif(pg_catalog.current_setting('%s', true), '')::uuid $fn$`, s, name, setting)
+  LANGUAGE sql STABLE PARALLEL SAFE
+  AS $fn$ SELECT CASE WHEN pg_catalog.current_setting('%[3]s', true) OPERATOR(pg_catalog.<>) '' THEN pg_catalog.current_setting('%[3]s', true)::pg_catalog.uuid END $fn$`, s, name, setting)
 	}
 	stmts := []string{
 		setting("current_tenant", cfg.TenantSetting),
@@ -57,28 +62,36 @@ func functions(cfg Config) []string {
 		// delegation exists; empty without an entity. Runs as the caller
 		// (delegations' own policy applies) or, inside a definer helper, as
 		// the definer: either way it filters by the tenant in context.
+		// PL/pgSQL so its query plan is cached per session; it is called once
+		// per statement, never per row, and has no exception block.
 		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s.current_actors() RETURNS uuid[]
-  LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
   AS $fn$
-  SELECT CASE
-    WHEN %[1]s.current_entity() IS NULL THEN '{}'::uuid[]
-    WHEN %[1]s.current_acting_for() IS NOT NULL AND EXISTS (
+DECLARE
+  e uuid := %[1]s.current_entity();
+  a uuid := %[1]s.current_acting_for();
+BEGIN
+  IF e IS NULL THEN
+    RETURN '{}'::uuid[];
+  END IF;
+  IF a IS NOT NULL AND EXISTS (
       SELECT 1 FROM %[1]s.delegations d
-      WHERE d.tenant_id = %[1]s.current_tenant()
-        AND d.agent_id = %[1]s.current_entity()
-        AND d.principal_id = %[1]s.current_acting_for()
-        AND d.revoked_at IS NULL
-        AND (d.expires_at IS NULL OR d.expires_at > pg_catalog.now()))
-    THEN ARRAY[%[1]s.current_entity(), %[1]s.current_acting_for()]
-    ELSE ARRAY[%[1]s.current_entity()]
-  END
-  $fn$`, s),
+      WHERE d.tenant_id = %[1]s.current_tenant() AND d.agent_id = e AND d.principal_id = a
+        AND d.revoked_at IS NULL AND (d.expires_at IS NULL OR d.expires_at > pg_catalog.now())) THEN
+    RETURN ARRAY[e, a];
+  END IF;
+  RETURN ARRAY[e];
+END
+$fn$`, s),
 	}
+	// The definer helpers are PL/pgSQL so their plans are cached per
+	// session (a non-inlined SQL function is re-planned on every call); each
+	// runs once per statement, as an InitPlan, and has no exception block.
 	definer := func(name, args, returns, body string) []string {
 		return []string{
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s(%s) RETURNS %s
-  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-  AS $fn$ %s $fn$`, s, name, args, returns, strings.ReplaceAll(body, "S.", s+".")),
+  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$ BEGIN RETURN (%s); END $fn$`, s, name, args, returns, strings.ReplaceAll(body, "S.", s+".")),
 			fmt.Sprintf("ALTER FUNCTION %s.%s(%s) OWNER TO %s", s, name, argTypes(args), cfg.Definer),
 		}
 	}

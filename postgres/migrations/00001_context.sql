@@ -4,18 +4,18 @@
 -- +goose Up
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION bulkhead.current_tenant() RETURNS uuid
-  LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-  AS $fn$ SELECT nullif(pg_catalog.current_setting('bulkhead.tenant_id', true), '')::uuid $fn$;
+  LANGUAGE sql STABLE PARALLEL SAFE
+  AS $fn$ SELECT CASE WHEN pg_catalog.current_setting('bulkhead.tenant_id', true) OPERATOR(pg_catalog.<>) '' THEN pg_catalog.current_setting('bulkhead.tenant_id', true)::pg_catalog.uuid END $fn$;
 -- +goose StatementEnd
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION bulkhead.current_entity() RETURNS uuid
-  LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-  AS $fn$ SELECT nullif(pg_catalog.current_setting('bulkhead.entity_id', true), '')::uuid $fn$;
+  LANGUAGE sql STABLE PARALLEL SAFE
+  AS $fn$ SELECT CASE WHEN pg_catalog.current_setting('bulkhead.entity_id', true) OPERATOR(pg_catalog.<>) '' THEN pg_catalog.current_setting('bulkhead.entity_id', true)::pg_catalog.uuid END $fn$;
 -- +goose StatementEnd
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION bulkhead.current_acting_for() RETURNS uuid
-  LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-  AS $fn$ SELECT nullif(pg_catalog.current_setting('bulkhead.acting_for', true), '')::uuid $fn$;
+  LANGUAGE sql STABLE PARALLEL SAFE
+  AS $fn$ SELECT CASE WHEN pg_catalog.current_setting('bulkhead.acting_for', true) OPERATOR(pg_catalog.<>) '' THEN pg_catalog.current_setting('bulkhead.acting_for', true)::pg_catalog.uuid END $fn$;
 -- +goose StatementEnd
 REVOKE ALL ON FUNCTION bulkhead.current_tenant() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bulkhead.current_tenant() TO bulkhead_app, bulkhead_maintenance, bulkhead_owner, bulkhead_definer;
