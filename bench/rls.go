@@ -149,7 +149,7 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 
 	var trips atomic.Int64
 	open := func(db string) (*postgres.DB, error) {
-		return postgres.Open(ctx, postgres.Config{AppDSN: cl.DSN(postgres.Runtime, creds.Runtime, db), MaxConns: 2, Dial: countingDial(&trips)})
+		return postgres.Open(ctx, postgres.Config{AppDSN: cl.DSN(postgres.Runtime, creds.Runtime, db), MaxConns: 2, Dial: CountingDial(&trips)})
 	}
 	dbRLS, err := open(withRLS)
 	if err != nil {
@@ -320,8 +320,9 @@ func execAll(ctx context.Context, dsn string, stmts []string) error {
 	})
 }
 
-// countingDial counts round trips: a write after a read starts a new one.
-func countingDial(n *atomic.Int64) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// CountingDial returns a dial function whose connections count round trips
+// into n: a write that follows a read starts a new one.
+func CountingDial(n *atomic.Int64) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)

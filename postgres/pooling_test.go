@@ -3,11 +3,11 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/bulkhead-dev/bulkhead/bench"
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/uuid"
@@ -115,39 +115,11 @@ func TestContextNeverLeaksThroughPgBouncer(t *testing.T) {
 	}
 }
 
-// rtConn counts round trips: a write that follows a read starts a new one.
-type rtConn struct {
-	net.Conn
-	n       *atomic.Int64
-	reading bool
-}
-
-func (c *rtConn) Write(b []byte) (int, error) {
-	if c.reading {
-		c.n.Add(1)
-		c.reading = false
-	}
-	return c.Conn.Write(b)
-}
-
-func (c *rtConn) Read(b []byte) (int, error) {
-	c.reading = true
-	return c.Conn.Read(b)
-}
-
 func TestRoundTrips(t *testing.T) {
 	t.Parallel()
 	d, demo := seeded(t)
 	var trips atomic.Int64
-	dialer := &net.Dialer{}
-	db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: d.AppDSN(), MaxConns: 1,
-		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return &rtConn{Conn: c, n: &trips, reading: true}, nil
-		}})
+	db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: d.AppDSN(), MaxConns: 1, Dial: bench.CountingDial(&trips)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -106,6 +106,19 @@ func TestRuntimeRoleCannotEscape(t *testing.T) {
 			t.Errorf("%s: %v; want permission denied", sql, err)
 		}
 	}
+	// Planner statistics (most common values) of RLS tables are hidden from it.
+	admin := mustConnect(t, d.AdminDSN())
+	if _, err := admin.Exec(ctx, `ANALYZE`); err != nil {
+		t.Fatal(err)
+	}
+	var stats, adminStats int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stats WHERE schemaname = 'bulkhead'`).Scan(&stats); err != nil {
+		t.Fatal(err)
+	}
+	admin.QueryRow(ctx, `SELECT count(*) FROM pg_stats WHERE schemaname = 'bulkhead'`).Scan(&adminStats)
+	if stats != 0 || adminStats == 0 {
+		t.Errorf("pg_stats rows for bulkhead tables: runtime role %d (want 0), superuser %d (want > 0)", stats, adminStats)
+	}
 	// row_security = off makes a query that RLS would filter fail, not leak.
 	tx, err := conn.Begin(ctx)
 	if err != nil {
