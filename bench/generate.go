@@ -57,15 +57,16 @@ func generate(ctx context.Context, conn *pgx.Conn, cfg Config, res *Result) erro
 // loadSamples picks (tenant, room, member) triples to query as, and the
 // big room with one of its members.
 func loadSamples(ctx context.Context, conn *pgx.Conn) ([]sample, sample, error) {
-	rows, err := conn.Query(ctx, `SELECT p.tenant_id, p.room_id, p.entity_id FROM bulkhead.participants p
-		WHERE p.role = 'owner' ORDER BY random() LIMIT 2000`)
+	rows, err := conn.Query(ctx, `SELECT p.tenant_id, p.room_id, p.entity_id,
+		(SELECT m.id FROM bulkhead.memories m WHERE m.tenant_id = p.tenant_id AND m.room_id = p.room_id ORDER BY random() LIMIT 1)
+		FROM bulkhead.participants p WHERE p.role = 'owner' ORDER BY random() LIMIT 2000`)
 	if err != nil {
 		return nil, sample{}, err
 	}
 	var out []sample
 	for rows.Next() {
 		var s sample
-		if err := rows.Scan(&s.tenant, &s.room, &s.member); err != nil {
+		if err := rows.Scan(&s.tenant, &s.room, &s.member, &s.memory); err != nil {
 			return nil, sample{}, err
 		}
 		out = append(out, s)

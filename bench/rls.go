@@ -47,15 +47,20 @@ func (c *Config) defaults() {
 	}
 }
 
-// Case is one operation measured on both databases.
+// Case is one operation measured three ways.
 type Case struct {
 	Name             string
-	RLS, Plain       time.Duration // medians
+	RLS, Plain, App  time.Duration // medians
 	RLSP95, PlainP95 time.Duration
 }
 
-// Ratio is the RLS median over the baseline median.
+// Ratio is the RLS median over the baseline median (policies removed,
+// WHERE tenant_id only).
 func (c Case) Ratio() float64 { return float64(c.RLS) / float64(c.Plain) }
+
+// AppRatio is the RLS median over the median of the same operation with
+// the entity checks written into the query instead (policies removed).
+func (c Case) AppRatio() float64 { return float64(c.RLS) / float64(c.App) }
 
 // Result is one run.
 type Result struct {
@@ -75,7 +80,7 @@ type RoundTrip struct {
 	N    int64
 }
 
-type sample struct{ tenant, room, member uuid.UUID }
+type sample struct{ tenant, room, member, memory uuid.UUID }
 
 // RunRLS builds the dataset on a private cluster and measures every case.
 func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
@@ -166,65 +171,104 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 		c, _ := bulkhead.WithScope(ctx, bulkhead.Scope{Tenant: s.tenant, Entity: s.member})
 		return c
 	}
+	// Each op runs as the sample's member. app: the query carries the
+	// entity checks an application would write without RLS (run on the
+	// database without policies).
+	member := `EXISTS (SELECT 1 FROM bulkhead.participants p WHERE p.tenant_id = $1 AND p.room_id = %s AND p.entity_id = $3)`
+	readOne := func(db *postgres.DB, s sample, sql string, args ...any) error {
+		return db.Read(scoped(s), func(rows pgx.Rows) error {
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("no row")
+			}
+			return nil
+		}, sql, args...)
+	}
 	cases := []struct {
 		name string
-		op   func(db *postgres.DB, s sample) error
+		op   func(db *postgres.DB, s sample, app bool) error
 	}{
-		{"point read (memory by id)", func(db *postgres.DB, s sample) error {
-			var id uuid.UUID
-			return db.ReadRow(scoped(s), `SELECT id FROM bulkhead.memories WHERE tenant_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 1`, []any{s.tenant, s.room}, &id)
+		{"directory read (layer 1 only)", func(db *postgres.DB, s sample, app bool) error {
+			return readOne(db, s, `SELECT name FROM bulkhead.entities WHERE tenant_id = $1 AND id = $2`, s.tenant, s.member)
 		}},
-		{"room history page (50)", func(db *postgres.DB, s sample) error {
-			_, _, err := db.RoomHistory(scoped(s), s.room, postgres.Page{Limit: 50})
-			return err
+		{"point read (memory by id)", func(db *postgres.DB, s sample, app bool) error {
+			q := `SELECT content FROM bulkhead.memories m WHERE m.tenant_id = $1 AND m.id = $2`
+			if app {
+				return readOne(db, s, q+" AND "+fmt.Sprintf(member, "m.room_id"), s.tenant, s.memory, s.member)
+			}
+			return readOne(db, s, q, s.tenant, s.memory)
 		}},
-		{"participant check", func(db *postgres.DB, s sample) error {
+		{"room history page (50)", func(db *postgres.DB, s sample, app bool) error {
+			q := `SELECT id, content, created_at FROM bulkhead.memories WHERE tenant_id = $1 AND room_id = $2 %s ORDER BY created_at DESC, id DESC LIMIT 50`
+			if app {
+				return readOne(db, s, fmt.Sprintf(q, "AND "+fmt.Sprintf(member, "$2")), s.tenant, s.room, s.member)
+			}
+			return readOne(db, s, fmt.Sprintf(q, ""), s.tenant, s.room)
+		}},
+		{"participant check", func(db *postgres.DB, s sample, app bool) error {
+			// The caller asks about itself, so the application check is the query.
 			ok, err := db.IsRoomParticipant(scoped(s), s.room, s.member)
 			if err == nil && !ok {
 				err = fmt.Errorf("member not found")
 			}
 			return err
 		}},
-		{"append memory", func(db *postgres.DB, s sample) error {
-			_, err := db.AppendMemory(scoped(s), postgres.NewMemory{RoomID: s.room, Content: "benchmark message"})
-			return err
+		{"append memory", func(db *postgres.DB, s sample, app bool) error {
+			if !app {
+				_, err := db.AppendMemory(scoped(s), postgres.NewMemory{RoomID: s.room, Content: "benchmark message"})
+				return err
+			}
+			ctx := scoped(s)
+			return db.InScope(ctx, func(tx pgx.Tx) error {
+				id, _ := uuid.NewV7()
+				ct, err := tx.Exec(ctx, `INSERT INTO bulkhead.memories (tenant_id, id, room_id, author_id, content)
+					SELECT $1, $4, $2, $3, 'benchmark message' WHERE `+fmt.Sprintf(member, "$2"), s.tenant, s.room, s.member, id)
+				if err == nil && ct.RowsAffected() != 1 {
+					err = fmt.Errorf("not a participant")
+				}
+				return err
+			})
 		}},
+	}
+	type side struct {
+		db  *postgres.DB
+		app bool
+		got []time.Duration
 	}
 	rnd := mrand.New(mrand.NewPCG(1, 2))
 	for _, c := range cases {
 		fmt.Fprintf(cfg.Progress, "measuring %s\n", c.name)
-		var tRLS, tPlain []time.Duration
-		// Warm both, then interleave rounds so drift hits both sides alike.
-		for _, db := range []*postgres.DB{dbRLS, dbPlain} {
+		sides := []*side{{db: dbRLS}, {db: dbPlain}, {db: dbPlain, app: true}}
+		for _, sd := range sides { // warm up
 			for range 200 {
-				if err := c.op(db, samples[rnd.IntN(len(samples))]); err != nil {
+				if err := c.op(sd.db, samples[rnd.IntN(len(samples))], sd.app); err != nil {
 					return nil, fmt.Errorf("%s: %w", c.name, err)
 				}
 			}
 		}
-		const rounds = 10
+		// Interleaved rounds, rotating the order, so drift hits every side alike.
+		const rounds = 12
 		for r := range rounds {
-			order := []*postgres.DB{dbRLS, dbPlain}
-			if r%2 == 1 {
-				order = []*postgres.DB{dbPlain, dbRLS}
-			}
-			for _, db := range order {
+			for k := range sides {
+				sd := sides[(k+r)%len(sides)]
 				for range cfg.Ops / rounds {
 					s := samples[rnd.IntN(len(samples))]
 					t0 := time.Now()
-					if err := c.op(db, s); err != nil {
+					if err := c.op(sd.db, s, sd.app); err != nil {
 						return nil, fmt.Errorf("%s: %w", c.name, err)
 					}
-					d := time.Since(t0)
-					if db == dbRLS {
-						tRLS = append(tRLS, d)
-					} else {
-						tPlain = append(tPlain, d)
-					}
+					sd.got = append(sd.got, time.Since(t0))
 				}
 			}
 		}
-		res.Cases = append(res.Cases, Case{Name: c.name, RLS: pct(tRLS, 50), Plain: pct(tPlain, 50), RLSP95: pct(tRLS, 95), PlainP95: pct(tPlain, 95)})
+		res.Cases = append(res.Cases, Case{Name: c.name, RLS: pct(sides[0].got, 50), Plain: pct(sides[1].got, 50), App: pct(sides[2].got, 50),
+			RLSP95: pct(sides[0].got, 95), PlainP95: pct(sides[1].got, 95)})
 	}
 
 	// Round trips, counted on the wire.

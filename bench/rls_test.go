@@ -14,8 +14,8 @@ func TestRunRLSSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Cases) != 4 {
-		t.Fatalf("%d cases, want 4", len(res.Cases))
+	if len(res.Cases) != 5 {
+		t.Fatalf("%d cases, want 5", len(res.Cases))
 	}
 	for _, c := range res.Cases {
 		if c.RLS <= 0 || c.Plain <= 0 {

@@ -276,6 +276,11 @@ func (c *Cluster) initdb(ctx context.Context, ephemeral bool) error {
 	cmd.Dir = "/"
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(c.pgdata)
+		if ctx.Err() != nil {
+			// Killed on purpose: its output (cut short, with the errors of
+			// the interrupted bootstrap backend) would only mislead.
+			return fmt.Errorf("initdb %s interrupted: %w", c.pgdata, ctx.Err())
+		}
 		return fmt.Errorf("initdb %s: %w\n%s", c.pgdata, err, out)
 	}
 	// The password file is written last: its presence marks a complete initdb.
@@ -328,13 +333,8 @@ func (c *Cluster) start(ctx context.Context, cfg Config) error {
 		l.Close()
 	}
 	if c.sockDir != c.pgdata {
-		if err := os.MkdirAll(c.sockDir, 0o700); err != nil {
-			return fmt.Errorf("socket dir %s: %w", c.sockDir, err)
-		}
-		if cred != nil {
-			if err := os.Chown(c.sockDir, int(cred.Uid), int(cred.Gid)); err != nil {
-				return fmt.Errorf("chown %s: %w", c.sockDir, err)
-			}
+		if err := c.makeSocketDir(cred); err != nil {
+			return err
 		}
 	}
 	c.removeStalePID()
@@ -401,6 +401,31 @@ func (c *Cluster) start(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// makeSocketDir creates the short socket directory of a long data dir. Its
+// name is predictable and its parent (the temp dir) writable by everyone, so
+// an existing entry is used only if it is a real directory owned by this
+// user or the PostgreSQL user: following a planted symlink, root would hand
+// the link's target to the PostgreSQL user.
+func (c *Cluster) makeSocketDir(cred *syscall.Credential) error {
+	if err := os.Mkdir(c.sockDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("socket dir %s: %w", c.sockDir, err)
+	}
+	fi, err := os.Lstat(c.sockDir)
+	if err != nil {
+		return fmt.Errorf("socket dir %s: %w", c.sockDir, err)
+	}
+	uid := fi.Sys().(*syscall.Stat_t).Uid
+	if !fi.IsDir() || (uid != uint32(os.Geteuid()) && (cred == nil || uid != cred.Uid)) {
+		return fmt.Errorf("socket dir %s exists but is not a directory owned by this user or the PostgreSQL user (mode %v, uid %d): remove it, or use a shorter --data-dir", c.sockDir, fi.Mode(), uid)
+	}
+	if cred != nil {
+		if err := os.Lchown(c.sockDir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return fmt.Errorf("chown %s: %w", c.sockDir, err)
+		}
+	}
+	return nil
+}
+
 // removeStalePID removes a postmaster.pid whose process is gone.
 func (c *Cluster) removeStalePID() {
 	p := filepath.Join(c.pgdata, "postmaster.pid")
@@ -424,7 +449,7 @@ func (c *Cluster) runningPID() (int, bool) {
 	if err != nil || pid <= 0 {
 		return 0, false
 	}
-	if !isPostgres(pid) {
+	if !isPostgres(pid) || !inDir(pid, c.pgdata) {
 		return 0, false
 	}
 	if len(lines) >= 5 {
@@ -456,6 +481,23 @@ func isPostgres(pid int) bool {
 	}
 	args := bytes.Split(b, []byte{0})
 	return len(args) > 0 && (filepath.Base(string(args[0])) == "postgres" || filepath.Base(string(args[0])) == "postmaster")
+}
+
+// inDir reports whether pid runs in dir (a postmaster's working directory
+// is its data dir). After a crash and a reboot, the pid in a stale
+// postmaster.pid can belong to another cluster's postgres, which must be
+// neither reused nor stopped. When /proc does not say, the pid file is
+// trusted, as postgres itself does.
+func inDir(pid int, dir string) bool {
+	cwd, err := os.Stat(fmt.Sprintf("/proc/%d/cwd", pid))
+	if err != nil {
+		return true
+	}
+	d, err := os.Stat(dir)
+	if err != nil {
+		return true
+	}
+	return os.SameFile(cwd, d)
 }
 
 // waitReady waits until postmaster.pid says "ready", postgres exits (done

@@ -162,6 +162,11 @@ func TestStartConnectStop(t *testing.T) {
 	if c.SocketDir() != filepath.Join(dir, "pg") {
 		t.Errorf("SocketDir() = %s, want the cluster dir %s for a short data dir", c.SocketDir(), filepath.Join(dir, "pg"))
 	}
+	// The orphan check below must see a running cluster's processes, or it
+	// proves nothing.
+	if ps := processesOn(dir); len(ps) < 2 || !strings.Contains(strings.Join(ps, "\n"), fmt.Sprintf("pid %d ", c.PID())) {
+		t.Fatalf("processesOn(%s) = %v, want the postmaster %d and its auxiliary processes", dir, ps, c.PID())
+	}
 	conn := mustConnect(t, c)
 	var one int
 	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil || one != 1 {
@@ -292,34 +297,59 @@ func TestVersionMismatchRefused(t *testing.T) {
 	}
 }
 
+// TestStalePIDFile: after a crash (postmaster killed: postmaster.pid and
+// the socket file stay behind), the pid in postmaster.pid may be dead or,
+// after a reboot, belong to another program or another cluster's postgres.
+// Start must start this cluster's own postgres in every case.
 func TestStalePIDFile(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		pid  int
+		pid  func(t *testing.T) int
 	}{
-		{"dead pid", 999999},
-		{"live pid of another program", os.Getpid()},
+		{"dead pid", func(t *testing.T) int { return 999999 }},
+		{"live pid of another program", func(t *testing.T) int { return os.Getpid() }},
+		{"live postgres of another cluster", func(t *testing.T) int {
+			return mustStart(t, pgcluster.Config{DataDir: mustDataDir(t)}).PID()
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := mustDataDir(t)
 			c := mustStart(t, pgcluster.Config{DataDir: dir})
-			if err := c.Stop(); err != nil {
+			if err := syscall.Kill(c.PID(), syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
+			if err := c.Stop(); err != nil { // waits for the exit
+				t.Fatal(err)
+			}
+			assertNoProcesses(t, dir)
 			pidFile := filepath.Join(dir, "pg", "postmaster.pid")
-			stale := fmt.Sprintf("%d\n%s\n1700000000\n5432\n%s\nlocalhost\n  5432001  1\nready   \n", tc.pid, filepath.Join(dir, "pg"), filepath.Join(dir, "pg"))
-			if err := os.WriteFile(pidFile, []byte(stale), 0o600); err != nil {
+			b, err := os.ReadFile(pidFile)
+			if err != nil {
+				t.Fatalf("no postmaster.pid after a crash: %v", err)
+			}
+			pid := tc.pid(t)
+			_, rest, _ := strings.Cut(string(b), "\n")
+			if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid)+"\n"+rest), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			c2 := mustStart(t, pgcluster.Config{DataDir: dir})
-			if !c2.Owned() || c2.PID() == tc.pid {
-				t.Fatalf("Start with a stale postmaster.pid: Owned() = %v, PID() = %d; want a new owned postmaster", c2.Owned(), c2.PID())
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c2, err := pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true})
+			if err != nil {
+				t.Fatalf("Start with a stale postmaster.pid (pid %d): %v", pid, err)
+			}
+			t.Cleanup(func() { c2.Shutdown() })
+			if !c2.Owned() || c2.PID() == pid {
+				t.Fatalf("Start with a stale postmaster.pid: Owned() = %v, PID() = %d; want a new owned postmaster, not %d", c2.Owned(), c2.PID(), pid)
 			}
 			mustConnect(t, c2).Close(context.Background())
 			if err := c2.Stop(); err != nil {
 				t.Fatal(err)
 			}
 			assertNoProcesses(t, dir)
+			if !alive(pid) && pid != 999999 {
+				t.Errorf("pid %d, named in the stale file, was stopped", pid)
+			}
 		})
 	}
 }
@@ -389,7 +419,7 @@ func TestDataDirNotWritable(t *testing.T) {
 	if err == nil {
 		t.Fatalf("Start on %s succeeded", dir)
 	}
-	if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "not") {
+	if msg := err.Error(); !strings.Contains(msg, dir) || !(strings.Contains(msg, "not usable") || strings.Contains(msg, "not writable")) {
 		t.Errorf("error %q does not name the data dir and the problem", err)
 	}
 	assertNoProcesses(t, dir)
@@ -464,6 +494,53 @@ func TestLongDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertNoProcesses(t, long)
+	// A restart uses the socket dir the first start left behind.
+	c = mustStart(t, pgcluster.Config{DataDir: long})
+	if !c.Owned() || c.SocketDir() != again.SocketDir() {
+		t.Errorf("restart: Owned() = %v, SocketDir() = %s; want true, %s", c.Owned(), c.SocketDir(), again.SocketDir())
+	}
+	mustConnect(t, c).Close(context.Background())
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	assertNoProcesses(t, long)
+}
+
+// TestLongDataDirPlantedSocketDir: the short socket directory has a
+// predictable name in a world-writable place; a symlink planted there must
+// not make Start (run as root) hand the link's target to the postgres user.
+func TestLongDataDirPlantedSocketDir(t *testing.T) {
+	dir := mustDataDir(t)
+	long := filepath.Join(dir, strings.Repeat("p", 60), strings.Repeat("q", 60))
+	c := mustStart(t, pgcluster.Config{DataDir: long})
+	sockDir := c.SocketDir()
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(sockDir); err != nil {
+		t.Fatal(err)
+	}
+	victim := mustDataDir(t) // stands for /etc or a home directory
+	if err := os.Symlink(victim, sockDir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(sockDir) })
+
+	c, err := pgcluster.Start(context.Background(), pgcluster.Config{DataDir: long, Ephemeral: true})
+	if err == nil {
+		c.Shutdown()
+		t.Error("Start used a socket dir that is a symlink")
+	} else if !strings.Contains(err.Error(), sockDir) {
+		t.Errorf("error %q does not name the socket dir %s", err, sockDir)
+	}
+	fi, err := os.Stat(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != os.Geteuid() || fi.Mode().Perm() != 0o755 {
+		t.Errorf("the symlink's target is now owned by uid %d, mode %v", st.Uid, fi.Mode().Perm())
+	}
+	assertNoProcesses(t, long)
 }
 
 // TestParentDeathStopsCluster: a process killed without running Stop does
@@ -510,6 +587,57 @@ func TestParentDeathStopsCluster(t *testing.T) {
 		t.Fatalf("postmaster %d outlived the process that started it", pid)
 	}
 	assertNoProcesses(t, dir)
+}
+
+// TestStartCancelled: a start interrupted during initdb or during
+// postgres' start-up says so, leaves nothing running, and the next start
+// works.
+func TestStartCancelled(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		initialised bool
+		cancelWhen  string // cancel as soon as this file exists in the data dir
+	}{
+		// template1 exists: initdb is in its bootstrap phase.
+		{"during initdb", false, "pg/base/1"},
+		// The postmaster has written its pid file but is not ready yet.
+		{"during start-up", true, "pg/postmaster.pid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := mustDataDir(t)
+			if tc.initialised {
+				c := mustStart(t, pgcluster.Config{DataDir: dir})
+				if err := c.Stop(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			go func() {
+				for ctx.Err() == nil {
+					if _, err := os.Stat(filepath.Join(dir, tc.cancelWhen)); err == nil {
+						cancel()
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			c, err := pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true})
+			if err == nil { // this machine was quicker than the watcher
+				t.Logf("Start finished before it was cancelled")
+				if err := c.Stop(); err != nil {
+					t.Fatal(err)
+				}
+			} else if !errors.Is(err, context.Canceled) {
+				t.Errorf("interrupted Start: %v, want an error wrapping context.Canceled", err)
+			} else if !tc.initialised && strings.Contains(err.Error(), "\n") {
+				t.Errorf("interrupted initdb: the error carries its output:\n%v", err)
+			}
+			assertNoProcesses(t, dir)
+			c = mustStart(t, pgcluster.Config{DataDir: dir})
+			mustConnect(t, c).Close(context.Background())
+		})
+	}
 }
 
 func TestMissingBinaries(t *testing.T) {
