@@ -33,12 +33,9 @@ const (
 // one transaction. The database refuses room visibility for a room the
 // caller is not in (ErrForbidden).
 func (db *DB) CreateDocument(ctx context.Context, in NewDocument) (bulkhead.Document, error) {
-	s, err := scope(ctx)
+	s, err := entityScope(ctx)
 	if err != nil {
 		return bulkhead.Document{}, err
-	}
-	if s.Entity == uuid.Nil {
-		return bulkhead.Document{}, bulkhead.ErrUnauthenticated
 	}
 	if in.Visibility == "" {
 		in.Visibility = bulkhead.VisibilityPrivate
@@ -137,21 +134,8 @@ func (db *DB) Document(ctx context.Context, id uuid.UUID) (bulkhead.Document, er
 // ListDocuments pages through the documents visible to the caller, by id,
 // without their content.
 func (db *DB) ListDocuments(ctx context.Context, p Page) ([]bulkhead.Document, string, error) {
-	s, err := scope(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	c, _, err := decodeCursor(p.After)
-	if err != nil {
-		return nil, "", err
-	}
-	var out []bulkhead.Document
-	err = db.Read(ctx, func(rows pgx.Rows) error {
-		out, err = pgx.CollectRows(rows, scanDocument)
-		return err
-	}, `SELECT id, owner_id, room_id, visibility, title, '', confidential, created_at FROM bulkhead.documents
-		WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`, s.Tenant, c.id, p.limit())
-	return out, nextIDCursor(out, p.limit(), func(d bulkhead.Document) uuid.UUID { return d.ID }), err
+	return listByID(ctx, db, p, `SELECT id, owner_id, room_id, visibility, title, '', confidential, created_at FROM bulkhead.documents
+		WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`, scanDocument, func(d bulkhead.Document) uuid.UUID { return d.ID })
 }
 
 // DeleteDocument deletes a document (and its chunks); only its owner may.

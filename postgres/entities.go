@@ -27,23 +27,11 @@ func (db *DB) Entity(ctx context.Context, id uuid.UUID) (bulkhead.Entity, error)
 
 // ListEntities pages through the caller's tenant's directory by id.
 func (db *DB) ListEntities(ctx context.Context, p Page) ([]bulkhead.Entity, string, error) {
-	s, err := scope(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	c, _, err := decodeCursor(p.After)
-	if err != nil {
-		return nil, "", err
-	}
-	var out []bulkhead.Entity
-	err = db.Read(ctx, func(rows pgx.Rows) error {
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (bulkhead.Entity, error) {
+	return listByID(ctx, db, p, `SELECT id, kind, name, created_at FROM bulkhead.entities WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
+		func(r pgx.CollectableRow) (bulkhead.Entity, error) {
 			var e bulkhead.Entity
 			return e, r.Scan(&e.ID, &e.Kind, &e.Name, &e.CreatedAt)
-		})
-		return err
-	}, `SELECT id, kind, name, created_at FROM bulkhead.entities WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`, s.Tenant, c.id, p.limit())
-	return out, nextIDCursor(out, p.limit(), func(e bulkhead.Entity) uuid.UUID { return e.ID }), err
+		}, func(e bulkhead.Entity) uuid.UUID { return e.ID })
 }
 
 // RenameSelf changes the calling entity's own name (the database refuses
@@ -75,12 +63,9 @@ type NewAgent struct {
 // and its agent row, in one transaction.
 // It returns ErrUnauthenticated (no entity in scope) or ErrInvalid.
 func (db *DB) CreateAgent(ctx context.Context, in NewAgent) (bulkhead.Agent, error) {
-	s, err := scope(ctx)
+	s, err := entityScope(ctx)
 	if err != nil {
 		return bulkhead.Agent{}, err
-	}
-	if s.Entity == uuid.Nil {
-		return bulkhead.Agent{}, bulkhead.ErrUnauthenticated
 	}
 	if err := validEntity(bulkhead.KindAgent, in.Name); err != nil {
 		return bulkhead.Agent{}, err
@@ -131,20 +116,8 @@ func (db *DB) Agent(ctx context.Context, id uuid.UUID) (bulkhead.Agent, error) {
 
 // ListAgents pages through the tenant's agents by id.
 func (db *DB) ListAgents(ctx context.Context, p Page) ([]bulkhead.Agent, string, error) {
-	s, err := scope(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	c, _, err := decodeCursor(p.After)
-	if err != nil {
-		return nil, "", err
-	}
-	var out []bulkhead.Agent
-	err = db.Read(ctx, func(rows pgx.Rows) error {
-		out, err = pgx.CollectRows(rows, scanAgent)
-		return err
-	}, `SELECT `+agentCols+` FROM bulkhead.agents WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`, s.Tenant, c.id, p.limit())
-	return out, nextIDCursor(out, p.limit(), func(a bulkhead.Agent) uuid.UUID { return a.ID }), err
+	return listByID(ctx, db, p, `SELECT `+agentCols+` FROM bulkhead.agents WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
+		scanAgent, func(a bulkhead.Agent) uuid.UUID { return a.ID })
 }
 
 // UpdateAgent replaces an agent's editable fields; only its owner may.
@@ -181,12 +154,9 @@ func (db *DB) DeleteAgent(ctx context.Context, id uuid.UUID) error {
 // with scopes until expiresAt (nil: until revoked).
 // It returns ErrNotFound when the agent is missing or hidden.
 func (db *DB) GrantDelegation(ctx context.Context, agent uuid.UUID, scopes []string, expiresAt *time.Time) (bulkhead.Delegation, error) {
-	s, err := scope(ctx)
+	s, err := entityScope(ctx)
 	if err != nil {
 		return bulkhead.Delegation{}, err
-	}
-	if s.Entity == uuid.Nil {
-		return bulkhead.Delegation{}, bulkhead.ErrUnauthenticated
 	}
 	if scopes == nil {
 		scopes = []string{}
@@ -254,11 +224,4 @@ func mustAffect(ct interface{ RowsAffected() int64 }, err error) error {
 		return bulkhead.ErrNotFound
 	}
 	return nil
-}
-
-func nextIDCursor[T any](items []T, limit int, id func(T) uuid.UUID) string {
-	if len(items) < limit || len(items) == 0 {
-		return ""
-	}
-	return cursor{at: time.UnixMicro(0), id: id(items[len(items)-1])}.encode()
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // Page asks for one page of a list: at most Limit items after the opaque
@@ -58,3 +59,40 @@ func decodeCursor(s string) (cursor, bool, error) {
 
 // scope returns the scope in ctx or ErrUnauthenticated.
 func scope(ctx context.Context) (bulkhead.Scope, error) { return scopeFrom(ctx) }
+
+// entityScope is scope for operations that act as an entity: a scope
+// without one is ErrUnauthenticated.
+func entityScope(ctx context.Context) (bulkhead.Scope, error) {
+	s, err := scopeFrom(ctx)
+	if err == nil && s.Entity == uuid.Nil {
+		err = bulkhead.ErrUnauthenticated
+	}
+	return s, err
+}
+
+// listByID pages through a scoped query ordered by an id column, in one
+// round trip. sql takes $1 = tenant, $2 = the id to start after, $3 = the
+// limit, then extra.
+func listByID[T any](ctx context.Context, db *DB, p Page, sql string, scan pgx.RowToFunc[T], id func(T) uuid.UUID, extra ...any) ([]T, string, error) {
+	s, err := scope(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	c, _, err := decodeCursor(p.After)
+	if err != nil {
+		return nil, "", err
+	}
+	var out []T
+	err = db.Read(ctx, func(rows pgx.Rows) error {
+		out, err = pgx.CollectRows(rows, scan)
+		return err
+	}, sql, append([]any{s.Tenant, c.id, p.limit()}, extra...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(out) == p.limit() {
+		next = cursor{at: time.UnixMicro(0), id: id(out[len(out)-1])}.encode()
+	}
+	return out, next, nil
+}

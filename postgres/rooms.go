@@ -19,12 +19,9 @@ func validName(field, s string) error {
 
 // CreateWorld creates a world owned by the calling entity.
 func (db *DB) CreateWorld(ctx context.Context, name string) (bulkhead.World, error) {
-	s, err := scope(ctx)
+	s, err := entityScope(ctx)
 	if err != nil {
 		return bulkhead.World{}, err
-	}
-	if s.Entity == uuid.Nil {
-		return bulkhead.World{}, bulkhead.ErrUnauthenticated
 	}
 	if err := validName("name", name); err != nil {
 		return bulkhead.World{}, err
@@ -65,12 +62,9 @@ type NewRoom struct {
 // the caller its owner participant, in one transaction.
 // It returns ErrForbidden when the world is not the caller's (or hidden).
 func (db *DB) CreateRoom(ctx context.Context, in NewRoom) (bulkhead.Room, error) {
-	s, err := scope(ctx)
+	s, err := entityScope(ctx)
 	if err != nil {
 		return bulkhead.Room{}, err
-	}
-	if s.Entity == uuid.Nil {
-		return bulkhead.Room{}, bulkhead.ErrUnauthenticated
 	}
 	if err := validName("name", in.Name); err != nil {
 		return bulkhead.Room{}, err
@@ -121,20 +115,8 @@ func (db *DB) Room(ctx context.Context, id uuid.UUID) (bulkhead.Room, error) {
 
 // ListRooms pages through the rooms the caller can see, by id.
 func (db *DB) ListRooms(ctx context.Context, p Page) ([]bulkhead.Room, string, error) {
-	s, err := scope(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	c, _, err := decodeCursor(p.After)
-	if err != nil {
-		return nil, "", err
-	}
-	var out []bulkhead.Room
-	err = db.Read(ctx, func(rows pgx.Rows) error {
-		out, err = pgx.CollectRows(rows, scanRoom)
-		return err
-	}, `SELECT `+roomCols+` FROM bulkhead.rooms WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`, s.Tenant, c.id, p.limit())
-	return out, nextIDCursor(out, p.limit(), func(r bulkhead.Room) uuid.UUID { return r.ID }), err
+	return listByID(ctx, db, p, `SELECT `+roomCols+` FROM bulkhead.rooms WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`,
+		scanRoom, func(r bulkhead.Room) uuid.UUID { return r.ID })
 }
 
 // AddParticipant adds entity to room with role. The database allows it only
@@ -160,12 +142,9 @@ func (db *DB) AddParticipant(ctx context.Context, room, entity uuid.UUID, role b
 // JoinRoom adds the calling entity to an open room as a member; the
 // database refuses closed rooms (ErrForbidden).
 func (db *DB) JoinRoom(ctx context.Context, room uuid.UUID) error {
-	s, err := scope(ctx)
+	s, err := entityScope(ctx)
 	if err != nil {
 		return err
-	}
-	if s.Entity == uuid.Nil {
-		return bulkhead.ErrUnauthenticated
 	}
 	return db.AddParticipant(ctx, room, s.Entity, bulkhead.RoleMember)
 }
@@ -213,35 +192,20 @@ func (db *DB) IsChannelParticipant(ctx context.Context, messageServer uuid.UUID,
 
 // ListParticipants pages through a room's participants by entity id.
 func (db *DB) ListParticipants(ctx context.Context, room uuid.UUID, p Page) ([]bulkhead.Participant, string, error) {
-	s, err := scope(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	c, _, err := decodeCursor(p.After)
-	if err != nil {
-		return nil, "", err
-	}
-	var out []bulkhead.Participant
-	err = db.Read(ctx, func(rows pgx.Rows) error {
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (bulkhead.Participant, error) {
+	return listByID(ctx, db, p, `SELECT room_id, entity_id, role, joined_at FROM bulkhead.participants
+		WHERE tenant_id = $1 AND room_id = $4 AND entity_id > $2 ORDER BY entity_id LIMIT $3`,
+		func(r pgx.CollectableRow) (bulkhead.Participant, error) {
 			var x bulkhead.Participant
 			return x, r.Scan(&x.RoomID, &x.EntityID, &x.Role, &x.JoinedAt)
-		})
-		return err
-	}, `SELECT room_id, entity_id, role, joined_at FROM bulkhead.participants WHERE tenant_id = $1 AND room_id = $2 AND entity_id > $3 ORDER BY entity_id LIMIT $4`,
-		s.Tenant, room, c.id, p.limit())
-	return out, nextIDCursor(out, p.limit(), func(x bulkhead.Participant) uuid.UUID { return x.EntityID }), err
+		}, func(x bulkhead.Participant) uuid.UUID { return x.EntityID }, room)
 }
 
 // CreateMessageServer registers an external platform owned by the caller.
 // It returns ErrConflict when the tenant already has it.
 func (db *DB) CreateMessageServer(ctx context.Context, platform, externalID, name string) (bulkhead.MessageServer, error) {
-	s, err := scope(ctx)
+	s, err := entityScope(ctx)
 	if err != nil {
 		return bulkhead.MessageServer{}, err
-	}
-	if s.Entity == uuid.Nil {
-		return bulkhead.MessageServer{}, bulkhead.ErrUnauthenticated
 	}
 	if platform == "" || len(platform) > 64 {
 		return bulkhead.MessageServer{}, bulkhead.Invalid("platform", "1 to 64 characters")

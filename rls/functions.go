@@ -59,49 +59,63 @@ func functions(cfg Config) []string {
 	s := cfg.Schema
 	stmts := []string{
 		// The entity, plus the principal it acts for only while a valid
-		// delegation exists; empty without an entity. Runs as the caller
+		// delegation exists; empty without an entity. It runs as the caller
 		// (delegations' own policy applies) or, inside a definer helper, as
 		// the definer: either way it filters by the tenant in context.
-		// PL/pgSQL so its query plan is cached per session; it is called once
-		// per statement, never per row, and has no exception block.
-		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s.current_actors() RETURNS uuid[]
-  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+		// PL/pgSQL so its one query's plan is cached per session; the common
+		// path (no acting-for) runs no query at all. Like the context
+		// functions it has no SET clause (that costs a search_path switch on
+		// every call) and qualifies every name instead.
+		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s.current_actors() RETURNS pg_catalog.uuid[]
+  LANGUAGE plpgsql STABLE
   AS $fn$
 DECLARE
-  e uuid := %[1]s.current_entity();
-  a uuid := %[1]s.current_acting_for();
+  e pg_catalog.uuid := %[1]s.current_entity();
+  a pg_catalog.uuid := %[1]s.current_acting_for();
 BEGIN
   IF e IS NULL THEN
-    RETURN '{}'::uuid[];
+    RETURN '{}'::pg_catalog.uuid[];
   END IF;
-  IF a IS NOT NULL AND EXISTS (
-      SELECT 1 FROM %[1]s.delegations d
-      WHERE d.tenant_id = %[1]s.current_tenant() AND d.agent_id = e AND d.principal_id = a
-        AND d.revoked_at IS NULL AND (d.expires_at IS NULL OR d.expires_at > pg_catalog.now())) THEN
+  IF a IS NULL THEN
+    RETURN ARRAY[e];
+  END IF;
+  PERFORM FROM %[1]s.delegations d
+    WHERE d.tenant_id OPERATOR(pg_catalog.=) %[1]s.current_tenant()
+      AND d.agent_id OPERATOR(pg_catalog.=) e AND d.principal_id OPERATOR(pg_catalog.=) a
+      AND d.revoked_at IS NULL
+      AND (d.expires_at IS NULL OR d.expires_at OPERATOR(pg_catalog.>) pg_catalog.now());
+  IF FOUND THEN
     RETURN ARRAY[e, a];
   END IF;
   RETURN ARRAY[e];
 END
 $fn$`, s),
 	}
-	// The definer helpers are PL/pgSQL so their plans are cached per
-	// session (a non-inlined SQL function is re-planned on every call); each
-	// runs once per statement, as an InitPlan, and has no exception block.
-	definer := func(name, args, returns, body string) []string {
+	// The definer helpers are PL/pgSQL, one query each, so their plans are
+	// cached per session (a non-inlined SQL function is re-planned on every
+	// call); each runs once per statement as an InitPlan (is_participant
+	// once per written row) and none has an exception block.
+	definer := func(name, args, returns, query string) []string {
 		return []string{
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s(%s) RETURNS %s
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-  AS $fn$ BEGIN RETURN (%s); END $fn$`, s, name, args, returns, strings.ReplaceAll(body, "S.", s+".")),
+  AS $fn$
+DECLARE
+  result %s;
+BEGIN%s;
+  RETURN result;
+END
+$fn$`, s, name, args, returns, returns, strings.ReplaceAll(query, "S.", s+".")),
 			fmt.Sprintf("ALTER FUNCTION %s.%s(%s) OWNER TO %s", s, name, argTypes(args), cfg.Definer),
 		}
 	}
 	// Rooms where the entity (or the principal it acts for) participates.
 	stmts = append(stmts, definer("member_rooms", "", "uuid[]", `
-  SELECT coalesce(array_agg(p.room_id), '{}') FROM S.participants p
+  SELECT coalesce(array_agg(p.room_id), '{}') INTO result FROM S.participants p
   WHERE p.tenant_id = S.current_tenant() AND p.entity_id = ANY(S.current_actors())`)...)
 	// Rooms the entity itself manages: owner/admin participant, or owner of the world.
 	stmts = append(stmts, definer("managed_rooms", "", "uuid[]", `
-  SELECT coalesce(array_agg(x.id), '{}') FROM (
+  SELECT coalesce(array_agg(x.id), '{}') INTO result FROM (
     SELECT p.room_id AS id FROM S.participants p
     WHERE p.tenant_id = S.current_tenant() AND p.entity_id = S.current_entity() AND p.role IN ('owner', 'admin')
     UNION
@@ -109,21 +123,24 @@ $fn$`, s),
     WHERE r.tenant_id = S.current_tenant() AND w.owner_id = S.current_entity()) x`)...)
 	// Worlds holding a room the entity participates in.
 	stmts = append(stmts, definer("member_worlds", "", "uuid[]", `
-  SELECT coalesce(array_agg(DISTINCT r.world_id), '{}') FROM S.rooms r
+  SELECT coalesce(array_agg(DISTINCT r.world_id), '{}') INTO result FROM S.rooms r
   WHERE r.tenant_id = S.current_tenant() AND r.id = ANY(S.member_rooms())`)...)
 	// Worlds the entity owns.
 	stmts = append(stmts, definer("owned_worlds", "", "uuid[]", `
-  SELECT coalesce(array_agg(w.id), '{}') FROM S.worlds w
+  SELECT coalesce(array_agg(w.id), '{}') INTO result FROM S.worlds w
   WHERE w.tenant_id = S.current_tenant() AND w.owner_id = S.current_entity()`)...)
 	// Whether a room of the tenant in context is open for self-join.
 	stmts = append(stmts, definer("room_is_open", "room uuid", "boolean", `
-  SELECT EXISTS (SELECT 1 FROM S.rooms r WHERE r.tenant_id = S.current_tenant() AND r.id = room AND r.is_open)`)...)
+  SELECT EXISTS (SELECT 1 FROM S.rooms r WHERE r.tenant_id = S.current_tenant() AND r.id = room AND r.is_open) INTO result`)...)
 	// Whether an actor in context participates in a room. It answers only
-	// about the caller's own actors, so it is no membership oracle.
+	// about the caller's own actors (false for anyone else), so it is no
+	// membership oracle.
 	stmts = append(stmts, definer("is_participant", "room uuid, entity uuid", "boolean", `
-  SELECT entity = ANY(S.current_actors()) AND EXISTS (
-    SELECT 1 FROM S.participants p
-    WHERE p.tenant_id = S.current_tenant() AND p.room_id = room AND p.entity_id = entity)`)...)
+  result := false;
+  IF entity = ANY(S.current_actors()) THEN
+    PERFORM FROM S.participants p WHERE p.tenant_id = S.current_tenant() AND p.room_id = room AND p.entity_id = entity;
+    result := FOUND;
+  END IF`)...)
 
 	sigs := map[string]string{"room_is_open": "uuid", "is_participant": "uuid, uuid"}
 	for _, f := range append([]string{"current_actors"}, DefinerFunctions...) {

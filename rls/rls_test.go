@@ -70,10 +70,15 @@ func TestEveryKindIsLayeredAndForced(t *testing.T) {
 			}
 		}
 	}
-	// Every helper pins its search_path; definer helpers are owned by the definer role.
+	// Definer helpers pin their search_path and are owned by the definer
+	// role; invoker helpers qualify what they call instead.
 	for _, s := range stmts {
-		if strings.HasPrefix(s, "CREATE OR REPLACE FUNCTION") && !strings.Contains(s, "SET search_path = pg_catalog, pg_temp") {
-			t.Errorf("function without pinned search_path: %s", s)
+		if strings.Contains(s, "SECURITY DEFINER") && !strings.Contains(s, "SET search_path = pg_catalog, pg_temp") {
+			t.Errorf("definer function without pinned search_path: %s", s)
+		}
+		if strings.HasPrefix(s, "CREATE OR REPLACE FUNCTION") && !strings.Contains(s, "SECURITY DEFINER") &&
+			(strings.Contains(s, " now()") || strings.Contains(s, " current_setting(") || strings.Contains(s, " uuid :=")) {
+			t.Errorf("invoker function with an unqualified name: %s", s)
 		}
 		if strings.Contains(s, "SECURITY DEFINER") {
 			name := strings.Fields(strings.TrimPrefix(s, "CREATE OR REPLACE FUNCTION "))[0]

@@ -4,20 +4,25 @@
 
 -- +goose Up
 -- +goose StatementBegin
-CREATE OR REPLACE FUNCTION bulkhead.current_actors() RETURNS uuid[]
-  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+CREATE OR REPLACE FUNCTION bulkhead.current_actors() RETURNS pg_catalog.uuid[]
+  LANGUAGE plpgsql STABLE
   AS $fn$
 DECLARE
-  e uuid := bulkhead.current_entity();
-  a uuid := bulkhead.current_acting_for();
+  e pg_catalog.uuid := bulkhead.current_entity();
+  a pg_catalog.uuid := bulkhead.current_acting_for();
 BEGIN
   IF e IS NULL THEN
-    RETURN '{}'::uuid[];
+    RETURN '{}'::pg_catalog.uuid[];
   END IF;
-  IF a IS NOT NULL AND EXISTS (
-      SELECT 1 FROM bulkhead.delegations d
-      WHERE d.tenant_id = bulkhead.current_tenant() AND d.agent_id = e AND d.principal_id = a
-        AND d.revoked_at IS NULL AND (d.expires_at IS NULL OR d.expires_at > pg_catalog.now())) THEN
+  IF a IS NULL THEN
+    RETURN ARRAY[e];
+  END IF;
+  PERFORM FROM bulkhead.delegations d
+    WHERE d.tenant_id OPERATOR(pg_catalog.=) bulkhead.current_tenant()
+      AND d.agent_id OPERATOR(pg_catalog.=) e AND d.principal_id OPERATOR(pg_catalog.=) a
+      AND d.revoked_at IS NULL
+      AND (d.expires_at IS NULL OR d.expires_at OPERATOR(pg_catalog.>) pg_catalog.now());
+  IF FOUND THEN
     RETURN ARRAY[e, a];
   END IF;
   RETURN ARRAY[e];
@@ -27,53 +32,91 @@ $fn$;
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION bulkhead.member_rooms() RETURNS uuid[]
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-  AS $fn$ BEGIN RETURN (
-  SELECT coalesce(array_agg(p.room_id), '{}') FROM bulkhead.participants p
-  WHERE p.tenant_id = bulkhead.current_tenant() AND p.entity_id = ANY(bulkhead.current_actors())); END $fn$;
+  AS $fn$
+DECLARE
+  result uuid[];
+BEGIN
+  SELECT coalesce(array_agg(p.room_id), '{}') INTO result FROM bulkhead.participants p
+  WHERE p.tenant_id = bulkhead.current_tenant() AND p.entity_id = ANY(bulkhead.current_actors());
+  RETURN result;
+END
+$fn$;
 -- +goose StatementEnd
 ALTER FUNCTION bulkhead.member_rooms() OWNER TO bulkhead_definer;
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION bulkhead.managed_rooms() RETURNS uuid[]
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-  AS $fn$ BEGIN RETURN (
-  SELECT coalesce(array_agg(x.id), '{}') FROM (
+  AS $fn$
+DECLARE
+  result uuid[];
+BEGIN
+  SELECT coalesce(array_agg(x.id), '{}') INTO result FROM (
     SELECT p.room_id AS id FROM bulkhead.participants p
     WHERE p.tenant_id = bulkhead.current_tenant() AND p.entity_id = bulkhead.current_entity() AND p.role IN ('owner', 'admin')
     UNION
     SELECT r.id FROM bulkhead.rooms r JOIN bulkhead.worlds w ON w.tenant_id = r.tenant_id AND w.id = r.world_id
-    WHERE r.tenant_id = bulkhead.current_tenant() AND w.owner_id = bulkhead.current_entity()) x); END $fn$;
+    WHERE r.tenant_id = bulkhead.current_tenant() AND w.owner_id = bulkhead.current_entity()) x;
+  RETURN result;
+END
+$fn$;
 -- +goose StatementEnd
 ALTER FUNCTION bulkhead.managed_rooms() OWNER TO bulkhead_definer;
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION bulkhead.member_worlds() RETURNS uuid[]
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-  AS $fn$ BEGIN RETURN (
-  SELECT coalesce(array_agg(DISTINCT r.world_id), '{}') FROM bulkhead.rooms r
-  WHERE r.tenant_id = bulkhead.current_tenant() AND r.id = ANY(bulkhead.member_rooms())); END $fn$;
+  AS $fn$
+DECLARE
+  result uuid[];
+BEGIN
+  SELECT coalesce(array_agg(DISTINCT r.world_id), '{}') INTO result FROM bulkhead.rooms r
+  WHERE r.tenant_id = bulkhead.current_tenant() AND r.id = ANY(bulkhead.member_rooms());
+  RETURN result;
+END
+$fn$;
 -- +goose StatementEnd
 ALTER FUNCTION bulkhead.member_worlds() OWNER TO bulkhead_definer;
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION bulkhead.owned_worlds() RETURNS uuid[]
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-  AS $fn$ BEGIN RETURN (
-  SELECT coalesce(array_agg(w.id), '{}') FROM bulkhead.worlds w
-  WHERE w.tenant_id = bulkhead.current_tenant() AND w.owner_id = bulkhead.current_entity()); END $fn$;
+  AS $fn$
+DECLARE
+  result uuid[];
+BEGIN
+  SELECT coalesce(array_agg(w.id), '{}') INTO result FROM bulkhead.worlds w
+  WHERE w.tenant_id = bulkhead.current_tenant() AND w.owner_id = bulkhead.current_entity();
+  RETURN result;
+END
+$fn$;
 -- +goose StatementEnd
 ALTER FUNCTION bulkhead.owned_worlds() OWNER TO bulkhead_definer;
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION bulkhead.room_is_open(room uuid) RETURNS boolean
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-  AS $fn$ BEGIN RETURN (
-  SELECT EXISTS (SELECT 1 FROM bulkhead.rooms r WHERE r.tenant_id = bulkhead.current_tenant() AND r.id = room AND r.is_open)); END $fn$;
+  AS $fn$
+DECLARE
+  result boolean;
+BEGIN
+  SELECT EXISTS (SELECT 1 FROM bulkhead.rooms r WHERE r.tenant_id = bulkhead.current_tenant() AND r.id = room AND r.is_open) INTO result;
+  RETURN result;
+END
+$fn$;
 -- +goose StatementEnd
 ALTER FUNCTION bulkhead.room_is_open(uuid) OWNER TO bulkhead_definer;
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION bulkhead.is_participant(room uuid, entity uuid) RETURNS boolean
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-  AS $fn$ BEGIN RETURN (
-  SELECT entity = ANY(bulkhead.current_actors()) AND EXISTS (
-    SELECT 1 FROM bulkhead.participants p
-    WHERE p.tenant_id = bulkhead.current_tenant() AND p.room_id = room AND p.entity_id = entity)); END $fn$;
+  AS $fn$
+DECLARE
+  result boolean;
+BEGIN
+  result := false;
+  IF entity = ANY(bulkhead.current_actors()) THEN
+    PERFORM FROM bulkhead.participants p WHERE p.tenant_id = bulkhead.current_tenant() AND p.room_id = room AND p.entity_id = entity;
+    result := FOUND;
+  END IF;
+  RETURN result;
+END
+$fn$;
 -- +goose StatementEnd
 ALTER FUNCTION bulkhead.is_participant(uuid, uuid) OWNER TO bulkhead_definer;
 REVOKE ALL ON FUNCTION bulkhead.current_actors() FROM PUBLIC;
