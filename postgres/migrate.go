@@ -29,6 +29,12 @@ func NewMigrator(ownerDSN string, log *slog.Logger) (*Migrator, error) {
 		return nil, fmt.Errorf("migrator: parse owner connection string: %w", err)
 	}
 	db := stdlib.OpenDB(*cfg)
+	pingCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrator: connect as %s to %s:%d: %w", cfg.User, cfg.Host, cfg.Port, err)
+	}
 	locker, err := lock.NewPostgresTableLocker(
 		lock.WithTableName(Schema+".goose_lock"),
 		lock.WithTableLockTimeout(250*time.Millisecond, 2400), // up to 10 minutes behind another migrator

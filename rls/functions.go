@@ -93,8 +93,8 @@ $fn$`, s),
 	}
 	// The definer helpers are PL/pgSQL, one query each, so their plans are
 	// cached per session (a non-inlined SQL function is re-planned on every
-	// call); each runs once per statement as an InitPlan (is_participant
-	// once per written row) and none has an exception block.
+	// call); each runs once per statement as an InitPlan, and none has an
+	// exception block.
 	definer := func(name, args, returns, query string) []string {
 		return []string{
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s(%s) RETURNS %s
@@ -132,17 +132,7 @@ $fn$`, s, name, args, returns, returns, strings.ReplaceAll(query, "S.", s+".")),
 	// Whether a room of the tenant in context is open for self-join.
 	stmts = append(stmts, definer("room_is_open", "room uuid", "boolean", `
   SELECT EXISTS (SELECT 1 FROM S.rooms r WHERE r.tenant_id = S.current_tenant() AND r.id = room AND r.is_open) INTO result`)...)
-	// Whether an actor in context participates in a room. It answers only
-	// about the caller's own actors (false for anyone else), so it is no
-	// membership oracle.
-	stmts = append(stmts, definer("is_participant", "room uuid, entity uuid", "boolean", `
-  result := false;
-  IF entity = ANY(S.current_actors()) THEN
-    PERFORM FROM S.participants p WHERE p.tenant_id = S.current_tenant() AND p.room_id = room AND p.entity_id = entity;
-    result := FOUND;
-  END IF`)...)
-
-	sigs := map[string]string{"room_is_open": "uuid", "is_participant": "uuid, uuid"}
+	sigs := map[string]string{"room_is_open": "uuid"}
 	for _, f := range append([]string{"current_actors"}, DefinerFunctions...) {
 		stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.%s(%s)", s, f, sigs[f]))...)
 	}

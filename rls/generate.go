@@ -8,7 +8,7 @@ import (
 // DefinerFunctions are the SECURITY DEFINER helpers Generate installs, by
 // name, owned by Config.Definer. They are the only such functions the
 // runtime role may execute; the auditor treats this list as its allow-list.
-var DefinerFunctions = []string{"member_rooms", "managed_rooms", "member_worlds", "owned_worlds", "room_is_open", "is_participant"}
+var DefinerFunctions = []string{"member_rooms", "managed_rooms", "member_worlds", "owned_worlds", "room_is_open"}
 
 // ContextFunctionNames are the functions ContextFunctions installs.
 var ContextFunctionNames = []string{"current_tenant", "current_entity", "current_acting_for"}

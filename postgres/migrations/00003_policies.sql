@@ -102,23 +102,6 @@ END
 $fn$;
 -- +goose StatementEnd
 ALTER FUNCTION bulkhead.room_is_open(uuid) OWNER TO bulkhead_definer;
--- +goose StatementBegin
-CREATE OR REPLACE FUNCTION bulkhead.is_participant(room uuid, entity uuid) RETURNS boolean
-  LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-  AS $fn$
-DECLARE
-  result boolean;
-BEGIN
-  result := false;
-  IF entity = ANY(bulkhead.current_actors()) THEN
-    PERFORM FROM bulkhead.participants p WHERE p.tenant_id = bulkhead.current_tenant() AND p.room_id = room AND p.entity_id = entity;
-    result := FOUND;
-  END IF;
-  RETURN result;
-END
-$fn$;
--- +goose StatementEnd
-ALTER FUNCTION bulkhead.is_participant(uuid, uuid) OWNER TO bulkhead_definer;
 REVOKE ALL ON FUNCTION bulkhead.current_actors() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bulkhead.current_actors() TO bulkhead_app, bulkhead_maintenance, bulkhead_owner, bulkhead_definer;
 REVOKE ALL ON FUNCTION bulkhead.member_rooms() FROM PUBLIC;
@@ -131,8 +114,6 @@ REVOKE ALL ON FUNCTION bulkhead.owned_worlds() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bulkhead.owned_worlds() TO bulkhead_app, bulkhead_maintenance, bulkhead_owner, bulkhead_definer;
 REVOKE ALL ON FUNCTION bulkhead.room_is_open(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bulkhead.room_is_open(uuid) TO bulkhead_app, bulkhead_maintenance, bulkhead_owner, bulkhead_definer;
-REVOKE ALL ON FUNCTION bulkhead.is_participant(uuid, uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION bulkhead.is_participant(uuid, uuid) TO bulkhead_app, bulkhead_maintenance, bulkhead_owner, bulkhead_definer;
 ALTER TABLE bulkhead.tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE bulkhead.tenants FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS bulkhead_tenant ON bulkhead.tenants;
@@ -301,7 +282,7 @@ CREATE POLICY bulkhead_tenant ON bulkhead.rooms AS PERMISSIVE FOR ALL TO PUBLIC
   WITH CHECK (tenant_id = (SELECT bulkhead.current_tenant()));
 DROP POLICY IF EXISTS bulkhead_select ON bulkhead.rooms;
 CREATE POLICY bulkhead_select ON bulkhead.rooms AS RESTRICTIVE FOR SELECT TO PUBLIC
-  USING (id = ANY((SELECT bulkhead.member_rooms())::uuid[]) OR world_id = ANY((SELECT bulkhead.owned_worlds())::uuid[]));
+  USING (id = ANY(ARRAY(SELECT p.room_id FROM bulkhead.participants p WHERE p.tenant_id = (SELECT bulkhead.current_tenant()) AND p.entity_id = ANY((SELECT bulkhead.current_actors())::uuid[]))) OR world_id = ANY((SELECT bulkhead.owned_worlds())::uuid[]));
 DROP POLICY IF EXISTS bulkhead_insert ON bulkhead.rooms;
 CREATE POLICY bulkhead_insert ON bulkhead.rooms AS RESTRICTIVE FOR INSERT TO PUBLIC
   WITH CHECK (world_id = ANY((SELECT bulkhead.owned_worlds())::uuid[]));
@@ -326,7 +307,7 @@ CREATE POLICY bulkhead_tenant ON bulkhead.participants AS PERMISSIVE FOR ALL TO 
   WITH CHECK (tenant_id = (SELECT bulkhead.current_tenant()));
 DROP POLICY IF EXISTS bulkhead_select ON bulkhead.participants;
 CREATE POLICY bulkhead_select ON bulkhead.participants AS RESTRICTIVE FOR SELECT TO PUBLIC
-  USING (room_id = ANY((SELECT bulkhead.member_rooms())::uuid[]) OR room_id = ANY((SELECT bulkhead.managed_rooms())::uuid[]) OR entity_id = (SELECT bulkhead.current_entity()));
+  USING (entity_id = (SELECT bulkhead.current_entity()) OR room_id = ANY((SELECT bulkhead.member_rooms())::uuid[]) OR room_id = ANY((SELECT bulkhead.managed_rooms())::uuid[]));
 DROP POLICY IF EXISTS bulkhead_insert ON bulkhead.participants;
 CREATE POLICY bulkhead_insert ON bulkhead.participants AS RESTRICTIVE FOR INSERT TO PUBLIC
   WITH CHECK (room_id = ANY((SELECT bulkhead.managed_rooms())::uuid[]) OR (entity_id = (SELECT bulkhead.current_entity()) AND role = 'member' AND bulkhead.room_is_open(room_id)));
@@ -350,17 +331,17 @@ CREATE POLICY bulkhead_tenant ON bulkhead.memories AS PERMISSIVE FOR ALL TO PUBL
   WITH CHECK (tenant_id = (SELECT bulkhead.current_tenant()));
 DROP POLICY IF EXISTS bulkhead_select ON bulkhead.memories;
 CREATE POLICY bulkhead_select ON bulkhead.memories AS RESTRICTIVE FOR SELECT TO PUBLIC
-  USING (room_id = ANY((SELECT bulkhead.member_rooms())::uuid[]));
+  USING (room_id = ANY(ARRAY(SELECT p.room_id FROM bulkhead.participants p WHERE p.tenant_id = (SELECT bulkhead.current_tenant()) AND p.entity_id = ANY((SELECT bulkhead.current_actors())::uuid[]))));
 DROP POLICY IF EXISTS bulkhead_insert ON bulkhead.memories;
 CREATE POLICY bulkhead_insert ON bulkhead.memories AS RESTRICTIVE FOR INSERT TO PUBLIC
-  WITH CHECK (author_id = ANY((SELECT bulkhead.current_actors())::uuid[]) AND bulkhead.is_participant(room_id, author_id));
+  WITH CHECK (author_id = ANY((SELECT bulkhead.current_actors())::uuid[]) AND EXISTS (SELECT 1 FROM bulkhead.participants p WHERE p.tenant_id = (SELECT bulkhead.current_tenant()) AND p.room_id = room_id AND p.entity_id = author_id));
 DROP POLICY IF EXISTS bulkhead_update ON bulkhead.memories;
 CREATE POLICY bulkhead_update ON bulkhead.memories AS RESTRICTIVE FOR UPDATE TO PUBLIC
-  USING (author_id = ANY((SELECT bulkhead.current_actors())::uuid[]) AND room_id = ANY((SELECT bulkhead.member_rooms())::uuid[]))
-  WITH CHECK (author_id = ANY((SELECT bulkhead.current_actors())::uuid[]) AND bulkhead.is_participant(room_id, author_id));
+  USING (author_id = ANY((SELECT bulkhead.current_actors())::uuid[]) AND room_id = ANY(ARRAY(SELECT p.room_id FROM bulkhead.participants p WHERE p.tenant_id = (SELECT bulkhead.current_tenant()) AND p.entity_id = ANY((SELECT bulkhead.current_actors())::uuid[]))))
+  WITH CHECK (author_id = ANY((SELECT bulkhead.current_actors())::uuid[]) AND EXISTS (SELECT 1 FROM bulkhead.participants p WHERE p.tenant_id = (SELECT bulkhead.current_tenant()) AND p.room_id = room_id AND p.entity_id = author_id));
 DROP POLICY IF EXISTS bulkhead_delete ON bulkhead.memories;
 CREATE POLICY bulkhead_delete ON bulkhead.memories AS RESTRICTIVE FOR DELETE TO PUBLIC
-  USING (author_id = ANY((SELECT bulkhead.current_actors())::uuid[]) AND room_id = ANY((SELECT bulkhead.member_rooms())::uuid[]));
+  USING (author_id = ANY((SELECT bulkhead.current_actors())::uuid[]) AND room_id = ANY(ARRAY(SELECT p.room_id FROM bulkhead.participants p WHERE p.tenant_id = (SELECT bulkhead.current_tenant()) AND p.entity_id = ANY((SELECT bulkhead.current_actors())::uuid[]))));
 REVOKE ALL ON bulkhead.memories FROM PUBLIC, bulkhead_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON bulkhead.memories TO bulkhead_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON bulkhead.memories TO bulkhead_maintenance;
@@ -374,14 +355,14 @@ CREATE POLICY bulkhead_tenant ON bulkhead.documents AS PERMISSIVE FOR ALL TO PUB
   WITH CHECK (tenant_id = (SELECT bulkhead.current_tenant()));
 DROP POLICY IF EXISTS bulkhead_select ON bulkhead.documents;
 CREATE POLICY bulkhead_select ON bulkhead.documents AS RESTRICTIVE FOR SELECT TO PUBLIC
-  USING (visibility = 'tenant' OR owner_id = ANY((SELECT bulkhead.current_actors())::uuid[]) OR (visibility = 'room' AND room_id = ANY((SELECT bulkhead.member_rooms())::uuid[])));
+  USING (visibility = 'tenant' OR owner_id = ANY((SELECT bulkhead.current_actors())::uuid[]) OR (visibility = 'room' AND room_id = ANY(ARRAY(SELECT p.room_id FROM bulkhead.participants p WHERE p.tenant_id = (SELECT bulkhead.current_tenant()) AND p.entity_id = ANY((SELECT bulkhead.current_actors())::uuid[])))));
 DROP POLICY IF EXISTS bulkhead_insert ON bulkhead.documents;
 CREATE POLICY bulkhead_insert ON bulkhead.documents AS RESTRICTIVE FOR INSERT TO PUBLIC
-  WITH CHECK (owner_id = (SELECT bulkhead.current_entity()) AND (visibility <> 'room' OR room_id = ANY((SELECT bulkhead.member_rooms())::uuid[])));
+  WITH CHECK (owner_id = (SELECT bulkhead.current_entity()) AND (visibility <> 'room' OR room_id = ANY(ARRAY(SELECT p.room_id FROM bulkhead.participants p WHERE p.tenant_id = (SELECT bulkhead.current_tenant()) AND p.entity_id = ANY((SELECT bulkhead.current_actors())::uuid[])))));
 DROP POLICY IF EXISTS bulkhead_update ON bulkhead.documents;
 CREATE POLICY bulkhead_update ON bulkhead.documents AS RESTRICTIVE FOR UPDATE TO PUBLIC
   USING (owner_id = (SELECT bulkhead.current_entity()))
-  WITH CHECK (owner_id = (SELECT bulkhead.current_entity()) AND (visibility <> 'room' OR room_id = ANY((SELECT bulkhead.member_rooms())::uuid[])));
+  WITH CHECK (owner_id = (SELECT bulkhead.current_entity()) AND (visibility <> 'room' OR room_id = ANY(ARRAY(SELECT p.room_id FROM bulkhead.participants p WHERE p.tenant_id = (SELECT bulkhead.current_tenant()) AND p.entity_id = ANY((SELECT bulkhead.current_actors())::uuid[])))));
 DROP POLICY IF EXISTS bulkhead_delete ON bulkhead.documents;
 CREATE POLICY bulkhead_delete ON bulkhead.documents AS RESTRICTIVE FOR DELETE TO PUBLIC
   USING (owner_id = (SELECT bulkhead.current_entity()));
@@ -510,7 +491,6 @@ ALTER TABLE bulkhead.entities DISABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS bulkhead_tenant ON bulkhead.tenants;
 ALTER TABLE bulkhead.tenants NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE bulkhead.tenants DISABLE ROW LEVEL SECURITY;
-DROP FUNCTION IF EXISTS bulkhead.is_participant;
 DROP FUNCTION IF EXISTS bulkhead.room_is_open;
 DROP FUNCTION IF EXISTS bulkhead.owned_worlds;
 DROP FUNCTION IF EXISTS bulkhead.member_worlds;
