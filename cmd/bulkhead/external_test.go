@@ -63,10 +63,11 @@ func TestExternalDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal("psql not found: apt-get install -y postgresql-client")
 	}
-	if out, err := exec.Command(psql, su, "-Xqc", "CREATE DATABASE ext").CombinedOutput(); err != nil {
+	u, _ := url.Parse(su)
+	u.Path = "/postgres" // db start creates no bulkhead database: this is a bare cluster
+	if out, err := exec.Command(psql, u.String(), "-Xqc", "CREATE DATABASE ext").CombinedOutput(); err != nil {
 		t.Fatalf("create database: %v\n%s", err, out)
 	}
-	u, _ := url.Parse(su)
 	u.Path = "/ext"
 	env := []string{"DATABASE_URL=" + u.String()}
 
