@@ -25,7 +25,7 @@ func (r *Result) Markdown(w io.Writer, command string) {
 	fmt.Fprintln(w, "identical copies of the data: one with bulkhead's policies (RLS + FORCE), one with the policies removed, where the query's")
 	fmt.Fprintln(w, "own `WHERE tenant_id = $1` is the only filter (the baseline the issue asks for). A third side runs on the copy")
 	fmt.Fprintln(w, "without policies with the entity checks written into the query, as an application enforcing membership in code would")
-	fmt.Fprintf(w, "(\"app-side checks\"). %d operations per case and side, in 12 interleaved rounds; medians and p95 in µs.\n\n", r.Config.Ops)
+	fmt.Fprintf(w, "(\"app-side checks\"). %d samples per case, each run on all three sides in rotating order (paired, interleaved); medians and p95 in µs.\n\n", r.Config.Ops)
 	fmt.Fprintln(w, "| operation | RLS median | baseline median | ratio (target ≤ 1.05) | app-side checks median | RLS / app-side | RLS p95 | baseline p95 |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, c := range r.Cases {

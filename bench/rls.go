@@ -252,19 +252,17 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 				}
 			}
 		}
-		// Interleaved rounds, rotating the order, so drift hits every side alike.
-		const rounds = 12
-		for r := range rounds {
+		// Paired and interleaved: every sample runs on all three sides in a
+		// rotating order, so drift and cache effects hit every side alike.
+		for i := range cfg.Ops {
+			s := samples[rnd.IntN(len(samples))]
 			for k := range sides {
-				sd := sides[(k+r)%len(sides)]
-				for range cfg.Ops / rounds {
-					s := samples[rnd.IntN(len(samples))]
-					t0 := time.Now()
-					if err := c.op(sd.db, s, sd.app); err != nil {
-						return nil, fmt.Errorf("%s: %w", c.name, err)
-					}
-					sd.got = append(sd.got, time.Since(t0))
+				sd := sides[(k+i)%len(sides)]
+				t0 := time.Now()
+				if err := c.op(sd.db, s, sd.app); err != nil {
+					return nil, fmt.Errorf("%s: %w", c.name, err)
 				}
+				sd.got = append(sd.got, time.Since(t0))
 			}
 		}
 		res.Cases = append(res.Cases, Case{Name: c.name, RLS: pct(sides[0].got, 50), Plain: pct(sides[1].got, 50), App: pct(sides[2].got, 50),

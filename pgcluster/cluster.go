@@ -73,17 +73,30 @@ type Cluster struct {
 // Errors name the cause and the fix: ErrNoBinaries, a data dir of another
 // major version, a data dir that is not writable, a port in use.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
-	c, err := prepare(cfg)
+	c, err := prepare(cfg, true)
 	if err != nil {
 		return nil, err
 	}
+	// Two processes starting the same data dir at once take turns: the
+	// second finds the first's cluster running and reuses it.
+	unlock, err := lockDir(ctx, c.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if pid, ok := c.runningPID(); ok {
 		c.pid = pid
 		if err := c.waitReady(ctx, nil); err != nil {
 			return nil, err
 		}
-		c.log.Info("reusing running PostgreSQL", "data_dir", c.dataDir, "pid", pid)
+		if cfg.Port != 0 && cfg.Port != c.port {
+			return nil, fmt.Errorf("the PostgreSQL already running on %s listens on port %d, not the requested %d: stop it first (bulkhead db stop) or drop --pg-port", c.dataDir, c.port, cfg.Port)
+		}
+		c.log.Info("reusing running PostgreSQL", "data_dir", c.dataDir, "pid", c.pid)
 		return c, nil
+	}
+	if err := checkPort(cfg.Port); err != nil { // before initdb: fail fast, leave nothing behind
+		return nil, err
 	}
 	if err := c.initdb(ctx, cfg.Ephemeral); err != nil {
 		return nil, err
@@ -111,9 +124,9 @@ func Attach(cfg Config) (*Cluster, error) {
 }
 
 // Inspect describes the cluster on cfg.DataDir, running or not, without
-// starting or initialising anything.
+// starting, initialising or creating anything.
 func Inspect(cfg Config) (*Cluster, error) {
-	c, err := prepare(cfg)
+	c, err := prepare(cfg, false)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +151,7 @@ func (c *Cluster) Initialised() bool {
 // ErrNotRunning means no cluster runs on the data dir.
 var ErrNotRunning = errors.New("no PostgreSQL is running")
 
-func prepare(cfg Config) (*Cluster, error) {
+func prepare(cfg Config, create bool) (*Cluster, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("pgcluster: empty data dir")
 	}
@@ -154,8 +167,10 @@ func prepare(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
-	if err := ensureWritable(dataDir); err != nil {
-		return nil, err
+	if create {
+		if err := ensureWritable(dataDir); err != nil {
+			return nil, err
+		}
 	}
 	c := &Cluster{
 		bin:     bin,
@@ -325,12 +340,8 @@ func (c *Cluster) start(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Port != 0 {
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port)))
-		if err != nil {
-			return fmt.Errorf("port %d on 127.0.0.1 is in use or not allowed: choose another with --pg-port: %w", cfg.Port, err)
-		}
-		l.Close()
+	if err := checkPort(cfg.Port); err != nil {
+		return err
 	}
 	if c.sockDir != c.pgdata {
 		if err := c.makeSocketDir(cred); err != nil {
@@ -640,4 +651,40 @@ func tail(path string, from int64) string {
 		lines = lines[len(lines)-20:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// checkPort fails when a TCP port was asked for and can't be listened on.
+func checkPort(port int) error {
+	if port == 0 {
+		return nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("port %d on 127.0.0.1 is in use or not allowed: choose another with --pg-port: %w", port, err)
+	}
+	return l.Close()
+}
+
+// lockDir takes an exclusive lock on dataDir/.lock, waiting until ctx ends.
+func lockDir(ctx context.Context, dataDir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dataDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock data dir %s: %w", dataDir, err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock data dir %s: %w", dataDir, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock data dir %s: another bulkhead is starting it: %w", dataDir, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
