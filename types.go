@@ -34,16 +34,17 @@ type Entity struct {
 }
 
 // Agent is an AI agent (a character) owned by an entity. SystemPrompt and
-// Secrets are stored opaque (field encryption seals them); they are never
-// part of the agent's JSON form.
+// Secrets are sealed at rest with the tenant's key; they are filled in only
+// for the agent's owner and the agent itself, and are never part of the
+// agent's JSON form (secrets are write-only).
 type Agent struct {
-	ID           uuid.UUID       `json:"id"`
-	OwnerID      uuid.UUID       `json:"owner_id"`
-	Name         string          `json:"name"`
-	Bio          string          `json:"bio"`
-	Settings     json.RawMessage `json:"settings"`
-	SystemPrompt []byte          `json:"-"`
-	Secrets      []byte          `json:"-"`
+	ID           uuid.UUID         `json:"id"`
+	OwnerID      uuid.UUID         `json:"owner_id"`
+	Name         string            `json:"name"`
+	Bio          string            `json:"bio"`
+	Settings     json.RawMessage   `json:"settings"`
+	SystemPrompt string            `json:"-"`
+	Secrets      map[string]Secret `json:"-"`
 	CreatedAt    time.Time       `json:"created_at"`
 	UpdatedAt    time.Time       `json:"updated_at"`
 }

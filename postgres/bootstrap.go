@@ -30,6 +30,7 @@ func Bootstrap(ctx context.Context, adminDSN, database string, creds Credentials
 		{Runtime, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT", creds.Runtime},
 		{Maintenance, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS NOINHERIT", creds.Maintenance},
 		{Definer, "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS NOINHERIT", ""},
+		{KeyService, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT", creds.KeyService},
 	}
 	for _, r := range roles {
 		var exists bool
@@ -88,7 +89,7 @@ func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
 	db := pgx.Identifier{database}.Sanitize()
 	stmts := []string{
 		"REVOKE ALL ON DATABASE " + db + " FROM PUBLIC",
-		fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s, %s, %s", db, Owner, Runtime, Maintenance),
+		fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s, %s, %s, %s", db, Owner, Runtime, Maintenance, KeyService),
 		"REVOKE ALL ON SCHEMA public FROM PUBLIC",
 		fmt.Sprintf("CREATE SCHEMA IF NOT EXISTS %s AUTHORIZATION %s", Schema, Owner),
 		fmt.Sprintf("ALTER SCHEMA %s OWNER TO %s", Schema, Owner),
@@ -96,6 +97,11 @@ func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
 		fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s, %s, %s", Schema, Runtime, Maintenance, Definer),
 		// The definer role must be able to own the helpers it runs.
 		fmt.Sprintf("GRANT CREATE ON SCHEMA %s TO %s", Schema, Definer),
+		// Wrapped keysets live apart: only the key service may enter.
+		fmt.Sprintf("CREATE SCHEMA IF NOT EXISTS %s AUTHORIZATION %s", KeySchema, Owner),
+		fmt.Sprintf("ALTER SCHEMA %s OWNER TO %s", KeySchema, Owner),
+		fmt.Sprintf("REVOKE ALL ON SCHEMA %s FROM PUBLIC", KeySchema),
+		fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s, %s", KeySchema, KeyService, Maintenance),
 	}
 	for _, s := range stmts {
 		if _, err := conn.Exec(ctx, s); err != nil {

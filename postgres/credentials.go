@@ -16,6 +16,7 @@ type Credentials struct {
 	Owner       string `json:"owner"`
 	Runtime     string `json:"runtime"`
 	Maintenance string `json:"maintenance"`
+	KeyService  string `json:"key_service"`
 }
 
 // String redacts the passwords.
@@ -30,7 +31,7 @@ func (c Credentials) GoString() string { return c.String() }
 func LoadOrCreateCredentials(path string) (Credentials, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		c := Credentials{Owner: rand.Text(), Runtime: rand.Text(), Maintenance: rand.Text()}
+		c := Credentials{Owner: rand.Text(), Runtime: rand.Text(), Maintenance: rand.Text(), KeyService: rand.Text()}
 		b, _ := json.MarshalIndent(c, "", "  ")
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
@@ -51,6 +52,13 @@ func LoadOrCreateCredentials(path string) (Credentials, error) {
 	var c Credentials
 	if err := json.Unmarshal(b, &c); err != nil || c.Owner == "" || c.Runtime == "" || c.Maintenance == "" {
 		return Credentials{}, fmt.Errorf("credentials file %s is malformed: remove it to generate new passwords (then run bulkhead migrate up)", path)
+	}
+	if c.KeyService == "" { // a file from before the key service existed
+		c.KeyService = rand.Text()
+		b, _ := json.MarshalIndent(c, "", "  ")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return Credentials{}, fmt.Errorf("update credentials file %s: %w", path, err)
+		}
 	}
 	return c, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -28,6 +29,9 @@ type Config struct {
 	QueryExecMode string
 	// MaxConns bounds each pool; 0 means pgxpool's default.
 	MaxConns int32
+	// Keyring seals the columns in SealedColumns; nil stores them in
+	// plaintext (for migration from unencrypted data and for benchmarks).
+	Keyring *fieldcrypt.Keyring
 	// Dial, when set, opens the network connections (for instrumentation,
 	// such as counting round trips).
 	Dial   pgconn.DialFunc
@@ -36,9 +40,10 @@ type Config struct {
 
 // DB is the server's handle on PostgreSQL. It is safe for concurrent use.
 type DB struct {
-	app   *pgxpool.Pool
-	maint *pgxpool.Pool
-	log   *slog.Logger
+	app     *pgxpool.Pool
+	maint   *pgxpool.Pool
+	keyring *fieldcrypt.Keyring
+	log     *slog.Logger
 }
 
 var execModes = map[string]pgx.QueryExecMode{
@@ -59,7 +64,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open runtime pool: %w", err)
 	}
-	db := &DB{app: app, log: log}
+	db := &DB{app: app, log: log, keyring: cfg.Keyring}
 	if cfg.MaintenanceDSN != "" {
 		if db.maint, err = newPool(ctx, cfg.MaintenanceDSN, cfg); err != nil {
 			app.Close()
@@ -101,6 +106,9 @@ func (db *DB) Close() {
 		db.maint.Close()
 	}
 }
+
+// Keyring returns the keyring sealing SealedColumns (nil in plaintext mode).
+func (db *DB) Keyring() *fieldcrypt.Keyring { return db.keyring }
 
 // Pool returns the runtime role's pool, for health checks and metrics. Any
 // query through it without a scope sees no tenant rows.

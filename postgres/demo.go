@@ -26,7 +26,7 @@ type DemoTenant struct {
 	Room2      uuid.UUID            `json:"room2"`
 	Server     uuid.UUID            `json:"message_server"` // Alice's; room1 is its channel "general"
 	Memories   map[string]uuid.UUID `json:"memories"`
-	PrivateDoc uuid.UUID            `json:"private_doc"` // Alice's
+	PrivateDoc uuid.UUID            `json:"private_doc"` // Alice's, confidential (sealed)
 	RoomDoc    uuid.UUID            `json:"room_doc"`    // Alice's, in room1
 	TenantDoc  uuid.UUID            `json:"tenant_doc"`  // Bob's, tenant-wide
 }
@@ -78,7 +78,9 @@ func seedTenant(ctx context.Context, db *DB, name string) (DemoTenant, error) {
 		*u.id = e.ID
 	}
 	alice, bob := t.As(ctx, t.Alice), t.As(ctx, t.Bob)
-	agent, err := db.CreateAgent(alice, NewAgent{Name: "Alice's agent", Bio: "helps Alice", SystemPrompt: []byte("opaque"), Secrets: []byte("opaque")})
+	agent, err := db.CreateAgent(alice, NewAgent{Name: "Alice's agent", Bio: "helps Alice",
+		SystemPrompt: "You are Alice's assistant in " + name + ".",
+		Secrets:      map[string]bulkhead.Secret{"openai_api_key": bulkhead.Secret("sk-demo-" + t.Tenant.ID.String())}})
 	if err != nil {
 		return fail("agent", err)
 	}
@@ -144,12 +146,13 @@ func seedTenant(ctx context.Context, db *DB, name string) (DemoTenant, error) {
 		title string
 		vis   bulkhead.Visibility
 		room  *uuid.UUID
+		conf  bool
 	}{
-		{&t.PrivateDoc, alice, "Alice's private notes (" + name + ")", bulkhead.VisibilityPrivate, nil},
-		{&t.RoomDoc, alice, "room1 handbook (" + name + ")", bulkhead.VisibilityRoom, &t.Room1},
-		{&t.TenantDoc, bob, "company wiki (" + name + ")", bulkhead.VisibilityTenant, nil},
+		{&t.PrivateDoc, alice, "Alice's private notes (" + name + ")", bulkhead.VisibilityPrivate, nil, true},
+		{&t.RoomDoc, alice, "room1 handbook (" + name + ")", bulkhead.VisibilityRoom, &t.Room1, false},
+		{&t.TenantDoc, bob, "company wiki (" + name + ")", bulkhead.VisibilityTenant, nil, false},
 	} {
-		d, err := db.CreateDocument(doc.as, NewDocument{Title: doc.title, Content: doc.title + ": the body of the document.", Visibility: doc.vis, RoomID: doc.room})
+		d, err := db.CreateDocument(doc.as, NewDocument{Title: doc.title, Content: doc.title + ": the body of the document.", Visibility: doc.vis, RoomID: doc.room, Confidential: doc.conf})
 		if err != nil {
 			return fail(doc.title, err)
 		}

@@ -59,16 +59,25 @@ func (db *DB) CreateDocument(ctx context.Context, in NewDocument) (bulkhead.Docu
 		return bulkhead.Document{}, bulkhead.Invalid("content", fmt.Sprintf("UTF-8 text of at most %d bytes", MaxDocumentBytes))
 	}
 	d := bulkhead.Document{ID: uuid.New(), OwnerID: s.Entity, RoomID: in.RoomID, Visibility: in.Visibility, Title: in.Title, Content: in.Content, Confidential: in.Confidential}
-	err = db.InScope(ctx, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO bulkhead.documents (tenant_id, id, owner_id, room_id, visibility, title, content, confidential)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING created_at`, s.Tenant, d.ID, d.OwnerID, d.RoomID, d.Visibility, d.Title, d.Content, d.Confidential).
-			QueryRow(func(r pgx.Row) error { return r.Scan(&d.CreatedAt) })
-		for i, c := range Chunk(in.Content, ChunkSize, ChunkOverlap) {
-			b.Queue(`INSERT INTO bulkhead.chunks (tenant_id, id, document_id, ord, content) VALUES ($1, $2, $3, $4, $5)`, s.Tenant, uuid.New(), d.ID, i, c)
+	// A confidential document's text is stored only sealed (content and
+	// every chunk), bound to its row; it is left out of full-text search.
+	plain, sealed, err := db.sealIf(ctx, in.Confidential, "documents", d.ID, in.Content)
+	if err != nil {
+		return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
+	}
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO bulkhead.documents (tenant_id, id, owner_id, room_id, visibility, title, content, content_sealed, confidential)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING created_at`, s.Tenant, d.ID, d.OwnerID, d.RoomID, d.Visibility, d.Title, plain, sealed, d.Confidential).
+		QueryRow(func(r pgx.Row) error { return r.Scan(&d.CreatedAt) })
+	for i, c := range Chunk(in.Content, ChunkSize, ChunkOverlap) {
+		id := uuid.New()
+		plain, sealed, err := db.sealIf(ctx, in.Confidential, "chunks", id, c)
+		if err != nil {
+			return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
 		}
-		return tx.SendBatch(ctx, b).Close()
-	})
+		b.Queue(`INSERT INTO bulkhead.chunks (tenant_id, id, document_id, ord, content, content_sealed) VALUES ($1, $2, $3, $4, $5, $6)`, s.Tenant, id, d.ID, i, plain, sealed)
+	}
+	err = db.InScope(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
 	if err != nil {
 		return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
 	}
@@ -110,25 +119,42 @@ func Chunk(text string, size, overlap int) []string {
 	return out
 }
 
-const docCols = `id, owner_id, room_id, visibility, title, content, confidential, created_at`
+// sealIf returns (text, nil) for ordinary content, or ("", sealed) for
+// confidential content, sealed for (table, content_sealed, row).
+func (db *DB) sealIf(ctx context.Context, confidential bool, table string, row uuid.UUID, text string) (string, []byte, error) {
+	if !confidential {
+		return text, nil, nil
+	}
+	sealed, err := db.seal(ctx, table, "content_sealed", row, []byte(text))
+	return "", sealed, err
+}
 
 func scanDocument(r pgx.CollectableRow) (bulkhead.Document, error) {
 	var d bulkhead.Document
 	return d, r.Scan(&d.ID, &d.OwnerID, &d.RoomID, &d.Visibility, &d.Title, &d.Content, &d.Confidential, &d.CreatedAt)
 }
 
-// Document returns a document visible to the caller. It returns ErrNotFound.
+// Document returns a document visible to the caller, its confidential
+// content opened with the caller's tenant key. It returns ErrNotFound.
 func (db *DB) Document(ctx context.Context, id uuid.UUID) (bulkhead.Document, error) {
 	s, err := scope(ctx)
 	if err != nil {
 		return bulkhead.Document{}, err
 	}
 	var d bulkhead.Document
-	err = db.Read(ctx, func(rows pgx.Rows) error {
-		d, err = pgx.CollectExactlyOneRow(rows, scanDocument)
-		return err
-	}, `SELECT `+docCols+` FROM bulkhead.documents WHERE tenant_id = $1 AND id = $2`, s.Tenant, id)
-	return d, err
+	var sealed []byte
+	err = db.ReadRow(ctx, `SELECT id, owner_id, room_id, visibility, title, content, confidential, created_at, content_sealed
+		FROM bulkhead.documents WHERE tenant_id = $1 AND id = $2`, []any{s.Tenant, id},
+		&d.ID, &d.OwnerID, &d.RoomID, &d.Visibility, &d.Title, &d.Content, &d.Confidential, &d.CreatedAt, &sealed)
+	if err != nil || sealed == nil {
+		return d, err
+	}
+	pt, err := db.open(ctx, "documents", "content_sealed", d.ID, sealed)
+	if err != nil {
+		return bulkhead.Document{}, err
+	}
+	d.Content = string(pt)
+	return d, nil
 }
 
 // ListDocuments pages through the documents visible to the caller, by id,
@@ -157,12 +183,30 @@ func (db *DB) Chunks(ctx context.Context, document uuid.UUID) ([]bulkhead.Chunk,
 		return nil, err
 	}
 	var out []bulkhead.Chunk
+	var sealed [][]byte
 	err = db.Read(ctx, func(rows pgx.Rows) error {
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (bulkhead.Chunk, error) {
+		for rows.Next() {
 			var c bulkhead.Chunk
-			return c, r.Scan(&c.ID, &c.DocumentID, &c.Ord, &c.Content)
-		})
-		return err
-	}, `SELECT id, document_id, ord, content FROM bulkhead.chunks WHERE tenant_id = $1 AND document_id = $2 ORDER BY ord`, s.Tenant, document)
-	return out, err
+			var v []byte
+			if err := rows.Scan(&c.ID, &c.DocumentID, &c.Ord, &c.Content, &v); err != nil {
+				return err
+			}
+			out, sealed = append(out, c), append(sealed, v)
+		}
+		return rows.Err()
+	}, `SELECT id, document_id, ord, content, content_sealed FROM bulkhead.chunks WHERE tenant_id = $1 AND document_id = $2 ORDER BY ord`, s.Tenant, document)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if sealed[i] == nil {
+			continue
+		}
+		pt, err := db.open(ctx, "chunks", "content_sealed", out[i].ID, sealed[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i].Content = string(pt)
+	}
+	return out, nil
 }

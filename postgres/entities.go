@@ -49,14 +49,29 @@ func (db *DB) RenameSelf(ctx context.Context, name string) error {
 	})
 }
 
-// NewAgent is the input of CreateAgent. SystemPrompt and Secrets are stored
-// as given (opaque bytes: the caller seals them).
+// NewAgent is the input of CreateAgent and UpdateAgent. SystemPrompt and
+// Secrets are sealed with the tenant's key before they leave the process.
 type NewAgent struct {
 	Name         string
 	Bio          string
 	Settings     json.RawMessage
-	SystemPrompt []byte
-	Secrets      []byte
+	SystemPrompt string
+	Secrets      map[string]bulkhead.Secret
+}
+
+// sealAgent seals an agent's system prompt and secrets, bound to its row.
+func (db *DB) sealAgent(ctx context.Context, id uuid.UUID, in NewAgent) (prompt, secrets []byte, err error) {
+	if in.SystemPrompt != "" {
+		if prompt, err = db.seal(ctx, "agents", "system_prompt", id, []byte(in.SystemPrompt)); err != nil {
+			return nil, nil, err
+		}
+	}
+	plain, err := encodeSecrets(in.Secrets)
+	if err != nil {
+		return nil, nil, err
+	}
+	secrets, err = db.seal(ctx, "agents", "secrets", id, plain)
+	return prompt, secrets, err
 }
 
 // CreateAgent creates an agent owned by the calling entity: its entity row
@@ -77,12 +92,16 @@ func (db *DB) CreateAgent(ctx context.Context, in NewAgent) (bulkhead.Agent, err
 		return bulkhead.Agent{}, bulkhead.Invalid("settings", "not JSON")
 	}
 	a := bulkhead.Agent{ID: uuid.New(), OwnerID: s.Entity, Name: in.Name, Bio: in.Bio, Settings: in.Settings, SystemPrompt: in.SystemPrompt, Secrets: in.Secrets}
+	prompt, secrets, err := db.sealAgent(ctx, a.ID, in)
+	if err != nil {
+		return bulkhead.Agent{}, fmt.Errorf("create agent: %w", err)
+	}
 	err = db.InScope(ctx, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO bulkhead.entities (tenant_id, id, kind, name) VALUES ($1, $2, 'agent', $3)`, s.Tenant, a.ID, a.Name)
 		b.Queue(`INSERT INTO bulkhead.agents (tenant_id, id, owner_id, name, bio, settings, system_prompt, secrets)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING created_at, updated_at`,
-			s.Tenant, a.ID, a.OwnerID, a.Name, a.Bio, a.Settings, a.SystemPrompt, a.Secrets).QueryRow(func(r pgx.Row) error {
+			s.Tenant, a.ID, a.OwnerID, a.Name, a.Bio, a.Settings, prompt, secrets).QueryRow(func(r pgx.Row) error {
 			return r.Scan(&a.CreatedAt, &a.UpdatedAt)
 		})
 		return tx.SendBatch(ctx, b).Close()
@@ -93,24 +112,39 @@ func (db *DB) CreateAgent(ctx context.Context, in NewAgent) (bulkhead.Agent, err
 	return a, nil
 }
 
-const agentCols = `id, owner_id, name, bio, settings, system_prompt, secrets, created_at, updated_at`
+const agentCols = `id, owner_id, name, bio, settings, created_at, updated_at`
 
 func scanAgent(r pgx.CollectableRow) (bulkhead.Agent, error) {
 	var a bulkhead.Agent
-	return a, r.Scan(&a.ID, &a.OwnerID, &a.Name, &a.Bio, &a.Settings, &a.SystemPrompt, &a.Secrets, &a.CreatedAt, &a.UpdatedAt)
+	return a, r.Scan(&a.ID, &a.OwnerID, &a.Name, &a.Bio, &a.Settings, &a.CreatedAt, &a.UpdatedAt)
 }
 
-// Agent returns an agent of the caller's tenant. It returns ErrNotFound.
+// Agent returns an agent of the caller's tenant. Its system prompt and
+// secrets are opened only for its owner and the agent itself; others get
+// the metadata. It returns ErrNotFound, or an error when a sealed value
+// does not open (tampered, or its key shredded).
 func (db *DB) Agent(ctx context.Context, id uuid.UUID) (bulkhead.Agent, error) {
 	s, err := scope(ctx)
 	if err != nil {
 		return bulkhead.Agent{}, err
 	}
 	var a bulkhead.Agent
-	err = db.Read(ctx, func(rows pgx.Rows) error {
-		a, err = pgx.CollectExactlyOneRow(rows, scanAgent)
-		return err
-	}, `SELECT `+agentCols+` FROM bulkhead.agents WHERE tenant_id = $1 AND id = $2`, s.Tenant, id)
+	var prompt, secrets []byte
+	err = db.ReadRow(ctx, `SELECT `+agentCols+`, system_prompt, secrets FROM bulkhead.agents WHERE tenant_id = $1 AND id = $2`, []any{s.Tenant, id},
+		&a.ID, &a.OwnerID, &a.Name, &a.Bio, &a.Settings, &a.CreatedAt, &a.UpdatedAt, &prompt, &secrets)
+	if err != nil || (s.Entity != a.OwnerID && s.Entity != a.ID) {
+		return a, err
+	}
+	p, err := db.open(ctx, "agents", "system_prompt", a.ID, prompt)
+	if err != nil {
+		return bulkhead.Agent{}, err
+	}
+	a.SystemPrompt = string(p)
+	plain, err := db.open(ctx, "agents", "secrets", a.ID, secrets)
+	if err != nil {
+		return bulkhead.Agent{}, err
+	}
+	a.Secrets, err = decodeSecrets(plain)
 	return a, err
 }
 
@@ -133,9 +167,13 @@ func (db *DB) UpdateAgent(ctx context.Context, id uuid.UUID, in NewAgent) error 
 	if in.Settings == nil {
 		in.Settings = json.RawMessage(`{}`)
 	}
+	prompt, secrets, err := db.sealAgent(ctx, id, in)
+	if err != nil {
+		return err
+	}
 	return db.InScope(ctx, func(tx pgx.Tx) error {
 		return mustAffect(tx.Exec(ctx, `UPDATE bulkhead.agents SET name = $3, bio = $4, settings = $5, system_prompt = $6, secrets = $7, updated_at = now()
-			WHERE tenant_id = $1 AND id = $2`, s.Tenant, id, in.Name, in.Bio, in.Settings, in.SystemPrompt, in.Secrets))
+			WHERE tenant_id = $1 AND id = $2`, s.Tenant, id, in.Name, in.Bio, in.Settings, prompt, secrets))
 	})
 }
 

@@ -146,7 +146,7 @@ func TestPoliciesDownUpKeepsData(t *testing.T) {
 	}
 	defer m.Close()
 	ctx := context.Background()
-	if _, err := m.DownTo(ctx, 2); err != nil {
+	if _, err := m.DownTo(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Up(ctx); err != nil {

@@ -18,6 +18,11 @@ const (
 	// Definer owns the allow-listed SECURITY DEFINER membership helpers; it
 	// can't log in.
 	Definer = "bulkhead_definer"
+	// KeyService is the only role that reads the wrapped tenant keysets
+	// (schema KeySchema); the runtime role has no access to them.
+	KeyService = "bulkhead_keyservice"
+	// KeySchema holds the wrapped keysets, the KEK check value and key events.
+	KeySchema = "bulkhead_keys"
 
 	// TenantSetting, EntitySetting and ActingForSetting are the
 	// transaction-local settings the policies read.

@@ -32,7 +32,8 @@ type Querier interface {
 //   - the connected role (current_user) is not the owner, not superuser, not
 //     BYPASSRLS, NOINHERIT, a member of no role, owns nothing;
 //   - it has no TRUNCATE, TRIGGER or REFERENCES on any table, no CREATE on
-//     any schema, no access to the public schema, no TEMP on the database;
+//     any schema, no access to the public schema or to the wrapped keysets'
+//     schema, no TEMP on the database;
 //   - every table with a tenant_id column, and every declared table, has
 //     RLS enabled and forced, is declared in Tables, and carries exactly the
 //     generator's policies (names, commands, permissive/restrictive);
@@ -131,6 +132,13 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 	if len(rows) > 0 {
 		add("privilege", "schema public", "runtime role has USAGE")
 	}
+	rows, err = rowsOf(`SELECT 1 FROM pg_namespace WHERE nspname = $1 AND has_schema_privilege(current_user, oid, 'USAGE')`, KeySchema)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) > 0 {
+		add("privilege", "schema "+KeySchema, "runtime role can enter the schema of the wrapped keysets")
+	}
 	rows, err = rowsOf(`SELECT 1 WHERE has_database_privilege(current_user, current_database(), 'TEMP')`)
 	if err != nil {
 		return nil, err
@@ -148,6 +156,8 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 		SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+		  -- a table in a schema the runtime role can't enter is out of its reach
+		  AND (has_schema_privilege(current_user, n.oid, 'USAGE') OR n.nspname || '.' || c.relname = ANY($1))
 		  AND (EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
 		       OR n.nspname || '.' || c.relname = ANY($1))
 		ORDER BY 1`, declaredNames())

@@ -42,7 +42,21 @@ func (db *DB) CreateTenant(ctx context.Context, name, region string) (bulkhead.T
 	if err != nil {
 		return bulkhead.Tenant{}, fmt.Errorf("create tenant: %w", err)
 	}
+	if db.keyring != nil {
+		if err := db.keyring.Provision(ctx, t.ID); err != nil {
+			return bulkhead.Tenant{}, fmt.Errorf("create tenant %s: provision keys: %w", t.ID, err)
+		}
+	}
 	return t, nil
+}
+
+// ProvisionKeys creates a tenant's keysets if it has none (for tenants
+// created before encryption was enabled). It is idempotent.
+func (db *DB) ProvisionKeys(ctx context.Context, tenant uuid.UUID) error {
+	if db.keyring == nil {
+		return nil
+	}
+	return db.keyring.Provision(ctx, tenant)
 }
 
 // ListTenants lists every tenant (control plane).
@@ -73,11 +87,20 @@ func (db *DB) TenantByID(ctx context.Context, id uuid.UUID) (bulkhead.Tenant, er
 	return t, err
 }
 
-// DeleteTenant removes a tenant and, through the cascading foreign keys,
-// every row of its data, in one transaction. Deleting a tenant that does
-// not exist is not an error (the operation is idempotent); deleted reports
-// whether a tenant was removed.
+// DeleteTenant crypto-shreds a tenant and removes its data. First its
+// keysets are destroyed (recorded in bulkhead_keys.key_events), so every
+// copy of its sealed values, backups included, stops opening even if what
+// follows fails; then the tenant row goes and, through the cascading
+// foreign keys, every row of its data, in one transaction. It is idempotent
+// and resumable: deleting a tenant that is gone is not an error; deleted
+// reports whether a tenant row was removed.
 func (db *DB) DeleteTenant(ctx context.Context, id uuid.UUID) (deleted bool, err error) {
+	if db.keyring != nil {
+		m, _ := bulkhead.MaintenanceFrom(ctx)
+		if err := db.keyring.Shred(ctx, id, m.Reason); err != nil {
+			return false, err
+		}
+	}
 	err = db.InMaintenance(ctx, func(tx pgx.Tx) error {
 		ct, err := tx.Exec(ctx, `DELETE FROM bulkhead.tenants WHERE id = $1`, id)
 		deleted = ct.RowsAffected() == 1

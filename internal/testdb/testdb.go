@@ -15,10 +15,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
 	"github.com/bulkhead-dev/bulkhead/pgcluster"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/jackc/pgx/v5"
@@ -30,8 +32,12 @@ const Template = "bh_template"
 var (
 	cluster *pgcluster.Cluster
 	creds   postgres.Credentials
+	kek     *fieldcrypt.KEK
 	counter atomic.Int64
 )
+
+// KEK returns the package's local key-encryption key.
+func KEK() *fieldcrypt.KEK { return kek }
 
 // Main starts the package's cluster, prepares the template, runs the tests
 // and stops the cluster, whatever happens. It returns the exit code.
@@ -51,7 +57,11 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	defer cluster.Stop()
-	creds = postgres.Credentials{Owner: "owner-pw", Runtime: "runtime-pw", Maintenance: "maint-pw"}
+	creds = postgres.Credentials{Owner: "owner-pw", Runtime: "runtime-pw", Maintenance: "maint-pw", KeyService: "keys-pw"}
+	if kek, _, err = fieldcrypt.LocalKEK(filepath.Join(dir, "kek.json"), true); err != nil {
+		fmt.Fprintln(os.Stderr, "testdb:", err)
+		return 1
+	}
 	if err := BuildTemplate(ctx, Template); err != nil {
 		fmt.Fprintln(os.Stderr, "testdb:", err)
 		return 1
@@ -81,8 +91,10 @@ func BuildTemplate(ctx context.Context, name string) error {
 
 // Database is one test's database.
 type Database struct {
-	Name string
-	DB   *postgres.DB // runtime + maintenance pools
+	Name    string
+	DB      *postgres.DB // runtime + maintenance pools, sealing with Keyring
+	Keys    *postgres.KeysetStore
+	Keyring *fieldcrypt.Keyring
 }
 
 // AdminDSN connects as the bootstrap superuser.
@@ -93,6 +105,21 @@ func (d *Database) OwnerDSN() string { return cluster.DSN(postgres.Owner, creds.
 
 // AppDSN connects as the runtime role.
 func (d *Database) AppDSN() string { return cluster.DSN(postgres.Runtime, creds.Runtime, d.Name) }
+
+// KeyServiceDSN connects as the key service role.
+func (d *Database) KeyServiceDSN() string { return cluster.DSN(postgres.KeyService, creds.KeyService, d.Name) }
+
+// Open opens another DB on d (the server's pools) with the given keyring
+// (nil: plaintext mode), closed when t ends.
+func (d *Database) Open(t testing.TB, kr *fieldcrypt.Keyring) *postgres.DB {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: d.AppDSN(), MaintenanceDSN: d.MaintenanceDSN(), Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
 
 // MaintenanceDSN connects as the maintenance role.
 func (d *Database) MaintenanceDSN() string {
@@ -119,15 +146,20 @@ func NewFrom(t testing.TB, template string) *Database {
 		t.Fatal(err)
 	}
 	d := &Database{Name: name}
-	db, err := postgres.Open(ctx, postgres.Config{AppDSN: d.AppDSN(), MaintenanceDSN: d.MaintenanceDSN()})
+	t.Cleanup(func() {
+		admin.Exec(context.Background(), fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name))
+	})
+	keys, err := postgres.OpenKeysetStore(ctx, d.KeyServiceDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.DB = db
-	t.Cleanup(func() {
-		db.Close()
-		admin.Exec(context.Background(), fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name))
-	})
+	t.Cleanup(keys.Close)
+	if err := keys.CheckKEK(ctx, kek); err != nil {
+		t.Fatal(err)
+	}
+	d.Keys = keys
+	d.Keyring = fieldcrypt.NewKeyring(kek, keys, fieldcrypt.Options{})
+	d.DB = d.Open(t, d.Keyring)
 	return d
 }
 

@@ -1,0 +1,146 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// KeysetStore keeps tenants' wrapped keysets in bulkhead_keys, connected as
+// the key service role: the runtime role can't read them at all. It
+// implements fieldcrypt.Store and is safe for concurrent use.
+type KeysetStore struct {
+	pool *pgxpool.Pool
+}
+
+var _ fieldcrypt.Store = (*KeysetStore)(nil)
+
+// OpenKeysetStore connects to dsn, which must log in as the key service role.
+func OpenKeysetStore(ctx context.Context, dsn string) (*KeysetStore, error) {
+	pool, err := newPool(ctx, dsn, Config{MaxConns: 4})
+	if err != nil {
+		return nil, fmt.Errorf("open key service pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect as the key service role: %w", err)
+	}
+	return &KeysetStore{pool: pool}, nil
+}
+
+// Close closes the pool.
+func (s *KeysetStore) Close() { s.pool.Close() }
+
+// Load implements fieldcrypt.Store.
+func (s *KeysetStore) Load(ctx context.Context, tenant uuid.UUID) (fieldcrypt.Wrapped, error) {
+	var w fieldcrypt.Wrapped
+	err := s.pool.QueryRow(ctx, `SELECT aead, prf, kek_id, version FROM bulkhead_keys.keysets WHERE tenant_id = $1`, tenant).
+		Scan(&w.AEAD, &w.PRF, &w.KEKID, &w.Version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return w, fieldcrypt.ErrNoKeyset
+	}
+	return w, err
+}
+
+// Save implements fieldcrypt.Store: an insert when prev is 0, otherwise a
+// compare-and-swap on the version. It records the change in key_events.
+func (s *KeysetStore) Save(ctx context.Context, tenant uuid.UUID, w fieldcrypt.Wrapped, prev int64) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var n int64
+		action := "keyset.update"
+		if prev == 0 {
+			action = "keyset.create"
+			ct, err := tx.Exec(ctx, `INSERT INTO bulkhead_keys.keysets (tenant_id, aead, prf, kek_id, version) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (tenant_id) DO NOTHING`, tenant, w.AEAD, w.PRF, w.KEKID, w.Version)
+			if err != nil {
+				return err
+			}
+			n = ct.RowsAffected()
+		} else {
+			ct, err := tx.Exec(ctx, `UPDATE bulkhead_keys.keysets SET aead = $2, prf = $3, kek_id = $4, version = $5, updated_at = now()
+				WHERE tenant_id = $1 AND version = $6`, tenant, w.AEAD, w.PRF, w.KEKID, w.Version, prev)
+			if err != nil {
+				return err
+			}
+			n = ct.RowsAffected()
+		}
+		if n == 0 {
+			return fmt.Errorf("%w: keyset of tenant %s changed concurrently", bulkhead.ErrConflict, tenant)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO bulkhead_keys.key_events (tenant_id, action, detail) VALUES ($1, $2, jsonb_build_object('version', $3::bigint, 'kek', $4::text))`,
+			tenant, action, w.Version, w.KEKID)
+		return err
+	})
+}
+
+// Destroy implements fieldcrypt.Store: the keyset rows are deleted and the
+// erasure recorded in key_events, which outlives the tenant.
+func (s *KeysetStore) Destroy(ctx context.Context, tenant uuid.UUID, reason string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		ct, err := tx.Exec(ctx, `DELETE FROM bulkhead_keys.keysets WHERE tenant_id = $1`, tenant)
+		if err != nil {
+			return err
+		}
+		if ct.RowsAffected() == 0 {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO bulkhead_keys.key_events (tenant_id, action, detail) VALUES ($1, 'keyset.shred', jsonb_build_object('reason', $2::text))`, tenant, reason)
+		return err
+	})
+}
+
+// Tenants implements fieldcrypt.Store.
+func (s *KeysetStore) Tenants(ctx context.Context) ([]uuid.UUID, error) {
+	rows, err := s.pool.Query(ctx, `SELECT tenant_id FROM bulkhead_keys.keysets ORDER BY tenant_id`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+}
+
+// ErrWrongKEK means the key-encryption key is not the one that wrapped this
+// database's keysets.
+var ErrWrongKEK = errors.New("wrong key-encryption key")
+
+// CheckKEK verifies that kek is the one this database's keysets are
+// wrapped with, recording its check value on first use. It returns
+// ErrWrongKEK (with the ids, never key material) on a mismatch.
+func (s *KeysetStore) CheckKEK(ctx context.Context, kek *fieldcrypt.KEK) error {
+	var id string
+	var check []byte
+	err := s.pool.QueryRow(ctx, `SELECT kek_id, check_value FROM bulkhead_keys.kek_check WHERE id = 1`).Scan(&id, &check)
+	if errors.Is(err, pgx.ErrNoRows) {
+		var n int
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM bulkhead_keys.keysets`).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%w: %d tenants have keysets but no KEK check is recorded", ErrWrongKEK, n)
+		}
+		return s.SetKEK(ctx, kek)
+	}
+	if err != nil {
+		return err
+	}
+	if id != kek.ID() || !kek.Verify(check) {
+		return fmt.Errorf("%w: this database's keysets are wrapped by %s, the configured key is %s", ErrWrongKEK, id, kek.ID())
+	}
+	return nil
+}
+
+// SetKEK records kek as the database's key-encryption key (after Rewrap).
+func (s *KeysetStore) SetKEK(ctx context.Context, kek *fieldcrypt.KEK) error {
+	check, err := kek.CheckValue()
+	if err != nil {
+		return err
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO bulkhead_keys.kek_check (id, kek_id, check_value) VALUES (1, $1, $2)
+		ON CONFLICT (id) DO UPDATE SET kek_id = excluded.kek_id, check_value = excluded.check_value, updated_at = now()`, kek.ID(), check)
+	return err
+}
