@@ -45,8 +45,8 @@ type Agent struct {
 	Settings     json.RawMessage   `json:"settings"`
 	SystemPrompt string            `json:"-"`
 	Secrets      map[string]Secret `json:"-"`
-	CreatedAt    time.Time       `json:"created_at"`
-	UpdatedAt    time.Time       `json:"updated_at"`
+	CreatedAt    time.Time         `json:"created_at"`
+	UpdatedAt    time.Time         `json:"updated_at"`
 }
 
 // Delegation lets an agent act for a principal until it expires or is revoked.

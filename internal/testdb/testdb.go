@@ -107,7 +107,9 @@ func (d *Database) OwnerDSN() string { return cluster.DSN(postgres.Owner, creds.
 func (d *Database) AppDSN() string { return cluster.DSN(postgres.Runtime, creds.Runtime, d.Name) }
 
 // KeyServiceDSN connects as the key service role.
-func (d *Database) KeyServiceDSN() string { return cluster.DSN(postgres.KeyService, creds.KeyService, d.Name) }
+func (d *Database) KeyServiceDSN() string {
+	return cluster.DSN(postgres.KeyService, creds.KeyService, d.Name)
+}
 
 // Open opens another DB on d (the server's pools) with the given keyring
 // (nil: plaintext mode), closed when t ends.
