@@ -88,8 +88,14 @@ func localFromHandle(h *keyset.Handle) (*KEK, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key-encryption key is not an AEAD keyset: %w", err)
 	}
-	// The id fingerprints the public key-id structure, never key material.
-	sum := sha256.Sum256([]byte(h.KeysetInfo().String()))
+	// The id fingerprints the keyset's public structure (key ids and
+	// types), never key material.
+	info := h.KeysetInfo()
+	fp := fmt.Sprintf("primary=%d", info.GetPrimaryKeyId())
+	for _, ki := range info.GetKeyInfo() {
+		fp += fmt.Sprintf(";%d/%s/%d", ki.GetKeyId(), ki.GetTypeUrl(), ki.GetStatus())
+	}
+	sum := sha256.Sum256([]byte(fp))
 	return &KEK{aead: a, id: "local:" + hex.EncodeToString(sum[:8])}, nil
 }
 

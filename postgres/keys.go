@@ -134,6 +134,16 @@ func (s *KeysetStore) CheckKEK(ctx context.Context, kek *fieldcrypt.KEK) error {
 	return nil
 }
 
+// RecordedKEK returns the id of the KEK recorded for this database, if any.
+func (s *KeysetStore) RecordedKEK(ctx context.Context) (string, bool, error) {
+	var id string
+	err := s.pool.QueryRow(ctx, `SELECT kek_id FROM bulkhead_keys.kek_check WHERE id = 1`).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	return id, err == nil, err
+}
+
 // SetKEK records kek as the database's key-encryption key (after Rewrap).
 func (s *KeysetStore) SetKEK(ctx context.Context, kek *fieldcrypt.KEK) error {
 	check, err := kek.CheckValue()

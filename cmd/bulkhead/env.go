@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
 	"github.com/bulkhead-dev/bulkhead/pgcluster"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 )
@@ -22,6 +23,8 @@ type dbEnv struct {
 	ownerDSN string
 	appDSN   string
 	maintDSN string
+	keysDSN  string
+	keys     *postgres.KeysetStore // set by openDB
 }
 
 // startMode says what to do with the embedded cluster.
@@ -79,14 +82,19 @@ func (c *config) openEnv(ctx context.Context, log *slog.Logger, mode startMode) 
 	env.ownerDSN = role(postgres.Owner, creds.Owner)
 	env.appDSN = role(postgres.Runtime, creds.Runtime)
 	env.maintDSN = role(postgres.Maintenance, creds.Maintenance)
+	env.keysDSN = role(postgres.KeyService, creds.KeyService)
 	if c.appURL != "" {
 		env.appDSN = c.appURL
 	}
 	return env, nil
 }
 
-// close stops the embedded cluster if this process started it.
+// close closes the key store and stops the embedded cluster if this
+// process started it.
 func (e *dbEnv) close() {
+	if e.keys != nil {
+		e.keys.Close()
+	}
 	if e.cluster != nil {
 		if err := e.cluster.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "bulkhead:", err)
@@ -108,7 +116,62 @@ func (e *dbEnv) migrate(ctx context.Context, log *slog.Logger) error {
 	return err
 }
 
-// openDB opens the server's pools.
+// openDB opens the server's pools, with the keyring that seals secrets.
 func (e *dbEnv) openDB(ctx context.Context, c *config, log *slog.Logger) (*postgres.DB, error) {
-	return postgres.Open(ctx, postgres.Config{AppDSN: e.appDSN, MaintenanceDSN: e.maintDSN, QueryExecMode: c.queryExecMode, Logger: log})
+	kr, err := e.openKeyring(ctx, c, log)
+	if err != nil {
+		return nil, err
+	}
+	return postgres.Open(ctx, postgres.Config{AppDSN: e.appDSN, MaintenanceDSN: e.maintDSN, QueryExecMode: c.queryExecMode, Keyring: kr, Logger: log})
+}
+
+// openKeyring connects to the wrapped keysets as the key service, loads
+// the key-encryption key and checks it is the one that wrapped them: the
+// wrong or a missing KEK stops bulkhead here, before it serves anything.
+func (e *dbEnv) openKeyring(ctx context.Context, c *config, log *slog.Logger) (*fieldcrypt.Keyring, error) {
+	keys, err := postgres.OpenKeysetStore(ctx, e.keysDSN)
+	if err != nil {
+		return nil, err
+	}
+	e.keys = keys
+	kek, err := c.loadKEK(ctx, keys, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := keys.CheckKEK(ctx, kek); err != nil {
+		return nil, fmt.Errorf("%w: start with the key-encryption key that wrapped this database's keys (--kek-file / --kek-uri), or restore it from backup", err)
+	}
+	return fieldcrypt.NewKeyring(kek, keys, fieldcrypt.Options{}), nil
+}
+
+// loadKEK loads the configured KEK. A missing local KEK file is created
+// only for a database that has none recorded yet.
+func (c *config) loadKEK(ctx context.Context, keys *postgres.KeysetStore, log *slog.Logger) (*fieldcrypt.KEK, error) {
+	if c.kekURI != "" {
+		return fieldcrypt.KMSKEK(ctx, c.kekURI)
+	}
+	path := c.kekPath()
+	recorded, has, err := keys.RecordedKEK(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kek, created, err := fieldcrypt.LocalKEK(path, !has)
+	if err != nil {
+		if has {
+			return nil, fmt.Errorf("%w (this database's keys are wrapped by %s: restore that key-encryption key, or pass --kek-file / --kek-uri)", err, recorded)
+		}
+		return nil, err
+	}
+	if created {
+		log.Warn("created a key-encryption key: back it up; without it no tenant's sealed data can be read", "path", path)
+		fmt.Fprintf(os.Stderr, "bulkhead: created key-encryption key %s (mode 0600): back it up\n", path)
+	}
+	return kek, nil
+}
+
+func (c *config) kekPath() string {
+	if c.kekFile != "" {
+		return c.kekFile
+	}
+	return filepath.Join(c.dataDir, "kek.json")
 }

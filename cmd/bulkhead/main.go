@@ -24,6 +24,8 @@ type config struct {
 	appURL        string
 	queryExecMode string
 	pgPort        int
+	kekFile       string
+	kekURI        string
 	logFormat     string
 	logLevel      string
 }
@@ -72,11 +74,13 @@ and so on (--database-url also reads DATABASE_URL).`,
 	f.StringVar(&cfg.databaseURL, "database-url", "", "external PostgreSQL (postgres:// URL of a superuser or CREATEROLE role); empty runs the embedded cluster")
 	f.StringVar(&cfg.appURL, "app-database-url", "", "how the server reaches the database as the runtime role (e.g. through PgBouncer); default: derived from --database-url")
 	f.StringVar(&cfg.queryExecMode, "query-exec-mode", "", "pgx query exec mode: cache_statement (default), cache_describe or exec (PgBouncer < 1.21 in transaction mode), describe_exec, simple_protocol")
+	f.StringVar(&cfg.kekFile, "kek-file", "", "local key-encryption key (a Tink keyset, mode 0600; default DATA_DIR/kek.json, created on first use)")
+	f.StringVar(&cfg.kekURI, "kek-uri", "", "key-encryption key in a KMS instead of a file: aws-kms://..., gcp-kms://..., hcvault://... (credentials from the provider's environment)")
 	f.IntVar(&cfg.pgPort, "pg-port", 0, "also listen on 127.0.0.1:PORT with the embedded cluster (default: Unix socket only)")
 	f.StringVar(&cfg.logFormat, "log-format", "json", "log format: json or text")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 
-	root.AddCommand(newServeCmd(cfg), newDBCmd(cfg), newMigrateCmd(cfg), newTenantCmd(cfg), newDemoCmd(cfg), newBenchCmd(cfg), newVersionCmd())
+	root.AddCommand(newServeCmd(cfg), newDBCmd(cfg), newMigrateCmd(cfg), newTenantCmd(cfg), newKeysCmd(cfg), newDemoCmd(cfg), newBenchCmd(cfg), newVersionCmd())
 	return root
 }
 

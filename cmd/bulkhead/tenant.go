@@ -16,6 +16,11 @@ import (
 // the embedded cluster for the duration if needed) and a context allowed to
 // take the maintenance path for reason.
 func withDB(cmd *cobra.Command, cfg *config, reason string, f func(ctx context.Context, db *postgres.DB) error) error {
+	return withEnv(cmd, cfg, reason, func(ctx context.Context, db *postgres.DB, _ *dbEnv) error { return f(ctx, db) })
+}
+
+// withEnv is withDB that also hands over the environment (the key store).
+func withEnv(cmd *cobra.Command, cfg *config, reason string, f func(ctx context.Context, db *postgres.DB, env *dbEnv) error) error {
 	log, err := cfg.logger()
 	if err != nil {
 		return err
@@ -34,7 +39,7 @@ func withDB(cmd *cobra.Command, cfg *config, reason string, f func(ctx context.C
 		return err
 	}
 	defer db.Close()
-	return f(bulkhead.AsMaintenance(ctx, reason), db)
+	return f(bulkhead.AsMaintenance(ctx, reason), db, env)
 }
 
 func printJSON(w io.Writer, v any) error {
