@@ -43,7 +43,7 @@ type Agent struct {
 	Name         string            `json:"name"`
 	Bio          string            `json:"bio"`
 	Settings     json.RawMessage   `json:"settings"`
-	SystemPrompt string            `json:"-"`
+	SystemPrompt Secret            `json:"-"`
 	Secrets      map[string]Secret `json:"-"`
 	CreatedAt    time.Time         `json:"created_at"`
 	UpdatedAt    time.Time         `json:"updated_at"`

@@ -79,7 +79,7 @@ func seedTenant(ctx context.Context, db *DB, name string) (DemoTenant, error) {
 	}
 	alice, bob := t.As(ctx, t.Alice), t.As(ctx, t.Bob)
 	agent, err := db.CreateAgent(alice, NewAgent{Name: "Alice's agent", Bio: "helps Alice",
-		SystemPrompt: "You are Alice's assistant in " + name + ".",
+		SystemPrompt: bulkhead.Secret("You are Alice's assistant in " + name + "."),
 		Secrets:      map[string]bulkhead.Secret{"openai_api_key": bulkhead.Secret("sk-demo-" + t.Tenant.ID.String())}})
 	if err != nil {
 		return fail("agent", err)

@@ -55,14 +55,14 @@ type NewAgent struct {
 	Name         string
 	Bio          string
 	Settings     json.RawMessage
-	SystemPrompt string
+	SystemPrompt bulkhead.Secret
 	Secrets      map[string]bulkhead.Secret
 }
 
 // sealAgent seals an agent's system prompt and secrets, bound to its row.
 func (db *DB) sealAgent(ctx context.Context, id uuid.UUID, in NewAgent) (prompt, secrets []byte, err error) {
 	if in.SystemPrompt != "" {
-		if prompt, err = db.seal(ctx, "agents", "system_prompt", id, []byte(in.SystemPrompt)); err != nil {
+		if prompt, err = db.seal(ctx, "agents", "system_prompt", id, []byte(in.SystemPrompt.Reveal())); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -139,7 +139,7 @@ func (db *DB) Agent(ctx context.Context, id uuid.UUID) (bulkhead.Agent, error) {
 	if err != nil {
 		return bulkhead.Agent{}, err
 	}
-	a.SystemPrompt = string(p)
+	a.SystemPrompt = bulkhead.Secret(p)
 	plain, err := db.open(ctx, "agents", "secrets", a.ID, secrets)
 	if err != nil {
 		return bulkhead.Agent{}, err
