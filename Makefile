@@ -27,3 +27,4 @@ generate:
 
 bench: deps build
 	./$(BIN) bench rls --write docs/BENCHMARKS.md
+	./$(BIN) bench crypto --write docs/BENCHMARKS.md

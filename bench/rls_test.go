@@ -37,3 +37,23 @@ func TestRunRLSSmall(t *testing.T) {
 		t.Errorf("markdown lacks the append row:\n%s", b.String())
 	}
 }
+
+// TestRunCryptoSmall runs the encryption benchmark on a tiny load: it
+// checks the harness and the cache accounting, never the timings.
+func TestRunCryptoSmall(t *testing.T) {
+	res, err := RunCrypto(context.Background(), CryptoConfig{Ops: 20, Tenants: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Seal) != 3 || res.AgentSealed <= 0 || res.AgentPlain <= 0 {
+		t.Fatalf("result: %+v", res)
+	}
+	for _, c := range res.Cache {
+		if c.Hits+c.Misses != int64(20*40) {
+			t.Errorf("%s: %d hits + %d misses, want %d operations", c.Name, c.Hits, c.Misses, 20*40)
+		}
+	}
+	if first := res.Cache[0]; first.Misses != 40 { // cache holds every tenant: one miss each
+		t.Errorf("cache ≥ tenants: %d misses, want 40", first.Misses)
+	}
+}

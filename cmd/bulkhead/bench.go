@@ -50,7 +50,31 @@ that markdown file (docs/BENCHMARKS.md).`,
 	f.IntVar(&bc.BigRoom, "big-room", 1000, "participants in the room used for the participant-check comparison")
 	f.IntVar(&bc.Ops, "ops", 3000, "measured operations per case and side")
 	f.StringVar(&write, "write", "", "markdown file whose RLS section to replace with the results")
-	cmd.AddCommand(rlsCmd)
+	var cc bench.CryptoConfig
+	var cryptoWrite string
+	cryptoCmd := &cobra.Command{
+		Use:   "crypto",
+		Short: "Field encryption: seal+open by size vs bare AES-GCM, agent create+get sealed vs plaintext, keyset cache hit rate",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cc.Progress = cmd.ErrOrStderr()
+			res, err := bench.RunCrypto(cmd.Context(), cc)
+			if err != nil {
+				return err
+			}
+			res.Table(cmd.OutOrStdout())
+			if cryptoWrite == "" {
+				return nil
+			}
+			var b bytes.Buffer
+			res.Markdown(&b, fmt.Sprintf("bulkhead bench crypto --ops %d --tenants %d", cc.Ops, cc.Tenants))
+			return replaceSection(cryptoWrite, "## Field encryption", b.String())
+		},
+	}
+	cryptoCmd.Flags().IntVar(&cc.Ops, "ops", 2000, "agent create+get pairs per side")
+	cryptoCmd.Flags().IntVar(&cc.Tenants, "tenants", 2000, "tenants for the cache measurement")
+	cryptoCmd.Flags().StringVar(&cryptoWrite, "write", "", "markdown file whose field-encryption section to replace")
+	cmd.AddCommand(rlsCmd, cryptoCmd)
 	return cmd
 }
 
