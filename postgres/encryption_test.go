@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // rawSealed returns every stored byte of the sealed and content columns,
@@ -245,5 +246,56 @@ func TestRuntimeRoleCannotReadKeysets(t *testing.T) {
 	var n int
 	if err := keys.QueryRow(context.Background(), `SELECT count(*) FROM bulkhead_keys.keysets`).Scan(&n); err != nil || n != 2 {
 		t.Errorf("the key service sees %d keysets (%v), want the two tenants'", n, err)
+	}
+}
+
+// TestDeletedTenantsDumpDoesNotOpen saves T1's sealed column bytes the way
+// a dump would, deletes T1, and tries every key bulkhead still holds.
+func TestDeletedTenantsDumpDoesNotOpen(t *testing.T) {
+	t.Parallel()
+	d, demo := seeded(t)
+	t1 := demo.T1
+	admin := mustConnect(t, d.AdminDSN())
+	var secrets, prompt, doc []byte
+	if err := admin.QueryRow(context.Background(), `SELECT secrets, system_prompt FROM bulkhead.agents WHERE id = $1`, t1.Agent).Scan(&secrets, &prompt); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.QueryRow(context.Background(), `SELECT content_sealed FROM bulkhead.documents WHERE id = $1`, t1.PrivateDoc).Scan(&doc); err != nil || doc == nil {
+		t.Fatalf("the confidential doc has no sealed content: %v", err)
+	}
+	// Before deletion the dump opens for T1 (the test can fail).
+	if _, err := d.Keyring.Open(as(t, t1.Tenant.ID, uuid.Nil, uuid.Nil), fieldcrypt.Field{Table: "agents", Column: "secrets", Row: t1.Agent}, secrets); err != nil {
+		t.Fatalf("before deletion: %v", err)
+	}
+	if _, err := d.DB.DeleteTenant(bulkhead.AsMaintenance(context.Background(), "test erasure"), t1.Tenant.ID); err != nil {
+		t.Fatal(err)
+	}
+	tenants, err := d.Keys.Tenants(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := fieldcrypt.NewKeyring(d.Keyring.KEK(), d.Keys, fieldcrypt.Options{})
+	for _, kr := range []*fieldcrypt.Keyring{d.Keyring, fresh} {
+		for _, tenant := range append(tenants, t1.Tenant.ID) {
+			ctx := as(t, tenant, uuid.Nil, uuid.Nil)
+			for _, c := range []struct {
+				f fieldcrypt.Field
+				v []byte
+			}{
+				{fieldcrypt.Field{Table: "agents", Column: "secrets", Row: t1.Agent}, secrets},
+				{fieldcrypt.Field{Table: "agents", Column: "system_prompt", Row: t1.Agent}, prompt},
+				{fieldcrypt.Field{Table: "documents", Column: "content_sealed", Row: t1.PrivateDoc}, doc},
+			} {
+				if pt, err := kr.Open(ctx, c.f, c.v); err == nil {
+					t.Errorf("T1's dumped %s.%s opens with tenant %s's keys: %q", c.f.Table, c.f.Column, tenant, pt)
+				}
+			}
+		}
+	}
+	var events int
+	if err := d.DB.InMaintenance(bulkhead.AsMaintenance(context.Background(), "test"), func(tx pgx.Tx) error {
+		return tx.QueryRow(context.Background(), `SELECT count(*) FROM bulkhead_keys.key_events WHERE tenant_id = $1 AND action = 'keyset.shred'`, t1.Tenant.ID).Scan(&events)
+	}); err != nil || events != 1 {
+		t.Errorf("erasure records: %d (%v), want 1", events, err)
 	}
 }
