@@ -123,7 +123,16 @@ func (s *KeysetStore) CheckKEK(ctx context.Context, kek *fieldcrypt.KEK) error {
 		if n > 0 {
 			return fmt.Errorf("%w: %d tenants have keysets but no KEK check is recorded", ErrWrongKEK, n)
 		}
-		return s.SetKEK(ctx, kek)
+		// First use: record this KEK unless another process just recorded
+		// its own (two replicas with different new key files), then verify.
+		check, err := kek.CheckValue()
+		if err != nil {
+			return err
+		}
+		if _, err := s.pool.Exec(ctx, `INSERT INTO bulkhead_keys.kek_check (id, kek_id, check_value) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING`, kek.ID(), check); err != nil {
+			return err
+		}
+		return s.CheckKEK(ctx, kek)
 	}
 	if err != nil {
 		return err
