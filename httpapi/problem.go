@@ -29,12 +29,20 @@ var problems = []struct {
 	{bulkhead.ErrForbidden, http.StatusForbidden, "forbidden", "Forbidden"},
 	{bulkhead.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},
 	{bulkhead.ErrConflict, http.StatusConflict, "conflict", "Conflict"},
-	{bulkhead.ErrInvalid, http.StatusUnprocessableEntity, "invalid", "Invalid input"},
+	{bulkhead.ErrInvalid, http.StatusBadRequest, "invalid", "Invalid input"},
 }
 
 // problemFor returns the problem for err; anything unknown is a 500 with a
 // generic title.
 func problemFor(err error) Problem {
+	switch {
+	case errors.Is(err, errTooLarge):
+		return Problem{Type: "https://bulkhead.dev/problems/too-large", Title: "Request body too large", Status: http.StatusRequestEntityTooLarge}
+	case errors.Is(err, errUnsupportedType):
+		return Problem{Type: "https://bulkhead.dev/problems/unsupported-media-type", Title: "Request body must be application/json", Status: http.StatusUnsupportedMediaType}
+	case errors.Is(err, errNoRoute):
+		return Problem{Type: "about:blank", Title: "Not found", Status: http.StatusNotFound}
+	}
 	for _, p := range problems {
 		if errors.Is(err, p.err) {
 			pr := Problem{Type: "https://bulkhead.dev/problems/" + p.slug, Title: p.title, Status: p.status}

@@ -8,14 +8,32 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 )
 
+// Authenticator turns a request's credentials into the caller's scope. It
+// returns an error wrapping bulkhead.ErrUnauthenticated for missing or bad
+// credentials; the reason is logged, never sent.
+type Authenticator interface {
+	Authenticate(r *http.Request) (bulkhead.Scope, error)
+}
+
+// Options configures the server.
+type Options struct {
+	// Auth authenticates /v1 requests; nil refuses them all (401).
+	Auth Authenticator
+	// MaxBody bounds request bodies in bytes (413 beyond); default 1 MiB.
+	MaxBody int64
+}
+
 // Server serves bulkhead's HTTP API. It is safe for concurrent use.
 type Server struct {
-	db  *postgres.DB
-	log *slog.Logger
-	mux *http.ServeMux
+	db      *postgres.DB
+	log     *slog.Logger
+	mux     *http.ServeMux
+	auth    Authenticator
+	maxBody int64
 
 	mu        sync.Mutex
 	checkedAt time.Time
@@ -25,13 +43,19 @@ type Server struct {
 
 // NewServer returns the HTTP handler over db. findings is the start-up
 // self-check's result; readiness re-runs the check at most every 10 seconds.
-func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding) *Server {
-	s := &Server{db: db, log: log, mux: http.NewServeMux(), findings: findings, checkedAt: time.Now()}
-	s.mux.Handle("GET /healthz", s.handle(s.healthz))
-	s.mux.Handle("GET /readyz", s.handle(s.readyz))
-	s.mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		return errNoRoute
-	}))
+func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, opts Options) *Server {
+	if opts.MaxBody <= 0 {
+		opts.MaxBody = 1 << 20
+	}
+	s := &Server{db: db, log: log, mux: http.NewServeMux(), auth: opts.Auth, maxBody: opts.MaxBody, findings: findings, checkedAt: time.Now()}
+	for _, rt := range s.routes() {
+		h := s.handle(rt.handler)
+		if rt.authed {
+			h = s.authenticated(h)
+		}
+		s.mux.Handle(rt.method+" "+rt.path, h)
+	}
+	s.mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error { return errNoRoute }))
 	return s
 }
 
@@ -44,12 +68,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 func (s *Server) handle(f func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := f(w, r); err != nil {
-			if errors.Is(err, errNoRoute) {
-				writeProblem(w, Problem{Type: "about:blank", Title: "Not found", Status: http.StatusNotFound})
-				return
-			}
 			writeError(w, r, s.log, err)
 		}
+	})
+}
+
+// authenticated puts the authenticated caller's scope in the request's
+// context; without one the request ends here with 401.
+func (s *Server) authenticated(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.auth == nil {
+			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
+			return
+		}
+		sc, err := s.auth.Authenticate(r)
+		if err != nil {
+			s.log.InfoContext(r.Context(), "authentication failed", "path", r.URL.Path, "err", err)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="bulkhead"`)
+			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
+			return
+		}
+		ctx, err := bulkhead.WithScope(r.Context(), sc)
+		if err != nil {
+			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -31,7 +31,7 @@ func get(t *testing.T, srv *httptest.Server, path string) (*http.Response, map[s
 func TestReadiness(t *testing.T) {
 	d := testdb.New(t)
 	log := slog.New(slog.DiscardHandler)
-	ok := httptest.NewServer(httpapi.NewServer(d.DB, log, nil))
+	ok := httptest.NewServer(httpapi.NewServer(d.DB, log, nil, httpapi.Options{}))
 	defer ok.Close()
 	if resp, body := get(t, ok, "/readyz"); resp.StatusCode != 200 || body["status"] != "ready" {
 		t.Errorf("/readyz on a clean database: %d %v", resp.StatusCode, body)
@@ -40,7 +40,7 @@ func TestReadiness(t *testing.T) {
 		t.Errorf("/healthz: %d", resp.StatusCode)
 	}
 	// A failed self-check makes the server unready, naming the failing check but no detail.
-	bad := httptest.NewServer(httpapi.NewServer(d.DB, log, []postgres.Finding{{Check: "rls", Object: "bulkhead.memories", Detail: "row-level security is not forced"}}))
+	bad := httptest.NewServer(httpapi.NewServer(d.DB, log, []postgres.Finding{{Check: "rls", Object: "bulkhead.memories", Detail: "row-level security is not forced"}}, httpapi.Options{}))
 	defer bad.Close()
 	resp, body := get(t, bad, "/readyz")
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Content-Type") != "application/problem+json" {

@@ -79,7 +79,7 @@ func serve(ctx context.Context, cfg *config, addr string, migrate bool, cmd *cob
 		return fmt.Errorf("refusing to serve: the isolation self-check found %d problem(s); fix them (bulkhead never disables row-level security by itself)", len(findings))
 	}
 
-	srv := &http.Server{Handler: httpapi.NewServer(db, log, findings), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: httpapi.NewServer(db, log, findings, httpapi.Options{}), ReadHeaderTimeout: 10 * time.Second}
 	where := "external database " + env.database
 	if env.cluster != nil {
 		where = fmt.Sprintf("embedded PostgreSQL %d, socket in %s", env.cluster.Major(), env.cluster.SocketDir())
