@@ -40,6 +40,8 @@ func problemFor(err error) Problem {
 		return Problem{Type: "https://bulkhead.dev/problems/too-large", Title: "Request body too large", Status: http.StatusRequestEntityTooLarge}
 	case errors.Is(err, errUnsupportedType):
 		return Problem{Type: "https://bulkhead.dev/problems/unsupported-media-type", Title: "Request body must be application/json", Status: http.StatusUnsupportedMediaType}
+	case errors.Is(err, errMethod):
+		return Problem{Type: "about:blank", Title: "Method not allowed", Status: http.StatusMethodNotAllowed}
 	case errors.Is(err, errNoRoute):
 		return Problem{Type: "about:blank", Title: "Not found", Status: http.StatusNotFound}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,9 +56,29 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 		}
 		s.mux.Handle(rt.method+" "+rt.path, h)
 	}
-	s.mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error { return errNoRoute }))
+	s.mux.Handle("/", s.handle(s.noRoute))
 	return s
 }
+
+// noRoute answers 405 (with Allow) for a path served under other methods,
+// and 404 otherwise, both as problems.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) error {
+	var allowed []string
+	for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) == 0 {
+		return errNoRoute
+	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	return errMethod
+}
+
+var errMethod = errors.New("method not allowed")
 
 var errNoRoute = errors.New("no such route")
 
