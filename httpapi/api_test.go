@@ -272,3 +272,48 @@ func TestOpenAPI(t *testing.T) {
 		}
 	}
 }
+
+func TestMetricsRequestIDsAndAccessLogs(t *testing.T) {
+	a := newAPI(t)
+	a.do("T1-bob", "GET", "/v1/rooms/"+a.demo.T1.Room1.String(), nil)
+	a.do("not-a-token", "GET", "/v1/rooms", nil)
+	req, _ := http.NewRequest("GET", a.srv.URL+"/v1/me", nil)
+	req.Header.Set("Authorization", "Bearer T1-alice")
+	req.Header.Set("X-Request-Id", "trace-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("X-Request-Id") != "trace-0123456789" {
+		t.Errorf("request id not echoed: %q", resp.Header.Get("X-Request-Id"))
+	}
+	resp, err = http.Get(a.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`bulkhead_http_requests_total{code="200",method="GET",route="GET /v1/rooms/{id}"} 1`,
+		`bulkhead_auth_failures_total{reason="rejected"} 1`,
+		`bulkhead_db_pool_connections`,
+		`bulkhead_keyset_cache_hits_total`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(string(body), a.demo.T1.Room1.String()) {
+		t.Error("/metrics carries an id")
+	}
+	logs := a.logs.String()
+	if !strings.Contains(logs, `"request_id":"trace-0123456789"`) || !strings.Contains(logs, `"route":"GET /v1/me"`) {
+		t.Errorf("access log lacks the request: %s", logs)
+	}
+	for _, secret := range []string{"T1-alice", "T1-bob", "not-a-token", "Bearer"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("logs hold the credential %q", secret)
+		}
+	}
+}

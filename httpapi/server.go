@@ -35,6 +35,8 @@ type Server struct {
 	mux     *http.ServeMux
 	auth    Authenticator
 	maxBody int64
+	metrics *metrics
+	handler http.Handler
 
 	mu        sync.Mutex
 	checkedAt time.Time
@@ -57,6 +59,9 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 		s.mux.Handle(rt.method+" "+rt.path, h)
 	}
 	s.mux.Handle("/", s.handle(s.noRoute))
+	s.metrics = newMetrics(s)
+	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.handler = s.observe(s.mux)
 	return s
 }
 
@@ -83,7 +88,7 @@ var errMethod = errors.New("method not allowed")
 var errNoRoute = errors.New("no such route")
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // handle adapts an error-returning handler: every error goes through writeError.
 func (s *Server) handle(f func(http.ResponseWriter, *http.Request) error) http.Handler {
@@ -104,6 +109,7 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 		}
 		sc, err := s.auth.Authenticate(r)
 		if err != nil {
+			s.metrics.authFails.WithLabelValues(reasonOf(err)).Inc()
 			s.log.InfoContext(r.Context(), "authentication failed", "path", r.URL.Path, "err", err)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="bulkhead"`)
 			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
@@ -178,4 +184,16 @@ func joinUnique(ss []string) string {
 		out += s
 	}
 	return out
+}
+
+// Reasoner is implemented by authentication errors that carry a fixed,
+// low-cardinality reason for metrics.
+type Reasoner interface{ Reason() string }
+
+func reasonOf(err error) string {
+	var r Reasoner
+	if errors.As(err, &r) {
+		return r.Reason()
+	}
+	return "rejected"
 }

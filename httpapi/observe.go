@@ -1,0 +1,110 @@
+package httpapi
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the server's Prometheus metrics. Labels are route patterns,
+// methods, status codes and fixed reasons: never ids, tenants or tokens.
+type metrics struct {
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	authFails *prometheus.CounterVec
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_http_requests_total", Help: "HTTP requests by route pattern, method and status."}, []string{"route", "method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "bulkhead_http_request_duration_seconds", Help: "HTTP request latency by route pattern.", Buckets: prometheus.DefBuckets}, []string{"route", "method"}),
+		authFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_auth_failures_total", Help: "Rejected credentials by reason."}, []string{"reason"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.authFails, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pool := s.db.Pool()
+	gauge := func(name, help string, f func() float64) {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	gauge("bulkhead_db_pool_connections", "Open connections of the runtime role's pool.", func() float64 { return float64(pool.Stat().TotalConns()) })
+	gauge("bulkhead_db_pool_acquired", "Connections in use.", func() float64 { return float64(pool.Stat().AcquiredConns()) })
+	gauge("bulkhead_db_pool_idle", "Idle connections.", func() float64 { return float64(pool.Stat().IdleConns()) })
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_db_pool_acquires_total", Help: "Connection acquisitions."},
+		func() float64 { return float64(pool.Stat().AcquireCount()) }))
+	if kr := s.db.Keyring(); kr != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_keyset_cache_hits_total", Help: "Unwrapped-keyset cache hits."},
+			func() float64 { h, _ := kr.CacheStats(); return float64(h) }))
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_keyset_cache_misses_total", Help: "Unwrapped-keyset cache misses."},
+			func() float64 { _, ms := kr.CacheStats(); return float64(ms) }))
+	}
+	return m
+}
+
+func (m *metrics) handler() http.Handler { return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}) }
+
+// statusWriter remembers the status code.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var requestIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{8,64}$`)
+
+type requestIDKey struct{}
+
+// observe gives every request an id (a well-formed incoming X-Request-Id,
+// or a new one), counts and times it by route pattern, and writes one
+// access-log line without headers, bodies or credentials.
+func (s *Server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if !requestIDRE.MatchString(id) {
+			b := make([]byte, 12)
+			rand.Read(b)
+			id = hex.EncodeToString(b)
+		}
+		w.Header().Set("X-Request-Id", id)
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "unmatched"
+		}
+		if sw.code == 0 {
+			sw.code = http.StatusOK
+		}
+		d := time.Since(start)
+		s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Inc()
+		s.metrics.latency.WithLabelValues(route, r.Method).Observe(d.Seconds())
+		s.log.InfoContext(r.Context(), "request", "request_id", id, "method", r.Method, "route", route, "status", sw.code,
+			"duration_ms", float64(d.Microseconds())/1000, "remote", r.RemoteAddr)
+	})
+}
