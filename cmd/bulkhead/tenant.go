@@ -128,3 +128,40 @@ func newTenantCmd(cfg *config) *cobra.Command {
 	cmd.AddCommand(create, list, del)
 	return cmd
 }
+
+func newEntityCmd(cfg *config) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "entity",
+		Short: "Provision entities (users, agents, external principals) in a tenant (control plane)",
+	}
+	var tenantID, kind, email string
+	var asJSON bool
+	create := &cobra.Command{
+		Use:   "create NAME --tenant ID [--kind user|agent|external] [--email E]",
+		Short: "Create an entity in a tenant and print its id",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tenant, err := bulkhead.ParseID("--tenant", tenantID)
+			if err != nil {
+				return err
+			}
+			return withDB(cmd, cfg, "cli: entity create", func(ctx context.Context, db *postgres.DB) error {
+				e, err := db.CreateEntity(ctx, tenant, bulkhead.EntityKind(kind), args[0], email)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), e)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "created %s %s (%s) in tenant %s\n", e.Kind, e.ID, e.Name, tenant)
+				return nil
+			})
+		},
+	}
+	create.Flags().StringVar(&tenantID, "tenant", "", "tenant id")
+	create.Flags().StringVar(&kind, "kind", "user", "user, agent or external")
+	create.Flags().StringVar(&email, "email", "", "login email of a user")
+	create.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(create)
+	return cmd
+}
