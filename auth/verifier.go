@@ -53,6 +53,9 @@ type IssuerConfig struct {
 	// JWKSURL is where the issuer publishes its public keys (a JWK Set):
 	// https, or http to a loopback address only. Redirects are not followed.
 	JWKSURL string
+	// JWKS is a fixed JWK Set (JSON), for an issuer whose keys are known in
+	// advance, such as bulkhead's own token signer. Never refetched.
+	JWKS []byte
 	// Secret is an HS256 shared secret of at least MinSecretSize bytes.
 	Secret bulkhead.Secret
 	// Algorithms is the allow-list of "alg" values. Required for a JWKS
@@ -162,6 +165,13 @@ func NewVerifier(ctx context.Context, issuers []IssuerConfig, opts Options) (*Ve
 		if c.Secret != "" {
 			is.secret = c.Secret
 			is.algs = []string{jwt.SigningMethodHS256.Alg()}
+		} else if len(c.JWKS) > 0 {
+			kf, err := keyfunc.NewJWKSetJSON(c.JWKS)
+			if err != nil {
+				cancel()
+				return nil, fmt.Errorf("new verifier: issuer %s: fixed JWK set: %w", c.Issuer, err)
+			}
+			is.jwks = kf
 		} else {
 			kf, err := newJWKS(life, c.JWKSURL, client, opts)
 			if err != nil {
@@ -443,11 +453,17 @@ func (c IssuerConfig) validate(field string, seen map[string]bool) []bulkhead.Fi
 	if c.TenantClaim != "" && slices.Contains(registeredClaims, c.TenantClaim) {
 		add("tenant_claim", "must not be a registered claim")
 	}
+	sources := 0
+	for _, set := range []bool{c.JWKSURL != "", len(c.JWKS) > 0, c.Secret != ""} {
+		if set {
+			sources++
+		}
+	}
 	switch {
-	case c.JWKSURL != "" && c.Secret != "":
-		add("jwks_url", "set either jwks_url or secret, not both")
-	case c.JWKSURL == "" && c.Secret == "":
-		add("jwks_url", "set either jwks_url or secret")
+	case sources > 1:
+		add("jwks_url", "set exactly one of jwks_url, jwks or secret")
+	case sources == 0:
+		add("jwks_url", "set either jwks_url, jwks or secret")
 	case c.Secret != "":
 		if len(c.Secret.Reveal()) < MinSecretSize {
 			add("secret", fmt.Sprintf("at least %d bytes", MinSecretSize))
@@ -458,8 +474,10 @@ func (c IssuerConfig) validate(field string, seen map[string]bool) []bulkhead.Fi
 			}
 		}
 	default:
-		if err := checkJWKSURL(c.JWKSURL); err != nil {
-			add("jwks_url", err.Error())
+		if c.JWKSURL != "" {
+			if err := checkJWKSURL(c.JWKSURL); err != nil {
+				add("jwks_url", err.Error())
+			}
 		}
 		if len(c.Algorithms) == 0 {
 			add("algorithms", "required for a JWKS issuer")

@@ -59,7 +59,7 @@ func newAPI(t *testing.T) *api {
 		tk[name+"-agent-for-alice"] = bulkhead.Scope{Tenant: tn.Tenant.ID, Entity: tn.Agent, ActingFor: tn.Alice}
 	}
 	logs := &bytes.Buffer{}
-	srv := httptest.NewServer(httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{Auth: tk, MaxBody: 64 << 10}))
+	srv := httptest.NewServer(httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{Auth: tk, MaxBody: 64 << 10, JWKS: []byte(`{"keys":[]}`)}))
 	t.Cleanup(srv.Close)
 	return &api{t: t, srv: srv, demo: demo, logs: logs}
 }

@@ -24,6 +24,7 @@ func (s *Server) routes() []route {
 		{"GET", "/healthz", "The process is alive", false, s.healthz, nil, 200, map[string]string{}},
 		{"GET", "/readyz", "The database is reachable and the isolation self-check passes", false, s.readyz, nil, 200, map[string]string{}},
 		{"GET", "/openapi.json", "This document", false, s.openapi, nil, 200, map[string]any{}},
+		{"GET", "/.well-known/jwks.json", "Public keys verifying bulkhead's own access tokens", false, s.jwksDoc, nil, 200, map[string]any{}},
 
 		{"GET", "/v1/me", "The caller's tenant and entity", true, s.me, nil, 200, map[string]any{}},
 		{"GET", "/v1/entities", "The tenant's directory", true, s.listEntities, nil, 200, entities{}},

@@ -26,6 +26,9 @@ type Options struct {
 	Auth Authenticator
 	// MaxBody bounds request bodies in bytes (413 beyond); default 1 MiB.
 	MaxBody int64
+	// JWKS is the public JWK set of bulkhead's own token signer, served at
+	// /.well-known/jwks.json so other services can verify its tokens.
+	JWKS []byte
 }
 
 // Server serves bulkhead's HTTP API. It is safe for concurrent use.
@@ -35,6 +38,7 @@ type Server struct {
 	mux     *http.ServeMux
 	auth    Authenticator
 	maxBody int64
+	jwks    []byte
 	metrics *metrics
 	handler http.Handler
 
@@ -50,7 +54,7 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = 1 << 20
 	}
-	s := &Server{db: db, log: log, mux: http.NewServeMux(), auth: opts.Auth, maxBody: opts.MaxBody, findings: findings, checkedAt: time.Now()}
+	s := &Server{db: db, log: log, mux: http.NewServeMux(), auth: opts.Auth, maxBody: opts.MaxBody, jwks: opts.JWKS, findings: findings, checkedAt: time.Now()}
 	for _, rt := range s.routes() {
 		h := s.handle(rt.handler)
 		if rt.authed {
@@ -122,6 +126,16 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+func (s *Server) jwksDoc(w http.ResponseWriter, r *http.Request) error {
+	if s.jwks == nil {
+		return errNoRoute
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(s.jwks)
+	return nil
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {

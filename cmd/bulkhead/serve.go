@@ -8,14 +8,17 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/httpapi"
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/bulkhead-dev/bulkhead/token"
 	"github.com/spf13/cobra"
 )
 
 func newServeCmd(cfg *config) *cobra.Command {
-	var addr string
+	var addr, authConfig string
 	var migrate bool
+	var maxBody int64
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP server (starts the embedded PostgreSQL unless --database-url is set)",
@@ -25,6 +28,10 @@ the database's isolation guarantees and serves HTTP on --addr:
 
   GET /healthz   the process is alive
   GET /readyz    the database is reachable and the isolation self-check passes
+  GET /metrics   Prometheus metrics
+  /v1/...        the API (OpenAPI document at /openapi.json), authenticated by
+                 bearer JWTs: bulkhead's own (bulkhead token mint) and those
+                 of the issuers in --auth-config
 
 If the self-check finds anything (a tenant table without forced row-level
 security, a runtime role that can bypass it, ...) serve refuses to start and
@@ -32,15 +39,17 @@ names each finding. SIGINT or SIGTERM shut it down gracefully and stop the
 embedded cluster.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return serve(cmd.Context(), cfg, addr, migrate, cmd)
+			return serve(cmd.Context(), cfg, addr, migrate, authConfig, maxBody, cmd)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "HTTP listen address")
 	cmd.Flags().BoolVar(&migrate, "migrate", true, "apply pending migrations at start")
+	cmd.Flags().StringVar(&authConfig, "auth-config", "", `JSON file of external JWT issuers: {"issuers":[{"issuer","jwks_url" or "hs256_secret_file","algorithms","audience","tenant_claim"}]}; bulkhead's own tokens (bulkhead token mint) are always accepted`)
+	cmd.Flags().Int64Var(&maxBody, "max-body", 1<<20, "largest request body in bytes (413 beyond)")
 	return cmd
 }
 
-func serve(ctx context.Context, cfg *config, addr string, migrate bool, cmd *cobra.Command) error {
+func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConfig string, maxBody int64, cmd *cobra.Command) error {
 	start := time.Now()
 	log, err := cfg.logger()
 	if err != nil {
@@ -79,7 +88,25 @@ func serve(ctx context.Context, cfg *config, addr string, migrate bool, cmd *cob
 		return fmt.Errorf("refusing to serve: the isolation self-check found %d problem(s); fix them (bulkhead never disables row-level security by itself)", len(findings))
 	}
 
-	srv := &http.Server{Handler: httpapi.NewServer(db, log, findings, httpapi.Options{}), ReadHeaderTimeout: 10 * time.Second}
+	signer, err := cfg.signer()
+	if err != nil {
+		return err
+	}
+	issuers := []auth.IssuerConfig{{Issuer: tokenIssuer, JWKS: signer.JWKS(), Algorithms: []string{"EdDSA"}, Audience: token.Audience, TenantClaim: token.TenantClaim}}
+	if authConfig != "" {
+		external, err := auth.LoadIssuers(authConfig)
+		if err != nil {
+			return err
+		}
+		issuers = append(issuers, external...)
+	}
+	verifier, err := auth.NewVerifier(ctx, issuers, auth.Options{Logger: log})
+	if err != nil {
+		return fmt.Errorf("authentication config: %w", err)
+	}
+	defer verifier.Close()
+	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: auth.NewAuthenticator(verifier, tokenIssuer), MaxBody: maxBody, JWKS: signer.JWKS()})
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	where := "external database " + env.database
 	if env.cluster != nil {
 		where = fmt.Sprintf("embedded PostgreSQL %d, socket in %s", env.cluster.Major(), env.cluster.SocketDir())

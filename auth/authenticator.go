@@ -1,0 +1,137 @@
+package auth
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/google/uuid"
+)
+
+// ActingForClaim names the principal an agent's token acts for. It is only
+// a claim: the database honours it only under a valid delegation.
+const ActingForClaim = "bulkhead_acting_for"
+
+// Authenticator turns "Authorization: Bearer <JWT>" into the caller's
+// scope. The tenant comes only from a claim of an issuer trusted for
+// tenancy, the entity from the verified issuer and subject; nothing is
+// taken from the body, the query or other headers. It is safe for
+// concurrent use.
+type Authenticator struct {
+	v *Verifier
+	// self is the issuer whose subjects are bulkhead entity ids (its own
+	// tokens); other issuers' entities are EntityID(issuer, sub).
+	self string
+}
+
+// NewAuthenticator authenticates with v; tokens of issuer self carry the
+// entity id itself as sub.
+func NewAuthenticator(v *Verifier, self string) *Authenticator {
+	return &Authenticator{v: v, self: self}
+}
+
+// reasoned carries a fixed reason for metrics.
+type reasoned struct {
+	error
+	reason string
+}
+
+func (r reasoned) Reason() string { return r.reason }
+func (r reasoned) Unwrap() error  { return r.error }
+
+func refuse(reason, detail string) error {
+	return reasoned{fmt.Errorf("%w: %s", bulkhead.ErrUnauthenticated, detail), reason}
+}
+
+// Authenticate implements the HTTP layer's Authenticator. Errors wrap
+// bulkhead.ErrUnauthenticated and have a Reason() for metrics.
+func (a *Authenticator) Authenticate(r *http.Request) (bulkhead.Scope, error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return bulkhead.Scope{}, refuse("missing", "no credentials")
+	}
+	if len(h) > MaxTokenSize+len("Bearer ") {
+		return bulkhead.Scope{}, refuse(ReasonTooLarge, "authorization header too large")
+	}
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return bulkhead.Scope{}, refuse(ReasonMalformed, "not a bearer token")
+	}
+	p, err := a.v.Verify(r.Context(), tok)
+	if err != nil {
+		return bulkhead.Scope{}, reasoned{err, Reason(err)}
+	}
+	if p.Tenant == uuid.Nil {
+		return bulkhead.Scope{}, refuse("no_tenant", "issuer "+p.Issuer+" named no tenant")
+	}
+	s := bulkhead.Scope{Tenant: p.Tenant, Entity: p.Entity}
+	if p.Issuer == a.self {
+		id, err := uuid.Parse(p.Subject)
+		if err != nil || id == uuid.Nil {
+			return bulkhead.Scope{}, refuse(ReasonBadClaims, "bulkhead token with a subject that is not an entity id")
+		}
+		s.Entity = id
+	}
+	if v, ok := p.Claims[ActingForClaim]; ok {
+		str, _ := v.(string)
+		id, err := uuid.Parse(str)
+		if err != nil || id == uuid.Nil || len(str) != 36 {
+			return bulkhead.Scope{}, refuse(ReasonBadClaims, "malformed acting-for claim")
+		}
+		s.ActingFor = id
+	}
+	if err := s.Validate(); err != nil {
+		return bulkhead.Scope{}, refuse(ReasonBadClaims, err.Error())
+	}
+	return s, nil
+}
+
+// FileConfig is the JSON file (--auth-config) listing external issuers.
+type FileConfig struct {
+	Issuers []struct {
+		Issuer          string   `json:"issuer"`
+		JWKSURL         string   `json:"jwks_url"`
+		HS256SecretFile string   `json:"hs256_secret_file"`
+		Algorithms      []string `json:"algorithms"`
+		Audience        string   `json:"audience"`
+		TenantClaim     string   `json:"tenant_claim"`
+	} `json:"issuers"`
+}
+
+// LoadIssuers reads a FileConfig. Secrets are read from their own files,
+// which must not be accessible to others; nothing secret is in the config.
+func LoadIssuers(path string) ([]IssuerConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("auth config: %w", err)
+	}
+	var fc FileConfig
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fc); err != nil {
+		return nil, fmt.Errorf("auth config %s: %w", path, err)
+	}
+	var out []IssuerConfig
+	for i, c := range fc.Issuers {
+		ic := IssuerConfig{Issuer: c.Issuer, JWKSURL: c.JWKSURL, Algorithms: c.Algorithms, Audience: c.Audience, TenantClaim: c.TenantClaim}
+		if c.HS256SecretFile != "" {
+			fi, err := os.Stat(c.HS256SecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("auth config: issuers[%d]: %w", i, err)
+			}
+			if fi.Mode().Perm()&0o077 != 0 {
+				return nil, fmt.Errorf("auth config: issuers[%d]: secret file %s is accessible to others: chmod 600", i, c.HS256SecretFile)
+			}
+			sec, err := os.ReadFile(c.HS256SecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("auth config: issuers[%d]: %w", i, err)
+			}
+			ic.Secret = bulkhead.Secret(strings.TrimRight(string(sec), "\r\n"))
+		}
+		out = append(out, ic)
+	}
+	return out, nil
+}
