@@ -317,3 +317,49 @@ func TestMetricsRequestIDsAndAccessLogs(t *testing.T) {
 		}
 	}
 }
+
+func TestRateLimits(t *testing.T) {
+	d := testdb.New(t)
+	demo, err := postgres.SeedDemo(bulkhead.AsMaintenance(context.Background(), "test"), d.DB, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := tokens{"alice": {Tenant: demo.T1.Tenant.ID, Entity: demo.T1.Alice}, "bob": {Tenant: demo.T1.Tenant.ID, Entity: demo.T1.Bob}}
+	srv := httptest.NewServer(httpapi.NewServer(d.DB, slog.New(slog.DiscardHandler), nil, httpapi.Options{Auth: tk,
+		Limits: httpapi.RateLimits{PerEntity: 0.01, PerEntityBurst: 3, AuthFailuresPerIP: 0.01, AuthFailuresPerIPBurst: 2}}))
+	defer srv.Close()
+	get := func(tok string, xff string) (int, string) {
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/rooms", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Retry-After")
+	}
+	for i := range 3 {
+		if code, _ := get("alice", ""); code != 200 {
+			t.Fatalf("alice request %d: %d", i, code)
+		}
+	}
+	if code, retry := get("alice", ""); code != 429 || retry == "" {
+		t.Errorf("alice over her limit: %d, Retry-After %q; want 429 with Retry-After", code, retry)
+	}
+	if code, _ := get("bob", ""); code != 200 {
+		t.Errorf("bob is limited by alice's use: %d", code)
+	}
+	// Failed authentications from one IP: after the burst, even a valid token waits,
+	// and a spoofed X-Forwarded-For (the peer is no trusted proxy) does not help.
+	for i := range 2 {
+		if code, _ := get("wrong", fmt.Sprintf("198.51.100.%d", i)); code != 401 {
+			t.Fatalf("bad token %d: %d", i, code)
+		}
+	}
+	if code, retry := get("bob", "198.51.100.77"); code != 429 || retry == "" {
+		t.Errorf("after the IP's failures (loopback, spoofed header): %d %q, want 429", code, retry)
+	}
+}

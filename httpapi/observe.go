@@ -16,10 +16,11 @@ import (
 // metrics are the server's Prometheus metrics. Labels are route patterns,
 // methods, status codes and fixed reasons: never ids, tenants or tokens.
 type metrics struct {
-	reg       *prometheus.Registry
-	requests  *prometheus.CounterVec
-	latency   *prometheus.HistogramVec
-	authFails *prometheus.CounterVec
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	authFails   *prometheus.CounterVec
+	rateLimited *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -31,8 +32,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "bulkhead_http_request_duration_seconds", Help: "HTTP request latency by route pattern.", Buckets: prometheus.DefBuckets}, []string{"route", "method"}),
 		authFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_auth_failures_total", Help: "Rejected credentials by reason."}, []string{"reason"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_rate_limited_total", Help: "Requests refused with 429, by limit."}, []string{"limit"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.authFails, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.requests, m.latency, m.authFails, m.rateLimited, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pool := s.db.Pool()
 	gauge := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))

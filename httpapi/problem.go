@@ -35,7 +35,10 @@ var problems = []struct {
 // problemFor returns the problem for err; anything unknown is a 500 with a
 // generic title.
 func problemFor(err error) Problem {
+	var rl errRateLimited
 	switch {
+	case errors.As(err, &rl):
+		return Problem{Type: "https://bulkhead.dev/problems/rate-limited", Title: "Too many requests", Status: http.StatusTooManyRequests}
 	case errors.Is(err, errTooLarge):
 		return Problem{Type: "https://bulkhead.dev/problems/too-large", Title: "Request body too large", Status: http.StatusRequestEntityTooLarge}
 	case errors.Is(err, errUnsupportedType):

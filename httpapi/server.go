@@ -26,6 +26,8 @@ type Options struct {
 	Auth Authenticator
 	// MaxBody bounds request bodies in bytes (413 beyond); default 1 MiB.
 	MaxBody int64
+	// Limits bounds request rates.
+	Limits RateLimits
 	// JWKS is the public JWK set of bulkhead's own token signer, served at
 	// /.well-known/jwks.json so other services can verify its tokens.
 	JWKS []byte
@@ -33,14 +35,17 @@ type Options struct {
 
 // Server serves bulkhead's HTTP API. It is safe for concurrent use.
 type Server struct {
-	db      *postgres.DB
-	log     *slog.Logger
-	mux     *http.ServeMux
-	auth    Authenticator
-	maxBody int64
-	jwks    []byte
-	metrics *metrics
-	handler http.Handler
+	db          *postgres.DB
+	log         *slog.Logger
+	mux         *http.ServeMux
+	auth        Authenticator
+	maxBody     int64
+	jwks        []byte
+	metrics     *metrics
+	limits      RateLimits
+	perEntity   *limiters
+	authFailsIP *limiters
+	handler     http.Handler
 
 	mu        sync.Mutex
 	checkedAt time.Time
@@ -54,7 +59,9 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = 1 << 20
 	}
-	s := &Server{db: db, log: log, mux: http.NewServeMux(), auth: opts.Auth, maxBody: opts.MaxBody, jwks: opts.JWKS, findings: findings, checkedAt: time.Now()}
+	s := &Server{db: db, log: log, mux: http.NewServeMux(), auth: opts.Auth, maxBody: opts.MaxBody, jwks: opts.JWKS,
+		limits: opts.Limits, perEntity: newLimiters(opts.Limits.PerEntity, opts.Limits.PerEntityBurst),
+		authFailsIP: newLimiters(opts.Limits.AuthFailuresPerIP, opts.Limits.AuthFailuresPerIPBurst), findings: findings, checkedAt: time.Now()}
 	for _, rt := range s.routes() {
 		h := s.handle(rt.handler)
 		if rt.authed {
@@ -111,12 +118,26 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
 			return
 		}
+		ip := clientIP(r, s.limits.TrustedProxies)
+		if spent, d := s.authFailsIP.exhausted(ip); spent {
+			s.metrics.rateLimited.WithLabelValues("auth_failures_ip").Inc()
+			retryAfter(w, d)
+			writeError(w, r, s.log, errRateLimited{d})
+			return
+		}
 		sc, err := s.auth.Authenticate(r)
 		if err != nil {
+			s.authFailsIP.allow(ip)
 			s.metrics.authFails.WithLabelValues(reasonOf(err)).Inc()
 			s.log.InfoContext(r.Context(), "authentication failed", "path", r.URL.Path, "err", err)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="bulkhead"`)
 			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
+			return
+		}
+		if ok, d := s.perEntity.allow(sc.Tenant.String() + "/" + sc.Entity.String()); !ok {
+			s.metrics.rateLimited.WithLabelValues("entity").Inc()
+			retryAfter(w, d)
+			writeError(w, r, s.log, errRateLimited{d})
 			return
 		}
 		ctx, err := bulkhead.WithScope(r.Context(), sc)

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/httpapi"
@@ -19,6 +22,7 @@ func newServeCmd(cfg *config) *cobra.Command {
 	var addr, authConfig string
 	var migrate bool
 	var maxBody int64
+	var lim limitFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP server (starts the embedded PostgreSQL unless --database-url is set)",
@@ -39,17 +43,26 @@ names each finding. SIGINT or SIGTERM shut it down gracefully and stop the
 embedded cluster.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return serve(cmd.Context(), cfg, addr, migrate, authConfig, maxBody, cmd)
+			limits, err := lim.limits()
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), cfg, addr, migrate, authConfig, maxBody, limits, cmd)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "HTTP listen address")
 	cmd.Flags().BoolVar(&migrate, "migrate", true, "apply pending migrations at start")
 	cmd.Flags().StringVar(&authConfig, "auth-config", "", `JSON file of external JWT issuers: {"issuers":[{"issuer","jwks_url" or "hs256_secret_file","algorithms","audience","tenant_claim"}]}; bulkhead's own tokens (bulkhead token mint) are always accepted`)
 	cmd.Flags().Int64Var(&maxBody, "max-body", 1<<20, "largest request body in bytes (413 beyond)")
+	cmd.Flags().Float64Var(&lim.perEntity, "rate-per-entity", 50, "requests per second per authenticated entity (0: unlimited)")
+	cmd.Flags().IntVar(&lim.perEntityBurst, "rate-per-entity-burst", 100, "burst of --rate-per-entity")
+	cmd.Flags().Float64Var(&lim.authFailures, "auth-failures-per-ip", 1, "failed authentications per second per client IP before 429 (0: unlimited)")
+	cmd.Flags().IntVar(&lim.authFailuresBurst, "auth-failures-per-ip-burst", 20, "burst of --auth-failures-per-ip")
+	cmd.Flags().StringSliceVar(&lim.trusted, "trusted-proxies", nil, "CIDRs of proxies whose X-Forwarded-For is believed (default: none; the peer address is the client)")
 	return cmd
 }
 
-func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConfig string, maxBody int64, cmd *cobra.Command) error {
+func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConfig string, maxBody int64, limits httpapi.RateLimits, cmd *cobra.Command) error {
 	start := time.Now()
 	log, err := cfg.logger()
 	if err != nil {
@@ -105,7 +118,7 @@ func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConf
 		return fmt.Errorf("authentication config: %w", err)
 	}
 	defer verifier.Close()
-	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: auth.NewAuthenticator(verifier, tokenIssuer), MaxBody: maxBody, JWKS: signer.JWKS()})
+	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: auth.NewAuthenticator(verifier, tokenIssuer), MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits})
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	where := "external database " + env.database
 	if env.cluster != nil {
@@ -136,4 +149,23 @@ func (e *dbEnv) dataDirOr(d string) string {
 		return e.cluster.DataDir()
 	}
 	return d
+}
+
+type limitFlags struct {
+	perEntity, authFailures           float64
+	perEntityBurst, authFailuresBurst int
+	trusted                           []string
+}
+
+func (l limitFlags) limits() (httpapi.RateLimits, error) {
+	out := httpapi.RateLimits{PerEntity: rate.Limit(l.perEntity), PerEntityBurst: l.perEntityBurst,
+		AuthFailuresPerIP: rate.Limit(l.authFailures), AuthFailuresPerIPBurst: l.authFailuresBurst}
+	for _, c := range l.trusted {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return out, fmt.Errorf("--trusted-proxies %q: not a CIDR", c)
+		}
+		out.TrustedProxies = append(out.TrustedProxies, p)
+	}
+	return out, nil
 }
