@@ -363,3 +363,42 @@ func TestRateLimits(t *testing.T) {
 		t.Errorf("after the IP's failures (loopback, spoofed header): %d %q, want 429", code, retry)
 	}
 }
+
+func TestAdminNeedsTheOperatorToken(t *testing.T) {
+	d := testdb.New(t)
+	demo, err := postgres.SeedDemo(bulkhead.AsMaintenance(context.Background(), "test"), d.DB, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := "operator-" + uuid.NewString()
+	tk := tokens{"alice": {Tenant: demo.T1.Tenant.ID, Entity: demo.T1.Alice}}
+	srv := httptest.NewServer(httpapi.NewServer(d.DB, slog.New(slog.DiscardHandler), nil, httpapi.Options{Auth: tk, OperatorToken: bulkhead.Secret(op)}))
+	defer srv.Close()
+	a := &api{t: t, srv: srv, demo: demo}
+	for _, tok := range []string{"", "alice", op + "x", strings.ToUpper(op)} {
+		if code, _, _ := a.do(tok, "GET", "/admin/v1/tenants", nil); code != 401 {
+			t.Errorf("admin list with %q: %d, want 401", tok, code)
+		}
+	}
+	code, m, _ := a.do(op, "POST", "/admin/v1/tenants", map[string]any{"name": "initech", "region": "eu-west"})
+	if code != 201 || m["region"] != "eu-west" {
+		t.Fatalf("create tenant: %d %v", code, m)
+	}
+	id := m["id"].(string)
+	if code, m, _ := a.do(op, "POST", "/admin/v1/tenants/"+id+"/entities", map[string]any{"name": "milton"}); code != 201 || m["kind"] != "user" {
+		t.Errorf("create entity: %d %v", code, m)
+	}
+	if code, m, _ := a.do(op, "GET", "/admin/v1/tenants", nil); code != 200 || len(m["items"].([]any)) != 3 {
+		t.Errorf("list tenants: %d %v", code, m)
+	}
+	for range 2 { // idempotent
+		if code, _, _ := a.do(op, "DELETE", "/admin/v1/tenants/"+id, nil); code != 204 {
+			t.Errorf("delete tenant: %d", code)
+		}
+	}
+	// A tenant credential never reaches the control plane, and the operator
+	// token is no tenant credential either.
+	if code, _, _ := a.do(op, "GET", "/v1/rooms", nil); code != 401 {
+		t.Errorf("operator token on /v1: %d, want 401", code)
+	}
+}

@@ -52,8 +52,11 @@ func (s *Server) OpenAPI() map[string]any {
 		responses := map[string]any{strconv.Itoa(rt.status): ok,
 			"default": map[string]any{"description": "An RFC 9457 problem", "content": map[string]any{"application/problem+json": map[string]any{"schema": problem}}}}
 		op["responses"] = responses
-		if rt.authed {
+		switch rt.access {
+		case scoped:
 			op["security"] = []any{map[string]any{"bearer": []any{}}}
+		case operator:
+			op["security"] = []any{map[string]any{"operator": []any{}}}
 		}
 		item, _ := paths[rt.path].(map[string]any)
 		if item == nil {
@@ -66,8 +69,10 @@ func (s *Server) OpenAPI() map[string]any {
 		"openapi": "3.1.0",
 		"info": map[string]any{"title": "bulkhead", "version": "v1",
 			"description": "Tenant isolation enforced by PostgreSQL: every /v1 request runs in the authenticated caller's tenant and entity scope; a row hidden by row-level security is a 404."},
-		"paths":      paths,
-		"components": map[string]any{"schemas": schemas, "securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+		"paths": paths,
+		"components": map[string]any{"schemas": schemas, "securitySchemes": map[string]any{
+			"bearer":   map[string]any{"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+			"operator": map[string]any{"type": "http", "scheme": "bearer", "description": "the operator token (DATA_DIR/operator-token), never a tenant credential"}}},
 	}
 }
 

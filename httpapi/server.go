@@ -2,6 +2,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -26,6 +28,9 @@ type Options struct {
 	Auth Authenticator
 	// MaxBody bounds request bodies in bytes (413 beyond); default 1 MiB.
 	MaxBody int64
+	// OperatorToken is the control plane's credential for /admin/v1; empty
+	// refuses every admin request.
+	OperatorToken bulkhead.Secret
 	// Limits bounds request rates.
 	Limits RateLimits
 	// JWKS is the public JWK set of bulkhead's own token signer, served at
@@ -41,6 +46,7 @@ type Server struct {
 	auth        Authenticator
 	maxBody     int64
 	jwks        []byte
+	opToken     [32]byte // sha256 of the operator token; zero: none
 	metrics     *metrics
 	limits      RateLimits
 	perEntity   *limiters
@@ -64,10 +70,16 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 		authFailsIP: newLimiters(opts.Limits.AuthFailuresPerIP, opts.Limits.AuthFailuresPerIPBurst), findings: findings, checkedAt: time.Now()}
 	for _, rt := range s.routes() {
 		h := s.handle(rt.handler)
-		if rt.authed {
+		switch rt.access {
+		case scoped:
 			h = s.authenticated(h)
+		case operator:
+			h = s.operatorOnly(h)
 		}
 		s.mux.Handle(rt.method+" "+rt.path, h)
+	}
+	if opts.OperatorToken != "" {
+		s.opToken = sha256.Sum256([]byte(opts.OperatorToken.Reveal()))
 	}
 	s.mux.Handle("/", s.handle(s.noRoute))
 	s.metrics = newMetrics(s)
@@ -145,6 +157,32 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
 			return
 		}
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// operatorOnly admits requests bearing the operator token (compared in
+// constant time) and marks their context for the maintenance path. Failed
+// attempts count against the client IP like any failed authentication.
+func (s *Server) operatorOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip := clientIP(r, s.limits.TrustedProxies)
+		if spent, d := s.authFailsIP.exhausted(ip); spent {
+			s.metrics.rateLimited.WithLabelValues("auth_failures_ip").Inc()
+			retryAfter(w, d)
+			writeError(w, r, s.log, errRateLimited{d})
+			return
+		}
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		given := sha256.Sum256([]byte(tok))
+		if s.opToken == ([32]byte{}) || subtle.ConstantTimeCompare(given[:], s.opToken[:]) != 1 {
+			s.authFailsIP.allow(ip)
+			s.metrics.authFails.WithLabelValues("operator").Inc()
+			w.Header().Set("WWW-Authenticate", `Bearer realm="bulkhead-admin"`)
+			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
+			return
+		}
+		ctx := bulkhead.AsMaintenance(r.Context(), "admin api: "+r.Method+" "+r.Pattern)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

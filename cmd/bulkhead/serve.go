@@ -2,15 +2,21 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/httpapi"
 	"github.com/bulkhead-dev/bulkhead/postgres"
@@ -118,7 +124,11 @@ func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConf
 		return fmt.Errorf("authentication config: %w", err)
 	}
 	defer verifier.Close()
-	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: auth.NewAuthenticator(verifier, tokenIssuer), MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits})
+	opToken, err := operatorToken(filepath.Join(cfg.dataDir, "operator-token"))
+	if err != nil {
+		return err
+	}
+	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: auth.NewAuthenticator(verifier, tokenIssuer), MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken})
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	where := "external database " + env.database
 	if env.cluster != nil {
@@ -168,4 +178,29 @@ func (l limitFlags) limits() (httpapi.RateLimits, error) {
 		out.TrustedProxies = append(out.TrustedProxies, p)
 	}
 	return out, nil
+}
+
+// operatorToken reads the control plane's credential, creating a random
+// one (mode 0600) on first use; a file others can read is refused.
+func operatorToken(path string) (bulkhead.Secret, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		tok := "bhop_" + rand.Text() + rand.Text()
+		if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("create operator token %s: %w", path, err)
+		}
+		fmt.Fprintf(os.Stderr, "bulkhead: created the operator token for /admin/v1 in %s\n", path)
+		return bulkhead.Secret(tok), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read operator token: %w", err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("operator token %s is accessible to others: chmod 600 %s", path, path)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 32 {
+		return "", fmt.Errorf("operator token %s is shorter than 32 characters", path)
+	}
+	return bulkhead.Secret(tok), nil
 }

@@ -1,0 +1,76 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/bulkhead-dev/bulkhead"
+)
+
+// Control-plane handlers: reached only with the operator token, they run on
+// the maintenance path (cross-tenant by design), with the route as reason.
+
+type (
+	tenantInput struct {
+		Name   string `json:"name"`
+		Region string `json:"region"`
+	}
+	entityInput struct {
+		Kind  bulkhead.EntityKind `json:"kind"`
+		Name  string              `json:"name"`
+		Email string              `json:"email"`
+	}
+)
+
+func (s *Server) adminListTenants(w http.ResponseWriter, r *http.Request) error {
+	ts, err := s.db.ListTenants(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(ts, ""))
+	return nil
+}
+
+func (s *Server) adminCreateTenant(w http.ResponseWriter, r *http.Request) error {
+	var in tenantInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	t, err := s.db.CreateTenant(r.Context(), in.Name, in.Region)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, t)
+	return nil
+}
+
+func (s *Server) adminDeleteTenant(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	if _, err := s.db.DeleteTenant(r.Context(), id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) adminCreateEntity(w http.ResponseWriter, r *http.Request) error {
+	tenant, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var in entityInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	if in.Kind == "" {
+		in.Kind = bulkhead.KindUser
+	}
+	e, err := s.db.CreateEntity(r.Context(), tenant, in.Kind, in.Name, in.Email)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, e)
+	return nil
+}
