@@ -1,0 +1,59 @@
+// Package vector is bulkhead's vector layer: a Store interface with one
+// collection per tenant, and the Router that makes tenant isolation and data
+// residency a property of the types rather than of every caller's care.
+//
+// Guarantees:
+//   - A Collection names one tenant's collection and has only unexported
+//     fields. The only way to get a usable one is Router.Collection, which
+//     takes the tenant from bulkhead.ScopeFrom(ctx) (set by authentication
+//     middleware), never from a name in request input. No scope:
+//     bulkhead.ErrUnauthenticated. The zero Collection, or one minted by
+//     another Router, is refused (ErrForbidden).
+//   - On every call the Router checks that the context's scope is the
+//     Collection's tenant (else ErrForbidden), that the tenant still lives in
+//     the Collection's region (else ErrWrongRegion), and that every hit the
+//     backend returns is attributed to that tenant (else ErrUnavailable and
+//     no hits). Backends check the scope again with CheckAccess.
+//   - A missing collection is ErrNotFound, never a fallback to a shared or
+//     another tenant's collection. Writes never create a collection: only
+//     CreateCollection does (tenant provisioning). A backend that cannot
+//     answer returns ErrUnavailable, never an empty result.
+//   - Residency: a Router holds one backend per region it serves and asks
+//     Regions where each tenant lives; a request for a tenant of another
+//     region is refused (ErrWrongRegion). Router.Move copies a tenant's
+//     collection to another region's backend, verifies point count and a
+//     SHA-256 over (id, vector, payload) of every point, flips the region
+//     through a callback and only then drops the old copy; writes through
+//     the Router are refused (retryably) while it runs, so none it
+//     acknowledged is lost (several processes: see Move).
+//   - Errors wrap the root ones: ErrNotFound matches bulkhead.ErrNotFound,
+//     ErrForbidden and ErrWrongRegion match bulkhead.ErrForbidden,
+//     ErrDimension matches bulkhead.ErrInvalid. ErrUnavailable is the 503.
+//
+// Similarity is cosine: scores are dot products of normalised vectors, in
+// [-1, 1], best first, ties broken by ascending point id.
+//
+// Backends:
+//   - embedded (package vector/embedded, the default): a checksummed file
+//     per tenant named by the tenant UUID, lazy loading with LRU eviction
+//     under a memory budget, exact SIMD search. Exact, not approximate, on
+//     purpose: a scan runs at memory bandwidth (100k × 384 float32 takes
+//     4–7 ms per query on our 2-core machines), and below ~20k vectors per
+//     tenant it beats HNSW outright, with recall 1.0. The alternative for
+//     many small tenants, one shared HNSW graph post-filtered by tenant,
+//     measured a recall@10 of 0.003 for a tenant holding 0.1% of the graph:
+//     its true neighbours are simply not among the graph's candidates. An
+//     approximate index may come later only per tenant and behind a recall
+//     gate.
+//   - qdrant (planned, not implemented): one collection per tenant named
+//     from the tenant UUID, one cluster per region and, since Qdrant advises
+//     against thousands of collections per cluster (~32 MB WAL per shard,
+//     OOM reports near 2,000, cloud cap 1,000), several clusters or cells
+//     per region as tenants grow; per-request API keys scoped to the
+//     tenant's collection where the server supports it. gRPC NotFound maps
+//     to ErrNotFound, PermissionDenied to ErrForbidden, Unavailable and
+//     deadlines to ErrUnavailable. Point ids are UUIDs, which Qdrant takes
+//     natively. It must pass vectortest.Run like the embedded backend.
+//
+// Every backend must pass the contract in package vector/vectortest.
+package vector

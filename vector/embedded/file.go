@@ -1,0 +1,249 @@
+package embedded
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/bulkhead-dev/bulkhead/vector"
+	"github.com/google/uuid"
+)
+
+// The collection file format, version 1. All integers little-endian.
+//
+//	offset  size        field
+//	0       8           magic "BHVECCOL"
+//	8       4           format version (1)
+//	12      4           dimension d
+//	16      16          tenant UUID (must equal the one in the file name)
+//	32      8           point count n
+//	40      n records   id [16] | d × float32 (IEEE 754 bits) |
+//	                    payload entries m uint32 | m × (klen uint32 | key | vlen uint32 | value)
+//	end-32  32          SHA-256 of every byte before it
+//
+// A file is only ever replaced whole, by rename from a fully written and
+// fsynced temporary file in the same directory.
+const (
+	magic         = "BHVECCOL"
+	formatVersion = 1
+	headerSize    = 40
+	trailerSize   = sha256.Size
+	fileExt       = ".vec"
+	tmpMarker     = ".tmp-"
+)
+
+// ErrCorrupt: a collection file fails its checksum, its header or its
+// structure, or belongs to another tenant. It matches vector.ErrUnavailable:
+// the collection cannot be served, and is never served as empty.
+var ErrCorrupt = fmt.Errorf("corrupt collection file: %w", vector.ErrUnavailable)
+
+// fileName is the one place a collection's file name is made: the
+// canonical (lower-case, hyphenated) string of the tenant UUID taken from a
+// router-minted Collection, plus the extension. No input string, no hash.
+func fileName(tenant uuid.UUID) string { return tenant.String() + fileExt }
+
+// isTemp reports whether name is a temporary file left by persist.
+func isTemp(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, tmpMarker)
+}
+
+func corrupt(tenant uuid.UUID, format string, args ...any) error {
+	return fmt.Errorf("collection of tenant %s: %s: %w", tenant, fmt.Sprintf(format, args...), ErrCorrupt)
+}
+
+// encode writes d as tenant's collection file.
+func encode(w io.Writer, tenant uuid.UUID, d *data) error {
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(w, h), 1<<20)
+	var hdr [headerSize]byte
+	copy(hdr[0:8], magic)
+	binary.LittleEndian.PutUint32(hdr[8:], formatVersion)
+	binary.LittleEndian.PutUint32(hdr[12:], uint32(d.dim))
+	copy(hdr[16:32], tenant[:])
+	binary.LittleEndian.PutUint64(hdr[32:], uint64(len(d.ids)))
+	bw.Write(hdr[:])
+	buf := make([]byte, 0, 16+4*d.dim+64)
+	for i, id := range d.ids {
+		buf = append(buf[:0], id[:]...)
+		for _, x := range d.vector(i) {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
+		}
+		buf = appendPayload(buf, d.payloads[i])
+		if _, err := bw.Write(buf); err != nil {
+			return err
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err := w.Write(h.Sum(nil))
+	return err
+}
+
+// decode parses and verifies tenant's collection file b. The checksum is
+// verified before anything else is read; the structure is still parsed
+// defensively (bounds checked before every allocation).
+func decode(b []byte, tenant uuid.UUID) (*data, error) {
+	if len(b) < headerSize+trailerSize {
+		return nil, corrupt(tenant, "%d bytes, shorter than a header", len(b))
+	}
+	body, sum := b[:len(b)-trailerSize], b[len(b)-trailerSize:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, corrupt(tenant, "checksum mismatch")
+	}
+	if string(body[0:8]) != magic {
+		return nil, corrupt(tenant, "not a collection file")
+	}
+	if v := binary.LittleEndian.Uint32(body[8:]); v != formatVersion {
+		return nil, corrupt(tenant, "format version %d, this build reads %d", v, formatVersion)
+	}
+	dim := int(binary.LittleEndian.Uint32(body[12:]))
+	if vector.CheckDimension(dim) != nil {
+		return nil, corrupt(tenant, "dimension %d", dim)
+	}
+	if owner := uuid.UUID(body[16:32]); owner != tenant {
+		return nil, corrupt(tenant, "file belongs to tenant %s", owner)
+	}
+	n := binary.LittleEndian.Uint64(body[32:])
+	rest := body[headerSize:]
+	minRecord := uint64(16 + 4*dim + 4)
+	if n > uint64(len(rest))/minRecord {
+		return nil, corrupt(tenant, "%d points cannot fit in %d bytes", n, len(rest))
+	}
+	d := newData(dim, int(n))
+	for i := uint64(0); i < n; i++ {
+		if uint64(len(rest)) < minRecord {
+			return nil, corrupt(tenant, "point %d truncated", i)
+		}
+		p := vector.Point{ID: uuid.UUID(rest[:16]), Vector: make([]float32, dim)}
+		rest = rest[16:]
+		for j := range p.Vector {
+			p.Vector[j] = math.Float32frombits(binary.LittleEndian.Uint32(rest[4*j:]))
+		}
+		rest = rest[4*dim:]
+		var err error
+		if p.Payload, rest, err = readPayload(rest); err != nil {
+			return nil, corrupt(tenant, "point %d: %v", i, err)
+		}
+		if err := p.Validate(dim); err != nil {
+			return nil, corrupt(tenant, "point %d: %v", i, err)
+		}
+		if _, dup := d.index[p.ID]; dup {
+			return nil, corrupt(tenant, "point %s stored twice", p.ID)
+		}
+		d.add(p)
+	}
+	if len(rest) != 0 {
+		return nil, corrupt(tenant, "%d trailing bytes", len(rest))
+	}
+	return d, nil
+}
+
+func appendPayload(b []byte, m map[string]string) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(m)))
+	for _, k := range sortedKeys(m) {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(k)))
+		b = append(b, k...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(m[k])))
+		b = append(b, m[k]...)
+	}
+	return b
+}
+
+func readPayload(b []byte) (map[string]string, []byte, error) {
+	next := func() (string, error) {
+		if len(b) < 4 {
+			return "", errors.New("payload truncated")
+		}
+		n := binary.LittleEndian.Uint32(b)
+		if uint64(n) > uint64(len(b)-4) || n > vector.MaxPayload {
+			return "", errors.New("payload string overruns the file")
+		}
+		s := string(b[4 : 4+n])
+		b = b[4+n:]
+		return s, nil
+	}
+	if len(b) < 4 {
+		return nil, b, errors.New("payload truncated")
+	}
+	m := binary.LittleEndian.Uint32(b)
+	b = b[4:]
+	if m == 0 {
+		return nil, b, nil
+	}
+	if uint64(m) > uint64(len(b))/8 {
+		return nil, b, errors.New("payload entry count overruns the file")
+	}
+	p := make(map[string]string, m)
+	prev := ""
+	for i := range m {
+		k, err := next()
+		if err != nil {
+			return nil, b, err
+		}
+		v, err := next()
+		if err != nil {
+			return nil, b, err
+		}
+		if i > 0 && k <= prev { // keys are written sorted: the encoding is canonical
+			return nil, b, fmt.Errorf("payload key %q out of order or repeated", k)
+		}
+		p[k], prev = v, k
+	}
+	return p, b, nil
+}
+
+// persist atomically replaces tenant's collection file with d: write a
+// temporary file in the same directory, fsync it, rename it over the old
+// one, fsync the directory. A crash at any point leaves either the old or
+// the new file, never a mix; a leftover temporary file is never read and
+// is removed by New. beforeRename, if not nil, runs between the fsync and
+// the rename: tests use it to simulate a crash there.
+func persist(dir string, tenant uuid.UUID, d *data, beforeRename func(tmp string) error) (err error) {
+	f, err := os.CreateTemp(dir, "."+tenant.String()+tmpMarker+"*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = encode(f, tenant, d); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if beforeRename != nil {
+		if err = beforeRename(tmp); err != nil {
+			return err
+		}
+	}
+	if err = os.Rename(tmp, filepath.Join(dir, fileName(tenant))); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

@@ -1,0 +1,469 @@
+package embedded
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/vector"
+	"github.com/google/uuid"
+)
+
+// DefaultMemoryBudget is the resident-memory target of a Store made without
+// WithMemoryBudget.
+const DefaultMemoryBudget = 1 << 30
+
+// Store is the embedded vector backend: one file per tenant in a directory,
+// loaded on first use, evicted least-recently-used beyond a memory budget,
+// searched exactly. It implements vector.Store and is safe for concurrent
+// use: searches of one collection run in parallel, writes to it are
+// serialised and exclude its searches, and different collections never
+// wait for each other except while one is being evicted.
+type Store struct {
+	dir    string
+	budget int64
+	lock   *os.File // flock on dir/LOCK: one Store per directory
+
+	mu     sync.Mutex // guards colls, lru, used, closed and every coll's pins, size, elem
+	colls  map[uuid.UUID]*coll
+	lru    list.List // loaded collections, most recently used first
+	used   int64
+	closed bool
+
+	loads atomic.Int64
+
+	beforeRename func(tmp string) error // test hook, see persist
+}
+
+var _ vector.Store = (*Store)(nil)
+
+// coll is the handle of one tenant's collection. At most one handle per
+// tenant is in Store.colls; a handle leaves the map only when unloaded and
+// unpinned, so two live handles never hold the same tenant's data.
+type coll struct {
+	tenant uuid.UUID
+	mu     sync.RWMutex // guards d; taken before Store.mu, never after
+	d      *data        // nil: not loaded
+
+	pins int           // calls using the handle (Store.mu)
+	size int64         // bytes counted in Store.used (Store.mu)
+	elem *list.Element // position in Store.lru while loaded (Store.mu)
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithMemoryBudget sets how many bytes of loaded collections a Store keeps
+// resident between calls; least recently used collections beyond it are
+// unloaded and reloaded from their file on demand. Collections in use are
+// never evicted, so the peak is the budget plus the collections being
+// used; a budget smaller than one collection means reloading it every time.
+func WithMemoryBudget(bytes int64) Option {
+	return func(s *Store) { s.budget = bytes }
+}
+
+// New opens (creating it if needed, mode 0700) the directory dir as an
+// embedded store. It takes an exclusive lock on the directory, so a second
+// Store on the same directory, in this process or another, fails; and it
+// removes temporary files a crashed write left behind (they are never read).
+// It returns vector.ErrUnavailable on I/O errors or when dir is locked.
+func New(dir string, opts ...Option) (*Store, error) {
+	s := &Store{dir: dir, budget: DefaultMemoryBudget, colls: make(map[uuid.UUID]*coll)}
+	for _, o := range opts {
+		o(s)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded vector store %s: %w (%w)", dir, vector.ErrUnavailable, err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded vector store %s: lock: %w (%w)", dir, vector.ErrUnavailable, err)
+	}
+	s.lock = lock
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("embedded vector store %s: %w (%w)", dir, vector.ErrUnavailable, err)
+	}
+	for _, e := range entries {
+		if isTemp(e.Name()) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				lock.Close()
+				return nil, fmt.Errorf("embedded vector store %s: remove leftover %s: %w (%w)", dir, e.Name(), vector.ErrUnavailable, err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Close unloads every collection and releases the directory lock. Calls
+// still in flight must have returned; later calls return
+// vector.ErrUnavailable.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.colls = nil
+	s.lru.Init()
+	s.used = 0
+	return s.lock.Close()
+}
+
+// Resident returns how many collections are loaded and the bytes they are
+// estimated to hold.
+func (s *Store) Resident() (collections int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lru.Len(), s.used
+}
+
+// Loads returns how many times a collection file has been read since New
+// (first uses plus reloads after eviction).
+func (s *Store) Loads() int64 { return s.loads.Load() }
+
+func (s *Store) path(tenant uuid.UUID) string { return filepath.Join(s.dir, fileName(tenant)) }
+
+func unavailable(op string, tenant uuid.UUID, err error) error {
+	return fmt.Errorf("%s collection of tenant %s: %w (%w)", op, tenant, vector.ErrUnavailable, err)
+}
+
+// pin returns the tenant's handle with one more pin, creating it if needed.
+func (s *Store) pin(tenant uuid.UUID) (*coll, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("embedded vector store closed: %w", vector.ErrUnavailable)
+	}
+	c := s.colls[tenant]
+	if c == nil {
+		c = &coll{tenant: tenant}
+		s.colls[tenant] = c
+	}
+	c.pins++
+	if c.elem != nil {
+		s.lru.MoveToFront(c.elem)
+	}
+	return c, nil
+}
+
+// unpin releases a pin, forgets an unloaded idle handle, then evicts down
+// to the budget. The caller holds no collection lock.
+func (s *Store) unpin(c *coll) {
+	s.mu.Lock()
+	c.pins--
+	s.forgetLocked(c)
+	s.mu.Unlock()
+	s.evict()
+}
+
+func (s *Store) forgetLocked(c *coll) {
+	if c.pins == 0 && c.elem == nil && s.colls[c.tenant] == c {
+		delete(s.colls, c.tenant)
+	}
+}
+
+// install sets c's data (nil: unload) and its memory accounting. The caller
+// holds c.mu for writing.
+func (s *Store) install(c *coll, d *data) {
+	c.d = d
+	var size int64
+	if d != nil {
+		size = d.size()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.used += size - c.size
+	c.size = size
+	switch {
+	case d == nil && c.elem != nil:
+		s.lru.Remove(c.elem)
+		c.elem = nil
+	case d != nil && c.elem == nil:
+		c.elem = s.lru.PushFront(c)
+	case d != nil:
+		s.lru.MoveToFront(c.elem)
+	}
+}
+
+// evict unloads idle collections, least recently used first, until the
+// resident total fits the budget. It must be called holding no collection
+// lock (it takes the victims' locks).
+func (s *Store) evict() {
+	for attempts := 0; ; attempts++ {
+		s.mu.Lock()
+		if s.closed || s.used <= s.budget || attempts > s.lru.Len()+1 {
+			s.mu.Unlock()
+			return
+		}
+		var victim *coll
+		for e := s.lru.Back(); e != nil; e = e.Prev() {
+			if c := e.Value.(*coll); c.pins == 0 {
+				victim = c
+				break
+			}
+		}
+		if victim == nil {
+			s.mu.Unlock()
+			return
+		}
+		victim.pins++ // keeps the handle in the map while we wait for its lock
+		s.mu.Unlock()
+
+		victim.mu.Lock()
+		s.mu.Lock()
+		idle := victim.pins == 1
+		s.mu.Unlock()
+		if idle && victim.d != nil {
+			s.install(victim, nil)
+		}
+		victim.mu.Unlock()
+		s.mu.Lock()
+		victim.pins--
+		s.forgetLocked(victim)
+		s.mu.Unlock()
+	}
+}
+
+// load reads and verifies tenant's file. The caller holds c.mu for writing.
+func (s *Store) load(ctx context.Context, tenant uuid.UUID) (*data, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(s.path(tenant))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("collection of tenant %s: %w", tenant, vector.ErrNotFound)
+	}
+	if err != nil {
+		return nil, unavailable("load", tenant, err)
+	}
+	s.loads.Add(1)
+	return decode(b, tenant)
+}
+
+// read runs fn on c's loaded collection under its read lock.
+func (s *Store) read(ctx context.Context, c vector.Collection, fn func(*data) error) error {
+	if err := vector.CheckAccess(ctx, c); err != nil {
+		return err
+	}
+	h, err := s.pin(c.Tenant())
+	if err != nil {
+		return err
+	}
+	defer s.unpin(h)
+	h.mu.RLock()
+	for h.d == nil { // load, then downgrade; an unload in between (drop, failed write) loops
+		h.mu.RUnlock()
+		h.mu.Lock()
+		if h.d == nil {
+			d, err := s.load(ctx, c.Tenant())
+			if err != nil {
+				h.mu.Unlock()
+				return err
+			}
+			s.install(h, d)
+		}
+		h.mu.Unlock()
+		h.mu.RLock()
+	}
+	defer h.mu.RUnlock()
+	return fn(h.d)
+}
+
+// write runs fn on c's handle under its write lock. fn gets the loaded
+// collection, or nil with the load error (vector.ErrNotFound for a missing
+// file); it mutates and persists through s.save.
+func (s *Store) write(ctx context.Context, c vector.Collection, fn func(h *coll, d *data, loadErr error) error) error {
+	if err := vector.CheckAccess(ctx, c); err != nil {
+		return err
+	}
+	h, err := s.pin(c.Tenant())
+	if err != nil {
+		return err
+	}
+	defer s.unpin(h)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var loadErr error
+	if h.d == nil {
+		var d *data
+		if d, loadErr = s.load(ctx, c.Tenant()); loadErr == nil {
+			s.install(h, d)
+		}
+	}
+	return fn(h, h.d, loadErr)
+}
+
+// save persists d, already mutated in place, as h's collection. If the
+// file cannot be replaced the collection is unloaded, so the next call
+// reloads what is on disk: memory never diverges from the file.
+func (s *Store) save(h *coll, d *data, op string) error {
+	if err := persist(s.dir, h.tenant, d, s.beforeRename); err != nil {
+		s.install(h, nil)
+		return unavailable(op, h.tenant, err)
+	}
+	s.install(h, d)
+	return nil
+}
+
+// CreateCollection implements vector.Store.
+func (s *Store) CreateCollection(ctx context.Context, c vector.Collection, dim int) error {
+	if err := vector.CheckDimension(dim); err != nil {
+		return err
+	}
+	return s.write(ctx, c, func(h *coll, d *data, loadErr error) error {
+		switch {
+		case errors.Is(loadErr, vector.ErrNotFound):
+			return s.save(h, newData(dim, 0), "create")
+		case loadErr != nil: // never overwrite a file that fails to load
+			return loadErr
+		case d.dim != dim:
+			return fmt.Errorf("create collection of tenant %s with dimension %d: exists with %d: %w", h.tenant, dim, d.dim, vector.ErrDimension)
+		}
+		return nil
+	})
+}
+
+// DropCollection implements vector.Store. It removes the file even if it
+// is corrupt, so an operator can always drop.
+func (s *Store) DropCollection(ctx context.Context, c vector.Collection) error {
+	if err := vector.CheckAccess(ctx, c); err != nil {
+		return err
+	}
+	h, err := s.pin(c.Tenant())
+	if err != nil {
+		return err
+	}
+	defer s.unpin(h)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.install(h, nil)
+	err = os.Remove(s.path(h.tenant))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("drop collection of tenant %s: %w", h.tenant, vector.ErrNotFound)
+	}
+	if err == nil {
+		err = syncDir(s.dir)
+	}
+	if err != nil {
+		return unavailable("drop", h.tenant, err)
+	}
+	return nil
+}
+
+// Upsert implements vector.Store. The whole file is rewritten atomically
+// before it returns, so batch points: a call costs O(collection size) in
+// I/O. On vector.ErrUnavailable the write may or may not have reached the
+// disk; retrying is safe.
+func (s *Store) Upsert(ctx context.Context, c vector.Collection, points []vector.Point) error {
+	return s.write(ctx, c, func(h *coll, d *data, loadErr error) error {
+		if loadErr != nil {
+			return loadErr
+		}
+		seen := make(map[uuid.UUID]struct{}, len(points))
+		for _, p := range points {
+			if err := p.Validate(d.dim); err != nil {
+				return fmt.Errorf("upsert into collection of tenant %s: %w", h.tenant, err)
+			}
+			if _, dup := seen[p.ID]; dup {
+				return fmt.Errorf("upsert into collection of tenant %s: %w", h.tenant, bulkhead.Invalid("id", "repeated in one upsert: "+p.ID.String()))
+			}
+			seen[p.ID] = struct{}{}
+		}
+		if len(points) == 0 {
+			return nil
+		}
+		for _, p := range points {
+			d.put(p)
+		}
+		return s.save(h, d, "upsert into")
+	})
+}
+
+// Delete implements vector.Store.
+func (s *Store) Delete(ctx context.Context, c vector.Collection, ids []uuid.UUID) error {
+	return s.write(ctx, c, func(h *coll, d *data, loadErr error) error {
+		if loadErr != nil {
+			return loadErr
+		}
+		uniq := make(map[uuid.UUID]struct{}, len(ids))
+		for _, id := range ids {
+			if _, ok := d.index[id]; !ok {
+				return fmt.Errorf("delete point %s from collection of tenant %s: %w", id, h.tenant, vector.ErrNotFound)
+			}
+			uniq[id] = struct{}{}
+		}
+		if len(uniq) == 0 {
+			return nil
+		}
+		for id := range uniq {
+			d.remove(id)
+		}
+		return s.save(h, d, "delete from")
+	})
+}
+
+// Search implements vector.Store with an exact scan (see the package doc).
+func (s *Store) Search(ctx context.Context, c vector.Collection, query []float32, k int) ([]vector.Hit, error) {
+	var hits []vector.Hit
+	err := s.read(ctx, c, func(d *data) error {
+		if err := vector.CheckQuery(query, d.dim, k); err != nil {
+			return fmt.Errorf("search collection of tenant %s: %w", c.Tenant(), err)
+		}
+		top, err := d.search(query, k, ctx.Err)
+		if err != nil {
+			return err
+		}
+		hits = make([]vector.Hit, len(top))
+		for i, t := range top {
+			hits[i] = vector.Hit{
+				ID:      d.ids[t.row],
+				Score:   max(-1, min(1, t.score)),
+				Payload: maps.Clone(d.payloads[t.row]),
+				Tenant:  c.Tenant(),
+			}
+		}
+		return nil
+	})
+	return hits, err
+}
+
+// Stats implements vector.Store. It loads the collection (verifying its
+// checksum) if it is not resident.
+func (s *Store) Stats(ctx context.Context, c vector.Collection) (vector.Stats, error) {
+	var st vector.Stats
+	err := s.read(ctx, c, func(d *data) error {
+		st = vector.Stats{Dimension: d.dim, Points: d.len(), Bytes: d.size()}
+		return nil
+	})
+	return st, err
+}
+
+// Scroll implements vector.Store.
+func (s *Store) Scroll(ctx context.Context, c vector.Collection, after uuid.UUID, limit int) ([]vector.Point, error) {
+	if err := vector.CheckScrollLimit(limit); err != nil {
+		return nil, err
+	}
+	var out []vector.Point
+	err := s.read(ctx, c, func(d *data) error {
+		out = d.scroll(after, limit)
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,486 @@
+package embedded
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/vector"
+	"github.com/bulkhead-dev/bulkhead/vector/vectortest"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+)
+
+func mustOpen(t *testing.T, dir string, opts ...Option) *Store {
+	t.Helper()
+	s, err := New(dir, opts...)
+	if err != nil {
+		t.Fatalf("New(%s): %v", dir, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// randomPoints returns n random points of dimension dim (Gaussian
+// components, so directions are uniform), deterministic for seed.
+func randomPoints(seed uint64, n, dim int) []vector.Point {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	pts := make([]vector.Point, n)
+	for i := range pts {
+		v := make([]float32, dim)
+		for j := range v {
+			v[j] = float32(rng.NormFloat64())
+		}
+		var id uuid.UUID
+		for j := range id {
+			id[j] = byte(rng.UintN(256))
+		}
+		pts[i] = vector.Point{ID: id, Vector: v, Payload: map[string]string{"i": strings.Repeat("x", i%7)}}
+	}
+	return pts
+}
+
+func mustCreate(t *testing.T, ctx context.Context, s vector.Store, c vector.Collection, dim int, pts []vector.Point) {
+	t.Helper()
+	if err := s.CreateCollection(ctx, c, dim); err != nil {
+		t.Fatalf("CreateCollection: %v", err)
+	}
+	if len(pts) > 0 {
+		if err := s.Upsert(ctx, c, pts); err != nil {
+			t.Fatalf("Upsert: %v", err)
+		}
+	}
+}
+
+func mustSearch(t *testing.T, ctx context.Context, s vector.Store, c vector.Collection, q []float32, k int) []vector.Hit {
+	t.Helper()
+	hits, err := s.Search(ctx, c, q, k)
+	if err != nil {
+		t.Fatalf("Search(%s): %v", c, err)
+	}
+	return hits
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestFileNamedByTenantUUID(t *testing.T) {
+	dir := t.TempDir()
+	e := vectortest.NewEnv(t, mustOpen(t, dir))
+	mustCreate(t, e.CtxA, e.Router, e.CollA, 8, randomPoints(1, 10, 8))
+	mustCreate(t, e.CtxB, e.Router, e.CollB, 8, nil)
+
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, en := range entries {
+		names = append(names, en.Name())
+	}
+	want := []string{e.TenantA.String() + ".vec", e.TenantB.String() + ".vec", "LOCK"}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Fatalf("directory (-want +got):\n%s", diff)
+	}
+	for _, n := range []string{e.TenantA.String() + ".vec", e.TenantB.String() + ".vec"} {
+		if n != strings.ToLower(n) || len(n) != 36+len(".vec") {
+			t.Fatalf("file name %q is not the canonical lower-case UUID", n)
+		}
+	}
+	// The header names the tenant too, and the dimension.
+	b := readFile(t, filepath.Join(dir, e.TenantA.String()+".vec"))
+	if string(b[:8]) != magic || !bytes.Equal(b[16:32], e.TenantA[:]) || b[12] != 8 {
+		t.Fatalf("header % x does not carry magic, dimension and tenant", b[:40])
+	}
+}
+
+// corruptAt flips one byte of path.
+func corruptAt(t *testing.T, path string, off int) {
+	t.Helper()
+	b := readFile(t, path)
+	if off < 0 {
+		off += len(b)
+	}
+	b[off] ^= 0x40
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTamperedFileFailsLoudly(t *testing.T) {
+	q := randomPoints(9, 1, 16)[0].Vector
+	for name, off := range map[string]int{
+		"magic":    0,
+		"version":  8,
+		"dim":      12,
+		"tenant":   20,
+		"count":    33,
+		"vector":   headerSize + 16 + 5,
+		"middle":   headerSize + 40*(16+64+4),
+		"checksum": -1,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			s1, err := New(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := vectortest.NewEnv(t, s1)
+			mustCreate(t, e.CtxA, e.Router, e.CollA, 16, randomPoints(1, 100, 16))
+			mustCreate(t, e.CtxB, e.Router, e.CollB, 16, randomPoints(2, 100, 16))
+			wantB := mustSearch(t, e.CtxB, e.Router, e.CollB, q, 5)
+			s1.Close()
+
+			pathA := filepath.Join(dir, e.TenantA.String()+".vec")
+			corruptAt(t, pathA, off)
+			tampered := readFile(t, pathA)
+
+			s2 := mustOpen(t, dir)
+			e2 := vectortest.NewEnv(t, s2)
+			e2.Regions.Set(e.TenantA, e2.RegionName)
+			e2.Regions.Set(e.TenantB, e2.RegionName)
+			ctxA, collA := e2.Scoped(t, e.TenantA)
+			ctxB, collB := e2.Scoped(t, e.TenantB)
+
+			_, err = e2.Router.Search(ctxA, collA, q, 5)
+			if !errors.Is(err, ErrCorrupt) || !errors.Is(err, vector.ErrUnavailable) || errors.Is(err, vector.ErrNotFound) {
+				t.Fatalf("Search of a tampered collection: %v; want ErrCorrupt (ErrUnavailable), not ErrNotFound", err)
+			}
+			if _, err := e2.Router.Stats(ctxA, collA); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Stats of a tampered collection: %v", err)
+			}
+			// Writes neither repair nor replace it.
+			if err := e2.Router.CreateCollection(ctxA, collA, 16); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("CreateCollection over a tampered file: %v", err)
+			}
+			if err := e2.Router.Upsert(ctxA, collA, randomPoints(3, 1, 16)); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Upsert into a tampered file: %v", err)
+			}
+			if !bytes.Equal(readFile(t, pathA), tampered) {
+				t.Fatal("the tampered file was rewritten")
+			}
+			// The other tenant is unaffected.
+			if diff := cmp.Diff(wantB, mustSearch(t, ctxB, e2.Router, collB, q, 5)); diff != "" {
+				t.Fatalf("B after A's corruption (-want +got):\n%s", diff)
+			}
+			// An operator can still drop it.
+			if err := e2.Router.DropCollection(ctxA, collA); err != nil {
+				t.Fatalf("Drop of a tampered collection: %v", err)
+			}
+		})
+	}
+}
+
+func TestFileOfAnotherTenantRefused(t *testing.T) {
+	dir := t.TempDir()
+	s1, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := vectortest.NewEnv(t, s1)
+	mustCreate(t, e.CtxA, e.Router, e.CollA, 4, randomPoints(1, 10, 4))
+	s1.Close()
+	// A's intact file renamed to B's name: its checksum is fine, its header
+	// names A.
+	b := readFile(t, filepath.Join(dir, e.TenantA.String()+".vec"))
+	if err := os.WriteFile(filepath.Join(dir, e.TenantB.String()+".vec"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e2 := vectortest.NewEnv(t, mustOpen(t, dir))
+	e2.Regions.Set(e.TenantB, e2.RegionName)
+	ctxB, collB := e2.Scoped(t, e.TenantB)
+	_, err = e2.Router.Search(ctxB, collB, []float32{1, 0, 0, 0}, 3)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), e.TenantA.String()) {
+		t.Fatalf("Search of a file naming another tenant: %v; want ErrCorrupt naming %s", err, e.TenantA)
+	}
+}
+
+func TestLeftoverTempFilesNeverReplaceTheCollection(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	s1, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := vectortest.NewEnv(t, s1)
+	pts := randomPoints(1, 200, 16)
+	mustCreate(t, e.CtxA, e.Router, e.CollA, 16, pts)
+	q := pts[7].Vector
+	want := mustSearch(t, e.CtxA, e.Router, e.CollA, q, 10)
+	s1.Close()
+	real := filepath.Join(dir, e.TenantA.String()+".vec")
+	before := readFile(t, real)
+
+	// A complete, valid newer file for A, written elsewhere.
+	s3, err := New(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, e.CtxA, s3, e.CollA, 16, randomPoints(5, 50, 16))
+	s3.Close()
+	newer := readFile(t, filepath.Join(other, e.TenantA.String()+".vec"))
+	// What a crash leaves: full and truncated temp files, never renamed.
+	temps := map[string][]byte{
+		"." + e.TenantA.String() + tmpMarker + "111": newer,
+		"." + e.TenantA.String() + tmpMarker + "222": newer[:len(newer)/2],
+		"." + e.TenantB.String() + tmpMarker + "333": newer, // B has no collection
+	}
+	for n, b := range temps {
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	e2 := vectortest.NewEnv(t, mustOpen(t, dir))
+	e2.Regions.Set(e.TenantA, e2.RegionName)
+	e2.Regions.Set(e.TenantB, e2.RegionName)
+	ctxA, collA := e2.Scoped(t, e.TenantA)
+	ctxB, collB := e2.Scoped(t, e.TenantB)
+	if diff := cmp.Diff(want, mustSearch(t, ctxA, e2.Router, collA, q, 10)); diff != "" {
+		t.Fatalf("A after restart with temp files (-want +got):\n%s", diff)
+	}
+	if _, err := e2.Router.Stats(ctxB, collB); !errors.Is(err, vector.ErrNotFound) {
+		t.Fatalf("B from a stray temp file: %v; want ErrNotFound", err)
+	}
+	if !bytes.Equal(before, readFile(t, real)) {
+		t.Fatal("the collection file changed")
+	}
+	for n := range temps {
+		if _, err := os.Stat(filepath.Join(dir, n)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("leftover %s not removed at open: %v", n, err)
+		}
+	}
+}
+
+func TestCrashBeforeRenameKeepsOldFile(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir)
+	e := vectortest.NewEnv(t, s)
+	pts := randomPoints(1, 100, 16)
+	mustCreate(t, e.CtxA, e.Router, e.CollA, 16, pts)
+	q := pts[3].Vector
+	want := mustSearch(t, e.CtxA, e.Router, e.CollA, q, 10)
+	real := filepath.Join(dir, e.TenantA.String()+".vec")
+	before := readFile(t, real)
+
+	// The write dies after the temp file is written: truncate it (a torn
+	// write) and fail, as a crash before rename would.
+	crash := errors.New("simulated crash")
+	s.beforeRename = func(tmp string) error {
+		if err := os.Truncate(tmp, 100); err != nil {
+			t.Error(err)
+		}
+		return crash
+	}
+	err := e.Router.Upsert(e.CtxA, e.CollA, randomPoints(2, 50, 16))
+	if !errors.Is(err, vector.ErrUnavailable) || !errors.Is(err, crash) {
+		t.Fatalf("Upsert during a crash: %v", err)
+	}
+	if err := e.Router.Delete(e.CtxA, e.CollA, []uuid.UUID{pts[0].ID}); !errors.Is(err, vector.ErrUnavailable) {
+		t.Fatalf("Delete during a crash: %v", err)
+	}
+	s.beforeRename = nil
+
+	if !bytes.Equal(before, readFile(t, real)) {
+		t.Fatal("the collection file changed")
+	}
+	if diff := cmp.Diff(want, mustSearch(t, e.CtxA, e.Router, e.CollA, q, 10)); diff != "" {
+		t.Fatalf("after failed writes, memory diverged from the file (-want +got):\n%s", diff)
+	}
+	if st, err := e.Router.Stats(e.CtxA, e.CollA); err != nil || st.Points != 100 {
+		t.Fatalf("Stats after failed writes = %+v, %v; want 100", st, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, en := range entries {
+		if isTemp(en.Name()) {
+			t.Fatalf("temp file %s left behind by a failed write", en.Name())
+		}
+	}
+	// And the next write works.
+	if err := e.Router.Upsert(e.CtxA, e.CollA, randomPoints(2, 50, 16)); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := e.Router.Stats(e.CtxA, e.CollA); st.Points != 150 {
+		t.Fatalf("Points = %d, want 150", st.Points)
+	}
+}
+
+func TestSecondStoreOnDirectoryRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir)
+	if _, err := New(dir); !errors.Is(err, vector.ErrUnavailable) {
+		t.Fatalf("second New on a locked directory: %v", err)
+	}
+	s.Close()
+	mustOpen(t, dir) // released by Close
+}
+
+func TestEvictionAndReloadGiveIdenticalResults(t *testing.T) {
+	const tenants, n, dim = 6, 300, 32
+	one := newData(dim, 0)
+	for _, p := range randomPoints(0, n, dim) {
+		one.add(p)
+	}
+	budget := 2*one.size() + one.size()/2 // room for two collections
+	s := mustOpen(t, t.TempDir(), WithMemoryBudget(budget))
+	e := vectortest.NewEnv(t, s)
+	queries := randomPoints(99, 5, dim)
+
+	type tenant struct {
+		ctx  context.Context
+		c    vector.Collection
+		want [][]vector.Hit
+	}
+	var ts []tenant
+	for i := range tenants {
+		id := uuid.New()
+		e.Regions.Set(id, e.RegionName)
+		ctx, c := e.Scoped(t, id)
+		mustCreate(t, ctx, e.Router, c, dim, randomPoints(uint64(i+1), n, dim))
+		ts = append(ts, tenant{ctx: ctx, c: c})
+	}
+	for i := range ts {
+		for _, q := range queries {
+			ts[i].want = append(ts[i].want, mustSearch(t, ts[i].ctx, e.Router, ts[i].c, q.Vector, 10))
+		}
+		if cols, bytes := s.Resident(); bytes > budget || cols > 2 {
+			t.Fatalf("resident %d collections, %d bytes; budget %d", cols, bytes, budget)
+		}
+	}
+	loads := s.Loads()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 3 {
+		for _, i := range rng.Perm(tenants) {
+			for j, q := range queries {
+				if diff := cmp.Diff(ts[i].want[j], mustSearch(t, ts[i].ctx, e.Router, ts[i].c, q.Vector, 10)); diff != "" {
+					t.Fatalf("round %d tenant %d query %d after reload (-want +got):\n%s", round, i, j, diff)
+				}
+			}
+			if _, bytes := s.Resident(); bytes > budget {
+				t.Fatalf("resident %d bytes over budget %d", bytes, budget)
+			}
+		}
+	}
+	if s.Loads() <= loads {
+		t.Fatalf("no reloads happened (loads %d → %d): the budget did not evict", loads, s.Loads())
+	}
+}
+
+func TestConcurrentSearchesAndWrites(t *testing.T) {
+	const dim = 16
+	one := newData(dim, 0)
+	for _, p := range randomPoints(0, 200, dim) {
+		one.add(p)
+	}
+	s := mustOpen(t, t.TempDir(), WithMemoryBudget(one.size()*2)) // forces eviction churn
+	e := vectortest.NewEnv(t, s)
+	type tenant struct {
+		ctx context.Context
+		c   vector.Collection
+	}
+	var ts []tenant
+	for i := range 3 {
+		id := uuid.New()
+		e.Regions.Set(id, e.RegionName)
+		ctx, c := e.Scoped(t, id)
+		mustCreate(t, ctx, e.Router, c, dim, randomPoints(uint64(i+1), 200, dim))
+		ts = append(ts, tenant{ctx, c})
+	}
+	errs := make(chan error, 64)
+	done := make(chan struct{})
+	var running int
+	for w := range 6 {
+		running++
+		go func() {
+			defer func() { done <- struct{}{} }()
+			tt := ts[w%len(ts)]
+			pts := randomPoints(uint64(100+w), 20, dim)
+			for i := range 15 {
+				switch {
+				case w < 4: // searchers
+					hits, err := e.Router.Search(tt.ctx, tt.c, pts[i].Vector, 5)
+					if err != nil {
+						errs <- err
+						return
+					}
+					for _, h := range hits {
+						if h.Tenant != tt.c.Tenant() {
+							errs <- errors.New("foreign hit")
+							return
+						}
+					}
+					if _, err := e.Router.Stats(tt.ctx, tt.c); err != nil {
+						errs <- err
+						return
+					}
+				default: // writers: upsert then delete their own points
+					if err := e.Router.Upsert(tt.ctx, tt.c, pts[i:i+1]); err != nil {
+						errs <- err
+						return
+					}
+					if i%3 == 2 {
+						if err := e.Router.Delete(tt.ctx, tt.c, []uuid.UUID{pts[i].ID}); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	for range running {
+		<-done
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Writers 4 and 5 wrote to tenants 1 and 2: 15 upserts, 5 deletes each.
+	for i, want := range []int{200, 210, 210} {
+		if st, err := e.Router.Stats(ts[i].ctx, ts[i].c); err != nil || st.Points != want {
+			t.Fatalf("tenant %d Stats = %+v, %v; want %d points", i, st, err, want)
+		}
+	}
+}
+
+func TestMaintenanceContextReachesBackend(t *testing.T) {
+	s := mustOpen(t, t.TempDir())
+	e := vectortest.NewEnv(t, s)
+	mustCreate(t, e.CtxA, e.Router, e.CollA, 4, randomPoints(1, 5, 4))
+	mctx := bulkhead.AsMaintenance(context.Background(), "test")
+	if st, err := s.Stats(mctx, e.CollA); err != nil || st.Points != 5 {
+		t.Fatalf("backend Stats in maintenance = %+v, %v", st, err)
+	}
+	// The router itself serves only scoped requests.
+	if _, err := e.Router.Stats(mctx, e.CollA); !errors.Is(err, bulkhead.ErrUnauthenticated) {
+		t.Fatalf("router Stats in maintenance without scope: %v", err)
+	}
+}
+
+func TestCancelledContext(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), WithMemoryBudget(1))
+	e := vectortest.NewEnv(t, s)
+	mustCreate(t, e.CtxA, e.Router, e.CollA, 4, randomPoints(1, 5, 4))
+	ctx, cancel := context.WithCancel(e.CtxA)
+	cancel()
+	if _, err := e.Router.Search(ctx, e.CollA, []float32{1, 0, 0, 0}, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Search with a cancelled context: %v", err)
+	}
+	if err := e.Router.Upsert(ctx, e.CollA, randomPoints(2, 1, 4)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Upsert with a cancelled context: %v", err)
+	}
+}
