@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"time"
 
@@ -158,5 +159,18 @@ func seedTenant(ctx context.Context, db *DB, name string) (DemoTenant, error) {
 		}
 		*doc.id = d.ID
 	}
+	// Credentials exist only as hashes; the demo's are random (unusable).
+	if _, err := db.InsertAPIKey(alice, uuid.New(), "demo key", randomBytes(32), []string{"rooms:read"}, nil); err != nil {
+		return fail("api key", err)
+	}
+	if err := db.InsertRefreshToken(alice, uuid.New(), uuid.New(), randomBytes(32), time.Now().Add(time.Hour)); err != nil {
+		return fail("refresh token", err)
+	}
 	return t, nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
 }

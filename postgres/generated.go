@@ -29,7 +29,7 @@ func GeneratedMigrations() (map[string]string, error) {
 	return map[string]string{
 		"00001_context.sql": gooseFile("Context functions read by every policy and by tenant_id defaults.",
 			ctxUp, rls.RemoveContextFunctions(RLSConfig)),
-		"00004_policies.sql": gooseFile("Row-level security for every tenant table: ENABLE + FORCE, layer-1 tenant policy,\n-- layer-2 RESTRICTIVE entity policies, helper functions, grants and indexes.",
+		"00006_policies.sql": gooseFile("Row-level security for every tenant table: ENABLE + FORCE, layer-1 tenant policy,\n-- layer-2 RESTRICTIVE entity policies, helper functions, grants and indexes.",
 			polUp, polDown),
 	}, nil
 }

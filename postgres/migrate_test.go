@@ -128,8 +128,12 @@ func TestConcurrentMigratorsSerialise(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil {
 		t.Fatalf("concurrent migrators: %v / %v", errs[0], errs[1])
 	}
-	if applied[0]+applied[1] != int(first.Latest()) {
-		t.Fatalf("migrations applied %d + %d times, want each once (%d)", applied[0], applied[1], first.Latest())
+	st, err := first.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied[0]+applied[1] != len(st) {
+		t.Fatalf("migrations applied %d + %d times, want each of the %d once", applied[0], applied[1], len(st))
 	}
 }
 
@@ -146,7 +150,7 @@ func TestPoliciesDownUpKeepsData(t *testing.T) {
 	}
 	defer m.Close()
 	ctx := context.Background()
-	if _, err := m.DownTo(ctx, 3); err != nil {
+	if _, err := m.DownTo(ctx, m.Latest()-1); err != nil { // the policies migration is the last one
 		t.Fatal(err)
 	}
 	if _, err := m.Up(ctx); err != nil {

@@ -63,4 +63,13 @@ var Tables = []rls.Table{
 	{Name: "documents", Kind: rls.Visibility, Entity: "owner_id", RoomColumn: "room_id"},
 	{Name: "chunks", Kind: rls.Inherit, Parent: "documents", ParentKey: "document_id", ParentOwner: "owner_id"},
 	{Name: "audit_log", Kind: rls.Tenant, Grants: []rls.Command{rls.Insert}},
+	{Name: "api_keys", Kind: rls.Private, Entity: "entity_id"},
+	{Name: "refresh_tokens", Kind: rls.Private, Entity: "entity_id", Indexes: []string{"family_id"}},
 }
+
+// AuthFunctions are the SECURITY DEFINER look-ups authentication flows use
+// before the caller has an entity in scope (migration 00004). Like the
+// generator's membership helpers they are owned by Definer, pin their
+// search_path and filter by the tenant in context; the self-check accepts
+// exactly these and rls.DefinerFunctions.
+var AuthFunctions = []string{"auth_user_by_email", "auth_register", "auth_api_key", "auth_refresh_token"}

@@ -403,8 +403,69 @@ CREATE POLICY bulkhead_tenant ON bulkhead.audit_log AS PERMISSIVE FOR ALL TO PUB
 REVOKE ALL ON bulkhead.audit_log FROM PUBLIC, bulkhead_app;
 GRANT INSERT ON bulkhead.audit_log TO bulkhead_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON bulkhead.audit_log TO bulkhead_maintenance;
+ALTER TABLE bulkhead.api_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE bulkhead.api_keys FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS bulkhead_tenant ON bulkhead.api_keys;
+CREATE POLICY bulkhead_tenant ON bulkhead.api_keys AS PERMISSIVE FOR ALL TO PUBLIC
+  USING (tenant_id = (SELECT bulkhead.current_tenant()))
+  WITH CHECK (tenant_id = (SELECT bulkhead.current_tenant()));
+DROP POLICY IF EXISTS bulkhead_select ON bulkhead.api_keys;
+CREATE POLICY bulkhead_select ON bulkhead.api_keys AS RESTRICTIVE FOR SELECT TO PUBLIC
+  USING (entity_id = (SELECT bulkhead.current_entity()));
+DROP POLICY IF EXISTS bulkhead_insert ON bulkhead.api_keys;
+CREATE POLICY bulkhead_insert ON bulkhead.api_keys AS RESTRICTIVE FOR INSERT TO PUBLIC
+  WITH CHECK (entity_id = (SELECT bulkhead.current_entity()));
+DROP POLICY IF EXISTS bulkhead_update ON bulkhead.api_keys;
+CREATE POLICY bulkhead_update ON bulkhead.api_keys AS RESTRICTIVE FOR UPDATE TO PUBLIC
+  USING (entity_id = (SELECT bulkhead.current_entity()))
+  WITH CHECK (entity_id = (SELECT bulkhead.current_entity()));
+DROP POLICY IF EXISTS bulkhead_delete ON bulkhead.api_keys;
+CREATE POLICY bulkhead_delete ON bulkhead.api_keys AS RESTRICTIVE FOR DELETE TO PUBLIC
+  USING (entity_id = (SELECT bulkhead.current_entity()));
+REVOKE ALL ON bulkhead.api_keys FROM PUBLIC, bulkhead_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON bulkhead.api_keys TO bulkhead_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON bulkhead.api_keys TO bulkhead_maintenance;
+CREATE INDEX IF NOT EXISTS api_keys_entity_id_idx ON bulkhead.api_keys (tenant_id, entity_id);
+ALTER TABLE bulkhead.refresh_tokens ENABLE ROW LEVEL SECURITY;
+ALTER TABLE bulkhead.refresh_tokens FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS bulkhead_tenant ON bulkhead.refresh_tokens;
+CREATE POLICY bulkhead_tenant ON bulkhead.refresh_tokens AS PERMISSIVE FOR ALL TO PUBLIC
+  USING (tenant_id = (SELECT bulkhead.current_tenant()))
+  WITH CHECK (tenant_id = (SELECT bulkhead.current_tenant()));
+DROP POLICY IF EXISTS bulkhead_select ON bulkhead.refresh_tokens;
+CREATE POLICY bulkhead_select ON bulkhead.refresh_tokens AS RESTRICTIVE FOR SELECT TO PUBLIC
+  USING (entity_id = (SELECT bulkhead.current_entity()));
+DROP POLICY IF EXISTS bulkhead_insert ON bulkhead.refresh_tokens;
+CREATE POLICY bulkhead_insert ON bulkhead.refresh_tokens AS RESTRICTIVE FOR INSERT TO PUBLIC
+  WITH CHECK (entity_id = (SELECT bulkhead.current_entity()));
+DROP POLICY IF EXISTS bulkhead_update ON bulkhead.refresh_tokens;
+CREATE POLICY bulkhead_update ON bulkhead.refresh_tokens AS RESTRICTIVE FOR UPDATE TO PUBLIC
+  USING (entity_id = (SELECT bulkhead.current_entity()))
+  WITH CHECK (entity_id = (SELECT bulkhead.current_entity()));
+DROP POLICY IF EXISTS bulkhead_delete ON bulkhead.refresh_tokens;
+CREATE POLICY bulkhead_delete ON bulkhead.refresh_tokens AS RESTRICTIVE FOR DELETE TO PUBLIC
+  USING (entity_id = (SELECT bulkhead.current_entity()));
+REVOKE ALL ON bulkhead.refresh_tokens FROM PUBLIC, bulkhead_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON bulkhead.refresh_tokens TO bulkhead_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON bulkhead.refresh_tokens TO bulkhead_maintenance;
+CREATE INDEX IF NOT EXISTS refresh_tokens_entity_id_idx ON bulkhead.refresh_tokens (tenant_id, entity_id);
+CREATE INDEX IF NOT EXISTS refresh_tokens_family_id_idx ON bulkhead.refresh_tokens (tenant_id, family_id);
 
 -- +goose Down
+DROP POLICY IF EXISTS bulkhead_tenant ON bulkhead.refresh_tokens;
+DROP POLICY IF EXISTS bulkhead_select ON bulkhead.refresh_tokens;
+DROP POLICY IF EXISTS bulkhead_insert ON bulkhead.refresh_tokens;
+DROP POLICY IF EXISTS bulkhead_update ON bulkhead.refresh_tokens;
+DROP POLICY IF EXISTS bulkhead_delete ON bulkhead.refresh_tokens;
+ALTER TABLE bulkhead.refresh_tokens NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE bulkhead.refresh_tokens DISABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS bulkhead_tenant ON bulkhead.api_keys;
+DROP POLICY IF EXISTS bulkhead_select ON bulkhead.api_keys;
+DROP POLICY IF EXISTS bulkhead_insert ON bulkhead.api_keys;
+DROP POLICY IF EXISTS bulkhead_update ON bulkhead.api_keys;
+DROP POLICY IF EXISTS bulkhead_delete ON bulkhead.api_keys;
+ALTER TABLE bulkhead.api_keys NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE bulkhead.api_keys DISABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS bulkhead_tenant ON bulkhead.audit_log;
 ALTER TABLE bulkhead.audit_log NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE bulkhead.audit_log DISABLE ROW LEVEL SECURITY;
