@@ -14,6 +14,8 @@ require (
 	github.com/tink-crypto/tink-go/v2 v2.9.0
 )
 
+require github.com/coder/websocket v1.8.15 // indirect
+
 require (
 	cloud.google.com/go v0.123.0 // indirect
 	cloud.google.com/go/auth v0.20.0 // indirect

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/google/uuid"
@@ -21,7 +22,8 @@ const ActingForClaim = "bulkhead_acting_for"
 // taken from the body, the query or other headers. It is safe for
 // concurrent use.
 type Authenticator struct {
-	v *Verifier
+	v    *Verifier
+	keys *Accounts // API keys; nil: none accepted
 	// self is the issuer whose subjects are bulkhead entity ids (its own
 	// tokens); other issuers' entities are EntityID(issuer, sub).
 	self string
@@ -31,6 +33,13 @@ type Authenticator struct {
 // entity id itself as sub.
 func NewAuthenticator(v *Verifier, self string) *Authenticator {
 	return &Authenticator{v: v, self: self}
+}
+
+// WithAPIKeys also accepts bulkhead API keys (Authorization: Bearer bhk_…
+// or X-API-Key: bhk_…), checked by keys.
+func (a *Authenticator) WithAPIKeys(keys *Accounts) *Authenticator {
+	a.keys = keys
+	return a
 }
 
 // reasoned carries a fixed reason for metrics.
@@ -50,6 +59,9 @@ func refuse(reason, detail string) error {
 // bulkhead.ErrUnauthenticated and have a Reason() for metrics.
 func (a *Authenticator) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 	h := r.Header.Get("Authorization")
+	if k := r.Header.Get("X-API-Key"); k != "" && h == "" {
+		h = "Bearer " + k
+	}
 	if h == "" {
 		return bulkhead.Scope{}, refuse("missing", "no credentials")
 	}
@@ -59,6 +71,16 @@ func (a *Authenticator) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
 		return bulkhead.Scope{}, refuse(ReasonMalformed, "not a bearer token")
+	}
+	if strings.HasPrefix(tok, "bhk_") {
+		if a.keys == nil {
+			return bulkhead.Scope{}, refuse("api_key", "API keys are not enabled")
+		}
+		s, err := a.keys.AuthenticateAPIKey(r.Context(), tok)
+		if err != nil {
+			return bulkhead.Scope{}, reasoned{err, "api_key"}
+		}
+		return s, nil
 	}
 	p, err := a.v.Verify(r.Context(), tok)
 	if err != nil {
@@ -87,6 +109,33 @@ func (a *Authenticator) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 		return bulkhead.Scope{}, refuse(ReasonBadClaims, err.Error())
 	}
 	return s, nil
+}
+
+// AuthenticateWithExpiry is Authenticate that also returns when the
+// credential expires, for connections that outlive the request that opened
+// them (the room stream closes at that instant). For a JWT it is the
+// token's "exp" (which Verify requires; the verifier's leeway applies to
+// accepting the token, not to the returned time). A credential that is not
+// a JWT (an API key) has no expiry: the zero time. Errors are
+// Authenticate's.
+//
+// The token is verified a second time to read its expiry, which keeps
+// Authenticate untouched; a token that stops verifying in between is
+// refused.
+func (a *Authenticator) AuthenticateWithExpiry(r *http.Request) (bulkhead.Scope, time.Time, error) {
+	s, err := a.Authenticate(r)
+	if err != nil {
+		return bulkhead.Scope{}, time.Time{}, err
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || strings.Count(tok, ".") != 2 {
+		return s, time.Time{}, nil
+	}
+	p, err := a.v.Verify(r.Context(), tok)
+	if err != nil {
+		return bulkhead.Scope{}, time.Time{}, reasoned{err, Reason(err)}
+	}
+	return s, p.ExpiresAt, nil
 }
 
 // FileConfig is the JSON file (--auth-config) listing external issuers.

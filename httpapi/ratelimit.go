@@ -22,6 +22,13 @@ type RateLimits struct {
 	// spent, the IP's requests get 429 before any token is looked at.
 	AuthFailuresPerIP      rate.Limit
 	AuthFailuresPerIPBurst int
+	// AuthPerIP limits calls to the account endpoints (register, login,
+	// refresh, logout) per client IP; AuthPerAccount limits register and
+	// login per tenant and email.
+	AuthPerIP           rate.Limit
+	AuthPerIPBurst      int
+	AuthPerAccount      rate.Limit
+	AuthPerAccountBurst int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed. From
 	// anyone else the header is ignored: the client IP is the peer's. There
 	// is no bypass for loopback or any other address.

@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/auth"
+	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/uuid"
 )
 
@@ -34,6 +36,14 @@ func (s *Server) routes() []route {
 		{"GET", "/readyz", "The database is reachable and the isolation self-check passes", public, s.readyz, nil, 200, map[string]string{}},
 		{"GET", "/openapi.json", "This document", public, s.openapi, nil, 200, map[string]any{}},
 		{"GET", "/.well-known/jwks.json", "Public keys verifying bulkhead's own access tokens", public, s.jwksDoc, nil, 200, map[string]any{}},
+
+		{"POST", "/v1/tenants/{tenant_id}/auth/register", "Create an account (if the tenant allows it); 202 whether or not the email was new", public, s.register, registerInput{}, 202, map[string]string{}},
+		{"POST", "/v1/tenants/{tenant_id}/auth/login", "Exchange email and password for tokens", public, s.login, loginInput{}, 200, auth.Tokens{}},
+		{"POST", "/v1/tenants/{tenant_id}/auth/refresh", "Rotate a refresh token (reusing a spent one revokes its family)", public, s.refresh, refreshInput{}, 200, auth.Tokens{}},
+		{"POST", "/v1/tenants/{tenant_id}/auth/logout", "Revoke a refresh token's family", public, s.logout, refreshInput{}, 204, nil},
+		{"POST", "/v1/api-keys", "Create an API key for the caller (the key is shown once)", scoped, s.createAPIKey, apiKeyInput{}, 201, apiKeyCreated{}},
+		{"GET", "/v1/api-keys", "The caller's API keys (never their secrets)", scoped, s.listAPIKeys, nil, 200, list[postgres.APIKey]{}},
+		{"DELETE", "/v1/api-keys/{id}", "Revoke one of the caller's API keys", scoped, s.revokeAPIKey, nil, 204, nil},
 
 		{"GET", "/v1/me", "The caller's tenant and entity", scoped, s.me, nil, 200, map[string]any{}},
 		{"GET", "/v1/entities", "The tenant's directory", scoped, s.listEntities, nil, 200, entities{}},

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 )
 
@@ -28,6 +29,9 @@ type Options struct {
 	Auth Authenticator
 	// MaxBody bounds request bodies in bytes (413 beyond); default 1 MiB.
 	MaxBody int64
+	// Accounts runs bulkhead's own account flows and API keys; nil disables
+	// those routes (404).
+	Accounts *auth.Accounts
 	// OperatorToken is the control plane's credential for /admin/v1; empty
 	// refuses every admin request.
 	OperatorToken bulkhead.Secret
@@ -47,6 +51,9 @@ type Server struct {
 	maxBody     int64
 	jwks        []byte
 	opToken     [32]byte // sha256 of the operator token; zero: none
+	accts       *auth.Accounts
+	authIP      *limiters
+	authAccount *limiters
 	metrics     *metrics
 	limits      RateLimits
 	perEntity   *limiters
@@ -67,7 +74,10 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 	}
 	s := &Server{db: db, log: log, mux: http.NewServeMux(), auth: opts.Auth, maxBody: opts.MaxBody, jwks: opts.JWKS,
 		limits: opts.Limits, perEntity: newLimiters(opts.Limits.PerEntity, opts.Limits.PerEntityBurst),
-		authFailsIP: newLimiters(opts.Limits.AuthFailuresPerIP, opts.Limits.AuthFailuresPerIPBurst), findings: findings, checkedAt: time.Now()}
+		authFailsIP: newLimiters(opts.Limits.AuthFailuresPerIP, opts.Limits.AuthFailuresPerIPBurst),
+		authIP:      newLimiters(opts.Limits.AuthPerIP, opts.Limits.AuthPerIPBurst),
+		authAccount: newLimiters(opts.Limits.AuthPerAccount, opts.Limits.AuthPerAccountBurst),
+		accts:       opts.Accounts, findings: findings, checkedAt: time.Now()}
 	for _, rt := range s.routes() {
 		h := s.handle(rt.handler)
 		switch rt.access {

@@ -80,7 +80,7 @@ and so on (--database-url also reads DATABASE_URL).`,
 	f.StringVar(&cfg.logFormat, "log-format", "json", "log format: json or text")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 
-	root.AddCommand(newServeCmd(cfg), newDBCmd(cfg), newMigrateCmd(cfg), newTenantCmd(cfg), newEntityCmd(cfg), newKeysCmd(cfg), newTokenCmd(cfg), newDemoCmd(cfg), newBenchCmd(cfg), newVersionCmd())
+	root.AddCommand(newServeCmd(cfg), newDBCmd(cfg), newMigrateCmd(cfg), newTenantCmd(cfg), newEntityCmd(cfg), newKeysCmd(cfg), newTokenCmd(cfg), newAPIKeyCmd(cfg), newDemoCmd(cfg), newBenchCmd(cfg), newVersionCmd())
 	return root
 }
 

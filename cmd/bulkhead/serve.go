@@ -64,6 +64,10 @@ embedded cluster.`,
 	cmd.Flags().IntVar(&lim.perEntityBurst, "rate-per-entity-burst", 100, "burst of --rate-per-entity")
 	cmd.Flags().Float64Var(&lim.authFailures, "auth-failures-per-ip", 1, "failed authentications per second per client IP before 429 (0: unlimited)")
 	cmd.Flags().IntVar(&lim.authFailuresBurst, "auth-failures-per-ip-burst", 20, "burst of --auth-failures-per-ip")
+	cmd.Flags().Float64Var(&lim.authPerIP, "auth-rate-per-ip", 5, "calls per second per client IP to the account endpoints (register, login, refresh, logout)")
+	cmd.Flags().IntVar(&lim.authPerIPBurst, "auth-rate-per-ip-burst", 30, "burst of --auth-rate-per-ip")
+	cmd.Flags().Float64Var(&lim.authPerAccount, "auth-rate-per-account", 0.2, "register and login attempts per second per tenant and email")
+	cmd.Flags().IntVar(&lim.authPerAccountBurst, "auth-rate-per-account-burst", 10, "burst of --auth-rate-per-account")
 	cmd.Flags().StringSliceVar(&lim.trusted, "trusted-proxies", nil, "CIDRs of proxies whose X-Forwarded-For is believed (default: none; the peer address is the client)")
 	return cmd
 }
@@ -128,7 +132,12 @@ func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConf
 	if err != nil {
 		return err
 	}
-	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: auth.NewAuthenticator(verifier, tokenIssuer), MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken})
+	accounts, err := cfg.accounts(db, signer)
+	if err != nil {
+		return err
+	}
+	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: auth.NewAuthenticator(verifier, tokenIssuer).WithAPIKeys(accounts),
+		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken})
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	where := "external database " + env.database
 	if env.cluster != nil {
@@ -162,14 +171,16 @@ func (e *dbEnv) dataDirOr(d string) string {
 }
 
 type limitFlags struct {
-	perEntity, authFailures           float64
-	perEntityBurst, authFailuresBurst int
-	trusted                           []string
+	perEntity, authFailures, authPerIP, authPerAccount                     float64
+	perEntityBurst, authFailuresBurst, authPerIPBurst, authPerAccountBurst int
+	trusted                                                                []string
 }
 
 func (l limitFlags) limits() (httpapi.RateLimits, error) {
 	out := httpapi.RateLimits{PerEntity: rate.Limit(l.perEntity), PerEntityBurst: l.perEntityBurst,
-		AuthFailuresPerIP: rate.Limit(l.authFailures), AuthFailuresPerIPBurst: l.authFailuresBurst}
+		AuthFailuresPerIP: rate.Limit(l.authFailures), AuthFailuresPerIPBurst: l.authFailuresBurst,
+		AuthPerIP: rate.Limit(l.authPerIP), AuthPerIPBurst: l.authPerIPBurst,
+		AuthPerAccount: rate.Limit(l.authPerAccount), AuthPerAccountBurst: l.authPerAccountBurst}
 	for _, c := range l.trusted {
 		p, err := netip.ParsePrefix(c)
 		if err != nil {

@@ -54,7 +54,7 @@ func newTenantCmd(cfg *config) *cobra.Command {
 		Short: "Create, list and delete tenants (control plane, as the maintenance role)",
 	}
 	var region string
-	var asJSON bool
+	var asJSON, openRegistration bool
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a tenant and print its id",
@@ -64,6 +64,11 @@ func newTenantCmd(cfg *config) *cobra.Command {
 				t, err := db.CreateTenant(ctx, args[0], region)
 				if err != nil {
 					return err
+				}
+				if openRegistration {
+					if err := db.SetOpenRegistration(ctx, t.ID, true); err != nil {
+						return err
+					}
 				}
 				if asJSON {
 					return printJSON(cmd.OutOrStdout(), t)
@@ -75,6 +80,7 @@ func newTenantCmd(cfg *config) *cobra.Command {
 	}
 	create.Flags().StringVar(&region, "region", "", "region holding the tenant's data (default \"default\")")
 	create.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	create.Flags().BoolVar(&openRegistration, "open-registration", false, "let anyone register an account in the tenant (POST /v1/tenants/{id}/auth/register)")
 	var listJSON bool
 	list := &cobra.Command{
 		Use:   "list",

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/token"
 	"github.com/spf13/cobra"
@@ -70,5 +75,81 @@ audience "bulkhead") for an entity that exists in the tenant. Send it as
 	mint.Flags().StringVar(&entityID, "entity", "", "entity id")
 	mint.Flags().DurationVar(&ttl, "ttl", 15*time.Minute, "lifetime (at most 24h)")
 	cmd.AddCommand(mint)
+	return cmd
+}
+
+// accounts builds the account service with the credential pepper kept in
+// DATA_DIR/credential-pepper (32 random bytes, 0600, created on first use).
+func (c *config) accounts(db *postgres.DB, signer *token.Signer) (*auth.Accounts, error) {
+	path := filepath.Join(c.dataDir, "credential-pepper")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		b = make([]byte, 32)
+		rand.Read(b)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return nil, fmt.Errorf("create credential pepper %s: %w", path, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("read credential pepper: %w", err)
+	} else if fi, err := os.Stat(path); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("credential pepper %s is accessible to others: chmod 600 %s", path, path)
+	}
+	return auth.NewAccounts(db, signer, auth.NewHasher(0), b)
+}
+
+func newAPIKeyCmd(cfg *config) *cobra.Command {
+	cmd := &cobra.Command{Use: "apikey", Short: "Create API keys for entities (operator bootstrap)"}
+	var tenantID, entityID, name string
+	var scopes []string
+	var ttl time.Duration
+	var asJSON bool
+	create := &cobra.Command{
+		Use:   "create --tenant ID --entity ID [--name N] [--scope S]... [--ttl D]",
+		Short: "Create an API key for an existing entity and print it (shown once)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tenant, err := bulkhead.ParseID("--tenant", tenantID)
+			if err != nil {
+				return err
+			}
+			entity, err := bulkhead.ParseID("--entity", entityID)
+			if err != nil {
+				return err
+			}
+			signer, err := cfg.signer()
+			if err != nil {
+				return err
+			}
+			return withDB(cmd, cfg, "cli: apikey create", func(ctx context.Context, db *postgres.DB) error {
+				accounts, err := cfg.accounts(db, signer)
+				if err != nil {
+					return err
+				}
+				sctx, err := bulkhead.WithScope(cmd.Context(), bulkhead.Scope{Tenant: tenant, Entity: entity})
+				if err != nil {
+					return err
+				}
+				if _, err := db.Entity(sctx, entity); err != nil {
+					return fmt.Errorf("entity %s in tenant %s: %w", entity, tenant, err)
+				}
+				key, k, err := accounts.CreateAPIKey(sctx, name, scopes, ttl)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), map[string]any{"key": key, "id": k.ID, "entity_id": k.EntityID, "name": k.Name, "scopes": k.Scopes, "expires_at": k.ExpiresAt})
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), key)
+				return nil
+			})
+		},
+	}
+	create.Flags().StringVar(&tenantID, "tenant", "", "tenant id")
+	create.Flags().StringVar(&entityID, "entity", "", "entity id")
+	create.Flags().StringVar(&name, "name", "cli", "a name for the key")
+	create.Flags().StringSliceVar(&scopes, "scope", nil, "scopes recorded with the key")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (0: until revoked)")
+	create.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(create)
 	return cmd
 }

@@ -38,47 +38,49 @@ CREATE TABLE bulkhead.refresh_tokens (
 CREATE INDEX refresh_tokens_family_idx ON bulkhead.refresh_tokens (tenant_id, family_id);
 
 -- +goose StatementBegin
-CREATE FUNCTION bulkhead.auth_user_by_email(email text) RETURNS TABLE (entity_id uuid, password_hash text)
+-- Parameters are referred to by position: in an SQL function a column of
+-- the same name would win over a parameter name.
+CREATE FUNCTION bulkhead.auth_user_by_email(text) RETURNS TABLE (entity_id uuid, password_hash text)
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   AS $fn$
   SELECT u.id, u.password_hash FROM bulkhead.users u
-  WHERE u.tenant_id = bulkhead.current_tenant() AND lower(u.email) = lower(email)
+  WHERE u.tenant_id = bulkhead.current_tenant() AND lower(u.email) = lower($1)
   $fn$;
 -- +goose StatementEnd
 
 -- +goose StatementBegin
-CREATE FUNCTION bulkhead.auth_register(email text, name text, password_hash text) RETURNS uuid
+CREATE FUNCTION bulkhead.auth_register(p_email text, p_name text, p_password_hash text) RETURNS uuid
   LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   AS $fn$
 DECLARE
   t uuid := bulkhead.current_tenant();
   e uuid := gen_random_uuid();
 BEGIN
-  IF t IS NULL OR NOT EXISTS (SELECT 1 FROM bulkhead.tenants WHERE id = t AND open_registration) THEN
+  IF t IS NULL OR NOT EXISTS (SELECT 1 FROM bulkhead.tenants tn WHERE tn.id = t AND tn.open_registration) THEN
     RETURN NULL;
   END IF;
-  INSERT INTO bulkhead.entities (tenant_id, id, kind, name) VALUES (t, e, 'user', name);
-  INSERT INTO bulkhead.users (tenant_id, id, email, password_hash) VALUES (t, e, email, password_hash);
+  INSERT INTO bulkhead.entities (tenant_id, id, kind, name) VALUES (t, e, 'user', p_name);
+  INSERT INTO bulkhead.users (tenant_id, id, email, password_hash) VALUES (t, e, p_email, p_password_hash);
   RETURN e;
 END
 $fn$;
 -- +goose StatementEnd
 
 -- +goose StatementBegin
-CREATE FUNCTION bulkhead.auth_api_key(key_id uuid) RETURNS TABLE (entity_id uuid, secret_hash bytea, scopes text[], expires_at timestamptz, revoked_at timestamptz)
+CREATE FUNCTION bulkhead.auth_api_key(uuid) RETURNS TABLE (entity_id uuid, secret_hash bytea, scopes text[], expires_at timestamptz, revoked_at timestamptz)
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   AS $fn$
   SELECT k.entity_id, k.secret_hash, k.scopes, k.expires_at, k.revoked_at FROM bulkhead.api_keys k
-  WHERE k.tenant_id = bulkhead.current_tenant() AND k.id = key_id
+  WHERE k.tenant_id = bulkhead.current_tenant() AND k.id = $1
   $fn$;
 -- +goose StatementEnd
 
 -- +goose StatementBegin
-CREATE FUNCTION bulkhead.auth_refresh_token(token_id uuid) RETURNS TABLE (entity_id uuid, family_id uuid, secret_hash bytea, expires_at timestamptz, used_at timestamptz, revoked_at timestamptz)
+CREATE FUNCTION bulkhead.auth_refresh_token(uuid) RETURNS TABLE (entity_id uuid, family_id uuid, secret_hash bytea, expires_at timestamptz, used_at timestamptz, revoked_at timestamptz)
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   AS $fn$
   SELECT r.entity_id, r.family_id, r.secret_hash, r.expires_at, r.used_at, r.revoked_at FROM bulkhead.refresh_tokens r
-  WHERE r.tenant_id = bulkhead.current_tenant() AND r.id = token_id
+  WHERE r.tenant_id = bulkhead.current_tenant() AND r.id = $1
   $fn$;
 -- +goose StatementEnd
 

@@ -1,0 +1,193 @@
+package httpapi
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/auth"
+	"github.com/bulkhead-dev/bulkhead/postgres"
+)
+
+// Account flows under a tenant named in the path (so no cross-tenant
+// look-up is ever needed) and API keys. Every failure of a flow is the same
+// 401; registration answers 202 whether or not the email was new.
+
+type (
+	registerInput struct {
+		Email    string `json:"email"`
+		Name     string `json:"name"`
+		Password string `json:"password"`
+	}
+	loginInput struct {
+		Email    string `json:"email"`
+		Password string `json:"password"`
+	}
+	refreshInput struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	apiKeyInput struct {
+		Name       string   `json:"name"`
+		Scopes     []string `json:"scopes"`
+		TTLSeconds int64    `json:"ttl_seconds"`
+	}
+	apiKeyCreated struct {
+		Key string `json:"key"` // shown once
+		postgres.APIKey
+	}
+)
+
+// limitFlow applies the auth-endpoint limits: per client IP for every call,
+// and per account (tenant and email) when the body names one.
+func (s *Server) limitFlow(w http.ResponseWriter, r *http.Request, account string) error {
+	if ok, d := s.authIP.allow(clientIP(r, s.limits.TrustedProxies)); !ok {
+		s.metrics.rateLimited.WithLabelValues("auth_ip").Inc()
+		retryAfter(w, d)
+		return errRateLimited{d}
+	}
+	if account != "" {
+		if ok, d := s.authAccount.allow(r.PathValue("tenant_id") + "/" + strings.ToLower(account)); !ok {
+			s.metrics.rateLimited.WithLabelValues("auth_account").Inc()
+			retryAfter(w, d)
+			return errRateLimited{d}
+		}
+	}
+	return nil
+}
+
+func (s *Server) accounts() (*auth.Accounts, error) {
+	if s.accts == nil {
+		return nil, errNoRoute
+	}
+	return s.accts, nil
+}
+
+func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.accounts()
+	if err != nil {
+		return err
+	}
+	tenant, err := pathID(r, "tenant_id")
+	if err != nil {
+		return err
+	}
+	var in registerInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	if err := s.limitFlow(w, r, in.Email); err != nil {
+		return err
+	}
+	if err := a.Register(r.Context(), tenant, in.Email, in.Name, in.Password); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "accepted: if the email was new, the account exists; log in to check"})
+	return nil
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.accounts()
+	if err != nil {
+		return err
+	}
+	tenant, err := pathID(r, "tenant_id")
+	if err != nil {
+		return err
+	}
+	var in loginInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	if err := s.limitFlow(w, r, in.Email); err != nil {
+		return err
+	}
+	t, err := a.Login(r.Context(), tenant, in.Email, in.Password)
+	if err != nil {
+		s.metrics.authFails.WithLabelValues("login").Inc()
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *Server) refresh(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.accounts()
+	if err != nil {
+		return err
+	}
+	tenant, err := pathID(r, "tenant_id")
+	if err != nil {
+		return err
+	}
+	var in refreshInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	if err := s.limitFlow(w, r, ""); err != nil {
+		return err
+	}
+	t, err := a.Refresh(r.Context(), tenant, in.RefreshToken)
+	if err != nil {
+		s.metrics.authFails.WithLabelValues("refresh").Inc()
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.accounts()
+	if err != nil {
+		return err
+	}
+	tenant, err := pathID(r, "tenant_id")
+	if err != nil {
+		return err
+	}
+	var in refreshInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	if err := s.limitFlow(w, r, ""); err != nil {
+		return err
+	}
+	if err := a.Logout(r.Context(), tenant, in.RefreshToken); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.accounts()
+	if err != nil {
+		return err
+	}
+	var in apiKeyInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	if in.TTLSeconds < 0 {
+		return bulkhead.Invalid("ttl_seconds", "zero (no expiry) or positive")
+	}
+	key, k, err := a.CreateAPIKey(r.Context(), in.Name, in.Scopes, time.Duration(in.TTLSeconds)*time.Second)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, apiKeyCreated{Key: key, APIKey: k})
+	return nil
+}
+
+func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request) error {
+	ks, err := s.db.ListAPIKeys(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(ks, ""))
+	return nil
+}
+
+func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request) error {
+	return deleteByID(w, r, s.db.RevokeAPIKey)
+}
