@@ -28,3 +28,4 @@ generate:
 bench: deps build
 	./$(BIN) bench rls --write docs/BENCHMARKS.md
 	./$(BIN) bench crypto --write docs/BENCHMARKS.md
+	./$(BIN) bench api --write docs/BENCHMARKS.md

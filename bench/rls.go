@@ -87,69 +87,13 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 	cfg.defaults()
 	res := &Result{Config: cfg, Rows: map[string]int64{}}
 	start := time.Now()
-	dir, err := os.MkdirTemp("", "bhbench")
+	env, err := setup(ctx, cfg, res)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755) // PostgreSQL runs as another user under root
-	fmt.Fprintln(cfg.Progress, "starting a private PostgreSQL cluster")
-	cl, err := pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true,
-		Settings: map[string]string{"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"}})
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Stop()
-	creds := postgres.Credentials{Owner: rand.Text(), Runtime: rand.Text(), Maintenance: rand.Text()}
+	defer env.close()
+	cl, creds, samples, big := env.cl, env.creds, env.samples, env.big
 	const withRLS, plain = "bench_rls", "bench_plain"
-	if err := postgres.Bootstrap(ctx, cl.SuperuserDSN("postgres"), withRLS, creds, true); err != nil {
-		return nil, err
-	}
-	m, err := postgres.NewMigrator(cl.DSN(postgres.Owner, creds.Owner, withRLS), nil)
-	if err != nil {
-		return nil, err
-	}
-	_, err = m.Up(ctx)
-	m.Close()
-	if err != nil {
-		return nil, err
-	}
-	admin, err := pgx.Connect(ctx, cl.SuperuserDSN(withRLS))
-	if err != nil {
-		return nil, err
-	}
-	admin.QueryRow(ctx, "SHOW server_version").Scan(&res.PGVersion)
-	if err := generate(ctx, admin, cfg, res); err != nil {
-		admin.Close(ctx)
-		return nil, err
-	}
-	samples, big, err := loadSamples(ctx, admin)
-	admin.Close(ctx)
-	if err != nil {
-		return nil, err
-	}
-
-	// The baseline: an identical copy whose policies are removed.
-	fmt.Fprintln(cfg.Progress, "copying the dataset for the baseline (policies removed)")
-	root, err := pgx.Connect(ctx, cl.SuperuserDSN("postgres"))
-	if err != nil {
-		return nil, err
-	}
-	_, err = root.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s OWNER %s", plain, withRLS, postgres.Owner))
-	root.Close(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := postgres.PrepareDatabase(ctx, cl.SuperuserDSN("postgres"), plain); err != nil {
-		return nil, err
-	}
-	down, err := rls.Remove(postgres.RLSConfig, postgres.Tables)
-	if err != nil {
-		return nil, err
-	}
-	if err := execAll(ctx, cl.DSN(postgres.Owner, creds.Owner, plain), down); err != nil {
-		return nil, err
-	}
 	res.Setup = time.Since(start)
 
 	var trips atomic.Int64
@@ -392,4 +336,96 @@ func (c *rtConn) Write(b []byte) (int, error) {
 func (c *rtConn) Read(b []byte) (int, error) {
 	c.reading = true
 	return c.Conn.Read(b)
+}
+
+// benchEnv is a private cluster holding the generated dataset twice: with
+// policies (bench_rls) and without (bench_plain).
+type benchEnv struct {
+	dir     string
+	cl      *pgcluster.Cluster
+	creds   postgres.Credentials
+	samples []sample
+	big     sample
+}
+
+func (e *benchEnv) close() {
+	if e.cl != nil {
+		e.cl.Stop()
+	}
+	os.RemoveAll(e.dir)
+}
+
+// setup starts the cluster, generates the dataset and makes the baseline copy.
+func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error) {
+	dir, err := os.MkdirTemp("", "bhbench")
+	if err != nil {
+		return nil, err
+	}
+	e := &benchEnv{dir: dir}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	os.Chmod(dir, 0o755) // PostgreSQL runs as another user under root
+	fmt.Fprintln(cfg.Progress, "starting a private PostgreSQL cluster")
+	cl, err := pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true,
+		Settings: map[string]string{"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"}})
+	if err != nil {
+		return nil, err
+	}
+	e.cl = cl
+	creds := postgres.Credentials{Owner: rand.Text(), Runtime: rand.Text(), Maintenance: rand.Text(), KeyService: rand.Text()}
+	const withRLS, plain = "bench_rls", "bench_plain"
+	if err := postgres.Bootstrap(ctx, cl.SuperuserDSN("postgres"), withRLS, creds, true); err != nil {
+		return nil, err
+	}
+	m, err := postgres.NewMigrator(cl.DSN(postgres.Owner, creds.Owner, withRLS), nil)
+	if err != nil {
+		return nil, err
+	}
+	_, err = m.Up(ctx)
+	m.Close()
+	if err != nil {
+		return nil, err
+	}
+	admin, err := pgx.Connect(ctx, cl.SuperuserDSN(withRLS))
+	if err != nil {
+		return nil, err
+	}
+	admin.QueryRow(ctx, "SHOW server_version").Scan(&res.PGVersion)
+	if err := generate(ctx, admin, cfg, res); err != nil {
+		admin.Close(ctx)
+		return nil, err
+	}
+	samples, big, err := loadSamples(ctx, admin)
+	admin.Close(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// The baseline: an identical copy whose policies are removed.
+	fmt.Fprintln(cfg.Progress, "copying the dataset for the baseline (policies removed)")
+	root, err := pgx.Connect(ctx, cl.SuperuserDSN("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	_, err = root.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s OWNER %s", plain, withRLS, postgres.Owner))
+	root.Close(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := postgres.PrepareDatabase(ctx, cl.SuperuserDSN("postgres"), plain); err != nil {
+		return nil, err
+	}
+	down, err := rls.Remove(postgres.RLSConfig, postgres.Tables)
+	if err != nil {
+		return nil, err
+	}
+	if err := execAll(ctx, cl.DSN(postgres.Owner, creds.Owner, plain), down); err != nil {
+		return nil, err
+	}
+
+	e.creds, e.samples, e.big = creds, samples, big
+	return e, nil
 }

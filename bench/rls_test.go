@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRunRLSSmall runs the whole benchmark on a tiny dataset: it checks the
@@ -55,5 +56,22 @@ func TestRunCryptoSmall(t *testing.T) {
 	}
 	if first := res.Cache[0]; first.Misses != 40 { // cache holds every tenant: one miss each
 		t.Errorf("cache ≥ tenants: %d misses, want 40", first.Misses)
+	}
+}
+
+// TestRunAPISmall runs the HTTP benchmark briefly: the harness works, every
+// request of every side succeeds, and the login storm logs in.
+func TestRunAPISmall(t *testing.T) {
+	res, err := RunAPI(context.Background(), APIConfig{Tenants: 10, Memories: 2000, Clients: 4, Duration: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range res.Cases {
+		if c.Errors != 0 || c.RPS <= 0 {
+			t.Errorf("%s: %+v", c.Name, c)
+		}
+	}
+	if res.Logins == 0 || res.StormReads == 0 {
+		t.Errorf("login storm: %d logins, %d reads", res.Logins, res.StormReads)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/bench"
 	"github.com/spf13/cobra"
@@ -74,7 +75,33 @@ that markdown file (docs/BENCHMARKS.md).`,
 	cryptoCmd.Flags().IntVar(&cc.Ops, "ops", 2000, "agent create+get pairs per side")
 	cryptoCmd.Flags().IntVar(&cc.Tenants, "tenants", 2000, "tenants for the cache measurement")
 	cryptoCmd.Flags().StringVar(&cryptoWrite, "write", "", "markdown file whose field-encryption section to replace")
-	cmd.AddCommand(rlsCmd, cryptoCmd)
+	var ac bench.APIConfig
+	var apiWrite string
+	apiCmd := &cobra.Command{
+		Use:   "api",
+		Short: "HTTP API throughput and latency: full stack (JWT + RLS) vs fixed scope (RLS on) vs RLS off; reads during a login storm",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ac.Progress = cmd.ErrOrStderr()
+			res, err := bench.RunAPI(cmd.Context(), ac)
+			if err != nil {
+				return err
+			}
+			res.Table(cmd.OutOrStdout())
+			if apiWrite == "" {
+				return nil
+			}
+			var b bytes.Buffer
+			res.Markdown(&b, fmt.Sprintf("bulkhead bench api --tenants %d --memories %d --clients %d --duration %s", ac.Tenants, ac.Memories, ac.Clients, ac.Duration))
+			return replaceSection(apiWrite, "## HTTP API", b.String())
+		},
+	}
+	apiCmd.Flags().IntVar(&ac.Tenants, "tenants", 200, "tenants in the dataset")
+	apiCmd.Flags().IntVar(&ac.Memories, "memories", 200_000, "memories in the dataset")
+	apiCmd.Flags().IntVar(&ac.Clients, "clients", 32, "concurrent clients")
+	apiCmd.Flags().DurationVar(&ac.Duration, "duration", 15*time.Second, "measuring time per side")
+	apiCmd.Flags().StringVar(&apiWrite, "write", "", "markdown file whose HTTP API section to replace")
+	cmd.AddCommand(rlsCmd, cryptoCmd, apiCmd)
 	return cmd
 }
 
