@@ -1,11 +1,13 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -24,6 +26,12 @@ const ActingForClaim = "bulkhead_acting_for"
 type Authenticator struct {
 	v    *Verifier
 	keys *Accounts // API keys; nil: none accepted
+
+	// cache remembers verified JWTs (by SHA-256 of the whole token) until
+	// the earlier of their expiry and a minute, so a client's repeated
+	// requests skip the signature check. Bounded; safe for concurrent use.
+	mu    sync.Mutex
+	cache map[[32]byte]cached
 	// self is the issuer whose subjects are bulkhead entity ids (its own
 	// tokens); other issuers' entities are EntityID(issuer, sub).
 	self string
@@ -32,7 +40,43 @@ type Authenticator struct {
 // NewAuthenticator authenticates with v; tokens of issuer self carry the
 // entity id itself as sub.
 func NewAuthenticator(v *Verifier, self string) *Authenticator {
-	return &Authenticator{v: v, self: self}
+	return &Authenticator{v: v, self: self, cache: map[[32]byte]cached{}}
+}
+
+type cached struct {
+	scope bulkhead.Scope
+	until time.Time
+}
+
+// maxCached bounds the verified-token cache.
+const maxCached = 10000
+
+func (a *Authenticator) lookup(key [32]byte) (bulkhead.Scope, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.cache[key]
+	if !ok || time.Now().After(c.until) {
+		return bulkhead.Scope{}, false
+	}
+	return c.scope, true
+}
+
+func (a *Authenticator) remember(key [32]byte, s bulkhead.Scope, exp time.Time) {
+	until := time.Now().Add(time.Minute)
+	if exp.Before(until) {
+		until = exp
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.cache) >= maxCached {
+		now := time.Now()
+		for k, c := range a.cache {
+			if now.After(c.until) || len(a.cache) >= maxCached {
+				delete(a.cache, k)
+			}
+		}
+	}
+	a.cache[key] = cached{scope: s, until: until}
 }
 
 // WithAPIKeys also accepts bulkhead API keys (Authorization: Bearer bhk_…
@@ -82,6 +126,10 @@ func (a *Authenticator) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 		}
 		return s, nil
 	}
+	key := sha256.Sum256([]byte(tok))
+	if s, ok := a.lookup(key); ok {
+		return s, nil
+	}
 	p, err := a.v.Verify(r.Context(), tok)
 	if err != nil {
 		return bulkhead.Scope{}, reasoned{err, Reason(err)}
@@ -108,6 +156,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 	if err := s.Validate(); err != nil {
 		return bulkhead.Scope{}, refuse(ReasonBadClaims, err.Error())
 	}
+	a.remember(key, s, p.ExpiresAt)
 	return s, nil
 }
 

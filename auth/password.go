@@ -30,10 +30,11 @@ type Hasher struct {
 	dummy string // a real hash of a random password, checked for unknown users
 }
 
-// NewHasher allows parallel hashes (default: the number of CPUs).
+// NewHasher allows parallel hashes (default: half the CPUs, at least one,
+// so a login storm leaves the other half to everything else).
 func NewHasher(parallel int) *Hasher {
 	if parallel <= 0 {
-		parallel = runtime.NumCPU()
+		parallel = max(1, runtime.NumCPU()/2)
 	}
 	h := &Hasher{sem: make(chan struct{}, parallel)}
 	h.dummy, _ = h.Hash(context.Background(), rand.Text())
