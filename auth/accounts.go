@@ -192,12 +192,42 @@ func (a *Accounts) lookupRefresh(ctx context.Context, tenant uuid.UUID, refresh 
 	return stored, id, nil
 }
 
+// API key scopes: what a key may do. A key without scopes may do
+// everything its entity may.
+const (
+	ScopeRead  = "read"  // GET and HEAD
+	ScopeWrite = "write" // every other method
+)
+
+// permits reports whether scopes allow an HTTP method.
+func permits(scopes []string, method string) bool {
+	if len(scopes) == 0 {
+		return true
+	}
+	need := ScopeWrite
+	if method == "GET" || method == "HEAD" {
+		need = ScopeRead
+	}
+	for _, s := range scopes {
+		if s == need {
+			return true
+		}
+	}
+	return false
+}
+
 // CreateAPIKey makes a key for the calling entity; the returned string is
-// the only time its secret exists outside the caller.
+// the only time its secret exists outside the caller. scopes may hold
+// ScopeRead and ScopeWrite (none: everything the entity may do).
 func (a *Accounts) CreateAPIKey(ctx context.Context, name string, scopes []string, ttl time.Duration) (string, postgres.APIKey, error) {
 	s, ok := bulkhead.ScopeFrom(ctx)
 	if !ok || s.Entity == uuid.Nil {
 		return "", postgres.APIKey{}, bulkhead.ErrUnauthenticated
+	}
+	for _, sc := range scopes {
+		if sc != ScopeRead && sc != ScopeWrite {
+			return "", postgres.APIKey{}, bulkhead.Invalid("scopes", `each scope is "read" or "write"`)
+		}
 	}
 	var exp *time.Time
 	if ttl > 0 {
@@ -212,8 +242,9 @@ func (a *Accounts) CreateAPIKey(ctx context.Context, name string, scopes []strin
 	return format("bhk", s.Tenant, id, secret), k, nil
 }
 
-// AuthenticateAPIKey returns the scope of a valid, unexpired, unrevoked key.
-func (a *Accounts) AuthenticateAPIKey(ctx context.Context, key string) (bulkhead.Scope, error) {
+// AuthenticateAPIKey returns the scope of a valid, unexpired, unrevoked key
+// whose scopes permit method.
+func (a *Accounts) AuthenticateAPIKey(ctx context.Context, key, method string) (bulkhead.Scope, error) {
 	tenant, id, secret, ok := parse("bhk", key)
 	if !ok {
 		return bulkhead.Scope{}, unauthenticated("malformed API key")
@@ -232,6 +263,8 @@ func (a *Accounts) AuthenticateAPIKey(ctx context.Context, key string) (bulkhead
 		return bulkhead.Scope{}, unauthenticated("API key revoked")
 	case k.ExpiresAt != nil && time.Now().After(*k.ExpiresAt):
 		return bulkhead.Scope{}, unauthenticated("API key expired")
+	case !permits(k.Scopes, method):
+		return bulkhead.Scope{}, unauthenticated("API key scopes do not permit " + method)
 	}
 	return bulkhead.Scope{Tenant: tenant, Entity: k.EntityID}, nil
 }

@@ -120,7 +120,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 		if a.keys == nil {
 			return bulkhead.Scope{}, refuse("api_key", "API keys are not enabled")
 		}
-		s, err := a.keys.AuthenticateAPIKey(r.Context(), tok)
+		s, err := a.keys.AuthenticateAPIKey(r.Context(), tok, r.Method)
 		if err != nil {
 			return bulkhead.Scope{}, reasoned{err, "api_key"}
 		}

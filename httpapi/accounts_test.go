@@ -132,9 +132,12 @@ func TestAccounts(t *testing.T) {
 func TestAPIKeys(t *testing.T) {
 	a, accts, _ := accountsAPI(t, httpapi.RateLimits{})
 	alice := a.demo.T1.As(context.Background(), a.demo.T1.Alice)
-	key, _, err := accts.CreateAPIKey(alice, "ci", []string{"rooms:read"}, time.Hour)
+	key, _, err := accts.CreateAPIKey(alice, "ci", []string{"read"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, _, err := accts.CreateAPIKey(alice, "bad", []string{"admin"}, 0); err == nil {
+		t.Error("a key with an unknown scope was created")
 	}
 	get := func(header, value string) int {
 		req, _ := http.NewRequest("GET", a.srv.URL+"/v1/rooms/"+a.demo.T1.Room1.String(), nil)
@@ -156,6 +159,10 @@ func TestAPIKeys(t *testing.T) {
 	if code := get("X-API-Key", tampered); code != 401 {
 		t.Errorf("tampered key: %d", code)
 	}
+	// A read-only key can't write.
+	if code, _, _ := a.do(key, "POST", "/v1/rooms/"+a.demo.T1.Room1.String()+"/messages", map[string]any{"content": "x"}); code != 401 {
+		t.Errorf("read-only key posts: %d, want 401", code)
+	}
 	// Listing shows the key without its secret; revoking ends it.
 	_, m, body := a.do(key, "GET", "/v1/api-keys", nil)
 	items, _ := m["items"].([]any)
@@ -168,7 +175,11 @@ func TestAPIKeys(t *testing.T) {
 			id = it.(map[string]any)["id"].(string)
 		}
 	}
-	if code, _, _ := a.do(key, "DELETE", "/v1/api-keys/"+id, nil); code != 204 {
+	writer, _, err := accts.CreateAPIKey(alice, "writer", []string{"read", "write"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := a.do(writer, "DELETE", "/v1/api-keys/"+id, nil); code != 204 {
 		t.Errorf("revoke: %d", code)
 	}
 	if code := get("X-API-Key", key); code != 401 {

@@ -160,7 +160,7 @@ func seedTenant(ctx context.Context, db *DB, name string) (DemoTenant, error) {
 		*doc.id = d.ID
 	}
 	// Credentials exist only as hashes; the demo's are random (unusable).
-	if _, err := db.InsertAPIKey(alice, uuid.New(), "demo key", randomBytes(32), []string{"rooms:read"}, nil); err != nil {
+	if _, err := db.InsertAPIKey(alice, uuid.New(), "demo key", randomBytes(32), []string{"read"}, nil); err != nil {
 		return fail("api key", err)
 	}
 	if err := db.InsertRefreshToken(alice, uuid.New(), uuid.New(), randomBytes(32), time.Now().Add(time.Hour)); err != nil {
