@@ -14,7 +14,7 @@ require (
 	github.com/tink-crypto/tink-go/v2 v2.9.0
 )
 
-require github.com/coder/websocket v1.8.15 // indirect
+require github.com/coder/websocket v1.8.15
 
 require (
 	cloud.google.com/go v0.123.0 // indirect

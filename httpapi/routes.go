@@ -71,6 +71,8 @@ func (s *Server) routes() []route {
 		{"DELETE", "/v1/rooms/{id}/participants/{entity_id}", "Remove a participant (admins) or leave", scoped, s.removeParticipant, nil, 204, nil},
 		{"GET", "/v1/rooms/{id}/messages", "Room history, newest first", scoped, s.listMessages, nil, 200, list[bulkhead.Memory]{}},
 		{"POST", "/v1/rooms/{id}/messages", "Post a message", scoped, s.postMessage, messageInput{}, 201, bulkhead.Memory{}},
+		{"GET", "/v1/rooms/{id}/stream", "New messages of the room, live, over a WebSocket (header token, or ?ticket= from POST /v1/stream-tickets)", scoped, s.streamRoom, nil, 101, bulkhead.Memory{}},
+		{"POST", "/v1/stream-tickets", "A single-use, 30-second ticket for a browser to open a room's stream", scoped, s.createStreamTicket, ticketInput{}, 201, streamTicket{}},
 
 		{"POST", "/v1/message-servers", "Register an external platform", scoped, s.createMessageServer, messageServerInput{}, 201, bulkhead.MessageServer{}},
 		{"GET", "/v1/message-servers/{id}/agents", "Agents connected to a platform", scoped, s.serverAgents, nil, 200, list[uuid.UUID]{}},

@@ -40,6 +40,8 @@ type Options struct {
 	// JWKS is the public JWK set of bulkhead's own token signer, served at
 	// /.well-known/jwks.json so other services can verify its tokens.
 	JWKS []byte
+	// Stream configures GET /v1/rooms/{id}/stream (stream.go).
+	Stream StreamOptions
 }
 
 // Server serves bulkhead's HTTP API. It is safe for concurrent use.
@@ -58,6 +60,7 @@ type Server struct {
 	limits      RateLimits
 	perEntity   *limiters
 	authFailsIP *limiters
+	stream      *streams
 	handler     http.Handler
 
 	mu        sync.Mutex
@@ -91,6 +94,7 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 	if opts.OperatorToken != "" {
 		s.opToken = sha256.Sum256([]byte(opts.OperatorToken.Reveal()))
 	}
+	s.stream = newStreams(db, log, opts.Stream)
 	s.mux.Handle("/", s.handle(s.noRoute))
 	s.metrics = newMetrics(s)
 	s.mux.Handle("GET /metrics", s.metrics.handler())
@@ -147,7 +151,7 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 			writeError(w, r, s.log, errRateLimited{d})
 			return
 		}
-		sc, err := s.auth.Authenticate(r)
+		sc, exp, err := s.authenticate(r)
 		if err != nil {
 			s.authFailsIP.allow(ip)
 			s.metrics.authFails.WithLabelValues(reasonOf(err)).Inc()
@@ -162,7 +166,7 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 			writeError(w, r, s.log, errRateLimited{d})
 			return
 		}
-		ctx, err := bulkhead.WithScope(r.Context(), sc)
+		ctx, err := bulkhead.WithScope(withExpiry(r.Context(), exp), sc)
 		if err != nil {
 			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
 			return

@@ -22,9 +22,12 @@ type dbEnv struct {
 	creds    postgres.Credentials
 	ownerDSN string
 	appDSN   string
-	maintDSN string
-	keysDSN  string
-	keys     *postgres.KeysetStore // set by openDB
+	// directAppDSN reaches PostgreSQL directly as the runtime role, even
+	// when appDSN goes through a pooler.
+	directAppDSN string
+	maintDSN     string
+	keysDSN      string
+	keys         *postgres.KeysetStore // set by openDB
 }
 
 // startMode says what to do with the embedded cluster.
@@ -83,6 +86,7 @@ func (c *config) openEnv(ctx context.Context, log *slog.Logger, mode startMode) 
 	env.appDSN = role(postgres.Runtime, creds.Runtime)
 	env.maintDSN = role(postgres.Maintenance, creds.Maintenance)
 	env.keysDSN = role(postgres.KeyService, creds.KeyService)
+	env.directAppDSN = env.appDSN
 	if c.appURL != "" {
 		env.appDSN = c.appURL
 	}

@@ -21,11 +21,13 @@ import (
 	"github.com/bulkhead-dev/bulkhead/httpapi"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/token"
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 )
 
 func newServeCmd(cfg *config) *cobra.Command {
 	var addr, authConfig string
+	var streamOrigins []string
 	var migrate bool
 	var maxBody int64
 	var lim limitFlags
@@ -53,13 +55,14 @@ embedded cluster.`,
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), cfg, addr, migrate, authConfig, maxBody, limits, cmd)
+			return serve(cmd.Context(), cfg, addr, migrate, authConfig, maxBody, limits, streamOrigins, cmd)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "HTTP listen address")
 	cmd.Flags().BoolVar(&migrate, "migrate", true, "apply pending migrations at start")
 	cmd.Flags().StringVar(&authConfig, "auth-config", "", `JSON file of external JWT issuers: {"issuers":[{"issuer","jwks_url" or "hs256_secret_file","algorithms","audience","tenant_claim"}]}; bulkhead's own tokens (bulkhead token mint) are always accepted`)
 	cmd.Flags().Int64Var(&maxBody, "max-body", 1<<20, "largest request body in bytes (413 beyond)")
+	cmd.Flags().StringSliceVar(&streamOrigins, "stream-origins", nil, "browser origins (scheme://host[:port]) allowed to open room streams over WebSocket; none by default")
 	cmd.Flags().Float64Var(&lim.perEntity, "rate-per-entity", 50, "requests per second per authenticated entity (0: unlimited)")
 	cmd.Flags().IntVar(&lim.perEntityBurst, "rate-per-entity-burst", 100, "burst of --rate-per-entity")
 	cmd.Flags().Float64Var(&lim.authFailures, "auth-failures-per-ip", 1, "failed authentications per second per client IP before 429 (0: unlimited)")
@@ -72,7 +75,7 @@ embedded cluster.`,
 	return cmd
 }
 
-func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConfig string, maxBody int64, limits httpapi.RateLimits, cmd *cobra.Command) error {
+func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConfig string, maxBody int64, limits httpapi.RateLimits, streamOrigins []string, cmd *cobra.Command) error {
 	start := time.Now()
 	log, err := cfg.logger()
 	if err != nil {
@@ -136,8 +139,20 @@ func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConf
 	if err != nil {
 		return err
 	}
+	stream := httpapi.StreamOptions{Origins: streamOrigins}
+	if cfg.appURL != "" {
+		// The runtime role's DSN may go through PgBouncer in transaction
+		// mode, where LISTEN receives nothing: listen over a direct
+		// connection as the same role.
+		direct, err := pgx.ParseConfig(env.directAppDSN)
+		if err != nil {
+			return err
+		}
+		stream.Notifier = postgres.NewNotifier(db, postgres.NotifierConfig{ConnConfig: direct, Logger: log})
+		defer stream.Notifier.Close()
+	}
 	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: auth.NewAuthenticator(verifier, tokenIssuer).WithAPIKeys(accounts),
-		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken})
+		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken, Stream: stream})
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	where := "external database " + env.database
 	if env.cluster != nil {
@@ -155,6 +170,7 @@ func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConf
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
+	api.CloseStreams() // Shutdown does not close upgraded connections
 	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
