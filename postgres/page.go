@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -46,6 +47,13 @@ func (c cursor) encode() string {
 func decodeCursor(s string) (cursor, bool, error) {
 	if s == "" {
 		return cursor{}, false, nil
+	}
+	// Exactly 32 base64url characters: the decoder alone would skip CR/LF
+	// and accept non-canonical spellings of a cursor (found by fuzzing).
+	if len(s) != 32 || strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+	}) >= 0 {
+		return cursor{}, false, bulkhead.Invalid("cursor", "malformed")
 	}
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(b) != 24 {
