@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
-	"github.com/bulkhead-dev/bulkhead/pgcluster"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/uuid"
 )
@@ -62,32 +60,16 @@ func RunCrypto(ctx context.Context, cfg CryptoConfig) (*CryptoResult, error) {
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
 	}
-	dir, err := os.MkdirTemp("", "bhcrypto")
+	env, err := newCluster(ctx, cfg.Progress, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	fmt.Fprintln(cfg.Progress, "starting a private PostgreSQL cluster")
-	cl, err := pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true})
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Stop()
-	creds := postgres.Credentials{Owner: rand.Text(), Runtime: rand.Text(), Maintenance: rand.Text(), KeyService: rand.Text()}
+	defer env.close()
 	const name = "bench_crypto"
-	if err := postgres.Bootstrap(ctx, cl.SuperuserDSN("postgres"), name, creds, true); err != nil {
+	if err := env.migrated(ctx, name); err != nil {
 		return nil, err
 	}
-	m, err := postgres.NewMigrator(cl.DSN(postgres.Owner, creds.Owner, name), nil)
-	if err != nil {
-		return nil, err
-	}
-	_, err = m.Up(ctx)
-	m.Close()
-	if err != nil {
-		return nil, err
-	}
+	cl, creds, dir := env.cl, env.creds, env.dir
 	keys, err := postgres.OpenKeysetStore(ctx, cl.DSN(postgres.KeyService, creds.KeyService, name))
 	if err != nil {
 		return nil, err

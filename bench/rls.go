@@ -357,38 +357,20 @@ func (e *benchEnv) close() {
 
 // setup starts the cluster, generates the dataset and makes the baseline copy.
 func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error) {
-	dir, err := os.MkdirTemp("", "bhbench")
+	e, err := newCluster(ctx, cfg.Progress, map[string]string{"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"})
 	if err != nil {
 		return nil, err
 	}
-	e := &benchEnv{dir: dir}
 	defer func() {
 		if err != nil {
 			e.close()
 		}
 	}()
-	os.Chmod(dir, 0o755) // PostgreSQL runs as another user under root
-	fmt.Fprintln(cfg.Progress, "starting a private PostgreSQL cluster")
-	cl, err := pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true,
-		Settings: map[string]string{"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"}})
-	if err != nil {
-		return nil, err
-	}
-	e.cl = cl
-	creds := postgres.Credentials{Owner: rand.Text(), Runtime: rand.Text(), Maintenance: rand.Text(), KeyService: rand.Text()}
 	const withRLS, plain = "bench_rls", "bench_plain"
-	if err := postgres.Bootstrap(ctx, cl.SuperuserDSN("postgres"), withRLS, creds, true); err != nil {
+	if err := e.migrated(ctx, withRLS); err != nil {
 		return nil, err
 	}
-	m, err := postgres.NewMigrator(cl.DSN(postgres.Owner, creds.Owner, withRLS), nil)
-	if err != nil {
-		return nil, err
-	}
-	_, err = m.Up(ctx)
-	m.Close()
-	if err != nil {
-		return nil, err
-	}
+	cl, creds := e.cl, e.creds
 	admin, err := pgx.Connect(ctx, cl.SuperuserDSN(withRLS))
 	if err != nil {
 		return nil, err
@@ -426,6 +408,38 @@ func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error
 		return nil, err
 	}
 
-	e.creds, e.samples, e.big = creds, samples, big
+	e.samples, e.big = samples, big
 	return e, nil
+}
+
+// newCluster starts a throwaway cluster (fsync off) with random role
+// passwords, bootstrapped.
+func newCluster(ctx context.Context, progress io.Writer, settings map[string]string) (*benchEnv, error) {
+	dir, err := os.MkdirTemp("", "bhbench")
+	if err != nil {
+		return nil, err
+	}
+	e := &benchEnv{dir: dir}
+	os.Chmod(dir, 0o755) // PostgreSQL runs as another user under root
+	fmt.Fprintln(progress, "starting a private PostgreSQL cluster")
+	if e.cl, err = pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true, Settings: settings}); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	e.creds = postgres.Credentials{Owner: rand.Text(), Runtime: rand.Text(), Maintenance: rand.Text(), KeyService: rand.Text()}
+	return e, nil
+}
+
+// migrated creates database name with bulkhead's roles and schema.
+func (e *benchEnv) migrated(ctx context.Context, name string) error {
+	if err := postgres.Bootstrap(ctx, e.cl.SuperuserDSN("postgres"), name, e.creds, true); err != nil {
+		return err
+	}
+	m, err := postgres.NewMigrator(e.cl.DSN(postgres.Owner, e.creds.Owner, name), nil)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	_, err = m.Up(ctx)
+	return err
 }

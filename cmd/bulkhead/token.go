@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/token"
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 )
 
@@ -22,6 +23,30 @@ const tokenIssuer = "bulkhead"
 
 func (c *config) signer() (*token.Signer, error) {
 	return token.LoadOrCreate(filepath.Join(c.dataDir, "token-key.json"), tokenIssuer)
+}
+
+// withEntity runs f on the database with a context scoped to an entity
+// that exists in the tenant (the database is asked in that tenant's own
+// scope), for the operator commands that act for an entity.
+func withEntity(cmd *cobra.Command, cfg *config, tenantID, entityID, reason string, f func(sctx context.Context, db *postgres.DB, tenant, entity uuid.UUID) error) error {
+	tenant, err := bulkhead.ParseID("--tenant", tenantID)
+	if err != nil {
+		return err
+	}
+	entity, err := bulkhead.ParseID("--entity", entityID)
+	if err != nil {
+		return err
+	}
+	return withDB(cmd, cfg, reason, func(ctx context.Context, db *postgres.DB) error {
+		sctx, err := bulkhead.WithScope(cmd.Context(), bulkhead.Scope{Tenant: tenant, Entity: entity})
+		if err != nil {
+			return err
+		}
+		if _, err := db.Entity(sctx, entity); err != nil {
+			return fmt.Errorf("entity %s in tenant %s: %w", entity, tenant, err)
+		}
+		return f(sctx, db, tenant, entity)
+	})
 }
 
 func newTokenCmd(cfg *config) *cobra.Command {
@@ -40,27 +65,11 @@ audience "bulkhead") for an entity that exists in the tenant. Send it as
 (0600); its public half is served at /.well-known/jwks.json.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tenant, err := bulkhead.ParseID("--tenant", tenantID)
-			if err != nil {
-				return err
-			}
-			entity, err := bulkhead.ParseID("--entity", entityID)
-			if err != nil {
-				return err
-			}
 			s, err := cfg.signer()
 			if err != nil {
 				return err
 			}
-			return withDB(cmd, cfg, "cli: token mint checks the entity exists", func(ctx context.Context, db *postgres.DB) error {
-				// The entity must exist in that tenant: ask the database in the tenant's own scope.
-				sctx, err := bulkhead.WithScope(cmd.Context(), bulkhead.Scope{Tenant: tenant, Entity: entity})
-				if err != nil {
-					return err
-				}
-				if _, err := db.Entity(sctx, entity); err != nil {
-					return fmt.Errorf("entity %s in tenant %s: %w", entity, tenant, err)
-				}
+			return withEntity(cmd, cfg, tenantID, entityID, "cli: token mint checks the entity exists", func(_ context.Context, _ *postgres.DB, tenant, entity uuid.UUID) error {
 				tok, exp, err := s.Mint(tenant, entity, ttl)
 				if err != nil {
 					return err
@@ -108,29 +117,14 @@ func newAPIKeyCmd(cfg *config) *cobra.Command {
 		Short: "Create an API key for an existing entity and print it (shown once)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tenant, err := bulkhead.ParseID("--tenant", tenantID)
-			if err != nil {
-				return err
-			}
-			entity, err := bulkhead.ParseID("--entity", entityID)
-			if err != nil {
-				return err
-			}
 			signer, err := cfg.signer()
 			if err != nil {
 				return err
 			}
-			return withDB(cmd, cfg, "cli: apikey create", func(ctx context.Context, db *postgres.DB) error {
+			return withEntity(cmd, cfg, tenantID, entityID, "cli: apikey create", func(sctx context.Context, db *postgres.DB, _, _ uuid.UUID) error {
 				accounts, err := cfg.accounts(db, signer)
 				if err != nil {
 					return err
-				}
-				sctx, err := bulkhead.WithScope(cmd.Context(), bulkhead.Scope{Tenant: tenant, Entity: entity})
-				if err != nil {
-					return err
-				}
-				if _, err := db.Entity(sctx, entity); err != nil {
-					return fmt.Errorf("entity %s in tenant %s: %w", entity, tenant, err)
 				}
 				key, k, err := accounts.CreateAPIKey(sctx, name, scopes, ttl)
 				if err != nil {
