@@ -67,6 +67,13 @@ var Tables = []rls.Table{
 	{Name: "refresh_tokens", Kind: rls.Private, Entity: "entity_id", Indexes: []string{"family_id"}},
 }
 
+// AllowedTriggers are the only triggers the self-check accepts on tables
+// with row-level security ("table.trigger" -> trigger function): a trigger
+// sees every row written, whatever the policies.
+var AllowedTriggers = map[string]string{
+	Schema + ".memories.memories_notify": Schema + ".notify_memory_inserted()",
+}
+
 // AuthFunctions are the SECURITY DEFINER look-ups authentication flows use
 // before the caller has an entity in scope (migration 00004). Like the
 // generator's membership helpers they are owned by Definer, pin their

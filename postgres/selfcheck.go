@@ -39,6 +39,8 @@ type Querier interface {
 //     generator's policies (names, commands, permissive/restrictive);
 //   - no SECURITY DEFINER function it can execute is outside the generator's
 //     allow-list (right schema, name, owner and pinned search_path);
+//   - no trigger but bulkhead's own (AllowedTriggers) sits on a table with
+//     row-level security (a trigger sees every row written);
 //   - no view without security_invoker, and no materialized view, that it
 //     can read sits over a table with row-level security.
 func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
@@ -237,6 +239,23 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 			add("definer", sig, "allow-listed SECURITY DEFINER function is owned by "+owner+", not "+Definer)
 		case !strings.Contains(config, "search_path=pg_catalog, pg_temp") && !strings.Contains(config, "search_path=pg_catalog,pg_temp"):
 			add("definer", sig, "SECURITY DEFINER function has no pinned search_path")
+		}
+	}
+
+	// Triggers on row-level-security tables run with their owner's rights and
+	// see every row written: only bulkhead's own are allowed.
+	rows, err = rowsOf(`
+		SELECT c.oid::regclass::text, t.tgname, p.oid::regprocedure::text
+		FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid
+		WHERE NOT t.tgisinternal AND c.relrowsecurity
+		ORDER BY 1, 2`)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		table, name, fn := r[0].(string), r[1].(string), r[2].(string)
+		if allowed, ok := AllowedTriggers[table+"."+name]; !ok || allowed != fn {
+			add("trigger", table, "trigger "+name+" ("+fn+") is not one of bulkhead's: a trigger sees every row written, whatever the policies")
 		}
 	}
 

@@ -41,6 +41,10 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 			`CREATE FUNCTION bulkhead.peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM bulkhead.memories'`,
 			`GRANT EXECUTE ON FUNCTION bulkhead.peek() TO bulkhead_app`}, expect: "definer: bulkhead.peek(): SECURITY DEFINER function executable by the runtime role is not on the allow-list"},
 		{name: "view without security_invoker", sql: []string{`CREATE VIEW bulkhead.all_memories AS SELECT * FROM bulkhead.memories`, `GRANT SELECT ON bulkhead.all_memories TO bulkhead_app`}, expect: "view without security_invoker"},
+		{name: "foreign trigger copies rows", sql: []string{
+			`CREATE TABLE bulkhead.copies (body text)`,
+			`CREATE FUNCTION bulkhead.copy_row() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN INSERT INTO bulkhead.copies VALUES (NEW.content); RETURN NEW; END'`,
+			`CREATE TRIGGER copy_memories AFTER INSERT ON bulkhead.memories FOR EACH ROW EXECUTE FUNCTION bulkhead.copy_row()`}, expect: "trigger copy_memories (bulkhead.copy_row()) is not one of bulkhead's"},
 		{name: "TRUNCATE granted", sql: []string{`GRANT TRUNCATE ON bulkhead.memories TO bulkhead_app`}, expect: "runtime role has TRUNCATE"},
 		{name: "CREATE on schema", admin: true, sql: []string{`GRANT CREATE ON SCHEMA bulkhead TO bulkhead_app`}, expect: "schema bulkhead: runtime role has CREATE"},
 		{name: "runtime role BYPASSRLS", admin: true, sql: []string{`ALTER ROLE bulkhead_app BYPASSRLS`}, undo: []string{`ALTER ROLE bulkhead_app NOBYPASSRLS`}, expect: "has BYPASSRLS"},
