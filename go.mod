@@ -16,6 +16,8 @@ require (
 
 require github.com/coder/websocket v1.8.15
 
+require github.com/qdrant/go-client v1.17.1
+
 require (
 	cloud.google.com/go v0.123.0 // indirect
 	cloud.google.com/go/auth v0.20.0 // indirect

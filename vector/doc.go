@@ -45,7 +45,8 @@
 //     its true neighbours are simply not among the graph's candidates. An
 //     approximate index may come later only per tenant and behind a recall
 //     gate.
-//   - qdrant (planned, not implemented): one collection per tenant named
+//   - qdrant (package vector/qdrant; its contract test runs only against a
+//     real Qdrant named by BULKHEAD_TEST_QDRANT_URL): one collection per tenant named
 //     from the tenant UUID, one cluster per region and, since Qdrant advises
 //     against thousands of collections per cluster (~32 MB WAL per shard,
 //     OOM reports near 2,000, cloud cap 1,000), several clusters or cells
@@ -53,7 +54,8 @@
 //     tenant's collection where the server supports it. gRPC NotFound maps
 //     to ErrNotFound, PermissionDenied to ErrForbidden, Unavailable and
 //     deadlines to ErrUnavailable. Point ids are UUIDs, which Qdrant takes
-//     natively. It must pass vectortest.Run like the embedded backend.
+//     natively. It must pass vectortest.Run like the embedded backend; it
+//     has not yet been run against a real Qdrant (none is reachable here).
 //
 // Every backend must pass the contract in package vector/vectortest.
 package vector
