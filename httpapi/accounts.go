@@ -8,6 +8,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/google/uuid"
 )
 
 // Account flows under a tenant named in the path (so no cross-tenant
@@ -112,31 +113,30 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) refresh(w http.ResponseWriter, r *http.Request) error {
-	a, err := s.accounts()
-	if err != nil {
-		return err
-	}
-	tenant, err := pathID(r, "tenant_id")
-	if err != nil {
-		return err
-	}
-	var in refreshInput
-	if err := decode(w, r, s.maxBody, &in); err != nil {
-		return err
-	}
-	if err := s.limitFlow(w, r, ""); err != nil {
-		return err
-	}
-	t, err := a.Refresh(r.Context(), tenant, in.RefreshToken)
-	if err != nil {
-		s.metrics.authFails.WithLabelValues("refresh").Inc()
-		return err
-	}
-	writeJSON(w, http.StatusOK, t)
-	return nil
+	return s.withRefreshToken(w, r, func(a *auth.Accounts, tenant uuid.UUID, token string) error {
+		t, err := a.Refresh(r.Context(), tenant, token)
+		if err != nil {
+			s.metrics.authFails.WithLabelValues("refresh").Inc()
+			return err
+		}
+		writeJSON(w, http.StatusOK, t)
+		return nil
+	})
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
+	return s.withRefreshToken(w, r, func(a *auth.Accounts, tenant uuid.UUID, token string) error {
+		if err := a.Logout(r.Context(), tenant, token); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+}
+
+// withRefreshToken reads the tenant from the path and the refresh token
+// from the body, applies the per-IP limit, and runs f.
+func (s *Server) withRefreshToken(w http.ResponseWriter, r *http.Request, f func(a *auth.Accounts, tenant uuid.UUID, token string) error) error {
 	a, err := s.accounts()
 	if err != nil {
 		return err
@@ -152,11 +152,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
 	if err := s.limitFlow(w, r, ""); err != nil {
 		return err
 	}
-	if err := a.Logout(r.Context(), tenant, in.RefreshToken); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return f(a, tenant, in.RefreshToken)
 }
 
 func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) error {

@@ -304,31 +304,11 @@ func (s *Server) addParticipant(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request) error {
-	room, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	if err := s.db.JoinRoom(r.Context(), room); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return deleteByID(w, r, s.db.JoinRoom)
 }
 
 func (s *Server) removeParticipant(w http.ResponseWriter, r *http.Request) error {
-	room, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	entity, err := pathID(r, "entity_id")
-	if err != nil {
-		return err
-	}
-	if err := s.db.RemoveParticipant(r.Context(), room, entity); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return onPair(w, r, "entity_id", s.db.RemoveParticipant)
 }
 
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
@@ -406,19 +386,7 @@ func (s *Server) linkAgent(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) unlinkAgent(w http.ResponseWriter, r *http.Request) error {
-	server, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	agent, err := pathID(r, "agent_id")
-	if err != nil {
-		return err
-	}
-	if err := s.db.UnlinkAgent(r.Context(), server, agent); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return onPair(w, r, "agent_id", s.db.UnlinkAgent)
 }
 
 func (s *Server) serverAgents(w http.ResponseWriter, r *http.Request) error {
@@ -482,6 +450,25 @@ func getByID[T any](w http.ResponseWriter, r *http.Request, name string, get fun
 	return nil
 }
 
+// onPair runs f on the {id} and {second} path ids and answers 204.
+func onPair(w http.ResponseWriter, r *http.Request, second string, f func(ctx context.Context, id, other uuid.UUID) error) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	other, err := pathID(r, second)
+	if err != nil {
+		return err
+	}
+	if err := f(r.Context(), id, other); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// deleteByID runs f on the {id} path id and answers 204 (deletions, and
+// actions without a body such as joining a room).
 func deleteByID(w http.ResponseWriter, r *http.Request, del func(ctx context.Context, id uuid.UUID) error) error {
 	id, err := pathID(r, "id")
 	if err != nil {
