@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -44,21 +45,22 @@ func NewAuthenticator(v *Verifier, self string) *Authenticator {
 }
 
 type cached struct {
-	scope bulkhead.Scope
-	until time.Time
+	scope   bulkhead.Scope
+	expires time.Time // the token's exp
+	until   time.Time // when the entry is forgotten: min(exp, a minute after verification)
 }
 
 // maxCached bounds the verified-token cache.
 const maxCached = 10000
 
-func (a *Authenticator) lookup(key [32]byte) (bulkhead.Scope, bool) {
+func (a *Authenticator) lookup(key [32]byte) (cached, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	c, ok := a.cache[key]
 	if !ok || time.Now().After(c.until) {
-		return bulkhead.Scope{}, false
+		return cached{}, false
 	}
-	return c.scope, true
+	return c, true
 }
 
 func (a *Authenticator) remember(key [32]byte, s bulkhead.Scope, exp time.Time) {
@@ -76,7 +78,7 @@ func (a *Authenticator) remember(key [32]byte, s bulkhead.Scope, exp time.Time) 
 			}
 		}
 	}
-	a.cache[key] = cached{scope: s, until: until}
+	a.cache[key] = cached{scope: s, expires: exp, until: until}
 }
 
 // WithAPIKeys also accepts bulkhead API keys (Authorization: Bearer bhk_…
@@ -102,62 +104,8 @@ func refuse(reason, detail string) error {
 // Authenticate implements the HTTP layer's Authenticator. Errors wrap
 // bulkhead.ErrUnauthenticated and have a Reason() for metrics.
 func (a *Authenticator) Authenticate(r *http.Request) (bulkhead.Scope, error) {
-	h := r.Header.Get("Authorization")
-	if k := r.Header.Get("X-API-Key"); k != "" && h == "" {
-		h = "Bearer " + k
-	}
-	if h == "" {
-		return bulkhead.Scope{}, refuse("missing", "no credentials")
-	}
-	if len(h) > MaxTokenSize+len("Bearer ") {
-		return bulkhead.Scope{}, refuse(ReasonTooLarge, "authorization header too large")
-	}
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
-		return bulkhead.Scope{}, refuse(ReasonMalformed, "not a bearer token")
-	}
-	if strings.HasPrefix(tok, "bhk_") {
-		if a.keys == nil {
-			return bulkhead.Scope{}, refuse("api_key", "API keys are not enabled")
-		}
-		s, err := a.keys.AuthenticateAPIKey(r.Context(), tok, r.Method)
-		if err != nil {
-			return bulkhead.Scope{}, reasoned{err, "api_key"}
-		}
-		return s, nil
-	}
-	key := sha256.Sum256([]byte(tok))
-	if s, ok := a.lookup(key); ok {
-		return s, nil
-	}
-	p, err := a.v.Verify(r.Context(), tok)
-	if err != nil {
-		return bulkhead.Scope{}, reasoned{err, Reason(err)}
-	}
-	if p.Tenant == uuid.Nil {
-		return bulkhead.Scope{}, refuse("no_tenant", "issuer "+p.Issuer+" named no tenant")
-	}
-	s := bulkhead.Scope{Tenant: p.Tenant, Entity: p.Entity}
-	if p.Issuer == a.self {
-		id, err := uuid.Parse(p.Subject)
-		if err != nil || id == uuid.Nil {
-			return bulkhead.Scope{}, refuse(ReasonBadClaims, "bulkhead token with a subject that is not an entity id")
-		}
-		s.Entity = id
-	}
-	if v, ok := p.Claims[ActingForClaim]; ok {
-		str, _ := v.(string)
-		id, err := uuid.Parse(str)
-		if err != nil || id == uuid.Nil || len(str) != 36 {
-			return bulkhead.Scope{}, refuse(ReasonBadClaims, "malformed acting-for claim")
-		}
-		s.ActingFor = id
-	}
-	if err := s.Validate(); err != nil {
-		return bulkhead.Scope{}, refuse(ReasonBadClaims, err.Error())
-	}
-	a.remember(key, s, p.ExpiresAt)
-	return s, nil
+	s, _, err := a.AuthenticateWithExpiry(r)
+	return s, err
 }
 
 // AuthenticateWithExpiry is Authenticate that also returns when the
@@ -165,25 +113,63 @@ func (a *Authenticator) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 // them (the room stream closes at that instant). For a JWT it is the
 // token's "exp" (which Verify requires; the verifier's leeway applies to
 // accepting the token, not to the returned time). A credential that is not
-// a JWT (an API key) has no expiry: the zero time. Errors are
-// Authenticate's.
-//
-// The token is verified a second time to read its expiry, which keeps
-// Authenticate untouched; a token that stops verifying in between is
-// refused.
+// a JWT (an API key) has no expiry: the zero time.
 func (a *Authenticator) AuthenticateWithExpiry(r *http.Request) (bulkhead.Scope, time.Time, error) {
-	s, err := a.Authenticate(r)
-	if err != nil {
-		return bulkhead.Scope{}, time.Time{}, err
+	h := r.Header.Get("Authorization")
+	if k := r.Header.Get("X-API-Key"); k != "" && h == "" {
+		h = "Bearer " + k
 	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || strings.Count(tok, ".") != 2 {
+	if h == "" {
+		return bulkhead.Scope{}, time.Time{}, refuse("missing", "no credentials")
+	}
+	if len(h) > MaxTokenSize+len("Bearer ") {
+		return bulkhead.Scope{}, time.Time{}, refuse(ReasonTooLarge, "authorization header too large")
+	}
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return bulkhead.Scope{}, time.Time{}, refuse(ReasonMalformed, "not a bearer token")
+	}
+	if strings.HasPrefix(tok, "bhk_") {
+		if a.keys == nil {
+			return bulkhead.Scope{}, time.Time{}, refuse("api_key", "API keys are not enabled")
+		}
+		s, err := a.keys.AuthenticateAPIKey(r.Context(), tok, r.Method)
+		if err != nil {
+			return bulkhead.Scope{}, time.Time{}, reasoned{err, "api_key"}
+		}
 		return s, time.Time{}, nil
+	}
+	key := sha256.Sum256([]byte(tok))
+	if c, ok := a.lookup(key); ok {
+		return c.scope, c.expires, nil
 	}
 	p, err := a.v.Verify(r.Context(), tok)
 	if err != nil {
 		return bulkhead.Scope{}, time.Time{}, reasoned{err, Reason(err)}
 	}
+	if p.Tenant == uuid.Nil {
+		return bulkhead.Scope{}, time.Time{}, refuse("no_tenant", "issuer "+p.Issuer+" named no tenant")
+	}
+	s := bulkhead.Scope{Tenant: p.Tenant, Entity: p.Entity}
+	if p.Issuer == a.self {
+		id, err := uuid.Parse(p.Subject)
+		if err != nil || id == uuid.Nil {
+			return bulkhead.Scope{}, time.Time{}, refuse(ReasonBadClaims, "bulkhead token with a subject that is not an entity id")
+		}
+		s.Entity = id
+	}
+	if v, ok := p.Claims[ActingForClaim]; ok {
+		str, _ := v.(string)
+		id, err := uuid.Parse(str)
+		if err != nil || id == uuid.Nil || len(str) != 36 {
+			return bulkhead.Scope{}, time.Time{}, refuse(ReasonBadClaims, "malformed acting-for claim")
+		}
+		s.ActingFor = id
+	}
+	if err := s.Validate(); err != nil {
+		return bulkhead.Scope{}, time.Time{}, refuse(ReasonBadClaims, err.Error())
+	}
+	a.remember(key, s, p.ExpiresAt)
 	return s, p.ExpiresAt, nil
 }
 
@@ -207,7 +193,7 @@ func LoadIssuers(path string) ([]IssuerConfig, error) {
 		return nil, fmt.Errorf("auth config: %w", err)
 	}
 	var fc FileConfig
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fc); err != nil {
 		return nil, fmt.Errorf("auth config %s: %w", path, err)
