@@ -43,15 +43,11 @@ type (
 // and per account (tenant and email) when the body names one.
 func (s *Server) limitFlow(w http.ResponseWriter, r *http.Request, account string) error {
 	if ok, d := s.authIP.allow(clientIP(r, s.limits.TrustedProxies)); !ok {
-		s.metrics.rateLimited.WithLabelValues("auth_ip").Inc()
-		retryAfter(w, d)
-		return errRateLimited{d}
+		return s.rateLimited(w, "auth_ip", d)
 	}
 	if account != "" {
 		if ok, d := s.authAccount.allow(r.PathValue("tenant_id") + "/" + strings.ToLower(account)); !ok {
-			s.metrics.rateLimited.WithLabelValues("auth_account").Inc()
-			retryAfter(w, d)
-			return errRateLimited{d}
+			return s.rateLimited(w, "auth_account", d)
 		}
 	}
 	return nil

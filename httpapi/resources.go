@@ -35,16 +35,7 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) listEntities(w http.ResponseWriter, r *http.Request) error {
-	p, err := page(r)
-	if err != nil {
-		return err
-	}
-	items, next, err := s.db.ListEntities(r.Context(), p)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(items, next))
-	return nil
+	return listPage(w, r, s.db.ListEntities)
 }
 
 func (s *Server) getEntity(w http.ResponseWriter, r *http.Request) error {
@@ -248,16 +239,7 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) listRooms(w http.ResponseWriter, r *http.Request) error {
-	p, err := page(r)
-	if err != nil {
-		return err
-	}
-	items, next, err := s.db.ListRooms(r.Context(), p)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(items, next))
-	return nil
+	return listPage(w, r, s.db.ListRooms)
 }
 
 func (s *Server) getRoom(w http.ResponseWriter, r *http.Request) error {
@@ -417,16 +399,7 @@ func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) listDocuments(w http.ResponseWriter, r *http.Request) error {
-	p, err := page(r)
-	if err != nil {
-		return err
-	}
-	items, next, err := s.db.ListDocuments(r.Context(), p)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(items, next))
-	return nil
+	return listPage(w, r, s.db.ListDocuments)
 }
 
 func (s *Server) getDocument(w http.ResponseWriter, r *http.Request) error {
@@ -435,6 +408,20 @@ func (s *Server) getDocument(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) deleteDocument(w http.ResponseWriter, r *http.Request) error {
 	return deleteByID(w, r, s.db.DeleteDocument)
+}
+
+// listPage answers one cursor page of a list.
+func listPage[T any](w http.ResponseWriter, r *http.Request, list func(context.Context, postgres.Page) ([]T, string, error)) error {
+	p, err := page(r)
+	if err != nil {
+		return err
+	}
+	items, next, err := list(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(items, next))
+	return nil
 }
 
 func getByID[T any](w http.ResponseWriter, r *http.Request, name string, get func(ctx context.Context, id uuid.UUID) (T, error)) error {

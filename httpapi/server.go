@@ -144,11 +144,9 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
 			return
 		}
-		ip := clientIP(r, s.limits.TrustedProxies)
-		if spent, d := s.authFailsIP.exhausted(ip); spent {
-			s.metrics.rateLimited.WithLabelValues("auth_failures_ip").Inc()
-			retryAfter(w, d)
-			writeError(w, r, s.log, errRateLimited{d})
+		ip, err := s.checkFailedAuthIP(w, r)
+		if err != nil {
+			writeError(w, r, s.log, err)
 			return
 		}
 		sc, exp, err := s.authenticate(r)
@@ -161,9 +159,7 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 			return
 		}
 		if ok, d := s.perEntity.allow(sc.Tenant.String() + "/" + sc.Entity.String()); !ok {
-			s.metrics.rateLimited.WithLabelValues("entity").Inc()
-			retryAfter(w, d)
-			writeError(w, r, s.log, errRateLimited{d})
+			writeError(w, r, s.log, s.rateLimited(w, "entity", d))
 			return
 		}
 		ctx, err := bulkhead.WithScope(withExpiry(r.Context(), exp), sc)
@@ -180,11 +176,9 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 // attempts count against the client IP like any failed authentication.
 func (s *Server) operatorOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ip := clientIP(r, s.limits.TrustedProxies)
-		if spent, d := s.authFailsIP.exhausted(ip); spent {
-			s.metrics.rateLimited.WithLabelValues("auth_failures_ip").Inc()
-			retryAfter(w, d)
-			writeError(w, r, s.log, errRateLimited{d})
+		ip, err := s.checkFailedAuthIP(w, r)
+		if err != nil {
+			writeError(w, r, s.log, err)
 			return
 		}
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -283,4 +277,23 @@ func reasonOf(err error) string {
 		return r.Reason()
 	}
 	return "rejected"
+}
+
+// checkFailedAuthIP returns the client IP, or a 429 error once that IP has
+// spent its budget of failed authentications: then no credential is even
+// looked at.
+func (s *Server) checkFailedAuthIP(w http.ResponseWriter, r *http.Request) (string, error) {
+	ip := clientIP(r, s.limits.TrustedProxies)
+	if spent, d := s.authFailsIP.exhausted(ip); spent {
+		return ip, s.rateLimited(w, "auth_failures_ip", d)
+	}
+	return ip, nil
+}
+
+// rateLimited counts a refusal by limit, sets Retry-After and returns the
+// error the one error path answers with 429.
+func (s *Server) rateLimited(w http.ResponseWriter, limit string, d time.Duration) error {
+	s.metrics.rateLimited.WithLabelValues(limit).Inc()
+	retryAfter(w, d)
+	return errRateLimited{d}
 }

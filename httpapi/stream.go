@@ -331,8 +331,7 @@ func (s *Server) createStreamTicket(w http.ResponseWriter, r *http.Request) erro
 	value, exp, err := s.stream.tickets.issue(sc, in.RoomID, expiryFrom(r.Context()))
 	var rl errRateLimited
 	if errors.As(err, &rl) {
-		s.metrics.rateLimited.WithLabelValues("stream_tickets").Inc()
-		retryAfter(w, rl.retry)
+		return s.rateLimited(w, "stream_tickets", rl.retry)
 	}
 	if err != nil {
 		return err
@@ -437,9 +436,7 @@ func (s *Server) streamRoom(w http.ResponseWriter, r *http.Request) error {
 	}
 	release, ok := st.acquire(sc)
 	if !ok {
-		s.metrics.rateLimited.WithLabelValues("stream_connections").Inc()
-		retryAfter(w, time.Second)
-		return errRateLimited{time.Second}
+		return s.rateLimited(w, "stream_connections", time.Second)
 	}
 	defer release()
 	subCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
