@@ -61,12 +61,12 @@ type Keyring struct {
 }
 
 type entry struct {
-	tenant  uuid.UUID
-	aead    tink.AEAD
-	prf     *prf.Set
-	handle  *keyset.Handle
-	version int64
-	expires time.Time
+	tenant    uuid.UUID
+	aead      tink.AEAD
+	prf       *prf.Set
+	handle    *keyset.Handle // the AEAD keyset, for rotation and status
+	prfHandle *keyset.Handle // the PRF keyset, re-wrapped unchanged on rotation
+	expires   time.Time
 }
 
 // NewKeyring returns a keyring over store using kek.
@@ -237,7 +237,7 @@ func (k *Keyring) unwrap(tenant uuid.UUID, w Wrapped) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &entry{tenant: tenant, aead: a, prf: p, handle: ah, version: w.Version, expires: time.Now().Add(k.opts.CacheTTL)}, nil
+	return &entry{tenant: tenant, aead: a, prf: p, handle: ah, prfHandle: ph, expires: time.Now().Add(k.opts.CacheTTL)}, nil
 }
 
 func (k *Keyring) wrap(tenant uuid.UUID, ah, ph *keyset.Handle) (Wrapped, error) {
@@ -359,10 +359,6 @@ func (k *Keyring) update(ctx context.Context, tenant uuid.UUID, f func(*keyset.M
 		if err != nil {
 			return err
 		}
-		ph, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(w.PRF)), k.kek.aead, wrapAD(tenant, "prf"))
-		if err != nil {
-			return fmt.Errorf("fieldcrypt: tenant %s's PRF keyset does not unwrap", tenant)
-		}
 		m := keyset.NewManagerFromHandle(e.handle)
 		if err := f(m); err != nil {
 			return err
@@ -371,7 +367,7 @@ func (k *Keyring) update(ctx context.Context, tenant uuid.UUID, f func(*keyset.M
 		if err != nil {
 			return err
 		}
-		nw, err := k.wrap(tenant, ah, ph)
+		nw, err := k.wrap(tenant, ah, e.prfHandle)
 		if err != nil {
 			return err
 		}
@@ -404,11 +400,7 @@ func (k *Keyring) Rewrap(ctx context.Context, next *KEK, progress func(done, tot
 			if err != nil {
 				return err
 			}
-			ph, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(w.PRF)), k.kek.aead, wrapAD(t, "prf"))
-			if err != nil {
-				return fmt.Errorf("fieldcrypt: tenant %s's PRF keyset does not unwrap", t)
-			}
-			nw, err := nk.wrap(t, e.handle, ph)
+			nw, err := nk.wrap(t, e.handle, e.prfHandle)
 			if err != nil {
 				return err
 			}

@@ -137,7 +137,7 @@ func scanDocument(r pgx.CollectableRow) (bulkhead.Document, error) {
 // Document returns a document visible to the caller, its confidential
 // content opened with the caller's tenant key. It returns ErrNotFound.
 func (db *DB) Document(ctx context.Context, id uuid.UUID) (bulkhead.Document, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return bulkhead.Document{}, err
 	}
@@ -167,7 +167,7 @@ func (db *DB) ListDocuments(ctx context.Context, p Page) ([]bulkhead.Document, s
 // DeleteDocument deletes a document (and its chunks); only its owner may.
 // It returns ErrNotFound.
 func (db *DB) DeleteDocument(ctx context.Context, id uuid.UUID) error {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func (db *DB) DeleteDocument(ctx context.Context, id uuid.UUID) error {
 
 // Chunks returns a visible document's chunks in order.
 func (db *DB) Chunks(ctx context.Context, document uuid.UUID) ([]bulkhead.Chunk, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,7 @@ import (
 // Entity returns an entity of the caller's tenant (the directory is
 // tenant-wide). It returns ErrUnauthenticated or ErrNotFound.
 func (db *DB) Entity(ctx context.Context, id uuid.UUID) (bulkhead.Entity, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return bulkhead.Entity{}, err
 	}
@@ -37,7 +37,7 @@ func (db *DB) ListEntities(ctx context.Context, p Page) ([]bulkhead.Entity, stri
 // RenameSelf changes the calling entity's own name (the database refuses
 // any other row). It returns ErrUnauthenticated, ErrInvalid or ErrNotFound.
 func (db *DB) RenameSelf(ctx context.Context, name string) error {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func scanAgent(r pgx.CollectableRow) (bulkhead.Agent, error) {
 // the metadata. It returns ErrNotFound, or an error when a sealed value
 // does not open (tampered, or its key shredded).
 func (db *DB) Agent(ctx context.Context, id uuid.UUID) (bulkhead.Agent, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return bulkhead.Agent{}, err
 	}
@@ -157,7 +157,7 @@ func (db *DB) ListAgents(ctx context.Context, p Page) ([]bulkhead.Agent, string,
 // UpdateAgent replaces an agent's editable fields; only its owner may.
 // It returns ErrNotFound when the agent is missing, hidden or not the caller's.
 func (db *DB) UpdateAgent(ctx context.Context, id uuid.UUID, in NewAgent) error {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func (db *DB) UpdateAgent(ctx context.Context, id uuid.UUID, in NewAgent) error 
 
 // DeleteAgent deletes an agent; only its owner may. It returns ErrNotFound.
 func (db *DB) DeleteAgent(ctx context.Context, id uuid.UUID) error {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
 	}
@@ -222,7 +222,7 @@ func (db *DB) ExpireDelegation(ctx context.Context, id uuid.UUID) error {
 }
 
 func (db *DB) endDelegation(ctx context.Context, id uuid.UUID, column string) error {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
 	}
@@ -236,7 +236,7 @@ func (db *DB) endDelegation(ctx context.Context, id uuid.UUID, column string) er
 // ListDelegations lists the delegations the caller can see (as agent,
 // principal or the agent's owner), newest first.
 func (db *DB) ListDelegations(ctx context.Context) ([]bulkhead.Delegation, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -63,7 +63,7 @@ func (db *DB) AppendMemory(ctx context.Context, in NewMemory) (bulkhead.Memory, 
 // (created_at, id) over the history index: each page costs the same.
 // Rooms the caller doesn't participate in have no history (no error).
 func (db *DB) RoomHistory(ctx context.Context, room uuid.UUID, p Page) ([]bulkhead.Memory, string, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return nil, "", err
 	}

@@ -420,7 +420,7 @@ func parseNotification(p string) (roomKey, uuid.UUID, bool) {
 // hides it (another tenant's, or a room the caller does not participate
 // in), and bulkhead.ErrUnauthenticated without a scope.
 func (db *DB) RoomMemory(ctx context.Context, room, id uuid.UUID) (bulkhead.Memory, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return bulkhead.Memory{}, err
 	}

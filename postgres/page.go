@@ -65,9 +65,6 @@ func decodeCursor(s string) (cursor, bool, error) {
 	return c, true, nil
 }
 
-// scope returns the scope in ctx or ErrUnauthenticated.
-func scope(ctx context.Context) (bulkhead.Scope, error) { return scopeFrom(ctx) }
-
 // entityScope is scope for operations that act as an entity: a scope
 // without one is ErrUnauthenticated.
 func entityScope(ctx context.Context) (bulkhead.Scope, error) {
@@ -82,7 +79,7 @@ func entityScope(ctx context.Context) (bulkhead.Scope, error) {
 // round trip. sql takes $1 = tenant, $2 = the id to start after, $3 = the
 // limit, then extra.
 func listByID[T any](ctx context.Context, db *DB, p Page, sql string, scan pgx.RowToFunc[T], id func(T) uuid.UUID, extra ...any) ([]T, string, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return nil, "", err
 	}

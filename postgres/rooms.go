@@ -39,7 +39,7 @@ func (db *DB) CreateWorld(ctx context.Context, name string) (bulkhead.World, err
 
 // World returns a world the caller owns or has a room in. It returns ErrNotFound.
 func (db *DB) World(ctx context.Context, id uuid.UUID) (bulkhead.World, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return bulkhead.World{}, err
 	}
@@ -101,7 +101,7 @@ func scanRoom(r pgx.CollectableRow) (bulkhead.Room, error) {
 // Room returns a room the caller participates in (or whose world it owns).
 // It returns ErrNotFound otherwise.
 func (db *DB) Room(ctx context.Context, id uuid.UUID) (bulkhead.Room, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return bulkhead.Room{}, err
 	}
@@ -124,7 +124,7 @@ func (db *DB) ListRooms(ctx context.Context, p Page) ([]bulkhead.Room, string, e
 // It returns ErrForbidden when refused, ErrNotFound when the room or entity
 // is missing, ErrConflict when already a participant.
 func (db *DB) AddParticipant(ctx context.Context, room, entity uuid.UUID, role bulkhead.Role) error {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func (db *DB) JoinRoom(ctx context.Context, room uuid.UUID) error {
 // RemoveParticipant removes entity from room: a room owner/admin may remove
 // anyone, an entity may remove itself. It returns ErrNotFound otherwise.
 func (db *DB) RemoveParticipant(ctx context.Context, room, entity uuid.UUID) error {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func (db *DB) RemoveParticipant(ctx context.Context, room, entity uuid.UUID) err
 // the caller may know (rooms it can't see answer false). One indexed
 // EXISTS, one round trip; it never loads the participant list.
 func (db *DB) IsRoomParticipant(ctx context.Context, room, entity uuid.UUID) (bool, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -178,7 +178,7 @@ func (db *DB) IsRoomParticipant(ctx context.Context, room, entity uuid.UUID) (bo
 // IsChannelParticipant is IsRoomParticipant for a room named by its
 // external platform and channel (the message server and channel ids).
 func (db *DB) IsChannelParticipant(ctx context.Context, messageServer uuid.UUID, channel string, entity uuid.UUID) (bool, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -227,7 +227,7 @@ func (db *DB) CreateMessageServer(ctx context.Context, platform, externalID, nam
 // LinkAgent connects an agent to a message server the caller owns.
 // It returns ErrForbidden when the server is not the caller's.
 func (db *DB) LinkAgent(ctx context.Context, server, agent uuid.UUID) error {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
 	}
@@ -240,7 +240,7 @@ func (db *DB) LinkAgent(ctx context.Context, server, agent uuid.UUID) error {
 // UnlinkAgent disconnects an agent from a message server the caller owns.
 // It returns ErrNotFound.
 func (db *DB) UnlinkAgent(ctx context.Context, server, agent uuid.UUID) error {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
 	}
@@ -251,7 +251,7 @@ func (db *DB) UnlinkAgent(ctx context.Context, server, agent uuid.UUID) error {
 
 // ServerAgents lists the agents connected to a message server.
 func (db *DB) ServerAgents(ctx context.Context, server uuid.UUID) ([]uuid.UUID, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -166,7 +166,7 @@ func scanTenant(row pgx.CollectableRow) (bulkhead.Tenant, error) {
 // CurrentTenant returns the caller's own tenant: the only row of tenants
 // the runtime role can see. It returns ErrUnauthenticated or ErrNotFound.
 func (db *DB) CurrentTenant(ctx context.Context) (bulkhead.Tenant, error) {
-	s, err := scope(ctx)
+	s, err := scopeFrom(ctx)
 	if err != nil {
 		return bulkhead.Tenant{}, err
 	}
