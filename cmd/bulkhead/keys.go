@@ -24,7 +24,7 @@ for a KMS). Sealed columns: agents.secrets, agents.system_prompt,
 documents.content_sealed, chunks.content_sealed.`,
 	}
 	var tenantFlag string
-	var all, dryRun, asJSON bool
+	var all, dryRun, asJSON, resume bool
 	var batch int
 	targets := func(ctx context.Context, db *postgres.DB) ([]bulkhead.Tenant, error) {
 		if (tenantFlag == "") == !all {
@@ -107,9 +107,9 @@ documents.content_sealed, chunks.content_sealed.`,
 		Short: "Add and promote a new key, re-encrypt every value under it (resumable), then retire unused keys",
 		Long: `rotate adds a new AES-256-GCM key to each named tenant's keyset and makes it
 primary, re-encrypts that tenant's sealed values in batches (each batch one
-transaction; interrupted, it resumes where it stopped when run again, and
-values keep opening at every step), then retires the keys no value uses any
-more. --dry-run only reports what would be re-encrypted.`,
+transaction; values keep opening at every step; after an interruption,
+--resume finishes without adding another key), then retires the keys no
+value uses any more. --dry-run only reports what would be re-encrypted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withDB(cmd, cfg, "cli: keys rotate", func(ctx context.Context, db *postgres.DB) error {
@@ -118,30 +118,36 @@ more. --dry-run only reports what would be re-encrypted.`,
 					return err
 				}
 				for _, t := range ts {
-					u, err := db.KeyUsage(ctx, t.ID)
-					if err != nil {
-						return err
-					}
-					var n int64
-					for _, c := range u.ByKey {
-						n += c
-					}
 					if dryRun {
+						u, err := db.KeyUsage(ctx, t.ID)
+						if err != nil {
+							return err
+						}
+						var n int64
+						for _, c := range u.ByKey {
+							n += c
+						}
 						fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: would add a key and re-encrypt %d values (%d plaintext values need keys sweep)\n", t.ID, n, u.Plaintext)
 						continue
 					}
 					if err := db.ProvisionKeys(ctx, t.ID); err != nil {
 						return err
 					}
-					id, err := db.Keyring().Rotate(ctx, t.ID)
-					if err != nil {
+					var id uint32
+					if resume {
+						st, err := db.Keyring().Status(ctx, t.ID)
+						if err != nil {
+							return err
+						}
+						id = st.Primary
+					} else if id, err = db.Keyring().Rotate(ctx, t.ID); err != nil {
 						return err
 					}
 					bar := newProgress(cmd.ErrOrStderr(), fmt.Sprintf("tenant %s re-encrypt", t.ID))
 					done, err := db.Reencrypt(ctx, t.ID, batch, bar.update)
 					bar.done()
 					if err != nil {
-						return fmt.Errorf("re-encrypt tenant %s (run keys rotate again to resume): %w", t.ID, err)
+						return fmt.Errorf("re-encrypt tenant %s (values still open; finish with keys rotate --resume): %w", t.ID, err)
 					}
 					retired, err := retireUnused(ctx, db, t.ID)
 					if err != nil {
@@ -184,6 +190,7 @@ more. --dry-run only reports what would be re-encrypted.`,
 			})
 		},
 	}
+	rotate.Flags().BoolVar(&resume, "resume", false, "add no key: finish re-encrypting to the current primary (after an interrupted rotation), then retire unused keys")
 	for _, c := range []*cobra.Command{rotate, sweep} {
 		c.Flags().StringVar(&tenantFlag, "tenant", "", "tenant id")
 		c.Flags().BoolVar(&all, "all", false, "every tenant")

@@ -97,6 +97,16 @@ func TestKeysCLI(t *testing.T) {
 			t.Errorf("after rotation, tenant %s: %+v (before: primary %d)", st.Tenant, st, before[i].Primary)
 		}
 	}
+	// --resume adds no key: the primaries stay, nothing is left to re-encrypt.
+	rotated := read()
+	if r := mustRun(t, dir, "keys", "rotate", "--all", "--resume"); strings.Count(r.stdout, " 0 values re-encrypted") != 2 {
+		t.Errorf("keys rotate --resume:\n%s", r.stdout)
+	}
+	for i, st := range read() {
+		if st.Primary != rotated[i].Primary || len(st.Keys) != 1 {
+			t.Errorf("--resume changed tenant %s's keys: %+v, before %+v", st.Tenant, st, rotated[i])
+		}
+	}
 	// Everything still opens: demo show reads what each entity sees, including sealed columns' owners.
 	if out := mustRun(t, dir, "demo", "show").stdout; !strings.Contains(out, "Alice's private notes") {
 		t.Errorf("demo show after rotation:\n%s", out)
