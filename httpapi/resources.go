@@ -302,10 +302,7 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.db.Room(r.Context(), room); err != nil {
-		return err
-	}
-	items, next, err := s.db.RoomHistory(r.Context(), room, p)
+	items, next, err := s.db.RoomMessages(r.Context(), room, p) // a hidden room is a 404
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,10 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/google/uuid"
@@ -63,6 +65,17 @@ func (db *DB) AppendMemory(ctx context.Context, in NewMemory) (bulkhead.Memory, 
 // (created_at, id) over the history index: each page costs the same.
 // Rooms the caller doesn't participate in have no history (no error).
 func (db *DB) RoomHistory(ctx context.Context, room uuid.UUID, p Page) ([]bulkhead.Memory, string, error) {
+	out, next, err := db.RoomMessages(ctx, room, p)
+	if errors.Is(err, bulkhead.ErrNotFound) {
+		return nil, "", nil
+	}
+	return out, next, err
+}
+
+// RoomMessages is RoomHistory for a room the caller must be able to see:
+// a missing or hidden room is ErrNotFound, not an empty page. The room
+// check and the page are one statement, one round trip.
+func (db *DB) RoomMessages(ctx context.Context, room uuid.UUID, p Page) ([]bulkhead.Memory, string, error) {
 	s, err := scopeFrom(ctx)
 	if err != nil {
 		return nil, "", err
@@ -71,24 +84,42 @@ func (db *DB) RoomHistory(ctx context.Context, room uuid.UUID, p Page) ([]bulkhe
 	if err != nil {
 		return nil, "", err
 	}
-	q := `SELECT id, room_id, author_id, kind, content, created_at FROM bulkhead.memories
-		WHERE tenant_id = $1 AND room_id = $2 ORDER BY created_at DESC, id DESC LIMIT $3`
+	after := ""
 	args := []any{s.Tenant, room, p.limit()}
 	if ok {
-		q = `SELECT id, room_id, author_id, kind, content, created_at FROM bulkhead.memories
-		WHERE tenant_id = $1 AND room_id = $2 AND (created_at, id) < ($4, $5) ORDER BY created_at DESC, id DESC LIMIT $3`
+		after = "AND (m.created_at, m.id) < ($4, $5)"
 		args = append(args, c.at, c.id)
 	}
+	// Zero rows: the room is hidden. One row of NULLs: an empty page.
+	q := `SELECT m.id, m.room_id, m.author_id, m.kind, m.content, m.created_at
+		FROM bulkhead.rooms r LEFT JOIN LATERAL (
+			SELECT m.id, m.room_id, m.author_id, m.kind, m.content, m.created_at FROM bulkhead.memories m
+			WHERE m.tenant_id = r.tenant_id AND m.room_id = r.id ` + after + `
+			ORDER BY m.created_at DESC, m.id DESC LIMIT $3) m ON true
+		WHERE r.tenant_id = $1 AND r.id = $2
+		ORDER BY m.created_at DESC, m.id DESC`
 	var out []bulkhead.Memory
+	found := false
 	err = db.Read(ctx, func(rows pgx.Rows) error {
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (bulkhead.Memory, error) {
-			var m bulkhead.Memory
-			return m, r.Scan(&m.ID, &m.RoomID, &m.AuthorID, &m.Kind, &m.Content, &m.CreatedAt)
-		})
-		return err
+		for rows.Next() {
+			found = true
+			var id, roomID, author *uuid.UUID
+			var kind, content *string
+			var at *time.Time
+			if err := rows.Scan(&id, &roomID, &author, &kind, &content, &at); err != nil {
+				return err
+			}
+			if id != nil {
+				out = append(out, bulkhead.Memory{ID: *id, RoomID: *roomID, AuthorID: *author, Kind: *kind, Content: *content, CreatedAt: *at})
+			}
+		}
+		return rows.Err()
 	}, q, args...)
 	if err != nil {
 		return nil, "", err
+	}
+	if !found {
+		return nil, "", bulkhead.ErrNotFound
 	}
 	next := ""
 	if len(out) == p.limit() {
