@@ -402,3 +402,30 @@ func TestVisibilityOfDocumentsAndChunks(t *testing.T) {
 		t.Errorf("Alice updates her agent: %v", err)
 	}
 }
+
+// TestRoomMessagesTellsHiddenFromEmpty: one statement answers both the
+// room check and the page.
+func TestRoomMessagesTellsHiddenFromEmpty(t *testing.T) {
+	t.Parallel()
+	d, demo := seeded(t)
+	tn := demo.T1
+	alice := as(t, tn.Tenant.ID, tn.Alice, uuid.Nil)
+	empty, err := d.DB.CreateRoom(alice, postgres.NewRoom{WorldID: tn.World1, Name: "quiet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms, next, err := d.DB.RoomMessages(alice, empty.ID, postgres.Page{}); err != nil || len(ms) != 0 || next != "" {
+		t.Errorf("visible empty room: %v %q %v, want an empty page", ms, next, err)
+	}
+	if ms, _, err := d.DB.RoomMessages(alice, tn.Room1, postgres.Page{Limit: 1}); err != nil || len(ms) != 1 || ms[0].ID != tn.Memories["room1/bob"] {
+		t.Errorf("room1 newest message: %v %v", ms, err)
+	}
+	for name, ctx := range map[string]context.Context{
+		"non-participant": as(t, tn.Tenant.ID, tn.Charlie, uuid.Nil),
+		"other tenant":    as(t, demo.T2.Tenant.ID, demo.T2.Alice, uuid.Nil),
+	} {
+		if ms, _, err := d.DB.RoomMessages(ctx, tn.Room1, postgres.Page{}); !errors.Is(err, bulkhead.ErrNotFound) || len(ms) != 0 {
+			t.Errorf("%s: %v %v, want ErrNotFound", name, ms, err)
+		}
+	}
+}
