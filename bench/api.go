@@ -303,7 +303,7 @@ func (r *APIResult) Markdown(w io.Writer, command string) {
 	for _, c := range r.Cases {
 		fmt.Fprintf(w, "| %s | %.0f | %.3f | %s µs | %s µs | %d |\n", c.Name, c.RPS, c.RPS/base.RPS, us(c.P50), us(c.P99), c.Errors)
 	}
-	fmt.Fprintf(w, "\nReads during an argon2id login storm (%d logins, median %.1f ms each, hashing bounded to the CPU count): read p99 **%s µs** vs %s µs without the storm (%.2f×).\n",
+	fmt.Fprintf(w, "\nReads during an argon2id login storm (%d logins, median %.1f ms each, hashing bounded to half the CPUs): read p99 **%s µs** vs %s µs without the storm (%.2f×).\n",
 		r.Logins, float64(r.LoginP50)/float64(time.Millisecond), us(r.StormP99), us(r.QuietP99), float64(r.StormP99)/float64(r.QuietP99))
 }
 
