@@ -9,7 +9,7 @@ import (
 )
 
 // Bootstrap creates or updates, idempotently, everything migrations can't
-// create as the owner: the four roles with their attributes and passwords,
+// create as the owner: the five roles with their attributes and passwords,
 // the database (when create is true and it is missing), its privileges and
 // the bulkhead schema. adminDSN must connect as a superuser or a role with
 // CREATEROLE (and CREATEDB when create is true); its database is ignored.
@@ -32,33 +32,47 @@ func Bootstrap(ctx context.Context, adminDSN, database string, creds Credentials
 		{Definer, "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS NOINHERIT", ""},
 		{KeyService, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT", creds.KeyService},
 	}
-	for _, r := range roles {
-		var exists bool
-		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", r.name).Scan(&exists); err != nil {
-			return fmt.Errorf("bootstrap: look up role %s: %w", r.name, err)
-		}
-		verb := "ALTER"
-		if !exists {
-			verb = "CREATE"
-		}
-		stmt := fmt.Sprintf("%s ROLE %s %s", verb, pgx.Identifier{r.name}.Sanitize(), r.attrs)
-		if r.password != "" {
-			// Utility statements take no parameters: quote the literal server-side.
-			var lit string
-			if err := conn.QueryRow(ctx, "SELECT quote_literal($1)", r.password).Scan(&lit); err != nil {
-				return fmt.Errorf("bootstrap: quote password: %w", err)
-			}
-			stmt += " PASSWORD " + lit
-		}
-		if _, err := conn.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("bootstrap: %s role %s: %w", verb, r.name, err)
-		}
+	// Two bootstraps at once (two first starts, parallel migrators) would
+	// race on the catalogs ("tuple concurrently updated", or both creating a
+	// role or the database): take turns under a session advisory lock, which
+	// also spans CREATE DATABASE (it can't run in a transaction).
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", bootstrapLock); err != nil {
+		return fmt.Errorf("bootstrap: lock: %w", err)
 	}
-	// The owner hands the membership helpers to the definer role
-	// (ALTER FUNCTION ... OWNER TO needs membership). Nothing else is a
-	// member of anything.
-	if _, err := conn.Exec(ctx, fmt.Sprintf("GRANT %s TO %s", Definer, Owner)); err != nil {
-		return fmt.Errorf("bootstrap: grant %s to %s: %w", Definer, Owner, err)
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", bootstrapLock)
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, r := range roles {
+			var exists bool
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", r.name).Scan(&exists); err != nil {
+				return fmt.Errorf("bootstrap: look up role %s: %w", r.name, err)
+			}
+			verb := "ALTER"
+			if !exists {
+				verb = "CREATE"
+			}
+			stmt := fmt.Sprintf("%s ROLE %s %s", verb, pgx.Identifier{r.name}.Sanitize(), r.attrs)
+			if r.password != "" {
+				// Utility statements take no parameters: quote the literal server-side.
+				var lit string
+				if err := tx.QueryRow(ctx, "SELECT quote_literal($1)", r.password).Scan(&lit); err != nil {
+					return fmt.Errorf("bootstrap: quote password: %w", err)
+				}
+				stmt += " PASSWORD " + lit
+			}
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("bootstrap: %s role %s: %w", verb, r.name, err)
+			}
+		}
+		// The owner hands the membership helpers to the definer role
+		// (ALTER FUNCTION ... OWNER TO needs membership). Nothing else is a
+		// member of anything.
+		if _, err := tx.Exec(ctx, fmt.Sprintf("GRANT %s TO %s", Definer, Owner)); err != nil {
+			return fmt.Errorf("bootstrap: grant %s to %s: %w", Definer, Owner, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 
 	if create {
@@ -67,13 +81,17 @@ func Bootstrap(ctx context.Context, adminDSN, database string, creds Credentials
 			return fmt.Errorf("bootstrap: look up database: %w", err)
 		}
 		if !exists {
-			if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s OWNER %s", pgx.Identifier{database}.Sanitize(), Owner)); err != nil {
+			_, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s OWNER %s", pgx.Identifier{database}.Sanitize(), Owner))
+			if err != nil {
 				return fmt.Errorf("bootstrap: create database %s: %w", database, err)
 			}
 		}
 	}
 	return PrepareDatabase(ctx, adminDSN, database)
 }
+
+// bootstrapLock is the advisory lock key serialising bootstraps.
+const bootstrapLock int64 = 0x62756c6b68656164 // "bulkhead"
 
 // PrepareDatabase sets, idempotently, the privileges inside one database:
 // only bulkhead's roles may connect, nobody but the owner may create
@@ -103,12 +121,17 @@ func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
 		fmt.Sprintf("REVOKE ALL ON SCHEMA %s FROM PUBLIC", KeySchema),
 		fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s, %s", KeySchema, KeyService, Maintenance),
 	}
-	for _, s := range stmts {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			return fmt.Errorf("prepare database %s: %s: %w", database, s, err)
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", bootstrapLock); err != nil {
+			return fmt.Errorf("prepare database %s: lock: %w", database, err)
 		}
-	}
-	return nil
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("prepare database %s: %s: %w", database, s, err)
+			}
+		}
+		return nil
+	})
 }
 
 // connectTo opens one connection with dsn, switching to database when not empty.

@@ -166,3 +166,25 @@ func TestPoliciesDownUpKeepsData(t *testing.T) {
 		t.Errorf("after down/up T2 Bob sees %d memories, want his 4", len(got))
 	}
 }
+
+// TestConcurrentBootstraps: several processes bootstrapping one cluster at
+// once (two first starts, parallel migrators) all succeed.
+func TestConcurrentBootstraps(t *testing.T) {
+	t.Parallel()
+	name := fmt.Sprintf("boot%d", os.Getpid())
+	t.Cleanup(func() {
+		admin := mustConnect(t, testdb.Cluster().SuperuserDSN("postgres"))
+		admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			errs <- postgres.Bootstrap(context.Background(), testdb.Cluster().SuperuserDSN("postgres"), name, testdb.Credentials(), true)
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent bootstrap: %v", err)
+		}
+	}
+}
