@@ -93,6 +93,9 @@ func Bootstrap(ctx context.Context, adminDSN, database string, creds Credentials
 // bootstrapLock is the advisory lock key serialising bootstraps.
 const bootstrapLock int64 = 0x62756c6b68656164 // "bulkhead"
 
+// prepareLock is the advisory lock key serialising PrepareDatabase.
+const prepareLock = bootstrapLock + 1
+
 // PrepareDatabase sets, idempotently, the privileges inside one database:
 // only bulkhead's roles may connect, nobody but the owner may create
 // objects, the public schema is closed, and the bulkhead schema exists,
@@ -122,7 +125,9 @@ func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
 		fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s, %s", KeySchema, KeyService, Maintenance),
 	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", bootstrapLock); err != nil {
+		// Its own key: Bootstrap holds bootstrapLock on another connection,
+		// possibly in this very database (an external DATABASE_URL).
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", prepareLock); err != nil {
 			return fmt.Errorf("prepare database %s: lock: %w", database, err)
 		}
 		for _, s := range stmts {
