@@ -18,14 +18,14 @@ import (
 // movePage is how many points Move copies per Scroll/Upsert round.
 const movePage = 512
 
-// Move moves tenant's collection from the backend of region from to the
-// backend of region to, with no point lost:
+// Move moves generation gen of tenant's collection from the backend of
+// region from to the backend of region to, with no point lost:
 //
-//  1. writes of the tenant through this router are refused with
-//     ErrUnavailable (retryable) until the move ends; reads keep being
-//     served from the old copy;
-//  2. any stale copy in to is dropped, the collection is created there with
-//     the same dimension and every point is copied;
+//  1. writes of the tenant (every generation) through this router are
+//     refused with ErrUnavailable (retryable) until the move ends; reads
+//     keep being served from the old copy;
+//  2. any stale copy of the generation in to is dropped, it is created
+//     there with the same dimension and every point is copied;
 //  3. both copies are verified: same number of points and the same
 //     SHA-256 over (id, vector, payload) of every point in id order;
 //  4. flip is called to record the new region, and Move checks that
@@ -33,10 +33,21 @@ const movePage = 512
 //  5. reads that were routed to the old copy are drained, and it is
 //     dropped.
 //
+// The region belongs to the tenant, not to a generation: after the flip
+// every generation of the tenant is looked for in to. Move therefore moves
+// a tenant that has one generation, the one named; finish or abandon a
+// re-embedding (drop the other generation) first. Backends cannot list a
+// tenant's generations, so Move cannot see them all: it refuses, with
+// bulkhead.ErrConflict and before copying anything, when generation gen-1
+// or gen+1 exists in from (where a re-embedding keeps its other
+// generation), but a generation further away would be left behind in
+// from, unreachable until moved by hand.
+//
 // Move is resumable: if the tenant already lives in to (a previous Move
-// flipped, then failed to drop), it only drops the old copy. If it fails
-// before the flip, the old copy stays authoritative; if flip itself fails,
-// both copies are kept and Move can be run again.
+// flipped, then failed to drop), it only drops the old copy of the
+// generation. If it fails before the flip, the old copy stays
+// authoritative; if flip itself fails, both copies are kept and Move can be
+// run again.
 //
 // Writes are frozen through this Router only. With several server
 // processes, each has its own Router: the tenant's writes must be stopped
@@ -48,26 +59,28 @@ const movePage = 512
 //
 // ctx must be marked with bulkhead.AsMaintenance: moving names a tenant
 // explicitly, which is cross-tenant work. Move returns ErrForbidden without
-// one, ErrWrongRegion if the tenant lives in neither region or this router
-// has no backend for one of them, bulkhead.ErrConflict if the tenant is
-// already being moved, ErrNotFound if it has no collection, and
-// ErrUnavailable if the copies do not verify.
-func (r *Router) Move(ctx context.Context, tenant uuid.UUID, from, to string, flip func(context.Context) error) error {
+// one, a bulkhead.ErrInvalid error for a nil tenant, a generation 0, the
+// same region twice or a nil flip, ErrWrongRegion if the tenant lives in
+// neither region or this router has no backend for one of them,
+// bulkhead.ErrConflict if the tenant is already being moved or has a
+// neighbouring generation in from, ErrNotFound if it has no collection at
+// generation gen, and ErrUnavailable if the copies do not verify.
+func (r *Router) Move(ctx context.Context, tenant uuid.UUID, gen uint32, from, to string, flip func(context.Context) error) error {
 	if _, ok := bulkhead.MaintenanceFrom(ctx); !ok {
 		return fmt.Errorf("move vectors of tenant %s: needs a maintenance context: %w", tenant, ErrForbidden)
 	}
-	if tenant == uuid.Nil || from == to || flip == nil {
-		return fmt.Errorf("move vectors of tenant %s from %q to %q: %w", tenant, from, to, bulkhead.ErrInvalid)
+	if tenant == uuid.Nil || gen < 1 || from == to || flip == nil {
+		return fmt.Errorf("move vectors of tenant %s generation %d from %q to %q: %w", tenant, gen, from, to, bulkhead.ErrInvalid)
 	}
 	src, ok1 := r.stores[from]
 	dst, ok2 := r.stores[to]
 	if !ok1 || !ok2 {
 		return fmt.Errorf("move vectors of tenant %s: router serves %q: %t, %q: %t: %w", tenant, from, ok1, to, ok2, ErrWrongRegion)
 	}
-	c := Collection{tenant: tenant, region: from, router: r}
-	d := Collection{tenant: tenant, region: to, router: r}
+	c := Collection{tenant: tenant, region: from, gen: gen, router: r}
+	d := Collection{tenant: tenant, region: to, gen: gen, router: r}
 	fail := func(step string, err error) error {
-		return fmt.Errorf("move vectors of tenant %s from %q to %q: %s: %w", tenant, from, to, step, err)
+		return fmt.Errorf("move vectors of tenant %s generation %d from %q to %q: %s: %w", tenant, gen, from, to, step, err)
 	}
 
 	if !r.startMove(tenant) {
@@ -99,6 +112,9 @@ func (r *Router) Move(ctx context.Context, tenant uuid.UUID, from, to string, fl
 	st, err := src.Stats(ctx, c)
 	if err != nil {
 		return fail("source", err)
+	}
+	if err := checkNeighbours(ctx, src, c); err != nil {
+		return fail("other generations", err)
 	}
 	if err := dst.DropCollection(ctx, d); err != nil && !errors.Is(err, ErrNotFound) {
 		return fail("drop stale target", err)
@@ -132,6 +148,32 @@ func (r *Router) Move(ctx context.Context, tenant uuid.UUID, from, to string, fl
 	g.Unlock()
 	if err := src.DropCollection(ctx, c); err != nil && !errors.Is(err, ErrNotFound) {
 		return fail("moved, but dropping the old copy failed (run Move again to finish)", err)
+	}
+	return nil
+}
+
+// checkNeighbours returns bulkhead.ErrConflict if generation gen-1 or
+// gen+1 of c's tenant exists in s: the flip would strand it in the old
+// region. Anything but ErrNotFound from s is returned as is (unsure is not
+// absent).
+func checkNeighbours(ctx context.Context, s Store, c Collection) error {
+	var gens []uint32
+	if c.gen > 1 {
+		gens = append(gens, c.gen-1)
+	}
+	if c.gen < math.MaxUint32 {
+		gens = append(gens, c.gen+1)
+	}
+	for _, g := range gens {
+		o := c
+		o.gen = g
+		_, err := s.Stats(ctx, o)
+		switch {
+		case err == nil:
+			return fmt.Errorf("generation %d exists too and would be left behind (move one generation per tenant): %w", g, bulkhead.ErrConflict)
+		case !errors.Is(err, ErrNotFound):
+			return fmt.Errorf("generation %d: %w", g, err)
+		}
 	}
 	return nil
 }

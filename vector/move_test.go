@@ -94,7 +94,7 @@ func TestMoveLosesNoPoint(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := e.r.Move(e.m, e.a, "eu", "us", e.flipTo("us")); err != nil {
+	if err := e.r.Move(e.m, e.a, 1, "eu", "us", e.flipTo("us")); err != nil {
 		t.Fatalf("Move: %v", err)
 	}
 
@@ -183,7 +183,7 @@ func TestMoveUnderConcurrentWrites(t *testing.T) {
 	case err := <-writerErr:
 		t.Fatalf("writer stopped early: %v", err)
 	}
-	if err := e.r.Move(e.m, e.a, "eu", "us", e.flipTo("us")); err != nil {
+	if err := e.r.Move(e.m, e.a, 1, "eu", "us", e.flipTo("us")); err != nil {
 		t.Fatalf("Move: %v", err)
 	}
 	mu.Lock()
@@ -255,22 +255,97 @@ func (h *hookStore) DropCollection(ctx context.Context, c vector.Collection) err
 
 func TestMoveNeedsMaintenanceContext(t *testing.T) {
 	e := newMoveEnv(t, newEmbedded(t), newEmbedded(t), 10)
-	err := e.r.Move(e.ctxA, e.a, "eu", "us", e.flipTo("us"))
+	err := e.r.Move(e.ctxA, e.a, 1, "eu", "us", e.flipTo("us"))
 	is(t, "Move in a tenant scope", err, vector.ErrForbidden)
-	is(t, "Move to an unserved region", e.r.Move(e.m, e.a, "eu", "ap", e.flipTo("ap")), vector.ErrWrongRegion)
+	is(t, "Move to an unserved region", e.r.Move(e.m, e.a, 1, "eu", "ap", e.flipTo("ap")), vector.ErrWrongRegion)
 	// Already in the target region: nothing to copy, Move is done.
-	if err := e.r.Move(e.m, e.a, "us", "eu", e.flipTo("eu")); err != nil {
+	if err := e.r.Move(e.m, e.a, 1, "us", "eu", e.flipTo("eu")); err != nil {
 		t.Fatalf("Move to the region the tenant is in: %v", err)
 	}
 	if st, err := e.eu.Stats(e.m, mustCollection(t, e.r, e.ctxA)); err != nil || st.Points != 10 {
 		t.Fatalf("eu copy after a no-op Move: %+v, %v", st, err)
 	}
 	e.regions.Set(e.b, "ap")
-	is(t, "Move of a tenant in neither region", e.r.Move(e.m, e.b, "eu", "us", e.flipTo("us")), vector.ErrWrongRegion)
-	is(t, "Move to the same region", e.r.Move(e.m, e.a, "eu", "eu", e.flipTo("eu")), bulkhead.ErrInvalid)
+	is(t, "Move of a tenant in neither region", e.r.Move(e.m, e.b, 1, "eu", "us", e.flipTo("us")), vector.ErrWrongRegion)
+	is(t, "Move to the same region", e.r.Move(e.m, e.a, 1, "eu", "eu", e.flipTo("eu")), bulkhead.ErrInvalid)
 	other := uuid.New()
 	e.regions.Set(other, "eu")
-	is(t, "Move of a tenant without a collection", e.r.Move(e.m, other, "eu", "us", func(context.Context) error { return nil }), vector.ErrNotFound)
+	is(t, "Move of a tenant without a collection", e.r.Move(e.m, other, 1, "eu", "us", func(context.Context) error { return nil }), vector.ErrNotFound)
+	is(t, "Move of generation 0", e.r.Move(e.m, e.a, 0, "eu", "us", e.flipTo("us")), bulkhead.ErrInvalid)
+	is(t, "Move of a generation A never created", e.r.Move(e.m, e.a, 2, "eu", "us", e.flipTo("us")), vector.ErrNotFound)
+	if r, _ := e.regions.Region(e.m, e.a); r != "eu" {
+		t.Fatalf("refused Moves flipped A to %q", r)
+	}
+}
+
+// TestMoveGeneration: Move moves the generation it is given, and refuses a
+// tenant that still has a neighbouring generation in the old region (the
+// flip would leave it behind, unreachable).
+func TestMoveGeneration(t *testing.T) {
+	e := newMoveEnv(t, newEmbedded(t), newEmbedded(t), 100)
+	a1 := mustCollection(t, e.r, e.ctxA)
+	a2 := atGeneration(t, a1, 2)
+	if err := e.r.CreateCollection(e.ctxA, a2, 8); err != nil {
+		t.Fatal(err)
+	}
+	pts2 := make([]vector.Point, 30)
+	for i := range pts2 {
+		pts2[i] = vector.Point{ID: uuid.New(), Vector: []float32{1, float32(i), 0, 0, 0, 0, 0, 1}, Payload: map[string]string{"gen": "2"}}
+	}
+	if err := e.r.Upsert(e.ctxA, a2, pts2); err != nil {
+		t.Fatal(err)
+	}
+	before2 := scrollAll(t, e.ctxA, e.r, a2)
+
+	// Generations 1 and 2 both in eu: moving either would strand the other.
+	for _, g := range []uint32{1, 2} {
+		is(t, fmt.Sprintf("Move of generation %d while the other exists", g), e.r.Move(e.m, e.a, g, "eu", "us", e.flipTo("us")), bulkhead.ErrConflict)
+	}
+	if r, _ := e.regions.Region(e.m, e.a); r != "eu" {
+		t.Fatalf("refused Move flipped A to %q", r)
+	}
+	for _, c := range []vector.Collection{a1, a2} {
+		if _, err := e.us.Stats(e.m, c); !errors.Is(err, vector.ErrNotFound) {
+			t.Fatalf("refused Move left %s in us: %v", c, err)
+		}
+	}
+	// The re-embedding is finished: generation 1 is dropped, 2 moves.
+	if err := e.r.DropCollection(e.ctxA, a1); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.r.Move(e.m, e.a, 2, "eu", "us", e.flipTo("us")); err != nil {
+		t.Fatalf("Move of generation 2: %v", err)
+	}
+	a2us := atGeneration(t, mustCollection(t, e.r, e.ctxA), 2)
+	if a2us.Region() != "us" {
+		t.Fatalf("generation 2 reference in %q", a2us.Region())
+	}
+	if diff := cmp.Diff(before2, scrollAll(t, e.ctxA, e.r, a2us)); diff != "" {
+		t.Fatalf("generation 2 after Move (-before +after):\n%s", diff)
+	}
+	if st, err := e.us.Stats(e.m, a2us); err != nil || st.Dimension != 8 || st.Points != 30 {
+		t.Fatalf("us generation 2 Stats = %+v, %v", st, err)
+	}
+	if _, err := e.eu.Stats(e.m, a2); !errors.Is(err, vector.ErrNotFound) {
+		t.Fatalf("old copy of generation 2 after Move: %v", err)
+	}
+	// Generation 1 was not recreated anywhere.
+	if _, err := e.r.Stats(e.ctxA, mustCollection(t, e.r, e.ctxA)); !errors.Is(err, vector.ErrNotFound) {
+		t.Fatalf("generation 1 after moving generation 2: %v", err)
+	}
+	// B, in eu with generation 1 only, is untouched and movable.
+	if err := e.r.Move(e.m, e.b, 1, "eu", "us", func(context.Context) error { e.regions.Set(e.b, "us"); return nil }); err != nil {
+		t.Fatalf("Move of B: %v", err)
+	}
+}
+
+func atGeneration(t *testing.T, c vector.Collection, g uint32) vector.Collection {
+	t.Helper()
+	cg, err := c.AtGeneration(g)
+	if err != nil {
+		t.Fatalf("AtGeneration(%d): %v", g, err)
+	}
+	return cg
 }
 
 func TestMoveRefusesWritesAndServesReadsWhileCopying(t *testing.T) {
@@ -283,10 +358,10 @@ func TestMoveRefusesWritesAndServesReadsWhileCopying(t *testing.T) {
 		once.Do(func() {
 			writeErr = e.r.Upsert(e.ctxA, ca, points(3, 1))
 			_, readErr = e.r.Search(e.ctxA, ca, points(4, 1)[0].Vector, 3)
-			moveErr = e.r.Move(e.m, e.a, "eu", "us", e.flipTo("us"))
+			moveErr = e.r.Move(e.m, e.a, 1, "eu", "us", e.flipTo("us"))
 		})
 	}
-	if err := e.r.Move(e.m, e.a, "eu", "us", e.flipTo("us")); err != nil {
+	if err := e.r.Move(e.m, e.a, 1, "eu", "us", e.flipTo("us")); err != nil {
 		t.Fatal(err)
 	}
 	is(t, "write during the copy", writeErr, vector.ErrUnavailable)
@@ -302,7 +377,7 @@ func TestMoveVerifiesChecksum(t *testing.T) {
 	ca := mustCollection(t, e.r, e.ctxA)
 	before := scrollAll(t, e.ctxA, e.r, ca)
 	flipped := false
-	err := e.r.Move(e.m, e.a, "eu", "us", func(context.Context) error { flipped = true; return nil })
+	err := e.r.Move(e.m, e.a, 1, "eu", "us", func(context.Context) error { flipped = true; return nil })
 	is(t, "Move to a backend that alters points", err, vector.ErrUnavailable)
 	if flipped {
 		t.Fatal("flipped despite a checksum mismatch")
@@ -325,7 +400,7 @@ func TestMoveResumes(t *testing.T) {
 	before := scrollAll(t, e.ctxA, e.r, ca)
 
 	// The flip fails: nothing is dropped, the source stays authoritative.
-	err := e.r.Move(e.m, e.a, "eu", "us", func(context.Context) error { return errors.New("db down") })
+	err := e.r.Move(e.m, e.a, 1, "eu", "us", func(context.Context) error { return errors.New("db down") })
 	if err == nil {
 		t.Fatal("Move with a failing flip succeeded")
 	}
@@ -333,7 +408,7 @@ func TestMoveResumes(t *testing.T) {
 		t.Fatalf("source after failed flip (-before +after):\n%s", diff)
 	}
 	// A flip that does not actually change the region is caught.
-	err = e.r.Move(e.m, e.a, "eu", "us", func(context.Context) error { return nil })
+	err = e.r.Move(e.m, e.a, 1, "eu", "us", func(context.Context) error { return nil })
 	if err == nil {
 		t.Fatal("Move with a no-op flip succeeded")
 	}
@@ -343,12 +418,12 @@ func TestMoveResumes(t *testing.T) {
 
 	// Flip succeeds, dropping the old copy fails: run again to finish.
 	eu.failDrops.Store(1)
-	err = e.r.Move(e.m, e.a, "eu", "us", e.flipTo("us"))
+	err = e.r.Move(e.m, e.a, 1, "eu", "us", e.flipTo("us"))
 	is(t, "Move whose final drop fails", err, vector.ErrUnavailable)
 	if _, err := eu.Stats(e.m, ca); err != nil {
 		t.Fatalf("old copy should still be there: %v", err)
 	}
-	if err := e.r.Move(e.m, e.a, "eu", "us", e.flipTo("us")); err != nil {
+	if err := e.r.Move(e.m, e.a, 1, "eu", "us", e.flipTo("us")); err != nil {
 		t.Fatalf("resumed Move: %v", err)
 	}
 	if _, err := eu.Stats(e.m, ca); !errors.Is(err, vector.ErrNotFound) {

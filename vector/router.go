@@ -14,6 +14,7 @@ import (
 // Store: on every call it checks that the context's scope is the
 // Collection's tenant, that the tenant still lives in the Collection's
 // region, and that every hit a backend returns belongs to that tenant.
+// Every generation of a tenant lives in the tenant's region.
 // A Router is safe for concurrent use.
 type Router struct {
 	regions Regions
@@ -48,8 +49,9 @@ func NewRouter(regions Regions, stores map[string]Store) *Router {
 	return r
 }
 
-// Collection returns the reference to the collection of the tenant in ctx's
-// scope. It returns bulkhead.ErrUnauthenticated if ctx has no scope, the
+// Collection returns the reference to generation 1 of the collection of
+// the tenant in ctx's scope (Collection.AtGeneration reaches the others).
+// It returns bulkhead.ErrUnauthenticated if ctx has no scope, the
 // Regions error (bulkhead.ErrNotFound for an unknown tenant), or
 // ErrWrongRegion if this router serves no backend for the tenant's region.
 // It does not check that the collection exists.
@@ -65,7 +67,7 @@ func (r *Router) Collection(ctx context.Context) (Collection, error) {
 	if _, ok := r.stores[region]; !ok {
 		return Collection{}, fmt.Errorf("vector collection of tenant %s in region %q: %w", s.Tenant, region, ErrWrongRegion)
 	}
-	return Collection{tenant: s.Tenant, region: region, router: r}, nil
+	return Collection{tenant: s.Tenant, region: region, gen: 1, router: r}, nil
 }
 
 func (r *Router) gate(tenant uuid.UUID) *sync.RWMutex {
@@ -75,7 +77,7 @@ func (r *Router) gate(tenant uuid.UUID) *sync.RWMutex {
 // enter checks c against ctx and the tenant's current region and returns
 // the backend, holding the tenant's gate until done is called.
 func (r *Router) enter(ctx context.Context, c Collection, write bool) (Store, func(), error) {
-	if c.router != r || c.tenant == uuid.Nil {
+	if c.router != r || !c.minted() {
 		return nil, nil, fmt.Errorf("collection reference not issued by this router: %w", ErrForbidden)
 	}
 	s, ok := bulkhead.ScopeFrom(ctx)

@@ -80,7 +80,7 @@ func TestCollectionComesFromScope(t *testing.T) {
 	is(t, "tenant with no region", err, bulkhead.ErrNotFound)
 
 	c := mustCollection(t, r, scoped(t, a))
-	if c.Tenant() != a || c.Region() != "eu" || c.String() != a.String()+"@eu" {
+	if c.Tenant() != a || c.Region() != "eu" || c.Generation() != 1 || c.String() != a.String()+"@eu/g1" {
 		t.Fatalf("Collection = %v", c)
 	}
 	if (vector.Collection{}).Tenant() != uuid.Nil {
@@ -155,6 +155,49 @@ func TestCollectionOfAnotherRouterRefused(t *testing.T) {
 	ctx := scoped(t, a)
 	c1 := mustCollection(t, r1, ctx)
 	is(t, "r2 with r1's collection", r2.CreateCollection(ctx, c1, 2), vector.ErrForbidden)
+}
+
+// TestGenerationKeepsEveryCheck: a reference from AtGeneration carries its
+// original's tenant, region and router, so every check the Router makes
+// applies to it unchanged.
+func TestGenerationKeepsEveryCheck(t *testing.T) {
+	a, b := uuid.New(), uuid.New()
+	regions := vector.NewStaticRegions(map[uuid.UUID]string{a: "eu", b: "eu"})
+	s := newEmbedded(t)
+	r1 := vector.NewRouter(regions, map[string]vector.Store{"eu": s, "us": newEmbedded(t)})
+	r2 := vector.NewRouter(regions, map[string]vector.Store{"eu": s})
+	ctxA, ctxB := scoped(t, a), scoped(t, b)
+	a1 := mustCollection(t, r1, ctxA)
+	a3, err := a1.AtGeneration(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a3.Tenant() != a || a3.Region() != "eu" || a3.Generation() != 3 || a3.String() != a.String()+"@eu/g3" {
+		t.Fatalf("AtGeneration(3) = %v", a3)
+	}
+	if a1.Generation() != 1 {
+		t.Fatalf("AtGeneration changed its receiver: %v", a1)
+	}
+	if err := r1.CreateCollection(ctxA, a3, 2); err != nil {
+		t.Fatal(err)
+	}
+	is(t, "another router with r1's generation 3", r2.CreateCollection(ctxA, a3, 2), vector.ErrForbidden)
+	_, err = r1.Stats(ctxB, a3)
+	is(t, "A's generation 3 in B's scope", err, vector.ErrForbidden)
+	_, err = r1.Stats(context.Background(), a3)
+	is(t, "A's generation 3 without a scope", err, bulkhead.ErrUnauthenticated)
+	_, err = a1.AtGeneration(0)
+	is(t, "AtGeneration(0)", err, bulkhead.ErrInvalid)
+	_, err = vector.Collection{}.AtGeneration(1)
+	is(t, "zero Collection AtGeneration(1)", err, vector.ErrForbidden)
+	if got := (vector.Collection{}).String(); got != "<no collection>" {
+		t.Fatalf("zero Collection String() = %q", got)
+	}
+	// The region is the tenant's: after it changes, every generation's
+	// old reference is stale.
+	regions.Set(a, "us")
+	_, err = r1.Stats(ctxA, a3)
+	is(t, "generation 3 with a stale region", err, vector.ErrWrongRegion)
 }
 
 // lyingStore returns hits attributed to another tenant.

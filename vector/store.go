@@ -6,10 +6,13 @@ import (
 	"github.com/google/uuid"
 )
 
-// Store is a vector backend holding one collection per tenant. Every method
-// takes a Collection, which only a Router can mint from an authenticated
-// scope; implementations name their storage after c.Tenant() and call
-// CheckAccess first. Implementations are safe for concurrent use.
+// Store is a vector backend holding one collection per tenant and
+// generation. Every method takes a Collection, which only a Router can mint
+// from an authenticated scope; implementations name their storage after
+// c.Tenant() and c.Generation() only, and call CheckAccess first. Each
+// generation is a collection of its own: its dimension, points, stats,
+// creation and drop never affect another generation. Implementations are
+// safe for concurrent use.
 //
 // Handlers never hold a backend: they hold the Router, which is itself a
 // Store that adds the scope, residency and hit checks, and dispatches to the

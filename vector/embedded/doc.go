@@ -1,32 +1,42 @@
-// Package embedded is the default vector backend: every tenant's collection
-// is one file in a data directory, loaded on first use, kept in memory
-// under a budget and searched exactly with SIMD dot products
-// (github.com/viterin/vek). It implements vector.Store and passes
-// vectortest.Run.
+// Package embedded is the default vector backend: every collection (one
+// generation of one tenant's vectors) is one file in a data directory,
+// loaded on first use, kept in memory under a budget and searched exactly
+// with SIMD dot products (github.com/viterin/vek). It implements
+// vector.Store and passes vectortest.Run.
 //
 // Guarantees:
-//   - Naming: a collection's file is "<tenant UUID>.vec", the canonical
-//     lower-case string of the tenant id from a router-minted
+//   - Naming: a collection's file is "<tenant UUID>.g<generation>.vec",
+//     made in one function from the canonical lower-case string of the
+//     tenant id and the decimal generation of a router-minted
 //     vector.Collection. No request string and no hash ever becomes a path
 //     (chromem-go named files by 32 bits of a hash, and tenants whose names
 //     collided read each other's vectors). The file header repeats the
-//     tenant id; a file that names another tenant is refused.
-//   - Integrity: the file has a versioned header (magic, format version,
-//     dimension, tenant, count) and ends with a SHA-256 of everything before
-//     it, verified before the content is parsed. A file that fails is
-//     ErrCorrupt (matching vector.ErrUnavailable): it is never served as an
-//     empty collection, never overwritten by CreateCollection or Upsert, and
-//     other tenants are unaffected. DropCollection still removes it.
+//     tenant id and the generation; a file that names another tenant or
+//     another generation (copied or renamed from another collection's name)
+//     is refused as ErrCorrupt.
+//   - Generations are separate collections: separate files, dimensions,
+//     points, stats and memory accounting; dropping or corrupting one
+//     leaves the others untouched.
+//   - Integrity: the file has a versioned header (magic, format version 2,
+//     dimension, tenant, generation, count) and ends with a SHA-256 of
+//     everything before it, verified before the content is parsed. A file
+//     that fails is ErrCorrupt (matching vector.ErrUnavailable): it is never
+//     served as an empty collection, never overwritten by CreateCollection
+//     or Upsert, and other collections are unaffected. DropCollection still
+//     removes it. New refuses a directory holding a format-1 file
+//     ("<tenant UUID>.vec", from before generations) rather than serve its
+//     tenant as having no collection.
 //   - Atomic writes: every write replaces the file whole — a temporary file
 //     in the same directory, fsynced, renamed over the old one, then the
 //     directory fsynced. A crash leaves the old or the new file, never a
-//     mix and never another tenant's; leftover temporary files are never
+//     mix and never another collection's; leftover temporary files are never
 //     read and are removed by New. If a write fails, the collection is
 //     unloaded so memory never diverges from the file. Upsert and Delete
 //     are durable when they return; their cost is a rewrite of the whole
 //     collection, so callers batch points.
-//   - No auto-create: Upsert, Delete, Search, Stats and Scroll on a tenant
-//     without a file return vector.ErrNotFound and create nothing.
+//   - No auto-create: Upsert, Delete, Search, Stats and Scroll on a
+//     collection without a file (a tenant's generation never created, or
+//     dropped) return vector.ErrNotFound and create nothing.
 //   - Memory: collections load lazily and are evicted least recently used
 //     once the resident total exceeds the budget (WithMemoryBudget), then
 //     reloaded, and re-verified, on demand. Collections in use are never

@@ -11,64 +11,96 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/bulkhead-dev/bulkhead/vector"
 	"github.com/google/uuid"
 )
 
-// The collection file format, version 1. All integers little-endian.
+// The collection file format, version 2. All integers little-endian.
 //
 //	offset  size        field
 //	0       8           magic "BHVECCOL"
-//	8       4           format version (1)
+//	8       4           format version (2)
 //	12      4           dimension d
 //	16      16          tenant UUID (must equal the one in the file name)
-//	32      8           point count n
-//	40      n records   id [16] | d × float32 (IEEE 754 bits) |
+//	32      4           generation (must equal the one in the file name)
+//	36      8           point count n
+//	44      n records   id [16] | d × float32 (IEEE 754 bits) |
 //	                    payload entries m uint32 | m × (klen uint32 | key | vlen uint32 | value)
 //	end-32  32          SHA-256 of every byte before it
+//
+// Version 1 had no generation (header of 40 bytes, count at 32) and its
+// files were named "<tenant>.vec"; this build reads neither (see New).
 //
 // A file is only ever replaced whole, by rename from a fully written and
 // fsynced temporary file in the same directory.
 const (
 	magic         = "BHVECCOL"
-	formatVersion = 1
-	headerSize    = 40
+	formatVersion = 2
+	headerSize    = 44
 	trailerSize   = sha256.Size
 	fileExt       = ".vec"
 	tmpMarker     = ".tmp-"
 )
 
 // ErrCorrupt: a collection file fails its checksum, its header or its
-// structure, or belongs to another tenant. It matches vector.ErrUnavailable:
-// the collection cannot be served, and is never served as empty.
+// structure, or belongs to another tenant or generation. It matches
+// vector.ErrUnavailable: the collection cannot be served, and is never
+// served as empty.
 var ErrCorrupt = fmt.Errorf("corrupt collection file: %w", vector.ErrUnavailable)
+
+// key names one collection: a tenant's generation. It is the key of
+// Store.colls and, through fileName, of the files.
+type key struct {
+	tenant uuid.UUID
+	gen    uint32
+}
+
+func keyOf(c vector.Collection) key { return key{tenant: c.Tenant(), gen: c.Generation()} }
+
+// String returns "<tenant>/g<gen>", for errors.
+func (k key) String() string { return k.tenant.String() + "/g" + strconv.FormatUint(uint64(k.gen), 10) }
 
 // fileName is the one place a collection's file name is made: the
 // canonical (lower-case, hyphenated) string of the tenant UUID taken from a
-// router-minted Collection, plus the extension. No input string, no hash.
-func fileName(tenant uuid.UUID) string { return tenant.String() + fileExt }
+// router-minted Collection, ".g", the generation in decimal, and the
+// extension: "<tenant>.g<gen>.vec". No input string, no hash.
+func fileName(k key) string {
+	return k.tenant.String() + ".g" + strconv.FormatUint(uint64(k.gen), 10) + fileExt
+}
 
 // isTemp reports whether name is a temporary file left by persist.
 func isTemp(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.Contains(name, tmpMarker)
 }
 
-func corrupt(tenant uuid.UUID, format string, args ...any) error {
-	return fmt.Errorf("collection of tenant %s: %s: %w", tenant, fmt.Sprintf(format, args...), ErrCorrupt)
+// isLegacy reports whether name is a format-1 file, "<tenant>.vec".
+func isLegacy(name string) bool {
+	stem, ok := strings.CutSuffix(name, fileExt)
+	if !ok {
+		return false
+	}
+	id, err := uuid.Parse(stem)
+	return err == nil && id.String() == stem
 }
 
-// encode writes d as tenant's collection file.
-func encode(w io.Writer, tenant uuid.UUID, d *data) error {
+func corrupt(k key, format string, args ...any) error {
+	return fmt.Errorf("collection %s: %s: %w", k, fmt.Sprintf(format, args...), ErrCorrupt)
+}
+
+// encode writes d as k's collection file.
+func encode(w io.Writer, k key, d *data) error {
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(w, h), 1<<20)
 	var hdr [headerSize]byte
 	copy(hdr[0:8], magic)
 	binary.LittleEndian.PutUint32(hdr[8:], formatVersion)
 	binary.LittleEndian.PutUint32(hdr[12:], uint32(d.dim))
-	copy(hdr[16:32], tenant[:])
-	binary.LittleEndian.PutUint64(hdr[32:], uint64(len(d.ids)))
+	copy(hdr[16:32], k.tenant[:])
+	binary.LittleEndian.PutUint32(hdr[32:], k.gen)
+	binary.LittleEndian.PutUint64(hdr[36:], uint64(len(d.ids)))
 	bw.Write(hdr[:])
 	buf := make([]byte, 0, 16+4*d.dim+64)
 	for i, id := range d.ids {
@@ -88,40 +120,43 @@ func encode(w io.Writer, tenant uuid.UUID, d *data) error {
 	return err
 }
 
-// decode parses and verifies tenant's collection file b. The checksum is
-// verified before anything else is read; the structure is still parsed
-// defensively (bounds checked before every allocation).
-func decode(b []byte, tenant uuid.UUID) (*data, error) {
+// decode parses and verifies k's collection file b: a file whose header
+// names another tenant or another generation is ErrCorrupt, so a file
+// copied or renamed to another collection's name is never served. The
+// checksum is verified before anything else is read; the structure is
+// still parsed defensively (bounds checked before every allocation).
+func decode(b []byte, k key) (*data, error) {
 	if len(b) < headerSize+trailerSize {
-		return nil, corrupt(tenant, "%d bytes, shorter than a header", len(b))
+		return nil, corrupt(k, "%d bytes, shorter than a header", len(b))
 	}
 	body, sum := b[:len(b)-trailerSize], b[len(b)-trailerSize:]
 	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
-		return nil, corrupt(tenant, "checksum mismatch")
+		return nil, corrupt(k, "checksum mismatch")
 	}
 	if string(body[0:8]) != magic {
-		return nil, corrupt(tenant, "not a collection file")
+		return nil, corrupt(k, "not a collection file")
 	}
 	if v := binary.LittleEndian.Uint32(body[8:]); v != formatVersion {
-		return nil, corrupt(tenant, "format version %d, this build reads %d", v, formatVersion)
+		return nil, corrupt(k, "format version %d, this build reads %d", v, formatVersion)
 	}
 	dim := int(binary.LittleEndian.Uint32(body[12:]))
 	if vector.CheckDimension(dim) != nil {
-		return nil, corrupt(tenant, "dimension %d", dim)
+		return nil, corrupt(k, "dimension %d", dim)
 	}
-	if owner := uuid.UUID(body[16:32]); owner != tenant {
-		return nil, corrupt(tenant, "file belongs to tenant %s", owner)
+	owner := key{tenant: uuid.UUID(body[16:32]), gen: binary.LittleEndian.Uint32(body[32:])}
+	if owner != k {
+		return nil, corrupt(k, "file belongs to tenant %s generation %d", owner.tenant, owner.gen)
 	}
-	n := binary.LittleEndian.Uint64(body[32:])
+	n := binary.LittleEndian.Uint64(body[36:])
 	rest := body[headerSize:]
 	minRecord := uint64(16 + 4*dim + 4)
 	if n > uint64(len(rest))/minRecord {
-		return nil, corrupt(tenant, "%d points cannot fit in %d bytes", n, len(rest))
+		return nil, corrupt(k, "%d points cannot fit in %d bytes", n, len(rest))
 	}
 	d := newData(dim, int(n))
 	for i := uint64(0); i < n; i++ {
 		if uint64(len(rest)) < minRecord {
-			return nil, corrupt(tenant, "point %d truncated", i)
+			return nil, corrupt(k, "point %d truncated", i)
 		}
 		p := vector.Point{ID: uuid.UUID(rest[:16]), Vector: make([]float32, dim)}
 		rest = rest[16:]
@@ -131,18 +166,18 @@ func decode(b []byte, tenant uuid.UUID) (*data, error) {
 		rest = rest[4*dim:]
 		var err error
 		if p.Payload, rest, err = readPayload(rest); err != nil {
-			return nil, corrupt(tenant, "point %d: %v", i, err)
+			return nil, corrupt(k, "point %d: %v", i, err)
 		}
 		if err := p.Validate(dim); err != nil {
-			return nil, corrupt(tenant, "point %d: %v", i, err)
+			return nil, corrupt(k, "point %d: %v", i, err)
 		}
 		if _, dup := d.index[p.ID]; dup {
-			return nil, corrupt(tenant, "point %s stored twice", p.ID)
+			return nil, corrupt(k, "point %s stored twice", p.ID)
 		}
 		d.add(p)
 	}
 	if len(rest) != 0 {
-		return nil, corrupt(tenant, "%d trailing bytes", len(rest))
+		return nil, corrupt(k, "%d trailing bytes", len(rest))
 	}
 	return d, nil
 }
@@ -201,14 +236,14 @@ func readPayload(b []byte) (map[string]string, []byte, error) {
 	return p, b, nil
 }
 
-// persist atomically replaces tenant's collection file with d: write a
+// persist atomically replaces k's collection file with d: write a
 // temporary file in the same directory, fsync it, rename it over the old
 // one, fsync the directory. A crash at any point leaves either the old or
 // the new file, never a mix; a leftover temporary file is never read and
 // is removed by New. beforeRename, if not nil, runs between the fsync and
 // the rename: tests use it to simulate a crash there.
-func persist(dir string, tenant uuid.UUID, d *data, beforeRename func(tmp string) error) (err error) {
-	f, err := os.CreateTemp(dir, "."+tenant.String()+tmpMarker+"*")
+func persist(dir string, k key, d *data, beforeRename func(tmp string) error) (err error) {
+	f, err := os.CreateTemp(dir, "."+fileName(k)+tmpMarker+"*")
 	if err != nil {
 		return err
 	}
@@ -219,7 +254,7 @@ func persist(dir string, tenant uuid.UUID, d *data, beforeRename func(tmp string
 			os.Remove(tmp)
 		}
 	}()
-	if err = encode(f, tenant, d); err != nil {
+	if err = encode(f, k, d); err != nil {
 		return err
 	}
 	if err = f.Sync(); err != nil {
@@ -233,7 +268,7 @@ func persist(dir string, tenant uuid.UUID, d *data, beforeRename func(tmp string
 			return err
 		}
 	}
-	if err = os.Rename(tmp, filepath.Join(dir, fileName(tenant))); err != nil {
+	if err = os.Rename(tmp, filepath.Join(dir, fileName(k))); err != nil {
 		return err
 	}
 	return syncDir(dir)

@@ -102,14 +102,14 @@ func TestTopKMatchesSort(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	tenant := uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+	k := key{tenant: uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), gen: 3}
 	for _, n := range []int{0, 1, 3} {
 		d := newData(3, 0)
 		for _, p := range randomPoints(uint64(n), n, 3) {
 			d.add(p)
 		}
 		var b bytes.Buffer
-		if err := encode(&b, tenant, d); err != nil {
+		if err := encode(&b, k, d); err != nil {
 			f.Fatal(err)
 		}
 		f.Add(b.Bytes(), false)
@@ -120,13 +120,13 @@ func FuzzDecode(f *testing.F) {
 			sum := sha256.Sum256(b)
 			b = append(b[:len(b):len(b)], sum[:]...)
 		}
-		d, err := decode(b, tenant)
+		d, err := decode(b, k)
 		if err != nil {
 			return
 		}
 		// Whatever decodes re-encodes to the same bytes.
 		var out bytes.Buffer
-		if err := encode(&out, tenant, d); err != nil {
+		if err := encode(&out, k, d); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(out.Bytes(), b) {

@@ -21,7 +21,8 @@ import (
 // WithMemoryBudget.
 const DefaultMemoryBudget = 1 << 30
 
-// Store is the embedded vector backend: one file per tenant in a directory,
+// Store is the embedded vector backend: one file per tenant and generation
+// in a directory,
 // loaded on first use, evicted least-recently-used beyond a memory budget,
 // searched exactly. It implements vector.Store and is safe for concurrent
 // use: searches of one collection run in parallel, writes to it are
@@ -33,7 +34,7 @@ type Store struct {
 	lock   *os.File // flock on dir/LOCK: one Store per directory
 
 	mu     sync.Mutex // guards colls, lru, used, closed and every coll's pins, size, elem
-	colls  map[uuid.UUID]*coll
+	colls  map[key]*coll
 	lru    list.List // loaded collections, most recently used first
 	used   int64
 	closed bool
@@ -45,13 +46,14 @@ type Store struct {
 
 var _ vector.Store = (*Store)(nil)
 
-// coll is the handle of one tenant's collection. At most one handle per
-// tenant is in Store.colls; a handle leaves the map only when unloaded and
-// unpinned, so two live handles never hold the same tenant's data.
+// coll is the handle of one collection (a tenant's generation). At most
+// one handle per key is in Store.colls; a handle leaves the map only when
+// unloaded and unpinned, so two live handles never hold the same
+// collection's data.
 type coll struct {
-	tenant uuid.UUID
-	mu     sync.RWMutex // guards d; taken before Store.mu, never after
-	d      *data        // nil: not loaded
+	key key
+	mu  sync.RWMutex // guards d; taken before Store.mu, never after
+	d   *data        // nil: not loaded
 
 	pins int           // calls using the handle (Store.mu)
 	size int64         // bytes counted in Store.used (Store.mu)
@@ -74,9 +76,14 @@ func WithMemoryBudget(bytes int64) Option {
 // embedded store. It takes an exclusive lock on the directory, so a second
 // Store on the same directory, in this process or another, fails; and it
 // removes temporary files a crashed write left behind (they are never read).
-// It returns vector.ErrUnavailable on I/O errors or when dir is locked.
+// It returns vector.ErrUnavailable on I/O errors, when dir is locked, or
+// when dir holds a collection file of format 1 ("<tenant>.vec", from before
+// generations): this build would not read it, and serving its tenant as
+// having no collection is what the store must never do. Format 1 was never
+// wired into the server, so there is no migration: remove such files to
+// open the directory.
 func New(dir string, opts ...Option) (*Store, error) {
-	s := &Store{dir: dir, budget: DefaultMemoryBudget, colls: make(map[uuid.UUID]*coll)}
+	s := &Store{dir: dir, budget: DefaultMemoryBudget, colls: make(map[key]*coll)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -94,6 +101,10 @@ func New(dir string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("embedded vector store %s: %w (%w)", dir, vector.ErrUnavailable, err)
 	}
 	for _, e := range entries {
+		if isLegacy(e.Name()) {
+			lock.Close()
+			return nil, fmt.Errorf("embedded vector store %s: %s is a collection file of format 1, which this build does not read: %w", dir, e.Name(), vector.ErrUnavailable)
+		}
 		if isTemp(e.Name()) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 				lock.Close()
@@ -132,23 +143,23 @@ func (s *Store) Resident() (collections int, bytes int64) {
 // (first uses plus reloads after eviction).
 func (s *Store) Loads() int64 { return s.loads.Load() }
 
-func (s *Store) path(tenant uuid.UUID) string { return filepath.Join(s.dir, fileName(tenant)) }
+func (s *Store) path(k key) string { return filepath.Join(s.dir, fileName(k)) }
 
-func unavailable(op string, tenant uuid.UUID, err error) error {
-	return fmt.Errorf("%s collection of tenant %s: %w (%w)", op, tenant, vector.ErrUnavailable, err)
+func unavailable(op string, k key, err error) error {
+	return fmt.Errorf("%s collection %s: %w (%w)", op, k, vector.ErrUnavailable, err)
 }
 
-// pin returns the tenant's handle with one more pin, creating it if needed.
-func (s *Store) pin(tenant uuid.UUID) (*coll, error) {
+// pin returns k's handle with one more pin, creating it if needed.
+func (s *Store) pin(k key) (*coll, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, fmt.Errorf("embedded vector store closed: %w", vector.ErrUnavailable)
 	}
-	c := s.colls[tenant]
+	c := s.colls[k]
 	if c == nil {
-		c = &coll{tenant: tenant}
-		s.colls[tenant] = c
+		c = &coll{key: k}
+		s.colls[k] = c
 	}
 	c.pins++
 	if c.elem != nil {
@@ -168,8 +179,8 @@ func (s *Store) unpin(c *coll) {
 }
 
 func (s *Store) forgetLocked(c *coll) {
-	if c.pins == 0 && c.elem == nil && s.colls[c.tenant] == c {
-		delete(s.colls, c.tenant)
+	if c.pins == 0 && c.elem == nil && s.colls[c.key] == c {
+		delete(s.colls, c.key)
 	}
 }
 
@@ -238,20 +249,20 @@ func (s *Store) evict() {
 	}
 }
 
-// load reads and verifies tenant's file. The caller holds c.mu for writing.
-func (s *Store) load(ctx context.Context, tenant uuid.UUID) (*data, error) {
+// load reads and verifies k's file. The caller holds c.mu for writing.
+func (s *Store) load(ctx context.Context, k key) (*data, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(s.path(tenant))
+	b, err := os.ReadFile(s.path(k))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("collection of tenant %s: %w", tenant, vector.ErrNotFound)
+		return nil, fmt.Errorf("collection %s: %w", k, vector.ErrNotFound)
 	}
 	if err != nil {
-		return nil, unavailable("load", tenant, err)
+		return nil, unavailable("load", k, err)
 	}
 	s.loads.Add(1)
-	return decode(b, tenant)
+	return decode(b, k)
 }
 
 // read runs fn on c's loaded collection under its read lock.
@@ -259,7 +270,7 @@ func (s *Store) read(ctx context.Context, c vector.Collection, fn func(*data) er
 	if err := vector.CheckAccess(ctx, c); err != nil {
 		return err
 	}
-	h, err := s.pin(c.Tenant())
+	h, err := s.pin(keyOf(c))
 	if err != nil {
 		return err
 	}
@@ -269,7 +280,7 @@ func (s *Store) read(ctx context.Context, c vector.Collection, fn func(*data) er
 		h.mu.RUnlock()
 		h.mu.Lock()
 		if h.d == nil {
-			d, err := s.load(ctx, c.Tenant())
+			d, err := s.load(ctx, h.key)
 			if err != nil {
 				h.mu.Unlock()
 				return err
@@ -290,7 +301,7 @@ func (s *Store) write(ctx context.Context, c vector.Collection, fn func(h *coll,
 	if err := vector.CheckAccess(ctx, c); err != nil {
 		return err
 	}
-	h, err := s.pin(c.Tenant())
+	h, err := s.pin(keyOf(c))
 	if err != nil {
 		return err
 	}
@@ -303,7 +314,7 @@ func (s *Store) write(ctx context.Context, c vector.Collection, fn func(h *coll,
 	var loadErr error
 	if h.d == nil {
 		var d *data
-		if d, loadErr = s.load(ctx, c.Tenant()); loadErr == nil {
+		if d, loadErr = s.load(ctx, h.key); loadErr == nil {
 			s.install(h, d)
 		}
 	}
@@ -314,9 +325,9 @@ func (s *Store) write(ctx context.Context, c vector.Collection, fn func(h *coll,
 // file cannot be replaced the collection is unloaded, so the next call
 // reloads what is on disk: memory never diverges from the file.
 func (s *Store) save(h *coll, d *data, op string) error {
-	if err := persist(s.dir, h.tenant, d, s.beforeRename); err != nil {
+	if err := persist(s.dir, h.key, d, s.beforeRename); err != nil {
 		s.install(h, nil)
-		return unavailable(op, h.tenant, err)
+		return unavailable(op, h.key, err)
 	}
 	s.install(h, d)
 	return nil
@@ -334,7 +345,7 @@ func (s *Store) CreateCollection(ctx context.Context, c vector.Collection, dim i
 		case loadErr != nil: // never overwrite a file that fails to load
 			return loadErr
 		case d.dim != dim:
-			return fmt.Errorf("create collection of tenant %s with dimension %d: exists with %d: %w", h.tenant, dim, d.dim, vector.ErrDimension)
+			return fmt.Errorf("create collection %s with dimension %d: exists with %d: %w", h.key, dim, d.dim, vector.ErrDimension)
 		}
 		return nil
 	})
@@ -346,7 +357,7 @@ func (s *Store) DropCollection(ctx context.Context, c vector.Collection) error {
 	if err := vector.CheckAccess(ctx, c); err != nil {
 		return err
 	}
-	h, err := s.pin(c.Tenant())
+	h, err := s.pin(keyOf(c))
 	if err != nil {
 		return err
 	}
@@ -354,15 +365,15 @@ func (s *Store) DropCollection(ctx context.Context, c vector.Collection) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s.install(h, nil)
-	err = os.Remove(s.path(h.tenant))
+	err = os.Remove(s.path(h.key))
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("drop collection of tenant %s: %w", h.tenant, vector.ErrNotFound)
+		return fmt.Errorf("drop collection %s: %w", h.key, vector.ErrNotFound)
 	}
 	if err == nil {
 		err = syncDir(s.dir)
 	}
 	if err != nil {
-		return unavailable("drop", h.tenant, err)
+		return unavailable("drop", h.key, err)
 	}
 	return nil
 }
@@ -379,10 +390,10 @@ func (s *Store) Upsert(ctx context.Context, c vector.Collection, points []vector
 		seen := make(map[uuid.UUID]struct{}, len(points))
 		for _, p := range points {
 			if err := p.Validate(d.dim); err != nil {
-				return fmt.Errorf("upsert into collection of tenant %s: %w", h.tenant, err)
+				return fmt.Errorf("upsert into collection %s: %w", h.key, err)
 			}
 			if _, dup := seen[p.ID]; dup {
-				return fmt.Errorf("upsert into collection of tenant %s: %w", h.tenant, bulkhead.Invalid("id", "repeated in one upsert: "+p.ID.String()))
+				return fmt.Errorf("upsert into collection %s: %w", h.key, bulkhead.Invalid("id", "repeated in one upsert: "+p.ID.String()))
 			}
 			seen[p.ID] = struct{}{}
 		}
@@ -405,7 +416,7 @@ func (s *Store) Delete(ctx context.Context, c vector.Collection, ids []uuid.UUID
 		uniq := make(map[uuid.UUID]struct{}, len(ids))
 		for _, id := range ids {
 			if _, ok := d.index[id]; !ok {
-				return fmt.Errorf("delete point %s from collection of tenant %s: %w", id, h.tenant, vector.ErrNotFound)
+				return fmt.Errorf("delete point %s from collection %s: %w", id, h.key, vector.ErrNotFound)
 			}
 			uniq[id] = struct{}{}
 		}
@@ -424,7 +435,7 @@ func (s *Store) Search(ctx context.Context, c vector.Collection, query []float32
 	var hits []vector.Hit
 	err := s.read(ctx, c, func(d *data) error {
 		if err := vector.CheckQuery(query, d.dim, k); err != nil {
-			return fmt.Errorf("search collection of tenant %s: %w", c.Tenant(), err)
+			return fmt.Errorf("search collection %s: %w", keyOf(c), err)
 		}
 		top, err := d.search(query, k, ctx.Err)
 		if err != nil {

@@ -77,11 +77,13 @@ func readFile(t *testing.T, path string) []byte {
 	return b
 }
 
-func TestFileNamedByTenantUUID(t *testing.T) {
+func TestFileNamedByTenantUUIDAndGeneration(t *testing.T) {
 	dir := t.TempDir()
 	e := vectortest.NewEnv(t, mustOpen(t, dir))
 	mustCreate(t, e.CtxA, e.Router, e.CollA, 8, randomPoints(1, 10, 8))
 	mustCreate(t, e.CtxB, e.Router, e.CollB, 8, nil)
+	a2 := mustGeneration(t, e.CollA, 2)
+	mustCreate(t, e.CtxA, e.Router, a2, 3, randomPoints(2, 4, 3))
 
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -91,21 +93,42 @@ func TestFileNamedByTenantUUID(t *testing.T) {
 	for _, en := range entries {
 		names = append(names, en.Name())
 	}
-	want := []string{e.TenantA.String() + ".vec", e.TenantB.String() + ".vec", "LOCK"}
+	files := []string{e.TenantA.String() + ".g1.vec", e.TenantA.String() + ".g2.vec", e.TenantB.String() + ".g1.vec"}
+	want := append([]string{"LOCK"}, files...)
 	slices.Sort(want)
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Fatalf("directory (-want +got):\n%s", diff)
 	}
-	for _, n := range []string{e.TenantA.String() + ".vec", e.TenantB.String() + ".vec"} {
-		if n != strings.ToLower(n) || len(n) != 36+len(".vec") {
-			t.Fatalf("file name %q is not the canonical lower-case UUID", n)
+	for _, n := range files {
+		if n != strings.ToLower(n) || len(n) != 36+len(".g1.vec") {
+			t.Fatalf("file name %q is not the canonical lower-case UUID and generation", n)
 		}
 	}
-	// The header names the tenant too, and the dimension.
-	b := readFile(t, filepath.Join(dir, e.TenantA.String()+".vec"))
-	if string(b[:8]) != magic || !bytes.Equal(b[16:32], e.TenantA[:]) || b[12] != 8 {
-		t.Fatalf("header % x does not carry magic, dimension and tenant", b[:40])
+	// The header names the tenant and the generation too, and the dimension.
+	for _, tc := range []struct {
+		name string
+		dim  byte
+		gen  byte
+	}{{files[0], 8, 1}, {files[1], 3, 2}} {
+		b := readFile(t, filepath.Join(dir, tc.name))
+		if string(b[:8]) != magic || b[8] != formatVersion || b[12] != tc.dim || !bytes.Equal(b[16:32], e.TenantA[:]) || !bytes.Equal(b[32:36], []byte{tc.gen, 0, 0, 0}) {
+			t.Fatalf("%s: header % x does not carry magic, version, dimension %d, tenant and generation %d", tc.name, b[:headerSize], tc.dim, tc.gen)
+		}
 	}
+}
+
+func mustGeneration(t *testing.T, c vector.Collection, g uint32) vector.Collection {
+	t.Helper()
+	cg, err := c.AtGeneration(g)
+	if err != nil {
+		t.Fatalf("AtGeneration(%d): %v", g, err)
+	}
+	return cg
+}
+
+// pathOf is the file of tenant's generation gen in dir.
+func pathOf(dir string, tenant uuid.UUID, gen uint32) string {
+	return filepath.Join(dir, fileName(key{tenant: tenant, gen: gen}))
 }
 
 // corruptAt flips one byte of path.
@@ -124,14 +147,15 @@ func corruptAt(t *testing.T, path string, off int) {
 func TestTamperedFileFailsLoudly(t *testing.T) {
 	q := randomPoints(9, 1, 16)[0].Vector
 	for name, off := range map[string]int{
-		"magic":    0,
-		"version":  8,
-		"dim":      12,
-		"tenant":   20,
-		"count":    33,
-		"vector":   headerSize + 16 + 5,
-		"middle":   headerSize + 40*(16+64+4),
-		"checksum": -1,
+		"magic":      0,
+		"version":    8,
+		"dim":        12,
+		"tenant":     20,
+		"generation": 32,
+		"count":      37,
+		"vector":     headerSize + 16 + 5,
+		"middle":     headerSize + 40*(16+64+4),
+		"checksum":   -1,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -146,7 +170,7 @@ func TestTamperedFileFailsLoudly(t *testing.T) {
 			wantB := mustSearch(t, e.CtxB, e.Router, e.CollB, q, 5)
 			s1.Close()
 
-			pathA := filepath.Join(dir, e.TenantA.String()+".vec")
+			pathA := pathOf(dir, e.TenantA, 1)
 			corruptAt(t, pathA, off)
 			tampered := readFile(t, pathA)
 
@@ -197,8 +221,8 @@ func TestFileOfAnotherTenantRefused(t *testing.T) {
 	s1.Close()
 	// A's intact file renamed to B's name: its checksum is fine, its header
 	// names A.
-	b := readFile(t, filepath.Join(dir, e.TenantA.String()+".vec"))
-	if err := os.WriteFile(filepath.Join(dir, e.TenantB.String()+".vec"), b, 0o600); err != nil {
+	b := readFile(t, pathOf(dir, e.TenantA, 1))
+	if err := os.WriteFile(pathOf(dir, e.TenantB, 1), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e2 := vectortest.NewEnv(t, mustOpen(t, dir))
@@ -207,6 +231,77 @@ func TestFileOfAnotherTenantRefused(t *testing.T) {
 	_, err = e2.Router.Search(ctxB, collB, []float32{1, 0, 0, 0}, 3)
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), e.TenantA.String()) {
 		t.Fatalf("Search of a file naming another tenant: %v; want ErrCorrupt naming %s", err, e.TenantA)
+	}
+}
+
+// TestFileOfAnotherGenerationRefused: the header binds the generation as it
+// binds the tenant, so a file renamed from generation 1 to generation 2's
+// name (a botched manual "promotion") is corrupt, not served as generation
+// 2, and generation 1 still is.
+func TestFileOfAnotherGenerationRefused(t *testing.T) {
+	dir := t.TempDir()
+	s1, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := vectortest.NewEnv(t, s1)
+	pts := randomPoints(1, 10, 4)
+	mustCreate(t, e.CtxA, e.Router, e.CollA, 4, pts)
+	want := mustSearch(t, e.CtxA, e.Router, e.CollA, pts[0].Vector, 3)
+	s1.Close()
+	g1 := readFile(t, pathOf(dir, e.TenantA, 1))
+	if err := os.Rename(pathOf(dir, e.TenantA, 1), pathOf(dir, e.TenantA, 2)); err != nil {
+		t.Fatal(err)
+	}
+
+	e2 := vectortest.NewEnv(t, mustOpen(t, dir))
+	e2.Regions.Set(e.TenantA, e2.RegionName)
+	ctxA, collA := e2.Scoped(t, e.TenantA)
+	a2 := mustGeneration(t, collA, 2)
+	_, err = e2.Router.Search(ctxA, a2, pts[0].Vector, 3)
+	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, vector.ErrUnavailable) || errors.Is(err, vector.ErrNotFound) || !strings.Contains(err.Error(), "generation 1") {
+		t.Fatalf("Search of generation 1's file under generation 2's name: %v; want ErrCorrupt naming generation 1", err)
+	}
+	if _, err := e2.Router.Stats(ctxA, a2); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Stats: %v; want ErrCorrupt", err)
+	}
+	// Generation 1 has no file any more: not found, never generation 2's.
+	if _, err := e2.Router.Search(ctxA, collA, pts[0].Vector, 3); !errors.Is(err, vector.ErrNotFound) {
+		t.Fatalf("Search of generation 1 without its file: %v; want ErrNotFound", err)
+	}
+	// Renamed back, it is generation 1 again, byte for byte.
+	if err := os.Rename(pathOf(dir, e.TenantA, 2), pathOf(dir, e.TenantA, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, mustSearch(t, ctxA, e2.Router, collA, pts[0].Vector, 3)); diff != "" {
+		t.Fatalf("generation 1 after renaming back (-want +got):\n%s", diff)
+	}
+	if !bytes.Equal(g1, readFile(t, pathOf(dir, e.TenantA, 1))) {
+		t.Fatal("generation 1's file changed")
+	}
+}
+
+// TestFormat1FileRefusesOpen: a "<tenant>.vec" file from before generations
+// is neither read nor ignored (ignoring it would serve its tenant as having
+// no collection): New refuses the directory.
+func TestFormat1FileRefusesOpen(t *testing.T) {
+	dir := t.TempDir()
+	tenant := uuid.New()
+	if err := os.WriteFile(filepath.Join(dir, tenant.String()+".vec"), []byte("format 1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(dir); !errors.Is(err, vector.ErrUnavailable) || !strings.Contains(err.Error(), tenant.String()+".vec") {
+		t.Fatalf("New on a directory with a format-1 file: %v; want ErrUnavailable naming the file", err)
+	}
+	// The lock was released: once the file is gone the directory opens.
+	if err := os.Remove(filepath.Join(dir, tenant.String()+".vec")); err != nil {
+		t.Fatal(err)
+	}
+	mustOpen(t, dir)
+	for _, n := range []string{"x.vec", tenant.String() + ".g1.vec", strings.ToUpper(tenant.String()) + ".vec", "." + tenant.String() + ".vec" + tmpMarker + "1"} {
+		if isLegacy(n) {
+			t.Errorf("isLegacy(%q) = true", n)
+		}
 	}
 }
 
@@ -222,7 +317,7 @@ func TestLeftoverTempFilesNeverReplaceTheCollection(t *testing.T) {
 	q := pts[7].Vector
 	want := mustSearch(t, e.CtxA, e.Router, e.CollA, q, 10)
 	s1.Close()
-	real := filepath.Join(dir, e.TenantA.String()+".vec")
+	real := pathOf(dir, e.TenantA, 1)
 	before := readFile(t, real)
 
 	// A complete, valid newer file for A, written elsewhere.
@@ -232,12 +327,13 @@ func TestLeftoverTempFilesNeverReplaceTheCollection(t *testing.T) {
 	}
 	mustCreate(t, e.CtxA, s3, e.CollA, 16, randomPoints(5, 50, 16))
 	s3.Close()
-	newer := readFile(t, filepath.Join(other, e.TenantA.String()+".vec"))
+	newer := readFile(t, pathOf(other, e.TenantA, 1))
 	// What a crash leaves: full and truncated temp files, never renamed.
 	temps := map[string][]byte{
-		"." + e.TenantA.String() + tmpMarker + "111": newer,
-		"." + e.TenantA.String() + tmpMarker + "222": newer[:len(newer)/2],
-		"." + e.TenantB.String() + tmpMarker + "333": newer, // B has no collection
+		"." + e.TenantA.String() + ".g1.vec" + tmpMarker + "111": newer,
+		"." + e.TenantA.String() + ".g1.vec" + tmpMarker + "222": newer[:len(newer)/2],
+		"." + e.TenantB.String() + ".g1.vec" + tmpMarker + "333": newer, // B has no collection
+		"." + e.TenantA.String() + tmpMarker + "444":             newer, // named as format 1 wrote them
 	}
 	for n, b := range temps {
 		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
@@ -274,7 +370,7 @@ func TestCrashBeforeRenameKeepsOldFile(t *testing.T) {
 	mustCreate(t, e.CtxA, e.Router, e.CollA, 16, pts)
 	q := pts[3].Vector
 	want := mustSearch(t, e.CtxA, e.Router, e.CollA, q, 10)
-	real := filepath.Join(dir, e.TenantA.String()+".vec")
+	real := pathOf(dir, e.TenantA, 1)
 	before := readFile(t, real)
 
 	// The write dies after the temp file is written: truncate it (a torn

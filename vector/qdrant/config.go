@@ -20,7 +20,7 @@ const DefaultTimeout = 5 * time.Second
 // the access check, with the call's context (which carries the tenant's
 // scope). With Qdrant's JWT RBAC (service.jwt_rbac: true) a token can be
 // scoped to one collection, e.g. claims
-// {"access": [{"collection": "bulkhead_<tenant>", "access": "rw"}]}: a
+// {"access": [{"collection": "bulkhead_<tenant>_g<generation>", "access": "rw"}]}: a
 // token minted for a tenant's collection then cannot read or write any
 // other, and the server answers PermissionDenied (ErrForbidden) if it is
 // ever sent for another. Note that creating and dropping collections needs

@@ -1,13 +1,18 @@
 // Package qdrant is the Qdrant backend of vector.Store: one Qdrant
-// collection per tenant, over gRPC (github.com/qdrant/go-client).
+// collection per tenant and generation, over gRPC
+// (github.com/qdrant/go-client).
 //
 // Guarantees:
-//   - A collection's name is CollectionName(c): "bulkhead_" and the 32 hex
-//     digits of the tenant UUID of the vector.Collection, which only a
-//     vector.Router mints from an authenticated scope. No name is ever
-//     taken from request input, and every method calls vector.CheckAccess
-//     before it touches the network, so a reference used in another
-//     tenant's scope fails with vector.ErrForbidden without a request.
+//   - A collection's name is CollectionName(c): "bulkhead_", the 32 hex
+//     digits of the tenant UUID, "_g" and the generation in decimal, all
+//     from the vector.Collection, which only a vector.Router mints from an
+//     authenticated scope. No name is ever taken from request input, and
+//     every method calls vector.CheckAccess before it touches the network,
+//     so a reference used in another tenant's scope (at any generation)
+//     fails with vector.ErrForbidden without a request.
+//   - Each generation is its own Qdrant collection, with its own
+//     dimension, points and count; creating or dropping one never touches
+//     another. A generation never created is vector.ErrNotFound.
 //   - Writes never create a collection: Upsert reads the collection's
 //     dimension first and a missing collection is vector.ErrNotFound (and
 //     Qdrant itself refuses an upsert into a missing collection). Only
@@ -34,11 +39,14 @@
 // twice costs memory and disk; it is what keeps vectors bit-exact.
 //
 // Credentials: Config.APIKey is sent with every request, or, with
-// Config.TokenFunc, a per-request token for the tenant's collection.
+// Config.TokenFunc, a per-request token for the collection the call uses
+// (one generation of one tenant: TokenFunc receives its CollectionName).
 // Qdrant's JWT RBAC (service.jwt_rbac) can scope a token to one
 // collection, so a leaked or misrouted request with a tenant's token
 // cannot reach another tenant's collection: Qdrant answers
-// PermissionDenied, reported as vector.ErrForbidden. Send keys over TLS
+// PermissionDenied, reported as vector.ErrForbidden. A token scoped that
+// way also covers a single generation; a re-embedding job that reads
+// generation N and writes N+1 gets one token for each. Send keys over TLS
 // (Config.UseTLS).
 //
 // Limits, not hidden:
@@ -54,7 +62,8 @@
 // Operations: Qdrant advises against thousands of collections per
 // cluster (about 32 MB of WAL per shard, OOM reports near 2,000
 // collections, a cap of 1,000 on Qdrant Cloud). Collection-per-tenant
-// therefore needs several clusters (cells) as tenants grow, and one
+// therefore needs several clusters (cells) as tenants grow (and while a
+// tenant is re-embedded it holds two collections), and one
 // cluster (or set of cells) per region: the vector.Router holds one Store
 // per region and refuses requests that would cross regions.
 //

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -32,7 +33,7 @@ const (
 )
 
 // Store is the Qdrant backend of vector.Store: one Qdrant collection per
-// tenant, named by CollectionName. It is safe for concurrent use.
+// tenant and generation, named by CollectionName. It is safe for concurrent use.
 type Store struct {
 	cfg     Config
 	timeout time.Duration
@@ -70,13 +71,16 @@ func New(cfg Config) (*Store, error) {
 // Close closes the connections. Later calls fail.
 func (s *Store) Close() error { return s.client.Close() }
 
-// CollectionName returns the name of c's Qdrant collection:
-// "bulkhead_" followed by the 32 hex digits of c's tenant UUID. It depends
-// on nothing but c.Tenant(), which only a Router sets from an
-// authenticated scope; no name is ever taken from request input.
+// CollectionName returns the name of c's Qdrant collection: "bulkhead_",
+// the 32 hex digits of c's tenant UUID, "_g" and c's generation in decimal,
+// e.g. "bulkhead_0b9a3f5e2f4c4f7e9d553c2b1a0e9f10_g1". It depends on
+// nothing but c.Tenant() and c.Generation(), which only a Router (and
+// Collection.AtGeneration on its references) set; no name is ever taken
+// from request input. Distinct (tenant, generation) pairs give distinct
+// names.
 func CollectionName(c vector.Collection) string {
 	t := c.Tenant()
-	return namePrefix + hex.EncodeToString(t[:])
+	return namePrefix + hex.EncodeToString(t[:]) + "_g" + strconv.FormatUint(uint64(c.Generation()), 10)
 }
 
 // begin checks access (before anything touches the network), bounds ctx by

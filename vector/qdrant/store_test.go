@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"regexp"
 	"strings"
@@ -79,25 +80,43 @@ func TestCollectionName(t *testing.T) {
 	if a == b {
 		t.Fatalf("two tenants share the collection name %q", a)
 	}
-	re := regexp.MustCompile(`^bulkhead_[0-9a-f]{32}$`)
-	for _, n := range []string{a, b} {
+	a2 := CollectionName(mustGeneration(t, e.collA, 2))
+	a10 := CollectionName(mustGeneration(t, e.collA, 10))
+	aMax := CollectionName(mustGeneration(t, e.collA, math.MaxUint32))
+	re := regexp.MustCompile(`^bulkhead_[0-9a-f]{32}_g[1-9][0-9]*$`)
+	for _, n := range []string{a, b, a2, a10, aMax} {
 		if !re.MatchString(n) {
 			t.Fatalf("collection name %q does not match %s", n, re)
 		}
 	}
-	if want := "bulkhead_" + strings.ReplaceAll(e.tenantA.String(), "-", ""); a != want {
-		t.Fatalf("CollectionName = %q, want %q", a, want)
+	hexA := "bulkhead_" + strings.ReplaceAll(e.tenantA.String(), "-", "")
+	for got, want := range map[string]string{a: hexA + "_g1", a2: hexA + "_g2", a10: hexA + "_g10", aMax: hexA + "_g4294967295"} {
+		if got != want {
+			t.Fatalf("CollectionName = %q, want %q", got, want)
+		}
 	}
-	// A pure function of the tenant UUID: another router, another region,
-	// the same tenant → the same name.
+	// A pure function of the tenant UUID and the generation: another
+	// router, another region, the same tenant → the same name.
 	r2 := vector.NewRouter(vector.NewStaticRegions(map[uuid.UUID]string{e.tenantA: "other"}), map[string]vector.Store{"other": e.store})
 	_, c2 := scoped(t, r2, e.tenantA)
 	if got := CollectionName(c2); got != a {
 		t.Fatalf("same tenant via another router: %q, want %q", got, a)
 	}
+	if got := CollectionName(mustGeneration(t, c2, 2)); got != a2 {
+		t.Fatalf("same tenant and generation via another router: %q, want %q", got, a2)
+	}
 	if got := CollectionName(e.collA); got != a {
 		t.Fatalf("CollectionName not deterministic: %q then %q", a, got)
 	}
+}
+
+func mustGeneration(t *testing.T, c vector.Collection, g uint32) vector.Collection {
+	t.Helper()
+	cg, err := c.AtGeneration(g)
+	if err != nil {
+		t.Fatalf("AtGeneration(%d): %v", g, err)
+	}
+	return cg
 }
 
 func TestClassify(t *testing.T) {
@@ -227,9 +246,10 @@ func TestAccessCheckedFirst(t *testing.T) {
 				c    vector.Collection
 				want error
 			}{
-				"A's collection in B's scope": {e.ctxB, e.collA, vector.ErrForbidden},
-				"zero Collection":             {e.ctxA, vector.Collection{}, vector.ErrForbidden},
-				"no scope":                    {context.Background(), e.collA, bulkhead.ErrUnauthenticated},
+				"A's collection in B's scope":   {e.ctxB, e.collA, vector.ErrForbidden},
+				"A's generation 2 in B's scope": {e.ctxB, mustGeneration(t, e.collA, 2), vector.ErrForbidden},
+				"zero Collection":               {e.ctxA, vector.Collection{}, vector.ErrForbidden},
+				"no scope":                      {context.Background(), e.collA, bulkhead.ErrUnauthenticated},
 			} {
 				start := time.Now()
 				err := call(tc.ctx, tc.c)
@@ -291,6 +311,17 @@ func TestCredentials(t *testing.T) {
 	}
 	if dl, ok := rctx.Deadline(); !ok || time.Until(dl) > time.Second {
 		t.Fatalf("deadline %v, %v; want within 1s", dl, ok)
+	}
+	// Another generation is another collection: TokenFunc is asked for
+	// that one's name.
+	a2 := mustGeneration(t, e.collA, 2)
+	_, cancelG, name2, err := e.store.begin(e.ctxA, a2)
+	if err != nil {
+		t.Fatalf("begin generation 2: %v", err)
+	}
+	cancelG()
+	if name2 != CollectionName(a2) || name2 == name || len(asked) != 2 || asked[1] != name2 {
+		t.Fatalf("generation 2: begin name %q, TokenFunc asked for %v", name2, asked)
 	}
 
 	// Without a TokenFunc, the static key.

@@ -19,5 +19,13 @@
 //   - two tenants using the same point ids never see each other's points,
 //     asserted on both sides, and a Collection from one tenant's scope is
 //     refused in the other's;
-//   - returned payloads and vectors are copies.
+//   - returned payloads and vectors are copies;
+//   - generations of one tenant are separate collections: their own
+//     dimension, points, Stats and Scroll, same point ids kept apart,
+//     dropping one leaves the other whole; a generation never created is
+//     ErrNotFound for every method (never empty, never another
+//     generation's); AtGeneration(0) is refused (bulkhead.ErrInvalid) and
+//     the zero Collection stays refused at any generation; one tenant's
+//     generation 2 is refused in another tenant's scope (ErrForbidden) by
+//     the router and by the backend itself.
 package vectortest

@@ -79,6 +79,10 @@ func Run(t *testing.T, newStore func(t *testing.T) vector.Store) {
 		{"Stats", testStats},
 		{"Scroll", testScroll},
 		{"Copies", testCopies},
+		{"GenerationsSeparate", testGenerations},
+		{"GenerationNeverCreated", testGenerationMissing},
+		{"GenerationZeroRefused", testGenerationZero},
+		{"ForeignGenerationRefused", testForeignGeneration},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -511,5 +515,228 @@ func testCopies(t *testing.T, e *Env) {
 	hits = mustSearch(t, e.CtxA, e.Router, e.CollA, []float32{1, 0}, 1)
 	if hits[0].Score < 0.999 || hits[0].Payload["k"] != "v" {
 		t.Fatalf("results share memory with the store: %+v", hits[0])
+	}
+}
+
+func mustGeneration(t *testing.T, c vector.Collection, g uint32) vector.Collection {
+	t.Helper()
+	cg, err := c.AtGeneration(g)
+	if err != nil {
+		t.Fatalf("%s.AtGeneration(%d): %v", c, g, err)
+	}
+	return cg
+}
+
+func mustStats(t *testing.T, ctx context.Context, r vector.Store, c vector.Collection, dim, points int) {
+	t.Helper()
+	st, err := r.Stats(ctx, c)
+	if err != nil || st.Dimension != dim || st.Points != points {
+		t.Fatalf("Stats(%s) = %+v, %v; want dimension %d, %d points", c, st, err, dim, points)
+	}
+}
+
+func scrollAll(t *testing.T, ctx context.Context, r vector.Store, c vector.Collection) []vector.Point {
+	t.Helper()
+	var all []vector.Point
+	after := uuid.Nil
+	for {
+		page, err := r.Scroll(ctx, c, after, 100)
+		if err != nil {
+			t.Fatalf("Scroll(%s): %v", c, err)
+		}
+		if len(page) == 0 {
+			return all
+		}
+		all = append(all, page...)
+		after = page[len(page)-1].ID
+	}
+}
+
+// generation2 returns three 2-d points reusing fixture ids 1..3, so that
+// any mix-up with generation 1 shows in ids, dimensions and payloads.
+func generation2() []vector.Point {
+	return []vector.Point{
+		{ID: ID(1), Vector: []float32{0, 1}, Payload: map[string]string{"gen": "2", "n": "1"}},
+		{ID: ID(2), Vector: []float32{1, 0}, Payload: map[string]string{"gen": "2", "n": "2"}},
+		{ID: ID(3), Vector: []float32{1, 1}, Payload: map[string]string{"gen": "2", "n": "3"}},
+	}
+}
+
+// testGenerations: two generations of one tenant are two collections, with
+// their own dimension, points, stats, scroll, create and drop.
+func testGenerations(t *testing.T, e *Env) {
+	a1 := e.CollA
+	a2 := mustGeneration(t, a1, 2)
+	if a1.Generation() != 1 || a2.Generation() != 2 || a2.Tenant() != e.TenantA || a2.Region() != a1.Region() {
+		t.Fatalf("generations: %v (g%d), %v (g%d)", a1, a1.Generation(), a2, a2.Generation())
+	}
+	if want := e.TenantA.String() + "@" + e.RegionName + "/g2"; a2.String() != want {
+		t.Fatalf("String() = %q, want %q", a2.String(), want)
+	}
+	mustCreate(t, e.CtxA, e.Router, a1, 4)
+	mustUpsert(t, e.CtxA, e.Router, a1, fixture()...)
+	mustCreate(t, e.CtxA, e.Router, a2, 2)
+	mustUpsert(t, e.CtxA, e.Router, a2, generation2()...)
+
+	// Separate dimensions and stats.
+	mustStats(t, e.CtxA, e.Router, a1, 4, 6)
+	mustStats(t, e.CtxA, e.Router, a2, 2, 3)
+	mustCreate(t, e.CtxA, e.Router, a2, 2) // idempotent at its own dimension
+	wantErr(t, "CreateCollection of generation 2 with generation 1's dimension", e.Router.CreateCollection(e.CtxA, a2, 4), vector.ErrDimension)
+	wantErr(t, "Upsert of a 4-d point into 2-d generation 2", e.Router.Upsert(e.CtxA, a2, fixture()[:1]), vector.ErrDimension)
+	_, err := e.Router.Search(e.CtxA, a2, []float32{1, 0, 0, 0}, 1)
+	wantErr(t, "Search of generation 2 with a 4-d query", err, vector.ErrDimension)
+
+	// Separate points: same ids, different vectors and payloads.
+	got2 := mustSearch(t, e.CtxA, e.Router, a2, []float32{1, 0}, 10)
+	want2 := []vector.Hit{
+		{ID: ID(2), Score: 1, Payload: map[string]string{"gen": "2", "n": "2"}, Tenant: e.TenantA},
+		{ID: ID(3), Score: float32(math.Sqrt2 / 2), Payload: map[string]string{"gen": "2", "n": "3"}, Tenant: e.TenantA},
+		{ID: ID(1), Score: 0, Payload: map[string]string{"gen": "2", "n": "1"}, Tenant: e.TenantA},
+	}
+	if diff := cmp.Diff(want2, got2, approx); diff != "" {
+		t.Fatalf("Search of generation 2 (-want +got):\n%s", diff)
+	}
+	got1 := mustSearch(t, e.CtxA, e.Router, a1, []float32{1, 0, 0, 0}, 10)
+	if diff := cmp.Diff([]uuid.UUID{ID(1), ID(2), ID(6), ID(3), ID(5), ID(4)}, ids(got1)); diff != "" {
+		t.Fatalf("Search of generation 1 (-want +got):\n%s", diff)
+	}
+	for _, h := range got1 {
+		if h.Payload["gen"] != "" {
+			t.Fatalf("generation 1 returned a generation-2 point: %+v", h)
+		}
+	}
+	want2pts := generation2()
+	if diff := cmp.Diff(want2pts, scrollAll(t, e.CtxA, e.Router, a2)); diff != "" {
+		t.Fatalf("Scroll of generation 2 (-want +got):\n%s", diff)
+	}
+	if got := scrollAll(t, e.CtxA, e.Router, a1); len(got) != 6 || len(got[0].Vector) != 4 {
+		t.Fatalf("Scroll of generation 1: %d points, first %+v", len(got), got[0])
+	}
+
+	// Deletes stay in their generation.
+	wantErr(t, "Delete from generation 2 of an id only generation 1 has", e.Router.Delete(e.CtxA, a2, []uuid.UUID{ID(5)}), vector.ErrNotFound)
+	if err := e.Router.Delete(e.CtxA, a2, []uuid.UUID{ID(1)}); err != nil {
+		t.Fatalf("Delete from generation 2: %v", err)
+	}
+	mustStats(t, e.CtxA, e.Router, a1, 4, 6)
+	mustStats(t, e.CtxA, e.Router, a2, 2, 2)
+
+	// Dropping generation 1 leaves generation 2 whole, and the other way.
+	if err := e.Router.DropCollection(e.CtxA, a1); err != nil {
+		t.Fatalf("DropCollection of generation 1: %v", err)
+	}
+	_, err = e.Router.Search(e.CtxA, a1, []float32{1, 0, 0, 0}, 1)
+	wantErr(t, "Search of dropped generation 1", err, vector.ErrNotFound)
+	mustStats(t, e.CtxA, e.Router, a2, 2, 2)
+	if diff := cmp.Diff(want2[:2], mustSearch(t, e.CtxA, e.Router, a2, []float32{1, 0}, 10), approx); diff != "" {
+		t.Fatalf("Search of generation 2 after generation 1's drop (-want +got):\n%s", diff)
+	}
+	mustCreate(t, e.CtxA, e.Router, a1, 8) // re-created empty, at another dimension
+	mustStats(t, e.CtxA, e.Router, a1, 8, 0)
+	mustStats(t, e.CtxA, e.Router, a2, 2, 2)
+	if err := e.Router.DropCollection(e.CtxA, a2); err != nil {
+		t.Fatalf("DropCollection of generation 2: %v", err)
+	}
+	mustStats(t, e.CtxA, e.Router, a1, 8, 0)
+	_, err = e.Router.Stats(e.CtxA, a2)
+	wantErr(t, "Stats of dropped generation 2", err, vector.ErrNotFound)
+}
+
+// testGenerationMissing: a generation never created is ErrNotFound for
+// every method, never an empty result and never another generation's
+// collection, and no method but CreateCollection creates it.
+func testGenerationMissing(t *testing.T, e *Env) {
+	mustCreate(t, e.CtxA, e.Router, e.CollA, 2)
+	mustUpsert(t, e.CtxA, e.Router, e.CollA, vector.Point{ID: ID(1), Vector: []float32{1, 0}})
+	for _, g := range []uint32{2, 3, math.MaxUint32} {
+		c := mustGeneration(t, e.CollA, g)
+		check := func(what string, err error) {
+			t.Helper()
+			wantErr(t, what+" on never-created "+c.String(), err, vector.ErrNotFound, bulkhead.ErrNotFound)
+		}
+		hits, err := e.Router.Search(e.CtxA, c, []float32{1, 0}, 1)
+		check("Search", err)
+		if hits != nil {
+			t.Fatalf("Search of never-created %s returned hits %v", c, hits)
+		}
+		_, err = e.Router.Stats(e.CtxA, c)
+		check("Stats", err)
+		_, err = e.Router.Scroll(e.CtxA, c, uuid.Nil, 10)
+		check("Scroll", err)
+		check("Upsert", e.Router.Upsert(e.CtxA, c, []vector.Point{{ID: ID(2), Vector: []float32{1, 0}}}))
+		check("Delete", e.Router.Delete(e.CtxA, c, []uuid.UUID{ID(1)}))
+		check("DropCollection", e.Router.DropCollection(e.CtxA, c))
+		_, err = e.Router.Stats(e.CtxA, c)
+		check("Stats after refused writes (no auto-create)", err)
+	}
+	mustStats(t, e.CtxA, e.Router, e.CollA, 2, 1)
+}
+
+// testGenerationZero: generation 0 does not exist, and the zero Collection
+// stays refused at any generation.
+func testGenerationZero(t *testing.T, e *Env) {
+	if g := e.CollA.Generation(); g != 1 {
+		t.Fatalf("Router.Collection minted generation %d, want 1", g)
+	}
+	if g := (vector.Collection{}).Generation(); g != 0 {
+		t.Fatalf("zero Collection has generation %d", g)
+	}
+	c0, err := e.CollA.AtGeneration(0)
+	wantErr(t, "AtGeneration(0)", err, bulkhead.ErrInvalid)
+	var ve *bulkhead.ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 1 || ve.Problems[0].Field != "generation" {
+		t.Fatalf("AtGeneration(0) error %v: want a ValidationError on field generation", err)
+	}
+	if c0 != (vector.Collection{}) {
+		t.Fatalf("AtGeneration(0) returned %v with its error, want the zero Collection", c0)
+	}
+	z2, err := vector.Collection{}.AtGeneration(2)
+	wantErr(t, "zero Collection AtGeneration(2)", err, vector.ErrForbidden)
+	for name, s := range map[string]vector.Store{"router": e.Router, "backend": e.Store} {
+		for what, c := range map[string]vector.Collection{"AtGeneration(0)": c0, "zero AtGeneration(2)": z2} {
+			wantErr(t, name+": CreateCollection with "+what, s.CreateCollection(e.CtxA, c, 2), vector.ErrForbidden)
+			_, err := s.Search(e.CtxA, c, []float32{1, 0}, 1)
+			wantErr(t, name+": Search with "+what, err, vector.ErrForbidden)
+		}
+	}
+}
+
+// testForeignGeneration: a generation is not a way around the tenant
+// check. A's generation 2 in B's scope is refused by the router and the
+// backend, and B's own generation 2 is B's, never A's.
+func testForeignGeneration(t *testing.T, e *Env) {
+	a2 := mustGeneration(t, e.CollA, 2)
+	mustCreate(t, e.CtxA, e.Router, a2, 2)
+	mustUpsert(t, e.CtxA, e.Router, a2, generation2()...)
+	q := []float32{1, 0}
+	for name, s := range map[string]vector.Store{"router": e.Router, "backend": e.Store} {
+		what := name + ": A's generation 2 in B's scope: "
+		_, err := s.Search(e.CtxB, a2, q, 1)
+		wantErr(t, what+"Search", err, vector.ErrForbidden, bulkhead.ErrForbidden)
+		_, err = s.Stats(e.CtxB, a2)
+		wantErr(t, what+"Stats", err, vector.ErrForbidden)
+		_, err = s.Scroll(e.CtxB, a2, uuid.Nil, 10)
+		wantErr(t, what+"Scroll", err, vector.ErrForbidden)
+		wantErr(t, what+"Upsert", s.Upsert(e.CtxB, a2, generation2()[:1]), vector.ErrForbidden)
+		wantErr(t, what+"Delete", s.Delete(e.CtxB, a2, []uuid.UUID{ID(1)}), vector.ErrForbidden)
+		wantErr(t, what+"CreateCollection", s.CreateCollection(e.CtxB, a2, 2), vector.ErrForbidden)
+		wantErr(t, what+"DropCollection", s.DropCollection(e.CtxB, a2), vector.ErrForbidden)
+		_, err = s.Search(e.NoScopeContext, a2, q, 1)
+		wantErr(t, name+": A's generation 2 without a scope", err, bulkhead.ErrUnauthenticated)
+	}
+	// B's own generation 2 does not exist: not found, never A's.
+	b2 := mustGeneration(t, e.CollB, 2)
+	_, err := e.Router.Search(e.CtxB, b2, q, 1)
+	wantErr(t, "B's never-created generation 2", err, vector.ErrNotFound)
+	wantErr(t, "Upsert into B's never-created generation 2", e.Router.Upsert(e.CtxB, b2, generation2()[:1]), vector.ErrNotFound)
+	// Created, it holds only B's points.
+	mustCreate(t, e.CtxB, e.Router, b2, 2)
+	if got := mustSearch(t, e.CtxB, e.Router, b2, q, 10); len(got) != 0 {
+		t.Fatalf("B's new generation 2 holds %v", got)
+	}
+	mustStats(t, e.CtxA, e.Router, a2, 2, 3)
+	if diff := cmp.Diff(generation2(), scrollAll(t, e.CtxA, e.Router, a2)); diff != "" {
+		t.Fatalf("A's generation 2 after refused calls (-want +got):\n%s", diff)
 	}
 }
