@@ -21,6 +21,11 @@ var (
 	// ErrForbidden: the caller is known but the database refused the write
 	// (a row-level security check failed).
 	ErrForbidden = errors.New("forbidden")
+	// ErrUnavailable: a backend the answer depends on (vector store,
+	// embedding or chat model) cannot answer now, or the tenant's
+	// knowledge collection is not provisioned. Never reported as an empty
+	// result; the HTTP layer answers 503.
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // FieldProblem is one field's problem in a ValidationError.

@@ -137,6 +137,7 @@ type Document struct {
 	Title        string     `json:"title"`
 	Content      string     `json:"content,omitempty"`
 	Confidential bool       `json:"confidential"`
+	Chunks       int        `json:"chunks,omitempty"` // chunks stored, reported on creation
 	CreatedAt    time.Time  `json:"created_at"`
 }
 
@@ -146,4 +147,11 @@ type Chunk struct {
 	DocumentID uuid.UUID `json:"document_id"`
 	Ord        int       `json:"ord"`
 	Content    string    `json:"content"`
+}
+
+// Passage is a chunk together with the title of its document: what
+// retrieval reads back, under the caller's scope, for every hit.
+type Passage struct {
+	Chunk
+	Title string `json:"title"`
 }

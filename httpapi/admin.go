@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
 )
@@ -35,7 +36,11 @@ func (s *Server) adminCreateTenant(w http.ResponseWriter, r *http.Request) error
 	if err := decode(w, r, s.maxBody, &in); err != nil {
 		return err
 	}
-	t, err := s.db.CreateTenant(r.Context(), in.Name, in.Region)
+	create := s.db.CreateTenant
+	if s.know != nil { // with a knowledge layer, the tenant's collection too
+		create = s.know.CreateTenant
+	}
+	t, err := create(r.Context(), in.Name, in.Region)
 	if err != nil {
 		return err
 	}
@@ -48,7 +53,11 @@ func (s *Server) adminDeleteTenant(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	if _, err := s.db.DeleteTenant(r.Context(), id); err != nil {
+	del := s.db.DeleteTenant
+	if s.know != nil {
+		del = s.know.DeleteTenant
+	}
+	if _, err := del(r.Context(), id); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -72,5 +81,66 @@ func (s *Server) adminCreateEntity(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	writeJSON(w, http.StatusCreated, e)
+	return nil
+}
+
+type reembedInput struct {
+	Model string `json:"model"`
+}
+
+func (s *Server) adminProvision(w http.ResponseWriter, r *http.Request) error {
+	k, err := s.knowledgeLayer()
+	if err != nil {
+		return err
+	}
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	if err := k.Provision(r.Context(), id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) adminReconcile(w http.ResponseWriter, r *http.Request) error {
+	k, err := s.knowledgeLayer()
+	if err != nil {
+		return err
+	}
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	// Reconciling a large tenant outlasts the server's write timeout.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	st, err := k.Reconcile(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *Server) adminReembed(w http.ResponseWriter, r *http.Request) error {
+	k, err := s.knowledgeLayer()
+	if err != nil {
+		return err
+	}
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	var in reembedInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	st, err := k.Reembed(r.Context(), id, in.Model)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
 	return nil
 }

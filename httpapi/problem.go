@@ -30,6 +30,7 @@ var problems = []struct {
 	{bulkhead.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},
 	{bulkhead.ErrConflict, http.StatusConflict, "conflict", "Conflict"},
 	{bulkhead.ErrInvalid, http.StatusBadRequest, "invalid", "Invalid input"},
+	{bulkhead.ErrUnavailable, http.StatusServiceUnavailable, "unavailable", "Service unavailable, retry later"},
 }
 
 // problemFor returns the problem for err; anything unknown is a 500 with a
@@ -64,6 +65,9 @@ func problemFor(err error) Problem {
 // writeError sends err as problem+json, logging it in full when it is a 5xx.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	p := problemFor(err)
+	if p.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
 	if p.Status >= 500 {
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}

@@ -381,30 +381,12 @@ func (s *Server) serverAgents(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) error {
-	var in documentInput
-	if err := decode(w, r, s.maxBody, &in); err != nil {
-		return err
-	}
-	d, err := s.db.CreateDocument(r.Context(), postgres.NewDocument{Title: in.Title, Content: in.Content, Visibility: in.Visibility, RoomID: in.RoomID, Confidential: in.Confidential})
-	if err != nil {
-		return err
-	}
-	d.Content = ""
-	writeJSON(w, http.StatusCreated, d)
-	return nil
-}
-
 func (s *Server) listDocuments(w http.ResponseWriter, r *http.Request) error {
 	return listPage(w, r, s.db.ListDocuments)
 }
 
 func (s *Server) getDocument(w http.ResponseWriter, r *http.Request) error {
 	return getByID(w, r, "id", s.db.Document)
-}
-
-func (s *Server) deleteDocument(w http.ResponseWriter, r *http.Request) error {
-	return deleteByID(w, r, s.db.DeleteDocument)
 }
 
 // listPage answers one cursor page of a list.

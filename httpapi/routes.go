@@ -6,6 +6,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/bulkhead-dev/bulkhead/retrieval"
 	"github.com/google/uuid"
 )
 
@@ -79,14 +80,19 @@ func (s *Server) routes() []route {
 		{"POST", "/v1/message-servers/{id}/agents", "Connect an agent", scoped, s.linkAgent, agentRef{}, 204, nil},
 		{"DELETE", "/v1/message-servers/{id}/agents/{agent_id}", "Disconnect an agent", scoped, s.unlinkAgent, nil, 204, nil},
 
-		{"POST", "/v1/documents", "Store a document (confidential ones are sealed)", scoped, s.createDocument, documentInput{}, 201, bulkhead.Document{}},
+		{"POST", "/v1/documents", "Store a document: chunked, embedded into the tenant's collection and indexed for full-text search (confidential ones are sealed)", scoped, s.createDocument, documentInput{}, 201, bulkhead.Document{}},
 		{"GET", "/v1/documents", "Documents visible to the caller", scoped, s.listDocuments, nil, 200, list[bulkhead.Document]{}},
 		{"GET", "/v1/documents/{id}", "One document", scoped, s.getDocument, nil, 200, bulkhead.Document{}},
-		{"DELETE", "/v1/documents/{id}", "Delete a document you own", scoped, s.deleteDocument, nil, 204, nil},
+		{"DELETE", "/v1/documents/{id}", "Delete a document you own, with its chunks and vectors", scoped, s.deleteDocument, nil, 204, nil},
+		{"POST", "/v1/query", "Hybrid retrieval (full-text + vector, reciprocal rank fusion) over the documents visible to the caller", scoped, s.query, queryInput{}, 200, queryResult{}},
+		{"POST", "/v1/answer", "An answer from the passages visible to the caller, citing them; says so when there are none", scoped, s.answer, queryInput{}, 200, retrieval.Answer{}},
 
 		{"GET", "/admin/v1/tenants", "Every tenant (operator)", operator, s.adminListTenants, nil, 200, list[bulkhead.Tenant]{}},
-		{"POST", "/admin/v1/tenants", "Create a tenant and its keys (operator)", operator, s.adminCreateTenant, tenantInput{}, 201, bulkhead.Tenant{}},
-		{"DELETE", "/admin/v1/tenants/{id}", "Crypto-shred and delete a tenant with all its data (operator, idempotent)", operator, s.adminDeleteTenant, nil, 204, nil},
+		{"POST", "/admin/v1/tenants", "Create a tenant, its keys and its knowledge collection (operator)", operator, s.adminCreateTenant, tenantInput{}, 201, bulkhead.Tenant{}},
+		{"DELETE", "/admin/v1/tenants/{id}", "Drop its collections, crypto-shred and delete a tenant with all its data (operator, idempotent)", operator, s.adminDeleteTenant, nil, 204, nil},
+		{"POST", "/admin/v1/tenants/{id}/provision", "Create the tenant's knowledge collection if missing (operator, idempotent)", operator, s.adminProvision, nil, 204, nil},
+		{"POST", "/admin/v1/tenants/{id}/reconcile", "Make the tenant's collection hold one vector per chunk: embed missing, remove orphans (operator, idempotent)", operator, s.adminReconcile, nil, 200, retrieval.ReconcileStats{}},
+		{"POST", "/admin/v1/tenants/{id}/reembed", "Re-embed the tenant with another model without downtime: build, switch, drop (operator, resumable)", operator, s.adminReembed, reembedInput{}, 200, retrieval.ReconcileStats{}},
 		{"POST", "/admin/v1/tenants/{id}/entities", "Provision an entity in a tenant (operator)", operator, s.adminCreateEntity, entityInput{}, 201, bulkhead.Entity{}},
 	}
 }

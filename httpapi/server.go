@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/bulkhead-dev/bulkhead/retrieval"
 )
 
 // Authenticator turns a request's credentials into the caller's scope. It
@@ -42,6 +43,9 @@ type Options struct {
 	JWKS []byte
 	// Stream configures GET /v1/rooms/{id}/stream (stream.go).
 	Stream StreamOptions
+	// Knowledge ingests documents and answers /v1/query and /v1/answer;
+	// nil makes those routes and document writes answer 503.
+	Knowledge *retrieval.Service
 }
 
 // Server serves bulkhead's HTTP API. It is safe for concurrent use.
@@ -61,6 +65,7 @@ type Server struct {
 	perEntity   *limiters
 	authFailsIP *limiters
 	stream      *streams
+	know        *retrieval.Service
 	handler     http.Handler
 
 	mu        sync.Mutex
@@ -80,7 +85,7 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 		authFailsIP: newLimiters(opts.Limits.AuthFailuresPerIP, opts.Limits.AuthFailuresPerIPBurst),
 		authIP:      newLimiters(opts.Limits.AuthPerIP, opts.Limits.AuthPerIPBurst),
 		authAccount: newLimiters(opts.Limits.AuthPerAccount, opts.Limits.AuthPerAccountBurst),
-		accts:       opts.Accounts, findings: findings, checkedAt: time.Now()}
+		accts:       opts.Accounts, know: opts.Knowledge, findings: findings, checkedAt: time.Now()}
 	for _, rt := range s.routes() {
 		h := s.handle(rt.handler)
 		switch rt.access {

@@ -153,7 +153,7 @@ func seedTenant(ctx context.Context, db *DB, name string) (DemoTenant, error) {
 		{&t.RoomDoc, alice, "room1 handbook (" + name + ")", bulkhead.VisibilityRoom, &t.Room1, false},
 		{&t.TenantDoc, bob, "company wiki (" + name + ")", bulkhead.VisibilityTenant, nil, false},
 	} {
-		d, err := db.CreateDocument(doc.as, NewDocument{Title: doc.title, Content: doc.title + ": the body of the document.", Visibility: doc.vis, RoomID: doc.room, Confidential: doc.conf})
+		d, err := db.CreateDocument(doc.as, NewDocument{Title: doc.title, Content: doc.title + ": the body of the document.", Visibility: doc.vis, RoomID: doc.room, Confidential: doc.conf}, nil)
 		if err != nil {
 			return fail(doc.title, err)
 		}

@@ -32,7 +32,13 @@ const (
 // CreateDocument stores a document owned by the caller and its chunks, in
 // one transaction. The database refuses room visibility for a room the
 // caller is not in (ErrForbidden).
-func (db *DB) CreateDocument(ctx context.Context, in NewDocument) (bulkhead.Document, error) {
+//
+// index, when not nil, is called with the chunks (ids assigned, text in
+// the clear) after the input is validated and before anything is written:
+// if it fails, nothing is written and its error is returned. If index
+// succeeded and the transaction then fails, the caller owns undoing what
+// index did (the knowledge layer deletes the vectors it stored).
+func (db *DB) CreateDocument(ctx context.Context, in NewDocument, index func(context.Context, []bulkhead.Chunk) error) (bulkhead.Document, error) {
 	s, err := entityScope(ctx)
 	if err != nil {
 		return bulkhead.Document{}, err
@@ -69,14 +75,22 @@ func (db *DB) CreateDocument(ctx context.Context, in NewDocument) (bulkhead.Docu
 	b.Queue(`INSERT INTO bulkhead.documents (tenant_id, id, owner_id, room_id, visibility, title, content, content_sealed, confidential)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING created_at`, s.Tenant, d.ID, d.OwnerID, d.RoomID, d.Visibility, d.Title, plain, sealed, d.Confidential).
 		QueryRow(func(r pgx.Row) error { return r.Scan(&d.CreatedAt) })
-	for i, c := range Chunk(in.Content, ChunkSize, ChunkOverlap) {
-		id := uuid.New()
-		plain, sealed, err := db.sealIf(ctx, in.Confidential, "chunks", id, c)
+	texts := Chunk(in.Content, ChunkSize, ChunkOverlap)
+	chunks := make([]bulkhead.Chunk, len(texts))
+	for i, c := range texts {
+		chunks[i] = bulkhead.Chunk{ID: uuid.New(), DocumentID: d.ID, Ord: i, Content: c}
+		plain, sealed, err := db.sealIf(ctx, in.Confidential, "chunks", chunks[i].ID, c)
 		if err != nil {
 			return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
 		}
-		b.Queue(`INSERT INTO bulkhead.chunks (tenant_id, id, document_id, ord, content, content_sealed) VALUES ($1, $2, $3, $4, $5, $6)`, s.Tenant, id, d.ID, i, plain, sealed)
+		b.Queue(`INSERT INTO bulkhead.chunks (tenant_id, id, document_id, ord, content, content_sealed) VALUES ($1, $2, $3, $4, $5, $6)`, s.Tenant, chunks[i].ID, d.ID, i, plain, sealed)
 	}
+	if index != nil {
+		if err := index(ctx, chunks); err != nil {
+			return bulkhead.Document{}, fmt.Errorf("create document: index: %w", err)
+		}
+	}
+	d.Chunks = len(chunks)
 	err = db.InScope(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
 	if err != nil {
 		return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
@@ -165,14 +179,30 @@ func (db *DB) ListDocuments(ctx context.Context, p Page) ([]bulkhead.Document, s
 }
 
 // DeleteDocument deletes a document (and its chunks); only its owner may.
-// It returns ErrNotFound.
-func (db *DB) DeleteDocument(ctx context.Context, id uuid.UUID) error {
+// It returns ErrNotFound. unindex, when not nil, is called inside the
+// transaction, after the delete, with the ids of the deleted chunks; if it
+// fails the delete is rolled back and its error returned.
+func (db *DB) DeleteDocument(ctx context.Context, id uuid.UUID, unindex func(context.Context, []uuid.UUID) error) error {
 	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
 	}
 	return db.InScope(ctx, func(tx pgx.Tx) error {
-		return mustAffect(tx.Exec(ctx, `DELETE FROM bulkhead.documents WHERE tenant_id = $1 AND id = $2`, s.Tenant, id))
+		rows, err := tx.Query(ctx, `SELECT id FROM bulkhead.chunks WHERE tenant_id = $1 AND document_id = $2`, s.Tenant, id)
+		if err != nil {
+			return err
+		}
+		chunks, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			return err
+		}
+		if err := mustAffect(tx.Exec(ctx, `DELETE FROM bulkhead.documents WHERE tenant_id = $1 AND id = $2`, s.Tenant, id)); err != nil {
+			return err
+		}
+		if unindex == nil || len(chunks) == 0 {
+			return nil
+		}
+		return unindex(ctx, chunks)
 	})
 }
 

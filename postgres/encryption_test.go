@@ -49,7 +49,7 @@ func TestColumnsNeverHoldPlaintext(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := "confidential merger memo " + uuid.NewString()
-	doc, err := d.DB.CreateDocument(alice, postgres.NewDocument{Title: "memo", Content: body, Confidential: true})
+	doc, err := d.DB.CreateDocument(alice, postgres.NewDocument{Title: "memo", Content: body, Confidential: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestRotationKeepsEverythingReadable(t *testing.T) {
 	tn := demo.T1
 	alice := as(t, tn.Tenant.ID, tn.Alice, uuid.Nil)
 	for i := range 5 {
-		if _, err := d.DB.CreateDocument(alice, postgres.NewDocument{Title: fmt.Sprintf("c%d", i), Content: strings.Repeat("secret words ", 200), Confidential: true}); err != nil {
+		if _, err := d.DB.CreateDocument(alice, postgres.NewDocument{Title: fmt.Sprintf("c%d", i), Content: strings.Repeat("secret words ", 200), Confidential: true}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -205,7 +205,7 @@ func TestSweepSealsLegacyPlaintext(t *testing.T) {
 		Secrets: map[string]bulkhead.Secret{"k": bulkhead.Secret(secret)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := plain.CreateDocument(alice, postgres.NewDocument{Title: "old", Content: "legacy memo " + secret, Confidential: true}); err != nil {
+	if _, err := plain.CreateDocument(alice, postgres.NewDocument{Title: "old", Content: "legacy memo " + secret, Confidential: true}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Contains(rawSealed(t, d.AdminDSN()), []byte(secret)) {

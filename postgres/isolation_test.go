@@ -386,12 +386,12 @@ func TestVisibilityOfDocumentsAndChunks(t *testing.T) {
 		}
 	}
 	// Only the owner deletes; Bob can't delete Alice's room doc.
-	if err := d.DB.DeleteDocument(as(t, T, tn.Bob, uuid.Nil), tn.RoomDoc); !errors.Is(err, bulkhead.ErrNotFound) {
+	if err := d.DB.DeleteDocument(as(t, T, tn.Bob, uuid.Nil), tn.RoomDoc, nil); !errors.Is(err, bulkhead.ErrNotFound) {
 		t.Errorf("Bob deletes Alice's doc: %v, want ErrNotFound", err)
 	}
 	// A room document for a room the writer is not in is refused.
 	room1 := tn.Room1
-	if _, err := d.DB.CreateDocument(as(t, T, tn.Charlie, uuid.Nil), postgres.NewDocument{Title: "x", Content: "x", Visibility: bulkhead.VisibilityRoom, RoomID: &room1}); !errors.Is(err, bulkhead.ErrForbidden) {
+	if _, err := d.DB.CreateDocument(as(t, T, tn.Charlie, uuid.Nil), postgres.NewDocument{Title: "x", Content: "x", Visibility: bulkhead.VisibilityRoom, RoomID: &room1}, nil); !errors.Is(err, bulkhead.ErrForbidden) {
 		t.Errorf("Charlie posts a room1 document: %v, want ErrForbidden", err)
 	}
 	// Secrets columns of agents are readable as metadata but only the owner updates.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -150,7 +151,7 @@ func TestPoliciesDownUpKeepsData(t *testing.T) {
 	}
 	defer m.Close()
 	ctx := context.Background()
-	if _, err := m.DownTo(ctx, m.Latest()-1); err != nil { // the policies migration is the last one
+	if _, err := m.DownTo(ctx, policiesVersion-1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Up(ctx); err != nil {
@@ -188,3 +189,21 @@ func TestConcurrentBootstraps(t *testing.T) {
 		}
 	}
 }
+
+// policiesVersion is the version of the generated policies migration.
+var policiesVersion = func() int64 {
+	files, err := postgres.GeneratedMigrations()
+	if err != nil {
+		panic(err)
+	}
+	for name := range files {
+		if strings.HasSuffix(name, "_policies.sql") {
+			v, err := strconv.ParseInt(name[:strings.IndexByte(name, '_')], 10, 64)
+			if err != nil {
+				panic(err)
+			}
+			return v
+		}
+	}
+	panic("no policies migration")
+}()

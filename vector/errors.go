@@ -1,7 +1,6 @@
 package vector
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -33,5 +32,5 @@ var (
 	// ErrUnavailable: the backend cannot answer (down, I/O error, corrupt
 	// collection file). Callers must report it (503) and never treat it as
 	// an empty result.
-	ErrUnavailable = errors.New("vector: backend unavailable")
+	ErrUnavailable = fmt.Errorf("vector: backend: %w", bulkhead.ErrUnavailable)
 )

@@ -7,6 +7,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 )
@@ -22,10 +23,20 @@ func newDemoCmd(cfg *config) *cobra.Command {
 		Short: "Create two tenants, each with Alice, Bob, Charlie, an agent, rooms, memories and documents",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withDB(cmd, cfg, "cli: demo seed", func(ctx context.Context, db *postgres.DB) error {
+			return withKnowledge(cmd, cfg, "cli: demo seed", func(ctx context.Context, db *postgres.DB, k knowledgeOps) error {
 				d, err := postgres.SeedDemo(ctx, db, "demo-")
 				if err != nil {
 					return err
+				}
+				// The fixture writes rows only: give each tenant its
+				// collection and index the documents.
+				for _, t := range []uuid.UUID{d.T1.Tenant.ID, d.T2.Tenant.ID} {
+					if err := k.Provision(ctx, t); err != nil {
+						return err
+					}
+					if _, err := k.Reconcile(ctx, t); err != nil {
+						return err
+					}
 				}
 				if asJSON {
 					return printJSON(cmd.OutOrStdout(), d)

@@ -28,6 +28,7 @@ type config struct {
 	kekURI        string
 	logFormat     string
 	logLevel      string
+	know          knowledgeFlags
 }
 
 func main() {
@@ -79,6 +80,7 @@ and so on (--database-url also reads DATABASE_URL).`,
 	f.IntVar(&cfg.pgPort, "pg-port", 0, "also listen on 127.0.0.1:PORT with the embedded cluster (default: Unix socket only)")
 	f.StringVar(&cfg.logFormat, "log-format", "json", "log format: json or text")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cfg.know.register(f)
 
 	root.AddCommand(newServeCmd(cfg), newDBCmd(cfg), newMigrateCmd(cfg), newTenantCmd(cfg), newEntityCmd(cfg), newKeysCmd(cfg), newTokenCmd(cfg), newAPIKeyCmd(cfg), newDemoCmd(cfg), newBenchCmd(cfg), newVersionCmd())
 	return root

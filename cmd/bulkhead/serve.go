@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -61,7 +62,7 @@ embedded cluster.`,
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "HTTP listen address")
 	cmd.Flags().BoolVar(&migrate, "migrate", true, "apply pending migrations at start")
 	cmd.Flags().StringVar(&authConfig, "auth-config", "", `JSON file of external JWT issuers: {"issuers":[{"issuer","jwks_url" or "hs256_secret_file","algorithms","audience","tenant_claim"}]}; bulkhead's own tokens (bulkhead token mint) are always accepted`)
-	cmd.Flags().Int64Var(&maxBody, "max-body", 1<<20, "largest request body in bytes (413 beyond)")
+	cmd.Flags().Int64Var(&maxBody, "max-body", 2<<20, "largest request body in bytes (413 beyond); documents hold up to 1 MiB of text")
 	cmd.Flags().StringSliceVar(&streamOrigins, "stream-origins", nil, "browser origins (scheme://host[:port]) allowed to open room streams over WebSocket; none by default")
 	cmd.Flags().Float64Var(&lim.perEntity, "rate-per-entity", 50, "requests per second per authenticated entity (0: unlimited)")
 	cmd.Flags().IntVar(&lim.perEntityBurst, "rate-per-entity-burst", 100, "burst of --rate-per-entity")
@@ -151,8 +152,21 @@ func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConf
 		stream.Notifier = postgres.NewNotifier(db, postgres.NotifierConfig{ConnConfig: direct, Logger: log})
 		defer stream.Notifier.Close()
 	}
+	know, closeKnow, err := cfg.knowledge(db, log)
+	if err != nil {
+		return fmt.Errorf("knowledge layer: %w", err)
+	}
+	defer closeKnow()
 	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: auth.NewAuthenticator(verifier, tokenIssuer).WithAPIKeys(accounts),
-		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken, Stream: stream})
+		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken, Stream: stream, Knowledge: know})
+	// Tell the CLI where the control plane is (it can't open the vector
+	// store this process holds).
+	if b, err := json.Marshal(serveInfo{Addr: ln.Addr().String(), PID: os.Getpid()}); err == nil {
+		if err := os.WriteFile(serveFile(cfg.dataDir), b, 0o600); err != nil {
+			return err
+		}
+		defer os.Remove(serveFile(cfg.dataDir))
+	}
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	where := "external database " + env.database
 	if env.cluster != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 )
 
@@ -57,11 +58,11 @@ func newTenantCmd(cfg *config) *cobra.Command {
 	var asJSON, openRegistration bool
 	create := &cobra.Command{
 		Use:   "create NAME",
-		Short: "Create a tenant and print its id",
+		Short: "Create a tenant (its keys and its knowledge collection) and print its id",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withDB(cmd, cfg, "cli: tenant create", func(ctx context.Context, db *postgres.DB) error {
-				t, err := db.CreateTenant(ctx, args[0], region)
+			return withKnowledge(cmd, cfg, "cli: tenant create", func(ctx context.Context, db *postgres.DB, k knowledgeOps) error {
+				t, err := k.CreateTenant(ctx, args[0], region)
 				if err != nil {
 					return err
 				}
@@ -110,15 +111,15 @@ func newTenantCmd(cfg *config) *cobra.Command {
 	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
 	del := &cobra.Command{
 		Use:   "delete ID",
-		Short: "Delete a tenant and all of its data (idempotent)",
+		Short: "Delete a tenant and all of its data: collections dropped, keys shredded, rows deleted (idempotent)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := bulkhead.ParseID("ID", args[0])
 			if err != nil {
 				return err
 			}
-			return withDB(cmd, cfg, "cli: tenant delete "+id.String(), func(ctx context.Context, db *postgres.DB) error {
-				deleted, err := db.DeleteTenant(ctx, id)
+			return withKnowledge(cmd, cfg, "cli: tenant delete "+id.String(), func(ctx context.Context, db *postgres.DB, k knowledgeOps) error {
+				deleted, err := k.DeleteTenant(ctx, id)
 				if err != nil {
 					return err
 				}
@@ -131,8 +132,73 @@ func newTenantCmd(cfg *config) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, list, del)
+	provision := &cobra.Command{
+		Use:   "provision ID",
+		Short: "Create the tenant's knowledge collection if it is missing (idempotent; finishes an interrupted create)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return tenantKnowledgeCmd(cmd, cfg, "provision", args[0], func(ctx context.Context, k knowledgeOps, id uuid.UUID) (any, error) {
+				return "provisioned", k.Provision(ctx, id)
+			})
+		},
+	}
+	reconcile := &cobra.Command{
+		Use:   "reconcile ID",
+		Short: "Make the tenant's collection hold one vector per chunk: embed what is missing, remove orphans",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return tenantKnowledgeCmd(cmd, cfg, "reconcile", args[0], func(ctx context.Context, k knowledgeOps, id uuid.UUID) (any, error) {
+				return k.Reconcile(ctx, id)
+			})
+		},
+	}
+	var model string
+	reembed := &cobra.Command{
+		Use:   "reembed ID --model MODEL",
+		Short: "Re-embed the tenant with another model without downtime: build a new collection generation, switch, drop the old (resumable)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return tenantKnowledgeCmd(cmd, cfg, "reembed", args[0], func(ctx context.Context, k knowledgeOps, id uuid.UUID) (any, error) {
+				return k.Reembed(ctx, id, model)
+			})
+		},
+	}
+	reembed.Flags().StringVar(&model, "model", "", "embedding model: local-lexical-v1, or openai:NAME for --embedding-model NAME")
+	reembed.MarkFlagRequired("model")
+	cmd.AddCommand(create, list, del, provision, reconcile, reembed)
 	return cmd
+}
+
+// withKnowledge is withDB with the knowledge-layer operations too.
+func withKnowledge(cmd *cobra.Command, cfg *config, reason string, f func(ctx context.Context, db *postgres.DB, k knowledgeOps) error) error {
+	return withDB(cmd, cfg, reason, func(ctx context.Context, db *postgres.DB) error {
+		log, err := cfg.logger()
+		if err != nil {
+			return err
+		}
+		k, done, err := cfg.knowledgeFor(db, log)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return f(ctx, db, k)
+	})
+}
+
+// tenantKnowledgeCmd runs one knowledge operation on the tenant named by
+// arg and prints its result as JSON.
+func tenantKnowledgeCmd(cmd *cobra.Command, cfg *config, op, arg string, f func(ctx context.Context, k knowledgeOps, id uuid.UUID) (any, error)) error {
+	id, err := bulkhead.ParseID("ID", arg)
+	if err != nil {
+		return err
+	}
+	return withKnowledge(cmd, cfg, "cli: tenant "+op+" "+id.String(), func(ctx context.Context, _ *postgres.DB, k knowledgeOps) error {
+		res, err := f(ctx, k, id)
+		if err != nil {
+			return err
+		}
+		return printJSON(cmd.OutOrStdout(), res)
+	})
 }
 
 func newEntityCmd(cfg *config) *cobra.Command {

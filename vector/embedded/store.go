@@ -17,6 +17,10 @@ import (
 	"github.com/google/uuid"
 )
 
+// ErrLocked: another Store (in this process or another, such as a running
+// bulkhead serve) has the directory open. It matches vector.ErrUnavailable.
+var ErrLocked = fmt.Errorf("embedded vector store directory is in use by another process: %w", vector.ErrUnavailable)
+
 // DefaultMemoryBudget is the resident-memory target of a Store made without
 // WithMemoryBudget.
 const DefaultMemoryBudget = 1 << 30
@@ -92,6 +96,9 @@ func New(dir string, opts ...Option) (*Store, error) {
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
+		if errors.Is(err, ErrLocked) {
+			return nil, fmt.Errorf("embedded vector store %s: %w", dir, err)
+		}
 		return nil, fmt.Errorf("embedded vector store %s: lock: %w (%w)", dir, vector.ErrUnavailable, err)
 	}
 	s.lock = lock

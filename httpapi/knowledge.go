@@ -1,0 +1,100 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/bulkhead-dev/bulkhead/retrieval"
+)
+
+// Knowledge handlers: documents are ingested into PostgreSQL and the
+// tenant's vector collection through retrieval.Service, and queries and
+// answers only ever see what the caller's scope sees.
+
+type (
+	queryInput struct {
+		Query string `json:"query"`
+		K     int    `json:"k"`
+	}
+	queryResult struct {
+		Passages []retrieval.Passage `json:"passages"`
+	}
+)
+
+// errNoKnowledge: the server runs without a knowledge layer.
+var errNoKnowledge = fmt.Errorf("no knowledge layer configured: %w", bulkhead.ErrUnavailable)
+
+func (s *Server) knowledgeLayer() (*retrieval.Service, error) {
+	if s.know == nil {
+		return nil, errNoKnowledge
+	}
+	return s.know, nil
+}
+
+func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) error {
+	k, err := s.knowledgeLayer()
+	if err != nil {
+		return err
+	}
+	var in documentInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	d, err := k.Ingest(r.Context(), postgres.NewDocument{Title: in.Title, Content: in.Content, Visibility: in.Visibility, RoomID: in.RoomID, Confidential: in.Confidential})
+	if err != nil {
+		return err
+	}
+	d.Content = ""
+	writeJSON(w, http.StatusCreated, d)
+	return nil
+}
+
+func (s *Server) deleteDocument(w http.ResponseWriter, r *http.Request) error {
+	k, err := s.knowledgeLayer()
+	if err != nil {
+		return err
+	}
+	return deleteByID(w, r, k.DeleteDocument)
+}
+
+func (s *Server) query(w http.ResponseWriter, r *http.Request) error {
+	k, err := s.knowledgeLayer()
+	if err != nil {
+		return err
+	}
+	var in queryInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	ps, err := k.Query(r.Context(), retrieval.Query{Text: in.Query, K: in.K})
+	if err != nil {
+		return err
+	}
+	if ps == nil {
+		ps = []retrieval.Passage{}
+	}
+	writeJSON(w, http.StatusOK, queryResult{Passages: ps})
+	return nil
+}
+
+func (s *Server) answer(w http.ResponseWriter, r *http.Request) error {
+	k, err := s.knowledgeLayer()
+	if err != nil {
+		return err
+	}
+	var in queryInput
+	if err := decode(w, r, s.maxBody, &in); err != nil {
+		return err
+	}
+	a, err := k.Answer(r.Context(), retrieval.Query{Text: in.Query, K: in.K})
+	if err != nil {
+		return err
+	}
+	if a.Passages == nil {
+		a.Passages = []retrieval.Passage{}
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}

@@ -1,0 +1,28 @@
+-- Retrieval: a full-text index on chunks and each tenant's knowledge
+-- collection settings.
+--
+-- chunks.tsv (to_tsvector('simple', content)) gets a GIN index led by
+-- tenant_id like every other index (btree_gin supplies the uuid operator
+-- class; it is a trusted extension, so the owner may create it). A
+-- confidential chunk's content column is empty (its text is only sealed),
+-- so it has an empty tsvector: it is found by vector search only.
+--
+-- tenants.embedding_model is the embedder whose vectors fill the tenant's
+-- active collection generation tenants.vector_generation. NULL means the
+-- collection has not been provisioned yet (bulkhead tenant provision);
+-- retrieval then fails with 503 instead of answering empty. Only the
+-- maintenance path writes them (the runtime role cannot write tenants).
+
+-- +goose Up
+SET LOCAL lock_timeout = '5s';
+CREATE EXTENSION IF NOT EXISTS btree_gin WITH SCHEMA public;
+CREATE INDEX chunks_tsv_idx ON bulkhead.chunks USING gin (tenant_id, tsv);
+ALTER TABLE bulkhead.tenants
+    ADD COLUMN vector_generation integer NOT NULL DEFAULT 1 CHECK (vector_generation >= 1),
+    ADD COLUMN embedding_model text CHECK (length(embedding_model) BETWEEN 1 AND 200);
+
+-- +goose Down
+SET LOCAL lock_timeout = '5s';
+ALTER TABLE bulkhead.tenants DROP COLUMN embedding_model, DROP COLUMN vector_generation;
+DROP INDEX bulkhead.chunks_tsv_idx;
+-- btree_gin is left installed: other objects may have come to depend on it.

@@ -1,0 +1,270 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// MaxTextHits bounds SearchText's limit and the ids Passages takes.
+const MaxTextHits = 1000
+
+// Knowledge is a tenant's knowledge-collection settings: the region its
+// data lives in, the active vector collection generation, and the
+// embedding model that filled it ("" while the collection is not
+// provisioned).
+type Knowledge struct {
+	Region     string
+	Generation uint32
+	Model      string
+}
+
+// Knowledge returns the settings of the caller's tenant, read in its scope.
+// It returns ErrUnauthenticated without a scope.
+func (db *DB) Knowledge(ctx context.Context) (Knowledge, error) {
+	s, err := scopeFrom(ctx)
+	if err != nil {
+		return Knowledge{}, err
+	}
+	return db.knowledgeRow(ctx, s.Tenant, false)
+}
+
+// TenantKnowledge returns a tenant's settings on the maintenance path
+// (control plane: provisioning, re-embedding). It returns ErrNotFound for
+// an unknown tenant and ErrNoMaintenance without a maintenance context.
+func (db *DB) TenantKnowledge(ctx context.Context, tenant uuid.UUID) (Knowledge, error) {
+	return db.knowledgeRow(ctx, tenant, true)
+}
+
+func (db *DB) knowledgeRow(ctx context.Context, tenant uuid.UUID, maintenance bool) (Knowledge, error) {
+	const q = `SELECT region, vector_generation, coalesce(embedding_model, '') FROM bulkhead.tenants WHERE id = $1`
+	var k Knowledge
+	var gen int32
+	var err error
+	if maintenance {
+		err = db.InMaintenance(ctx, func(tx pgx.Tx) error { return tx.QueryRow(ctx, q, tenant).Scan(&k.Region, &gen, &k.Model) })
+	} else {
+		err = db.ReadRow(ctx, q, []any{tenant}, &k.Region, &gen, &k.Model)
+	}
+	if err != nil {
+		return Knowledge{}, fmt.Errorf("knowledge settings of tenant %s: %w", tenant, err)
+	}
+	k.Generation = uint32(gen)
+	return k, nil
+}
+
+// Region returns the region of tenant, read in ctx's scope (which must be
+// that tenant's: any other is ErrNotFound, like a missing tenant) or, for
+// a context marked with bulkhead.AsMaintenance and no scope, on the
+// maintenance path. It makes DB a vector.Regions.
+func (db *DB) Region(ctx context.Context, tenant uuid.UUID) (string, error) {
+	var k Knowledge
+	var err error
+	if s, ok := bulkhead.ScopeFrom(ctx); ok {
+		if s.Tenant != tenant {
+			return "", fmt.Errorf("region of tenant %s: %w", tenant, bulkhead.ErrNotFound)
+		}
+		k, err = db.knowledgeRow(ctx, tenant, false)
+	} else {
+		k, err = db.knowledgeRow(ctx, tenant, true)
+	}
+	return k.Region, err
+}
+
+// SetKnowledge records a tenant's active generation and model on the
+// maintenance path, if its generation is still from (compare-and-set:
+// two concurrent re-embeddings can't both flip). It returns ErrConflict if
+// the generation moved, ErrNotFound for an unknown tenant.
+func (db *DB) SetKnowledge(ctx context.Context, tenant uuid.UUID, from, to uint32, model string) error {
+	return db.InMaintenance(ctx, func(tx pgx.Tx) error {
+		ct, err := tx.Exec(ctx, `UPDATE bulkhead.tenants SET vector_generation = $3, embedding_model = $4 WHERE id = $1 AND vector_generation = $2`,
+			tenant, int32(from), int32(to), model)
+		if err != nil {
+			return err
+		}
+		if ct.RowsAffected() == 1 {
+			return auditMaintenance(ctx, tx, tenant, "knowledge.model", fmt.Sprintf("generation %d: %s", to, model))
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM bulkhead.tenants WHERE id = $1)`, tenant).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return fmt.Errorf("tenant %s: %w", tenant, bulkhead.ErrNotFound)
+		}
+		return fmt.Errorf("tenant %s is no longer at generation %d: %w", tenant, from, bulkhead.ErrConflict)
+	})
+}
+
+// TextHit is one full-text match.
+type TextHit struct {
+	ID   uuid.UUID
+	Rank float32
+}
+
+// SearchText returns the ids of up to limit chunks visible to the caller
+// that match any word of query (PostgreSQL full-text search, 'simple'
+// configuration), best ts_rank_cd first, ties by id. Row-level security
+// decides visibility; confidential chunks have no indexed text and never
+// match. A query without words matches nothing.
+func (db *DB) SearchText(ctx context.Context, query string, limit int) ([]TextHit, error) {
+	s, err := scopeFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if limit < 1 || limit > MaxTextHits {
+		return nil, bulkhead.Invalid("limit", fmt.Sprintf("must be in [1, %d]", MaxTextHits))
+	}
+	var out []TextHit
+	// plainto_tsquery parses the words (no operators from input); its
+	// '&' between lexemes becomes '|' so that any word can match, and
+	// the ranking prefers chunks matching more and closer words.
+	err = db.Read(ctx, func(rows pgx.Rows) error {
+		for rows.Next() {
+			var h TextHit
+			if err := rows.Scan(&h.ID, &h.Rank); err != nil {
+				return err
+			}
+			out = append(out, h)
+		}
+		return rows.Err()
+	}, `WITH q AS (SELECT replace(plainto_tsquery('simple', $2)::text, ' & ', ' | ')::tsquery AS q)
+		SELECT c.id, ts_rank_cd(c.tsv, q.q) AS rank FROM bulkhead.chunks c, q
+		WHERE c.tenant_id = $1 AND c.tsv @@ q.q
+		ORDER BY rank DESC, c.id LIMIT $3`, s.Tenant, query, limit)
+	if err != nil {
+		return nil, fmt.Errorf("full-text search: %w", err)
+	}
+	return out, nil
+}
+
+// Passages reads back the chunks among ids that are visible to the caller,
+// with their documents' titles and their text (confidential chunks opened
+// with the caller's tenant key), in the order of ids; ids the caller can't
+// see are left out. This is the check every vector hit passes before use:
+// row-level security decides, and the tenant of every row is compared with
+// the scope's again, so a row of another tenant fails the call instead of
+// being used.
+func (db *DB) Passages(ctx context.Context, ids []uuid.UUID) ([]bulkhead.Passage, error) {
+	s, err := scopeFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) > MaxTextHits {
+		return nil, bulkhead.Invalid("ids", fmt.Sprintf("at most %d", MaxTextHits))
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	found := make(map[uuid.UUID]bulkhead.Passage, len(ids))
+	sealed := make(map[uuid.UUID][]byte)
+	err = db.Read(ctx, func(rows pgx.Rows) error {
+		for rows.Next() {
+			var p bulkhead.Passage
+			var tenant uuid.UUID
+			var v []byte
+			if err := rows.Scan(&tenant, &p.ID, &p.DocumentID, &p.Ord, &p.Content, &v, &p.Title); err != nil {
+				return err
+			}
+			if tenant != s.Tenant {
+				return errForeignRow
+			}
+			found[p.ID] = p
+			if v != nil {
+				sealed[p.ID] = v
+			}
+		}
+		return rows.Err()
+	}, `SELECT c.tenant_id, c.id, c.document_id, c.ord, c.content, c.content_sealed, d.title
+		FROM bulkhead.chunks c JOIN bulkhead.documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+		WHERE c.tenant_id = $1 AND c.id = ANY($2)`, s.Tenant, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read passages: %w", err)
+	}
+	out := make([]bulkhead.Passage, 0, len(found))
+	for _, id := range ids {
+		p, ok := found[id]
+		if !ok {
+			continue
+		}
+		delete(found, id) // an id given twice is returned once
+		if v := sealed[id]; v != nil {
+			pt, err := db.open(ctx, "chunks", "content_sealed", id, v)
+			if err != nil {
+				return nil, err
+			}
+			p.Content = string(pt)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// errForeignRow: a query filtered on the scope's tenant returned a row of
+// another tenant. It cannot happen unless the database is broken; the call
+// fails rather than use the row.
+var errForeignRow = errors.New("a row of another tenant was returned")
+
+// TenantChunkIDs returns the ids of every chunk of tenant, in ascending
+// order, on the maintenance path (re-indexing reads across the tenant's
+// private documents, which no one entity's scope sees).
+func (db *DB) TenantChunkIDs(ctx context.Context, tenant uuid.UUID) ([]uuid.UUID, error) {
+	var out []uuid.UUID
+	err := db.InMaintenance(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id FROM bulkhead.chunks WHERE tenant_id = $1 ORDER BY id`, tenant)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chunk ids of tenant %s: %w", tenant, err)
+	}
+	return out, nil
+}
+
+// TenantChunks returns the chunks of tenant among ids, text opened, on the
+// maintenance path (see TenantChunkIDs). Missing ids are left out.
+func (db *DB) TenantChunks(ctx context.Context, tenant uuid.UUID, ids []uuid.UUID) ([]bulkhead.Chunk, error) {
+	var out []bulkhead.Chunk
+	var sealed [][]byte
+	err := db.InMaintenance(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id, document_id, ord, content, content_sealed FROM bulkhead.chunks WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id`, tenant, ids)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c bulkhead.Chunk
+			var v []byte
+			if err := rows.Scan(&c.ID, &c.DocumentID, &c.Ord, &c.Content, &v); err != nil {
+				return err
+			}
+			out, sealed = append(out, c), append(sealed, v)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chunks of tenant %s: %w", tenant, err)
+	}
+	sctx, err := bulkhead.WithScope(ctx, bulkhead.Scope{Tenant: tenant})
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if sealed[i] == nil {
+			continue
+		}
+		pt, err := db.open(sctx, "chunks", "content_sealed", out[i].ID, sealed[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i].Content = string(pt)
+	}
+	return out, nil
+}

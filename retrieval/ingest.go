@@ -1,0 +1,134 @@
+package retrieval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/llm"
+	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/bulkhead-dev/bulkhead/vector"
+	"github.com/google/uuid"
+)
+
+// Payload keys of a chunk's point. A point carries ids and a time, never
+// text: the text is read back from PostgreSQL in the caller's scope.
+const (
+	payloadDocument = "document_id"
+	payloadStored   = "stored_at" // unix milliseconds, see Reconcile
+)
+
+// Ingest stores a document owned by the caller: its chunks are embedded
+// with the tenant's model and stored as points of the tenant's collection,
+// then the document and its chunks (with their full-text index) are
+// written to PostgreSQL in one transaction. Nothing is written if the
+// input is invalid or embedding fails; if the rows can't be written the
+// points are deleted again (a point left behind by a crash is never
+// returned by a query and Reconcile removes it).
+//
+// It returns the errors of postgres.DB.CreateDocument, ErrNotProvisioned,
+// and bulkhead.ErrUnavailable when the vector store or the embedding
+// endpoint fails.
+func (s *Service) Ingest(ctx context.Context, in postgres.NewDocument) (bulkhead.Document, error) {
+	t, err := s.target(ctx)
+	if err != nil {
+		return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
+	}
+	var stored []uuid.UUID
+	d, err := s.db.CreateDocument(ctx, in, func(ctx context.Context, chunks []bulkhead.Chunk) error {
+		points, err := embedChunks(ctx, t.embed, chunks)
+		if err != nil || len(points) == 0 {
+			return err
+		}
+		if err := s.vectors.Upsert(ctx, t.coll, points); err != nil {
+			return missing(err)
+		}
+		for _, p := range points {
+			stored = append(stored, p.ID)
+		}
+		return nil
+	})
+	if err != nil && stored != nil {
+		// The rows were not written: take the points back. Detached from
+		// the request's cancellation, which may be why the write failed.
+		if derr := s.deletePoints(context.WithoutCancel(ctx), t.coll, stored); derr != nil {
+			s.log.WarnContext(ctx, "ingest failed and its points could not be removed; Reconcile will", "collection", t.coll.String(), "points", len(stored), "err", derr)
+		}
+	}
+	if err != nil {
+		return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
+	}
+	return d, nil
+}
+
+// embedChunks embeds chunks with e and returns their points.
+func embedChunks(ctx context.Context, e llm.Embedder, chunks []bulkhead.Chunk) ([]vector.Point, error) {
+	if len(chunks) == 0 {
+		return nil, nil
+	}
+	texts := make([]string, len(chunks))
+	for i, c := range chunks {
+		texts[i] = c.Content
+	}
+	vecs, err := e.Embed(ctx, texts)
+	if err != nil {
+		return nil, fmt.Errorf("embed %d chunks with %s: %w", len(texts), e.Model(), unavailable(err))
+	}
+	if len(vecs) != len(chunks) {
+		return nil, fmt.Errorf("embedder %s returned %d vectors for %d chunks: %w", e.Model(), len(vecs), len(chunks), bulkhead.ErrUnavailable)
+	}
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	points := make([]vector.Point, len(chunks))
+	for i, c := range chunks {
+		points[i] = vector.Point{ID: c.ID, Vector: vecs[i], Payload: map[string]string{payloadDocument: c.DocumentID.String(), payloadStored: now}}
+	}
+	return points, nil
+}
+
+// unavailable makes a model-endpoint failure a bulkhead.ErrUnavailable.
+func unavailable(err error) error {
+	if errors.Is(err, llm.ErrUnavailable) && !errors.Is(err, bulkhead.ErrUnavailable) {
+		return fmt.Errorf("%w (%w)", bulkhead.ErrUnavailable, err)
+	}
+	return err
+}
+
+// DeleteDocument deletes a document the caller owns, with its chunks and
+// their points, in one transaction: if the points can't be deleted the
+// rows stay too (bulkhead.ErrUnavailable). It returns bulkhead.ErrNotFound
+// for a document that is missing, hidden or not the caller's.
+func (s *Service) DeleteDocument(ctx context.Context, id uuid.UUID) error {
+	t, err := s.target(ctx)
+	if errors.Is(err, ErrNotProvisioned) {
+		// No collection, so no points: the rows can go on their own.
+		return s.db.DeleteDocument(ctx, id, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("delete document %s: %w", id, err)
+	}
+	return s.db.DeleteDocument(ctx, id, func(ctx context.Context, chunks []uuid.UUID) error {
+		return s.deletePoints(ctx, t.coll, chunks)
+	})
+}
+
+// deletePoints deletes the points with ids that exist. vector.Store.Delete
+// is all or nothing; when some id is absent (a point Reconcile already
+// removed) the rest are deleted one by one.
+func (s *Service) deletePoints(ctx context.Context, c vector.Collection, ids []uuid.UUID) error {
+	err := s.vectors.Delete(ctx, c, ids)
+	if !errors.Is(err, vector.ErrNotFound) || len(ids) == 1 {
+		if errors.Is(err, vector.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	for _, id := range ids {
+		if err := s.vectors.Delete(ctx, c, []uuid.UUID{id}); err != nil && !errors.Is(err, vector.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}

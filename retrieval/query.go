@@ -1,0 +1,178 @@
+package retrieval
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/bulkhead-dev/bulkhead/vector"
+	"github.com/google/uuid"
+)
+
+// Query limits.
+const (
+	DefaultK      = 5
+	MaxK          = 50
+	MaxQueryBytes = 4000
+	// rrfK is reciprocal rank fusion's constant (Cormack et al. 2009): a
+	// hit at rank r in a list adds 1/(rrfK + r) to its score.
+	rrfK = 60
+)
+
+// Query is a retrieval request.
+type Query struct {
+	Text string
+	K    int // passages wanted, default DefaultK, at most MaxK
+}
+
+// Passage is one retrieved chunk with its scores. TextRank and VectorRank
+// are its 1-based ranks in the full-text and vector lists (0: absent from
+// that list); Score is their reciprocal rank fusion.
+type Passage struct {
+	bulkhead.Passage
+	Score      float64 `json:"score"`
+	TextRank   int     `json:"text_rank,omitempty"`
+	VectorRank int     `json:"vector_rank,omitempty"`
+	Similarity float32 `json:"similarity,omitempty"` // cosine similarity of the vector hit
+}
+
+func (q *Query) validate() error {
+	q.Text = strings.TrimSpace(q.Text)
+	if q.Text == "" || len(q.Text) > MaxQueryBytes || !utf8.ValidString(q.Text) {
+		return bulkhead.Invalid("query", fmt.Sprintf("UTF-8 text of 1 to %d bytes", MaxQueryBytes))
+	}
+	if q.K == 0 {
+		q.K = DefaultK
+	}
+	if q.K < 1 || q.K > MaxK {
+		return bulkhead.Invalid("k", fmt.Sprintf("must be in [1, %d]", MaxK))
+	}
+	return nil
+}
+
+// candidates is how many hits each list contributes before fusion: more
+// than k, because vector hits the caller may not see (other members'
+// private documents) are dropped after the search.
+func candidates(k int) int { return max(4*k, 20) }
+
+// Query runs a hybrid search for the caller: PostgreSQL full-text search
+// (in the caller's scope) and vector search (in the tenant's collection)
+// run concurrently, their rankings are fused by reciprocal rank, and the
+// fused candidates are read back with Passages in the caller's scope;
+// those it does not return are dropped. It returns at most q.K passages,
+// best first.
+//
+// It returns bulkhead.ErrInvalid for a bad query, ErrNotProvisioned, and
+// bulkhead.ErrUnavailable if either search fails: a failed vector search
+// is an error, not a full-text-only answer.
+func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
+	if err := q.validate(); err != nil {
+		return nil, err
+	}
+	t, err := s.target(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	n := candidates(q.K)
+	type textResult struct {
+		hits []postgres.TextHit
+		err  error
+	}
+	textc := make(chan textResult, 1)
+	go func() {
+		hits, err := s.db.SearchText(ctx, q.Text, n)
+		textc <- textResult{hits, err}
+	}()
+	vhits, verr := s.searchVectors(ctx, t, q.Text, n)
+	tr := <-textc
+	if verr != nil {
+		return nil, fmt.Errorf("query: vector search: %w", verr)
+	}
+	if tr.err != nil {
+		return nil, fmt.Errorf("query: full-text search: %w", tr.err)
+	}
+	fused := fuse(tr.hits, vhits)
+	ids := make([]uuid.UUID, len(fused))
+	for i, p := range fused {
+		ids[i] = p.ID
+	}
+	visible, err := s.db.Passages(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("query: read passages: %w", err)
+	}
+	// visible keeps the order of ids, which is the fused order.
+	byID := make(map[uuid.UUID]Passage, len(fused))
+	for _, p := range fused {
+		byID[p.ID] = p
+	}
+	out := make([]Passage, 0, min(q.K, len(visible)))
+	for _, v := range visible[:min(q.K, len(visible))] {
+		p := byID[v.ID]
+		p.Passage = v
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (s *Service) searchVectors(ctx context.Context, t target, text string, n int) ([]vector.Hit, error) {
+	vecs, err := t.embed.Embed(ctx, []string{text})
+	if err != nil {
+		return nil, fmt.Errorf("embed query with %s: %w", t.embed.Model(), unavailable(err))
+	}
+	if len(vecs) != 1 {
+		return nil, fmt.Errorf("embedder %s returned %d vectors for 1 text: %w", t.embed.Model(), len(vecs), bulkhead.ErrUnavailable)
+	}
+	hits, err := s.vectors.Search(ctx, t.coll, vecs[0], n)
+	if err != nil {
+		return nil, missing(err)
+	}
+	return hits, nil
+}
+
+// fuse merges the two rankings by reciprocal rank fusion, best first, ties
+// by id. Only ids and ranks are set.
+func fuse(text []postgres.TextHit, vec []vector.Hit) []Passage {
+	m := make(map[uuid.UUID]*Passage, len(text)+len(vec))
+	get := func(id uuid.UUID) *Passage {
+		p, ok := m[id]
+		if !ok {
+			p = &Passage{}
+			p.ID = id
+			m[id] = p
+		}
+		return p
+	}
+	for i, h := range text {
+		p := get(h.ID)
+		if p.TextRank == 0 {
+			p.TextRank = i + 1
+			p.Score += 1.0 / float64(rrfK+i+1)
+		}
+	}
+	for i, h := range vec {
+		p := get(h.ID)
+		if p.VectorRank == 0 {
+			p.VectorRank = i + 1
+			p.Similarity = h.Score
+			p.Score += 1.0 / float64(rrfK+i+1)
+		}
+	}
+	out := make([]Passage, 0, len(m))
+	for _, p := range m {
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b Passage) int {
+		if a.Score != b.Score {
+			if a.Score > b.Score {
+				return -1
+			}
+			return 1
+		}
+		return slices.Compare(a.ID[:], b.ID[:])
+	})
+	return out
+}
