@@ -107,8 +107,9 @@ type TextHit struct {
 }
 
 // SearchText returns the ids of up to limit chunks visible to the caller
-// that match any word of query (PostgreSQL full-text search, 'simple'
-// configuration), best ts_rank_cd first, ties by id. Row-level security
+// that match any word of query (PostgreSQL full-text search, 'english'
+// configuration: stemmed, stop words ignored), best ts_rank_cd first, ties
+// by id. Row-level security
 // decides visibility; confidential chunks have no indexed text and never
 // match. A query without words matches nothing.
 func (db *DB) SearchText(ctx context.Context, query string, limit int) ([]TextHit, error) {
@@ -132,7 +133,7 @@ func (db *DB) SearchText(ctx context.Context, query string, limit int) ([]TextHi
 			out = append(out, h)
 		}
 		return rows.Err()
-	}, `WITH q AS (SELECT replace(plainto_tsquery('simple', $2)::text, ' & ', ' | ')::tsquery AS q)
+	}, `WITH q AS (SELECT replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')::tsquery AS q)
 		SELECT c.id, ts_rank_cd(c.tsv, q.q) AS rank FROM bulkhead.chunks c, q
 		WHERE c.tenant_id = $1 AND c.tsv @@ q.q
 		ORDER BY rank DESC, c.id LIMIT $3`, s.Tenant, query, limit)

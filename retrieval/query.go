@@ -130,6 +130,12 @@ func (s *Service) searchVectors(ctx context.Context, t target, text string, n in
 	if err != nil {
 		return nil, missing(err)
 	}
+	// Best first: cut at the first hit below the threshold.
+	for i, h := range hits {
+		if h.Score < s.minSim {
+			return hits[:i], nil
+		}
+	}
 	return hits, nil
 }
 

@@ -31,8 +31,13 @@ type Config struct {
 	Embedders []llm.Embedder
 	// Chat answers questions from passages when set; without it Answer
 	// is extractive (sentences quoted from the passages).
-	Chat   llm.Chat
-	Logger *slog.Logger
+	Chat llm.Chat
+	// MinSimilarity drops vector hits whose cosine similarity to the
+	// question is lower: nearest neighbours always exist, related or not.
+	// 0.2 suits the local embedder (unrelated texts score about -0.05 to
+	// 0.17 with it); tune it per model.
+	MinSimilarity float32
+	Logger        *slog.Logger
 	// Drain is how long Reembed waits after switching generations before
 	// its catch-up pass and before dropping the old generation, so that
 	// requests that read the old settings finish (default 5s).
@@ -46,6 +51,7 @@ type Service struct {
 	embedders map[string]llm.Embedder
 	dflt      string
 	chat      llm.Chat
+	minSim    float32
 	log       *slog.Logger
 	drain     time.Duration
 }
@@ -57,7 +63,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("retrieval: needs a database, a vector router and at least one embedder")
 	}
 	s := &Service{db: cfg.DB, vectors: cfg.Vectors, embedders: make(map[string]llm.Embedder), dflt: cfg.Embedders[0].Model(),
-		chat: cfg.Chat, log: cfg.Logger, drain: cfg.Drain}
+		chat: cfg.Chat, minSim: cfg.MinSimilarity, log: cfg.Logger, drain: cfg.Drain}
 	for _, e := range cfg.Embedders {
 		if _, dup := s.embedders[e.Model()]; dup {
 			return nil, fmt.Errorf("retrieval: embedder %q given twice", e.Model())

@@ -36,6 +36,7 @@ type knowledgeFlags struct {
 	embedDim     int
 	chatModel    string
 	vectorBudget int64
+	minSim       float32
 }
 
 func (k *knowledgeFlags) register(f *pflag.FlagSet) {
@@ -47,6 +48,7 @@ func (k *knowledgeFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&k.embedModel, "embedding-model", "", "embedding model at --openai-base-url (with --embedding-dim)")
 	f.IntVar(&k.embedDim, "embedding-dim", 0, "dimension of --embedding-model's vectors")
 	f.StringVar(&k.chatModel, "chat-model", "", "chat model at --openai-base-url answering /v1/answer; without it answers quote the passages")
+	f.Float32Var(&k.minSim, "min-similarity", 0.2, "vector hits less similar to the question than this are dropped (0.2 suits the local embedder; tune per model)")
 	f.Int64Var(&k.vectorBudget, "vector-memory", embedded.DefaultMemoryBudget, "bytes of embedded collections kept in memory (least recently used beyond it are unloaded)")
 }
 
@@ -146,7 +148,7 @@ func (c *config) knowledge(db *postgres.DB, log *slog.Logger) (svc *retrieval.Se
 		return nil, nil, fmt.Errorf("--embedder %q: local or openai", k.embedder)
 	}
 	router := vector.NewRouter(retrieval.NewRegionCache(db, 5*time.Second), stores)
-	svc, err = retrieval.New(retrieval.Config{DB: db, Vectors: router, Embedders: embedders, Chat: chat, Logger: log})
+	svc, err = retrieval.New(retrieval.Config{DB: db, Vectors: router, Embedders: embedders, Chat: chat, MinSimilarity: k.minSim, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,9 +1,11 @@
 -- Retrieval: a full-text index on chunks and each tenant's knowledge
 -- collection settings.
 --
--- chunks.tsv (to_tsvector('simple', content)) gets a GIN index led by
--- tenant_id like every other index (btree_gin supplies the uuid operator
--- class; it is a trusted extension, so the owner may create it). A
+-- chunks.tsv becomes to_tsvector('english', content) (stemming, stop
+-- words: a question's "the" and "of" must not match every chunk) and gets
+-- a GIN index led by tenant_id like every other index (btree_gin supplies
+-- the uuid operator class; it is a trusted extension, so the owner may
+-- create it). Rewriting the column rewrites chunks once. A
 -- confidential chunk's content column is empty (its text is only sealed),
 -- so it has an empty tsvector: it is found by vector search only.
 --
@@ -16,6 +18,8 @@
 -- +goose Up
 SET LOCAL lock_timeout = '5s';
 CREATE EXTENSION IF NOT EXISTS btree_gin WITH SCHEMA public;
+ALTER TABLE bulkhead.chunks DROP COLUMN tsv;
+ALTER TABLE bulkhead.chunks ADD COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED;
 CREATE INDEX chunks_tsv_idx ON bulkhead.chunks USING gin (tenant_id, tsv);
 ALTER TABLE bulkhead.tenants
     ADD COLUMN vector_generation integer NOT NULL DEFAULT 1 CHECK (vector_generation >= 1),
@@ -25,4 +29,6 @@ ALTER TABLE bulkhead.tenants
 SET LOCAL lock_timeout = '5s';
 ALTER TABLE bulkhead.tenants DROP COLUMN embedding_model, DROP COLUMN vector_generation;
 DROP INDEX bulkhead.chunks_tsv_idx;
+ALTER TABLE bulkhead.chunks DROP COLUMN tsv;
+ALTER TABLE bulkhead.chunks ADD COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', content)) STORED;
 -- btree_gin is left installed: other objects may have come to depend on it.
