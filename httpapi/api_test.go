@@ -59,7 +59,7 @@ func newAPI(t *testing.T) *api {
 		tk[name+"-agent-for-alice"] = bulkhead.Scope{Tenant: tn.Tenant.ID, Entity: tn.Agent, ActingFor: tn.Alice}
 	}
 	logs := &bytes.Buffer{}
-	know := testdb.NewKnowledge(t, d.DB, nil, nil, demo.T1.Tenant.ID, demo.T2.Tenant.ID)
+	know := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{}, demo.T1.Tenant.ID, demo.T2.Tenant.ID)
 	srv := httptest.NewServer(httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{Auth: tk, MaxBody: 64 << 10, JWKS: []byte(`{"keys":[]}`), Knowledge: know.Service}))
 	t.Cleanup(srv.Close)
 	return &api{t: t, srv: srv, demo: demo, logs: logs}

@@ -31,7 +31,7 @@ type world struct {
 func newWorld(t *testing.T, wrap func(vector.Store) vector.Store) *world {
 	t.Helper()
 	d := testdb.New(t)
-	k := testdb.NewKnowledge(t, d.DB, nil, wrap)
+	k := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{Wrap: wrap})
 	w := &world{d: d, k: k}
 	w.a, w.ua = w.tenant(t, "acme")
 	w.b, w.ub = w.tenant(t, "globex")
@@ -153,7 +153,7 @@ func TestVisibility(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := testdb.NewKnowledge(t, d.DB, nil, nil, demo.T1.Tenant.ID, demo.T2.Tenant.ID)
+	k := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{}, demo.T1.Tenant.ID, demo.T2.Tenant.ID)
 	T := demo.T1
 	as := func(e uuid.UUID) context.Context { return scoped(t, bulkhead.Scope{Tenant: T.Tenant.ID, Entity: e}) }
 	// The demo's documents: Alice's private (confidential) notes, her

@@ -3,6 +3,7 @@ package testdb
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/llm"
@@ -13,19 +14,28 @@ import (
 	"github.com/google/uuid"
 )
 
-// Knowledge is a knowledge layer over db for tests: the real embedded
-// vector backend in a temporary directory (region "default"), the local
-// embedder, and chat if not nil. Wrap, if not nil, wraps the backend (to
-// break the vector layer on purpose). Every tenant in tenants is
-// provisioned and reconciled (their documents indexed).
+// Knowledge is a knowledge layer over a database for tests: the real
+// embedded vector backend in a temporary directory (region "default") and
+// the local embedder; see KnowledgeOptions.
 type Knowledge struct {
 	Service *retrieval.Service
 	Store   *embedded.Store
 	Router  *vector.Router
 }
 
-// NewKnowledge builds a Knowledge; see the type.
-func NewKnowledge(t testing.TB, db *postgres.DB, chat llm.Chat, wrap func(vector.Store) vector.Store, tenants ...uuid.UUID) *Knowledge {
+// KnowledgeOptions adds to a test knowledge layer.
+type KnowledgeOptions struct {
+	Chat llm.Chat // answers with this chat model
+	// Wrap, if not nil, wraps the backend (to break the vector layer on
+	// purpose).
+	Wrap func(vector.Store) vector.Store
+	// Embedders are served after the local one (for Reembed).
+	Embedders []llm.Embedder
+}
+
+// NewKnowledge builds a Knowledge over db. Every tenant in tenants is
+// provisioned and reconciled (its documents indexed).
+func NewKnowledge(t testing.TB, db *postgres.DB, o KnowledgeOptions, tenants ...uuid.UUID) *Knowledge {
 	t.Helper()
 	store, err := embedded.New(t.TempDir())
 	if err != nil {
@@ -33,11 +43,11 @@ func NewKnowledge(t testing.TB, db *postgres.DB, chat llm.Chat, wrap func(vector
 	}
 	t.Cleanup(func() { store.Close() })
 	var backend vector.Store = store
-	if wrap != nil {
-		backend = wrap(store)
+	if o.Wrap != nil {
+		backend = o.Wrap(store)
 	}
 	router := vector.NewRouter(retrieval.NewRegionCache(db, 0), map[string]vector.Store{"default": backend})
-	svc, err := retrieval.New(retrieval.Config{DB: db, Vectors: router, Embedders: []llm.Embedder{llm.NewLocal()}, Chat: chat, MinSimilarity: 0.2, Drain: 1})
+	svc, err := retrieval.New(retrieval.Config{DB: db, Vectors: router, Embedders: append([]llm.Embedder{llm.NewLocal()}, o.Embedders...), Chat: o.Chat, MinSimilarity: 0.2, Drain: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

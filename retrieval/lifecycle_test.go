@@ -1,0 +1,130 @@
+package retrieval_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/internal/testdb"
+	"github.com/bulkhead-dev/bulkhead/llm"
+	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/bulkhead-dev/bulkhead/retrieval"
+	"github.com/bulkhead-dev/bulkhead/vector"
+)
+
+// doubled is a second embedding model for the test: the local embedder's
+// vector followed by its reverse, so its dimension (768) differs.
+type doubled struct{ *llm.Local }
+
+func (doubled) Model() string    { return "test-doubled" }
+func (d doubled) Dimension() int { return 2 * d.Local.Dimension() }
+func (d doubled) Embed(ctx context.Context, texts []string) ([][]float32, error) {
+	vs, err := d.Local.Embed(ctx, texts)
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range vs {
+		w := append([]float32(nil), v...)
+		for j := len(v) - 1; j >= 0; j-- {
+			w = append(w, v[j])
+		}
+		vs[i] = w
+	}
+	return vs, nil
+}
+
+// TestReembed moves a tenant to another model while it is queried
+// continuously: no query fails or comes back empty, the new generation
+// holds one point per chunk (documents ingested during the build
+// included), the tenant's row names the new model, and the old generation
+// is dropped. Running it again resumes cleanly.
+func TestReembed(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	k := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{Embedders: []llm.Embedder{doubled{llm.NewLocal()}}})
+	w := &world{d: d, k: k}
+	w.a, w.ua = w.tenant(t, "acme")
+	for i := range 20 {
+		ingest(t, k, w.ua, postgres.NewDocument{Title: fmt.Sprintf("doc %d", i), Content: fmt.Sprintf("Warehouse report %d: the refund queue holds %d parcels.", i, i*7)})
+	}
+	var stop atomic.Bool
+	var failures atomic.Int64
+	var queries atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // reader
+		defer wg.Done()
+		for !stop.Load() {
+			ps, err := k.Service.Query(w.ua, retrieval.Query{Text: "warehouse refund queue parcels"})
+			if err != nil || len(ps) == 0 {
+				failures.Add(1)
+				t.Logf("query during reembed: %d passages, %v", len(ps), err)
+			}
+			queries.Add(1)
+		}
+	}()
+	go func() { // writer
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			if _, err := k.Service.Ingest(w.ua, postgres.NewDocument{Title: "late", Content: fmt.Sprintf("Late warehouse note %d.", i)}); err != nil {
+				failures.Add(1)
+				t.Logf("ingest during reembed: %v", err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	st, err := k.Service.Reembed(maint, w.a, "test-doubled")
+	time.Sleep(50 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("reembed: %v", err)
+	}
+	if failures.Load() > 0 || queries.Load() == 0 {
+		t.Errorf("%d failures in %d queries and the ingests during reembed", failures.Load(), queries.Load())
+	}
+	kn, err := d.DB.TenantKnowledge(maint, w.a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kn.Generation != 2 || kn.Model != "test-doubled" {
+		t.Fatalf("after reembed: %+v", kn)
+	}
+	// Documents ingested after the catch-up pass are in generation 2 too
+	// (they were written with the new settings); reconcile finds nothing
+	// missing.
+	rs, err := k.Service.Reconcile(maint, w.a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs.Added != 0 || rs.Removed != 0 {
+		t.Errorf("reconcile after reembed changed %+v: the new generation was incomplete", rs)
+	}
+	if n := points(t, k, w.ua, 2); n != rs.Chunks {
+		t.Errorf("generation 2 has %d points for %d chunks", n, rs.Chunks)
+	}
+	if st.Added < 20 {
+		t.Errorf("reembed embedded %d chunks, want at least the 20 documents", st.Added)
+	}
+	sa, _ := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: w.a})
+	c, _ := k.Router.Collection(sa)
+	if _, err := k.Router.Stats(sa, c); !errors.Is(err, vector.ErrNotFound) {
+		t.Errorf("generation 1 after reembed: %v, want dropped", err)
+	}
+	// Back to the local model: generation 3, and queries still answer.
+	if _, err := k.Service.Reembed(maint, w.a, llm.NewLocal().Model()); err != nil {
+		t.Fatal(err)
+	}
+	if ps := query(t, k, w.ua, "warehouse report 7"); len(ps) == 0 {
+		t.Error("no passage after the second reembed")
+	}
+	if _, err := k.Service.Reembed(maint, w.a, "no-such-model"); !errors.Is(err, bulkhead.ErrInvalid) {
+		t.Errorf("reembed with an unknown model: %v, want ErrInvalid", err)
+	}
+}
