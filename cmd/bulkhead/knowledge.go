@@ -57,17 +57,17 @@ var errVectorsBusy = errors.New("the embedded vector store is held by a running 
 
 // knowledge builds the retrieval service over db: a backend per region,
 // the embedders and the chat model. close releases the backends.
-func (c *config) knowledge(db *postgres.DB, log *slog.Logger) (svc *retrieval.Service, close func(), err error) {
+func (c *config) knowledge(db *postgres.DB, log *slog.Logger) (_ *retrieval.Service, _ func(), err error) {
 	k := c.know
 	var closers []func()
-	close = func() {
+	closeAll := func() {
 		for _, f := range closers {
 			f()
 		}
 	}
 	defer func() {
 		if err != nil {
-			close()
+			closeAll()
 		}
 	}()
 	stores := make(map[string]vector.Store)
@@ -148,11 +148,11 @@ func (c *config) knowledge(db *postgres.DB, log *slog.Logger) (svc *retrieval.Se
 		return nil, nil, fmt.Errorf("--embedder %q: local or openai", k.embedder)
 	}
 	router := vector.NewRouter(retrieval.NewRegionCache(db, 5*time.Second), stores)
-	svc, err = retrieval.New(retrieval.Config{DB: db, Vectors: router, Embedders: embedders, Chat: chat, MinSimilarity: k.minSim, Logger: log})
+	svc, err := retrieval.New(retrieval.Config{DB: db, Vectors: router, Embedders: embedders, Chat: chat, MinSimilarity: k.minSim, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
-	return svc, close, nil
+	return svc, closeAll, nil
 }
 
 // knowledgeOps are the control-plane operations on tenants' knowledge. The
