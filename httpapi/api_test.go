@@ -41,6 +41,7 @@ type api struct {
 	srv  *httptest.Server
 	demo postgres.Demo
 	logs *bytes.Buffer
+	know *testdb.Knowledge
 }
 
 func newAPI(t *testing.T) *api {
@@ -62,7 +63,7 @@ func newAPI(t *testing.T) *api {
 	know := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{}, demo.T1.Tenant.ID, demo.T2.Tenant.ID)
 	srv := httptest.NewServer(httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{Auth: tk, MaxBody: 64 << 10, JWKS: []byte(`{"keys":[]}`), Knowledge: know.Service}))
 	t.Cleanup(srv.Close)
-	return &api{t: t, srv: srv, demo: demo, logs: logs}
+	return &api{t: t, srv: srv, demo: demo, logs: logs, know: know}
 }
 
 // do sends a request as token (none if "") and returns status and body.

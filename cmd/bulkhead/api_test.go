@@ -72,6 +72,26 @@ func TestAPIWalkthrough(t *testing.T) {
 	if code, _ := call(ta[:len(ta)-3]+"xyz", "GET", path, ""); code != 401 {
 		t.Errorf("tampered token: %d, want 401", code)
 	}
+	// Knowledge: the same question, near-identical documents, each tenant
+	// gets its own passages only (README walk-through, second part).
+	for _, c := range []struct{ tok, text string }{{ta, "Acme refunds take 30 days."}, {tb, "Globex refunds take 60 days."}} {
+		if code, m := call(c.tok, "POST", "/v1/documents", `{"title":"refunds","content":"`+c.text+`","visibility":"tenant"}`); code != 201 || m["chunks"] != float64(1) {
+			t.Fatalf("ingest: %d %v", code, m)
+		}
+	}
+	for _, c := range []struct{ tok, own, other string }{{ta, "Acme", "Globex"}, {tb, "Globex", "Acme"}} {
+		for _, ep := range []string{"/v1/query", "/v1/answer"} {
+			code, m := call(c.tok, "POST", ep, `{"query":"how long do refunds take?"}`)
+			body := string(mustJSON(m))
+			if code != 200 || !strings.Contains(body, c.own) || strings.Contains(body, c.other) {
+				t.Errorf("%s as %s: %d %s", ep, c.own, code, body)
+			}
+		}
+	}
+	// The CLI reaches the running server's control plane for the vectors.
+	if r := mustRun(t, dir, "tenant", "reconcile", t1); !strings.Contains(r.stdout, `"chunks": 1`) {
+		t.Errorf("tenant reconcile through the running server: %s", r.stdout)
+	}
 	resp, err := http.Get(s.base + "/.well-known/jwks.json")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("jwks: %v %v", resp, err)
