@@ -123,10 +123,6 @@ func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
 		fmt.Sprintf("ALTER SCHEMA %s OWNER TO %s", KeySchema, Owner),
 		fmt.Sprintf("REVOKE ALL ON SCHEMA %s FROM PUBLIC", KeySchema),
 		fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s, %s", KeySchema, KeyService, Maintenance),
-		// btree_gin lets the full-text index on chunks lead with
-		// tenant_id (migration 00007); the owner can't create extensions
-		// in a database it does not own.
-		"CREATE EXTENSION IF NOT EXISTS btree_gin WITH SCHEMA public",
 	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		// Its own key: Bootstrap holds bootstrapLock on another connection,

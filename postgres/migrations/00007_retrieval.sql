@@ -1,13 +1,14 @@
--- Retrieval: a full-text index on chunks and each tenant's knowledge
+-- Retrieval: chunks' full-text configuration and each tenant's knowledge
 -- collection settings.
 --
 -- chunks.tsv becomes to_tsvector('english', content) (stemming, stop
--- words: a question's "the" and "of" must not match every chunk) and gets
--- a GIN index led by tenant_id like every other index (btree_gin supplies
--- the uuid operator class; it is a trusted extension, so the owner may
--- create it). Rewriting the column rewrites chunks once. A
--- confidential chunk's content column is empty (its text is only sealed),
--- so it has an empty tsvector: it is found by vector search only.
+-- words: a question's "the" and "of" must not match every chunk).
+-- Rewriting the column rewrites chunks once. There is deliberately no GIN
+-- index: '@@' is not leakproof, so under row-level security PostgreSQL
+-- evaluates it only after the policies and never through an index; the
+-- search scans the caller's tenant's chunks (docs/SECURITY.md, known
+-- gaps). A confidential chunk's content column is empty (its text is only
+-- sealed), so it is found by vector search only.
 --
 -- tenants.embedding_model is the embedder whose vectors fill the tenant's
 -- active collection generation tenants.vector_generation. NULL means the
@@ -17,10 +18,8 @@
 
 -- +goose Up
 SET LOCAL lock_timeout = '5s';
-CREATE EXTENSION IF NOT EXISTS btree_gin WITH SCHEMA public;
 ALTER TABLE bulkhead.chunks DROP COLUMN tsv;
 ALTER TABLE bulkhead.chunks ADD COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED;
-CREATE INDEX chunks_tsv_idx ON bulkhead.chunks USING gin (tenant_id, tsv);
 ALTER TABLE bulkhead.tenants
     ADD COLUMN vector_generation integer NOT NULL DEFAULT 1 CHECK (vector_generation >= 1),
     ADD COLUMN embedding_model text CHECK (length(embedding_model) BETWEEN 1 AND 200);
@@ -28,7 +27,5 @@ ALTER TABLE bulkhead.tenants
 -- +goose Down
 SET LOCAL lock_timeout = '5s';
 ALTER TABLE bulkhead.tenants DROP COLUMN embedding_model, DROP COLUMN vector_generation;
-DROP INDEX bulkhead.chunks_tsv_idx;
 ALTER TABLE bulkhead.chunks DROP COLUMN tsv;
 ALTER TABLE bulkhead.chunks ADD COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', content)) STORED;
--- btree_gin is left installed: other objects may have come to depend on it.
