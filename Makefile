@@ -29,3 +29,5 @@ bench: deps build
 	./$(BIN) bench rls --write docs/BENCHMARKS.md
 	./$(BIN) bench crypto --write docs/BENCHMARKS.md
 	./$(BIN) bench api --write docs/BENCHMARKS.md
+	./$(BIN) bench vector --write docs/BENCHMARKS.md
+	./$(BIN) bench retrieval --write docs/BENCHMARKS.md

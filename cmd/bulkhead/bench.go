@@ -138,7 +138,46 @@ With --write FILE it replaces the vector section of that markdown file
 	vectorCmd.Flags().IntVar(&vc.Queries, "queries", 1000, "measured queries per tenant size and side")
 	vectorCmd.Flags().Uint64Var(&vc.Seed, "seed", 1, "seed for the vectors, the tenant layout and the queries")
 	vectorCmd.Flags().StringVar(&vectorWrite, "write", "", "markdown file whose vector section to replace")
-	cmd.AddCommand(rlsCmd, cryptoCmd, apiCmd, vectorCmd)
+	var rc bench.RetrievalConfig
+	var retrievalWrite string
+	retrievalCmd := &cobra.Command{
+		Use:   "retrieval",
+		Short: "Knowledge layer: ingest chunks/s vs rows only; /v1/query and /v1/answer latency vs a point read over HTTP",
+		Long: `bench retrieval starts its own throwaway PostgreSQL cluster and an embedded
+vector store in a temporary directory (both removed afterwards), with the
+local embedder and no chat model. It ingests generated documents of about
+4 KB (about 5 chunks each) through retrieval.Service.Ingest and the same
+documents as rows only (postgres.DB.CreateDocument without embedding or
+vectors), and embeds the same chunks alone, interleaved; then it measures
+POST /v1/query and POST /v1/answer (k=5, extractive) against GET
+/v1/documents/{id} through the HTTP server on loopback, interleaved. With
+--write FILE it replaces the retrieval section of that markdown file
+(docs/BENCHMARKS.md).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rc.Progress = cmd.ErrOrStderr()
+			res, err := bench.RunRetrieval(cmd.Context(), rc)
+			if err != nil {
+				return err
+			}
+			res.Table(cmd.OutOrStdout())
+			if retrievalWrite == "" {
+				return nil
+			}
+			var b bytes.Buffer
+			c := res.Config // after defaults
+			res.Markdown(&b, fmt.Sprintf("bulkhead bench retrieval --tenants %d --docs %d --writers %d --clients %d --duration %s --seed %d", c.Tenants, c.Docs, c.Writers, c.Clients, c.Duration, c.Seed))
+			return replaceSection(retrievalWrite, "## Retrieval", b.String())
+		},
+	}
+	retrievalCmd.Flags().IntVar(&rc.Tenants, "tenants", 20, "tenants with a knowledge collection (as many more for the rows-only baseline)")
+	retrievalCmd.Flags().IntVar(&rc.Docs, "docs", 200, "documents per tenant")
+	retrievalCmd.Flags().IntVar(&rc.Writers, "writers", 4, "concurrent ingesting goroutines")
+	retrievalCmd.Flags().IntVar(&rc.Clients, "clients", 4, "concurrent HTTP clients")
+	retrievalCmd.Flags().DurationVar(&rc.Duration, "duration", 6*time.Second, "measuring time per HTTP side")
+	retrievalCmd.Flags().Uint64Var(&rc.Seed, "seed", 1, "seed for the documents and queries")
+	retrievalCmd.Flags().StringVar(&retrievalWrite, "write", "", "markdown file whose retrieval section to replace")
+	cmd.AddCommand(rlsCmd, cryptoCmd, apiCmd, vectorCmd, retrievalCmd)
 	return cmd
 }
 
