@@ -215,28 +215,54 @@ func (db *DB) Chunks(ctx context.Context, document uuid.UUID) ([]bulkhead.Chunk,
 	var out []bulkhead.Chunk
 	var sealed [][]byte
 	err = db.Read(ctx, func(rows pgx.Rows) error {
-		for rows.Next() {
-			var c bulkhead.Chunk
-			var v []byte
-			if err := rows.Scan(&c.ID, &c.DocumentID, &c.Ord, &c.Content, &v); err != nil {
-				return err
-			}
-			out, sealed = append(out, c), append(sealed, v)
-		}
-		return rows.Err()
-	}, `SELECT id, document_id, ord, content, content_sealed FROM bulkhead.chunks WHERE tenant_id = $1 AND document_id = $2 ORDER BY ord`, s.Tenant, document)
+		out, sealed, err = scanChunks(rows)
+		return err
+	}, `SELECT `+chunkColumns+` FROM bulkhead.chunks WHERE tenant_id = $1 AND document_id = $2 ORDER BY ord`, s.Tenant, document)
 	if err != nil {
 		return nil, err
 	}
-	for i := range out {
-		if sealed[i] == nil {
-			continue
+	return out, db.openChunks(ctx, out, sealed)
+}
+
+// chunkColumns are the columns scanChunks reads.
+const chunkColumns = "id, document_id, ord, content, content_sealed"
+
+// scanChunks reads rows of chunkColumns: the chunks, and for each its
+// sealed text (nil when the text is in the clear).
+func scanChunks(rows pgx.Rows) ([]bulkhead.Chunk, [][]byte, error) {
+	var out []bulkhead.Chunk
+	var sealed [][]byte
+	for rows.Next() {
+		var c bulkhead.Chunk
+		var v []byte
+		if err := rows.Scan(&c.ID, &c.DocumentID, &c.Ord, &c.Content, &v); err != nil {
+			return nil, nil, err
 		}
-		pt, err := db.open(ctx, "chunks", "content_sealed", out[i].ID, sealed[i])
-		if err != nil {
-			return nil, err
-		}
-		out[i].Content = string(pt)
+		out, sealed = append(out, c), append(sealed, v)
 	}
-	return out, nil
+	return out, sealed, rows.Err()
+}
+
+// openChunks sets the content of every chunk whose text is sealed to the
+// opened text, with the keys of the tenant in ctx's scope.
+func (db *DB) openChunks(ctx context.Context, chunks []bulkhead.Chunk, sealed [][]byte) error {
+	for i := range chunks {
+		if err := db.openChunk(ctx, &chunks[i], sealed[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openChunk sets c's content to its opened sealed text, if it has one.
+func (db *DB) openChunk(ctx context.Context, c *bulkhead.Chunk, sealed []byte) error {
+	if sealed == nil {
+		return nil
+	}
+	pt, err := db.open(ctx, "chunks", "content_sealed", c.ID, sealed)
+	if err != nil {
+		return err
+	}
+	c.Content = string(pt)
+	return nil
 }

@@ -193,12 +193,8 @@ func (db *DB) Passages(ctx context.Context, ids []uuid.UUID) ([]bulkhead.Passage
 			continue
 		}
 		delete(found, id) // an id given twice is returned once
-		if v := sealed[id]; v != nil {
-			pt, err := db.open(ctx, "chunks", "content_sealed", id, v)
-			if err != nil {
-				return nil, err
-			}
-			p.Content = string(pt)
+		if err := db.openChunk(ctx, &p.Chunk, sealed[id]); err != nil {
+			return nil, err
 		}
 		out = append(out, p)
 	}
@@ -235,20 +231,13 @@ func (db *DB) TenantChunks(ctx context.Context, tenant uuid.UUID, ids []uuid.UUI
 	var out []bulkhead.Chunk
 	var sealed [][]byte
 	err := db.InMaintenance(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT id, document_id, ord, content, content_sealed FROM bulkhead.chunks WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id`, tenant, ids)
+		rows, err := tx.Query(ctx, `SELECT `+chunkColumns+` FROM bulkhead.chunks WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id`, tenant, ids)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
-		for rows.Next() {
-			var c bulkhead.Chunk
-			var v []byte
-			if err := rows.Scan(&c.ID, &c.DocumentID, &c.Ord, &c.Content, &v); err != nil {
-				return err
-			}
-			out, sealed = append(out, c), append(sealed, v)
-		}
-		return rows.Err()
+		out, sealed, err = scanChunks(rows)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("chunks of tenant %s: %w", tenant, err)
@@ -257,15 +246,5 @@ func (db *DB) TenantChunks(ctx context.Context, tenant uuid.UUID, ids []uuid.UUI
 	if err != nil {
 		return nil, err
 	}
-	for i := range out {
-		if sealed[i] == nil {
-			continue
-		}
-		pt, err := db.open(sctx, "chunks", "content_sealed", out[i].ID, sealed[i])
-		if err != nil {
-			return nil, err
-		}
-		out[i].Content = string(pt)
-	}
-	return out, nil
+	return out, db.openChunks(sctx, out, sealed)
 }
