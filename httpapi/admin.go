@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/retrieval"
+	"github.com/google/uuid"
 )
 
 // Control-plane handlers: reached only with the operator token, they run on
@@ -93,15 +96,7 @@ func (s *Server) adminProvision(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	if err := k.Provision(r.Context(), id); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return deleteByID(w, r, k.Provision)
 }
 
 func (s *Server) adminReconcile(w http.ResponseWriter, r *http.Request) error {
@@ -109,26 +104,13 @@ func (s *Server) adminReconcile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
 	// Reconciling a large tenant outlasts the server's write timeout.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-	st, err := k.Reconcile(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, st)
-	return nil
+	return getByID(w, r, "id", k.Reconcile)
 }
 
 func (s *Server) adminReembed(w http.ResponseWriter, r *http.Request) error {
 	k, err := s.knowledgeLayer()
-	if err != nil {
-		return err
-	}
-	id, err := pathID(r, "id")
 	if err != nil {
 		return err
 	}
@@ -137,10 +119,7 @@ func (s *Server) adminReembed(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-	st, err := k.Reembed(r.Context(), id, in.Model)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, st)
-	return nil
+	return getByID(w, r, "id", func(ctx context.Context, id uuid.UUID) (retrieval.ReconcileStats, error) {
+		return k.Reembed(ctx, id, in.Model)
+	})
 }

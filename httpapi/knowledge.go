@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
@@ -60,26 +61,20 @@ func (s *Server) deleteDocument(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) query(w http.ResponseWriter, r *http.Request) error {
-	k, err := s.knowledgeLayer()
-	if err != nil {
-		return err
-	}
-	var in queryInput
-	if err := decode(w, r, s.maxBody, &in); err != nil {
-		return err
-	}
-	ps, err := k.Query(r.Context(), retrieval.Query{Text: in.Query, K: in.K})
-	if err != nil {
-		return err
-	}
-	if ps == nil {
-		ps = []retrieval.Passage{}
-	}
-	writeJSON(w, http.StatusOK, queryResult{Passages: ps})
-	return nil
+	return s.ask(w, r, func(k *retrieval.Service, ctx context.Context, q retrieval.Query) (any, error) {
+		ps, err := k.Query(ctx, q)
+		return queryResult{Passages: ps}, err
+	})
 }
 
 func (s *Server) answer(w http.ResponseWriter, r *http.Request) error {
+	return s.ask(w, r, func(k *retrieval.Service, ctx context.Context, q retrieval.Query) (any, error) {
+		return k.Answer(ctx, q)
+	})
+}
+
+// ask decodes a queryInput, runs f on it and answers 200 with its result.
+func (s *Server) ask(w http.ResponseWriter, r *http.Request, f func(*retrieval.Service, context.Context, retrieval.Query) (any, error)) error {
 	k, err := s.knowledgeLayer()
 	if err != nil {
 		return err
@@ -88,13 +83,10 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, s.maxBody, &in); err != nil {
 		return err
 	}
-	a, err := k.Answer(r.Context(), retrieval.Query{Text: in.Query, K: in.K})
+	v, err := f(k, r.Context(), retrieval.Query{Text: in.Query, K: in.K})
 	if err != nil {
 		return err
 	}
-	if a.Passages == nil {
-		a.Passages = []retrieval.Passage{}
-	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
