@@ -301,10 +301,9 @@ func (s *Store) read(ctx context.Context, c vector.Collection, fn func(*data) er
 	return fn(h.d)
 }
 
-// write runs fn on c's handle under its write lock. fn gets the loaded
-// collection, or nil with the load error (vector.ErrNotFound for a missing
-// file); it mutates and persists through s.save.
-func (s *Store) write(ctx context.Context, c vector.Collection, fn func(h *coll, d *data, loadErr error) error) error {
+// exclusive runs fn on c's handle under its write lock, after the access
+// check.
+func (s *Store) exclusive(ctx context.Context, c vector.Collection, fn func(h *coll) error) error {
 	if err := vector.CheckAccess(ctx, c); err != nil {
 		return err
 	}
@@ -318,14 +317,23 @@ func (s *Store) write(ctx context.Context, c vector.Collection, fn func(h *coll,
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var loadErr error
-	if h.d == nil {
-		var d *data
-		if d, loadErr = s.load(ctx, h.key); loadErr == nil {
-			s.install(h, d)
+	return fn(h)
+}
+
+// write runs fn on c's handle under its write lock. fn gets the loaded
+// collection, or nil with the load error (vector.ErrNotFound for a missing
+// file); it mutates and persists through s.save.
+func (s *Store) write(ctx context.Context, c vector.Collection, fn func(h *coll, d *data, loadErr error) error) error {
+	return s.exclusive(ctx, c, func(h *coll) error {
+		var loadErr error
+		if h.d == nil {
+			var d *data
+			if d, loadErr = s.load(ctx, h.key); loadErr == nil {
+				s.install(h, d)
+			}
 		}
-	}
-	return fn(h, h.d, loadErr)
+		return fn(h, h.d, loadErr)
+	})
 }
 
 // save persists d, already mutated in place, as h's collection. If the
@@ -361,28 +369,20 @@ func (s *Store) CreateCollection(ctx context.Context, c vector.Collection, dim i
 // DropCollection implements vector.Store. It removes the file even if it
 // is corrupt, so an operator can always drop.
 func (s *Store) DropCollection(ctx context.Context, c vector.Collection) error {
-	if err := vector.CheckAccess(ctx, c); err != nil {
-		return err
-	}
-	h, err := s.pin(keyOf(c))
-	if err != nil {
-		return err
-	}
-	defer s.unpin(h)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	s.install(h, nil)
-	err = os.Remove(s.path(h.key))
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("drop collection %s: %w", h.key, vector.ErrNotFound)
-	}
-	if err == nil {
-		err = syncDir(s.dir)
-	}
-	if err != nil {
-		return unavailable("drop", h.key, err)
-	}
-	return nil
+	return s.exclusive(ctx, c, func(h *coll) error {
+		s.install(h, nil)
+		err := os.Remove(s.path(h.key))
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("drop collection %s: %w", h.key, vector.ErrNotFound)
+		}
+		if err == nil {
+			err = syncDir(s.dir)
+		}
+		if err != nil {
+			return unavailable("drop", h.key, err)
+		}
+		return nil
+	})
 }
 
 // Upsert implements vector.Store. The whole file is rewritten atomically
