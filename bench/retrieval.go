@@ -167,7 +167,7 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 	}
 	defer store.Close()
 	router := vector.NewRouter(retrieval.NewRegionCache(db, time.Minute), map[string]vector.Store{"default": store})
-	svc, err := retrieval.New(retrieval.Config{DB: db, Vectors: router, Embedders: []llm.Embedder{llm.NewLocal()}, MinSimilarity: 0.2})
+	svc, err := retrieval.New(retrieval.Config{DB: db, Vectors: router, Embedders: []llm.Embedder{llm.NewLocal()}, MinSimilarity: retrieval.DefaultMinSimilarity})
 	if err != nil {
 		return nil, err
 	}

@@ -119,10 +119,7 @@ func (s *Service) DeleteDocument(ctx context.Context, id uuid.UUID) error {
 // removed) the rest are deleted one by one.
 func (s *Service) deletePoints(ctx context.Context, c vector.Collection, ids []uuid.UUID) error {
 	err := s.vectors.Delete(ctx, c, ids)
-	if !errors.Is(err, vector.ErrNotFound) || len(ids) == 1 {
-		if errors.Is(err, vector.ErrNotFound) {
-			return nil
-		}
+	if !errors.Is(err, vector.ErrNotFound) {
 		return err
 	}
 	for _, id := range ids {

@@ -73,20 +73,23 @@ func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 	if err := q.validate(); err != nil {
 		return nil, err
 	}
-	t, err := s.target(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
-	}
 	n := candidates(q.K)
 	type textResult struct {
 		hits []postgres.TextHit
 		err  error
 	}
+	// The full-text search needs nothing from the tenant's settings: it
+	// starts first and overlaps with their read and the vector search.
 	textc := make(chan textResult, 1)
 	go func() {
 		hits, err := s.db.SearchText(ctx, q.Text, n)
 		textc <- textResult{hits, err}
 	}()
+	t, err := s.target(ctx)
+	if err != nil {
+		<-textc
+		return nil, fmt.Errorf("query: %w", err)
+	}
 	vhits, verr := s.searchVectors(ctx, t, q.Text, n)
 	tr := <-textc
 	if verr != nil {

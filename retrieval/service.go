@@ -20,6 +20,11 @@ import (
 // bulkhead.ErrUnavailable: retrieval answers 503, never an empty result.
 var ErrNotProvisioned = fmt.Errorf("knowledge collection not provisioned: %w", bulkhead.ErrUnavailable)
 
+// DefaultMinSimilarity is the Config.MinSimilarity that suits the local
+// embedder: unrelated texts score about -0.05 to 0.17 with it, texts
+// sharing the question's words 0.4 and more.
+const DefaultMinSimilarity = 0.2
+
 // Config wires a Service.
 type Config struct {
 	DB      *postgres.DB
@@ -34,8 +39,7 @@ type Config struct {
 	Chat llm.Chat
 	// MinSimilarity drops vector hits whose cosine similarity to the
 	// question is lower: nearest neighbours always exist, related or not.
-	// 0.2 suits the local embedder (unrelated texts score about -0.05 to
-	// 0.17 with it); tune it per model.
+	// DefaultMinSimilarity suits the local embedder; tune it per model.
 	MinSimilarity float32
 	Logger        *slog.Logger
 	// Drain is how long Reembed waits after switching generations before
@@ -77,17 +81,6 @@ func New(cfg Config) (*Service, error) {
 		s.drain = 5 * time.Second
 	}
 	return s, nil
-}
-
-// DefaultModel is the embedding model new tenants are provisioned with.
-func (s *Service) DefaultModel() string { return s.dflt }
-
-// ChatModel is the chat model answers use, "" when answers are extractive.
-func (s *Service) ChatModel() string {
-	if s.chat == nil {
-		return ""
-	}
-	return s.chat.Model()
 }
 
 // target is where the caller's tenant's knowledge lives right now.
@@ -180,11 +173,4 @@ func (c *RegionCache) Region(ctx context.Context, tenant uuid.UUID) (string, err
 	c.m[tenant] = regionEntry{region: r, until: now.Add(c.ttl)}
 	c.mu.Unlock()
 	return r, nil
-}
-
-// Forget drops tenant from the cache (after a move or a delete).
-func (c *RegionCache) Forget(tenant uuid.UUID) {
-	c.mu.Lock()
-	delete(c.m, tenant)
-	c.mu.Unlock()
 }

@@ -48,7 +48,7 @@ func (k *knowledgeFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&k.embedModel, "embedding-model", "", "embedding model at --openai-base-url (with --embedding-dim)")
 	f.IntVar(&k.embedDim, "embedding-dim", 0, "dimension of --embedding-model's vectors")
 	f.StringVar(&k.chatModel, "chat-model", "", "chat model at --openai-base-url answering /v1/answer; without it answers quote the passages")
-	f.Float32Var(&k.minSim, "min-similarity", 0.2, "vector hits less similar to the question than this are dropped (0.2 suits the local embedder; tune per model)")
+	f.Float32Var(&k.minSim, "min-similarity", retrieval.DefaultMinSimilarity, "vector hits less similar to the question than this are dropped (the default suits the local embedder; tune per model)")
 	f.Int64Var(&k.vectorBudget, "vector-memory", embedded.DefaultMemoryBudget, "bytes of embedded collections kept in memory (least recently used beyond it are unloaded)")
 }
 

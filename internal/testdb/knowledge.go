@@ -47,7 +47,7 @@ func NewKnowledge(t testing.TB, db *postgres.DB, o KnowledgeOptions, tenants ...
 		backend = o.Wrap(store)
 	}
 	router := vector.NewRouter(retrieval.NewRegionCache(db, 0), map[string]vector.Store{"default": backend})
-	svc, err := retrieval.New(retrieval.Config{DB: db, Vectors: router, Embedders: append([]llm.Embedder{llm.NewLocal()}, o.Embedders...), Chat: o.Chat, MinSimilarity: 0.2, Drain: 200 * time.Millisecond})
+	svc, err := retrieval.New(retrieval.Config{DB: db, Vectors: router, Embedders: append([]llm.Embedder{llm.NewLocal()}, o.Embedders...), Chat: o.Chat, MinSimilarity: retrieval.DefaultMinSimilarity, Drain: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
