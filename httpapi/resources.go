@@ -247,23 +247,12 @@ func (s *Server) getRoom(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) listParticipants(w http.ResponseWriter, r *http.Request) error {
-	room, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	p, err := page(r)
-	if err != nil {
-		return err
-	}
-	if _, err := s.db.Room(r.Context(), room); err != nil { // a hidden room is a 404, not an empty list
-		return err
-	}
-	items, next, err := s.db.ListParticipants(r.Context(), room, p)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newList(items, next))
-	return nil
+	return roomPage(w, r, func(ctx context.Context, room uuid.UUID, p postgres.Page) ([]bulkhead.Participant, string, error) {
+		if _, err := s.db.Room(ctx, room); err != nil { // a hidden room is a 404, not an empty list
+			return nil, "", err
+		}
+		return s.db.ListParticipants(ctx, room, p)
+	})
 }
 
 func (s *Server) addParticipant(w http.ResponseWriter, r *http.Request) error {
@@ -294,6 +283,11 @@ func (s *Server) removeParticipant(w http.ResponseWriter, r *http.Request) error
 }
 
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
+	return roomPage(w, r, s.db.RoomMessages) // a hidden room is a 404
+}
+
+// roomPage answers one cursor page of a list inside the {id} room.
+func roomPage[T any](w http.ResponseWriter, r *http.Request, list func(context.Context, uuid.UUID, postgres.Page) ([]T, string, error)) error {
 	room, err := pathID(r, "id")
 	if err != nil {
 		return err
@@ -302,7 +296,7 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	items, next, err := s.db.RoomMessages(r.Context(), room, p) // a hidden room is a 404
+	items, next, err := list(r.Context(), room, p)
 	if err != nil {
 		return err
 	}
