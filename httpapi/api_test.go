@@ -155,12 +155,20 @@ func TestEveryResourceIsIsolated(t *testing.T) {
 	if code, _, _ := a.do("T1-charlie", "POST", "/v1/rooms/"+t1.Room1.String()+"/join", nil); code != 403 {
 		t.Errorf("Charlie self-joins closed room1: %d, want 403", code)
 	}
-	// The agent acting for Alice, under her delegation, reads her private doc and writes as her.
+	// The agent acting for Alice, under her documents:read delegation, reads
+	// her private doc but can't write as her: scopes are enforced in SQL.
 	if code, _, _ := a.do("T1-agent-for-alice", "GET", "/v1/documents/"+t1.PrivateDoc.String(), nil); code != 200 {
 		t.Errorf("agent under delegation reads Alice's private doc: %d", code)
 	}
+	if code, m, _ := a.do("T1-agent-for-alice", "POST", "/v1/rooms/"+t1.Room1.String()+"/messages", map[string]any{"content": "for Alice", "as_principal": true}); code == 201 {
+		t.Errorf("agent posts as Alice under a documents:read delegation: %d %v, want a refusal", code, m)
+	}
+	// With memories:read and memories:write granted by Alice, it may.
+	if code, m, _ := a.do("T1-alice", "POST", "/v1/delegations", map[string]any{"agent_id": t1.Agent, "scopes": []string{"memories:read", "memories:write"}}); code != 201 {
+		t.Fatalf("Alice grants memories scopes: %d %v", code, m)
+	}
 	if code, m, _ := a.do("T1-agent-for-alice", "POST", "/v1/rooms/"+t1.Room1.String()+"/messages", map[string]any{"content": "for Alice", "as_principal": true}); code != 201 || m["author_id"] != t1.Alice.String() {
-		t.Errorf("agent posts as Alice: %d %v", code, m)
+		t.Errorf("agent posts as Alice under a memories delegation: %d %v", code, m)
 	}
 }
 

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/rls"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
@@ -189,12 +191,22 @@ func (db *DB) DeleteAgent(ctx context.Context, id uuid.UUID) error {
 }
 
 // GrantDelegation lets agent act for the calling entity (the principal)
-// with scopes until expiresAt (nil: until revoked).
-// It returns ErrNotFound when the agent is missing or hidden.
+// with scopes until expiresAt (nil: until revoked). Scopes are enforced by
+// the policies, per table and command: each is one of rls.Scopes(Tables)
+// ("memories:read", "memories:write", "documents:read", "rooms:read"); a
+// delegation without scopes grants nothing.
+// It returns ErrInvalid for an unknown scope and ErrNotFound when the agent
+// is missing or hidden.
 func (db *DB) GrantDelegation(ctx context.Context, agent uuid.UUID, scopes []string, expiresAt *time.Time) (bulkhead.Delegation, error) {
 	s, err := entityScope(ctx)
 	if err != nil {
 		return bulkhead.Delegation{}, err
+	}
+	known := rls.Scopes(Tables)
+	for _, sc := range scopes {
+		if !slices.Contains(known, sc) {
+			return bulkhead.Delegation{}, bulkhead.Invalid("scopes", fmt.Sprintf("unknown scope %q: each is one of %s", sc, strings.Join(known, ", ")))
+		}
 	}
 	if scopes == nil {
 		scopes = []string{}

@@ -324,9 +324,25 @@ func TestDelegation(t *testing.T) {
 	if got := privateDocs(as(t, T, tn.Bob, uuid.Nil)); len(got) != 0 {
 		t.Errorf("Bob sees Alice's private docs %v", got)
 	}
-	// The agent may write a memory as Alice in her room only under the delegation.
+	// Scopes are enforced in SQL: the demo delegation holds documents:read
+	// only, so the agent can't write a memory as Alice (finding 6 of issue
+	// 10: it could, whatever the scopes).
+	if _, err := d.DB.AppendMemory(agentForAlice, postgres.NewMemory{RoomID: tn.Room1, AuthorID: tn.Alice, Content: "out of scope"}); !errors.Is(err, bulkhead.ErrForbidden) {
+		t.Errorf("agent writes as Alice under a documents:read delegation: %v, want ErrForbidden", err)
+	}
+	alice0 := as(t, T, tn.Alice, uuid.Nil)
+	writer, err := d.DB.GrantDelegation(alice0, tn.Agent, []string{"memories:read", "memories:write"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := d.DB.AppendMemory(agentForAlice, postgres.NewMemory{RoomID: tn.Room1, AuthorID: tn.Alice, Content: "on behalf of Alice"}); err != nil {
-		t.Errorf("agent writes as Alice under delegation: %v", err)
+		t.Errorf("agent writes as Alice under a memories:read+write delegation: %v", err)
+	}
+	if err := d.DB.RevokeDelegation(alice0, writer.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DB.GrantDelegation(alice0, tn.Agent, []string{"memories:delete-everything"}, nil); !errors.Is(err, bulkhead.ErrInvalid) {
+		t.Errorf("a delegation with an unknown scope: %v, want ErrInvalid", err)
 	}
 	// Bob can't grant himself Alice's authority, and the agent's owner can only revoke.
 	bob := as(t, T, tn.Bob, uuid.Nil)
@@ -345,7 +361,7 @@ func TestDelegation(t *testing.T) {
 		t.Errorf("agent writes as Alice after expiry: %v, want ErrForbidden", err)
 	}
 	// A fresh grant works again; revocation ends it.
-	del, err := d.DB.GrantDelegation(alice, tn.Agent, nil, nil)
+	del, err := d.DB.GrantDelegation(alice, tn.Agent, []string{"documents:read"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func TestRuntimeRoleCannotEscape(t *testing.T) {
 		`SET ROLE ` + postgres.Definer,
 		`ALTER ROLE ` + postgres.Runtime + ` BYPASSRLS`,
 		`GRANT ` + postgres.Owner + ` TO ` + postgres.Runtime,
-		`ALTER FUNCTION bulkhead.member_rooms() OWNER TO ` + postgres.Runtime,
+		`ALTER FUNCTION bulkhead.member_rooms(text) OWNER TO ` + postgres.Runtime,
 	}
 	for _, sql := range attempts {
 		tx, err := conn.Begin(ctx)

@@ -59,14 +59,15 @@ func functions(cfg Config) []string {
 	s := cfg.Schema
 	stmts := []string{
 		// The entity, plus the principal it acts for only while a valid
-		// delegation exists; empty without an entity. It runs as the caller
-		// (delegations' own policy applies) or, inside a definer helper, as
-		// the definer: either way it filters by the tenant in context.
-		// PL/pgSQL so its one query's plan is cached per session; the common
-		// path (no acting-for) runs no query at all. Like the context
-		// functions it has no SET clause (that costs a search_path switch on
-		// every call) and qualifies every name instead.
-		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s.current_actors() RETURNS pg_catalog.uuid[]
+		// delegation holding scope exists (scope NULL: the entity alone);
+		// empty without an entity. It runs as the caller (delegations' own
+		// policy applies) or, inside a definer helper, as the definer: either
+		// way it filters by the tenant in context. PL/pgSQL so its one
+		// query's plan is cached per session; the common path (no acting-for)
+		// runs no query at all. Like the context functions it has no SET
+		// clause (that costs a search_path switch on every call) and
+		// qualifies every name instead.
+		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s.current_actors(scope pg_catalog.text) RETURNS pg_catalog.uuid[]
   LANGUAGE plpgsql STABLE
   AS $fn$
 DECLARE
@@ -76,14 +77,15 @@ BEGIN
   IF e IS NULL THEN
     RETURN '{}'::pg_catalog.uuid[];
   END IF;
-  IF a IS NULL THEN
+  IF a IS NULL OR scope IS NULL THEN
     RETURN ARRAY[e];
   END IF;
   PERFORM FROM %[1]s.delegations d
     WHERE d.tenant_id OPERATOR(pg_catalog.=) %[1]s.current_tenant()
       AND d.agent_id OPERATOR(pg_catalog.=) e AND d.principal_id OPERATOR(pg_catalog.=) a
       AND d.revoked_at IS NULL
-      AND (d.expires_at IS NULL OR d.expires_at OPERATOR(pg_catalog.>) pg_catalog.now());
+      AND (d.expires_at IS NULL OR d.expires_at OPERATOR(pg_catalog.>) pg_catalog.now())
+      AND scope OPERATOR(pg_catalog.=) ANY(d.scopes);
   IF FOUND THEN
     RETURN ARRAY[e, a];
   END IF;
@@ -93,10 +95,12 @@ $fn$`, s),
 	}
 	// The definer helpers are PL/pgSQL, one query each, so their plans are
 	// cached per session (a non-inlined SQL function is re-planned on every
-	// call); each runs once per statement as an InitPlan, and none has an
-	// exception block.
-	definer := func(name, args, returns, query string) []string {
-		return []string{
+	// call); the array-valued ones run once per statement as InitPlans, and
+	// none has an exception block. Each filters by the tenant in context and
+	// answers only about the entity in context (and, with a scope, the
+	// principal it acts for under a delegation holding that scope).
+	for _, d := range definers {
+		stmts = append(stmts,
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s(%s) RETURNS %s
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   AS $fn$
@@ -105,38 +109,59 @@ DECLARE
 BEGIN%s;
   RETURN result;
 END
-$fn$`, s, name, args, returns, returns, strings.ReplaceAll(query, "S.", s+".")),
-			fmt.Sprintf("ALTER FUNCTION %s.%s(%s) OWNER TO %s", s, name, argTypes(args), cfg.Definer),
-		}
+$fn$`, s, d.name, d.args, d.returns, d.returns, strings.ReplaceAll(d.query, "S.", s+".")),
+			fmt.Sprintf("ALTER FUNCTION %s.%s(%s) OWNER TO %s", s, d.name, argTypes(d.args), cfg.Definer))
 	}
-	// Rooms where the entity (or the principal it acts for) participates.
-	stmts = append(stmts, definer("member_rooms", "", "uuid[]", `
-  SELECT coalesce(array_agg(p.room_id), '{}') INTO result FROM S.participants p
-  WHERE p.tenant_id = S.current_tenant() AND p.entity_id = ANY(S.current_actors())`)...)
+	stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.current_actors(text)", s))...)
+	for _, d := range definers {
+		stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.%s(%s)", s, d.name, argTypes(d.args)))...)
+	}
+	return stmts
+}
+
+// definer is one SECURITY DEFINER helper: its query stores into result; S.
+// stands for the schema.
+type definer struct{ name, args, returns, query string }
+
+var definers = []definer{
+	// Rooms where the entity (or, with scope, the principal it acts for)
+	// participates.
+	{"member_rooms", "scope text", "uuid[]", `
+  SELECT coalesce(array_agg(DISTINCT p.room_id), '{}') INTO result FROM S.participants p
+  WHERE p.tenant_id = S.current_tenant() AND p.entity_id = ANY(S.current_actors(scope))`},
 	// Rooms the entity itself manages: owner/admin participant, or owner of the world.
-	stmts = append(stmts, definer("managed_rooms", "", "uuid[]", `
+	{"managed_rooms", "", "uuid[]", `
   SELECT coalesce(array_agg(x.id), '{}') INTO result FROM (
     SELECT p.room_id AS id FROM S.participants p
     WHERE p.tenant_id = S.current_tenant() AND p.entity_id = S.current_entity() AND p.role IN ('owner', 'admin')
     UNION
     SELECT r.id FROM S.rooms r JOIN S.worlds w ON w.tenant_id = r.tenant_id AND w.id = r.world_id
-    WHERE r.tenant_id = S.current_tenant() AND w.owner_id = S.current_entity()) x`)...)
-	// Worlds holding a room the entity participates in.
-	stmts = append(stmts, definer("member_worlds", "", "uuid[]", `
+    WHERE r.tenant_id = S.current_tenant() AND w.owner_id = S.current_entity()) x`},
+	// Rooms the entity itself owns: owner participant, or owner of the world.
+	{"owned_rooms", "", "uuid[]", `
+  SELECT coalesce(array_agg(x.id), '{}') INTO result FROM (
+    SELECT p.room_id AS id FROM S.participants p
+    WHERE p.tenant_id = S.current_tenant() AND p.entity_id = S.current_entity() AND p.role = 'owner'
+    UNION
+    SELECT r.id FROM S.rooms r JOIN S.worlds w ON w.tenant_id = r.tenant_id AND w.id = r.world_id
+    WHERE r.tenant_id = S.current_tenant() AND w.owner_id = S.current_entity()) x`},
+	// Worlds holding a room the entity (or its principal, with rooms:read) participates in.
+	{"member_worlds", "", "uuid[]", `
   SELECT coalesce(array_agg(DISTINCT r.world_id), '{}') INTO result FROM S.rooms r
-  WHERE r.tenant_id = S.current_tenant() AND r.id = ANY(S.member_rooms())`)...)
+  WHERE r.tenant_id = S.current_tenant() AND r.id = ANY(S.member_rooms('` + ScopeRooms + `'))`},
 	// Worlds the entity owns.
-	stmts = append(stmts, definer("owned_worlds", "", "uuid[]", `
+	{"owned_worlds", "", "uuid[]", `
   SELECT coalesce(array_agg(w.id), '{}') INTO result FROM S.worlds w
-  WHERE w.tenant_id = S.current_tenant() AND w.owner_id = S.current_entity()`)...)
+  WHERE w.tenant_id = S.current_tenant() AND w.owner_id = S.current_entity()`},
 	// Whether a room of the tenant in context is open for self-join.
-	stmts = append(stmts, definer("room_is_open", "room uuid", "boolean", `
-  SELECT EXISTS (SELECT 1 FROM S.rooms r WHERE r.tenant_id = S.current_tenant() AND r.id = room AND r.is_open) INTO result`)...)
-	sigs := map[string]string{"room_is_open": "uuid"}
-	for _, f := range append([]string{"current_actors"}, DefinerFunctions...) {
-		stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.%s(%s)", s, f, sigs[f]))...)
-	}
-	return stmts
+	{"room_is_open", "room uuid", "boolean", `
+  SELECT EXISTS (SELECT 1 FROM S.rooms r WHERE r.tenant_id = S.current_tenant() AND r.id = room AND r.is_open) INTO result`},
+	// Whether author may write in room: author is one of the caller's actors
+	// for scope and participates in the room. It answers only about the
+	// caller's actors, whose membership the caller can read anyway.
+	{"can_author", "room uuid, author uuid, scope text", "boolean", `
+  SELECT author = ANY(S.current_actors(scope)) AND EXISTS (SELECT 1 FROM S.participants p
+    WHERE p.tenant_id = S.current_tenant() AND p.room_id = room AND p.entity_id = author) INTO result`},
 }
 
 // argTypes turns "room uuid, entity uuid" into "uuid, uuid".

@@ -8,7 +8,15 @@ import (
 // DefinerFunctions are the SECURITY DEFINER helpers Generate installs, by
 // name, owned by Config.Definer. They are the only such functions the
 // runtime role may execute; the auditor treats this list as its allow-list.
-var DefinerFunctions = []string{"member_rooms", "managed_rooms", "member_worlds", "owned_worlds", "room_is_open"}
+var DefinerFunctions = definerNames()
+
+func definerNames() []string {
+	out := make([]string, len(definers))
+	for i, d := range definers {
+		out[i] = d.name
+	}
+	return out
+}
 
 // ContextFunctionNames are the functions ContextFunctions installs.
 var ContextFunctionNames = []string{"current_tenant", "current_entity", "current_acting_for"}
@@ -55,10 +63,10 @@ func Remove(cfg Config, tables []Table) ([]string, error) {
 		}
 		stmts = append(stmts, "ALTER TABLE "+q+" NO FORCE ROW LEVEL SECURITY", "ALTER TABLE "+q+" DISABLE ROW LEVEL SECURITY")
 	}
-	for i := len(DefinerFunctions) - 1; i >= 0; i-- {
-		stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s", cfg.Schema, DefinerFunctions[i]))
+	for i := len(definers) - 1; i >= 0; i-- {
+		stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s(%s)", cfg.Schema, definers[i].name, argTypes(definers[i].args)))
 	}
-	stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.current_actors()", cfg.Schema))
+	stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.current_actors(text)", cfg.Schema))
 	return stmts, nil
 }
 
@@ -91,14 +99,26 @@ func tableStatements(cfg Config, t Table) ([]string, error) {
 		stmts = append(stmts, b.String())
 	}
 	grants := make([]string, 0, 4)
+	updateColumns := ""
 	for _, g := range t.grants() {
+		if g == Update && t.UpdateColumns != nil {
+			cols := make([]string, len(t.UpdateColumns))
+			for i, c := range t.UpdateColumns {
+				cols[i] = ident(c)
+			}
+			updateColumns = fmt.Sprintf("GRANT UPDATE (%s) ON %s TO %s", strings.Join(cols, ", "), q, cfg.Runtime)
+			continue
+		}
 		grants = append(grants, string(g))
 	}
-	stmts = append(stmts,
-		fmt.Sprintf("REVOKE ALL ON %s FROM PUBLIC, %s", q, cfg.Runtime),
-		fmt.Sprintf("GRANT %s ON %s TO %s", strings.Join(grants, ", "), q, cfg.Runtime),
-		fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s", q, cfg.Maintenance),
-	)
+	stmts = append(stmts, fmt.Sprintf("REVOKE ALL ON %s FROM PUBLIC, %s", q, cfg.Runtime))
+	if len(grants) > 0 {
+		stmts = append(stmts, fmt.Sprintf("GRANT %s ON %s TO %s", strings.Join(grants, ", "), q, cfg.Runtime))
+	}
+	if updateColumns != "" {
+		stmts = append(stmts, updateColumns)
+	}
+	stmts = append(stmts, fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s", q, cfg.Maintenance))
 	if t.Kind == Participants || t.Kind == Rooms || t.Kind == Worlds || t.Kind == Delegations {
 		stmts = append(stmts, fmt.Sprintf("GRANT SELECT ON %s TO %s", q, cfg.Definer))
 	}
@@ -124,6 +144,10 @@ func indexColumns(t Table) [][]string {
 		out = append(out, []string{t.Entity}, []string{t.RoomColumn})
 	case Inherit:
 		out = append(out, []string{t.ParentKey})
+	case Link:
+		out = append(out, []string{t.OtherKey})
+	case Agents:
+		out = append(out, []string{t.Entity})
 	case Worlds:
 		out = append(out, []string{"owner_id"})
 	case Rooms:

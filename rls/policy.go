@@ -23,40 +23,134 @@ const (
 	policyPrefix = "bulkhead_"
 )
 
-// expressions used by the policies; each helper runs once per statement.
-type expr struct{ s string }
+// ScopeRooms is the delegation scope that lets an agent acting for a
+// principal see the principal's rooms, their participants and worlds.
+const ScopeRooms = "rooms:read"
 
-func (e expr) fn(name string) string { return "(SELECT " + e.s + "." + name + "())" }
+// ReadScope and WriteScope name the delegation scopes that let an agent
+// read or write a Room or Visibility table as the principal it acts for.
+func ReadScope(table string) string  { return table + ":read" }
+func WriteScope(table string) string { return table + ":write" }
+
+// Scopes lists every delegation scope that means something for tables:
+// ScopeRooms, then read (Room, Visibility) and write (Room) per table. A
+// delegation's authority outside its scopes is nil: the policies consult
+// the scope of the table and command at hand.
+func Scopes(tables []Table) []string {
+	out := []string{ScopeRooms}
+	for _, t := range tables {
+		switch t.Kind {
+		case Room:
+			out = append(out, ReadScope(t.Name), WriteScope(t.Name))
+		case Visibility:
+			out = append(out, ReadScope(t.Name))
+		}
+	}
+	return out
+}
+
+// ident returns name as an SQL identifier: bare when it is a plain
+// lower-case identifier that isn't a keyword, double-quoted otherwise. It is
+// the one way the generator writes a name.
+func ident(name string) string {
+	if identRE.MatchString(name) && !reserved[name] {
+		return name
+	}
+	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+}
+
+// reserved holds the keywords a bare column name can't be.
+var reserved = map[string]bool{"user": true, "order": true, "group": true, "table": true, "select": true, "where": true,
+	"from": true, "to": true, "all": true, "end": true, "check": true, "default": true, "limit": true, "offset": true}
+
+// rel is a relation in a policy expression. Every column reference goes
+// through col, so it names the relation it belongs to: inside a sub-query
+// an unqualified name binds to the innermost relation that has it (the bug
+// class "p.room_id = room_id", where room_id silently meant p.room_id).
+type rel struct{ alias string }
+
+func (r rel) col(name string) string { return ident(r.alias) + "." + ident(name) }
+
+// alias for sub-query relations; Table.validate refuses table names with
+// this prefix, so the row under the policy is never shadowed.
+const aliasPrefix = "bh_"
+
+// expr builds the expressions of one table's policies.
+type expr struct {
+	s   string // schema, as an identifier
+	row rel    // the row under the policy, qualified by the table's own name
+}
+
+func (e expr) table(name string) string { return e.s + "." + ident(name) }
+
+// fn calls a context or membership helper as an InitPlan: once per statement.
+func (e expr) fn(name string, args ...string) string {
+	return "(SELECT " + e.s + "." + name + "(" + strings.Join(args, ", ") + "))"
+}
 
 // arr is an array-valued helper, cast so that "= ANY(...)" takes the array
 // form (evaluated once, as an InitPlan) rather than the sub-query form.
-func (e expr) arr(name string) string { return e.fn(name) + "::uuid[]" }
+func (e expr) arr(name string, args ...string) string { return e.fn(name, args...) + "::uuid[]" }
 
-func (e expr) tenant() string            { return e.fn("current_tenant") }
-func (e expr) entity() string            { return e.fn("current_entity") }
-func (e expr) actors() string            { return e.arr("current_actors") }
-func (e expr) memberRooms() string       { return e.arr("member_rooms") }
-func (e expr) managedRooms() string      { return e.arr("managed_rooms") }
-func (e expr) memberWorlds() string      { return e.arr("member_worlds") }
-func (e expr) ownedWorlds() string       { return e.arr("owned_worlds") }
-func (e expr) isActor(col string) string { return col + " = ANY(" + e.actors() + ")" }
+func (e expr) tenant() string { return e.fn("current_tenant") }
+func (e expr) entity() string { return e.fn("current_entity") }
 
-// myRooms is the rooms the entity (or the principal it acts for)
-// participates in, read as the caller: participants' own policy lets an
-// entity see its own membership rows before it would call a definer
-// helper, so this costs one index scan inside the statement's plan.
-func (e expr) myRooms() string {
-	return fmt.Sprintf("ARRAY(SELECT p.room_id FROM %s.participants p WHERE p.tenant_id = %s AND p.entity_id = ANY(%s))", e.s, e.tenant(), e.actors())
+func lit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// scopeArg is a scope literal, or NULL: the entity alone, no delegation.
+func scopeArg(scope string) string {
+	if scope == "" {
+		return "NULL::text"
+	}
+	return lit(scope)
 }
 
-// isParticipant is true when the entity in column col participates in the
-// room in column room, read as the caller (see myRooms).
-func (e expr) isParticipant(room, col string) string {
-	return fmt.Sprintf("EXISTS (SELECT 1 FROM %s.participants p WHERE p.tenant_id = %s AND p.room_id = %s AND p.entity_id = %s)", e.s, e.tenant(), room, col)
+// actors: the entity, plus the principal it acts for under a valid
+// delegation holding scope.
+func (e expr) actors(scope string) string { return e.arr("current_actors", scopeArg(scope)) }
+
+// memberRooms: rooms where one of actors(scope) participates.
+func (e expr) memberRooms(scope string) string { return e.arr("member_rooms", scopeArg(scope)) }
+func (e expr) managedRooms() string            { return e.arr("managed_rooms") }
+func (e expr) ownedRooms() string              { return e.arr("owned_rooms") }
+func (e expr) memberWorlds() string            { return e.arr("member_worlds") }
+func (e expr) ownedWorlds() string             { return e.arr("owned_worlds") }
+
+// is: the row's column holds the entity in context.
+func (e expr) is(col string) string { return e.row.col(col) + " = " + e.entity() }
+
+// in: the row's column is an element of an array expression.
+func (e expr) in(col, array string) string { return e.row.col(col) + " = ANY(" + array + ")" }
+
+// ownedIDs is the ids of the rows of table whose owner column holds the
+// entity in context, read as the caller (table's own policies apply).
+func (e expr) ownedIDs(table, owner string) string {
+	p := rel{aliasPrefix + "ref"}
+	return fmt.Sprintf("ARRAY(SELECT %s FROM %s %s WHERE %s = %s)", p.col("id"), e.table(table), p.alias, p.col(owner), e.entity())
 }
-func (e expr) isEntity(col string) string {
-	return col + " = " + e.entity()
+
+// visibleIDs is the ids of table's rows visible to the caller.
+func (e expr) visibleIDs(table string) string {
+	p := rel{aliasPrefix + "ref"}
+	return fmt.Sprintf("ARRAY(SELECT %s FROM %s %s)", p.col("id"), e.table(table), p.alias)
 }
+
+func and(xs ...string) string { return strings.Join(paren(xs), " AND ") }
+func or(xs ...string) string  { return strings.Join(paren(xs), " OR ") }
+
+func paren(xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		if strings.Contains(x, " OR ") || strings.Contains(x, " AND ") {
+			x = "(" + x + ")"
+		}
+		out[i] = x
+	}
+	return out
+}
+
+// rules are a table's layer-2 expressions; "" means no rule for that clause.
+type rules struct{ sel, ins, upd, updCheck, del string }
 
 // Policies returns the policies Generate installs on t, layer 1 first.
 // The self-check compares a database's policies with this list.
@@ -67,65 +161,13 @@ func Policies(cfg Config, t Table) ([]Policy, error) {
 	if err := t.validate(); err != nil {
 		return nil, err
 	}
-	e := expr{cfg.Schema}
-	layer1 := t.tenantColumn() + " = " + e.tenant()
+	e := expr{s: ident(cfg.Schema), row: rel{t.Name}}
+	layer1 := e.row.col(t.tenantColumn()) + " = " + e.tenant()
 	ps := []Policy{{Name: TenantPolicy, Command: "ALL", Permissive: true, Using: layer1, Check: layer1}}
 
-	var sel, ins, upd, del string // "" = no layer-2 rule for that command
-	var updCheck string
-	switch t.Kind {
-	case Tenant:
-	case Entities:
-		ins = "kind = 'agent' AND " + e.entity() + " IS NOT NULL"
-		upd = e.isEntity(t.Entity)
-	case Owned:
-		ins, upd, del = e.isEntity(t.Entity), e.isEntity(t.Entity), e.isEntity(t.Entity)
-	case Private:
-		sel, ins, upd, del = e.isEntity(t.Entity), e.isEntity(t.Entity), e.isEntity(t.Entity), e.isEntity(t.Entity)
-	case Room:
-		member := t.RoomColumn + " = ANY(" + e.myRooms() + ")"
-		sel = member
-		ins = e.isActor(t.Entity) + " AND " + e.isParticipant(t.RoomColumn, t.Entity)
-		upd, updCheck = e.isActor(t.Entity)+" AND "+member, ins
-		del = e.isActor(t.Entity) + " AND " + member
-	case Visibility:
-		owner := e.isActor(t.Entity)
-		sel = fmt.Sprintf("visibility = 'tenant' OR %s OR (visibility = 'room' AND %s = ANY(%s))", owner, t.RoomColumn, e.myRooms())
-		writer := e.isEntity(t.Entity)
-		ins = fmt.Sprintf("%s AND (visibility <> 'room' OR %s = ANY(%s))", writer, t.RoomColumn, e.myRooms())
-		upd, updCheck, del = writer, ins, writer
-	case Inherit:
-		sel = fmt.Sprintf("%s = ANY(ARRAY(SELECT p.id FROM %s.%s p))", t.ParentKey, cfg.Schema, t.Parent)
-		ins = fmt.Sprintf("%s = ANY(ARRAY(SELECT p.id FROM %s.%s p WHERE p.%s = %s))", t.ParentKey, cfg.Schema, t.Parent, t.ParentOwner, e.entity())
-		upd, del = ins, ins
-	case Worlds:
-		sel = fmt.Sprintf("owner_id = %s OR id = ANY(%s)", e.entity(), e.memberWorlds())
-		ins, upd, del = e.isEntity("owner_id"), e.isEntity("owner_id"), e.isEntity("owner_id")
-	case Rooms:
-		sel = fmt.Sprintf("id = ANY(%s) OR world_id = ANY(%s)", e.myRooms(), e.ownedWorlds())
-		ins = "world_id = ANY(" + e.ownedWorlds() + ")"
-		upd = fmt.Sprintf("id = ANY(%s) OR world_id = ANY(%s)", e.managedRooms(), e.ownedWorlds())
-		del = upd
-	case Participants:
-		// Own rows first: OR stops there, and the definer helpers (InitPlans,
-		// run on first use) are not called at all for them.
-		sel = fmt.Sprintf("entity_id = %s OR room_id = ANY(%s) OR room_id = ANY(%s)", e.entity(), e.memberRooms(), e.managedRooms())
-		ins = fmt.Sprintf("room_id = ANY(%s) OR (entity_id = %s AND role = 'member' AND %s.room_is_open(room_id))",
-			e.managedRooms(), e.entity(), cfg.Schema)
-		upd = "room_id = ANY(" + e.managedRooms() + ")"
-		del = fmt.Sprintf("room_id = ANY(%s) OR entity_id = %s", e.managedRooms(), e.entity())
-	case Delegations:
-		ownedAgents := fmt.Sprintf("agent_id = ANY(ARRAY(SELECT a.id FROM %s.agents a WHERE a.owner_id = %s))", cfg.Schema, e.entity())
-		sel = fmt.Sprintf("agent_id = %s OR principal_id = %s OR %s", e.entity(), e.entity(), ownedAgents)
-		ins = e.isEntity("principal_id")
-		upd = fmt.Sprintf("principal_id = %s OR %s", e.entity(), ownedAgents)
-		// The agent's owner may only revoke: a row it writes must be revoked,
-		// so it can't grant itself someone else's authority.
-		updCheck = fmt.Sprintf("principal_id = %s OR (%s AND revoked_at IS NOT NULL)", e.entity(), ownedAgents)
-		del = upd
-	}
-	if updCheck == "" {
-		updCheck = upd
+	r := layer2(e, t)
+	if r.updCheck == "" {
+		r.updCheck = r.upd
 	}
 	add := func(cmd, using, check string) {
 		if using == "" && check == "" {
@@ -133,9 +175,83 @@ func Policies(cfg Config, t Table) ([]Policy, error) {
 		}
 		ps = append(ps, Policy{Name: policyPrefix + strings.ToLower(cmd), Command: cmd, Using: using, Check: check})
 	}
-	add("SELECT", sel, "")
-	add("INSERT", "", ins)
-	add("UPDATE", upd, updCheck)
-	add("DELETE", del, "")
+	add("SELECT", r.sel, "")
+	add("INSERT", "", r.ins)
+	add("UPDATE", r.upd, r.updCheck)
+	add("DELETE", r.del, "")
 	return ps, nil
+}
+
+// layer2 is each kind's entity rules (see Kind's documentation).
+func layer2(e expr, t Table) rules {
+	switch t.Kind {
+	case Tenant:
+		return rules{}
+	case Entities:
+		// Creating an agent entity; updating one's own row.
+		return rules{ins: and(e.row.col("kind")+" = 'agent'", e.entity()+" IS NOT NULL"), upd: e.is(t.Entity)}
+	case Owned:
+		return rules{ins: e.is(t.Entity), upd: e.is(t.Entity), del: e.is(t.Entity)}
+	case Agents:
+		// The owner writes; a new row must name an agent entity, so nobody
+		// "owns" a user (or any non-agent entity) as an agent.
+		bh := rel{aliasPrefix + "ent"}
+		isAgent := fmt.Sprintf("EXISTS (SELECT 1 FROM %s %s WHERE %s = %s AND %s = %s AND %s = 'agent')",
+			e.table("entities"), bh.alias, bh.col("tenant_id"), e.row.col(t.tenantColumn()), bh.col("id"), e.row.col("id"), bh.col("kind"))
+		return rules{ins: and(e.is(t.Entity), isAgent), upd: e.is(t.Entity), del: e.is(t.Entity)}
+	case Private:
+		return rules{sel: e.is(t.Entity), ins: e.is(t.Entity), upd: e.is(t.Entity), del: e.is(t.Entity)}
+	case Room:
+		// Reads: participants, the principal's rooms only with the read scope.
+		// Writes: the author is an actor (itself, or the principal under a
+		// delegation holding the write scope) and participates in the room,
+		// checked per row by a definer helper that answers only about actors.
+		author := fmt.Sprintf("%s.can_author(%s, %s, %s)", e.s, e.row.col(t.RoomColumn), e.row.col(t.Entity), lit(WriteScope(t.Name)))
+		return rules{sel: e.in(t.RoomColumn, e.memberRooms(ReadScope(t.Name))), ins: author, upd: author, del: author}
+	case Visibility:
+		vis := e.row.col("visibility")
+		sel := or(vis+" = 'tenant'", e.in(t.Entity, e.actors(ReadScope(t.Name))),
+			and(vis+" = 'room'", e.in(t.RoomColumn, e.memberRooms(ReadScope(t.Name)))))
+		// Only the owner itself writes, and shares only into its own rooms.
+		write := and(e.is(t.Entity), or(vis+" <> 'room'", e.in(t.RoomColumn, e.memberRooms(""))))
+		return rules{sel: sel, ins: write, upd: e.is(t.Entity), updCheck: write, del: e.is(t.Entity)}
+	case Inherit:
+		owned := e.in(t.ParentKey, e.ownedIDs(t.Parent, t.ParentOwner))
+		return rules{sel: e.in(t.ParentKey, e.visibleIDs(t.Parent)), ins: owned, upd: owned, del: owned}
+	case Link:
+		// Linking needs both sides; either side's owner may unlink.
+		parent, other := e.in(t.ParentKey, e.ownedIDs(t.Parent, t.ParentOwner)), e.in(t.OtherKey, e.ownedIDs(t.Other, t.OtherOwner))
+		sel := and(e.in(t.ParentKey, e.visibleIDs(t.Parent)), e.in(t.OtherKey, e.visibleIDs(t.Other)))
+		return rules{sel: sel, ins: and(parent, other), upd: or(parent, other), updCheck: and(parent, other), del: or(parent, other)}
+	case Worlds:
+		owner := e.is("owner_id")
+		return rules{sel: or(owner, e.in("id", e.memberWorlds())), ins: owner, upd: owner, del: owner}
+	case Rooms:
+		sel := or(e.in("id", e.memberRooms(ScopeRooms)), e.in("world_id", e.ownedWorlds()))
+		// A room binds only to a parent (message server) the caller owns.
+		bound := "true"
+		if t.Parent != "" {
+			bound = or(e.row.col(t.ParentKey)+" IS NULL", e.in(t.ParentKey, e.ownedIDs(t.Parent, t.ParentOwner)))
+		}
+		managed := e.in("id", e.managedRooms())
+		return rules{sel: sel, ins: and(e.in("world_id", e.ownedWorlds()), bound),
+			upd: managed, updCheck: and(managed, bound), del: e.in("id", e.ownedRooms())}
+	case Participants:
+		// Room owners (and the world's owner) manage every participant; room
+		// admins only plain members; anyone joins an open room as a member
+		// and leaves any room.
+		manage := or(e.in("room_id", e.ownedRooms()), and(e.row.col("role")+" = 'member'", e.in("room_id", e.managedRooms())))
+		join := and(e.is("entity_id"), e.row.col("role")+" = 'member'", fmt.Sprintf("%s.room_is_open(%s)", e.s, e.row.col("room_id")))
+		sel := or(e.is("entity_id"), e.in("room_id", e.memberRooms(ScopeRooms)), e.in("room_id", e.managedRooms()))
+		return rules{sel: sel, ins: or(manage, join), upd: manage, del: or(manage, e.is("entity_id"))}
+	case Delegations:
+		agents := e.in("agent_id", e.ownedIDs("agents", "owner_id"))
+		principal := e.is("principal_id")
+		return rules{sel: or(e.is("agent_id"), principal, agents), ins: principal, upd: or(principal, agents),
+			// The agent's owner may only revoke: a row it writes must be
+			// revoked, so it can't grant itself someone else's authority.
+			updCheck: or(principal, and(agents, e.row.col("revoked_at")+" IS NOT NULL")),
+			del:      or(principal, agents)}
+	}
+	panic(fmt.Sprintf("rls: no rules for kind %s", t.Kind))
 }

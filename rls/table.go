@@ -3,6 +3,7 @@ package rls
 import (
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // Kind is how a table's rows are isolated inside a tenant (layer 2).
@@ -50,9 +51,17 @@ const (
 	// agent's owner read; only the principal grants; the principal or the
 	// agent's owner revokes.
 	Delegations
+	// Agents: bulkhead's agents: every entity of the tenant reads them; only
+	// the owner (Entity column) writes, and a new row must be an agent
+	// entity (nobody adopts a user, or any other entity, as its agent).
+	Agents
+	// Link: a junction between two owned tables (Parent via ParentKey, Other
+	// via OtherKey): visible when both ends are; created only by an entity
+	// owning both ends; removed by the owner of either end.
+	Link
 )
 
-var kindNames = [...]string{"tenant", "entities", "owned", "private", "room", "visibility", "inherit", "worlds", "rooms", "participants", "delegations"}
+var kindNames = [...]string{"tenant", "entities", "owned", "private", "room", "visibility", "inherit", "worlds", "rooms", "participants", "delegations", "agents", "link"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -87,10 +96,17 @@ type Table struct {
 	Entity string
 	// RoomColumn names the room column (Room, Visibility).
 	RoomColumn string
-	// Parent, ParentKey, ParentOwner: for Inherit, the parent table, the
-	// column of this table referencing the parent's id, and the parent's
-	// owner column.
+	// Parent, ParentKey, ParentOwner: for Inherit and Link, the parent
+	// table, the column of this table referencing the parent's id, and the
+	// parent's owner column. For Rooms (optional): a table a room may bind to
+	// (message servers), only when the caller owns the referenced row.
 	Parent, ParentKey, ParentOwner string
+	// Other, OtherKey, OtherOwner: for Link, the second end.
+	Other, OtherKey, OtherOwner string
+	// UpdateColumns lists the columns the runtime role may UPDATE; nil means every
+	// column. Identity columns that no rule should move (a room's world, a
+	// participant's room) are left out, so PostgreSQL refuses the UPDATE.
+	UpdateColumns []string
 	// Grants are the commands the runtime role may run; default all four.
 	Grants []Command
 	// Indexes lists extra columns to index after the tenant column, one
@@ -122,7 +138,7 @@ func (t Table) validate() error {
 		names[what] = v
 	}
 	switch t.Kind {
-	case Entities, Owned, Private, Room:
+	case Entities, Owned, Private, Room, Agents:
 		need("entity column", t.Entity)
 	case Visibility:
 		need("entity column", t.Entity)
@@ -131,7 +147,19 @@ func (t Table) validate() error {
 		need("parent", t.Parent)
 		need("parent key", t.ParentKey)
 		need("parent owner", t.ParentOwner)
-	case Tenant, Worlds, Rooms, Participants, Delegations:
+	case Link:
+		need("parent", t.Parent)
+		need("parent key", t.ParentKey)
+		need("parent owner", t.ParentOwner)
+		need("other", t.Other)
+		need("other key", t.OtherKey)
+		need("other owner", t.OtherOwner)
+	case Rooms:
+		if t.Parent != "" {
+			need("parent key", t.ParentKey)
+			need("parent owner", t.ParentOwner)
+		}
+	case Tenant, Worlds, Participants, Delegations:
 	default:
 		return fmt.Errorf("table %s: unknown kind %d", t.Name, t.Kind)
 	}
@@ -143,9 +171,12 @@ func (t Table) validate() error {
 			return fmt.Errorf("table %s (%s): %s %q is not a plain lower-case identifier", t.Name, t.Kind, what, v)
 		}
 	}
-	for _, c := range t.Indexes {
+	if strings.HasPrefix(t.Name, aliasPrefix) {
+		return fmt.Errorf("table %s: names starting with %q are reserved for the generator's sub-query aliases", t.Name, aliasPrefix)
+	}
+	for _, c := range append(append([]string{}, t.Indexes...), t.UpdateColumns...) {
 		if !identRE.MatchString(c) {
-			return fmt.Errorf("table %s: index column %q is not a plain identifier", t.Name, c)
+			return fmt.Errorf("table %s: column %q is not a plain identifier", t.Name, c)
 		}
 	}
 	for _, g := range t.grants() {
