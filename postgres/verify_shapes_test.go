@@ -315,4 +315,3 @@ func (v *verifier) statements(tb rls.Table) []stmt {
 	}
 	return out
 }
-

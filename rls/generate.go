@@ -81,22 +81,7 @@ func tableStatements(cfg Config, t Table) ([]string, error) {
 		"ALTER TABLE " + q + " FORCE ROW LEVEL SECURITY",
 	}
 	for _, p := range ps {
-		stmts = append(stmts, fmt.Sprintf("DROP POLICY IF EXISTS %s ON %s", p.Name, q))
-		var b strings.Builder
-		fmt.Fprintf(&b, "CREATE POLICY %s ON %s", p.Name, q)
-		if p.Permissive {
-			b.WriteString(" AS PERMISSIVE")
-		} else {
-			b.WriteString(" AS RESTRICTIVE")
-		}
-		fmt.Fprintf(&b, " FOR %s TO PUBLIC", p.Command)
-		if p.Using != "" {
-			fmt.Fprintf(&b, "\n  USING (%s)", p.Using)
-		}
-		if p.Check != "" {
-			fmt.Fprintf(&b, "\n  WITH CHECK (%s)", p.Check)
-		}
-		stmts = append(stmts, b.String())
+		stmts = append(stmts, p.SQL(cfg, t)...)
 	}
 	grants := make([]string, 0, 4)
 	updateColumns := ""
@@ -161,4 +146,25 @@ func indexColumns(t Table) [][]string {
 		out = append(out, []string{c})
 	}
 	return out
+}
+
+// SQL returns the statements that (re)create p on t: DROP POLICY IF EXISTS,
+// then CREATE POLICY.
+func (p Policy) SQL(cfg Config, t Table) []string {
+	q := cfg.Schema + "." + t.Name
+	var b strings.Builder
+	fmt.Fprintf(&b, "CREATE POLICY %s ON %s", p.Name, q)
+	if p.Permissive {
+		b.WriteString(" AS PERMISSIVE")
+	} else {
+		b.WriteString(" AS RESTRICTIVE")
+	}
+	fmt.Fprintf(&b, " FOR %s TO PUBLIC", p.Command)
+	if p.Using != "" {
+		fmt.Fprintf(&b, "\n  USING (%s)", p.Using)
+	}
+	if p.Check != "" {
+		fmt.Fprintf(&b, "\n  WITH CHECK (%s)", p.Check)
+	}
+	return []string{fmt.Sprintf("DROP POLICY IF EXISTS %s ON %s", p.Name, q), b.String()}
 }

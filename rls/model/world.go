@@ -18,7 +18,13 @@ type Fixture struct {
 var ns = uuid.MustParse("6d1a3c1e-6a43-4f6b-9a0e-1f6ad4b3c0de")
 
 // ID returns the id of the fixture object named name in tenant t ("t1"/"t2").
+// Only the tenants' own ids differ: every other object has the same id in
+// both tenants (as an external user's UUIDv5(issuer, sub) entity does), so
+// nothing but layer 1 tells t1's alice from t2's.
 func (f *Fixture) ID(t, name string) uuid.UUID {
+	if name != "tenant" {
+		t = ""
+	}
 	return uuid.NewSHA1(ns, []byte(t+"/"+name))
 }
 
@@ -35,7 +41,7 @@ var allScopes = []string{"rooms:read", "memories:read", "memories:write", "docum
 //   - r1: alice owner, bob admin, carol member; r2: erin owner, carol
 //     admin, dave member;
 //   - delegations alice → ag-full (every scope), ag-docs (documents:read),
-//     ag-expired (expired), ag-revoked (revoked);
+//     ag-expired (expired), ag-revoked (revoked); bob → ag-dave (revoked);
 //   - message servers s1 (alice), s2 (dave); links s1–ag-full, s2–ag-dave;
 //   - memories, documents of each visibility, a chunk per document, an
 //     audit entry, API keys and a refresh token.
@@ -95,8 +101,13 @@ func (f *Fixture) tenant(tn string) {
 		{"ag-docs", []string{"documents:read"}, nil, nil},
 		{"ag-expired", allScopes, past, nil},
 		{"ag-revoked", allScopes, nil, past},
+		{"ag-dave", allScopes, nil, past},
 	} {
-		f.add("delegations", Row{"tenant_id": T, "id": id("del-" + d.agent), "agent_id": id(d.agent), "principal_id": id("alice"),
+		principal := "alice"
+		if d.agent == "ag-dave" {
+			principal = "bob" // dave owns the agent, bob granted (and revoked): dave may not revive it
+		}
+		f.add("delegations", Row{"tenant_id": T, "id": id("del-" + d.agent), "agent_id": id(d.agent), "principal_id": id(principal),
 			"scopes": d.scopes, "expires_at": d.expires, "revoked_at": d.revoked})
 	}
 	f.add("worlds", Row{"tenant_id": T, "id": id("w1"), "owner_id": id("alice"), "name": "w1"})
