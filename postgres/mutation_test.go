@@ -31,7 +31,9 @@ func mutants() []mutant {
 			panic(err)
 		}
 		for _, p := range ps {
-			add := func(what string, q rls.Policy) { out = append(out, mutant{t, fmt.Sprintf("%s.%s: %s", t.Name, p.Name, what), q}) }
+			add := func(what string, q rls.Policy) {
+				out = append(out, mutant{t, fmt.Sprintf("%s.%s: %s", t.Name, p.Name, what), q})
+			}
 			if p.Using != "" {
 				q := p
 				q.Using = "true"

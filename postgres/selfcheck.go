@@ -36,7 +36,10 @@ type Querier interface {
 //     schema, no TEMP on the database;
 //   - every table with a tenant_id column, and every declared table, has
 //     RLS enabled and forced, is declared in Tables, and carries exactly the
-//     generator's policies (names, commands, permissive/restrictive);
+//     generator's policies (names, commands, permissive/restrictive), and
+//     each policy's USING and WITH CHECK, as PostgreSQL deparses them, is
+//     the generator's (ExpectedPolicies); each generated helper function's
+//     body is the generator's;
 //   - no SECURITY DEFINER function it can execute is outside the generator's
 //     allow-list (right schema, name, owner and pinned search_path);
 //   - no trigger but bulkhead's own (AllowedTriggers) sits on a table with
@@ -220,6 +223,36 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 		}
 	}
 
+	// Meaning, not only names: every expression as PostgreSQL deparses it,
+	// and every helper's body, against the generator's.
+	expected, err := LoadExpectedPolicies()
+	if err != nil {
+		return nil, err
+	}
+	rows, err = rowsOf(`SELECT current_setting('server_version_num')::int / 10000`)
+	if err != nil {
+		return nil, err
+	}
+	if major := int(rows[0][0].(int32)); major != expected.ServerMajor {
+		add("policy", "server", fmt.Sprintf("policy expressions can't be compared on PostgreSQL %d: the generator's deparsed expressions were recorded on PostgreSQL %d (run go test ./postgres -run TestExpectedPoliciesAreTheGenerators -update on %d)", major, expected.ServerMajor, major))
+	} else {
+		rows, err = rowsOf(livePoliciesSQL, declaredNames())
+		if err != nil {
+			return nil, err
+		}
+		comparePolicies(livePolicies(rows), expected.Policies, add)
+	}
+	rows, err = rowsOf(`SELECT p.proname || '(' || replace(oidvectortypes(p.proargtypes), ', ', ',') || ')', p.prosrc
+		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1`, Schema)
+	if err != nil {
+		return nil, err
+	}
+	bodies := map[string]string{}
+	for _, r := range rows {
+		bodies[r[0].(string)] = r[1].(string)
+	}
+	compareFunctions(bodies, add)
+
 	// SECURITY DEFINER functions the runtime role can run.
 	rows, err = rowsOf(`
 		SELECT n.nspname, p.proname, p.oid::regprocedure::text, pg_get_userbyid(p.proowner), coalesce(array_to_string(p.proconfig, ','), '')
@@ -282,6 +315,22 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 		add("view", r[0].(string), what+" over a row-level-security table is readable by the runtime role")
 	}
 	return out, nil
+}
+
+// livePolicies turns rows of livePoliciesSQL into LivePolicy values.
+func livePolicies(rows [][]any) []LivePolicy {
+	out := make([]LivePolicy, 0, len(rows))
+	for _, r := range rows {
+		roles := []string{}
+		if rs, ok := r[3].([]any); ok {
+			for _, x := range rs {
+				roles = append(roles, fmt.Sprint(x))
+			}
+		}
+		out = append(out, LivePolicy{Table: r[0].(string), Name: r[1].(string), Permissive: r[2].(string), Roles: roles,
+			Command: r[4].(string), Using: r[5].(string), Check: r[6].(string)})
+	}
+	return out
 }
 
 func declaredNames() []string {

@@ -176,3 +176,23 @@ func argTypes(args string) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// FunctionBodies returns, by "name(argument types)", the body (the text
+// between the $fn$ quotes, as pg_proc.prosrc stores it) of every helper
+// Generate installs that reads a table: current_actors and the definer
+// helpers. The self-check compares the database's bodies with these.
+func FunctionBodies(cfg Config) map[string]string {
+	out := map[string]string{}
+	for _, stmt := range functions(cfg) {
+		head, rest, ok := strings.Cut(stmt, "$fn$")
+		if !ok || !strings.HasPrefix(head, "CREATE OR REPLACE FUNCTION ") {
+			continue
+		}
+		body, _, _ := strings.Cut(rest, "$fn$")
+		sig := strings.TrimPrefix(head, "CREATE OR REPLACE FUNCTION "+cfg.Schema+".")
+		name, args, _ := strings.Cut(sig, "(")
+		args, _, _ = strings.Cut(args, ")")
+		out[name+"("+strings.ReplaceAll(argTypes(strings.ReplaceAll(args, "pg_catalog.", "")), ", ", ",")+")"] = body
+	}
+	return out
+}
