@@ -11,90 +11,6 @@ import (
 	"github.com/google/uuid"
 )
 
-// spec lists, per table, the values new rows take (inserts) and the
-// assignments updates make: every column that carries identity or
-// authority, plus one harmless column. "@name" is the fixture object name
-// in tenant t1; "@now" is the current time.
-type spec struct {
-	inserts []model.Row
-	updates []model.Row
-}
-
-var specs = map[string]spec{
-	"tenants":  {inserts: []model.Row{{"name": "x"}}, updates: []model.Row{{"name": "x"}}},
-	"entities": {inserts: []model.Row{{"kind": "agent"}, {"kind": "user"}}, updates: []model.Row{{"name": "x"}, {"kind": "user"}, {"kind": "agent"}}},
-	"users":    {inserts: []model.Row{{"id": "@ag-spare"}}, updates: []model.Row{{"password_hash": "x"}, {"id": "@ag-spare"}}},
-	"agents": {
-		inserts: []model.Row{{"id": "@ag-spare", "owner_id": "@alice"}, {"id": "@ag-spare", "owner_id": "@bob"}, {"id": "@bob", "owner_id": "@alice"}, {"id": "@dave", "owner_id": "@dave"}},
-		updates: []model.Row{{"name": "x"}, {"owner_id": "@bob"}},
-	},
-	"delegations": {
-		inserts: []model.Row{{"agent_id": "@ag-dave", "principal_id": "@alice"}, {"agent_id": "@ag-dave", "principal_id": "@bob"},
-			{"agent_id": "@ag-full", "principal_id": "@carol"}, {"agent_id": "@ag-docs", "principal_id": "@dave"}},
-		updates: []model.Row{{"revoked_at": nil}, {"revoked_at": "@now"}, {"scopes": []string{"rooms:read", "memories:read", "memories:write", "documents:read"}},
-			{"expires_at": nil}, {"principal_id": "@bob"}, {"agent_id": "@ag-dave"}},
-	},
-	"worlds": {inserts: []model.Row{{"owner_id": "@alice"}, {"owner_id": "@bob"}, {"owner_id": "@erin"}}, updates: []model.Row{{"name": "x"}, {"owner_id": "@bob"}}},
-	"message_servers": {
-		inserts: []model.Row{{"owner_id": "@alice"}, {"owner_id": "@dave"}},
-		updates: []model.Row{{"name": "x"}, {"owner_id": "@bob"}},
-	},
-	"message_server_agents": {
-		inserts: []model.Row{{"message_server_id": "@s1", "agent_id": "@ag-dave"}, {"message_server_id": "@s2", "agent_id": "@ag-full"},
-			{"message_server_id": "@s1", "agent_id": "@ag-docs"}},
-		updates: []model.Row{{"created_at": "@now"}},
-	},
-	"rooms": {
-		inserts: []model.Row{{"world_id": "@w1", "message_server_id": nil}, {"world_id": "@w2", "message_server_id": nil},
-			{"world_id": "@w1", "message_server_id": "@s1"}, {"world_id": "@w1", "message_server_id": "@s2"}},
-		updates: []model.Row{{"name": "x"}, {"world_id": "@w2"}, {"message_server_id": "@s2"}, {"message_server_id": "@s1"}, {"message_server_id": nil}, {"is_open": true}},
-	},
-	"participants": {
-		inserts: []model.Row{{"room_id": "@r1", "entity_id": "@dave", "role": "member"}, {"room_id": "@r1", "entity_id": "@dave", "role": "admin"},
-			{"room_id": "@r1", "entity_id": "@dave", "role": "owner"}, {"room_id": "@r2", "entity_id": "@alice", "role": "member"},
-			{"room_id": "@r2", "entity_id": "@bob", "role": "member"}, {"room_id": "@r3", "entity_id": "@carol", "role": "member"},
-			{"room_id": "@r2", "entity_id": "@ag-full", "role": "member"}},
-		updates: []model.Row{{"role": "owner"}, {"role": "admin"}, {"role": "member"}, {"room_id": "@r3"}},
-	},
-	"memories": {
-		inserts: []model.Row{{"room_id": "@r1", "author_id": "@alice"}, {"room_id": "@r1", "author_id": "@carol"}, {"room_id": "@r1", "author_id": "@dave"},
-			{"room_id": "@r2", "author_id": "@dave"}, {"room_id": "@r2", "author_id": "@alice"}, {"room_id": "@r3", "author_id": "@alice"},
-			{"room_id": "@r1", "author_id": "@ag-full"}},
-		updates: []model.Row{{"content": "x"}, {"room_id": "@r2"}, {"room_id": "@r1"}, {"author_id": "@alice"}, {"author_id": "@carol"}},
-	},
-	"documents": {
-		inserts: []model.Row{{"owner_id": "@alice", "visibility": "private", "room_id": nil}, {"owner_id": "@alice", "visibility": "room", "room_id": "@r1"},
-			{"owner_id": "@alice", "visibility": "room", "room_id": "@r2"}, {"owner_id": "@dave", "visibility": "tenant", "room_id": nil},
-			{"owner_id": "@bob", "visibility": "room", "room_id": "@r1"}},
-		updates: []model.Row{{"title": "x"}, {"visibility": "tenant", "room_id": nil}, {"visibility": "room", "room_id": "@r1"},
-			{"visibility": "room", "room_id": "@r2"}, {"owner_id": "@alice"}, {"owner_id": "@dave"}},
-	},
-	"chunks": {
-		inserts: []model.Row{{"document_id": "@d1"}, {"document_id": "@d2"}, {"document_id": "@d3"}, {"document_id": "@d4"}},
-		updates: []model.Row{{"content": "x"}, {"document_id": "@d1", "ord": 7}, {"document_id": "@d4", "ord": 7}},
-	},
-	"audit_log":      {inserts: []model.Row{{"actor_id": "@alice"}, {"actor_id": "@bob"}, {"actor_id": nil}}, updates: []model.Row{{"action": "x"}}},
-	"api_keys":       {inserts: []model.Row{{"entity_id": "@alice"}, {"entity_id": "@bob"}}, updates: []model.Row{{"revoked_at": "@now"}, {"entity_id": "@bob"}}},
-	"refresh_tokens": {inserts: []model.Row{{"entity_id": "@alice"}, {"entity_id": "@bob"}}, updates: []model.Row{{"revoked_at": "@now"}, {"entity_id": "@bob"}}},
-}
-
-// resolve replaces "@name" values by fixture ids of tenant t1.
-func (v *verifier) resolve(r model.Row) model.Row {
-	out := model.Row{}
-	for k, val := range r {
-		if s, ok := val.(string); ok && strings.HasPrefix(s, "@") {
-			if s == "@now" {
-				out[k] = v.fx.Now
-			} else {
-				out[k] = v.fx.ID("t1", s[1:])
-			}
-			continue
-		}
-		out[k] = val
-	}
-	return out
-}
-
 // fresh gives a candidate row a new primary key and new values in its
 // unique columns, unless the spec sets them.
 func fresh(tb rls.Table, r model.Row, set model.Row, n int) model.Row {
@@ -152,7 +68,7 @@ func (v *verifier) statements(tb rls.Table) []stmt {
 	m := v.m
 	q := postgres.Schema + "." + tb.Name
 	name := tb.Name
-	sp := specs[tb.Name]
+	sp := model.Specs[tb.Name]
 	rows := v.fx.Rows[tb.Name]
 	var out []stmt
 	grantOK := func(cmd string, cols []string) bool { return m.Granted(name, cmd, cols) }
@@ -182,8 +98,8 @@ func (v *verifier) statements(tb rls.Table) []stmt {
 		}
 	}
 	n := 0
-	for _, set := range sp.inserts {
-		set := v.resolve(set)
+	for _, set := range sp.Inserts {
+		set := v.fx.Resolve(set)
 		for _, base := range []model.Row{template, rows[len(rows)-1]} { // a t1 row, and a t2 row (another tenant's)
 			n++
 			nr := fresh(tb, base, set, n)
@@ -214,8 +130,8 @@ func (v *verifier) statements(tb rls.Table) []stmt {
 	}
 
 	// UPDATE and DELETE.
-	for _, set := range sp.updates {
-		set := v.resolve(set)
+	for _, set := range sp.Updates {
+		set := v.fx.Resolve(set)
 		cols := keys(set)
 		setSQL := make([]string, len(cols))
 		setArgs := make([]any, len(cols))

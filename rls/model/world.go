@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -12,7 +13,7 @@ type Fixture struct {
 	Rows    map[string][]Row
 	Callers []Caller
 	Now     time.Time
-	ids     map[string]uuid.UUID
+	names   map[uuid.UUID]string
 }
 
 var ns = uuid.MustParse("6d1a3c1e-6a43-4f6b-9a0e-1f6ad4b3c0de")
@@ -46,7 +47,7 @@ var allScopes = []string{"rooms:read", "memories:read", "memories:write", "docum
 //   - memories, documents of each visibility, a chunk per document, an
 //     audit entry, API keys and a refresh token.
 func NewFixture(now time.Time) *Fixture {
-	f := &Fixture{Rows: map[string][]Row{}, Now: now}
+	f := &Fixture{Rows: map[string][]Row{}, Now: now, names: map[uuid.UUID]string{}}
 	for _, tn := range []string{"t1", "t2"} {
 		f.tenant(tn)
 	}
@@ -76,7 +77,14 @@ func NewFixture(now time.Time) *Fixture {
 func (f *Fixture) add(table string, r Row) { f.Rows[table] = append(f.Rows[table], r) }
 
 func (f *Fixture) tenant(tn string) {
-	id := func(n string) uuid.UUID { return f.ID(tn, n) }
+	id := func(n string) uuid.UUID {
+		v := f.ID(tn, n)
+		if n == "tenant" {
+			n = tn
+		}
+		f.names[v] = n
+		return v
+	}
 	T := id("tenant")
 	f.add("tenants", Row{"id": T, "name": tn})
 	for _, u := range []string{"alice", "bob", "carol", "dave", "erin"} {
@@ -142,4 +150,31 @@ func (f *Fixture) tenant(tn string) {
 		f.add("api_keys", Row{"tenant_id": T, "id": id("k-" + k), "entity_id": id(k), "name": "k", "secret_hash": []byte("h-" + k + tn), "scopes": []string{}})
 	}
 	f.add("refresh_tokens", Row{"tenant_id": T, "id": id("rt-alice"), "entity_id": id("alice"), "family_id": id("fam-alice"), "secret_hash": []byte("h"), "expires_at": f.Now.Add(time.Hour)})
+}
+
+// Name returns the fixture name of id, or its text.
+func (f *Fixture) Name(v any) string {
+	switch x := v.(type) {
+	case uuid.UUID:
+		if n, ok := f.names[x]; ok {
+			return n
+		}
+		return x.String()
+	case nil:
+		return "null"
+	case time.Time:
+		return "now"
+	}
+	return fmt.Sprint(v)
+}
+
+// Label names a row for reports: "m1", or "r1/alice" for a membership.
+func (f *Fixture) Label(r Row) string {
+	switch {
+	case r["room_id"] != nil && r["entity_id"] != nil && r["id"] == nil:
+		return f.Name(r["room_id"]) + "/" + f.Name(r["entity_id"])
+	case r["message_server_id"] != nil && r["agent_id"] != nil && r["id"] == nil:
+		return f.Name(r["message_server_id"]) + "/" + f.Name(r["agent_id"])
+	}
+	return f.Name(r["id"])
 }
