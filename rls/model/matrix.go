@@ -15,11 +15,11 @@ type Cell struct {
 	Caller   string   `json:"caller"`
 	Relation string   `json:"relation"`
 	Sees     []string `json:"sees"`
-	Inserts  []string `json:"inserts"`  // candidate new rows accepted
-	Updates  []string `json:"updates"`  // rows an UPDATE ... WHERE id changes (harmless column)
-	Deletes  []string `json:"deletes"`  // rows a DELETE ... WHERE id removes
-	Refused  []string `json:"refused"`  // commands without the privilege
-	Moves    []string `json:"moves"`    // identity/authority changes accepted: "m1: room_id=r2"
+	Inserts  []string `json:"inserts"` // candidate new rows accepted
+	Updates  []string `json:"updates"` // rows an UPDATE ... WHERE id changes (harmless column)
+	Deletes  []string `json:"deletes"` // rows a DELETE ... WHERE id removes
+	Refused  []string `json:"refused"` // commands without the privilege
+	Moves    []string `json:"moves"`   // identity/authority changes accepted: "m1: room_id=r2"
 }
 
 // TableMatrix is one table's matrix.
