@@ -88,12 +88,21 @@ func (db *DB) TenantByID(ctx context.Context, id uuid.UUID) (bulkhead.Tenant, er
 }
 
 // DeleteTenant crypto-shreds a tenant and removes its data. First its
-// keysets are destroyed (recorded in bulkhead_keys.key_events), so every
-// copy of its sealed values, backups included, stops opening even if what
-// follows fails; then the tenant row goes and, through the cascading
-// foreign keys, every row of its data, in one transaction. It is idempotent
-// and resumable: deleting a tenant that is gone is not an error; deleted
-// reports whether a tenant row was removed.
+// keysets are destroyed in the database (recorded in
+// bulkhead_keys.key_events), so the tenant's sealed values in the live
+// database stop opening even if what follows fails; then the tenant row
+// goes and, through the cascading foreign keys, every row of its data, in
+// one transaction. It is idempotent and resumable: deleting a tenant that
+// is gone is not an error; deleted reports whether a tenant row was
+// removed.
+//
+// What it does not do: erase the tenant from copies made before. A backup
+// or dump of the database taken earlier holds the tenant's rows and its
+// wrapped keyset; restored with the KEK still in use (or kept for those
+// backups), its sealed values open again. Those copies become unreadable
+// only when the KEK they were wrapped with is destroyed (after keys
+// rotate-kek, once the backups that need the old KEK have expired); see
+// docs/SECURITY.md and docs/OPERATIONS.md.
 func (db *DB) DeleteTenant(ctx context.Context, id uuid.UUID) (deleted bool, err error) {
 	if db.keyring != nil {
 		m, _ := bulkhead.MaintenanceFrom(ctx)
