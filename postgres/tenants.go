@@ -17,7 +17,9 @@ import (
 
 var regionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
-// CreateTenant creates a tenant. region "" means "default".
+// CreateTenant creates a tenant and its keys, all or nothing (if its keys
+// can't be provisioned the row is deleted again). region "" means
+// "default".
 // It returns a *bulkhead.ValidationError for a bad name or region and
 // ErrNoMaintenance without a maintenance context.
 func (db *DB) CreateTenant(ctx context.Context, name, region string) (bulkhead.Tenant, error) {
@@ -44,7 +46,11 @@ func (db *DB) CreateTenant(ctx context.Context, name, region string) (bulkhead.T
 	}
 	if db.keyring != nil {
 		if err := db.keyring.Provision(ctx, t.ID); err != nil {
-			return bulkhead.Tenant{}, fmt.Errorf("create tenant %s: provision keys: %w", t.ID, err)
+			// All or nothing: take the row (and any keyset) back.
+			if _, derr := db.DeleteTenant(context.WithoutCancel(ctx), t.ID); derr != nil {
+				return bulkhead.Tenant{}, fmt.Errorf("create tenant %s: provision keys: %w; undoing it failed too (finish with bulkhead tenant delete %s): %v", t.ID, err, t.ID, derr)
+			}
+			return bulkhead.Tenant{}, fmt.Errorf("create tenant (nothing kept): provision keys: %w", err)
 		}
 	}
 	return t, nil
