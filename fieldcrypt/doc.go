@@ -1,7 +1,9 @@
 // Package fieldcrypt encrypts individual column values with per-tenant
 // keys (Google Tink), so a mis-scoped query, a copied row, a dump or a DBA
-// sees ciphertext, and deleting a tenant's keys makes every copy of its
-// encrypted data unreadable.
+// sees ciphertext, and deleting a tenant's keys makes its encrypted data in
+// the live database unreadable. It does not reach backups taken before the
+// deletion: they hold the wrapped keyset, which the KEK still unwraps; only
+// destroying that KEK (after a KEK rotation) makes them unreadable.
 //
 // What bulkhead encrypts with it (see postgres): agents.secrets,
 // agents.system_prompt, documents.content_sealed and chunks.content_sealed
@@ -23,6 +25,14 @@
 //     is refused, so plaintext can't be passed off as a sealed value.
 //   - Errors name no secret and no key material.
 //   - Unwrapped keysets are cached in memory, bounded in number and time.
+//     The cache never makes a writer store a value under a key that is no
+//     longer primary: SealAt reports the keyset version it sealed with, for
+//     the writer to check against the published version in its
+//     transaction; Open reloads once when a value names a key the cached
+//     keyset lacks.
+//   - A keyset is only ever stored wrapped by the KEK the store records
+//     (Store.Save refuses others, ErrKEKChanged); a keyring follows a KEK
+//     rotation made elsewhere by loading the recorded KEK (Options.LoadKEK).
 //
 // A Keyring is safe for concurrent use.
 package fieldcrypt

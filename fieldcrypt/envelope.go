@@ -26,6 +26,13 @@ var (
 	ErrNoScope = errors.New("fieldcrypt: no tenant in scope")
 	// ErrNoKeyset: the tenant has no keyset (never provisioned, or shredded).
 	ErrNoKeyset = errors.New("fieldcrypt: tenant has no keys")
+	// ErrKEKChanged: the store records another key-encryption key than the
+	// one a keyset was wrapped with (a KEK rotation happened); nothing was
+	// stored.
+	ErrKEKChanged = errors.New("fieldcrypt: the recorded key-encryption key changed")
+	// ErrKEKUnavailable: a keyset is wrapped by a KEK this process does not
+	// hold and could not load.
+	ErrKEKUnavailable = errors.New("fieldcrypt: key-encryption key unavailable")
 )
 
 // Field names where a value lives; it is bound into the associated data.

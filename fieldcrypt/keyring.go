@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"container/list"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -32,8 +33,16 @@ type Store interface {
 	// Load returns the tenant's wrapped keysets, or ErrNoKeyset.
 	Load(ctx context.Context, tenant uuid.UUID) (Wrapped, error)
 	// Save stores w if the stored version is still prev (0: none stored);
-	// otherwise it returns an error wrapping bulkhead.ErrConflict.
+	// otherwise it returns an error wrapping bulkhead.ErrConflict. It
+	// returns an error wrapping ErrKEKChanged, storing nothing, if w is
+	// wrapped by a KEK other than the one the store records (checked in the
+	// same transaction as the write, serialised with RecordKEK).
 	Save(ctx context.Context, tenant uuid.UUID, w Wrapped, prev int64) error
+	// RecordedKEK returns the id of the KEK the store records, if any.
+	RecordedKEK(ctx context.Context) (id string, ok bool, err error)
+	// RecordKEK records k as the KEK every later Save must wrap with, and
+	// ref (a file path or KMS URI, not secret) as where to find it.
+	RecordKEK(ctx context.Context, k *KEK, ref string) error
 	// Destroy deletes the tenant's keysets and records why; destroying what
 	// is already gone is not an error.
 	Destroy(ctx context.Context, tenant uuid.UUID, reason string) error
@@ -41,17 +50,26 @@ type Store interface {
 	Tenants(ctx context.Context) ([]uuid.UUID, error)
 }
 
-// Options bound the cache of unwrapped keysets.
+// Options bound the cache of unwrapped keysets and say how to find a KEK
+// the keyring does not hold yet.
 type Options struct {
 	CacheSize int           // tenants kept unwrapped; default 1024
 	CacheTTL  time.Duration // how long; default 10 minutes
+	// LoadKEK, if set, loads the KEK with this id when the keyring meets a
+	// keyset wrapped by it, or when the store refuses a save because it
+	// records that KEK now (after keys rotate-kek): running servers follow
+	// a KEK rotation without a restart. It must verify what it loads.
+	LoadKEK func(ctx context.Context, id string) (*KEK, error)
 }
 
 // Keyring seals and opens field values with per-tenant keys.
 type Keyring struct {
-	kek   *KEK
 	store Store
 	opts  Options
+
+	kekMu sync.RWMutex
+	kek   *KEK            // wraps new and changed keysets
+	keks  map[string]*KEK // every KEK it unwraps with, by id (kek included)
 
 	mu    sync.Mutex
 	lru   *list.List // of *entry, most recent first
@@ -66,6 +84,8 @@ type entry struct {
 	prf       *prf.Set
 	handle    *keyset.Handle // the AEAD keyset, for rotation and status
 	prfHandle *keyset.Handle // the PRF keyset, re-wrapped unchanged on rotation
+	version   int64          // the stored version it was unwrapped from
+	keyIDs    map[uint32]bool
 	expires   time.Time
 }
 
@@ -77,11 +97,67 @@ func NewKeyring(kek *KEK, store Store, opts Options) *Keyring {
 	if opts.CacheTTL <= 0 {
 		opts.CacheTTL = 10 * time.Minute
 	}
-	return &Keyring{kek: kek, store: store, opts: opts, lru: list.New(), index: map[uuid.UUID]*list.Element{}}
+	return &Keyring{kek: kek, keks: map[string]*KEK{kek.id: kek}, store: store, opts: opts, lru: list.New(), index: map[uuid.UUID]*list.Element{}}
 }
 
-// KEK returns the keyring's key-encryption key.
-func (k *Keyring) KEK() *KEK { return k.kek }
+// KEK returns the key-encryption key the keyring wraps with.
+func (k *Keyring) KEK() *KEK {
+	k.kekMu.RLock()
+	defer k.kekMu.RUnlock()
+	return k.kek
+}
+
+// UseKEK makes next the KEK the keyring wraps with; the KEKs it held stay
+// available for unwrapping keysets not yet re-wrapped.
+func (k *Keyring) UseKEK(next *KEK) {
+	k.kekMu.Lock()
+	defer k.kekMu.Unlock()
+	k.keks[next.id] = next
+	k.kek = next
+}
+
+// kekByID returns the KEK named id, loading it with Options.LoadKEK if the
+// keyring does not hold it.
+func (k *Keyring) kekByID(ctx context.Context, id string) (*KEK, error) {
+	k.kekMu.RLock()
+	kek, ok := k.keks[id]
+	k.kekMu.RUnlock()
+	if ok {
+		return kek, nil
+	}
+	if k.opts.LoadKEK == nil {
+		return nil, fmt.Errorf("%w: keys wrapped by KEK %s, which this process does not hold", ErrKEKUnavailable, id)
+	}
+	kek, err := k.opts.LoadKEK(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: load KEK %s: %v", ErrKEKUnavailable, id, err)
+	}
+	if kek.id != id {
+		return nil, fmt.Errorf("%w: loaded KEK %s, want %s", ErrKEKUnavailable, kek.id, id)
+	}
+	k.kekMu.Lock()
+	k.keks[id] = kek
+	k.kekMu.Unlock()
+	return kek, nil
+}
+
+// followRecordedKEK makes the KEK the store records the one the keyring
+// wraps with (after the store refused a save with ErrKEKChanged).
+func (k *Keyring) followRecordedKEK(ctx context.Context) error {
+	id, ok, err := k.store.RecordedKEK(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: the store records no KEK", ErrKEKChanged)
+	}
+	kek, err := k.kekByID(ctx, id)
+	if err != nil {
+		return err
+	}
+	k.UseKEK(kek)
+	return nil
+}
 
 func tenantOf(ctx context.Context) (uuid.UUID, error) {
 	s, ok := bulkhead.ScopeFrom(ctx)
@@ -92,28 +168,44 @@ func tenantOf(ctx context.Context) (uuid.UUID, error) {
 }
 
 // Seal encrypts plaintext for field with the primary key of the tenant in
-// ctx's scope. It returns ErrNoScope or ErrNoKeyset.
+// ctx's scope, as the keyring knows it (see SealAt). It returns ErrNoScope
+// or ErrNoKeyset.
 func (k *Keyring) Seal(ctx context.Context, f Field, plaintext []byte) ([]byte, error) {
+	out, _, err := k.SealAt(ctx, f, plaintext)
+	return out, err
+}
+
+// SealAt is Seal that also returns the version of the stored keyset whose
+// primary key sealed the value. The keyring may hold a cached keyset that a
+// rotation has since replaced: a writer that must never store a value under
+// a key that is no longer primary (postgres does) compares version with the
+// version the database publishes, in the transaction that stores the value,
+// and on a mismatch calls Invalidate and seals again.
+func (k *Keyring) SealAt(ctx context.Context, f Field, plaintext []byte) ([]byte, int64, error) {
 	tenant, err := tenantOf(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := f.validate(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	e, err := k.get(ctx, tenant)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	ct, err := e.aead.Encrypt(plaintext, associatedData(tenant, f))
 	if err != nil {
-		return nil, fmt.Errorf("fieldcrypt: seal %s.%s: %w", f.Table, f.Column, err)
+		return nil, 0, fmt.Errorf("fieldcrypt: seal %s.%s: %w", f.Table, f.Column, err)
 	}
 	out := make([]byte, 0, headerLen+len(ct))
 	out = append(out, magic[:]...)
 	out = append(out, Version)
-	return append(out, ct...), nil
+	return append(out, ct...), e.version, nil
 }
+
+// Invalidate drops the tenant's cached keys: the next use loads them from
+// the store.
+func (k *Keyring) Invalidate(tenant uuid.UUID) { k.forget(tenant) }
 
 // Open decrypts an envelope sealed for field, with the keys of the tenant
 // in ctx's scope (never a tenant named by the value). It returns
@@ -135,6 +227,17 @@ func (k *Keyring) Open(ctx context.Context, f Field, envelope []byte) ([]byte, e
 		return nil, err
 	}
 	pt, err := e.aead.Decrypt(ct, associatedData(tenant, f))
+	if err != nil && !e.keyIDs[binary.BigEndian.Uint32(ct[1:5])] {
+		// Sealed under a key this cached keyset lacks: another process
+		// rotated the tenant's keys (and may have re-encrypted the value).
+		// Reload once; a value that names no key of the stored keyset
+		// still fails.
+		k.forget(tenant)
+		if e, err = k.get(ctx, tenant); err != nil {
+			return nil, err
+		}
+		pt, err = e.aead.Decrypt(ct, associatedData(tenant, f))
+	}
 	if err != nil {
 		return nil, ErrUndecryptable
 	}
@@ -178,7 +281,7 @@ func (k *Keyring) get(ctx context.Context, tenant uuid.UUID) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := k.unwrap(tenant, w)
+	e, err := k.unwrap(ctx, tenant, w)
 	if err != nil {
 		return nil, err
 	}
@@ -217,15 +320,16 @@ func wrapAD(tenant uuid.UUID, purpose string) []byte {
 	return append([]byte("bulkhead/keyset/"+purpose+"/"), tenant[:]...)
 }
 
-func (k *Keyring) unwrap(tenant uuid.UUID, w Wrapped) (*entry, error) {
-	if w.KEKID != k.kek.id {
-		return nil, fmt.Errorf("fieldcrypt: tenant %s's keys are wrapped by KEK %s, not %s", tenant, w.KEKID, k.kek.id)
+func (k *Keyring) unwrap(ctx context.Context, tenant uuid.UUID, w Wrapped) (*entry, error) {
+	kek, err := k.kekByID(ctx, w.KEKID)
+	if err != nil {
+		return nil, fmt.Errorf("fieldcrypt: tenant %s: %w", tenant, err)
 	}
-	ah, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(w.AEAD)), k.kek.aead, wrapAD(tenant, "aead"))
+	ah, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(w.AEAD)), kek.aead, wrapAD(tenant, "aead"))
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: tenant %s's AEAD keyset does not unwrap", tenant)
 	}
-	ph, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(w.PRF)), k.kek.aead, wrapAD(tenant, "prf"))
+	ph, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(w.PRF)), kek.aead, wrapAD(tenant, "prf"))
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: tenant %s's PRF keyset does not unwrap", tenant)
 	}
@@ -237,22 +341,32 @@ func (k *Keyring) unwrap(tenant uuid.UUID, w Wrapped) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &entry{tenant: tenant, aead: a, prf: p, handle: ah, prfHandle: ph, expires: time.Now().Add(k.opts.CacheTTL)}, nil
+	ids := map[uint32]bool{}
+	for _, ki := range ah.KeysetInfo().GetKeyInfo() {
+		ids[ki.GetKeyId()] = true
+	}
+	return &entry{tenant: tenant, aead: a, prf: p, handle: ah, prfHandle: ph, version: w.Version, keyIDs: ids, expires: time.Now().Add(k.opts.CacheTTL)}, nil
 }
 
-func (k *Keyring) wrap(tenant uuid.UUID, ah, ph *keyset.Handle) (Wrapped, error) {
+// wrap wraps the keysets with kek (nil: the keyring's current KEK).
+func (k *Keyring) wrap(tenant uuid.UUID, ah, ph *keyset.Handle, kek *KEK) (Wrapped, error) {
+	if kek == nil {
+		kek = k.KEK()
+	}
 	var a, p bytes.Buffer
-	if err := ah.WriteWithAssociatedData(keyset.NewBinaryWriter(&a), k.kek.aead, wrapAD(tenant, "aead")); err != nil {
+	if err := ah.WriteWithAssociatedData(keyset.NewBinaryWriter(&a), kek.aead, wrapAD(tenant, "aead")); err != nil {
 		return Wrapped{}, err
 	}
-	if err := ph.WriteWithAssociatedData(keyset.NewBinaryWriter(&p), k.kek.aead, wrapAD(tenant, "prf")); err != nil {
+	if err := ph.WriteWithAssociatedData(keyset.NewBinaryWriter(&p), kek.aead, wrapAD(tenant, "prf")); err != nil {
 		return Wrapped{}, err
 	}
-	return Wrapped{AEAD: a.Bytes(), PRF: p.Bytes(), KEKID: k.kek.id}, nil
+	return Wrapped{AEAD: a.Bytes(), PRF: p.Bytes(), KEKID: kek.id}, nil
 }
 
 // Provision creates the tenant's keysets if it has none. It is idempotent
-// and safe to run concurrently for the same tenant.
+// and safe to run concurrently for the same tenant. The keysets are wrapped
+// with the KEK the store records (the keyring follows a KEK rotation made
+// by another process), never with one the store no longer records.
 func (k *Keyring) Provision(ctx context.Context, tenant uuid.UUID) error {
 	if _, err := k.store.Load(ctx, tenant); err == nil {
 		return nil
@@ -267,38 +381,47 @@ func (k *Keyring) Provision(ctx context.Context, tenant uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	w, err := k.wrap(tenant, ah, ph)
-	if err != nil {
-		return err
-	}
-	w.Version = 1
-	if err := k.store.Save(ctx, tenant, w, 0); err != nil {
-		if errors.Is(err, bulkhead.ErrConflict) { // provisioned concurrently
+	for attempt := 0; ; attempt++ {
+		w, err := k.wrap(tenant, ah, ph, nil)
+		if err != nil {
+			return err
+		}
+		w.Version = 1
+		err = k.store.Save(ctx, tenant, w, 0)
+		switch {
+		case err == nil:
 			return nil
+		case errors.Is(err, bulkhead.ErrConflict): // provisioned concurrently
+			return nil
+		case errors.Is(err, ErrKEKChanged) && attempt < 2:
+			if err := k.followRecordedKEK(ctx); err != nil {
+				return fmt.Errorf("fieldcrypt: provision tenant %s: %w", tenant, err)
+			}
+			continue
 		}
 		return fmt.Errorf("fieldcrypt: provision tenant %s: %w", tenant, err)
 	}
-	return nil
 }
 
 // KeyStatus describes a tenant's AEAD keyset.
 type KeyStatus struct {
 	Primary uint32
 	Keys    []uint32 // every key id still in the keyset (enabled or not)
+	Version int64    // the stored keyset's version
 }
 
-// Status returns the tenant's key ids.
+// Status returns the tenant's key ids, read from the store (not the cache).
 func (k *Keyring) Status(ctx context.Context, tenant uuid.UUID) (KeyStatus, error) {
 	w, err := k.store.Load(ctx, tenant)
 	if err != nil {
 		return KeyStatus{}, err
 	}
-	e, err := k.unwrap(tenant, w)
+	e, err := k.unwrap(ctx, tenant, w)
 	if err != nil {
 		return KeyStatus{}, err
 	}
 	info := e.handle.KeysetInfo()
-	st := KeyStatus{Primary: info.GetPrimaryKeyId()}
+	st := KeyStatus{Primary: info.GetPrimaryKeyId(), Version: w.Version}
 	for _, ki := range info.GetKeyInfo() {
 		st.Keys = append(st.Keys, ki.GetKeyId())
 	}
@@ -308,9 +431,11 @@ func (k *Keyring) Status(ctx context.Context, tenant uuid.UUID) (KeyStatus, erro
 // Rotate adds a new AES-256-GCM key to the tenant's keyset and makes it
 // primary: new values are sealed with it; values sealed with older keys
 // keep opening until those keys are retired. It returns the new key id.
+// Other processes learn of the new key through the version the caller
+// publishes (postgres.DB.RotateKeys does all of it).
 func (k *Keyring) Rotate(ctx context.Context, tenant uuid.UUID) (uint32, error) {
 	var id uint32
-	err := k.update(ctx, tenant, func(m *keyset.Manager) error {
+	err := k.update(ctx, tenant, 0, func(m *keyset.Manager) error {
 		var err error
 		if id, err = m.Add(aead.AES256GCMKeyTemplate()); err != nil {
 			return err
@@ -321,11 +446,15 @@ func (k *Keyring) Rotate(ctx context.Context, tenant uuid.UUID) (uint32, error) 
 }
 
 // Retire deletes from the tenant's keyset every key that is not primary and
-// not in inUse (the key ids some stored value still uses). It returns the
-// retired ids. Values sealed with a retired key never open again.
-func (k *Keyring) Retire(ctx context.Context, tenant uuid.UUID, inUse map[uint32]bool) ([]uint32, error) {
+// not in inUse (the key ids some stored value still uses), if the stored
+// keyset is still at version (0: any version); otherwise it changes
+// nothing and returns an error wrapping bulkhead.ErrConflict, since inUse
+// was counted for another keyset. It returns the retired ids. Values
+// sealed with a retired key never open again: the caller must make sure
+// no writer can still store one (postgres.DB.RotateKeys does).
+func (k *Keyring) Retire(ctx context.Context, tenant uuid.UUID, version int64, inUse map[uint32]bool) ([]uint32, error) {
 	var retired []uint32
-	err := k.update(ctx, tenant, func(m *keyset.Manager) error {
+	err := k.update(ctx, tenant, version, func(m *keyset.Manager) error {
 		retired = retired[:0]
 		h, err := m.Handle()
 		if err != nil {
@@ -348,14 +477,19 @@ func (k *Keyring) Retire(ctx context.Context, tenant uuid.UUID, inUse map[uint32
 }
 
 // update changes the tenant's AEAD keyset with f and stores it, retrying
-// if another process changed it meanwhile.
-func (k *Keyring) update(ctx context.Context, tenant uuid.UUID, f func(*keyset.Manager) error) error {
+// if another process changed it meanwhile (unless want, the version f was
+// meant for, is set: then a changed keyset is a conflict).
+func (k *Keyring) update(ctx context.Context, tenant uuid.UUID, want int64, f func(*keyset.Manager) error) error {
+	defer k.forget(tenant)
 	for attempt := 0; ; attempt++ {
 		w, err := k.store.Load(ctx, tenant)
 		if err != nil {
 			return err
 		}
-		e, err := k.unwrap(tenant, w)
+		if want != 0 && w.Version != want {
+			return fmt.Errorf("%w: tenant %s's keyset changed (version %d, want %d)", bulkhead.ErrConflict, tenant, w.Version, want)
+		}
+		e, err := k.unwrap(ctx, tenant, w)
 		if err != nil {
 			return err
 		}
@@ -367,59 +501,108 @@ func (k *Keyring) update(ctx context.Context, tenant uuid.UUID, f func(*keyset.M
 		if err != nil {
 			return err
 		}
-		nw, err := k.wrap(tenant, ah, e.prfHandle)
+		nw, err := k.wrap(tenant, ah, e.prfHandle, nil)
 		if err != nil {
 			return err
 		}
 		nw.Version = w.Version + 1
 		err = k.store.Save(ctx, tenant, nw, w.Version)
-		if errors.Is(err, bulkhead.ErrConflict) && attempt < 5 {
+		if errors.Is(err, ErrKEKChanged) && attempt < 5 {
+			if err := k.followRecordedKEK(ctx); err != nil {
+				return err
+			}
 			continue
 		}
-		k.forget(tenant)
+		if errors.Is(err, bulkhead.ErrConflict) && want == 0 && attempt < 5 {
+			continue
+		}
 		return err
 	}
 }
 
-// Rewrap re-wraps every tenant's keysets under next (KEK rotation). Data is
-// not touched: field keys don't change. It is resumable: keysets already
-// under next are skipped. The caller switches to next afterwards.
-func (k *Keyring) Rewrap(ctx context.Context, next *KEK, progress func(done, total int)) error {
+// RewrapReport is what Rewrap did.
+type RewrapReport struct {
+	Rewrapped int                 // keysets re-wrapped now
+	Skipped   int                 // already under the new KEK
+	Failed    map[uuid.UUID]error // tenants whose keysets could not be re-wrapped
+}
+
+// Rewrap makes next the KEK (KEK rotation) while any number of processes
+// keep serving: it first records next in the store (ref says where to find
+// it), so that from then on no process can store a keyset wrapped by
+// another KEK (they load next through Options.LoadKEK and retry); then it
+// re-wraps every tenant's keysets under next. Field keys and data are not
+// touched. A keyset that does not unwrap fails only its tenant (listed in
+// Failed); the others are re-wrapped. It is resumable: keysets already
+// under next are skipped, and a keyring holding next and the previous KEK
+// finishes an interrupted run.
+func (k *Keyring) Rewrap(ctx context.Context, next *KEK, ref string, progress func(done, total int)) (RewrapReport, error) {
+	rep := RewrapReport{Failed: map[uuid.UUID]error{}}
+	if err := k.store.RecordKEK(ctx, next, ref); err != nil {
+		return rep, fmt.Errorf("fieldcrypt: record KEK %s: %w", next.id, err)
+	}
+	k.UseKEK(next)
+	// Listed after recording next: a keyset saved before then is listed
+	// (the store serialises saves with RecordKEK), one saved after is
+	// already wrapped by next.
 	tenants, err := k.store.Tenants(ctx)
 	if err != nil {
-		return err
+		return rep, err
 	}
-	nk := NewKeyring(next, k.store, k.opts)
 	for i, t := range tenants {
-		w, err := k.store.Load(ctx, t)
-		if err != nil {
-			return err
-		}
-		if w.KEKID != next.id {
-			e, err := k.unwrap(t, w)
-			if err != nil {
-				return err
-			}
-			nw, err := nk.wrap(t, e.handle, e.prfHandle)
-			if err != nil {
-				return err
-			}
-			nw.Version = w.Version + 1
-			if err := k.store.Save(ctx, t, nw, w.Version); err != nil {
-				return fmt.Errorf("rewrap tenant %s: %w", t, err)
-			}
-			k.forget(t)
+		if err := k.rewrapOne(ctx, t, next, &rep); err != nil {
+			rep.Failed[t] = err
 		}
 		if progress != nil {
 			progress(i+1, len(tenants))
 		}
 	}
-	return nil
+	return rep, nil
 }
 
-// Shred destroys the tenant's keysets (crypto-shredding): every value
-// sealed for it, in the database, in dumps or in backups, stops opening for
-// good. It is idempotent.
+func (k *Keyring) rewrapOne(ctx context.Context, t uuid.UUID, next *KEK, rep *RewrapReport) error {
+	defer k.forget(t)
+	for attempt := 0; ; attempt++ {
+		w, err := k.store.Load(ctx, t)
+		if errors.Is(err, ErrNoKeyset) { // shredded meanwhile
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if w.KEKID == next.id {
+			rep.Skipped++
+			return nil
+		}
+		e, err := k.unwrap(ctx, t, w)
+		if err != nil {
+			return err
+		}
+		nw, err := k.wrap(t, e.handle, e.prfHandle, next)
+		if err != nil {
+			return err
+		}
+		nw.Version = w.Version + 1
+		err = k.store.Save(ctx, t, nw, w.Version)
+		if errors.Is(err, bulkhead.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("rewrap tenant %s: %w", t, err)
+		}
+		rep.Rewrapped++
+		return nil
+	}
+}
+
+// Shred destroys the tenant's keysets as stored in the database and drops
+// them from this process's cache: every sealed value of the tenant in the
+// live database stops opening for good. It is idempotent. It does not reach
+// copies made earlier: a backup or dump of the database taken before holds
+// the wrapped keyset, and with the same KEK (still in use, or kept for
+// those backups) it unwraps and opens that backup's sealed values.
+// Erasure from backups needs the KEK they depend on destroyed, or a
+// per-tenant wrapping key kept outside the database (docs/SECURITY.md).
 func (k *Keyring) Shred(ctx context.Context, tenant uuid.UUID, reason string) error {
 	k.forget(tenant)
 	if err := k.store.Destroy(ctx, tenant, reason); err != nil {

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -56,12 +57,21 @@ func (s *Server) adminDeleteTenant(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	del := s.db.DeleteTenant
+	// ?force=true deletes the tenant even if its vector collections can't
+	// be dropped, recording what was left (retrieval.Service.DeleteTenant).
+	force := r.URL.Query().Get("force") == "true"
+	var deleted bool
 	if s.know != nil {
-		del = s.know.DeleteTenant
-	}
-	if _, err := del(r.Context(), id); err != nil {
+		res, err := s.know.DeleteTenant(r.Context(), id, force)
+		if err != nil {
+			return err
+		}
+		deleted = res.Deleted
+	} else if deleted, err = s.db.DeleteTenant(r.Context(), id); err != nil {
 		return err
+	}
+	if !deleted {
+		return fmt.Errorf("tenant %s: %w", id, bulkhead.ErrNotFound) // nothing was there: say so
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -89,7 +89,7 @@ func (s *Server) routes() []route {
 
 		{"GET", "/admin/v1/tenants", "Every tenant (operator)", operator, s.adminListTenants, nil, 200, list[bulkhead.Tenant]{}},
 		{"POST", "/admin/v1/tenants", "Create a tenant, its keys and its knowledge collection (operator)", operator, s.adminCreateTenant, tenantInput{}, 201, bulkhead.Tenant{}},
-		{"DELETE", "/admin/v1/tenants/{id}", "Drop its collections, crypto-shred and delete a tenant with all its data (operator, idempotent)", operator, s.adminDeleteTenant, nil, 204, nil},
+		{"DELETE", "/admin/v1/tenants/{id}", "Drop its collections, crypto-shred and delete a tenant with all its data (operator; 404 when there is no such tenant; ?force=true deletes it even if its collections can't be dropped, recording what is left)", operator, s.adminDeleteTenant, nil, 204, nil},
 		{"POST", "/admin/v1/tenants/{id}/provision", "Create the tenant's knowledge collection if missing (operator, idempotent)", operator, s.adminProvision, nil, 204, nil},
 		{"POST", "/admin/v1/tenants/{id}/reconcile", "Make the tenant's collection hold one vector per chunk: embed missing, remove orphans (operator, idempotent)", operator, s.adminReconcile, nil, 200, retrieval.ReconcileStats{}},
 		{"POST", "/admin/v1/tenants/{id}/reembed", "Re-embed the tenant with another model without downtime: build, switch, drop (operator, resumable)", operator, s.adminReembed, reembedInput{}, 200, retrieval.ReconcileStats{}},

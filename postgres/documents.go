@@ -67,23 +67,36 @@ func (db *DB) CreateDocument(ctx context.Context, in NewDocument, index func(con
 	d := bulkhead.Document{ID: uuid.New(), OwnerID: s.Entity, RoomID: in.RoomID, Visibility: in.Visibility, Title: in.Title, Content: in.Content, Confidential: in.Confidential}
 	// A confidential document's text is stored only sealed (content and
 	// every chunk), bound to its row; it is left out of full-text search.
-	plain, sealed, err := db.sealIf(ctx, in.Confidential, "documents", d.ID, in.Content)
-	if err != nil {
-		return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
-	}
-	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO bulkhead.documents (tenant_id, id, owner_id, room_id, visibility, title, content, content_sealed, confidential)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING created_at`, s.Tenant, d.ID, d.OwnerID, d.RoomID, d.Visibility, d.Title, plain, sealed, d.Confidential).
-		QueryRow(func(r pgx.Row) error { return r.Scan(&d.CreatedAt) })
 	texts := Chunk(in.Content, ChunkSize, ChunkOverlap)
 	chunks := make([]bulkhead.Chunk, len(texts))
 	for i, c := range texts {
 		chunks[i] = bulkhead.Chunk{ID: uuid.New(), DocumentID: d.ID, Ord: i, Content: c}
-		plain, sealed, err := db.sealIf(ctx, in.Confidential, "chunks", chunks[i].ID, c)
+	}
+	build := func(u *keyUse) (*pgx.Batch, error) {
+		plain, sealed, err := db.sealIf(ctx, u, in.Confidential, "documents", d.ID, in.Content)
 		if err != nil {
-			return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
+			return nil, err
 		}
-		b.Queue(`INSERT INTO bulkhead.chunks (tenant_id, id, document_id, ord, content, content_sealed) VALUES ($1, $2, $3, $4, $5, $6)`, s.Tenant, chunks[i].ID, d.ID, i, plain, sealed)
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO bulkhead.documents (tenant_id, id, owner_id, room_id, visibility, title, content, content_sealed, confidential)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING created_at`, s.Tenant, d.ID, d.OwnerID, d.RoomID, d.Visibility, d.Title, plain, sealed, d.Confidential).
+			QueryRow(func(r pgx.Row) error { return r.Scan(&d.CreatedAt) })
+		for i, c := range texts {
+			plain, sealed, err := db.sealIf(ctx, u, in.Confidential, "chunks", chunks[i].ID, c)
+			if err != nil {
+				return nil, err
+			}
+			b.Queue(`INSERT INTO bulkhead.chunks (tenant_id, id, document_id, ord, content, content_sealed) VALUES ($1, $2, $3, $4, $5, $6)`, s.Tenant, chunks[i].ID, d.ID, i, plain, sealed)
+		}
+		u.queue(b) // last: after the writes (see keyUse)
+		return b, nil
+	}
+	// Seal once before indexing: a tenant without keys fails before
+	// anything is stored anywhere.
+	first := &keyUse{tenant: s.Tenant}
+	b, err := build(first)
+	if err != nil {
+		return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
 	}
 	if index != nil {
 		if err := index(ctx, chunks); err != nil {
@@ -91,7 +104,16 @@ func (db *DB) CreateDocument(ctx context.Context, in NewDocument, index func(con
 		}
 	}
 	d.Chunks = len(chunks)
-	err = db.InScope(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
+	err = db.withFreshKeys(s.Tenant, func(u *keyUse) error {
+		if b == nil {
+			if b, err = build(u); err != nil {
+				return err
+			}
+		}
+		batch := b
+		b = nil
+		return db.InScope(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, batch).Close() })
+	})
 	if err != nil {
 		return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
 	}
@@ -135,11 +157,11 @@ func Chunk(text string, size, overlap int) []string {
 
 // sealIf returns (text, nil) for ordinary content, or ("", sealed) for
 // confidential content, sealed for (table, content_sealed, row).
-func (db *DB) sealIf(ctx context.Context, confidential bool, table string, row uuid.UUID, text string) (string, []byte, error) {
+func (db *DB) sealIf(ctx context.Context, u *keyUse, confidential bool, table string, row uuid.UUID, text string) (string, []byte, error) {
 	if !confidential {
 		return text, nil, nil
 	}
-	sealed, err := db.seal(ctx, table, "content_sealed", row, []byte(text))
+	sealed, err := db.seal(ctx, u, table, "content_sealed", row, []byte(text))
 	return "", sealed, err
 }
 

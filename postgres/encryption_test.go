@@ -177,7 +177,7 @@ func TestRotationKeepsEverythingReadable(t *testing.T) {
 	if len(after.ByKey) != 1 || after.ByKey[newKey] == 0 {
 		t.Fatalf("after resume: %+v; want everything on key %d", after.ByKey, newKey)
 	}
-	retired, err := d.Keyring.Retire(context.Background(), tn.Tenant.ID, map[uint32]bool{newKey: true})
+	retired, err := d.Keyring.Retire(context.Background(), tn.Tenant.ID, 0, map[uint32]bool{newKey: true})
 	if err != nil || len(retired) != 1 || retired[0] != st0.Primary {
 		t.Fatalf("retire: %v %v; want the old key %d", retired, err, st0.Primary)
 	}

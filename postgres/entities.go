@@ -12,6 +12,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/rls"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Entity returns an entity of the caller's tenant (the directory is
@@ -62,9 +63,9 @@ type NewAgent struct {
 }
 
 // sealAgent seals an agent's system prompt and secrets, bound to its row.
-func (db *DB) sealAgent(ctx context.Context, id uuid.UUID, in NewAgent) (prompt, secrets []byte, err error) {
+func (db *DB) sealAgent(ctx context.Context, u *keyUse, id uuid.UUID, in NewAgent) (prompt, secrets []byte, err error) {
 	if in.SystemPrompt != "" {
-		if prompt, err = db.seal(ctx, "agents", "system_prompt", id, []byte(in.SystemPrompt.Reveal())); err != nil {
+		if prompt, err = db.seal(ctx, u, "agents", "system_prompt", id, []byte(in.SystemPrompt.Reveal())); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -72,7 +73,7 @@ func (db *DB) sealAgent(ctx context.Context, id uuid.UUID, in NewAgent) (prompt,
 	if err != nil {
 		return nil, nil, err
 	}
-	secrets, err = db.seal(ctx, "agents", "secrets", id, plain)
+	secrets, err = db.seal(ctx, u, "agents", "secrets", id, plain)
 	return prompt, secrets, err
 }
 
@@ -94,19 +95,22 @@ func (db *DB) CreateAgent(ctx context.Context, in NewAgent) (bulkhead.Agent, err
 		return bulkhead.Agent{}, bulkhead.Invalid("settings", "not JSON")
 	}
 	a := bulkhead.Agent{ID: uuid.New(), OwnerID: s.Entity, Name: in.Name, Bio: in.Bio, Settings: in.Settings, SystemPrompt: in.SystemPrompt, Secrets: in.Secrets}
-	prompt, secrets, err := db.sealAgent(ctx, a.ID, in)
-	if err != nil {
-		return bulkhead.Agent{}, fmt.Errorf("create agent: %w", err)
-	}
-	err = db.InScope(ctx, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO bulkhead.entities (tenant_id, id, kind, name) VALUES ($1, $2, 'agent', $3)`, s.Tenant, a.ID, a.Name)
-		b.Queue(`INSERT INTO bulkhead.agents (tenant_id, id, owner_id, name, bio, settings, system_prompt, secrets)
+	err = db.withFreshKeys(s.Tenant, func(u *keyUse) error {
+		prompt, secrets, err := db.sealAgent(ctx, u, a.ID, in)
+		if err != nil {
+			return err
+		}
+		return db.InScope(ctx, func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue(`INSERT INTO bulkhead.entities (tenant_id, id, kind, name) VALUES ($1, $2, 'agent', $3)`, s.Tenant, a.ID, a.Name)
+			b.Queue(`INSERT INTO bulkhead.agents (tenant_id, id, owner_id, name, bio, settings, system_prompt, secrets)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING created_at, updated_at`,
-			s.Tenant, a.ID, a.OwnerID, a.Name, a.Bio, a.Settings, prompt, secrets).QueryRow(func(r pgx.Row) error {
-			return r.Scan(&a.CreatedAt, &a.UpdatedAt)
+				s.Tenant, a.ID, a.OwnerID, a.Name, a.Bio, a.Settings, prompt, secrets).QueryRow(func(r pgx.Row) error {
+				return r.Scan(&a.CreatedAt, &a.UpdatedAt)
+			})
+			u.queue(b) // last: after the writes (see keyUse)
+			return tx.SendBatch(ctx, b).Close()
 		})
-		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		return bulkhead.Agent{}, fmt.Errorf("create agent: %w", err)
@@ -169,13 +173,20 @@ func (db *DB) UpdateAgent(ctx context.Context, id uuid.UUID, in NewAgent) error 
 	if in.Settings == nil {
 		in.Settings = json.RawMessage(`{}`)
 	}
-	prompt, secrets, err := db.sealAgent(ctx, id, in)
-	if err != nil {
-		return err
-	}
-	return db.InScope(ctx, func(tx pgx.Tx) error {
-		return mustAffect(tx.Exec(ctx, `UPDATE bulkhead.agents SET name = $3, bio = $4, settings = $5, system_prompt = $6, secrets = $7, updated_at = now()
-			WHERE tenant_id = $1 AND id = $2`, s.Tenant, id, in.Name, in.Bio, in.Settings, prompt, secrets))
+	return db.withFreshKeys(s.Tenant, func(u *keyUse) error {
+		prompt, secrets, err := db.sealAgent(ctx, u, id, in)
+		if err != nil {
+			return err
+		}
+		return db.InScope(ctx, func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue(`UPDATE bulkhead.agents SET name = $3, bio = $4, settings = $5, system_prompt = $6, secrets = $7, updated_at = now()
+			WHERE tenant_id = $1 AND id = $2`, s.Tenant, id, in.Name, in.Bio, in.Settings, prompt, secrets).Exec(func(ct pgconn.CommandTag) error {
+				return mustAffect(ct, nil)
+			})
+			u.queue(b) // last: after the writes (see keyUse)
+			return tx.SendBatch(ctx, b).Close()
+		})
 	})
 }
 

@@ -50,8 +50,23 @@ func (s *KeysetStore) Load(ctx context.Context, tenant uuid.UUID) (fieldcrypt.Wr
 
 // Save implements fieldcrypt.Store: an insert when prev is 0, otherwise a
 // compare-and-swap on the version. It records the change in key_events.
+// It refuses (fieldcrypt.ErrKEKChanged) a keyset wrapped by a KEK other
+// than the recorded one: the check locks the kek_check row (FOR SHARE)
+// until commit, so it is serialised with RecordKEK and no keyset wrapped
+// by a KEK the database no longer records is ever stored.
 func (s *KeysetStore) Save(ctx context.Context, tenant uuid.UUID, w fieldcrypt.Wrapped, prev int64) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var recorded string
+		err := tx.QueryRow(ctx, `SELECT kek_id FROM bulkhead_keys.kek_check WHERE id = 1 FOR SHARE`).Scan(&recorded)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: no key-encryption key is recorded for this database", fieldcrypt.ErrKEKChanged)
+		}
+		if err != nil {
+			return err
+		}
+		if recorded != w.KEKID {
+			return fmt.Errorf("%w: keyset of tenant %s is wrapped by %s, the database records %s", fieldcrypt.ErrKEKChanged, tenant, w.KEKID, recorded)
+		}
 		var n int64
 		action := "keyset.update"
 		if prev == 0 {
@@ -73,7 +88,7 @@ func (s *KeysetStore) Save(ctx context.Context, tenant uuid.UUID, w fieldcrypt.W
 		if n == 0 {
 			return fmt.Errorf("%w: keyset of tenant %s changed concurrently", bulkhead.ErrConflict, tenant)
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO bulkhead_keys.key_events (tenant_id, action, detail) VALUES ($1, $2, jsonb_build_object('version', $3::bigint, 'kek', $4::text))`,
+		_, err = tx.Exec(ctx, `INSERT INTO bulkhead_keys.key_events (tenant_id, action, detail) VALUES ($1, $2, jsonb_build_object('version', $3::bigint, 'kek', $4::text))`,
 			tenant, action, w.Version, w.KEKID)
 		return err
 	})
@@ -143,23 +158,45 @@ func (s *KeysetStore) CheckKEK(ctx context.Context, kek *fieldcrypt.KEK) error {
 	return nil
 }
 
-// RecordedKEK returns the id of the KEK recorded for this database, if any.
+// RecordedKEK implements fieldcrypt.Store: the id of the KEK recorded for
+// this database, if any.
 func (s *KeysetStore) RecordedKEK(ctx context.Context) (string, bool, error) {
-	var id string
-	err := s.pool.QueryRow(ctx, `SELECT kek_id FROM bulkhead_keys.kek_check WHERE id = 1`).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", false, nil
-	}
-	return id, err == nil, err
+	id, _, _, ok, err := s.RecordedKEKRef(ctx)
+	return id, ok, err
 }
 
-// SetKEK records kek as the database's key-encryption key (after Rewrap).
-func (s *KeysetStore) SetKEK(ctx context.Context, kek *fieldcrypt.KEK) error {
+// RecordedKEKRef returns the recorded KEK's id, where to find it (a file
+// path or KMS URI; "" if not recorded) and its check value.
+func (s *KeysetStore) RecordedKEKRef(ctx context.Context) (id, ref string, check []byte, ok bool, err error) {
+	var r *string
+	err = s.pool.QueryRow(ctx, `SELECT kek_id, kek_ref, check_value FROM bulkhead_keys.kek_check WHERE id = 1`).Scan(&id, &r, &check)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", nil, false, nil
+	}
+	if err != nil {
+		return "", "", nil, false, err
+	}
+	if r != nil {
+		ref = *r
+	}
+	return id, ref, check, true, nil
+}
+
+// RecordKEK implements fieldcrypt.Store: kek becomes the database's
+// key-encryption key (keys rotate-kek records it before re-wrapping), with
+// ref saying where processes find it. Updating the row waits for every
+// Save in progress (they hold it FOR SHARE), and every later Save must be
+// wrapped by kek.
+func (s *KeysetStore) RecordKEK(ctx context.Context, kek *fieldcrypt.KEK, ref string) error {
 	check, err := kek.CheckValue()
 	if err != nil {
 		return err
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO bulkhead_keys.kek_check (id, kek_id, check_value) VALUES (1, $1, $2)
-		ON CONFLICT (id) DO UPDATE SET kek_id = excluded.kek_id, check_value = excluded.check_value, updated_at = now()`, kek.ID(), check)
+	var r *string
+	if ref != "" {
+		r = &ref
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO bulkhead_keys.kek_check (id, kek_id, check_value, kek_ref) VALUES (1, $1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET kek_id = excluded.kek_id, check_value = excluded.check_value, kek_ref = excluded.kek_ref, updated_at = now()`, kek.ID(), check, r)
 	return err
 }

@@ -17,7 +17,9 @@ import (
 
 var regionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
-// CreateTenant creates a tenant. region "" means "default".
+// CreateTenant creates a tenant and its keys, all or nothing (if its keys
+// can't be provisioned the row is deleted again). region "" means
+// "default".
 // It returns a *bulkhead.ValidationError for a bad name or region and
 // ErrNoMaintenance without a maintenance context.
 func (db *DB) CreateTenant(ctx context.Context, name, region string) (bulkhead.Tenant, error) {
@@ -44,7 +46,11 @@ func (db *DB) CreateTenant(ctx context.Context, name, region string) (bulkhead.T
 	}
 	if db.keyring != nil {
 		if err := db.keyring.Provision(ctx, t.ID); err != nil {
-			return bulkhead.Tenant{}, fmt.Errorf("create tenant %s: provision keys: %w", t.ID, err)
+			// All or nothing: take the row (and any keyset) back.
+			if _, derr := db.DeleteTenant(context.WithoutCancel(ctx), t.ID); derr != nil {
+				return bulkhead.Tenant{}, fmt.Errorf("create tenant %s: provision keys: %w; undoing it failed too (finish with bulkhead tenant delete %s): %v", t.ID, err, t.ID, derr)
+			}
+			return bulkhead.Tenant{}, fmt.Errorf("create tenant (nothing kept): provision keys: %w", err)
 		}
 	}
 	return t, nil
@@ -88,12 +94,21 @@ func (db *DB) TenantByID(ctx context.Context, id uuid.UUID) (bulkhead.Tenant, er
 }
 
 // DeleteTenant crypto-shreds a tenant and removes its data. First its
-// keysets are destroyed (recorded in bulkhead_keys.key_events), so every
-// copy of its sealed values, backups included, stops opening even if what
-// follows fails; then the tenant row goes and, through the cascading
-// foreign keys, every row of its data, in one transaction. It is idempotent
-// and resumable: deleting a tenant that is gone is not an error; deleted
-// reports whether a tenant row was removed.
+// keysets are destroyed in the database (recorded in
+// bulkhead_keys.key_events), so the tenant's sealed values in the live
+// database stop opening even if what follows fails; then the tenant row
+// goes and, through the cascading foreign keys, every row of its data, in
+// one transaction. It is idempotent and resumable: deleting a tenant that
+// is gone is not an error; deleted reports whether a tenant row was
+// removed.
+//
+// What it does not do: erase the tenant from copies made before. A backup
+// or dump of the database taken earlier holds the tenant's rows and its
+// wrapped keyset; restored with the KEK still in use (or kept for those
+// backups), its sealed values open again. Those copies become unreadable
+// only when the KEK they were wrapped with is destroyed (after keys
+// rotate-kek, once the backups that need the old KEK have expired); see
+// docs/SECURITY.md and docs/OPERATIONS.md.
 func (db *DB) DeleteTenant(ctx context.Context, id uuid.UUID) (deleted bool, err error) {
 	if db.keyring != nil {
 		m, _ := bulkhead.MaintenanceFrom(ctx)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -18,28 +19,57 @@ import (
 // and resumable: running one again after a crash finishes the job.
 
 // CreateTenant creates a tenant (postgres.DB.CreateTenant: row and keys)
-// and provisions its knowledge collection. If provisioning fails the
-// tenant exists without a collection (its retrieval answers 503) and
-// Provision finishes the job.
+// and provisions its knowledge collection, all or nothing: if provisioning
+// fails, the tenant is deleted again (keys shredded, row removed) and the
+// error returned; a region this bulkhead serves no vector backend for is a
+// *bulkhead.ValidationError on "region".
 func (s *Service) CreateTenant(ctx context.Context, name, region string) (bulkhead.Tenant, error) {
 	t, err := s.db.CreateTenant(ctx, name, region)
 	if err != nil {
 		return bulkhead.Tenant{}, err
 	}
 	if err := s.Provision(ctx, t.ID); err != nil {
-		return t, fmt.Errorf("tenant %s created, collection not provisioned (run bulkhead tenant provision %s): %w", t.ID, t.ID, err)
+		// Undo, detached from the request's cancellation (which may be why
+		// provisioning failed).
+		if _, derr := s.DeleteTenant(context.WithoutCancel(ctx), t.ID, true); derr != nil {
+			return bulkhead.Tenant{}, fmt.Errorf("create tenant: %w; undoing it failed too (finish with bulkhead tenant delete --force %s): %v", err, t.ID, derr)
+		}
+		if errors.Is(err, vector.ErrWrongRegion) {
+			return bulkhead.Tenant{}, bulkhead.Invalid("region", fmt.Sprintf("no vector backend serves region %q here (--vector-region)", t.Region))
+		}
+		return bulkhead.Tenant{}, fmt.Errorf("create tenant (nothing kept): %w", err)
 	}
 	return t, nil
 }
 
+// DeleteResult says what DeleteTenant did.
+type DeleteResult struct {
+	Deleted    bool     `json:"deleted"`               // a tenant row was removed
+	NotCleaned []string `json:"not_cleaned,omitempty"` // what force left behind
+}
+
 // DeleteTenant drops every collection generation of the tenant, then
 // deletes it with postgres.DB.DeleteTenant (keys shredded first, then the
-// rows). deleted reports whether a tenant row was removed.
-func (s *Service) DeleteTenant(ctx context.Context, tenant uuid.UUID) (deleted bool, err error) {
+// rows). If the collections can't be dropped (the backend is unreachable,
+// or the tenant's region is no longer served here) it stops, deleting
+// nothing, unless force: then it deletes the tenant anyway and records what
+// it could not clean in the erasure record (bulkhead_keys.key_events, which
+// outlives the tenant) and in NotCleaned. A tenant that does not exist is
+// not an error (Deleted is false).
+func (s *Service) DeleteTenant(ctx context.Context, tenant uuid.UUID, force bool) (DeleteResult, error) {
+	var res DeleteResult
 	if err := s.Deprovision(ctx, tenant); err != nil && !errors.Is(err, bulkhead.ErrNotFound) {
-		return false, err
+		if !force {
+			return res, fmt.Errorf("%w (nothing deleted; delete with --force to erase the tenant anyway and record what is left)", err)
+		}
+		res.NotCleaned = append(res.NotCleaned, "vector collections: "+err.Error())
+		s.log.WarnContext(ctx, "tenant deleted without dropping its vector collections (forced)", "tenant", tenant, "err", err)
+		m, _ := bulkhead.MaintenanceFrom(ctx)
+		ctx = bulkhead.AsMaintenance(ctx, m.Reason+"; forced, not cleaned: "+strings.Join(res.NotCleaned, "; "))
 	}
-	return s.db.DeleteTenant(ctx, tenant)
+	deleted, err := s.db.DeleteTenant(ctx, tenant)
+	res.Deleted = deleted
+	return res, err
 }
 
 // tenantScope is the tenant-wide scope (no entity) the router needs to

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,8 @@ import (
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/retrieval"
 	"github.com/bulkhead-dev/bulkhead/vector"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // doubled is a second embedding model for the test: the local embedder's
@@ -126,5 +129,70 @@ func TestReembed(t *testing.T) {
 	}
 	if _, err := k.Service.Reembed(maint, w.a, "no-such-model"); !errors.Is(err, bulkhead.ErrInvalid) {
 		t.Errorf("reembed with an unknown model: %v, want ErrInvalid", err)
+	}
+}
+
+// TestTenantCreateAndDeleteAlwaysFinish (issue 12, finding 4): a create
+// that fails leaves nothing; a delete whose collections can't be dropped
+// deletes nothing unless forced, and forced it completes and records what
+// it left; deleting a tenant that does not exist says so.
+func TestTenantCreateAndDeleteAlwaysFinish(t *testing.T) {
+	w := newWorld(t, nil)
+	tenantsAndKeys := func() (int, int) {
+		t.Helper()
+		ts, err := w.d.DB.ListTenants(maint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks, err := w.d.Keys.Tenants(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ts), len(ks)
+	}
+	// Create in a region no vector backend serves: a 400-class error, and
+	// neither the row nor the keyset remains.
+	_, err := w.k.Service.CreateTenant(maint, "nowhere inc", "nowhere")
+	var ve *bulkhead.ValidationError
+	if !errors.As(err, &ve) || !errors.Is(err, bulkhead.ErrInvalid) {
+		t.Errorf("create in an unserved region: %v, want a validation error on region", err)
+	}
+	if nt, nk := tenantsAndKeys(); nt != 2 || nk != 2 {
+		t.Errorf("after the failed create: %d tenants, %d keysets; want 2 and 2 (nothing kept)", nt, nk)
+	}
+
+	// The tenant's region is no longer served (removed from --vector-region).
+	moved, _ := w.tenant(t, "moved")
+	if err := w.d.DB.InMaintenance(maint, func(tx pgx.Tx) error {
+		_, err := tx.Exec(context.Background(), `UPDATE bulkhead.tenants SET region = 'gone' WHERE id = $1`, moved)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := w.k.Service.DeleteTenant(maint, moved, false); err == nil || res.Deleted {
+		t.Errorf("delete without --force: %+v %v, want an error and nothing deleted", res, err)
+	}
+	if _, err := w.d.DB.TenantByID(maint, moved); err != nil {
+		t.Errorf("the tenant after a refused delete: %v, want it still there", err)
+	}
+	res, err := w.k.Service.DeleteTenant(maint, moved, true)
+	if err != nil || !res.Deleted || len(res.NotCleaned) == 0 {
+		t.Fatalf("forced delete: %+v %v, want deleted with what was left listed", res, err)
+	}
+	if _, err := w.d.DB.TenantByID(maint, moved); !errors.Is(err, bulkhead.ErrNotFound) {
+		t.Errorf("the tenant after a forced delete: %v, want gone", err)
+	}
+	if nt, nk := tenantsAndKeys(); nt != 2 || nk != 2 {
+		t.Errorf("after the forced delete: %d tenants, %d keysets; want 2 and 2", nt, nk)
+	}
+	var reason string
+	if err := w.d.DB.InMaintenance(maint, func(tx pgx.Tx) error {
+		return tx.QueryRow(context.Background(), `SELECT detail->>'reason' FROM bulkhead_keys.key_events WHERE tenant_id = $1 AND action = 'keyset.shred'`, moved).Scan(&reason)
+	}); err != nil || !strings.Contains(reason, "not cleaned: vector collections") {
+		t.Errorf("erasure record: %q %v, want what was not cleaned", reason, err)
+	}
+	// A tenant that never existed.
+	if res, err := w.k.Service.DeleteTenant(maint, uuid.New(), false); err != nil || res.Deleted {
+		t.Errorf("deleting a tenant that never existed: %+v %v, want not deleted and no error", res, err)
 	}
 }

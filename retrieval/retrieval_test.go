@@ -256,8 +256,8 @@ func TestNotFoundAndUnavailable(t *testing.T) {
 	if _, err := w.k.Store.Stats(sa, ca); err != nil {
 		t.Fatalf("A's collection before deletion: %v", err)
 	}
-	if deleted, err := w.k.Service.DeleteTenant(maint, w.a); err != nil || !deleted {
-		t.Fatalf("delete tenant: %v %v", deleted, err)
+	if res, err := w.k.Service.DeleteTenant(maint, w.a, false); err != nil || !res.Deleted {
+		t.Fatalf("delete tenant: %+v %v", res, err)
 	}
 	if _, err := w.k.Service.Query(w.ua, retrieval.Query{Text: "alpha"}); !errors.Is(err, bulkhead.ErrNotFound) {
 		t.Errorf("query of a deleted tenant: %v, want ErrNotFound", err)
@@ -268,8 +268,8 @@ func TestNotFoundAndUnavailable(t *testing.T) {
 	if _, err := w.k.Router.Collection(sa); !errors.Is(err, bulkhead.ErrNotFound) {
 		t.Errorf("minting the deleted tenant's collection: %v, want not found", err)
 	}
-	if deleted, err := w.k.Service.DeleteTenant(maint, w.a); err != nil || deleted {
-		t.Errorf("deleting again: %v %v, want nothing to do", deleted, err)
+	if res, err := w.k.Service.DeleteTenant(maint, w.a, false); err != nil || res.Deleted {
+		t.Errorf("deleting again: %+v %v, want nothing to do", res, err)
 	}
 }
 

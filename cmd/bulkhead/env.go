@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -142,10 +143,49 @@ func (e *dbEnv) openKeyring(ctx context.Context, c *config, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
+	opts := fieldcrypt.Options{LoadKEK: recordedKEKLoader(keys, log)}
 	if err := keys.CheckKEK(ctx, kek); err != nil {
+		if next := c.nextKEK; next != nil && errors.Is(err, postgres.ErrWrongKEK) && keys.CheckKEK(ctx, next) == nil {
+			// Resuming keys rotate-kek with the old KEK configured: the
+			// database records the new one already; keep the old one for
+			// keysets not re-wrapped yet.
+			kr := fieldcrypt.NewKeyring(kek, keys, opts)
+			kr.UseKEK(next)
+			return kr, nil
+		}
 		return nil, fmt.Errorf("%w: start with the key-encryption key that wrapped this database's keys (--kek-file / --kek-uri), or restore it from backup", err)
 	}
-	return fieldcrypt.NewKeyring(kek, keys, fieldcrypt.Options{}), nil
+	return fieldcrypt.NewKeyring(kek, keys, opts), nil
+}
+
+// recordedKEKLoader loads the KEK the database records, from where it is
+// recorded (keys rotate-kek records the file path or KMS URI), and checks
+// it against the recorded check value: a running server follows a KEK
+// rotation without a restart. It loads only the recorded KEK.
+func recordedKEKLoader(keys *postgres.KeysetStore, log *slog.Logger) func(ctx context.Context, id string) (*fieldcrypt.KEK, error) {
+	return func(ctx context.Context, id string) (*fieldcrypt.KEK, error) {
+		rid, ref, check, ok, err := keys.RecordedKEKRef(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || rid != id || ref == "" {
+			return nil, fmt.Errorf("KEK %s is not the database's recorded key-encryption key, or where it is found is not recorded", id)
+		}
+		var kek *fieldcrypt.KEK
+		if strings.Contains(ref, "://") {
+			kek, err = fieldcrypt.KMSKEK(ctx, ref)
+		} else {
+			kek, _, err = fieldcrypt.LocalKEK(ref, false)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if kek.ID() != id || !kek.Verify(check) {
+			return nil, fmt.Errorf("%s holds key-encryption key %s, not the recorded %s", ref, kek.ID(), id)
+		}
+		log.Warn("loaded the database's new key-encryption key (keys rotate-kek); start bulkhead with it from now on", "kek", id, "ref", ref)
+		return kek, nil
+	}
 }
 
 // loadKEK loads the configured KEK. A missing local KEK file is created

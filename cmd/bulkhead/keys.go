@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"text/tabwriter"
 
@@ -109,7 +110,14 @@ documents.content_sealed, chunks.content_sealed.`,
 primary, re-encrypts that tenant's sealed values in batches (each batch one
 transaction; values keep opening at every step; after an interruption,
 --resume finishes without adding another key), then retires the keys no
-value uses any more. --dry-run only reports what would be re-encrypted.`,
+value uses any more. --dry-run only reports what would be re-encrypted.
+
+It is safe with any number of servers running: the new key's version is
+published in the database, every server checks it in the transaction that
+writes a sealed value (and reloads its keys when it is stale), and the
+rotation waits for older transactions to end before it re-encrypts and
+retires. A value that does not open is reported and skipped (its key is
+kept); one tenant's failure does not stop the others. See docs/OPERATIONS.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withDB(cmd, cfg, "cli: keys rotate", func(ctx context.Context, db *postgres.DB) error {
@@ -117,6 +125,7 @@ value uses any more. --dry-run only reports what would be re-encrypted.`,
 				if err != nil {
 					return err
 				}
+				failed := 0
 				for _, t := range ts {
 					if dryRun {
 						u, err := db.KeyUsage(ctx, t.ID)
@@ -130,30 +139,19 @@ value uses any more. --dry-run only reports what would be re-encrypted.`,
 						fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: would add a key and re-encrypt %d values (%d plaintext values need keys sweep)\n", t.ID, n, u.Plaintext)
 						continue
 					}
-					if err := db.ProvisionKeys(ctx, t.ID); err != nil {
-						return err
-					}
-					var id uint32
-					if resume {
-						st, err := db.Keyring().Status(ctx, t.ID)
-						if err != nil {
-							return err
-						}
-						id = st.Primary
-					} else if id, err = db.Keyring().Rotate(ctx, t.ID); err != nil {
-						return err
-					}
 					bar := newProgress(cmd.ErrOrStderr(), fmt.Sprintf("tenant %s re-encrypt", t.ID))
-					done, err := db.Reencrypt(ctx, t.ID, batch, bar.update)
+					res, err := db.RotateKeys(ctx, t.ID, resume, batch, bar.update)
 					bar.done()
 					if err != nil {
-						return fmt.Errorf("re-encrypt tenant %s (values still open; finish with keys rotate --resume): %w", t.ID, err)
+						// One tenant's failure does not stop the others.
+						failed++
+						fmt.Fprintf(cmd.ErrOrStderr(), "tenant %s: rotation not finished (values still open; finish with keys rotate --resume --tenant %s): %v\n", t.ID, t.ID, err)
+						continue
 					}
-					retired, err := retireUnused(ctx, db, t.ID)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: new primary key %d, %d values re-encrypted, retired keys %v\n", t.ID, id, done, retired)
+					fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: new primary key %d, %d values re-encrypted, retired keys %v\n", t.ID, res.Primary, res.Reencrypted, res.Retired)
+				}
+				if failed > 0 {
+					return fmt.Errorf("%d of %d tenants not rotated (see above)", failed, len(ts))
 				}
 				return nil
 			})
@@ -201,40 +199,59 @@ value uses any more. --dry-run only reports what would be re-encrypted.`,
 	var toFile, toURI string
 	rotateKEK := &cobra.Command{
 		Use:   "rotate-kek (--to-file PATH | --to-uri URI)",
-		Short: "Re-wrap every tenant's keysets under a new key-encryption key (data is not touched)",
-		Long: `rotate-kek unwraps each tenant's keysets with the current KEK and wraps them
-with the new one (a local file, created if missing, or a KMS key), records the
-new KEK's check value, and tells you to restart with it. Resumable.`,
+		Short: "Re-wrap every tenant's keysets under a new key-encryption key (data is not touched; servers may keep running)",
+		Long: `rotate-kek makes a new key-encryption key the database's KEK: it records
+the new KEK first (a local file, created if missing, or a KMS key), so that no
+process can store a keyset wrapped by the old one any more, then unwraps each
+tenant's keysets and wraps them with the new one.
+
+Running servers follow without a restart: they load the new KEK from where
+it is recorded (the file path or the URI) the first time they meet it, so the
+file must be readable at the same path by every server (or use a KMS). A
+keyset that does not unwrap fails only its tenant (listed; exit status 1);
+the others are re-wrapped. Resumable: run the same command again, with the
+old or the new KEK configured. Afterwards start bulkhead with the new KEK
+(--kek-file / --kek-uri); keep the old one until backups made before now
+expire. See docs/OPERATIONS.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (toFile == "") == (toURI == "") {
 				return fmt.Errorf("name the new key-encryption key with --to-file PATH or --to-uri URI")
 			}
-			return withEnv(cmd, cfg, "cli: keys rotate-kek", func(ctx context.Context, db *postgres.DB, env *dbEnv) error {
-				var next *fieldcrypt.KEK
-				var err error
-				if toURI != "" {
-					next, err = fieldcrypt.KMSKEK(ctx, toURI)
-				} else {
-					next, _, err = fieldcrypt.LocalKEK(toFile, true)
-				}
-				if err != nil {
+			var next *fieldcrypt.KEK
+			var err error
+			ref := toURI
+			if toURI != "" {
+				next, err = fieldcrypt.KMSKEK(cmd.Context(), toURI)
+			} else {
+				if ref, err = filepath.Abs(toFile); err != nil {
 					return err
 				}
+				next, _, err = fieldcrypt.LocalKEK(ref, true)
+			}
+			if err != nil {
+				return err
+			}
+			cfg.nextKEK = next // an interrupted run resumes with either KEK configured
+			return withEnv(cmd, cfg, "cli: keys rotate-kek", func(ctx context.Context, db *postgres.DB, env *dbEnv) error {
 				bar := newProgress(cmd.ErrOrStderr(), "re-wrap keysets")
-				err = db.Keyring().Rewrap(ctx, next, func(done, total int) { bar.update(int64(done), int64(total)) })
+				rep, err := db.Keyring().Rewrap(ctx, next, ref, func(done, total int) { bar.update(int64(done), int64(total)) })
 				bar.done()
 				if err != nil {
 					return err
 				}
-				if err := env.keys.SetKEK(ctx, next); err != nil {
-					return err
+				for t, err := range rep.Failed {
+					fmt.Fprintf(cmd.ErrOrStderr(), "tenant %s: keyset not re-wrapped: %v\n", t, err)
 				}
-				flag := "--kek-file " + toFile
+				flag := "--kek-file " + ref
 				if toURI != "" {
 					flag = "--kek-uri " + toURI
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "every keyset is now wrapped by %s; restart bulkhead with %s (keep the old key until backups made before now expire)\n", next.ID(), flag)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s is the key-encryption key: %d keysets re-wrapped, %d already were, %d failed; running servers load it by themselves; start bulkhead with %s from now on (keep the old key until backups made before now expire)\n",
+					next.ID(), rep.Rewrapped, rep.Skipped, len(rep.Failed), flag)
+				if len(rep.Failed) > 0 {
+					return fmt.Errorf("%d tenants' keysets could not be re-wrapped (see above); the others are done", len(rep.Failed))
+				}
 				return nil
 			})
 		},
@@ -244,17 +261,4 @@ new KEK's check value, and tells you to restart with it. Resumable.`,
 
 	cmd.AddCommand(status, rotate, sweep, rotateKEK)
 	return cmd
-}
-
-// retireUnused retires a tenant's keys that no sealed value uses.
-func retireUnused(ctx context.Context, db *postgres.DB, tenant uuid.UUID) ([]uint32, error) {
-	u, err := db.KeyUsage(ctx, tenant)
-	if err != nil {
-		return nil, err
-	}
-	inUse := map[uint32]bool{}
-	for id, n := range u.ByKey {
-		inUse[id] = n > 0
-	}
-	return db.Keyring().Retire(ctx, tenant, inUse)
 }

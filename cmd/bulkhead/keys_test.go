@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
+	"github.com/jackc/pgx/v5"
 )
 
 // TestKEKGuardsStartUp: a missing, wrong or exposed key-encryption key
@@ -127,4 +129,58 @@ func TestKeysCLI(t *testing.T) {
 func jsonKey(id uint32) string {
 	b, _ := json.Marshal(id)
 	return string(b)
+}
+
+// TestCorruptKeysetFailsOnlyItsTenant (issue 12, finding 2): one tenant's
+// corrupt keyset makes keys status, keys rotate --all and keys rotate-kek
+// fail for that tenant only; the other tenant is rotated and re-wrapped.
+func TestCorruptKeysetFailsOnlyItsTenant(t *testing.T) {
+	dir := mustDataDir(t)
+	mustRun(t, dir, "db", "start")
+	var demo struct {
+		T1, T2 struct {
+			Tenant struct{ ID string } `json:"tenant"`
+		}
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, dir, "demo", "seed", "--json").stdout), &demo); err != nil || demo.T1.Tenant.ID == "" {
+		t.Fatalf("demo seed --json: %v", err)
+	}
+	var info struct {
+		SuperuserDSN string `json:"superuser_dsn"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, dir, "db", "info", "--json").stdout), &info); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), info.SuperuserDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `UPDATE bulkhead_keys.keysets SET aead = 'garbage' WHERE tenant_id = $1`, demo.T1.Tenant.ID); err != nil {
+		t.Fatal(err)
+	}
+	broken, ok := demo.T1.Tenant.ID, demo.T2.Tenant.ID
+
+	r := mustRun(t, dir, "keys", "status")
+	if !strings.Contains(lineMentioning(r.stdout, broken), "error") || strings.Contains(lineMentioning(r.stdout, ok), "error") {
+		t.Errorf("keys status: want an error on %s's line only:\n%s", broken, r.stdout)
+	}
+	r = run(t, dir, nil, "keys", "rotate", "--all")
+	if r.code == 0 || !strings.Contains(r.stdout, "tenant "+ok+": new primary key") || !strings.Contains(r.stderr, "tenant "+broken+": rotation not finished") {
+		t.Errorf("keys rotate --all: %s, want %s rotated, %s reported, exit 1", r, ok, broken)
+	}
+	r = run(t, dir, nil, "keys", "rotate-kek", "--to-file", filepath.Join(dir, "kek-2.json"))
+	if r.code == 0 || !strings.Contains(r.stdout, "1 keysets re-wrapped") || !strings.Contains(r.stderr, "tenant "+broken+": keyset not re-wrapped") {
+		t.Errorf("keys rotate-kek: %s, want one re-wrapped, %s reported, exit 1", r, broken)
+	}
+}
+
+// lineMentioning returns the first line of s that mentions sub.
+func lineMentioning(s, sub string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return l
+		}
+	}
+	return ""
 }

@@ -160,7 +160,7 @@ func (c *config) knowledge(db *postgres.DB, log *slog.Logger) (_ *retrieval.Serv
 // holds the embedded vector store, through that server's /admin/v1 API.
 type knowledgeOps interface {
 	CreateTenant(ctx context.Context, name, region string) (bulkhead.Tenant, error)
-	DeleteTenant(ctx context.Context, id uuid.UUID) (bool, error)
+	DeleteTenant(ctx context.Context, id uuid.UUID, force bool) (retrieval.DeleteResult, error)
 	Provision(ctx context.Context, id uuid.UUID) error
 	Reconcile(ctx context.Context, id uuid.UUID) (retrieval.ReconcileStats, error)
 	Reembed(ctx context.Context, id uuid.UUID, model string) (retrieval.ReconcileStats, error)
@@ -233,7 +233,7 @@ func (a *adminClient) do(ctx context.Context, method, path string, in, out any) 
 	if resp.StatusCode >= 300 {
 		var p struct{ Title, Detail string }
 		_ = json.Unmarshal(b, &p)
-		return fmt.Errorf("running server answered %d %s %s", resp.StatusCode, p.Title, p.Detail)
+		return &statusError{code: resp.StatusCode, title: p.Title, detail: p.Detail}
 	}
 	if out != nil {
 		return json.Unmarshal(b, out)
@@ -247,8 +247,29 @@ func (a *adminClient) CreateTenant(ctx context.Context, name, region string) (bu
 	return t, err
 }
 
-func (a *adminClient) DeleteTenant(ctx context.Context, id uuid.UUID) (bool, error) {
-	return true, a.do(ctx, "DELETE", "/tenants/"+id.String(), nil, nil)
+// DeleteTenant: 204 deleted, 404 there was no such tenant. What a forced
+// delete left behind is in the server's log and the erasure record.
+func (a *adminClient) DeleteTenant(ctx context.Context, id uuid.UUID, force bool) (retrieval.DeleteResult, error) {
+	path := "/tenants/" + id.String()
+	if force {
+		path += "?force=true"
+	}
+	err := a.do(ctx, "DELETE", path, nil, nil)
+	var se *statusError
+	if errors.As(err, &se) && se.code == http.StatusNotFound {
+		return retrieval.DeleteResult{}, nil
+	}
+	return retrieval.DeleteResult{Deleted: err == nil}, err
+}
+
+// statusError is a running server's error answer.
+type statusError struct {
+	code          int
+	title, detail string
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("running server answered %d %s %s", e.code, e.title, e.detail)
 }
 
 func (a *adminClient) Provision(ctx context.Context, id uuid.UUID) error {

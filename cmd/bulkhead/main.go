@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -26,9 +27,12 @@ type config struct {
 	pgPort        int
 	kekFile       string
 	kekURI        string
-	logFormat     string
-	logLevel      string
-	know          knowledgeFlags
+	// nextKEK is set by keys rotate-kek: the KEK being rotated to, accepted
+	// in place of the configured one when the database already records it.
+	nextKEK   *fieldcrypt.KEK
+	logFormat string
+	logLevel  string
+	know      knowledgeFlags
 }
 
 func main() {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -109,29 +110,45 @@ func newTenantCmd(cfg *config) *cobra.Command {
 		},
 	}
 	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
+	var force bool
 	del := &cobra.Command{
-		Use:   "delete ID",
+		Use:   "delete ID [--force]",
 		Short: "Delete a tenant and all of its data: collections dropped, keys shredded, rows deleted (idempotent)",
-		Args:  cobra.ExactArgs(1),
+		Long: `delete drops the tenant's vector collections, destroys its keysets in the
+database (its sealed values never open again there; backups taken before
+still hold its wrapped keyset, see docs/OPERATIONS.md) and deletes its rows.
+
+If the collections can't be dropped (the vector backend is unreachable, or
+the tenant's region is no longer served), nothing is deleted unless --force:
+then the tenant is deleted anyway and what was left is recorded with the
+erasure (bulkhead_keys.key_events) and printed. A tenant that does not exist
+is reported as such.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := bulkhead.ParseID("ID", args[0])
 			if err != nil {
 				return err
 			}
 			return withKnowledge(cmd, cfg, "cli: tenant delete "+id.String(), func(ctx context.Context, db *postgres.DB, k knowledgeOps) error {
-				deleted, err := k.DeleteTenant(ctx, id)
+				res, err := k.DeleteTenant(ctx, id, force)
 				if err != nil {
 					return err
 				}
-				if deleted {
+				switch {
+				case !res.Deleted:
+					fmt.Fprintf(cmd.OutOrStdout(), "tenant %s not found: nothing deleted\n", id)
+				case len(res.NotCleaned) > 0:
+					fmt.Fprintf(cmd.OutOrStdout(), "deleted tenant %s (keys shredded, rows deleted); NOT cleaned, recorded with the erasure: %s\n", id, strings.Join(res.NotCleaned, "; "))
+				case force:
+					fmt.Fprintf(cmd.OutOrStdout(), "deleted tenant %s (forced: anything left is in the server's log and bulkhead_keys.key_events)\n", id)
+				default:
 					fmt.Fprintf(cmd.OutOrStdout(), "deleted tenant %s and all of its data\n", id)
-				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "tenant %s does not exist (nothing to delete)\n", id)
 				}
 				return nil
 			})
 		},
 	}
+	del.Flags().BoolVar(&force, "force", false, "delete even if the vector collections can't be dropped (recording what is left)")
 	provision := &cobra.Command{
 		Use:   "provision ID",
 		Short: "Create the tenant's knowledge collection if it is missing (idempotent; finishes an interrupted create)",
