@@ -80,3 +80,9 @@ var AllowedTriggers = map[string]string{
 // search_path and filter by the tenant in context; the self-check accepts
 // exactly these and rls.DefinerFunctions.
 var AuthFunctions = []string{"auth_user_by_email", "auth_register", "auth_api_key", "auth_refresh_token"}
+
+// NotifyFunctions are the SECURITY DEFINER functions of live delivery
+// (migration 00011): notify_listen LISTENs on the channel of the tenant in
+// a notifier context (a tenant, no entity). Owned by Definer with a pinned
+// search_path; the self-check accepts these too.
+var NotifyFunctions = []string{"notify_listen"}

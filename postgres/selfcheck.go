@@ -233,7 +233,7 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 	for _, r := range rows {
 		nsp, name, sig, owner, config := r[0].(string), r[1].(string), r[2].(string), r[3].(string), r[4].(string)
 		switch {
-		case nsp != Schema || !(slices.Contains(rls.DefinerFunctions, name) || slices.Contains(AuthFunctions, name)):
+		case nsp != Schema || !(slices.Contains(rls.DefinerFunctions, name) || slices.Contains(AuthFunctions, name) || slices.Contains(NotifyFunctions, name)):
 			add("definer", sig, "SECURITY DEFINER function executable by the runtime role is not on the allow-list")
 		case owner != Definer:
 			add("definer", sig, "allow-listed SECURITY DEFINER function is owned by "+owner+", not "+Definer)

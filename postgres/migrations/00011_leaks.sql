@@ -1,0 +1,148 @@
+-- Closing side channels the runtime role could read (issue 11, findings 2,
+-- 3 and 9).
+--
+-- Notifications (finding 2). Until now every new memory was announced on
+-- one channel, bulkhead_memories, as "<tenant>:<room>:<memory>", and any
+-- session of the runtime role could LISTEN to it (PostgreSQL has no
+-- privilege on LISTEN) and learn every tenant's id. Now each tenant has its
+-- own channel, named "bulkhead_" + the first 128 bits of
+-- HMAC-SHA256(key, tenant id), and the payload is "<room>:<memory>" only.
+-- The key is 244 random bits made here (never derived from anything) and
+-- lives in bulkhead.notify_key, readable only by bulkhead_definer: the
+-- runtime role can't compute another tenant's channel name.
+--
+--   - The trigger function becomes SECURITY DEFINER (owned by
+--     bulkhead_definer, executable by nobody: a trigger needs no EXECUTE),
+--     because it has to read the key.
+--   - bulkhead.notify_listen() LISTENs, in the caller's own session, on the
+--     channel of the tenant in context, and returns its name. It answers
+--     only with a tenant and no entity in context (the server's notifier
+--     context): an entity can't learn even its own tenant's channel, which
+--     carries the ids of rooms it may not be in. It runs LISTEN itself so
+--     the channel name never appears in a query text (pg_stat_activity
+--     shows a session's query to every session of the same role).
+--   - bulkhead.notify_unlisten(channel) is an ordinary function: UNLISTEN
+--     with the channel as a parameter, for the same reason.
+
+-- +goose Up
+-- CREATE OR REPLACE of the trigger function and the ALTERs below lock
+-- memories briefly: give up rather than queue behind a long transaction.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '30s';
+
+CREATE TABLE bulkhead.notify_key (
+    id        boolean PRIMARY KEY DEFAULT true CHECK (id),
+    -- HMAC's two padded keys (key XOR 0x36.., key XOR 0x5c..), 64 bytes each.
+    inner_pad bytea NOT NULL CHECK (length(inner_pad) = 64),
+    outer_pad bytea NOT NULL CHECK (length(outer_pad) = 64)
+);
+REVOKE ALL ON bulkhead.notify_key FROM PUBLIC;
+GRANT SELECT ON bulkhead.notify_key TO bulkhead_definer;
+
+-- +goose StatementBegin
+DO $do$
+DECLARE
+  -- Two version-4 UUIDs: 244 random bits from the server's CSPRNG
+  -- (pgcrypto is not needed), zero-padded to SHA-256's 64-byte block.
+  k bytea := pg_catalog.decode(pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')
+      OPERATOR(pg_catalog.||) pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')
+      OPERATOR(pg_catalog.||) pg_catalog.repeat('00', 32), 'hex');
+  ip bytea := k;
+  op bytea := k;
+BEGIN
+  FOR i IN 0..63 LOOP
+    ip := pg_catalog.set_byte(ip, i, pg_catalog.get_byte(k, i) # 54);
+    op := pg_catalog.set_byte(op, i, pg_catalog.get_byte(k, i) # 92);
+  END LOOP;
+  INSERT INTO bulkhead.notify_key (inner_pad, outer_pad) VALUES (ip, op);
+END
+$do$;
+-- +goose StatementEnd
+
+-- The channel of a tenant. Plain (its callers are definer functions), and
+-- executable only by bulkhead_definer.
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.notify_channel(uuid) RETURNS text
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+  AS $fn$
+  SELECT 'bulkhead_' OPERATOR(pg_catalog.||) pg_catalog.left(pg_catalog.encode(
+    pg_catalog.sha256(k.outer_pad OPERATOR(pg_catalog.||) pg_catalog.sha256(k.inner_pad OPERATOR(pg_catalog.||) pg_catalog.uuid_send($1))),
+    'hex'), 32)
+  FROM bulkhead.notify_key k
+  $fn$;
+-- +goose StatementEnd
+REVOKE ALL ON FUNCTION bulkhead.notify_channel(uuid) FROM PUBLIC;
+ALTER FUNCTION bulkhead.notify_channel(uuid) OWNER TO bulkhead_definer;
+
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION bulkhead.notify_memory_inserted() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  AS $fn$
+BEGIN
+  PERFORM pg_catalog.pg_notify(bulkhead.notify_channel(NEW.tenant_id),
+    pg_catalog.concat_ws(':', NEW.room_id, NEW.id));
+  RETURN NULL;
+END
+$fn$;
+-- +goose StatementEnd
+REVOKE ALL ON FUNCTION bulkhead.notify_memory_inserted() FROM PUBLIC;
+ALTER FUNCTION bulkhead.notify_memory_inserted() OWNER TO bulkhead_definer;
+
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.notify_listen() RETURNS text
+  LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+DECLARE
+  t uuid := bulkhead.current_tenant();
+  c text;
+BEGIN
+  IF t IS NULL OR bulkhead.current_entity() IS NOT NULL OR bulkhead.current_acting_for() IS NOT NULL THEN
+    RETURN NULL;
+  END IF;
+  c := bulkhead.notify_channel(t);
+  EXECUTE pg_catalog.format('LISTEN %I', c);
+  RETURN c;
+END
+$fn$;
+-- +goose StatementEnd
+REVOKE ALL ON FUNCTION bulkhead.notify_listen() FROM PUBLIC;
+ALTER FUNCTION bulkhead.notify_listen() OWNER TO bulkhead_definer;
+GRANT EXECUTE ON FUNCTION bulkhead.notify_listen() TO bulkhead_app;
+
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.notify_unlisten(text) RETURNS void
+  LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+  AS $fn$
+BEGIN
+  EXECUTE pg_catalog.format('UNLISTEN %I', $1);
+END
+$fn$;
+-- +goose StatementEnd
+REVOKE ALL ON FUNCTION bulkhead.notify_unlisten(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bulkhead.notify_unlisten(text) TO bulkhead_app;
+
+-- +goose Down
+SET LOCAL lock_timeout = '5s';
+DROP FUNCTION bulkhead.notify_unlisten(text);
+DROP FUNCTION bulkhead.notify_listen();
+-- The schema owner may drop the definer's functions but not replace them.
+DROP TRIGGER memories_notify ON bulkhead.memories;
+DROP FUNCTION bulkhead.notify_memory_inserted();
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.notify_memory_inserted() RETURNS trigger
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+  AS $fn$
+BEGIN
+  PERFORM pg_catalog.pg_notify('bulkhead_memories',
+    pg_catalog.concat_ws(':', NEW.tenant_id, NEW.room_id, NEW.id));
+  RETURN NULL;
+END
+$fn$;
+-- +goose StatementEnd
+REVOKE ALL ON FUNCTION bulkhead.notify_memory_inserted() FROM PUBLIC;
+CREATE TRIGGER memories_notify AFTER INSERT ON bulkhead.memories
+  FOR EACH ROW EXECUTE FUNCTION bulkhead.notify_memory_inserted();
+DROP FUNCTION bulkhead.notify_channel(uuid);
+DROP TABLE bulkhead.notify_key;
