@@ -23,6 +23,27 @@
 --     shows a session's query to every session of the same role).
 --   - bulkhead.notify_unlisten(channel) is an ordinary function: UNLISTEN
 --     with the channel as a parameter, for the same reason.
+--
+-- Definer functions (finding 3). auth_user_by_email(email) returned a
+-- user's entity id and argon2id hash to any caller in the tenant, entity
+-- scopes included; auth_api_key and auth_refresh_token returned stored
+-- (keyed) hashes the same way. Now no credential hash leaves the database,
+-- and the pre-authentication look-ups answer only in a pre-authentication
+-- context (a tenant, no entity, no acting-for): with an entity in context
+-- they return nothing.
+--
+--   - auth_password_params(email): the PHC string of the user's hash
+--     without the hash itself ("$argon2id$v=19$m=..,t=..,p=..$<salt>"):
+--     what Go needs to run argon2id (the expensive part stays out of the
+--     database, bounded by the server's semaphore).
+--   - auth_password_check(email, key): the user's entity id if key (the
+--     argon2id output Go derived, base64) equals the stored one, else NULL.
+--     The two are compared through sha256, so how long the comparison takes
+--     says nothing about how much of the stored value matched.
+--   - auth_api_key(id, hash) and auth_refresh_token(id, hash): the row's
+--     facts (entity, scopes or family, expiry, use, revocation) only when
+--     the presented keyed hash matches; never the stored hash.
+--   - auth_register also refuses with an entity in context.
 
 -- +goose Up
 -- CREATE OR REPLACE of the trigger function and the ALTERs below lock
@@ -122,8 +143,135 @@ $fn$;
 REVOKE ALL ON FUNCTION bulkhead.notify_unlisten(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bulkhead.notify_unlisten(text) TO bulkhead_app;
 
+-- Pre-authentication look-ups: no hash leaves the database.
+DROP FUNCTION bulkhead.auth_user_by_email(text);
+DROP FUNCTION bulkhead.auth_api_key(uuid);
+DROP FUNCTION bulkhead.auth_refresh_token(uuid);
+
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.auth_password_params(text) RETURNS text
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+  SELECT pg_catalog.regexp_replace(u.password_hash, '\$[^$]*$', '') FROM bulkhead.users u
+  WHERE u.tenant_id = bulkhead.current_tenant() AND bulkhead.current_entity() IS NULL AND bulkhead.current_acting_for() IS NULL
+    AND pg_catalog.lower(u.email) = pg_catalog.lower($1) AND u.password_hash IS NOT NULL
+  $fn$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.auth_password_check(text, text) RETURNS uuid
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+  SELECT u.id FROM bulkhead.users u
+  WHERE u.tenant_id = bulkhead.current_tenant() AND bulkhead.current_entity() IS NULL AND bulkhead.current_acting_for() IS NULL
+    AND pg_catalog.lower(u.email) = pg_catalog.lower($1) AND u.password_hash IS NOT NULL
+    AND pg_catalog.length($2) > 0
+    AND pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.split_part(u.password_hash, '$', 6), 'UTF8'))
+        = pg_catalog.sha256(pg_catalog.convert_to($2, 'UTF8'))
+  $fn$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.auth_api_key(uuid, bytea) RETURNS TABLE (entity_id uuid, scopes text[], expires_at timestamptz, revoked_at timestamptz)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+  SELECT k.entity_id, k.scopes, k.expires_at, k.revoked_at FROM bulkhead.api_keys k
+  WHERE k.tenant_id = bulkhead.current_tenant() AND bulkhead.current_entity() IS NULL AND bulkhead.current_acting_for() IS NULL
+    AND k.id = $1 AND pg_catalog.sha256(k.secret_hash) = pg_catalog.sha256($2)
+  $fn$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.auth_refresh_token(uuid, bytea) RETURNS TABLE (entity_id uuid, family_id uuid, expires_at timestamptz, used_at timestamptz, revoked_at timestamptz)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+  SELECT r.entity_id, r.family_id, r.expires_at, r.used_at, r.revoked_at FROM bulkhead.refresh_tokens r
+  WHERE r.tenant_id = bulkhead.current_tenant() AND bulkhead.current_entity() IS NULL AND bulkhead.current_acting_for() IS NULL
+    AND r.id = $1 AND pg_catalog.sha256(r.secret_hash) = pg_catalog.sha256($2)
+  $fn$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION bulkhead.auth_register(p_email text, p_name text, p_password_hash text) RETURNS uuid
+  LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+DECLARE
+  t uuid := bulkhead.current_tenant();
+  e uuid := gen_random_uuid();
+BEGIN
+  IF t IS NULL OR bulkhead.current_entity() IS NOT NULL OR bulkhead.current_acting_for() IS NOT NULL
+     OR NOT EXISTS (SELECT 1 FROM bulkhead.tenants tn WHERE tn.id = t AND tn.open_registration) THEN
+    RETURN NULL;
+  END IF;
+  INSERT INTO bulkhead.entities (tenant_id, id, kind, name) VALUES (t, e, 'user', p_name);
+  INSERT INTO bulkhead.users (tenant_id, id, email, password_hash) VALUES (t, e, p_email, p_password_hash);
+  RETURN e;
+END
+$fn$;
+-- +goose StatementEnd
+
+ALTER FUNCTION bulkhead.auth_password_params(text) OWNER TO bulkhead_definer;
+ALTER FUNCTION bulkhead.auth_password_check(text, text) OWNER TO bulkhead_definer;
+ALTER FUNCTION bulkhead.auth_api_key(uuid, bytea) OWNER TO bulkhead_definer;
+ALTER FUNCTION bulkhead.auth_refresh_token(uuid, bytea) OWNER TO bulkhead_definer;
+REVOKE ALL ON FUNCTION bulkhead.auth_password_params(text), bulkhead.auth_password_check(text, text),
+  bulkhead.auth_api_key(uuid, bytea), bulkhead.auth_refresh_token(uuid, bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bulkhead.auth_password_params(text), bulkhead.auth_password_check(text, text),
+  bulkhead.auth_api_key(uuid, bytea), bulkhead.auth_refresh_token(uuid, bytea) TO bulkhead_app;
+
 -- +goose Down
 SET LOCAL lock_timeout = '5s';
+-- Membership in bulkhead_definer is needed here (postgres.WithDefinerMembership).
+DROP FUNCTION bulkhead.auth_refresh_token(uuid, bytea);
+DROP FUNCTION bulkhead.auth_api_key(uuid, bytea);
+DROP FUNCTION bulkhead.auth_password_check(text, text);
+DROP FUNCTION bulkhead.auth_password_params(text);
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION bulkhead.auth_register(p_email text, p_name text, p_password_hash text) RETURNS uuid
+  LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+DECLARE
+  t uuid := bulkhead.current_tenant();
+  e uuid := gen_random_uuid();
+BEGIN
+  IF t IS NULL OR NOT EXISTS (SELECT 1 FROM bulkhead.tenants tn WHERE tn.id = t AND tn.open_registration) THEN
+    RETURN NULL;
+  END IF;
+  INSERT INTO bulkhead.entities (tenant_id, id, kind, name) VALUES (t, e, 'user', p_name);
+  INSERT INTO bulkhead.users (tenant_id, id, email, password_hash) VALUES (t, e, p_email, p_password_hash);
+  RETURN e;
+END
+$fn$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.auth_user_by_email(text) RETURNS TABLE (entity_id uuid, password_hash text)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+  SELECT u.id, u.password_hash FROM bulkhead.users u
+  WHERE u.tenant_id = bulkhead.current_tenant() AND lower(u.email) = lower($1)
+  $fn$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.auth_api_key(uuid) RETURNS TABLE (entity_id uuid, secret_hash bytea, scopes text[], expires_at timestamptz, revoked_at timestamptz)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+  SELECT k.entity_id, k.secret_hash, k.scopes, k.expires_at, k.revoked_at FROM bulkhead.api_keys k
+  WHERE k.tenant_id = bulkhead.current_tenant() AND k.id = $1
+  $fn$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE FUNCTION bulkhead.auth_refresh_token(uuid) RETURNS TABLE (entity_id uuid, family_id uuid, secret_hash bytea, expires_at timestamptz, used_at timestamptz, revoked_at timestamptz)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+  SELECT r.entity_id, r.family_id, r.secret_hash, r.expires_at, r.used_at, r.revoked_at FROM bulkhead.refresh_tokens r
+  WHERE r.tenant_id = bulkhead.current_tenant() AND r.id = $1
+  $fn$;
+-- +goose StatementEnd
+ALTER FUNCTION bulkhead.auth_user_by_email(text) OWNER TO bulkhead_definer;
+ALTER FUNCTION bulkhead.auth_api_key(uuid) OWNER TO bulkhead_definer;
+ALTER FUNCTION bulkhead.auth_refresh_token(uuid) OWNER TO bulkhead_definer;
+REVOKE ALL ON FUNCTION bulkhead.auth_user_by_email(text), bulkhead.auth_api_key(uuid), bulkhead.auth_refresh_token(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bulkhead.auth_user_by_email(text), bulkhead.auth_api_key(uuid), bulkhead.auth_refresh_token(uuid) TO bulkhead_app;
 DROP FUNCTION bulkhead.notify_unlisten(text);
 DROP FUNCTION bulkhead.notify_listen();
 -- The schema owner may drop the definer's functions but not replace them.
