@@ -44,6 +44,14 @@
 --     facts (entity, scopes or family, expiry, use, revocation) only when
 --     the presented keyed hash matches; never the stored hash.
 --   - auth_register also refuses with an entity in context.
+--
+-- Role hygiene (finding 9). refresh_tokens had the same index twice:
+-- refresh_tokens_family_idx (written by hand in 00004) and the generator's
+-- refresh_tokens_family_id_idx. The hand-written one goes. (The rest of
+-- finding 9 is not a migration's to do: Bootstrap no longer makes the owner
+-- a member of bulkhead_definer, Migrator.UseAdmin grants that membership
+-- only while migrations run, and Bootstrap closes the cluster's other
+-- databases to PUBLIC; the self-check refuses each.)
 
 -- +goose Up
 -- CREATE OR REPLACE of the trigger function and the ALTERs below lock
@@ -219,8 +227,11 @@ REVOKE ALL ON FUNCTION bulkhead.auth_password_params(text), bulkhead.auth_passwo
 GRANT EXECUTE ON FUNCTION bulkhead.auth_password_params(text), bulkhead.auth_password_check(text, text),
   bulkhead.auth_api_key(uuid, bytea), bulkhead.auth_refresh_token(uuid, bytea) TO bulkhead_app;
 
+DROP INDEX bulkhead.refresh_tokens_family_idx;
+
 -- +goose Down
 SET LOCAL lock_timeout = '5s';
+CREATE INDEX refresh_tokens_family_idx ON bulkhead.refresh_tokens (tenant_id, family_id);
 -- Membership in bulkhead_definer is needed here (postgres.WithDefinerMembership).
 DROP FUNCTION bulkhead.auth_refresh_token(uuid, bytea);
 DROP FUNCTION bulkhead.auth_api_key(uuid, bytea);
