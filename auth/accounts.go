@@ -92,16 +92,24 @@ func (a *Accounts) Register(ctx context.Context, tenant uuid.UUID, email, name, 
 
 // Login checks email and password in tenant and issues tokens.
 func (a *Accounts) Login(ctx context.Context, tenant uuid.UUID, email, password string) (Tokens, error) {
-	entity, hash, err := a.db.UserByEmail(tenantScope(ctx, tenant), email)
+	// The stored hash never leaves the database: Go derives the key under
+	// the stored salt and parameters (argon2id is the expensive part, kept
+	// under the hasher's semaphore), the database compares.
+	sc := tenantScope(ctx, tenant)
+	params, err := a.db.PasswordParams(sc, email)
 	if err != nil && !errors.Is(err, bulkhead.ErrNotFound) {
 		return Tokens{}, err
 	}
-	ok, cerr := a.hasher.Check(ctx, hash, password) // runs for unknown users too
-	if cerr != nil {
-		return Tokens{}, cerr
+	key, err := a.hasher.Derive(ctx, params, password) // runs for unknown users too
+	if err != nil {
+		return Tokens{}, err
 	}
-	if err != nil || !ok {
+	entity, err := a.db.CheckPassword(sc, email, key)
+	if errors.Is(err, bulkhead.ErrNotFound) {
 		return Tokens{}, unauthenticated("bad email or password")
+	}
+	if err != nil {
+		return Tokens{}, err
 	}
 	return a.issue(ctx, tenant, entity, uuid.New())
 }
@@ -179,17 +187,11 @@ func (a *Accounts) lookupRefresh(ctx context.Context, tenant uuid.UUID, refresh 
 	if !ok || t != tenant {
 		return postgres.StoredRefreshToken{}, uuid.Nil, unauthenticated("malformed refresh token")
 	}
-	stored, err := a.db.RefreshTokenForAuth(tenantScope(ctx, tenant), id)
+	stored, err := a.db.RefreshTokenForAuth(tenantScope(ctx, tenant), id, a.hash("refresh", id, secret))
 	if errors.Is(err, bulkhead.ErrNotFound) {
-		return stored, id, unauthenticated("unknown refresh token")
+		return stored, id, unauthenticated("unknown or mismatched refresh token")
 	}
-	if err != nil {
-		return stored, id, err
-	}
-	if !hmac.Equal(stored.SecretHash, a.hash("refresh", id, secret)) {
-		return stored, id, unauthenticated("refresh token does not match")
-	}
-	return stored, id, nil
+	return stored, id, err
 }
 
 // API key scopes: what a key may do. A key without scopes may do
@@ -249,16 +251,14 @@ func (a *Accounts) AuthenticateAPIKey(ctx context.Context, key, method string) (
 	if !ok {
 		return bulkhead.Scope{}, unauthenticated("malformed API key")
 	}
-	k, err := a.db.APIKeyForAuth(tenantScope(ctx, tenant), id)
+	k, err := a.db.APIKeyForAuth(tenantScope(ctx, tenant), id, a.hash("apikey", id, secret))
 	if errors.Is(err, bulkhead.ErrNotFound) {
-		return bulkhead.Scope{}, unauthenticated("unknown API key")
+		return bulkhead.Scope{}, unauthenticated("unknown or mismatched API key")
 	}
 	if err != nil {
 		return bulkhead.Scope{}, err
 	}
 	switch {
-	case !hmac.Equal(k.SecretHash, a.hash("apikey", id, secret)):
-		return bulkhead.Scope{}, unauthenticated("API key does not match")
 	case k.RevokedAt != nil:
 		return bulkhead.Scope{}, unauthenticated("API key revoked")
 	case k.ExpiresAt != nil && time.Now().After(*k.ExpiresAt):

@@ -62,31 +62,62 @@ func (h *Hasher) Check(ctx context.Context, encoded, password string) (bool, err
 	if !known {
 		encoded = h.dummy
 	}
+	i := strings.LastIndexByte(encoded, '$')
+	want, err := base64.RawStdEncoding.DecodeString(encoded[i+1:])
+	if err != nil || len(want) == 0 {
+		return false, errors.New("auth: stored password hash is malformed")
+	}
+	got, err := h.derive(ctx, encoded[:i], password, len(want))
+	if err != nil {
+		return false, err
+	}
+	return known && subtle.ConstantTimeCompare(got, want) == 1, nil
+}
+
+// Derive returns the argon2id key of password under params, the PHC string
+// of a stored hash without the hash ("$argon2id$v=19$m=..,t=..,p=..$<salt>",
+// postgres.DB.PasswordParams), base64-encoded as in a PHC string: what the
+// database compares with the stored key, so that the stored hash never
+// leaves it. An empty params (an unknown user) derives under the dummy
+// hash's parameters, so both paths cost the same. Keys are argonKeyLen
+// bytes, the length Hash makes.
+func (h *Hasher) Derive(ctx context.Context, params, password string) (string, error) {
+	if params == "" {
+		params = h.dummy[:strings.LastIndexByte(h.dummy, '$')]
+	}
+	key, err := h.derive(ctx, params, password, argonKeyLen)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawStdEncoding.EncodeToString(key), nil
+}
+
+// derive parses params ("$argon2id$v=..$m=..,t=..,p=..$<salt>") and runs
+// argon2id under the semaphore.
+func (h *Hasher) derive(ctx context.Context, params, password string, keyLen int) ([]byte, error) {
 	var version int
 	var mem uint32
 	var t uint32
 	var p uint8
-	parts := strings.Split(encoded, "$")
-	if len(parts) != 6 || parts[1] != "argon2id" {
-		return false, errors.New("auth: stored password hash is not argon2id")
+	parts := strings.Split(params, "$")
+	if len(parts) != 5 || parts[0] != "" || parts[1] != "argon2id" {
+		return nil, errors.New("auth: stored password hash is not argon2id")
 	}
 	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
-		return false, errors.New("auth: stored password hash has an unknown version")
+		return nil, errors.New("auth: stored password hash has an unknown version")
 	}
 	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &mem, &t, &p); err != nil || mem > 1<<20 || t > 10 || p == 0 || p > 16 {
-		return false, errors.New("auth: stored password hash has unusable parameters")
+		return nil, errors.New("auth: stored password hash has unusable parameters")
 	}
-	salt, err1 := base64.RawStdEncoding.DecodeString(parts[4])
-	want, err2 := base64.RawStdEncoding.DecodeString(parts[5])
-	if err1 != nil || err2 != nil || len(want) == 0 {
-		return false, errors.New("auth: stored password hash is malformed")
+	salt, err := base64.RawStdEncoding.DecodeString(parts[4])
+	if err != nil || keyLen <= 0 || keyLen > 1024 {
+		return nil, errors.New("auth: stored password hash is malformed")
 	}
 	if err := h.acquire(ctx); err != nil {
-		return false, err
+		return nil, err
 	}
 	defer func() { <-h.sem }()
-	got := argon2.IDKey([]byte(password), salt, t, mem, p, uint32(len(want)))
-	return known && subtle.ConstantTimeCompare(got, want) == 1, nil
+	return argon2.IDKey([]byte(password), salt, t, mem, p, uint32(keyLen)), nil
 }
 
 func (h *Hasher) acquire(ctx context.Context) error {

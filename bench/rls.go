@@ -440,6 +440,7 @@ func (e *benchEnv) migrated(ctx context.Context, name string) error {
 		return err
 	}
 	defer m.Close()
+	m.UseAdmin(e.cl.SuperuserDSN("postgres"))
 	_, err = m.Up(ctx)
 	return err
 }

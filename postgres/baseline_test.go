@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/rls"
 	"github.com/google/uuid"
@@ -15,13 +16,17 @@ func applyAsOwner(t *testing.T, dsn string, stmts []string) {
 	t.Helper()
 	conn := mustConnect(t, dsn)
 	ctx := context.Background()
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		for _, s := range stmts {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return err
+	// The generator hands its helpers to the definer role: the owner must
+	// be its member while they are applied, as in a migration.
+	err := postgres.WithDefinerMembership(ctx, testdb.Cluster().SuperuserDSN("postgres"), func() error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			for _, s := range stmts {
+				if _, err := tx.Exec(ctx, s); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +37,8 @@ func applyAsOwner(t *testing.T, dsn string, stmts []string) {
 // generator's policies removed the same unfiltered reads leak the other
 // tenant's rows (so the suite can fail), and with them reinstalled they don't.
 func TestSuiteFailsWithoutPolicies(t *testing.T) {
-	t.Parallel()
+	// Not parallel: applying generated SQL makes the owner a member of the
+	// definer role for a while (applyAsOwner).
 	d, demo := seeded(t)
 	t1, t2 := demo.T1, demo.T2
 	probe := func() (foreignMemories, foreignRooms, foreignDocs int) {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 
@@ -17,7 +18,10 @@ import (
 // Role attributes set here are the security contract the self-check
 // verifies: the runtime role is LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT and
 // a member of nothing; the maintenance role is BYPASSRLS but NOINHERIT and
-// owns nothing; the definer role can't log in.
+// owns nothing; the definer role can't log in and has no members (the owner
+// is made a member only while migrations run, by WithDefinerMembership).
+// When create is true (bulkhead owns the cluster), PUBLIC loses CONNECT and
+// TEMPORARY on every other database.
 func Bootstrap(ctx context.Context, adminDSN, database string, creds Credentials, create bool) error {
 	conn, err := connectTo(ctx, adminDSN, "")
 	if err != nil {
@@ -63,11 +67,26 @@ func Bootstrap(ctx context.Context, adminDSN, database string, creds Credentials
 				return fmt.Errorf("bootstrap: %s role %s: %w", verb, r.name, err)
 			}
 		}
-		// The owner hands the membership helpers to the definer role
-		// (ALTER FUNCTION ... OWNER TO needs membership). Nothing else is a
-		// member of anything.
-		if _, err := tx.Exec(ctx, fmt.Sprintf("GRANT %s TO %s", Definer, Owner)); err != nil {
-			return fmt.Errorf("bootstrap: grant %s to %s: %w", Definer, Owner, err)
+		// Nothing is a member of anything: a member of the definer role could
+		// SET ROLE to it and bypass row-level security. Migrations that hand
+		// functions to the definer get the membership only while they run
+		// (WithDefinerMembership). Revoking heals databases bootstrapped
+		// before it was revoked.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", membershipLock); err != nil {
+			return fmt.Errorf("bootstrap: lock: %w", err)
+		}
+		if err := revokeDefinerMembership(ctx, tx); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+		if create {
+			// bulkhead owns this cluster: close every other database to
+			// PUBLIC, so the runtime role can't connect to postgres or
+			// template1 (or create temporary objects there). On an external
+			// cluster other databases are not bulkhead's to change: the
+			// self-check refuses to serve until the operator does this.
+			if err := closeOtherDatabases(ctx, tx, database); err != nil {
+				return fmt.Errorf("bootstrap: %w", err)
+			}
 		}
 		return nil
 	})
@@ -89,6 +108,85 @@ func Bootstrap(ctx context.Context, adminDSN, database string, creds Credentials
 	}
 	return PrepareDatabase(ctx, adminDSN, database)
 }
+
+// revokeDefinerMembership makes sure the owner is not a member of the
+// definer role.
+func revokeDefinerMembership(ctx context.Context, tx pgx.Tx) error {
+	var member bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_auth_members m
+		WHERE m.roleid = (SELECT oid FROM pg_roles WHERE rolname = $1) AND m.member = (SELECT oid FROM pg_roles WHERE rolname = $2))`,
+		Definer, Owner).Scan(&member)
+	if err != nil {
+		return fmt.Errorf("look up membership of %s in %s: %w", Owner, Definer, err)
+	}
+	if member {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("REVOKE %s FROM %s", Definer, Owner)); err != nil {
+			return fmt.Errorf("revoke %s from %s: %w", Definer, Owner, err)
+		}
+	}
+	return nil
+}
+
+// closeOtherDatabases revokes PUBLIC's CONNECT and TEMPORARY on every
+// database but database that accepts connections.
+func closeOtherDatabases(ctx context.Context, tx pgx.Tx, database string) error {
+	rows, err := tx.Query(ctx, `SELECT datname FROM pg_database d WHERE datallowconn AND datname <> $1
+		AND EXISTS (SELECT 1 FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+		            WHERE a.grantee = 0 AND a.privilege_type IN ('CONNECT', 'TEMPORARY'))
+		ORDER BY 1`, database)
+	if err != nil {
+		return fmt.Errorf("list databases: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list databases: %w", err)
+	}
+	for _, n := range names {
+		if _, err := tx.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+pgx.Identifier{n}.Sanitize()+" FROM PUBLIC"); err != nil {
+			return fmt.Errorf("close database %s to PUBLIC: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// WithDefinerMembership runs fn (applying migrations as the owner) while
+// the owner is a member of the definer role, and revokes the membership
+// when fn returns, whatever it returned. Migrations hand SECURITY DEFINER
+// functions to the definer role (ALTER FUNCTION ... OWNER TO, and CREATE OR
+// REPLACE of a function it owns), which PostgreSQL allows only to members;
+// outside this window the owner can't SET ROLE to the BYPASSRLS definer.
+// adminDSN must connect as a superuser or a role with CREATEROLE (the same
+// connection string as Bootstrap's). Concurrent calls, and Bootstrap's
+// revocation, take turns on an advisory lock in adminDSN's database, so
+// none revokes while another's migrations run.
+//
+// It returns fn's error, or the error of granting or revoking (a failed
+// revoke is also found by the self-check, which then refuses to serve).
+func WithDefinerMembership(ctx context.Context, adminDSN string, fn func() error) (err error) {
+	conn, err := connectTo(ctx, adminDSN, "")
+	if err != nil {
+		return fmt.Errorf("definer membership: connect as admin: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", membershipLock); err != nil {
+		return fmt.Errorf("definer membership: lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", membershipLock)
+	if _, err := conn.Exec(ctx, fmt.Sprintf("GRANT %s TO %s", Definer, Owner)); err != nil {
+		return fmt.Errorf("definer membership: grant %s to %s: %w", Definer, Owner, err)
+	}
+	defer func() {
+		rctx := context.WithoutCancel(ctx)
+		rerr := pgx.BeginFunc(rctx, conn, func(tx pgx.Tx) error { return revokeDefinerMembership(rctx, tx) })
+		if rerr != nil {
+			err = errors.Join(err, fmt.Errorf("definer membership: %w", rerr))
+		}
+	}()
+	return fn()
+}
+
+// membershipLock is the advisory lock key serialising WithDefinerMembership.
+const membershipLock = bootstrapLock + 2
 
 // bootstrapLock is the advisory lock key serialising bootstraps.
 const bootstrapLock int64 = 0x62756c6b68656164 // "bulkhead"

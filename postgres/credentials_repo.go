@@ -27,13 +27,12 @@ type APIKey struct {
 	CreatedAt time.Time  `json:"created_at"`
 }
 
-// StoredAPIKey is what authentication needs of a key.
+// StoredAPIKey is what authentication needs of a key (never its hash).
 type StoredAPIKey struct {
-	EntityID   uuid.UUID
-	SecretHash []byte
-	Scopes     []string
-	ExpiresAt  *time.Time
-	RevokedAt  *time.Time
+	EntityID  uuid.UUID
+	Scopes    []string
+	ExpiresAt *time.Time
+	RevokedAt *time.Time
 }
 
 // InsertAPIKey stores a key for the calling entity.
@@ -56,12 +55,15 @@ func (db *DB) InsertAPIKey(ctx context.Context, id uuid.UUID, name string, hash 
 	return k, err
 }
 
-// APIKeyForAuth looks a key up by id in the tenant of ctx's scope (no
-// entity needed). It returns ErrNotFound.
-func (db *DB) APIKeyForAuth(ctx context.Context, id uuid.UUID) (StoredAPIKey, error) {
+// APIKeyForAuth looks a key up by id and keyed hash in the tenant of ctx's
+// scope, which must be a pre-authentication scope (a tenant, no entity).
+// The hash is compared inside the database; the stored one never leaves it.
+// It returns ErrNotFound for an unknown key, a hash that does not match, or
+// a scope with an entity.
+func (db *DB) APIKeyForAuth(ctx context.Context, id uuid.UUID, hash []byte) (StoredAPIKey, error) {
 	var k StoredAPIKey
-	err := db.ReadRow(ctx, `SELECT entity_id, secret_hash, scopes, expires_at, revoked_at FROM bulkhead.auth_api_key($1)`, []any{id},
-		&k.EntityID, &k.SecretHash, &k.Scopes, &k.ExpiresAt, &k.RevokedAt)
+	err := db.ReadRow(ctx, `SELECT entity_id, scopes, expires_at, revoked_at FROM bulkhead.auth_api_key($1, $2)`, []any{id, hash},
+		&k.EntityID, &k.Scopes, &k.ExpiresAt, &k.RevokedAt)
 	return k, err
 }
 
@@ -93,18 +95,28 @@ func (db *DB) RevokeAPIKey(ctx context.Context, id uuid.UUID) error {
 	})
 }
 
-// UserByEmail returns the entity and password hash of a user of the
-// tenant in ctx's scope. It returns ErrNotFound.
-func (db *DB) UserByEmail(ctx context.Context, email string) (uuid.UUID, string, error) {
+// PasswordParams returns the parameters and salt of the stored password
+// hash of the user with email, in the tenant of ctx's scope: the hash's PHC
+// string without the hash ("$argon2id$v=19$m=..,t=..,p=..$<salt>"), which is
+// what deriving a key from a candidate password needs. ctx's scope must be
+// a pre-authentication scope (a tenant, no entity). It returns ErrNotFound
+// for an unknown email, a user without a password, or a scope with an
+// entity.
+func (db *DB) PasswordParams(ctx context.Context, email string) (string, error) {
+	var params string
+	err := db.ReadRow(ctx, `SELECT p FROM bulkhead.auth_password_params($1) p WHERE p IS NOT NULL`, []any{email}, &params)
+	return params, err
+}
+
+// CheckPassword returns the entity of the user with email if key (the
+// base64 argon2id output derived under PasswordParams) equals the stored
+// one. The comparison happens inside the database: the stored hash never
+// leaves it. Same scope rule as PasswordParams. It returns ErrNotFound for
+// an unknown email, a key that does not match, or a scope with an entity.
+func (db *DB) CheckPassword(ctx context.Context, email, key string) (uuid.UUID, error) {
 	var id uuid.UUID
-	var hash *string
-	if err := db.ReadRow(ctx, `SELECT entity_id, password_hash FROM bulkhead.auth_user_by_email($1)`, []any{email}, &id, &hash); err != nil {
-		return uuid.Nil, "", err
-	}
-	if hash == nil {
-		return id, "", nil
-	}
-	return id, *hash, nil
+	err := db.ReadRow(ctx, `SELECT e FROM bulkhead.auth_password_check($1, $2) e WHERE e IS NOT NULL`, []any{email, key}, &id)
+	return id, err
 }
 
 // ErrRegistrationClosed means the tenant does not allow self-registration.
@@ -137,14 +149,13 @@ func (db *DB) SetOpenRegistration(ctx context.Context, tenant uuid.UUID, open bo
 	})
 }
 
-// StoredRefreshToken is what a refresh needs of a token.
+// StoredRefreshToken is what a refresh needs of a token (never its hash).
 type StoredRefreshToken struct {
-	EntityID   uuid.UUID
-	FamilyID   uuid.UUID
-	SecretHash []byte
-	ExpiresAt  time.Time
-	UsedAt     *time.Time
-	RevokedAt  *time.Time
+	EntityID  uuid.UUID
+	FamilyID  uuid.UUID
+	ExpiresAt time.Time
+	UsedAt    *time.Time
+	RevokedAt *time.Time
 }
 
 // InsertRefreshToken stores a refresh token of the calling entity.
@@ -160,12 +171,15 @@ func (db *DB) InsertRefreshToken(ctx context.Context, id, family uuid.UUID, hash
 	})
 }
 
-// RefreshTokenForAuth looks a refresh token up by id in the tenant of
-// ctx's scope. It returns ErrNotFound.
-func (db *DB) RefreshTokenForAuth(ctx context.Context, id uuid.UUID) (StoredRefreshToken, error) {
+// RefreshTokenForAuth looks a refresh token up by id and keyed hash in the
+// tenant of ctx's scope, which must be a pre-authentication scope (a
+// tenant, no entity). The hash is compared inside the database. It returns
+// ErrNotFound for an unknown token, a hash that does not match, or a scope
+// with an entity.
+func (db *DB) RefreshTokenForAuth(ctx context.Context, id uuid.UUID, hash []byte) (StoredRefreshToken, error) {
 	var t StoredRefreshToken
-	err := db.ReadRow(ctx, `SELECT entity_id, family_id, secret_hash, expires_at, used_at, revoked_at FROM bulkhead.auth_refresh_token($1)`, []any{id},
-		&t.EntityID, &t.FamilyID, &t.SecretHash, &t.ExpiresAt, &t.UsedAt, &t.RevokedAt)
+	err := db.ReadRow(ctx, `SELECT entity_id, family_id, expires_at, used_at, revoked_at FROM bulkhead.auth_refresh_token($1, $2)`, []any{id, hash},
+		&t.EntityID, &t.FamilyID, &t.ExpiresAt, &t.UsedAt, &t.RevokedAt)
 	return t, err
 }
 

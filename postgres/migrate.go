@@ -20,6 +20,23 @@ import (
 type Migrator struct {
 	db       *sql.DB
 	provider *goose.Provider
+	adminDSN string
+}
+
+// UseAdmin makes Up, DownTo and Down run inside WithDefinerMembership over
+// adminDSN (a superuser or CREATEROLE connection string, Bootstrap's):
+// migrations that hand SECURITY DEFINER functions to the definer role need
+// the owner to be its member while they run, and only then. Without it
+// such migrations fail (nothing is half-applied: each runs in one
+// transaction).
+func (m *Migrator) UseAdmin(adminDSN string) { m.adminDSN = adminDSN }
+
+// window runs fn inside WithDefinerMembership when an admin is configured.
+func (m *Migrator) window(ctx context.Context, fn func() error) error {
+	if m.adminDSN == "" {
+		return fn()
+	}
+	return WithDefinerMembership(ctx, m.adminDSN, fn)
 }
 
 // NewMigrator connects to ownerDSN and prepares goose. The caller must Close it.
@@ -59,7 +76,11 @@ func NewMigrator(ownerDSN string, log *slog.Logger) (*Migrator, error) {
 // failure (a policy that can't be created, say) leaves the database at the
 // last good version.
 func (m *Migrator) Up(ctx context.Context) ([]*goose.MigrationResult, error) {
-	res, err := m.provider.Up(ctx)
+	var res []*goose.MigrationResult
+	err := m.window(ctx, func() (err error) {
+		res, err = m.provider.Up(ctx)
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("migrate up: %w", err)
 	}
@@ -68,7 +89,11 @@ func (m *Migrator) Up(ctx context.Context) ([]*goose.MigrationResult, error) {
 
 // DownTo rolls back to version (0: everything).
 func (m *Migrator) DownTo(ctx context.Context, version int64) ([]*goose.MigrationResult, error) {
-	res, err := m.provider.DownTo(ctx, version)
+	var res []*goose.MigrationResult
+	err := m.window(ctx, func() (err error) {
+		res, err = m.provider.DownTo(ctx, version)
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("migrate down to %d: %w", version, err)
 	}
@@ -77,7 +102,11 @@ func (m *Migrator) DownTo(ctx context.Context, version int64) ([]*goose.Migratio
 
 // Down rolls back the newest applied migration.
 func (m *Migrator) Down(ctx context.Context) (*goose.MigrationResult, error) {
-	res, err := m.provider.Down(ctx)
+	var res *goose.MigrationResult
+	err := m.window(ctx, func() (err error) {
+		res, err = m.provider.Down(ctx)
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("migrate down: %w", err)
 	}

@@ -79,9 +79,18 @@ var AllowedTriggers = map[string]string{
 	Schema + ".memories.memories_notify": Schema + ".notify_memory_inserted()",
 }
 
-// AuthFunctions are the SECURITY DEFINER look-ups authentication flows use
-// before the caller has an entity in scope (migration 00004). Like the
-// generator's membership helpers they are owned by Definer, pin their
-// search_path and filter by the tenant in context; the self-check accepts
-// exactly these and rls.DefinerFunctions.
-var AuthFunctions = []string{"auth_user_by_email", "auth_register", "auth_api_key", "auth_refresh_token"}
+// AuthFunctions are the SECURITY DEFINER functions authentication flows
+// use before the caller has an entity in scope (migrations 00004 and
+// 00011). They answer only in a pre-authentication context (a tenant, no
+// entity, no acting-for), and no credential hash leaves them: passwords and
+// keyed hashes are compared inside. Like the generator's membership helpers
+// they are owned by Definer and pin their search_path; the self-check
+// accepts exactly these, NotifyFunctions and rls.DefinerFunctions
+// (docs/SECURITY.md lists what each can reveal).
+var AuthFunctions = []string{"auth_password_params", "auth_password_check", "auth_register", "auth_api_key", "auth_refresh_token"}
+
+// NotifyFunctions are the SECURITY DEFINER functions of live delivery
+// (migration 00011): notify_listen LISTENs on the channel of the tenant in
+// a notifier context (a tenant, no entity). Owned by Definer with a pinned
+// search_path; the self-check accepts these too.
+var NotifyFunctions = []string{"notify_listen"}

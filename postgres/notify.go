@@ -17,10 +17,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 )
 
-// NotifyChannel is the channel on which migration 00005's trigger announces
-// every new memory as "<tenant_id>:<room_id>:<memory id>": ids only, never
-// content.
-const NotifyChannel = "bulkhead_memories"
+// Notifications travel on one channel per tenant (migration 00011): its
+// name is "bulkhead_" followed by 128 bits of an HMAC of the tenant id under
+// a key only the database's definer role can read, and the payload is
+// "<room id>:<memory id>". A session of the runtime role can't derive
+// another tenant's channel name, and bulkhead.notify_listen(), which
+// LISTENs on a tenant's channel, answers only in a tenant context with no
+// entity (the context the Notifier uses, never an entity's).
 
 // ErrNotificationsLost ends a subscription that may have missed
 // notifications: the listening connection broke, or the subscriber fell
@@ -55,14 +58,17 @@ type NotifierConfig struct {
 }
 
 // Notifier turns the trigger's notifications into per-room subscriptions.
-// It holds one dedicated connection LISTENing on NotifyChannel, opened when
-// the first subscriber arrives, reopened with backoff when it breaks while
-// anyone is subscribed, and closed IdleTimeout after the last one leaves.
+// It holds one dedicated connection, opened when the first subscriber
+// arrives, reopened with backoff when it breaks while anyone is subscribed,
+// and closed IdleTimeout after the last one leaves. On it, it LISTENs on
+// the channel of each tenant that has subscribers (and UNLISTENs when the
+// last one leaves).
 //
 // What it guarantees, and what it does not:
-//   - The listening connection receives the ids of every tenant's new
-//     memories: the server process is trusted with them, as it is with
-//     everything it serves. Ids are all a notification carries.
+//   - The listening connection receives the room and memory ids of the
+//     subscribed tenants' new memories: the server process is trusted with
+//     them, as it is with everything it serves. Ids are all a notification
+//     carries.
 //   - A notification is routed only to the subscribers of its (tenant,
 //     room), but routing is not what keeps tenants apart: a subscriber
 //     reads the memory itself through DB (RoomMemory) in its own scope, so
@@ -80,11 +86,13 @@ type Notifier struct {
 
 	mu        sync.Mutex
 	subs      map[roomKey]map[*Subscription]struct{}
+	tenants   map[uuid.UUID]*tenantListen // tenants with subscribers
+	channels  map[string]uuid.UUID        // listened on the current connection
 	count     int
 	gen       uint64 // incremented whenever a listener starts or stops
 	running   bool
-	listening bool
-	ready     chan struct{} // closed while listening
+	dirty     bool               // tenants changed since the last sync
+	interrupt context.CancelFunc // ends the current wait for a notification
 	stop      context.CancelFunc
 	idle      *time.Timer
 	closed    bool
@@ -93,6 +101,14 @@ type Notifier struct {
 }
 
 type roomKey struct{ tenant, room uuid.UUID }
+
+// tenantListen is one tenant's state: how many subscribers, and whether its
+// channel is LISTENed on the current connection (ready is closed then).
+type tenantListen struct {
+	subs      int
+	listening bool
+	ready     chan struct{}
+}
 
 // NewNotifier returns a Notifier over db's runtime role (or cfg.ConnConfig).
 // It opens no connection until the first Subscribe.
@@ -130,7 +146,8 @@ func NewNotifier(db *DB, cfg NotifierConfig) *Notifier {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Notifier{cfg: cfg, log: log, subs: map[roomKey]map[*Subscription]struct{}{}, ready: make(chan struct{}), done: make(chan struct{})}
+	return &Notifier{cfg: cfg, log: log, subs: map[roomKey]map[*Subscription]struct{}{},
+		tenants: map[uuid.UUID]*tenantListen{}, channels: map[string]uuid.UUID{}, done: make(chan struct{})}
 }
 
 // Subscription receives the ids of new memories in one room of one tenant.
@@ -166,10 +183,10 @@ func (s *Subscription) Close() {
 }
 
 // Subscribe subscribes to the new memories of room in tenant. It returns
-// once the listening connection is established, so that every memory
-// committed afterwards is announced (until the subscription ends). It
-// returns ctx's error if ctx ends first (the database is unreachable, say)
-// and ErrNotifierClosed after Close.
+// once the tenant's channel is LISTENed on, so that every memory committed
+// afterwards is announced (until the subscription ends). It returns ctx's
+// error if ctx ends first (the database is unreachable, say) and
+// ErrNotifierClosed after Close.
 //
 // Subscribe does not check that the caller may see the room: the caller
 // does that, and reads each memory in its own scope.
@@ -187,6 +204,13 @@ func (n *Notifier) Subscribe(ctx context.Context, tenant, room uuid.UUID) (*Subs
 	}
 	set[s] = struct{}{}
 	n.count++
+	tl := n.tenants[tenant]
+	if tl == nil {
+		tl = &tenantListen{ready: make(chan struct{})}
+		n.tenants[tenant] = tl
+		n.changedLocked()
+	}
+	tl.subs++
 	if n.idle != nil {
 		n.idle.Stop()
 		n.idle = nil
@@ -194,7 +218,7 @@ func (n *Notifier) Subscribe(ctx context.Context, tenant, room uuid.UUID) (*Subs
 	if !n.running {
 		n.startLocked()
 	}
-	listening, ready := n.listening, n.ready
+	listening, ready := tl.listening, tl.ready
 	n.mu.Unlock()
 	if listening {
 		return s, nil
@@ -229,10 +253,18 @@ func (n *Notifier) Close() {
 	n.wg.Wait()
 }
 
+// changedLocked tells the listener that the set of tenants changed.
+func (n *Notifier) changedLocked() {
+	n.dirty = true
+	if n.interrupt != nil {
+		n.interrupt()
+	}
+}
+
 func (n *Notifier) startLocked() {
 	n.gen++
 	ctx, cancel := context.WithCancel(context.Background())
-	n.stop, n.running, n.listening = cancel, true, false
+	n.stop, n.running = cancel, true
 	n.wg.Add(1)
 	go n.run(ctx, n.gen)
 }
@@ -245,10 +277,19 @@ func (n *Notifier) stopLocked() {
 	}
 	n.gen++
 	n.running = false
-	if n.listening {
-		n.listening = false
-		n.ready = make(chan struct{})
+	n.resetListensLocked()
+}
+
+// resetListensLocked forgets what the (closed) connection listened on.
+func (n *Notifier) resetListensLocked() {
+	clear(n.channels)
+	for _, tl := range n.tenants {
+		if tl.listening {
+			tl.listening = false
+			tl.ready = make(chan struct{})
+		}
 	}
+	n.dirty = true
 }
 
 // removeLocked unregisters s; the last one out arms the idle timer.
@@ -258,6 +299,15 @@ func (n *Notifier) removeLocked(s *Subscription) {
 	delete(set, s)
 	if len(set) == 0 {
 		delete(n.subs, s.key)
+	}
+	if tl := n.tenants[s.key.tenant]; tl != nil {
+		if tl.subs--; tl.subs == 0 {
+			delete(n.tenants, s.key.tenant)
+			if !tl.listening {
+				close(tl.ready) // wake a Subscribe still waiting (its subscription has ended)
+			}
+			n.changedLocked()
+		}
 	}
 	n.count--
 	if n.count == 0 && n.running && n.idle == nil {
@@ -302,13 +352,18 @@ func (n *Notifier) run(ctx context.Context, gen uint64) {
 			n.mu.Unlock()
 			return
 		}
-		if n.listening {
-			// Whatever was committed while the connection was down is
-			// unannounced: end the subscriptions rather than pretend.
-			n.listening = false
-			n.ready = make(chan struct{})
-			n.endAllLocked(ErrNotificationsLost)
+		// Whatever was committed while the connection was down is
+		// unannounced: end the subscriptions of the tenants that were
+		// listened on rather than pretend. Those still waiting for their
+		// first LISTEN keep waiting.
+		for _, set := range n.subs {
+			for s := range set {
+				if tl := n.tenants[s.key.tenant]; tl != nil && tl.listening {
+					n.endLocked(s, ErrNotificationsLost)
+				}
+			}
 		}
+		n.resetListensLocked()
 		if n.count == 0 {
 			n.stopLocked()
 			n.mu.Unlock()
@@ -329,9 +384,9 @@ func (n *Notifier) run(ctx context.Context, gen uint64) {
 	}
 }
 
-// listen opens the connection, LISTENs, marks the notifier ready and
-// dispatches notifications until the connection fails. connected reports
-// whether LISTEN succeeded.
+// listen opens the connection, keeps its LISTENs in step with the
+// subscribed tenants and dispatches notifications until the connection
+// fails. connected reports whether the connection was established.
 func (n *Notifier) listen(ctx context.Context, gen uint64) (connected bool, err error) {
 	conn, err := pgx.ConnectConfig(ctx, n.cfg.ConnConfig)
 	if err != nil {
@@ -342,26 +397,37 @@ func (n *Notifier) listen(ctx context.Context, gen uint64) (connected bool, err 
 		defer cancel()
 		conn.Close(cctx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
-		return false, fmt.Errorf("listen: %w", err)
-	}
-	n.mu.Lock()
-	if n.gen != gen {
-		n.mu.Unlock()
-		return true, context.Canceled
-	}
-	n.listening = true
-	close(n.ready)
-	n.mu.Unlock()
 	for {
+		if err := n.sync(ctx, conn, gen); err != nil {
+			return true, err
+		}
 		wctx, cancel := context.WithTimeout(ctx, n.cfg.PingInterval)
+		n.mu.Lock()
+		if n.gen != gen {
+			n.mu.Unlock()
+			cancel()
+			return true, context.Canceled
+		}
+		if n.dirty {
+			n.mu.Unlock()
+			cancel()
+			continue
+		}
+		n.interrupt = cancel
+		n.mu.Unlock()
 		note, err := conn.WaitForNotification(wctx)
+		n.mu.Lock()
+		n.interrupt = nil
+		n.mu.Unlock()
 		cancel()
 		switch {
 		case err == nil:
 			n.dispatch(note.Channel, note.Payload)
 		case ctx.Err() != nil:
 			return true, ctx.Err()
+		case errors.Is(err, context.Canceled):
+			// Interrupted (the deadline handler leaves the connection
+			// usable) because the tenants changed: sync, then wait again.
 		case pgconn.Timeout(err):
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err = conn.Ping(pctx)
@@ -375,21 +441,90 @@ func (n *Notifier) listen(ctx context.Context, gen uint64) (connected bool, err 
 	}
 }
 
+// sync LISTENs on the channels of newly subscribed tenants and UNLISTENs
+// those of tenants nobody is subscribed to any more.
+func (n *Notifier) sync(ctx context.Context, conn *pgx.Conn, gen uint64) error {
+	n.mu.Lock()
+	n.dirty = false
+	var add []uuid.UUID
+	for t, tl := range n.tenants {
+		if !tl.listening {
+			add = append(add, t)
+		}
+	}
+	var drop []string
+	for c, t := range n.channels {
+		if n.tenants[t] == nil {
+			drop = append(drop, c)
+		}
+	}
+	n.mu.Unlock()
+	for _, t := range add {
+		c, err := listenTenant(ctx, conn, t)
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		if n.gen != gen {
+			n.mu.Unlock()
+			return context.Canceled
+		}
+		n.channels[c] = t
+		if tl := n.tenants[t]; tl != nil && !tl.listening {
+			tl.listening = true
+			close(tl.ready)
+		}
+		n.mu.Unlock()
+	}
+	for _, c := range drop {
+		if _, err := conn.Exec(ctx, "SELECT bulkhead.notify_unlisten($1)", c); err != nil {
+			return fmt.Errorf("unlisten: %w", err)
+		}
+		n.mu.Lock()
+		if t, ok := n.channels[c]; ok && n.tenants[t] == nil {
+			delete(n.channels, c)
+		}
+		n.mu.Unlock()
+	}
+	return nil
+}
+
+// listenTenant LISTENs on tenant's channel, in a transaction with the
+// tenant (and no entity) in context, and returns the channel's name. The
+// name is computed and LISTENed on inside the database: it never appears in
+// a query text.
+func listenTenant(ctx context.Context, conn *pgx.Conn, tenant uuid.UUID) (string, error) {
+	tx := &scopedTx{conn: conn, args: contextArgs(bulkhead.Scope{Tenant: tenant})}
+	var channel *string
+	if err := tx.QueryRow(ctx, "SELECT bulkhead.notify_listen()").Scan(&channel); err != nil {
+		tx.Rollback(ctx)
+		return "", fmt.Errorf("listen for tenant %s: %w", tenant, err)
+	}
+	if err := tx.Commit(ctx); err != nil { // LISTEN takes effect at commit
+		return "", fmt.Errorf("listen for tenant %s: %w", tenant, err)
+	}
+	if channel == nil {
+		return "", fmt.Errorf("listen for tenant %s: the database refused the notifier context", tenant)
+	}
+	return *channel, nil
+}
+
 // dispatch routes one notification to its room's subscribers. A subscriber
 // whose buffer is full is ended (ErrNotificationsLost): the connection is
 // never held up by a slow one.
 func (n *Notifier) dispatch(channel, payload string) {
-	if channel != NotifyChannel {
-		return
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	tenant, ok := n.channels[channel]
+	if !ok {
+		return // a tenant just unsubscribed
 	}
-	key, id, ok := parseNotification(payload)
+	room, id, ok := parseNotification(payload)
 	if !ok {
 		n.log.Warn("notifier: malformed notification ignored", "bytes", len(payload))
 		return
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for s := range n.subs[key] {
+	for s := range n.subs[roomKey{tenant, room}] {
 		select {
 		case s.c <- id:
 		default:
@@ -398,20 +533,21 @@ func (n *Notifier) dispatch(channel, payload string) {
 	}
 }
 
-func parseNotification(p string) (roomKey, uuid.UUID, bool) {
+// parseNotification parses "<room id>:<memory id>".
+func parseNotification(p string) (room, id uuid.UUID, ok bool) {
 	parts := strings.Split(p, ":")
-	if len(parts) != 3 {
-		return roomKey{}, uuid.Nil, false
+	if len(parts) != 2 {
+		return uuid.Nil, uuid.Nil, false
 	}
-	var ids [3]uuid.UUID
+	var ids [2]uuid.UUID
 	for i, s := range parts {
-		id, err := uuid.Parse(s)
+		v, err := uuid.Parse(s)
 		if err != nil || len(s) != 36 {
-			return roomKey{}, uuid.Nil, false
+			return uuid.Nil, uuid.Nil, false
 		}
-		ids[i] = id
+		ids[i] = v
 	}
-	return roomKey{ids[0], ids[1]}, ids[2], true
+	return ids[0], ids[1], true
 }
 
 // RoomMemory returns one memory of room, read in the caller's scope: the

@@ -2,7 +2,10 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,18 +62,63 @@ func newNotifier(t *testing.T, db *postgres.DB, cfg postgres.NotifierConfig) *po
 	return n
 }
 
-// TestNotifyTriggerAnnouncesIDsOnly listens as the runtime role, as the
-// server does: a committed insert is announced as tenant:room:id and
-// nothing else; a rolled-back one is not announced at all. The trigger
-// function is an ordinary one with a pinned search_path that nobody may
-// call directly.
+// listenAs LISTENs on conn as the notifier does: bulkhead.notify_listen()
+// in a transaction with the given context. It returns the channel (empty
+// when the database refused).
+func listenAs(t *testing.T, conn *pgx.Conn, tenant, entity uuid.UUID) string {
+	t.Helper()
+	ctx := context.Background()
+	str := func(id uuid.UUID) string {
+		if id == uuid.Nil {
+			return ""
+		}
+		return id.String()
+	}
+	var channel *string
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('bulkhead.tenant_id', $1, true), set_config('bulkhead.entity_id', $2, true)", str(tenant), str(entity)); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, "SELECT bulkhead.notify_listen()").Scan(&channel)
+	})
+	if err != nil {
+		t.Fatalf("notify_listen: %v", err)
+	}
+	if channel == nil {
+		return ""
+	}
+	return *channel
+}
+
+// notifyChannelOf computes a tenant's channel name from the key, read as
+// the superuser: what the runtime role cannot do.
+func notifyChannelOf(t *testing.T, admin *pgx.Conn, tenant uuid.UUID) string {
+	t.Helper()
+	var inner, outer []byte
+	if err := admin.QueryRow(context.Background(), "SELECT inner_pad, outer_pad FROM bulkhead.notify_key").Scan(&inner, &outer); err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(append(slices.Clone(inner), tenant[:]...))
+	h = sha256.Sum256(append(slices.Clone(outer), h[:]...))
+	return "bulkhead_" + hex.EncodeToString(h[:16])
+}
+
+// TestNotifyTriggerAnnouncesIDsOnly listens as the runtime role in the
+// notifier's context (a tenant, no entity), as the server does: a
+// committed insert is announced on the tenant's own channel (an HMAC of the
+// tenant id under the database's key) as room:id and nothing else; a
+// rolled-back one is not announced at all. The trigger function is a
+// SECURITY DEFINER one (it reads the key) with a pinned search_path that
+// nobody may call directly.
 func TestNotifyTriggerAnnouncesIDsOnly(t *testing.T) {
 	t.Parallel()
 	d, demo := seeded(t)
 	ctx := context.Background()
+	admin := mustConnect(t, d.AdminDSN())
 	conn := mustConnect(t, d.AppDSN())
-	if _, err := conn.Exec(ctx, "LISTEN "+postgres.NotifyChannel); err != nil {
-		t.Fatal(err)
+	channel := listenAs(t, conn, demo.T1.Tenant.ID, uuid.Nil)
+	if want := notifyChannelOf(t, admin, demo.T1.Tenant.ID); channel != want {
+		t.Fatalf("T1's channel is %q, want HMAC-SHA256(key, tenant) %q", channel, want)
 	}
 	bob := as(t, demo.T1.Tenant.ID, demo.T1.Bob, uuid.Nil)
 	errRollback := errors.New("roll back")
@@ -92,27 +140,108 @@ func TestNotifyTriggerAnnouncesIDsOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := demo.T1.Tenant.ID.String() + ":" + demo.T1.Room1.String() + ":" + m.ID.String()
-	if note.Channel != postgres.NotifyChannel || note.Payload != want {
-		t.Errorf("first notification %s %q, want %s %q (the rolled-back insert must not be announced)", note.Channel, note.Payload, postgres.NotifyChannel, want)
+	want := demo.T1.Room1.String() + ":" + m.ID.String()
+	if note.Channel != channel || note.Payload != want {
+		t.Errorf("first notification %s %q, want %s %q (the rolled-back insert must not be announced)", note.Channel, note.Payload, channel, want)
 	}
-	if strings.Contains(note.Payload, secret) {
-		t.Error("the notification carries the content")
+	if strings.Contains(note.Payload, secret) || strings.Contains(note.Payload, demo.T1.Tenant.ID.String()) {
+		t.Error("the notification carries the content or the tenant id")
 	}
 
+	for fn, want := range map[string]struct {
+		definer bool
+		owner   string
+	}{
+		"bulkhead.notify_memory_inserted()": {true, postgres.Definer},
+		"bulkhead.notify_channel(uuid)":     {false, postgres.Definer},
+	} {
+		var definer, canExecute bool
+		var config, owner string
+		err = admin.QueryRow(ctx, `SELECT p.prosecdef, coalesce(array_to_string(p.proconfig, ','), ''), pg_get_userbyid(p.proowner),
+			has_function_privilege($1, p.oid, 'EXECUTE')
+			FROM pg_proc p WHERE p.oid = $2::regprocedure`, postgres.Runtime, fn).Scan(&definer, &config, &owner, &canExecute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if definer != want.definer || config != "search_path=pg_catalog, pg_temp" || owner != want.owner || canExecute {
+			t.Errorf("%s: security definer %v, config %q, owner %s, runtime role may execute %v; want %v, pinned search_path, %s, false",
+				fn, definer, config, owner, canExecute, want.definer, want.owner)
+		}
+	}
+}
+
+// TestNotifyRevealsNothingAcrossTenants is finding 2 of issue 11: a session
+// of the runtime role that is not the notifier of T1 (no context, another
+// tenant's context, an entity of T1) hears nothing of T1's new memories: not
+// on the old shared channel, not on any channel it can get a name for, and
+// it can't read the key the names are made from. Notifications arrive in
+// commit order, so a marker committed after T1's insert is the first thing
+// each listener receives if T1's insert reached none of them.
+func TestNotifyRevealsNothingAcrossTenants(t *testing.T) {
+	t.Parallel()
+	d, demo := seeded(t)
+	t1, t2 := demo.T1, demo.T2
+	ctx := context.Background()
+
+	noContext := mustConnect(t, d.AppDSN())
+	if ch := listenAs(t, noContext, uuid.Nil, uuid.Nil); ch != "" {
+		t.Errorf("notify_listen with no context returned channel %q", ch)
+	}
+	entityOfT1 := mustConnect(t, d.AppDSN())
+	if ch := listenAs(t, entityOfT1, t1.Tenant.ID, t1.Charlie); ch != "" {
+		t.Errorf("notify_listen with an entity of T1 in context returned channel %q", ch)
+	}
+	otherTenant := mustConnect(t, d.AppDSN())
+	t2Channel := listenAs(t, otherTenant, t2.Tenant.ID, uuid.Nil)
+	if t2Channel == "" {
+		t.Fatal("T2's notifier context got no channel")
+	}
+	// Every name the attacker could guess from what it knows.
+	guesses := []string{"bulkhead_memories", "bulkhead_" + strings.ReplaceAll(t1.Tenant.ID.String(), "-", ""), t1.Tenant.ID.String(), "bulkhead_" + t1.Tenant.ID.String()}
+	for _, c := range []*pgx.Conn{noContext, entityOfT1, otherTenant} {
+		for _, g := range guesses {
+			if _, err := c.Exec(ctx, "LISTEN "+pgx.Identifier{g}.Sanitize()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The key is out of the runtime role's reach, and so is the function
+	// computing names from it.
+	if _, err := noContext.Exec(ctx, "SELECT * FROM bulkhead.notify_key"); sqlState(err) != "42501" {
+		t.Errorf("runtime role reads the notify key: %v, want 42501", err)
+	}
+	if _, err := noContext.Exec(ctx, "SELECT bulkhead.notify_channel($1)", t1.Tenant.ID); sqlState(err) != "42501" {
+		t.Errorf("runtime role computes a channel name: %v, want 42501", err)
+	}
+
+	m := mustAppend(t, d.DB, as(t, t1.Tenant.ID, t1.Bob, uuid.Nil), t1.Room1, "T1 secret")
+	// Markers, committed after T1's insert.
+	t2m := mustAppend(t, d.DB, as(t, t2.Tenant.ID, t2.Bob, uuid.Nil), t2.Room1, "T2 marker")
 	admin := mustConnect(t, d.AdminDSN())
-	var definer, canExecute bool
-	var config, owner string
-	err = admin.QueryRow(ctx, `SELECT p.prosecdef, coalesce(array_to_string(p.proconfig, ','), ''), pg_get_userbyid(p.proowner),
-		has_function_privilege($1, p.oid, 'EXECUTE')
-		FROM pg_proc p WHERE p.oid = 'bulkhead.notify_memory_inserted()'::regprocedure`, postgres.Runtime).Scan(&definer, &config, &owner, &canExecute)
-	if err != nil {
+	if _, err := admin.Exec(ctx, "SELECT pg_notify($1, 'marker')", "bulkhead_memories"); err != nil {
 		t.Fatal(err)
 	}
-	if definer || config != "search_path=pg_catalog, pg_temp" || owner != postgres.Owner || canExecute {
-		t.Errorf("trigger function: security definer %v, config %q, owner %s, runtime role may execute %v; want false, pinned search_path, %s, false",
-			definer, config, owner, canExecute, postgres.Owner)
+
+	leaked := func(name string, c *pgx.Conn, wantChannel, wantPayload string) {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, notifyWait)
+		defer cancel()
+		note, err := c.WaitForNotification(wctx)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, id := range []uuid.UUID{t1.Tenant.ID, t1.Room1, m.ID} {
+			if strings.Contains(note.Channel+note.Payload, id.String()) || strings.Contains(note.Channel, strings.ReplaceAll(id.String(), "-", "")) {
+				t.Errorf("%s received %s %q: it names T1's %s", name, note.Channel, note.Payload, id)
+			}
+		}
+		if note.Channel != wantChannel || note.Payload != wantPayload {
+			t.Errorf("%s: first notification %s %q, want %s %q", name, note.Channel, note.Payload, wantChannel, wantPayload)
+		}
 	}
+	leaked("no context", noContext, "bulkhead_memories", "marker")
+	leaked("an entity of T1", entityOfT1, "bulkhead_memories", "marker")
+	leaked("T2's context", otherTenant, t2Channel, t2.Room1.String()+":"+t2m.ID.String())
 }
 
 // TestNotifierRoutesAndRLSDecides: notifications reach the subscribers of

@@ -33,7 +33,11 @@ type Querier interface {
 //     BYPASSRLS, NOINHERIT, a member of no role, owns nothing;
 //   - it has no TRUNCATE, TRIGGER or REFERENCES on any table, no CREATE on
 //     any schema, no access to the public schema or to the wrapped keysets'
-//     schema, no TEMP on the database;
+//     schema, no TEMP on any database, no CONNECT on another database open
+//     to PUBLIC (such as postgres);
+//   - the owner is not a member of the definer role or of any other role
+//     that bypasses row-level security;
+//   - no two indexes are the same;
 //   - every table with a tenant_id column, and every declared table, has
 //     RLS enabled and forced, is declared in Tables, and carries exactly the
 //     generator's policies (names, commands, permissive/restrictive), and
@@ -151,6 +155,42 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 	if len(rows) > 0 {
 		add("privilege", "database", "runtime role may create temporary tables")
 	}
+	// Other databases: no TEMP anywhere, and no CONNECT to a database open
+	// to PUBLIC (postgres, template1, other applications' databases). A
+	// database closed to PUBLIC with CONNECT granted to the runtime role is
+	// another bulkhead database on the same roles (PrepareDatabase), under
+	// the same policies.
+	rows, err = rowsOf(`
+		SELECT d.datname, p.priv,
+		       EXISTS (SELECT 1 FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a WHERE a.grantee = 0) AS public_open
+		FROM pg_database d CROSS JOIN unnest(ARRAY['CONNECT', 'TEMPORARY']) AS p(priv)
+		WHERE d.datallowconn AND d.datname <> current_database() AND has_database_privilege(current_user, d.oid, p.priv)
+		ORDER BY 1, 2`)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		name, priv, open := r[0].(string), r[1].(string), r[2].(bool)
+		switch {
+		case priv == "TEMPORARY":
+			add("privilege", "database "+name, "runtime role may create temporary tables in another database")
+		case open:
+			add("privilege", "database "+name, "runtime role has CONNECT on another database open to PUBLIC (REVOKE CONNECT, TEMPORARY ON DATABASE "+pgx.Identifier{name}.Sanitize()+" FROM PUBLIC, granting CONNECT to the roles that need it)")
+		}
+	}
+	// The owner must not be able to SET ROLE to a BYPASSRLS role (the
+	// definer, the maintenance role, or any other). Migrations get the
+	// definer membership only while they run (WithDefinerMembership).
+	rows, err = rowsOf(`
+		SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
+		WHERE u.rolname = $1 AND (r.rolbypassrls OR r.rolsuper OR r.rolname = $2)
+		ORDER BY 1`, Owner, Definer)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		add("role", Owner, "is a member of "+r[0].(string)+", so it can SET ROLE to a role that bypasses row-level security")
+	}
 
 	// Row-level security on every tenant table.
 	declared := map[string]rls.Table{}
@@ -266,13 +306,35 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 	for _, r := range rows {
 		nsp, name, sig, owner, config := r[0].(string), r[1].(string), r[2].(string), r[3].(string), r[4].(string)
 		switch {
-		case nsp != Schema || !(slices.Contains(rls.DefinerFunctions, name) || slices.Contains(AuthFunctions, name)):
+		case nsp != Schema || !(slices.Contains(rls.DefinerFunctions, name) || slices.Contains(AuthFunctions, name) || slices.Contains(NotifyFunctions, name)):
 			add("definer", sig, "SECURITY DEFINER function executable by the runtime role is not on the allow-list")
 		case owner != Definer:
 			add("definer", sig, "allow-listed SECURITY DEFINER function is owned by "+owner+", not "+Definer)
 		case !strings.Contains(config, "search_path=pg_catalog, pg_temp") && !strings.Contains(config, "search_path=pg_catalog,pg_temp"):
 			add("definer", sig, "SECURITY DEFINER function has no pinned search_path")
 		}
+	}
+
+	// Duplicate indexes: the same table, columns, operator classes,
+	// expressions and predicate (each one costs every write).
+	rows, err = rowsOf(`
+		SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text
+		FROM pg_index a
+		JOIN pg_index b ON b.indrelid = a.indrelid AND a.indexrelid < b.indexrelid
+		JOIN pg_class ac ON ac.oid = a.indexrelid JOIN pg_class bc ON bc.oid = b.indexrelid
+		JOIN pg_class t ON t.oid = a.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+		WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+		  AND ac.relam = bc.relam
+		  AND a.indkey::text = b.indkey::text AND a.indclass::text = b.indclass::text
+		  AND a.indcollation::text = b.indcollation::text AND a.indoption::text = b.indoption::text
+		  AND coalesce(pg_get_expr(a.indexprs, a.indrelid), '') = coalesce(pg_get_expr(b.indexprs, b.indrelid), '')
+		  AND coalesce(pg_get_expr(a.indpred, a.indrelid), '') = coalesce(pg_get_expr(b.indpred, b.indrelid), '')
+		ORDER BY 1, 2`)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		add("index", r[0].(string), "duplicates index "+r[1].(string))
 	}
 
 	// Triggers on row-level-security tables run with their owner's rights and

@@ -55,9 +55,21 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 		{name: "CREATE on schema", admin: true, sql: []string{`GRANT CREATE ON SCHEMA bulkhead TO bulkhead_app`}, expect: "schema bulkhead: runtime role has CREATE"},
 		{name: "runtime role BYPASSRLS", admin: true, sql: []string{`ALTER ROLE bulkhead_app BYPASSRLS`}, undo: []string{`ALTER ROLE bulkhead_app NOBYPASSRLS`}, expect: "has BYPASSRLS"},
 		{name: "runtime role member of owner", admin: true, sql: []string{`GRANT bulkhead_owner TO bulkhead_app`}, undo: []string{`REVOKE bulkhead_owner FROM bulkhead_app`}, expect: "is a member of role bulkhead_owner"},
+		// Issue 11, finding 9.
+		{name: "postgres database open to PUBLIC", admin: true, sql: []string{`GRANT CONNECT ON DATABASE postgres TO PUBLIC`}, undo: []string{`REVOKE CONNECT ON DATABASE postgres FROM PUBLIC`},
+			expect: "privilege: database postgres: runtime role has CONNECT on another database open to PUBLIC"},
+		{name: "TEMP on another database", admin: true, sql: []string{`GRANT TEMPORARY ON DATABASE template1 TO PUBLIC`}, undo: []string{`REVOKE TEMPORARY ON DATABASE template1 FROM PUBLIC`},
+			expect: "privilege: database template1: runtime role may create temporary tables in another database"},
+		{name: "owner member of definer", admin: true, sql: []string{`GRANT bulkhead_definer TO bulkhead_owner`}, undo: []string{`REVOKE bulkhead_definer FROM bulkhead_owner`},
+			expect: "role: bulkhead_owner: is a member of bulkhead_definer, so it can SET ROLE to a role that bypasses row-level security"},
+		{name: "owner member of maintenance", admin: true, sql: []string{`GRANT bulkhead_maintenance TO bulkhead_owner`}, undo: []string{`REVOKE bulkhead_maintenance FROM bulkhead_owner`},
+			expect: "role: bulkhead_owner: is a member of bulkhead_maintenance"},
+		{name: "duplicate index", sql: []string{`CREATE INDEX refresh_tokens_family_idx ON bulkhead.refresh_tokens (tenant_id, family_id)`},
+			expect: "index: bulkhead.refresh_tokens_family_id_idx: duplicates index bulkhead.refresh_tokens_family_idx"},
 	}
-	// Not parallel: two cases change cluster-wide roles, and Go runs the
-	// parallel tests only after every sequential one has finished.
+	// Not parallel: several cases change cluster-wide roles and database
+	// privileges, and Go runs the parallel tests only after every
+	// sequential one has finished.
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			d := mustDB(t)

@@ -31,7 +31,8 @@ type Query struct {
 
 // Passage is one retrieved chunk with its scores. TextRank and VectorRank
 // are its 1-based ranks in the full-text and vector lists (0: absent from
-// that list); Score is their reciprocal rank fusion.
+// that list), both lists holding only chunks the caller can see; Score is
+// their reciprocal rank fusion.
 type Passage struct {
 	bulkhead.Passage
 	Score      float64 `json:"score"`
@@ -55,16 +56,23 @@ func (q *Query) validate() error {
 }
 
 // candidates is how many hits each list contributes before fusion: more
-// than k, because vector hits the caller may not see (other members'
-// private documents) are dropped after the search.
+// than k, so that fusion has something to choose from. Both lists hold
+// only chunks the caller can see (see searchVectors).
 func candidates(k int) int { return max(4*k, 20) }
 
 // Query runs a hybrid search for the caller: PostgreSQL full-text search
-// (in the caller's scope) and vector search (in the tenant's collection)
-// run concurrently, their rankings are fused by reciprocal rank, and the
-// fused candidates are read back with Passages in the caller's scope;
-// those it does not return are dropped. It returns at most q.K passages,
-// best first.
+// (in the caller's scope) and vector search (in the tenant's collection,
+// its hits filtered to the chunks the caller can see) run concurrently,
+// their rankings are fused by reciprocal rank, and the fused candidates are
+// read back with Passages in the caller's scope; those it does not return
+// are dropped. It returns at most q.K passages, best first.
+//
+// Visibility is decided before fusion: both rankings, and so every rank and
+// score returned, are over the chunks the caller can see. A chunk the
+// caller can't see (another member's private or confidential document, a
+// room it is not in) changes nothing in its answer: not a rank, not a
+// score, not how many passages come back (up to vector.MaxK hidden hits
+// are skipped; docs/SECURITY.md).
 //
 // It returns bulkhead.ErrInvalid for a bad query, ErrNotProvisioned, and
 // bulkhead.ErrUnavailable if either search fails: a failed vector search
@@ -121,6 +129,13 @@ func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 	return out, nil
 }
 
+// searchVectors returns up to n vector hits the caller can see, best
+// first, none below the similarity threshold. The collection is the
+// tenant's, so it also holds chunks the caller may not see; those are
+// dropped before anything is ranked, and the search widens (4× per round,
+// up to vector.MaxK hits) until n visible hits are found, the collection
+// or the threshold is exhausted. The ranks the caller gets are positions in
+// this list: they depend only on what it can see.
 func (s *Service) searchVectors(ctx context.Context, t target, text string, n int) ([]vector.Hit, error) {
 	vecs, err := t.embed.Embed(ctx, []string{text})
 	if err != nil {
@@ -129,17 +144,48 @@ func (s *Service) searchVectors(ctx context.Context, t target, text string, n in
 	if len(vecs) != 1 {
 		return nil, fmt.Errorf("embedder %s returned %d vectors for 1 text: %w", t.embed.Model(), len(vecs), bulkhead.ErrUnavailable)
 	}
-	hits, err := s.vectors.Search(ctx, t.coll, vecs[0], n)
-	if err != nil {
-		return nil, missing(err)
-	}
-	// Best first: cut at the first hit below the threshold.
-	for i, h := range hits {
-		if h.Score < s.minSim {
-			return hits[:i], nil
+	visible := map[uuid.UUID]bool{} // ids checked so far
+	for m := n; ; m = min(4*m, vector.MaxK) {
+		hits, err := s.vectors.Search(ctx, t.coll, vecs[0], m)
+		if err != nil {
+			return nil, missing(err)
+		}
+		var unchecked []uuid.UUID
+		for _, h := range hits {
+			if _, ok := visible[h.ID]; !ok && h.Score >= s.minSim {
+				unchecked = append(unchecked, h.ID)
+			}
+		}
+		for len(unchecked) > 0 {
+			batch := unchecked[:min(len(unchecked), postgres.MaxTextHits)]
+			unchecked = unchecked[len(batch):]
+			seen, err := s.db.VisibleChunks(ctx, batch)
+			if err != nil {
+				return nil, fmt.Errorf("visibility of vector hits: %w", err)
+			}
+			for _, id := range batch {
+				visible[id] = seen[id]
+			}
+		}
+		// Best first: keep the visible hits down to the threshold.
+		out := make([]vector.Hit, 0, n)
+		below := false
+		for _, h := range hits {
+			if h.Score < s.minSim {
+				below = true
+				break
+			}
+			if visible[h.ID] {
+				out = append(out, h)
+				if len(out) == n {
+					return out, nil
+				}
+			}
+		}
+		if below || len(hits) < m || m == vector.MaxK {
+			return out, nil
 		}
 	}
-	return hits, nil
 }
 
 // fuse merges the two rankings by reciprocal rank fusion, best first, ties

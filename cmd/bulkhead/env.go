@@ -117,6 +117,7 @@ func (e *dbEnv) migrate(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer m.Close()
+	m.UseAdmin(e.adminDSN)
 	_, err = m.Up(ctx)
 	return err
 }

@@ -68,6 +68,15 @@ func TestExternalDatabase(t *testing.T) {
 	if out, err := exec.Command(psql, u.String(), "-Xqc", "CREATE DATABASE ext").CombinedOutput(); err != nil {
 		t.Fatalf("create database: %v\n%s", err, out)
 	}
+	// The operator closes the cluster's other databases to PUBLIC (bulkhead
+	// does that itself only on a cluster of its own): until then the
+	// runtime role could connect to postgres and template1, and serve's
+	// self-check refuses to start.
+	for _, db := range []string{"postgres", "template1"} {
+		if out, err := exec.Command(psql, u.String(), "-Xqc", "REVOKE CONNECT, TEMPORARY ON DATABASE "+db+" FROM PUBLIC").CombinedOutput(); err != nil {
+			t.Fatalf("close %s: %v\n%s", db, err, out)
+		}
+	}
 	u.Path = "/ext"
 	env := []string{"DATABASE_URL=" + u.String()}
 

@@ -38,6 +38,7 @@ each in its own transaction. Two migrators at once serialise on a lock table.`,
 				return err
 			}
 			defer m.Close()
+			m.UseAdmin(env.adminDSN)
 			return f(cmd, env, m)
 		}
 	}

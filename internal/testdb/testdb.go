@@ -85,6 +85,7 @@ func BuildTemplate(ctx context.Context, name string) error {
 		return err
 	}
 	defer m.Close()
+	m.UseAdmin(cluster.SuperuserDSN("postgres"))
 	_, err = m.Up(ctx)
 	return err
 }
