@@ -98,7 +98,7 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 
 	var trips atomic.Int64
 	open := func(db string) (*postgres.DB, error) {
-		return postgres.Open(ctx, postgres.Config{AppDSN: cl.DSN(postgres.Runtime, creds.Runtime, db), MaxConns: 2, Dial: CountingDial(&trips)})
+		return postgres.Open(ctx, postgres.Config{AppDSN: cl.DSN(postgres.Runtime, creds.Runtime, db), ContextKey: env.ctxKey, MaxConns: 2, Dial: CountingDial(&trips)})
 	}
 	dbRLS, err := open(withRLS)
 	if err != nil {
@@ -344,6 +344,7 @@ type benchEnv struct {
 	dir     string
 	cl      *pgcluster.Cluster
 	creds   postgres.Credentials
+	ctxKey  postgres.ContextKey
 	samples []sample
 	big     sample
 }
@@ -427,6 +428,14 @@ func newCluster(ctx context.Context, progress io.Writer, settings map[string]str
 		return nil, err
 	}
 	e.creds = postgres.Credentials{Owner: rand.Text(), Runtime: rand.Text(), Maintenance: rand.Text(), KeyService: rand.Text()}
+	raw, err := e.cl.ContextKey()
+	if err == nil {
+		e.ctxKey, err = postgres.NewContextKey(raw)
+	}
+	if err != nil {
+		e.close()
+		return nil, err
+	}
 	return e, nil
 }
 
