@@ -72,6 +72,10 @@ func TestRuntimeRoleCannotSetContext(t *testing.T) {
 		if code := sqlState(err); code != "42501" {
 			t.Errorf("%s: %v; want permission denied (42501)", sql, err)
 		}
+		if err == nil {
+			n, tenant := visible(t, tx)
+			t.Errorf("%s: accepted; the transaction then sees %d rows as tenant %q", sql, n, tenant)
+		}
 		tx.Rollback(ctx)
 		// Whatever happened, the next transaction has no context.
 		tx, err = conn.Begin(ctx)
