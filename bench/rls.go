@@ -70,6 +70,7 @@ type Result struct {
 	Rows       map[string]int64 // rows per table in the dataset
 	Cases      []Case
 	RoundTrips []RoundTrip
+	Context    ContextCost
 	// In the big room, with RLS: one indexed EXISTS vs loading every participant.
 	ParticipantCheck, LoadAllParticipants time.Duration
 }
@@ -236,6 +237,11 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, err
 		}
 		res.RoundTrips = append(res.RoundTrips, RoundTrip{rt.name, trips.Load() - before})
+	}
+
+	fmt.Fprintln(cfg.Progress, "measuring the context statement")
+	if res.Context, err = measureContext(ctx, cl.DSN(postgres.Runtime, creds.Runtime, plain), env.ctxKey, samples, cfg.Ops); err != nil {
+		return nil, err
 	}
 
 	// Participant check vs loading all participants of the big room.

@@ -1,0 +1,80 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/jackc/pgx/v5"
+)
+
+// ContextCost is what entering the signed context costs a one-statement
+// read, measured in one run on the copy without policies (so the query's
+// own cost is the same on every side): the read alone, the read after the
+// plain set_config statement bulkhead used to send (forgeable; sent here on
+// settings of another prefix, which cost the same), and the read after
+// bulkhead.enter(token), Go-side signing included. Each side is one batch,
+// one round trip, one implicit transaction.
+type ContextCost struct {
+	None, SetConfig, Signed time.Duration // medians
+}
+
+// Ratio is the signed side over the set_config side.
+func (c ContextCost) Ratio() float64 { return float64(c.Signed) / float64(c.SetConfig) }
+
+func measureContext(ctx context.Context, dsn string, key postgres.ContextKey, samples []sample, ops int) (ContextCost, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return ContextCost{}, err
+	}
+	defer conn.Close(ctx)
+	const read = `SELECT content FROM bulkhead.memories m WHERE m.tenant_id = $1 AND m.id = $2`
+	const setConfig = `SELECT set_config('bench.tenant_id', $1, true), set_config('bench.entity_id', $2, true), set_config('bench.acting_for', $3, true)`
+	sides := []func(s sample) *pgx.Batch{
+		func(s sample) *pgx.Batch { return &pgx.Batch{} },
+		func(s sample) *pgx.Batch {
+			b := &pgx.Batch{}
+			b.Queue(setConfig, s.tenant.String(), s.member.String(), "")
+			return b
+		},
+		func(s sample) *pgx.Batch {
+			b := &pgx.Batch{}
+			sql, args, _ := key.EnterSQL(bulkhead.Scope{Tenant: s.tenant, Entity: s.member})
+			b.Queue(sql, args...)
+			return b
+		},
+	}
+	run := func(side int, s sample) error {
+		b := sides[side](s)
+		found := false
+		b.Queue(read, s.tenant, s.memory).Query(func(rows pgx.Rows) error {
+			found = rows.Next()
+			rows.Close()
+			return rows.Err()
+		})
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("context cost: memory not found")
+		}
+		return nil
+	}
+	got := make([][]time.Duration, len(sides))
+	for i := range 200 + ops {
+		s := samples[i%len(samples)]
+		for k := range sides {
+			side := (i + k) % len(sides)
+			t0 := time.Now()
+			if err := run(side, s); err != nil {
+				return ContextCost{}, err
+			}
+			if i >= 200 {
+				got[side] = append(got[side], time.Since(t0))
+			}
+		}
+	}
+	return ContextCost{None: pct(got[0], 50), SetConfig: pct(got[1], 50), Signed: pct(got[2], 50)}, nil
+}
