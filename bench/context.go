@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/pgcluster"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/jackc/pgx/v5"
 )
@@ -19,12 +20,24 @@ import (
 // one round trip, one implicit transaction.
 type ContextCost struct {
 	None, SetConfig, Signed time.Duration // medians
+	// EnterServer is the mean time PostgreSQL spent inside bulkhead.enter
+	// per call (pg_stat_user_functions, track_functions = all): the HMAC
+	// check and setting the three settings, without network or parsing.
+	EnterServer time.Duration
 }
 
 // Ratio is the signed side over the set_config side.
 func (c ContextCost) Ratio() float64 { return float64(c.Signed) / float64(c.SetConfig) }
 
-func measureContext(ctx context.Context, dsn string, key postgres.ContextKey, samples []sample, ops int) (ContextCost, error) {
+func measureContext(ctx context.Context, cl *pgcluster.Cluster, dsn, database string, key postgres.ContextKey, samples []sample, ops int) (ContextCost, error) {
+	admin, err := pgx.Connect(ctx, cl.SuperuserDSN(database))
+	if err != nil {
+		return ContextCost{}, err
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{database}.Sanitize()+" SET track_functions = 'all'"); err != nil {
+		return ContextCost{}, err
+	}
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return ContextCost{}, err
@@ -76,5 +89,21 @@ func measureContext(ctx context.Context, dsn string, key postgres.ContextKey, sa
 			}
 		}
 	}
-	return ContextCost{None: pct(got[0], 50), SetConfig: pct(got[1], 50), Signed: pct(got[2], 50)}, nil
+	res := ContextCost{None: pct(got[0], 50), SetConfig: pct(got[1], 50), Signed: pct(got[2], 50)}
+	// The backend reports its function statistics when it ends.
+	conn.Close(ctx)
+	for range 100 {
+		var calls int64
+		var total float64 // ms
+		err := admin.QueryRow(ctx, `SELECT coalesce(sum(calls), 0), coalesce(sum(total_time), 0) FROM pg_stat_user_functions WHERE schemaname = 'bulkhead' AND funcname = 'enter'`).Scan(&calls, &total)
+		if err != nil {
+			return ContextCost{}, err
+		}
+		if calls >= int64(ops) {
+			res.EnterServer = time.Duration(total * float64(time.Millisecond) / float64(calls))
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return res, nil
 }

@@ -240,7 +240,7 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	fmt.Fprintln(cfg.Progress, "measuring the context statement")
-	if res.Context, err = measureContext(ctx, cl.DSN(postgres.Runtime, creds.Runtime, plain), env.ctxKey, samples, cfg.Ops); err != nil {
+	if res.Context, err = measureContext(ctx, cl, cl.DSN(postgres.Runtime, creds.Runtime, plain), plain, env.ctxKey, samples, cfg.Ops); err != nil {
 		return nil, err
 	}
 

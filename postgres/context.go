@@ -8,9 +8,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -23,7 +26,21 @@ import (
 // context settings only for a token signed with it, so SQL running as the
 // runtime role can't name another tenant (docs/SECURITY.md). The zero
 // value is no key. A ContextKey never prints.
-type ContextKey struct{ key []byte }
+type ContextKey struct{ k *contextKey }
+
+type contextKey struct {
+	key  []byte
+	macs sync.Pool // of hash.Hash: keyed HMAC-SHA256 states, Reset between uses
+}
+
+// nonces makes every token's nonce unique without a system call per token:
+// a random per-process prefix and a counter. Uniqueness, not secrecy, is its job.
+var nonces struct {
+	prefix [8]byte
+	n      atomic.Uint64
+}
+
+func init() { rand.Read(nonces.prefix[:]) }
 
 // contextKeyLen is the key's length in bytes (HMAC-SHA256).
 const contextKeyLen = 32
@@ -34,7 +51,9 @@ func NewContextKey(b []byte) (ContextKey, error) {
 	if len(b) != contextKeyLen {
 		return ContextKey{}, fmt.Errorf("%w: a context key is %d bytes, not %d", bulkhead.ErrInvalid, contextKeyLen, len(b))
 	}
-	return ContextKey{key: append([]byte(nil), b...)}, nil
+	k := &contextKey{key: append([]byte(nil), b...)}
+	k.macs.New = func() any { return hmac.New(sha256.New, k.key) }
+	return ContextKey{k: k}, nil
 }
 
 // LoadContextKey reads a key file in the extension's format: 64 hex
@@ -53,7 +72,7 @@ func LoadContextKey(path string) (ContextKey, error) {
 }
 
 // IsZero reports whether k holds no key.
-func (k ContextKey) IsZero() bool { return len(k.key) == 0 }
+func (k ContextKey) IsZero() bool { return k.k == nil }
 
 // String redacts.
 func (ContextKey) String() string { return "[redacted]" }
@@ -94,10 +113,14 @@ func (k ContextKey) token(s bulkhead.Scope, now time.Time) []byte {
 		copy(t[1+16*i:], id[:])
 	}
 	binary.BigEndian.PutUint64(t[49:], uint64(now.Add(contextTTL).UnixMicro()))
-	rand.Read(t[57:73])
-	m := hmac.New(sha256.New, k.key)
+	copy(t[57:65], nonces.prefix[:])
+	binary.BigEndian.PutUint64(t[65:73], nonces.n.Add(1))
+	m := k.k.macs.Get().(hash.Hash)
+	m.Reset()
 	m.Write(t)
-	return m.Sum(t)
+	t = m.Sum(t)
+	k.k.macs.Put(m)
+	return t
 }
 
 // EnterSQL returns the statement, and its arguments, that put s into the
