@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -278,5 +280,41 @@ func TestEnteredContextEndsWithTransaction(t *testing.T) {
 		none(t, b, "another client's COMMIT through PgBouncer")
 		scoped(t, b, func(tx pgx.Tx) error { return tx.Rollback(ctx) })
 		none(t, a, "another client's ROLLBACK through PgBouncer")
+	})
+}
+
+// FuzzEnter sends arbitrary bytes to bulkhead.enter as the runtime role:
+// nothing but a token signed with the cluster's key enters a context, a
+// refusal is always 28000 (never a crash or another error), and the
+// connection stays usable.
+func FuzzEnter(f *testing.F) {
+	d := testdb.New(f)
+	conn := testdb.MustConnect(f, d.AppDSN())
+	key := testdb.ContextKey()
+	valid := key.TokenAt(bulkhead.Scope{Tenant: uuid.New(), Entity: uuid.New()}, time.Now())
+	f.Add(valid)
+	f.Add(valid[:len(valid)-1])
+	f.Add(append(append([]byte(nil), valid...), 0))
+	f.Add([]byte{})
+	f.Add([]byte{1})
+	f.Add(make([]byte, len(valid)))
+	f.Fuzz(func(t *testing.T, token []byte) {
+		ctx := context.Background()
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		_, err = tx.Exec(ctx, `SELECT bulkhead.enter($1::bytea)`, token)
+		if err != nil {
+			if sqlState(err) != "28000" {
+				t.Fatalf("enter(%x): %v; want 28000", token, err)
+			}
+			return
+		}
+		// Accepted: it must be exactly a token this process signed, still fresh.
+		if !bytes.Equal(token, valid) {
+			t.Fatalf("enter accepted %x, which bulkhead never signed", token)
+		}
 	})
 }
