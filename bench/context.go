@@ -20,16 +20,31 @@ import (
 // one round trip, one implicit transaction.
 type ContextCost struct {
 	None, SetConfig, Signed time.Duration // medians
+	// OldRLS and NewRLS are the RLS point read (policies on) with the old
+	// context (plain settings, set_config) and with enter(token), on two
+	// copies of the same data: the whole change under RLS, same run.
+	OldRLS, NewRLS time.Duration
 	// EnterServer is the mean time PostgreSQL spent inside bulkhead.enter
 	// per call (pg_stat_user_functions, track_functions = all): the HMAC
 	// check and setting the three settings, without network or parsing.
 	EnterServer time.Duration
 }
 
+// The old-context reference database and its plain settings.
+const (
+	oldContextDB = "bench_rls_oldctx"
+	oldTenant    = "bench.tenant_id"
+	oldEntity    = "bench.entity_id"
+	oldActingFor = "bench.acting_for"
+)
+
+// RLSRatio is NewRLS over OldRLS.
+func (c ContextCost) RLSRatio() float64 { return float64(c.NewRLS) / float64(c.OldRLS) }
+
 // Ratio is the signed side over the set_config side.
 func (c ContextCost) Ratio() float64 { return float64(c.Signed) / float64(c.SetConfig) }
 
-func measureContext(ctx context.Context, cl *pgcluster.Cluster, dsn, database string, key postgres.ContextKey, samples []sample, ops int) (ContextCost, error) {
+func measureContext(ctx context.Context, cl *pgcluster.Cluster, dsn, database, rlsDSN, oldDSN string, key postgres.ContextKey, samples []sample, ops int) (ContextCost, error) {
 	admin, err := pgx.Connect(ctx, cl.SuperuserDSN(database))
 	if err != nil {
 		return ContextCost{}, err
@@ -44,8 +59,22 @@ func measureContext(ctx context.Context, cl *pgcluster.Cluster, dsn, database st
 	}
 	defer conn.Close(ctx)
 	const read = `SELECT content FROM bulkhead.memories m WHERE m.tenant_id = $1 AND m.id = $2`
-	const setConfig = `SELECT set_config('bench.tenant_id', $1, true), set_config('bench.entity_id', $2, true), set_config('bench.acting_for', $3, true)`
-	sides := []func(s sample) *pgx.Batch{
+	const setConfig = `SELECT set_config('` + oldTenant + `', $1, true), set_config('` + oldEntity + `', $2, true), set_config('` + oldActingFor + `', $3, true)`
+	connNew, err := pgx.Connect(ctx, rlsDSN)
+	if err != nil {
+		return ContextCost{}, err
+	}
+	defer connNew.Close(ctx)
+	connOld, err := pgx.Connect(ctx, oldDSN)
+	if err != nil {
+		return ContextCost{}, err
+	}
+	defer connOld.Close(ctx)
+	type side struct {
+		conn  *pgx.Conn
+		batch func(s sample) *pgx.Batch
+	}
+	batches := []func(s sample) *pgx.Batch{
 		func(s sample) *pgx.Batch { return &pgx.Batch{} },
 		func(s sample) *pgx.Batch {
 			b := &pgx.Batch{}
@@ -59,15 +88,17 @@ func measureContext(ctx context.Context, cl *pgcluster.Cluster, dsn, database st
 			return b
 		},
 	}
-	run := func(side int, s sample) error {
-		b := sides[side](s)
+	sides := []side{{conn, batches[0]}, {conn, batches[1]}, {conn, batches[2]}, {connOld, batches[1]}, {connNew, batches[2]}}
+	run := func(i int, s sample) error {
+		sd := sides[i]
+		b := sd.batch(s)
 		found := false
 		b.Queue(read, s.tenant, s.memory).Query(func(rows pgx.Rows) error {
 			found = rows.Next()
 			rows.Close()
 			return rows.Err()
 		})
-		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		if err := sd.conn.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
 		if !found {
@@ -89,7 +120,7 @@ func measureContext(ctx context.Context, cl *pgcluster.Cluster, dsn, database st
 			}
 		}
 	}
-	res := ContextCost{None: pct(got[0], 50), SetConfig: pct(got[1], 50), Signed: pct(got[2], 50)}
+	res := ContextCost{None: pct(got[0], 50), SetConfig: pct(got[1], 50), Signed: pct(got[2], 50), OldRLS: pct(got[3], 50), NewRLS: pct(got[4], 50)}
 	// The backend reports its function statistics when it ends.
 	conn.Close(ctx)
 	for range 100 {

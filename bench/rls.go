@@ -240,7 +240,8 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	fmt.Fprintln(cfg.Progress, "measuring the context statement")
-	if res.Context, err = measureContext(ctx, cl, cl.DSN(postgres.Runtime, creds.Runtime, plain), plain, env.ctxKey, samples, cfg.Ops); err != nil {
+	if res.Context, err = measureContext(ctx, cl, cl.DSN(postgres.Runtime, creds.Runtime, plain), plain,
+		cl.DSN(postgres.Runtime, creds.Runtime, withRLS), cl.DSN(postgres.Runtime, creds.Runtime, oldContextDB), env.ctxKey, samples, cfg.Ops); err != nil {
 		return nil, err
 	}
 
@@ -412,6 +413,32 @@ func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error
 		return nil, err
 	}
 	if err := execAll(ctx, cl.DSN(postgres.Owner, creds.Owner, plain), down); err != nil {
+		return nil, err
+	}
+
+	// A third copy keeps the policies but reads the context from plain
+	// settings of another prefix, as bulkhead did before the signed
+	// context: the same-run reference for what enter() costs under RLS.
+	fmt.Fprintln(cfg.Progress, "copying the dataset for the old-context reference")
+	root, err = pgx.Connect(ctx, cl.SuperuserDSN("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	_, err = root.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s OWNER %s", oldContextDB, withRLS, postgres.Owner))
+	root.Close(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := postgres.PrepareDatabase(ctx, cl.SuperuserDSN("postgres"), oldContextDB); err != nil {
+		return nil, err
+	}
+	oldCfg := postgres.RLSConfig
+	oldCfg.TenantSetting, oldCfg.EntitySetting, oldCfg.ActingForSetting = oldTenant, oldEntity, oldActingFor
+	fns, err := rls.ContextFunctions(oldCfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := execAll(ctx, cl.DSN(postgres.Owner, creds.Owner, oldContextDB), fns); err != nil {
 		return nil, err
 	}
 

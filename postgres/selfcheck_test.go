@@ -45,7 +45,7 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 			`CREATE TABLE bulkhead.copies (body text)`,
 			`CREATE FUNCTION bulkhead.copy_row() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN INSERT INTO bulkhead.copies VALUES (NEW.content); RETURN NEW; END'`,
 			`CREATE TRIGGER copy_memories AFTER INSERT ON bulkhead.memories FOR EACH ROW EXECUTE FUNCTION bulkhead.copy_row()`}, expect: "trigger copy_memories (bulkhead.copy_row()) is not one of bulkhead's"},
-		{name: "context extension dropped", sql: []string{`DROP EXTENSION bulkhead_context`}, expect: "context: bulkhead.enter(bytea): missing"},
+		{name: "context extension dropped", admin: true, sql: []string{`DROP EXTENSION bulkhead_context`}, expect: "context: bulkhead.enter(bytea): missing"},
 		{name: "TRUNCATE granted", sql: []string{`GRANT TRUNCATE ON bulkhead.memories TO bulkhead_app`}, expect: "runtime role has TRUNCATE"},
 		{name: "CREATE on schema", admin: true, sql: []string{`GRANT CREATE ON SCHEMA bulkhead TO bulkhead_app`}, expect: "schema bulkhead: runtime role has CREATE"},
 		{name: "runtime role BYPASSRLS", admin: true, sql: []string{`ALTER ROLE bulkhead_app BYPASSRLS`}, undo: []string{`ALTER ROLE bulkhead_app NOBYPASSRLS`}, expect: "has BYPASSRLS"},

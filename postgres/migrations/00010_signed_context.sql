@@ -22,7 +22,20 @@ BEGIN
 END
 $check$;
 -- +goose StatementEnd
+-- PrepareDatabase has normally created it as the admin already; if not, the
+-- owner can (the extension is trusted) where it may create in the database.
 CREATE EXTENSION IF NOT EXISTS bulkhead_context SCHEMA bulkhead;
 
 -- +goose Down
-DROP EXTENSION IF EXISTS bulkhead_context;
+-- Only an extension this role created (PrepareDatabase creates it as the
+-- admin). Either way the settings stay superuser-only while the library is
+-- preloaded: there is no going back to forgeable settings by migration.
+-- +goose StatementBegin
+DO $down$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'bulkhead_context' AND e.extowner OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user)) THEN
+    DROP EXTENSION bulkhead_context;
+  END IF;
+END
+$down$;
+-- +goose StatementEnd
