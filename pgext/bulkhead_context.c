@@ -45,6 +45,7 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
@@ -71,6 +72,9 @@ static char *key_file = NULL;
 static SHA256_CTX inner_state;
 static SHA256_CTX outer_state;
 static bool key_loaded = false;
+
+/* The local transaction id of the last successful enter() in this backend. */
+static LocalTransactionId entered_lxid = InvalidLocalTransactionId;
 
 static int
 hexval(char c)
@@ -173,15 +177,15 @@ _PG_init(void)
 	DefineCustomStringVariable("bulkhead.tenant_id",
 							   "Tenant of the current transaction (set by bulkhead.enter).",
 							   NULL, &tenant_setting, "",
-							   PGC_SUSET, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+							   PGC_SUSET, GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
 	DefineCustomStringVariable("bulkhead.entity_id",
 							   "Entity of the current transaction (set by bulkhead.enter).",
 							   NULL, &entity_setting, "",
-							   PGC_SUSET, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+							   PGC_SUSET, GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
 	DefineCustomStringVariable("bulkhead.acting_for",
 							   "Principal the entity acts for (set by bulkhead.enter).",
 							   NULL, &acting_for_setting, "",
-							   PGC_SUSET, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+							   PGC_SUSET, GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
 	DefineCustomStringVariable("bulkhead.context_key_file",
 							   "File holding the context key, hex (relative: to the data directory).",
 							   NULL, &key_file, "bulkhead_context.key",
@@ -269,13 +273,16 @@ bulkhead_enter(PG_FUNCTION_ARGS)
 		refuse("token lives too long");
 
 	/*
-	 * Once per transaction: the settings are transaction-local, so a tenant
-	 * already set was set by an enter() of this very transaction. Code
-	 * running after bulkhead's own enter() can't switch to another context,
-	 * even with another valid token.
+	 * Once per transaction: code running after bulkhead's own enter() can't
+	 * switch to another context, even with another valid token. Counted by
+	 * transaction, not read from the settings, which RESET ALL, DISCARD or
+	 * ROLLBACK TO SAVEPOINT could empty. A tenant set at all (a superuser's
+	 * session value) also refuses: enter() never mixes with one.
 	 */
-	if (tenant_setting != NULL && tenant_setting[0] != '\0')
+	if (entered_lxid == MyProc->lxid)
 		refuse("a context was already entered in this transaction");
+	if (tenant_setting != NULL && tenant_setting[0] != '\0')
+		refuse("a context is already set");
 
 	format_id(t + 1, tenant);
 	format_id(t + 1 + ID_LEN, entity);
@@ -293,5 +300,6 @@ bulkhead_enter(PG_FUNCTION_ARGS)
 							 GUC_ACTION_LOCAL, true, ERROR, false);
 	(void) set_config_option("bulkhead.acting_for", acting_for, PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_LOCAL, true, ERROR, false);
+	entered_lxid = MyProc->lxid;
 	PG_RETURN_VOID();
 }

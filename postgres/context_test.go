@@ -181,14 +181,50 @@ func TestEnterChecksTheToken(t *testing.T) {
 
 	// Once per transaction: after bulkhead's enter(), SQL in the same
 	// transaction can't switch to another context, even with a valid token.
+	// Not after emptying the settings either (RESET ALL leaves them alone;
+	// ROLLBACK TO SAVEPOINT empties them when enter ran inside the savepoint).
+	for _, c := range []struct {
+		name   string
+		before []string
+		after  []string
+	}{
+		{"second enter", nil, nil},
+		{"RESET ALL, then enter", nil, []string{"RESET ALL"}},
+		{"enter in a savepoint, ROLLBACK TO it, enter", []string{"SAVEPOINT s"}, []string{"ROLLBACK TO SAVEPOINT s"}},
+	} {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range c.before {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		enter(t, tx, t1)
+		for _, q := range c.after {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				t.Fatalf("%s: %s: %v", c.name, q, err)
+			}
+		}
+		sql, args, _ := key.EnterSQL(t2)
+		if _, err := tx.Exec(ctx, sql, args...); sqlState(err) != "28000" {
+			n, tenant := visible(t, tx)
+			t.Errorf("%s: %v, then %d rows as tenant %q; want refused (28000)", c.name, err, n, tenant)
+		}
+		tx.Rollback(ctx)
+	}
+	// RESET ALL doesn't clear an entered context (nor could it grant one).
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	enter(t, tx, t1)
-	sql, args, _ := key.EnterSQL(t2)
-	if _, err := tx.Exec(ctx, sql, args...); sqlState(err) != "28000" {
-		t.Errorf("second enter in one transaction: %v; want refused (28000)", err)
+	if _, err := tx.Exec(ctx, "RESET ALL"); err != nil {
+		t.Fatal(err)
+	}
+	if _, tenant := visible(t, tx); tenant != t1.Tenant.String() {
+		t.Errorf("after RESET ALL the tenant reads %q, want %s", tenant, t1.Tenant)
 	}
 	tx.Rollback(ctx)
 }
