@@ -64,6 +64,7 @@ func TestRuntimeRoleCannotSetContext(t *testing.T) {
 		fmt.Sprintf(`ALTER ROLE %s SET bulkhead.tenant_id = '%s'`, postgres.Runtime, t2),
 		fmt.Sprintf(`ALTER ROLE %s IN DATABASE %s SET bulkhead.tenant_id = '%s'`, postgres.Runtime, d.Name, t2),
 		`RESET bulkhead.tenant_id`,
+		fmt.Sprintf(`UPDATE pg_settings SET setting = '%s' WHERE name = 'bulkhead.tenant_id'`, t2),
 	}
 	for _, sql := range forge {
 		tx, err := conn.Begin(ctx)
