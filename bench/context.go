@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -88,7 +89,20 @@ func measureContext(ctx context.Context, cl *pgcluster.Cluster, dsn, database, r
 			return b
 		},
 	}
-	sides := []side{{conn, batches[0]}, {conn, batches[1]}, {conn, batches[2]}, {connOld, batches[1]}, {connNew, batches[2]}}
+	// Every side has its own connection, and the order is shuffled on every
+	// round: each measurement wakes a different backend from the last one,
+	// alike for all sides.
+	conn1, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return ContextCost{}, err
+	}
+	defer conn1.Close(ctx)
+	conn2, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return ContextCost{}, err
+	}
+	defer conn2.Close(ctx)
+	sides := []side{{conn, batches[0]}, {conn1, batches[1]}, {conn2, batches[2]}, {connOld, batches[1]}, {connNew, batches[2]}}
 	run := func(i int, s sample) error {
 		sd := sides[i]
 		b := sd.batch(s)
@@ -107,22 +121,28 @@ func measureContext(ctx context.Context, cl *pgcluster.Cluster, dsn, database, r
 		return nil
 	}
 	got := make([][]time.Duration, len(sides))
-	for i := range 200 + ops {
+	rnd := mrand.New(mrand.NewPCG(3, 4))
+	// Warm-up touches every sample on every side: the old-context copy is
+	// otherwise cold in shared buffers while the others were warmed by the
+	// main measurements.
+	warm := max(200, len(samples))
+	for i := range warm + ops {
 		s := samples[i%len(samples)]
-		for k := range sides {
-			side := (i + k) % len(sides)
+		for _, side := range rnd.Perm(len(sides)) {
 			t0 := time.Now()
 			if err := run(side, s); err != nil {
 				return ContextCost{}, err
 			}
-			if i >= 200 {
+			if i >= warm {
 				got[side] = append(got[side], time.Since(t0))
 			}
 		}
 	}
 	res := ContextCost{None: pct(got[0], 50), SetConfig: pct(got[1], 50), Signed: pct(got[2], 50), OldRLS: pct(got[3], 50), NewRLS: pct(got[4], 50)}
-	// The backend reports its function statistics when it ends.
+	// The backends report their function statistics when they end.
 	conn.Close(ctx)
+	conn1.Close(ctx)
+	conn2.Close(ctx)
 	for range 100 {
 		var calls int64
 		var total float64 // ms
