@@ -238,7 +238,8 @@ bulkhead_enter(PG_FUNCTION_ARGS)
 	uint8		mac[MAC_LEN];
 	uint8		diff = 0;
 	SHA256_CTX	h;
-	int64		expiry = 0;
+	uint64		raw = 0;
+	int64		expiry;
 	int64		now;
 	char		tenant[37],
 				entity[37],
@@ -265,7 +266,10 @@ bulkhead_enter(PG_FUNCTION_ARGS)
 		refuse("bad signature");
 
 	for (i = 0; i < 8; i++)
-		expiry = (expiry << 8) | t[1 + 3 * ID_LEN + i];
+		raw = (raw << 8) | t[1 + 3 * ID_LEN + i];
+	if (raw > (uint64) PG_INT64_MAX)
+		refuse("malformed token");
+	expiry = (int64) raw;
 	now = GetCurrentTimestamp() + (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
 	if (now >= expiry)
 		refuse("token expired");
