@@ -93,7 +93,7 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 	defer env.close()
 	open := func(name string) (*postgres.DB, error) {
 		return postgres.Open(ctx, postgres.Config{AppDSN: env.cl.DSN(postgres.Runtime, env.creds.Runtime, name),
-			MaintenanceDSN: env.cl.DSN(postgres.Maintenance, env.creds.Maintenance, name), MaxConns: int32(2 * runtime.NumCPU())})
+			MaintenanceDSN: env.cl.DSN(postgres.Maintenance, env.creds.Maintenance, name), ContextKey: env.ctxKey, MaxConns: int32(2 * runtime.NumCPU())})
 	}
 	dbRLS, err := open("bench_rls")
 	if err != nil {

@@ -85,7 +85,7 @@ func RunCrypto(ctx context.Context, cfg CryptoConfig) (*CryptoResult, error) {
 	kr := fieldcrypt.NewKeyring(kek, keys, fieldcrypt.Options{})
 	open := func(k *fieldcrypt.Keyring) (*postgres.DB, error) {
 		return postgres.Open(ctx, postgres.Config{AppDSN: cl.DSN(postgres.Runtime, creds.Runtime, name),
-			MaintenanceDSN: cl.DSN(postgres.Maintenance, creds.Maintenance, name), Keyring: k, MaxConns: 2})
+			MaintenanceDSN: cl.DSN(postgres.Maintenance, creds.Maintenance, name), Keyring: k, ContextKey: env.ctxKey, MaxConns: 2})
 	}
 	sealed, err := open(kr)
 	if err != nil {

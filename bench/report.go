@@ -38,6 +38,16 @@ func (r *Result) Markdown(w io.Writer, command string) {
 	for _, rt := range r.RoundTrips {
 		fmt.Fprintf(w, "| %s | %d |\n", rt.Name, rt.N)
 	}
+	fmt.Fprintln(w, "\nThe context statement, same run, on the copy without policies (same query on every side; one batch, one round trip each; medians in µs):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| point read preceded by | median | vs set_config |")
+	fmt.Fprintln(w, "|---|---:|---:|")
+	fmt.Fprintf(w, "| nothing | %s | %.3f |\n", us(r.Context.None), float64(r.Context.None)/float64(r.Context.SetConfig))
+	fmt.Fprintf(w, "| `set_config` ×3 (before issue 11; forgeable) | %s | 1.000 |\n", us(r.Context.SetConfig))
+	fmt.Fprintf(w, "| `bulkhead.enter(token)` (signed, verified in C; signing in Go included) | %s | **%.3f** |\n", us(r.Context.Signed), r.Context.Ratio())
+	fmt.Fprintf(w, "| RLS point read (policies on), context by `set_config` on plain settings (old) | %s | 1.000 (reference) |\n", us(r.Context.OldRLS))
+	fmt.Fprintf(w, "| RLS point read (policies on), context by `enter(token)` | %s | **%.3f** |\n", us(r.Context.NewRLS), r.Context.RLSRatio())
+	fmt.Fprintf(w, "\nTime PostgreSQL spends inside `bulkhead.enter` (HMAC check + three settings; `pg_stat_user_functions`, mean of %d calls): %s µs.\n", r.Config.Ops+200, us(r.Context.EnterServer))
 	fmt.Fprintf(w, "\nParticipant check in a %d-member room (with RLS): one indexed `EXISTS` %s vs loading every participant %s: **%.1f×** faster.\n",
 		r.Config.BigRoom, us(r.ParticipantCheck), us(r.LoadAllParticipants), float64(r.LoadAllParticipants)/float64(r.ParticipantCheck))
 }
@@ -51,6 +61,9 @@ func (r *Result) Table(w io.Writer) {
 	for _, rt := range r.RoundTrips {
 		fmt.Fprintf(w, "round trips: %-60s %d\n", rt.Name, rt.N)
 	}
+	fmt.Fprintf(w, "context: read alone %s µs, after set_config (old) %s µs, after enter(token) %s µs (%.3fx set_config); inside enter() %s µs per call\n",
+		us(r.Context.None), us(r.Context.SetConfig), us(r.Context.Signed), r.Context.Ratio(), us(r.Context.EnterServer))
+	fmt.Fprintf(w, "context under RLS (point read): old set_config %s µs, enter(token) %s µs (%.3fx)\n", us(r.Context.OldRLS), us(r.Context.NewRLS), r.Context.RLSRatio())
 	fmt.Fprintf(w, "participant check %s µs vs load all %s µs (%.1fx)\n", us(r.ParticipantCheck), us(r.LoadAllParticipants), float64(r.LoadAllParticipants)/float64(r.ParticipantCheck))
 }
 

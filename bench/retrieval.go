@@ -152,7 +152,7 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 		return nil, err
 	}
 	db, err := postgres.Open(ctx, postgres.Config{AppDSN: env.cl.DSN(postgres.Runtime, env.creds.Runtime, name),
-		MaintenanceDSN: env.cl.DSN(postgres.Maintenance, env.creds.Maintenance, name), MaxConns: int32(max(cfg.Writers, cfg.Clients) + 2)})
+		MaintenanceDSN: env.cl.DSN(postgres.Maintenance, env.creds.Maintenance, name), ContextKey: env.ctxKey, MaxConns: int32(max(cfg.Writers, cfg.Clients) + 2)})
 	if err != nil {
 		return nil, err
 	}

@@ -70,6 +70,7 @@ type Result struct {
 	Rows       map[string]int64 // rows per table in the dataset
 	Cases      []Case
 	RoundTrips []RoundTrip
+	Context    ContextCost
 	// In the big room, with RLS: one indexed EXISTS vs loading every participant.
 	ParticipantCheck, LoadAllParticipants time.Duration
 }
@@ -98,7 +99,7 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 
 	var trips atomic.Int64
 	open := func(db string) (*postgres.DB, error) {
-		return postgres.Open(ctx, postgres.Config{AppDSN: cl.DSN(postgres.Runtime, creds.Runtime, db), MaxConns: 2, Dial: CountingDial(&trips)})
+		return postgres.Open(ctx, postgres.Config{AppDSN: cl.DSN(postgres.Runtime, creds.Runtime, db), ContextKey: env.ctxKey, MaxConns: 2, Dial: CountingDial(&trips)})
 	}
 	dbRLS, err := open(withRLS)
 	if err != nil {
@@ -238,6 +239,12 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 		res.RoundTrips = append(res.RoundTrips, RoundTrip{rt.name, trips.Load() - before})
 	}
 
+	fmt.Fprintln(cfg.Progress, "measuring the context statement")
+	if res.Context, err = measureContext(ctx, cl, cl.DSN(postgres.Runtime, creds.Runtime, plain), plain,
+		cl.DSN(postgres.Runtime, creds.Runtime, withRLS), cl.DSN(postgres.Runtime, creds.Runtime, oldContextDB), env.ctxKey, samples, cfg.Ops); err != nil {
+		return nil, err
+	}
+
 	// Participant check vs loading all participants of the big room.
 	fmt.Fprintf(cfg.Progress, "participant check vs loading %d participants\n", cfg.BigRoom)
 	var check, load []time.Duration
@@ -344,6 +351,7 @@ type benchEnv struct {
 	dir     string
 	cl      *pgcluster.Cluster
 	creds   postgres.Credentials
+	ctxKey  postgres.ContextKey
 	samples []sample
 	big     sample
 }
@@ -408,6 +416,32 @@ func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error
 		return nil, err
 	}
 
+	// A third copy keeps the policies but reads the context from plain
+	// settings of another prefix, as bulkhead did before the signed
+	// context: the same-run reference for what enter() costs under RLS.
+	fmt.Fprintln(cfg.Progress, "copying the dataset for the old-context reference")
+	root, err = pgx.Connect(ctx, cl.SuperuserDSN("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	_, err = root.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s OWNER %s", oldContextDB, withRLS, postgres.Owner))
+	root.Close(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := postgres.PrepareDatabase(ctx, cl.SuperuserDSN("postgres"), oldContextDB); err != nil {
+		return nil, err
+	}
+	oldCfg := postgres.RLSConfig
+	oldCfg.TenantSetting, oldCfg.EntitySetting, oldCfg.ActingForSetting = oldTenant, oldEntity, oldActingFor
+	fns, err := rls.ContextFunctions(oldCfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := execAll(ctx, cl.DSN(postgres.Owner, creds.Owner, oldContextDB), fns); err != nil {
+		return nil, err
+	}
+
 	e.samples, e.big = samples, big
 	return e, nil
 }
@@ -427,6 +461,14 @@ func newCluster(ctx context.Context, progress io.Writer, settings map[string]str
 		return nil, err
 	}
 	e.creds = postgres.Credentials{Owner: rand.Text(), Runtime: rand.Text(), Maintenance: rand.Text(), KeyService: rand.Text()}
+	raw, err := e.cl.ContextKey()
+	if err == nil {
+		e.ctxKey, err = postgres.NewContextKey(raw)
+	}
+	if err != nil {
+		e.close()
+		return nil, err
+	}
 	return e, nil
 }
 

@@ -349,6 +349,12 @@ func (c *Cluster) start(ctx context.Context, cfg Config) error {
 		}
 	}
 	c.removeStalePID()
+	if err := c.checkContextExtension(); err != nil {
+		return err
+	}
+	if err := c.ensureContextKey(cred); err != nil {
+		return err
+	}
 
 	listen := ""
 	if cfg.Port != 0 {
@@ -359,9 +365,15 @@ func (c *Cluster) start(ctx context.Context, cfg Config) error {
 	if cfg.Ephemeral {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
+	preload := ContextExtension
 	for k, v := range cfg.Settings {
+		if k == "shared_preload_libraries" {
+			preload += "," + v
+			continue
+		}
 		args = append(args, "-c", k+"="+v)
 	}
+	args = append(args, "-c", "shared_preload_libraries="+preload)
 	logPath := filepath.Join(c.dataDir, "postgres.log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {

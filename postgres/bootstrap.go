@@ -197,7 +197,8 @@ const prepareLock = bootstrapLock + 1
 // PrepareDatabase sets, idempotently, the privileges inside one database:
 // only bulkhead's roles may connect, nobody but the owner may create
 // objects, the public schema is closed, and the bulkhead schema exists,
-// owned by the owner. (A database cloned from a template needs this again:
+// owned by the owner, and the bulkhead_context extension exists when the
+// server has it. (A database cloned from a template needs this again:
 // database privileges are not copied.)
 func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
 	conn, err := connectTo(ctx, adminDSN, database)
@@ -231,6 +232,18 @@ func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
 		for _, s := range stmts {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				return fmt.Errorf("prepare database %s: %s: %w", database, s, err)
+			}
+		}
+		// The signed-context extension, created by the admin so that a
+		// database the owner role doesn't own works too. Where it is not
+		// installed, migration 00010 stops with the fix.
+		var available bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1)", ContextExtension).Scan(&available); err != nil {
+			return fmt.Errorf("prepare database %s: look up extension %s: %w", database, ContextExtension, err)
+		}
+		if available {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE EXTENSION IF NOT EXISTS %s SCHEMA %s", ContextExtension, Schema)); err != nil {
+				return fmt.Errorf("prepare database %s: create extension %s: %w", database, ContextExtension, err)
 			}
 		}
 		return nil

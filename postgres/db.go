@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -32,6 +32,9 @@ type Config struct {
 	// Keyring seals the columns in SealedColumns; nil stores them in
 	// plaintext (for migration from unencrypted data and for benchmarks).
 	Keyring *fieldcrypt.Keyring
+	// ContextKey signs each transaction's context; required. The server's
+	// PostgreSQL must hold the same key (bulkhead_context extension).
+	ContextKey ContextKey
 	// Dial, when set, opens the network connections (for instrumentation,
 	// such as counting round trips).
 	Dial   pgconn.DialFunc
@@ -43,6 +46,7 @@ type DB struct {
 	app     *pgxpool.Pool
 	maint   *pgxpool.Pool
 	keyring *fieldcrypt.Keyring
+	ctxKey  ContextKey
 	log     *slog.Logger
 }
 
@@ -55,7 +59,11 @@ var execModes = map[string]pgx.QueryExecMode{
 }
 
 // Open creates the pools and checks that the runtime role can connect.
+// Without cfg.ContextKey it fails before connecting.
 func Open(ctx context.Context, cfg Config) (*DB, error) {
+	if cfg.ContextKey.IsZero() {
+		return nil, errNoContextKey
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -64,7 +72,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open runtime pool: %w", err)
 	}
-	db := &DB{app: app, log: log, keyring: cfg.Keyring}
+	db := &DB{app: app, log: log, keyring: cfg.Keyring, ctxKey: cfg.ContextKey}
 	if cfg.MaintenanceDSN != "" {
 		if db.maint, err = newPool(ctx, cfg.MaintenanceDSN, cfg); err != nil {
 			app.Close()
@@ -114,20 +122,6 @@ func (db *DB) Keyring() *fieldcrypt.Keyring { return db.keyring }
 // query through it without a scope sees no tenant rows.
 func (db *DB) Pool() *pgxpool.Pool { return db.app }
 
-// contextSQL sets the three settings transaction-locally. Values are
-// parameters; the scope's UUIDs are typed, so nothing untrusted is spliced.
-const contextSQL = "SELECT set_config('" + TenantSetting + "', $1, true), set_config('" + EntitySetting + "', $2, true), set_config('" + ActingForSetting + "', $3, true)"
-
-func contextArgs(s bulkhead.Scope) []any {
-	str := func(id uuid.UUID) string {
-		if id == uuid.Nil {
-			return ""
-		}
-		return id.String()
-	}
-	return []any{str(s.Tenant), str(s.Entity), str(s.ActingFor)}
-}
-
 func scopeFrom(ctx context.Context) (bulkhead.Scope, error) {
 	s, ok := bulkhead.ScopeFrom(ctx)
 	if !ok {
@@ -140,7 +134,8 @@ func scopeFrom(ctx context.Context) (bulkhead.Scope, error) {
 }
 
 // InScope runs fn in one transaction whose tenant, entity and acting-for
-// settings come from ctx. The settings are transaction-local (they can't
+// settings come from ctx, entered with a token signed by the context key.
+// The settings are transaction-local (they can't
 // outlive the transaction on a pooled connection) and are sent in the same
 // round trip as fn's first statement, together with BEGIN. fn must use only
 // the tx it is given. If fn returns an error the transaction is rolled back
@@ -158,7 +153,7 @@ func (db *DB) InScope(ctx context.Context, fn func(pgx.Tx) error) error {
 		return fmt.Errorf("acquire connection: %w", err)
 	}
 	defer conn.Release()
-	tx := &scopedTx{conn: conn.Conn(), args: contextArgs(s)}
+	tx := &scopedTx{conn: conn.Conn(), key: db.ctxKey, scope: s}
 	if err := fn(tx); err != nil {
 		if rbErr := tx.Rollback(ctx); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
 			// The connection is in an unknown state: don't return it to the pool.
@@ -181,7 +176,7 @@ func (db *DB) Read(ctx context.Context, fn func(pgx.Rows) error, sql string, arg
 		return err
 	}
 	b := &pgx.Batch{}
-	b.Queue(contextSQL, contextArgs(s)...)
+	b.Queue(contextSQL, db.ctxKey.token(s, time.Now()))
 	b.Queue(sql, args...).Query(fn)
 	return translate(db.app.SendBatch(ctx, b).Close())
 }

@@ -7,11 +7,15 @@
 //     is NOSUPERUSER NOBYPASSRLS NOINHERIT and holds DML grants only; every
 //     tenant table is ENABLE + FORCE ROW LEVEL SECURITY with the policies of
 //     the one generator (package rls).
-//   - Tenant, entity and acting-for context is set with
-//     set_config(name, value, true): transaction-local, so it can't outlive
-//     its transaction on a pooled connection (pgxpool or PgBouncer in
-//     transaction mode). It travels in the same round trip as the first
-//     statement. No scope in the context: ErrUnauthenticated before any SQL.
+//   - Tenant, entity and acting-for context is entered with
+//     bulkhead.enter(token), a token signed with the ContextKey that the
+//     bulkhead_context extension verifies: SQL running as the runtime role
+//     can't set the context settings itself (they are superuser-only). The
+//     settings are transaction-local, so they can't outlive their
+//     transaction on a pooled connection (pgxpool or PgBouncer in
+//     transaction mode). The token travels in the same round trip as the
+//     first statement. No scope in the context: ErrUnauthenticated before
+//     any SQL.
 //   - Driver errors are translated once, here: no rows -> ErrNotFound, unique
 //     violation -> ErrConflict, RLS WITH CHECK refusal -> ErrForbidden,
 //     foreign key violation -> ErrNotFound (the referenced row is missing or

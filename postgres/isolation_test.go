@@ -77,13 +77,16 @@ func TestNoScopeSeesNothing(t *testing.T) {
 			t.Errorf("%s without context: %d rows, err %v; want 0", tb.Name, n, err)
 		}
 	}
-	// And a malformed setting is an error, never "all".
-	_, err = conn.Exec(context.Background(), "SELECT set_config('bulkhead.tenant_id', 'not-a-uuid', false)")
+	// And a malformed setting is an error, never "all". Only a superuser
+	// can set one (the runtime role can't: context_test.go), who then
+	// becomes the runtime role.
+	admin := mustConnect(t, d.AdminDSN())
+	_, err = admin.Exec(context.Background(), "SELECT set_config('bulkhead.tenant_id', 'not-a-uuid', false), set_config('role', '"+postgres.Runtime+"', false)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var n int
-	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM bulkhead.rooms").Scan(&n); sqlState(err) != "22P02" {
+	if err := admin.QueryRow(context.Background(), "SELECT count(*) FROM bulkhead.rooms").Scan(&n); sqlState(err) != "22P02" {
 		t.Errorf("malformed tenant setting: count %d err %v, want invalid_text_representation", n, err)
 	}
 }

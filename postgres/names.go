@@ -24,6 +24,10 @@ const (
 	// KeySchema holds the wrapped keysets, the KEK check value and key events.
 	KeySchema = "bulkhead_keys"
 
+	// ContextExtension is the PostgreSQL extension (pgext/) that makes the
+	// context settings superuser-only and defines bulkhead.enter(token).
+	ContextExtension = "bulkhead_context"
+
 	// TenantSetting, EntitySetting and ActingForSetting are the
 	// transaction-local settings the policies read.
 	TenantSetting    = "bulkhead.tenant_id"

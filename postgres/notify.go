@@ -81,8 +81,9 @@ type NotifierConfig struct {
 //
 // It is safe for concurrent use.
 type Notifier struct {
-	cfg NotifierConfig
-	log *slog.Logger
+	cfg    NotifierConfig
+	log    *slog.Logger
+	ctxKey ContextKey // signs the tenant context listenTenant enters
 
 	mu        sync.Mutex
 	subs      map[roomKey]map[*Subscription]struct{}
@@ -146,7 +147,7 @@ func NewNotifier(db *DB, cfg NotifierConfig) *Notifier {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Notifier{cfg: cfg, log: log, subs: map[roomKey]map[*Subscription]struct{}{},
+	return &Notifier{cfg: cfg, log: log, ctxKey: db.ctxKey, subs: map[roomKey]map[*Subscription]struct{}{},
 		tenants: map[uuid.UUID]*tenantListen{}, channels: map[string]uuid.UUID{}, done: make(chan struct{})}
 }
 
@@ -460,7 +461,7 @@ func (n *Notifier) sync(ctx context.Context, conn *pgx.Conn, gen uint64) error {
 	}
 	n.mu.Unlock()
 	for _, t := range add {
-		c, err := listenTenant(ctx, conn, t)
+		c, err := listenTenant(ctx, conn, n.ctxKey, t)
 		if err != nil {
 			return err
 		}
@@ -493,8 +494,8 @@ func (n *Notifier) sync(ctx context.Context, conn *pgx.Conn, gen uint64) error {
 // tenant (and no entity) in context, and returns the channel's name. The
 // name is computed and LISTENed on inside the database: it never appears in
 // a query text.
-func listenTenant(ctx context.Context, conn *pgx.Conn, tenant uuid.UUID) (string, error) {
-	tx := &scopedTx{conn: conn, args: contextArgs(bulkhead.Scope{Tenant: tenant})}
+func listenTenant(ctx context.Context, conn *pgx.Conn, key ContextKey, tenant uuid.UUID) (string, error) {
+	tx := &scopedTx{conn: conn, key: key, scope: bulkhead.Scope{Tenant: tenant}}
 	var channel *string
 	if err := tx.QueryRow(ctx, "SELECT bulkhead.notify_listen()").Scan(&channel); err != nil {
 		tx.Rollback(ctx)

@@ -67,7 +67,7 @@ func alternate(t *testing.T, db *postgres.DB, demo postgres.Demo, iterations int
 func TestContextNeverOutlivesTransactionInPool(t *testing.T) {
 	t.Parallel()
 	d, demo := seeded(t)
-	db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: d.AppDSN(), MaxConns: 1})
+	db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: d.AppDSN(), ContextKey: testdb.ContextKey(), MaxConns: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestContextNeverLeaksThroughPgBouncer(t *testing.T) {
 	var wrong atomic.Int64
 	var wg sync.WaitGroup
 	for _, mode := range []string{"exec", "cache_describe"} {
-		db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: dsn, QueryExecMode: mode, MaxConns: clients})
+		db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: dsn, QueryExecMode: mode, ContextKey: testdb.ContextKey(), MaxConns: clients})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +119,7 @@ func TestRoundTrips(t *testing.T) {
 	t.Parallel()
 	d, demo := seeded(t)
 	var trips atomic.Int64
-	db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: d.AppDSN(), MaxConns: 1, Dial: bench.CountingDial(&trips)})
+	db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: d.AppDSN(), ContextKey: testdb.ContextKey(), MaxConns: 1, Dial: bench.CountingDial(&trips)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/jackc/pgx/v5"
 )
@@ -97,9 +98,7 @@ func TestRuntimeRoleCannotEscape(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tx.Exec(ctx, `SELECT set_config('bulkhead.tenant_id', $1, true)`, demo.T2.Tenant.ID.String()); err != nil {
-			t.Fatal(err)
-		}
+		enter(t, tx, bulkhead.Scope{Tenant: demo.T2.Tenant.ID})
 		_, err = tx.Exec(ctx, sql)
 		tx.Rollback(ctx)
 		if code := sqlState(err); code != "42501" && code != "42804" {

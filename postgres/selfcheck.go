@@ -44,6 +44,8 @@ type Querier interface {
 //     each policy's USING and WITH CHECK, as PostgreSQL deparses them, is
 //     the generator's (ExpectedPolicies); each generated helper function's
 //     body is the generator's;
+//   - the context settings can be set only through bulkhead.enter (the
+//     bulkhead_context extension is preloaded and created);
 //   - no SECURITY DEFINER function it can execute is outside the generator's
 //     allow-list (right schema, name, owner and pinned search_path);
 //   - no trigger but bulkhead's own (AllowedTriggers) sits on a table with
@@ -111,6 +113,20 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 	}
 	for _, r := range rows {
 		add("ownership", role, "owns "+r[0].(string))
+	}
+
+	// The context settings must be the extension's superuser-only ones
+	// (a plain or placeholder setting is forgeable), and enter() must exist.
+	rows, err = rowsOf(`
+		SELECT n.name FROM unnest($1::text[]) AS n(name)
+		WHERE NOT EXISTS (SELECT 1 FROM pg_settings s WHERE s.name = n.name AND s.context = 'superuser')
+		UNION ALL SELECT 'bulkhead.enter(bytea)' WHERE to_regprocedure('bulkhead.enter(bytea)') IS NULL
+		ORDER BY 1`, []string{TenantSetting, EntitySetting, ActingForSetting})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		add("context", r[0].(string), "missing or settable by any role: the bulkhead_context extension must be installed, preloaded (shared_preload_libraries) and created (migration 00010)")
 	}
 
 	// Forbidden privileges.

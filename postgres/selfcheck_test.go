@@ -51,6 +51,7 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 			expect: "policy bulkhead_insert: WITH CHECK differs"},
 		{name: "helper function body changed", admin: true, sql: []string{`CREATE OR REPLACE FUNCTION bulkhead.owned_worlds() RETURNS uuid[] LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN (SELECT array_agg(id) FROM bulkhead.worlds); END $$`},
 			expect: "function: bulkhead.owned_worlds(): body differs from the generator's"},
+		{name: "context extension dropped", admin: true, sql: []string{`DROP EXTENSION bulkhead_context`}, expect: "context: bulkhead.enter(bytea): missing"},
 		{name: "TRUNCATE granted", sql: []string{`GRANT TRUNCATE ON bulkhead.memories TO bulkhead_app`}, expect: "runtime role has TRUNCATE"},
 		{name: "CREATE on schema", admin: true, sql: []string{`GRANT CREATE ON SCHEMA bulkhead TO bulkhead_app`}, expect: "schema bulkhead: runtime role has CREATE"},
 		{name: "runtime role BYPASSRLS", admin: true, sql: []string{`ALTER ROLE bulkhead_app BYPASSRLS`}, undo: []string{`ALTER ROLE bulkhead_app NOBYPASSRLS`}, expect: "has BYPASSRLS"},

@@ -3,6 +3,9 @@ package postgres
 import (
 	"context"
 	"errors"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -14,7 +17,8 @@ import (
 // extra round trip. Later statements go straight to the transaction.
 type scopedTx struct {
 	conn  *pgx.Conn
-	args  []any // contextSQL's arguments
+	key   ContextKey
+	scope bulkhead.Scope
 	inner pgx.Tx
 }
 
@@ -25,7 +29,8 @@ var _ pgx.Tx = (*scopedTx)(nil)
 func (t *scopedTx) prelude(queries ...*pgx.QueuedQuery) *pgx.Batch {
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{})
-	b.Queue(contextSQL, t.args...)
+	// Signed now, when it is sent, so the token's short life starts here.
+	b.Queue(contextSQL, t.key.token(t.scope, time.Now()))
 	b.QueuedQueries = append(b.QueuedQueries, queries...)
 	return b
 }

@@ -149,7 +149,13 @@ func newPsqlCmd(cfg *config) *cobra.Command {
 		Long: `psql opens psql connected as the runtime role, exactly as the server connects.
 With --tenant (and --entity, --acting-for) the context settings are set for the
 whole psql session, so every transaction sees exactly what that tenant (and
-entity) sees. Without them, tenant tables show no rows.`,
+entity) sees. Without them, tenant tables show no rows.
+
+The context settings are superuser-only (the runtime role enters a context
+only with a token signed by the server), so with --tenant psql logs in as the
+superuser, sets them at connection start and switches to the runtime role
+(role=bulkhead_app): policies apply exactly as for the server, and RESET ROLE
+gives the operator's superuser back.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := cfg.logger()
 			if err != nil {
@@ -172,6 +178,14 @@ entity) sees. Without them, tenant tables show no rows.`,
 				}
 				opts += fmt.Sprintf(" -c %s=%s", s.setting, id)
 			}
+			dsn := env.appDSN
+			if opts != "" {
+				dsn = env.adminDSN
+				if env.cluster != nil {
+					dsn = env.cluster.SuperuserDSN(env.database)
+				}
+				opts += " -c role=" + postgres.Runtime
+			}
 			psql, err := exec.LookPath("psql")
 			if env.cluster != nil {
 				psql = env.cluster.Binaries().Path("psql")
@@ -181,7 +195,7 @@ entity) sees. Without them, tenant tables show no rows.`,
 				return fmt.Errorf("psql not found: install it with apt-get install -y postgresql-client")
 			}
 			environ := append(os.Environ(), "PGOPTIONS="+opts)
-			return syscall.Exec(psql, append([]string{"psql", env.appDSN}, args...), environ)
+			return syscall.Exec(psql, append([]string{"psql", dsn}, args...), environ)
 		},
 	}
 	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant id to scope the session to")

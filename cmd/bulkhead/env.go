@@ -128,7 +128,27 @@ func (e *dbEnv) openDB(ctx context.Context, c *config, log *slog.Logger) (*postg
 	if err != nil {
 		return nil, err
 	}
-	return postgres.Open(ctx, postgres.Config{AppDSN: e.appDSN, MaintenanceDSN: e.maintDSN, QueryExecMode: c.queryExecMode, Keyring: kr, Logger: log})
+	ctxKey, err := e.contextKey(c)
+	if err != nil {
+		return nil, err
+	}
+	return postgres.Open(ctx, postgres.Config{AppDSN: e.appDSN, MaintenanceDSN: e.maintDSN, QueryExecMode: c.queryExecMode, Keyring: kr, ContextKey: ctxKey, Logger: log})
+}
+
+// contextKey loads the key that signs transaction contexts: the embedded
+// cluster's own, or --context-key-file with an external database.
+func (e *dbEnv) contextKey(c *config) (postgres.ContextKey, error) {
+	if c.contextKey != "" {
+		return postgres.LoadContextKey(c.contextKey)
+	}
+	if e.cluster == nil {
+		return postgres.ContextKey{}, fmt.Errorf("--context-key-file is required with --database-url: it names the key file the database's bulkhead_context extension verifies contexts with (docs/SECURITY.md)")
+	}
+	raw, err := e.cluster.ContextKey()
+	if err != nil {
+		return postgres.ContextKey{}, err
+	}
+	return postgres.NewContextKey(raw)
 }
 
 // openKeyring connects to the wrapped keysets as the key service, loads

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -78,7 +79,9 @@ func TestExternalDatabase(t *testing.T) {
 		}
 	}
 	u.Path = "/ext"
-	env := []string{"DATABASE_URL=" + u.String()}
+	// The external server's bulkhead_context extension verifies contexts
+	// with its key file; bulkhead signs with the same key.
+	env := []string{"DATABASE_URL=" + u.String(), "BULKHEAD_CONTEXT_KEY_FILE=" + filepath.Join(host, "pg", "bulkhead_context.key")}
 
 	dir := mustDataDir(t) // bulkhead's own state (credentials) for the external database
 	if r := run(t, dir, env, "migrate", "up"); r.code != 0 || !strings.Contains(r.stdout, "applied") {

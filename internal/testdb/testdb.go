@@ -33,8 +33,13 @@ var (
 	cluster *pgcluster.Cluster
 	creds   postgres.Credentials
 	kek     *fieldcrypt.KEK
+	ctxKey  postgres.ContextKey
 	counter atomic.Int64
 )
+
+// ContextKey returns the key the package's cluster verifies transaction
+// contexts with (see postgres.ContextKey.EnterSQL for raw connections).
+func ContextKey() postgres.ContextKey { return ctxKey }
 
 // KEK returns the package's local key-encryption key.
 func KEK() *fieldcrypt.KEK { return kek }
@@ -57,6 +62,14 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	defer cluster.Stop()
+	raw, err := cluster.ContextKey()
+	if err == nil {
+		ctxKey, err = postgres.NewContextKey(raw)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testdb:", err)
+		return 1
+	}
 	creds = postgres.Credentials{Owner: "owner-pw", Runtime: "runtime-pw", Maintenance: "maint-pw", KeyService: "keys-pw"}
 	if kek, _, err = fieldcrypt.LocalKEK(filepath.Join(dir, "kek.json"), true); err != nil {
 		fmt.Fprintln(os.Stderr, "testdb:", err)
@@ -116,7 +129,7 @@ func (d *Database) KeyServiceDSN() string {
 // (nil: plaintext mode), closed when t ends.
 func (d *Database) Open(t testing.TB, kr *fieldcrypt.Keyring) *postgres.DB {
 	t.Helper()
-	db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: d.AppDSN(), MaintenanceDSN: d.MaintenanceDSN(), Keyring: kr})
+	db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: d.AppDSN(), MaintenanceDSN: d.MaintenanceDSN(), Keyring: kr, ContextKey: ctxKey})
 	if err != nil {
 		t.Fatal(err)
 	}

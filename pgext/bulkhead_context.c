@@ -1,0 +1,309 @@
+/*
+ * bulkhead_context: the tenant context of a transaction, settable only with
+ * a token signed by bulkhead.
+ *
+ * The policies read three settings (bulkhead.tenant_id, bulkhead.entity_id,
+ * bulkhead.acting_for). Here they are PGC_SUSET custom settings: every role
+ * reads them, only a superuser can SET them, in a session, in a startup
+ * packet, in ALTER ROLE/DATABASE ... SET or in a function's SET clause. The
+ * one other way in is bulkhead.enter(token), which checks an HMAC-SHA256
+ * signature made with the context key (a file only the server's OS user
+ * reads; never a setting any role can SHOW) and an expiry, then sets the
+ * three settings transaction-locally (GUC_ACTION_LOCAL), so they vanish at
+ * COMMIT or ROLLBACK, before a pooled connection serves anyone else.
+ *
+ * Token (105 bytes):
+ *   [0]      version, 1
+ *   [1,17)   tenant uuid
+ *   [17,33)  entity uuid (all zero: none)
+ *   [33,49)  acting-for uuid (all zero: none)
+ *   [49,57)  expiry, microseconds since the Unix epoch, big-endian
+ *   [57,73)  nonce (unique per token; bulkhead uses a random per-process
+ *            prefix and a counter)
+ *   [73,105) HMAC-SHA256(key, bytes [0,73))
+ *
+ * The library must be in shared_preload_libraries: loaded later, a backend
+ * could have set a same-named placeholder setting before the real one
+ * existed, and the policies would read it. Loaded any other way it refuses
+ * to initialise, so CREATE EXTENSION and every enter() fail.
+ */
+#include "postgres.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/*
+ * OpenSSL's SHA-256 primitives (the ones PostgreSQL links anyway), not its
+ * HMAC API or PostgreSQL's pg_hmac: those allocate a context and look the
+ * digest up on every call (~3-6 us with OpenSSL 3), more than the rest of
+ * enter(). HMAC here is two SHA-256 states keyed once at start-up, copied
+ * per call (~0.5 us). PostgreSQL's OPENSSL_API_COMPAT (pg_config.h) keeps
+ * SHA256_Init & co. declared without deprecation warnings on OpenSSL 3.
+ */
+#include <openssl/sha.h>
+
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+PG_MODULE_MAGIC;
+
+#define TOKEN_VERSION 1
+#define ID_LEN 16
+#define MAC_LEN 32
+#define SIGNED_LEN (1 + 3 * ID_LEN + 8 + 16)
+#define TOKEN_LEN (SIGNED_LEN + MAC_LEN)
+#define KEY_LEN 32
+/* A token may not claim to live longer than this (bulkhead signs for 10 s). */
+#define MAX_TTL_USECS (INT64CONST(300) * USECS_PER_SEC)
+
+void		_PG_init(void);
+
+static char *tenant_setting = NULL;
+static char *entity_setting = NULL;
+static char *acting_for_setting = NULL;
+static char *key_file = NULL;
+
+/* HMAC-SHA256 states after the key's inner and outer pads. */
+static SHA256_CTX inner_state;
+static SHA256_CTX outer_state;
+static bool key_loaded = false;
+
+/* The local transaction id of the last successful enter() in this backend. */
+static LocalTransactionId entered_lxid = InvalidLocalTransactionId;
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * load_key reads KEY_LEN bytes, hex-encoded, from the key file (relative
+ * paths are relative to the data directory). Surrounding whitespace is
+ * ignored; anything else is an error, reported as a WARNING: the server
+ * starts, and every enter() fails until the key is fixed and the server
+ * restarted.
+ */
+static void
+load_key(void)
+{
+	char	   *path;
+	FILE	   *f;
+	char		buf[2 * KEY_LEN + 64];
+	size_t		n;
+	char	   *s;
+	char	   *e;
+	int			i;
+	uint8		key[KEY_LEN];
+	uint8		pad[SHA256_CBLOCK];
+
+	if (key_file == NULL || key_file[0] == '\0')
+	{
+		ereport(WARNING, (errmsg("bulkhead_context: bulkhead.context_key_file is empty: no context can be entered")));
+		return;
+	}
+	path = key_file[0] == '/' ? pstrdup(key_file) : psprintf("%s/%s", DataDir, key_file);
+	f = fopen(path, "r");
+	if (f == NULL)
+	{
+		ereport(WARNING, (errmsg("bulkhead_context: cannot read context key file \"%s\": %m: no context can be entered", path)));
+		return;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	s = buf;
+	while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\n' || e[-1] == '\r' || e[-1] == '\t'))
+		e--;
+	if (e - s != 2 * KEY_LEN)
+	{
+		ereport(WARNING, (errmsg("bulkhead_context: context key file \"%s\" must hold %d hex digits: no context can be entered", path, 2 * KEY_LEN)));
+		return;
+	}
+	for (i = 0; i < KEY_LEN; i++)
+	{
+		int			hi = hexval(s[2 * i]);
+		int			lo = hexval(s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+		{
+			ereport(WARNING, (errmsg("bulkhead_context: context key file \"%s\" must hold %d hex digits: no context can be entered", path, 2 * KEY_LEN)));
+			memset(key, 0, sizeof(key));
+			memset(buf, 0, sizeof(buf));
+			return;
+		}
+		key[i] = (uint8) (hi << 4 | lo);
+	}
+	memset(buf, 0, sizeof(buf));
+	/* RFC 2104 with a key shorter than the block: pad it with zeros. */
+	memset(pad, 0x36, sizeof(pad));
+	for (i = 0; i < KEY_LEN; i++)
+		pad[i] ^= key[i];
+	SHA256_Init(&inner_state);
+	SHA256_Update(&inner_state, pad, sizeof(pad));
+	memset(pad, 0x5c, sizeof(pad));
+	for (i = 0; i < KEY_LEN; i++)
+		pad[i] ^= key[i];
+	SHA256_Init(&outer_state);
+	SHA256_Update(&outer_state, pad, sizeof(pad));
+	memset(pad, 0, sizeof(pad));
+	memset(key, 0, sizeof(key));
+	key_loaded = true;
+}
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bulkhead_context must be loaded with shared_preload_libraries"),
+				 errhint("Add bulkhead_context to shared_preload_libraries in postgresql.conf and restart PostgreSQL.")));
+
+	DefineCustomStringVariable("bulkhead.tenant_id",
+							   "Tenant of the current transaction (set by bulkhead.enter).",
+							   NULL, &tenant_setting, "",
+							   PGC_SUSET, GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
+	DefineCustomStringVariable("bulkhead.entity_id",
+							   "Entity of the current transaction (set by bulkhead.enter).",
+							   NULL, &entity_setting, "",
+							   PGC_SUSET, GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
+	DefineCustomStringVariable("bulkhead.acting_for",
+							   "Principal the entity acts for (set by bulkhead.enter).",
+							   NULL, &acting_for_setting, "",
+							   PGC_SUSET, GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
+	DefineCustomStringVariable("bulkhead.context_key_file",
+							   "File holding the context key, hex (relative: to the data directory).",
+							   NULL, &key_file, "bulkhead_context.key",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+	load_key();
+}
+
+static void
+format_id(const uint8 *id, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	int			i;
+	char	   *p = out;
+	bool		zero = true;
+
+	for (i = 0; i < ID_LEN; i++)
+		if (id[i] != 0)
+			zero = false;
+	if (zero)
+	{
+		out[0] = '\0';
+		return;
+	}
+	for (i = 0; i < ID_LEN; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*p++ = '-';
+		*p++ = digits[id[i] >> 4];
+		*p++ = digits[id[i] & 0xf];
+	}
+	*p = '\0';
+}
+
+static void
+refuse(const char *why)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("bulkhead context refused: %s", why)));
+}
+
+PG_FUNCTION_INFO_V1(bulkhead_enter);
+
+Datum
+bulkhead_enter(PG_FUNCTION_ARGS)
+{
+	bytea	   *token = PG_GETARG_BYTEA_PP(0);
+	const uint8 *t = (const uint8 *) VARDATA_ANY(token);
+	uint8		mac[MAC_LEN];
+	uint8		diff = 0;
+	SHA256_CTX	h;
+	uint64		raw = 0;
+	int64		expiry;
+	int64		now;
+	char		tenant[37],
+				entity[37],
+				acting_for[37];
+	int			i;
+
+	if (!key_loaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bulkhead context refused: no context key is loaded"),
+				 errhint("Put the key bulkhead signs with in the file named by bulkhead.context_key_file and restart PostgreSQL; the server log says what went wrong.")));
+	if (VARSIZE_ANY_EXHDR(token) != TOKEN_LEN || t[0] != TOKEN_VERSION)
+		refuse("malformed token");
+
+	h = inner_state;
+	SHA256_Update(&h, t, SIGNED_LEN);
+	SHA256_Final(mac, &h);
+	h = outer_state;
+	SHA256_Update(&h, mac, MAC_LEN);
+	SHA256_Final(mac, &h);
+	for (i = 0; i < MAC_LEN; i++)
+		diff |= mac[i] ^ t[SIGNED_LEN + i];
+	if (diff != 0)
+		refuse("bad signature");
+
+	for (i = 0; i < 8; i++)
+		raw = (raw << 8) | t[1 + 3 * ID_LEN + i];
+	if (raw > (uint64) PG_INT64_MAX)
+		refuse("malformed token");
+	expiry = (int64) raw;
+	now = GetCurrentTimestamp() + (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+	if (now >= expiry)
+		refuse("token expired");
+	if (expiry - now > MAX_TTL_USECS)
+		refuse("token lives too long");
+
+	/*
+	 * Once per transaction: code running after bulkhead's own enter() can't
+	 * switch to another context, even with another valid token. Counted by
+	 * transaction, not read from the settings, which RESET ALL, DISCARD or
+	 * ROLLBACK TO SAVEPOINT could empty. A tenant set at all (a superuser's
+	 * session value) also refuses: enter() never mixes with one.
+	 */
+	if (entered_lxid == MyProc->lxid)
+		refuse("a context was already entered in this transaction");
+	if (tenant_setting != NULL && tenant_setting[0] != '\0')
+		refuse("a context is already set");
+
+	format_id(t + 1, tenant);
+	format_id(t + 1 + ID_LEN, entity);
+	format_id(t + 1 + 2 * ID_LEN, acting_for);
+	if (tenant[0] == '\0')
+		refuse("no tenant");
+
+	/*
+	 * PGC_SUSET as the context: this function is the authority, not the
+	 * caller's role. GUC_ACTION_LOCAL: reverted at transaction end.
+	 */
+	(void) set_config_option("bulkhead.tenant_id", tenant, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, ERROR, false);
+	(void) set_config_option("bulkhead.entity_id", entity, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, ERROR, false);
+	(void) set_config_option("bulkhead.acting_for", acting_for, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, ERROR, false);
+	entered_lxid = MyProc->lxid;
+	PG_RETURN_VOID();
+}
