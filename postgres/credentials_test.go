@@ -130,14 +130,8 @@ func TestDefinerFunctionsRevealNoHash(t *testing.T) {
 		for _, c := range calls {
 			var out []*string
 			err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-				str := func(id uuid.UUID) string {
-					if id == uuid.Nil {
-						return ""
-					}
-					return id.String()
-				}
-				if _, err := tx.Exec(ctx, "SELECT set_config('bulkhead.tenant_id', $1, true), set_config('bulkhead.entity_id', $2, true)", str(scope[0]), str(scope[1])); err != nil {
-					return err
+				if scope[0] != uuid.Nil {
+					enter(t, tx, bulkhead.Scope{Tenant: scope[0], Entity: scope[1]})
 				}
 				rows, err := tx.Query(ctx, c.sql, c.args...)
 				if err != nil {

@@ -131,3 +131,4 @@ func mustDB(t *testing.T) *testdb.Database {
 	t.Helper()
 	return testdb.New(t)
 }
+

@@ -68,16 +68,10 @@ func newNotifier(t *testing.T, db *postgres.DB, cfg postgres.NotifierConfig) *po
 func listenAs(t *testing.T, conn *pgx.Conn, tenant, entity uuid.UUID) string {
 	t.Helper()
 	ctx := context.Background()
-	str := func(id uuid.UUID) string {
-		if id == uuid.Nil {
-			return ""
-		}
-		return id.String()
-	}
 	var channel *string
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT set_config('bulkhead.tenant_id', $1, true), set_config('bulkhead.entity_id', $2, true)", str(tenant), str(entity)); err != nil {
-			return err
+		if tenant != uuid.Nil {
+			enter(t, tx, bulkhead.Scope{Tenant: tenant, Entity: entity})
 		}
 		return tx.QueryRow(ctx, "SELECT bulkhead.notify_listen()").Scan(&channel)
 	})
