@@ -131,4 +131,3 @@ func mustDB(t *testing.T) *testdb.Database {
 	t.Helper()
 	return testdb.New(t)
 }
-
