@@ -37,7 +37,7 @@ func (tk tokens) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 }
 
 type api struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *httptest.Server
 	demo postgres.Demo
 	logs *bytes.Buffer
