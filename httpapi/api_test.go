@@ -85,7 +85,7 @@ func (a *api) do(token, method, path string, body any) (int, map[string]any, str
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.client().Do(req)
 	if err != nil {
 		a.t.Fatal(err)
 	}

@@ -136,7 +136,7 @@ func (a *api) send(r bodyRoute, body []byte) (int, httpapi.Problem, string) {
 	if r.token != "" {
 		req.Header.Set("Authorization", "Bearer "+r.token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.client().Do(req)
 	if err != nil {
 		a.t.Fatal(err)
 	}
