@@ -96,7 +96,20 @@ func newPool(ctx context.Context, dsn string, cfg Config) (*pgxpool.Pool, error)
 	if cfg.Dial != nil {
 		pc.ConnConfig.DialFunc = cfg.Dial
 	}
+	pc.AfterConnect = registerTypes
 	return pgxpool.NewWithConfig(ctx, pc)
+}
+
+// registerTypes teaches each connection's type map google/uuid's UUID and
+// slices of it. pgx knows their PostgreSQL types only from a statement's
+// description, which the "exec" and "simple_protocol" modes (PgBouncer
+// before 1.21) never fetch: without this, an []uuid.UUID argument (c.id =
+// ANY($2)) can't be encoded there. It runs locally, with no round trip.
+func registerTypes(_ context.Context, c *pgx.Conn) error {
+	m := c.TypeMap()
+	m.RegisterDefaultPgType(uuid.UUID{}, "uuid")
+	m.RegisterDefaultPgType([]uuid.UUID{}, "_uuid")
+	return nil
 }
 
 // Close closes the pools.

@@ -182,7 +182,7 @@ func (db *DB) Passages(ctx context.Context, ids []uuid.UUID) ([]bulkhead.Passage
 		return rows.Err()
 	}, `SELECT c.tenant_id, c.id, c.document_id, c.ord, c.content, c.content_sealed, d.title
 		FROM bulkhead.chunks c JOIN bulkhead.documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-		WHERE c.tenant_id = $1 AND c.id = ANY($2)`, s.Tenant, ids)
+		WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])`, s.Tenant, ids)
 	if err != nil {
 		return nil, fmt.Errorf("read passages: %w", err)
 	}
@@ -231,7 +231,7 @@ func (db *DB) TenantChunks(ctx context.Context, tenant uuid.UUID, ids []uuid.UUI
 	var out []bulkhead.Chunk
 	var sealed [][]byte
 	err := db.InMaintenance(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT `+chunkColumns+` FROM bulkhead.chunks WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id`, tenant, ids)
+		rows, err := tx.Query(ctx, `SELECT `+chunkColumns+` FROM bulkhead.chunks WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id`, tenant, ids)
 		if err != nil {
 			return err
 		}
