@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
@@ -44,6 +45,7 @@ type DB struct {
 	maint   *pgxpool.Pool
 	keyring *fieldcrypt.Keyring
 	log     *slog.Logger
+	damaged map[SealedColumn]*atomic.Uint64 // values found damaged, by column (damaged.go)
 }
 
 var execModes = map[string]pgx.QueryExecMode{
@@ -64,7 +66,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open runtime pool: %w", err)
 	}
-	db := &DB{app: app, log: log, keyring: cfg.Keyring}
+	db := &DB{app: app, log: log, keyring: cfg.Keyring, damaged: map[SealedColumn]*atomic.Uint64{}}
+	for _, c := range SealedColumns {
+		db.damaged[c] = new(atomic.Uint64)
+	}
 	if cfg.MaintenanceDSN != "" {
 		if db.maint, err = newPool(ctx, cfg.MaintenanceDSN, cfg); err != nil {
 			app.Close()
