@@ -48,6 +48,10 @@ func TestDecodeRefusesNULAndInvalidUTF8(t *testing.T) {
 		{`{"na\u0000me":"x"}`, "body"},
 		{`{"settings":{"a":"\u00e9\ud83d\ude00"},"name":"ok"}`, ""},
 		{`"\u0000"`, "body"},
+		{`{"content":"a\ud800b"}`, "content"},
+		{`{"content":"a\udc00"}`, "content"},
+		{`{"settings":{"k":"\ud83d\u0041"},"name":"n"}`, "settings"},
+		{`{"content":"\\ud800 is text, \ud83d\ude00 a pair, \ufffd a replacement"}`, ""},
 	}
 	for _, c := range cases {
 		err := checkStrings([]byte(c.body))

@@ -147,8 +147,10 @@ func (a *api) send(r bodyRoute, body []byte) (int, httpapi.Problem, string) {
 	return resp.StatusCode, p, string(raw)
 }
 
-// badStrings are the values no PostgreSQL text or jsonb column can hold.
-var badStrings = map[string]string{"NUL": "a\x00b", "invalid UTF-8": "a\xff\xfeb"}
+// badStrings are the values no PostgreSQL text or jsonb column can hold
+// (an unpaired surrogate escape is written as is: the decoder would turn
+// it into U+FFFD, jsonb refuses it).
+var badStrings = map[string]string{"NUL": "a\x00b", "invalid UTF-8": "a\xff\xfeb", "unpaired surrogate": `a\ud800b`}
 
 // withString returns body with the string at field (top level, or the
 // first string inside it) replaced by s, as raw JSON (so invalid UTF-8
@@ -197,7 +199,8 @@ func withString(t testing.TB, body map[string]any, field, s string) []byte {
 		t.Fatal(err)
 	}
 	quoted, _ := json.Marshal(marker)
-	// Write s's bytes as they are: NUL as the escape \u0000, anything else raw.
+	// Write s's bytes as they are: NUL as the escape \u0000, anything else raw
+	// (including escapes already in s).
 	return bytes.Replace(raw, quoted, []byte(`"`+strings.ReplaceAll(s, "\x00", `\u0000`)+`"`), 1)
 }
 

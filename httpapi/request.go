@@ -25,10 +25,11 @@ var errUnsupportedType = errors.New("request body must be application/json")
 // decode reads one JSON object into v: unknown fields, trailing data, wrong
 // types and bodies over limit bytes are errors (400/413/415), never 500s.
 // Every string in the body, keys and values at any depth (json.RawMessage
-// fields included), must be valid UTF-8 without NUL characters: PostgreSQL
-// text can hold neither, and encoding/json would otherwise pass a \u0000
-// through and silently replace invalid bytes with U+FFFD. Such a body is a
-// 400 whose problems name the top-level field holding the string.
+// fields included), must be valid UTF-8 without NUL characters or
+// unpaired UTF-16 surrogate escapes: PostgreSQL text can hold none of them,
+// and encoding/json would otherwise pass a \u0000 through and silently
+// replace the others with U+FFFD. Such a body is a 400 whose problems name
+// the top-level field holding the string.
 func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" && !hasPrefix(ct, "application/json;") {
 		return errUnsupportedType
@@ -99,6 +100,8 @@ func checkStrings(body []byte) error {
 				bad = "not valid UTF-8"
 			case strings.ContainsRune(t, 0):
 				bad = "contains a NUL character (\\u0000)"
+			case strings.ContainsRune(t, utf8.RuneError) && loneSurrogate(body[start:dec.InputOffset()]):
+				bad = "contains an unpaired UTF-16 surrogate escape"
 			}
 			if top == 0 && stack[0].object && stack[0].wantKey {
 				field = t
@@ -124,6 +127,53 @@ func checkStrings(body []byte) error {
 		return &bulkhead.ValidationError{Problems: problems}
 	}
 	return nil
+}
+
+// loneSurrogate reports whether raw JSON text holds a \uD800-\uDFFF escape
+// that is not half of a surrogate pair (the decoder would silently turn it
+// into U+FFFD, and PostgreSQL's jsonb refuses it).
+func loneSurrogate(raw []byte) bool {
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+			return 0, false
+		}
+		var r rune
+		for _, c := range raw[i+2 : i+6] {
+			switch {
+			case '0' <= c && c <= '9':
+				r = r<<4 | rune(c-'0')
+			case 'a' <= c && c <= 'f':
+				r = r<<4 | rune(c-'a'+10)
+			case 'A' <= c && c <= 'F':
+				r = r<<4 | rune(c-'A'+10)
+			default:
+				return 0, false
+			}
+		}
+		return r, true
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		r, ok := hex4(i)
+		if !ok {
+			i++ // another escape: skip the escaped character
+			continue
+		}
+		switch {
+		case 0xD800 <= r && r <= 0xDBFF:
+			if lo, ok := hex4(i + 6); !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return true
+			}
+			i += 11 // the pair
+		case 0xDC00 <= r && r <= 0xDFFF:
+			return true
+		default:
+			i += 5
+		}
+	}
+	return false
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
