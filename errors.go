@@ -26,6 +26,12 @@ var (
 	// knowledge collection is not provisioned. Never reported as an empty
 	// result; the HTTP layer answers 503.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrDamaged: a stored value failed its integrity check: a sealed value
+	// that does not open (tampered, or copied from another row, column or
+	// tenant) or plaintext where a sealed value belongs. The data is
+	// damaged, not the request; nothing of it is returned. The HTTP layer
+	// answers 409 with its own problem type.
+	ErrDamaged = errors.New("stored data is damaged")
 )
 
 // FieldProblem is one field's problem in a ValidationError.

@@ -17,16 +17,16 @@ import (
 
 type (
 	registerInput struct {
-		Email    string `json:"email"`
-		Name     string `json:"name"`
-		Password string `json:"password"`
+		Email    string `json:"email" openapi:"required"`
+		Name     string `json:"name" openapi:"required"`
+		Password string `json:"password" openapi:"required"`
 	}
 	loginInput struct {
-		Email    string `json:"email"`
-		Password string `json:"password"`
+		Email    string `json:"email" openapi:"required"`
+		Password string `json:"password" openapi:"required"`
 	}
 	refreshInput struct {
-		RefreshToken string `json:"refresh_token"`
+		RefreshToken string `json:"refresh_token" openapi:"required"`
 	}
 	apiKeyInput struct {
 		Name       string   `json:"name"`

@@ -16,12 +16,12 @@ import (
 
 type (
 	tenantInput struct {
-		Name   string `json:"name"`
+		Name   string `json:"name" openapi:"required"`
 		Region string `json:"region"`
 	}
 	entityInput struct {
 		Kind  bulkhead.EntityKind `json:"kind"`
-		Name  string              `json:"name"`
+		Name  string              `json:"name" openapi:"required"`
 		Email string              `json:"email"`
 	}
 )
@@ -98,7 +98,7 @@ func (s *Server) adminCreateEntity(w http.ResponseWriter, r *http.Request) error
 }
 
 type reembedInput struct {
-	Model string `json:"model"`
+	Model string `json:"model" openapi:"required"`
 }
 
 func (s *Server) adminProvision(w http.ResponseWriter, r *http.Request) error {

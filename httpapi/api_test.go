@@ -37,11 +37,12 @@ func (tk tokens) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 }
 
 type api struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *httptest.Server
 	demo postgres.Demo
 	logs *bytes.Buffer
 	know *testdb.Knowledge
+	db   *testdb.Database // set by newAPI
 }
 
 func newAPI(t *testing.T) *api {
@@ -63,7 +64,7 @@ func newAPI(t *testing.T) *api {
 	know := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{}, demo.T1.Tenant.ID, demo.T2.Tenant.ID)
 	srv := httptest.NewServer(httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{Auth: tk, MaxBody: 64 << 10, JWKS: []byte(`{"keys":[]}`), Knowledge: know.Service}))
 	t.Cleanup(srv.Close)
-	return &api{t: t, srv: srv, demo: demo, logs: logs, know: know}
+	return &api{t: t, srv: srv, demo: demo, logs: logs, know: know, db: d}
 }
 
 // do sends a request as token (none if "") and returns status and body.
@@ -85,7 +86,7 @@ func (a *api) do(token, method, path string, body any) (int, map[string]any, str
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.client().Do(req)
 	if err != nil {
 		a.t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 
 type (
 	queryInput struct {
-		Query string `json:"query"`
+		Query string `json:"query" openapi:"required"`
 		K     int    `json:"k"`
 	}
 	queryResult struct {

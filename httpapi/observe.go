@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,6 +46,12 @@ func newMetrics(s *Server) *metrics {
 	gauge("bulkhead_db_pool_idle", "Idle connections.", func() float64 { return float64(pool.Stat().IdleConns()) })
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_db_pool_acquires_total", Help: "Connection acquisitions."},
 		func() float64 { return float64(pool.Stat().AcquireCount()) }))
+	for _, c := range postgres.SealedColumns {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_damaged_values_total",
+			Help:        "Stored values refused as damaged: sealed values that do not open, plaintext where a sealed value belongs.",
+			ConstLabels: prometheus.Labels{"table": c.Table, "column": c.Column}},
+			func() float64 { return float64(s.db.DamagedValues(c)) }))
+	}
 	if kr := s.db.Keyring(); kr != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_keyset_cache_hits_total", Help: "Unwrapped-keyset cache hits."},
 			func() float64 { h, _ := kr.CacheStats(); return float64(h) }))

@@ -31,6 +31,10 @@ var problems = []struct {
 	{bulkhead.ErrConflict, http.StatusConflict, "conflict", "Conflict"},
 	{bulkhead.ErrInvalid, http.StatusBadRequest, "invalid", "Invalid input"},
 	{bulkhead.ErrUnavailable, http.StatusServiceUnavailable, "unavailable", "Service unavailable, retry later"},
+	// Damaged stored data is not the request's fault, but 500 would say
+	// "unexpected" and invite retries: 409 says the resource's state
+	// conflicts with the request (its owner can delete or replace it).
+	{bulkhead.ErrDamaged, http.StatusConflict, "damaged-data", "Stored data failed its integrity check"},
 }
 
 // problemFor returns the problem for err; anything unknown is a 500 with a

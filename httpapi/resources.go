@@ -45,43 +45,43 @@ func (s *Server) getEntity(w http.ResponseWriter, r *http.Request) error {
 // Request bodies.
 type (
 	delegationInput struct {
-		AgentID   uuid.UUID  `json:"agent_id"`
+		AgentID   uuid.UUID  `json:"agent_id" openapi:"required"`
 		Scopes    []string   `json:"scopes"`
 		ExpiresAt *time.Time `json:"expires_at"`
 	}
 	nameInput struct {
-		Name string `json:"name"`
+		Name string `json:"name" openapi:"required"`
 	}
 	roomInput struct {
-		WorldID         uuid.UUID  `json:"world_id"`
-		Name            string     `json:"name"`
+		WorldID         uuid.UUID  `json:"world_id" openapi:"required"`
+		Name            string     `json:"name" openapi:"required"`
 		Open            bool       `json:"open"`
 		MessageServerID *uuid.UUID `json:"message_server_id"`
 		ChannelID       string     `json:"channel_id"`
 	}
 	participantInput struct {
-		EntityID uuid.UUID     `json:"entity_id"`
+		EntityID uuid.UUID     `json:"entity_id" openapi:"required"`
 		Role     bulkhead.Role `json:"role"`
 	}
 	messageInput struct {
-		Content string `json:"content"`
+		Content string `json:"content" openapi:"required"`
 		Kind    string `json:"kind"`
 		// AsPrincipal writes as the principal the caller acts for (honoured
 		// by the database only under a valid delegation).
 		AsPrincipal bool `json:"as_principal"`
 	}
 	messageServerInput struct {
-		Platform   string `json:"platform"`
-		ExternalID string `json:"external_id"`
+		Platform   string `json:"platform" openapi:"required"`
+		ExternalID string `json:"external_id" openapi:"required"`
 		Name       string `json:"name"`
 	}
 	agentRef struct {
-		AgentID uuid.UUID `json:"agent_id"`
+		AgentID uuid.UUID `json:"agent_id" openapi:"required"`
 	}
 	documentInput struct {
-		Title        string              `json:"title"`
-		Content      string              `json:"content"`
-		Visibility   bulkhead.Visibility `json:"visibility"`
+		Title        string              `json:"title" openapi:"required"`
+		Content      string              `json:"content" openapi:"required"`
+		Visibility   bulkhead.Visibility `json:"visibility" openapi:"required"`
 		RoomID       *uuid.UUID          `json:"room_id"`
 		Confidential bool                `json:"confidential"`
 	}
@@ -89,7 +89,7 @@ type (
 
 // agentInput is the body of POST and PUT /v1/agents: secrets are write-only.
 type agentInput struct {
-	Name         string                     `json:"name"`
+	Name         string                     `json:"name" openapi:"required"`
 	Bio          string                     `json:"bio"`
 	Settings     json.RawMessage            `json:"settings"`
 	SystemPrompt string                     `json:"system_prompt"`

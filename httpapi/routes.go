@@ -36,7 +36,7 @@ func (s *Server) routes() []route {
 		{"GET", "/healthz", "The process is alive", public, s.healthz, nil, 200, map[string]string{}},
 		{"GET", "/readyz", "The database is reachable and the isolation self-check passes", public, s.readyz, nil, 200, map[string]string{}},
 		{"GET", "/openapi.json", "This document", public, s.openapi, nil, 200, map[string]any{}},
-		{"GET", "/.well-known/jwks.json", "Public keys verifying bulkhead's own access tokens", public, s.jwksDoc, nil, 200, map[string]any{}},
+		{"GET", "/.well-known/jwks.json", "Public keys verifying bulkhead's own access tokens", public, s.jwksDoc, nil, 200, jwkSet{}},
 
 		{"POST", "/v1/tenants/{tenant_id}/auth/register", "Create an account (if the tenant allows it); 202 whether or not the email was new", public, s.register, registerInput{}, 202, map[string]string{}},
 		{"POST", "/v1/tenants/{tenant_id}/auth/login", "Exchange email and password for tokens", public, s.login, loginInput{}, 200, auth.Tokens{}},

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/httpapi"
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/jackc/pgx/v5"
 )
 
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
@@ -59,4 +61,29 @@ func TestReadiness(t *testing.T) {
 	if resp, _ := get(t, ok, "/readyz"); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("/readyz with the pool closed: %d, want 503", resp.StatusCode)
 	}
+}
+
+// TestSuiteConnectionMode shows which way this run of the suite reaches
+// PostgreSQL, so the PgBouncer run in CI (BULKHEAD_TEST_PGBOUNCER=1) can't
+// silently test the direct path: through PgBouncer, every server pool uses
+// TCP to the bouncer and pgx's exec mode; otherwise the statement cache.
+func TestSuiteConnectionMode(t *testing.T) {
+	d := testdb.New(t)
+	cc := d.DB.Pool().Config().ConnConfig
+	bouncer := os.Getenv(testdb.PgBouncerEnv) == "1"
+	if testdb.ThroughPgBouncer() != bouncer {
+		t.Fatalf("%s=%v but ThroughPgBouncer() = %v", testdb.PgBouncerEnv, bouncer, testdb.ThroughPgBouncer())
+	}
+	if bouncer && (cc.Host != "127.0.0.1" || cc.DefaultQueryExecMode != pgx.QueryExecModeExec) {
+		t.Errorf("PgBouncer run: pool reaches %s:%d in mode %v, want PgBouncer in exec mode", cc.Host, cc.Port, cc.DefaultQueryExecMode)
+	}
+	if !bouncer && cc.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+		t.Errorf("direct run: mode %v, want the statement cache", cc.DefaultQueryExecMode)
+	}
+	var server string
+	err := d.DB.Pool().QueryRow(context.Background(), "SHOW server_version").Scan(&server)
+	if err != nil || server == "" {
+		t.Fatalf("server_version: %q %v", server, err)
+	}
+	t.Logf("through PgBouncer: %v; PostgreSQL %s", bouncer, server)
 }

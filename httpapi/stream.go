@@ -301,7 +301,7 @@ func entityKey(sc bulkhead.Scope) string { return sc.Tenant.String() + "/" + sc.
 
 type (
 	ticketInput struct {
-		RoomID uuid.UUID `json:"room_id"`
+		RoomID uuid.UUID `json:"room_id" openapi:"required"`
 	}
 	streamTicket struct {
 		Ticket    string    `json:"ticket"`

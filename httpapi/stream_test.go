@@ -18,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/auth"
@@ -58,6 +59,16 @@ func newStreamEnv(t *testing.T, so httpapi.StreamOptions, authn httpapi.Authenti
 		authn = tk
 	}
 	so.Origins = append(so.Origins, appOrigin)
+	if so.Notifier == nil && testdb.ThroughPgBouncer() {
+		// As in serve: LISTEN through PgBouncer in transaction mode hears
+		// nothing, so the notifier connects directly as the same role.
+		direct, err := pgx.ParseConfig(d.AppDSN())
+		if err != nil {
+			t.Fatal(err)
+		}
+		so.Notifier = postgres.NewNotifier(d.DB, postgres.NotifierConfig{ConnConfig: direct})
+		t.Cleanup(so.Notifier.Close)
+	}
 	logs := &bytes.Buffer{}
 	s := httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{Auth: authn, Stream: so})
 	srv := httptest.NewUnstartedServer(s)

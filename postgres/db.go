@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -48,6 +50,7 @@ type DB struct {
 	keyring *fieldcrypt.Keyring
 	ctxKey  ContextKey
 	log     *slog.Logger
+	damaged map[SealedColumn]*atomic.Uint64 // values found damaged, by column (damaged.go)
 }
 
 var execModes = map[string]pgx.QueryExecMode{
@@ -72,7 +75,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open runtime pool: %w", err)
 	}
-	db := &DB{app: app, log: log, keyring: cfg.Keyring, ctxKey: cfg.ContextKey}
+	db := &DB{app: app, log: log, keyring: cfg.Keyring, ctxKey: cfg.ContextKey, damaged: map[SealedColumn]*atomic.Uint64{}}
+	for _, c := range SealedColumns {
+		db.damaged[c] = new(atomic.Uint64)
+	}
 	if cfg.MaintenanceDSN != "" {
 		if db.maint, err = newPool(ctx, cfg.MaintenanceDSN, cfg); err != nil {
 			app.Close()
@@ -104,7 +110,20 @@ func newPool(ctx context.Context, dsn string, cfg Config) (*pgxpool.Pool, error)
 	if cfg.Dial != nil {
 		pc.ConnConfig.DialFunc = cfg.Dial
 	}
+	pc.AfterConnect = registerTypes
 	return pgxpool.NewWithConfig(ctx, pc)
+}
+
+// registerTypes teaches each connection's type map google/uuid's UUID and
+// slices of it. pgx knows their PostgreSQL types only from a statement's
+// description, which the "exec" and "simple_protocol" modes (PgBouncer
+// before 1.21) never fetch: without this, an []uuid.UUID argument (c.id =
+// ANY($2)) can't be encoded there. It runs locally, with no round trip.
+func registerTypes(_ context.Context, c *pgx.Conn) error {
+	m := c.TypeMap()
+	m.RegisterDefaultPgType(uuid.UUID{}, "uuid")
+	m.RegisterDefaultPgType([]uuid.UUID{}, "_uuid")
+	return nil
 }
 
 // Close closes the pools.

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -171,7 +172,9 @@ func scanDocument(r pgx.CollectableRow) (bulkhead.Document, error) {
 }
 
 // Document returns a document visible to the caller, its confidential
-// content opened with the caller's tenant key. It returns ErrNotFound.
+// content opened with the caller's tenant key. It returns ErrNotFound, and
+// ErrDamaged when the confidential content does not open or is not sealed
+// at all (damaged.go).
 func (db *DB) Document(ctx context.Context, id uuid.UUID) (bulkhead.Document, error) {
 	s, err := scopeFrom(ctx)
 	if err != nil {
@@ -182,8 +185,14 @@ func (db *DB) Document(ctx context.Context, id uuid.UUID) (bulkhead.Document, er
 	err = db.ReadRow(ctx, `SELECT id, owner_id, room_id, visibility, title, content, confidential, created_at, content_sealed
 		FROM bulkhead.documents WHERE tenant_id = $1 AND id = $2`, []any{s.Tenant, id},
 		&d.ID, &d.OwnerID, &d.RoomID, &d.Visibility, &d.Title, &d.Content, &d.Confidential, &d.CreatedAt, &sealed)
-	if err != nil || sealed == nil {
+	if err != nil {
 		return d, err
+	}
+	if sealed == nil {
+		if d.Confidential { // never serve the plaintext column as confidential
+			return bulkhead.Document{}, db.reportDamaged(ctx, SealedColumn{"documents", "content_sealed"}, d.ID, errPlaintextInSealedColumn)
+		}
+		return d, nil
 	}
 	pt, err := db.open(ctx, "documents", "content_sealed", d.ID, sealed)
 	if err != nil {
@@ -228,57 +237,77 @@ func (db *DB) DeleteDocument(ctx context.Context, id uuid.UUID, unindex func(con
 	})
 }
 
-// Chunks returns a visible document's chunks in order.
+// Chunks returns a visible document's chunks in order. A chunk whose text
+// is damaged (damaged.go) is left out.
 func (db *DB) Chunks(ctx context.Context, document uuid.UUID) ([]bulkhead.Chunk, error) {
 	s, err := scopeFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []bulkhead.Chunk
-	var sealed [][]byte
-	err = db.Read(ctx, func(rows pgx.Rows) error {
-		out, sealed, err = scanChunks(rows)
+	var rows []chunkRow
+	err = db.Read(ctx, func(r pgx.Rows) error {
+		rows, err = scanChunks(r)
 		return err
 	}, `SELECT `+chunkColumns+` FROM bulkhead.chunks WHERE tenant_id = $1 AND document_id = $2 ORDER BY ord`, s.Tenant, document)
 	if err != nil {
 		return nil, err
 	}
-	return out, db.openChunks(ctx, out, sealed)
+	return db.openChunks(ctx, rows)
 }
 
-// chunkColumns are the columns scanChunks reads.
-const chunkColumns = "id, document_id, ord, content, content_sealed"
+// chunkColumns are the columns scanChunks reads: a chunk whose document
+// can't be seen counts as confidential, so its text must be sealed.
+const chunkColumns = `id, document_id, ord, content, content_sealed,
+	coalesce((SELECT d.confidential FROM bulkhead.documents d WHERE d.tenant_id = chunks.tenant_id AND d.id = chunks.document_id), true)`
 
-// scanChunks reads rows of chunkColumns: the chunks, and for each its
-// sealed text (nil when the text is in the clear).
-func scanChunks(rows pgx.Rows) ([]bulkhead.Chunk, [][]byte, error) {
-	var out []bulkhead.Chunk
-	var sealed [][]byte
+// chunkRow is a chunk as stored: its sealed text (nil when the text is in
+// the clear) and whether its document is confidential.
+type chunkRow struct {
+	bulkhead.Chunk
+	sealed       []byte
+	confidential bool
+}
+
+// scanChunks reads rows of chunkColumns.
+func scanChunks(rows pgx.Rows) ([]chunkRow, error) {
+	var out []chunkRow
 	for rows.Next() {
-		var c bulkhead.Chunk
-		var v []byte
-		if err := rows.Scan(&c.ID, &c.DocumentID, &c.Ord, &c.Content, &v); err != nil {
-			return nil, nil, err
+		var c chunkRow
+		if err := rows.Scan(&c.ID, &c.DocumentID, &c.Ord, &c.Content, &c.sealed, &c.confidential); err != nil {
+			return nil, err
 		}
-		out, sealed = append(out, c), append(sealed, v)
+		out = append(out, c)
 	}
-	return out, sealed, rows.Err()
+	return out, rows.Err()
 }
 
-// openChunks sets the content of every chunk whose text is sealed to the
-// opened text, with the keys of the tenant in ctx's scope.
-func (db *DB) openChunks(ctx context.Context, chunks []bulkhead.Chunk, sealed [][]byte) error {
-	for i := range chunks {
-		if err := db.openChunk(ctx, &chunks[i], sealed[i]); err != nil {
-			return err
+// openChunks returns the chunks with their sealed text opened, with the
+// keys of the tenant in ctx's scope, leaving out (and reporting) every
+// damaged one. Other errors fail the call.
+func (db *DB) openChunks(ctx context.Context, rows []chunkRow) ([]bulkhead.Chunk, error) {
+	out := make([]bulkhead.Chunk, 0, len(rows))
+	for _, r := range rows {
+		err := db.openChunk(ctx, &r.Chunk, r.sealed, r.confidential)
+		if errors.Is(err, bulkhead.ErrDamaged) {
+			continue
 		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r.Chunk)
 	}
-	return nil
+	return out, nil
 }
 
-// openChunk sets c's content to its opened sealed text, if it has one.
-func (db *DB) openChunk(ctx context.Context, c *bulkhead.Chunk, sealed []byte) error {
+// openChunk sets c's content to its opened sealed text, if it has one. A
+// chunk of a confidential document must have one: its plaintext column is
+// never served (ErrDamaged).
+func (db *DB) openChunk(ctx context.Context, c *bulkhead.Chunk, sealed []byte, confidential bool) error {
 	if sealed == nil {
+		if confidential {
+			c.Content = ""
+			return db.reportDamaged(ctx, SealedColumn{"chunks", "content_sealed"}, c.ID, errPlaintextInSealedColumn)
+		}
 		return nil
 	}
 	pt, err := db.open(ctx, "chunks", "content_sealed", c.ID, sealed)

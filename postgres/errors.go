@@ -3,6 +3,7 @@ package postgres
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/jackc/pgx/v5"
@@ -31,9 +32,17 @@ func translate(err error) error {
 		kind = bulkhead.ErrNotFound
 	case "42501": // insufficient_privilege, including an RLS WITH CHECK refusal
 		kind = bulkhead.ErrForbidden
-	case "23514", "23502", "22P02", "22001", "22023", "22007", "22008": // check, not null, bad text, too long, bad value, datetime
+	case "23514", "23502": // check, not null
 		kind = bulkhead.ErrInvalid
 	default:
+		// Class 22, data exception: a value PostgreSQL can't take (22021 a
+		// character not in the encoding, 22P05 \u0000 in jsonb, 22P02 bad
+		// text, 22001 too long, datetime and numeric ranges...). The input was
+		// wrong, never the server, so none of them may surface as a 500.
+		if strings.HasPrefix(pe.Code, "22") {
+			kind = bulkhead.ErrInvalid
+			break
+		}
 		return err
 	}
 	return fmt.Errorf("%w (%w)", kind, err)

@@ -149,7 +149,9 @@ func (db *DB) SearchText(ctx context.Context, query string, limit int) ([]TextHi
 // see are left out. This is the check every vector hit passes before use:
 // row-level security decides, and the tenant of every row is compared with
 // the scope's again, so a row of another tenant fails the call instead of
-// being used.
+// being used. A chunk whose text is damaged (a sealed value that does not
+// open, or a confidential chunk without one) is left out and reported
+// (damaged.go): one tampered chunk never fails a query.
 func (db *DB) Passages(ctx context.Context, ids []uuid.UUID) ([]bulkhead.Passage, error) {
 	s, err := scopeFrom(ctx)
 	if err != nil {
@@ -163,12 +165,14 @@ func (db *DB) Passages(ctx context.Context, ids []uuid.UUID) ([]bulkhead.Passage
 	}
 	found := make(map[uuid.UUID]bulkhead.Passage, len(ids))
 	sealed := make(map[uuid.UUID][]byte)
+	confidential := make(map[uuid.UUID]bool)
 	err = db.Read(ctx, func(rows pgx.Rows) error {
 		for rows.Next() {
 			var p bulkhead.Passage
 			var tenant uuid.UUID
 			var v []byte
-			if err := rows.Scan(&tenant, &p.ID, &p.DocumentID, &p.Ord, &p.Content, &v, &p.Title); err != nil {
+			var conf bool
+			if err := rows.Scan(&tenant, &p.ID, &p.DocumentID, &p.Ord, &p.Content, &v, &p.Title, &conf); err != nil {
 				return err
 			}
 			if tenant != s.Tenant {
@@ -178,11 +182,12 @@ func (db *DB) Passages(ctx context.Context, ids []uuid.UUID) ([]bulkhead.Passage
 			if v != nil {
 				sealed[p.ID] = v
 			}
+			confidential[p.ID] = conf
 		}
 		return rows.Err()
-	}, `SELECT c.tenant_id, c.id, c.document_id, c.ord, c.content, c.content_sealed, d.title
+	}, `SELECT c.tenant_id, c.id, c.document_id, c.ord, c.content, c.content_sealed, d.title, d.confidential
 		FROM bulkhead.chunks c JOIN bulkhead.documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-		WHERE c.tenant_id = $1 AND c.id = ANY($2)`, s.Tenant, ids)
+		WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])`, s.Tenant, ids)
 	if err != nil {
 		return nil, fmt.Errorf("read passages: %w", err)
 	}
@@ -193,7 +198,11 @@ func (db *DB) Passages(ctx context.Context, ids []uuid.UUID) ([]bulkhead.Passage
 			continue
 		}
 		delete(found, id) // an id given twice is returned once
-		if err := db.openChunk(ctx, &p.Chunk, sealed[id]); err != nil {
+		err := db.openChunk(ctx, &p.Chunk, sealed[id], confidential[id])
+		if errors.Is(err, bulkhead.ErrDamaged) {
+			continue // reported; the other passages still answer
+		}
+		if err != nil {
 			return nil, err
 		}
 		out = append(out, p)
@@ -226,17 +235,17 @@ func (db *DB) TenantChunkIDs(ctx context.Context, tenant uuid.UUID) ([]uuid.UUID
 }
 
 // TenantChunks returns the chunks of tenant among ids, text opened, on the
-// maintenance path (see TenantChunkIDs). Missing ids are left out.
+// maintenance path (see TenantChunkIDs). Missing ids, and chunks whose
+// text is damaged (damaged.go), are left out.
 func (db *DB) TenantChunks(ctx context.Context, tenant uuid.UUID, ids []uuid.UUID) ([]bulkhead.Chunk, error) {
-	var out []bulkhead.Chunk
-	var sealed [][]byte
+	var out []chunkRow
 	err := db.InMaintenance(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT `+chunkColumns+` FROM bulkhead.chunks WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id`, tenant, ids)
+		rows, err := tx.Query(ctx, `SELECT `+chunkColumns+` FROM bulkhead.chunks WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id`, tenant, ids)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
-		out, sealed, err = scanChunks(rows)
+		out, err = scanChunks(rows)
 		return err
 	})
 	if err != nil {
@@ -246,5 +255,5 @@ func (db *DB) TenantChunks(ctx context.Context, tenant uuid.UUID, ids []uuid.UUI
 	if err != nil {
 		return nil, err
 	}
-	return out, db.openChunks(sctx, out, sealed)
+	return db.openChunks(sctx, out)
 }

@@ -112,8 +112,10 @@ func (db *DB) withFreshKeys(tenant uuid.UUID, write func(u *keyUse) error) error
 }
 
 // open decrypts v sealed for (table, column, row) with the keys of the
-// tenant in ctx's scope. A plaintext value where a sealed one is expected
-// fails closed (fieldcrypt.ErrNotEnvelope: run bulkhead keys sweep).
+// tenant in ctx's scope. A value that does not open (tampered, copied from
+// another row, column or tenant) or plaintext where a sealed value is
+// expected fails closed with bulkhead.ErrDamaged, counted and audited
+// (reportDamaged); run bulkhead keys sweep to seal legacy plaintext.
 func (db *DB) open(ctx context.Context, table, column string, row uuid.UUID, v []byte) ([]byte, error) {
 	if v == nil {
 		return nil, nil
@@ -125,6 +127,9 @@ func (db *DB) open(ctx context.Context, table, column string, row uuid.UUID, v [
 		return v, nil
 	}
 	pt, err := db.keyring.Open(ctx, fieldcrypt.Field{Table: table, Column: column, Row: row}, v)
+	if errors.Is(err, fieldcrypt.ErrUndecryptable) || errors.Is(err, fieldcrypt.ErrNotEnvelope) {
+		return nil, db.reportDamaged(ctx, SealedColumn{table, column}, row, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s.%s of %s: %w", table, column, row, err)
 	}

@@ -218,9 +218,9 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 		  -- a table in a schema the runtime role can't enter is out of its reach
-		  AND (has_schema_privilege(current_user, n.oid, 'USAGE') OR n.nspname || '.' || c.relname = ANY($1))
+		  AND (has_schema_privilege(current_user, n.oid, 'USAGE') OR n.nspname || '.' || c.relname = ANY($1::text[]))
 		  AND (EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
-		       OR n.nspname || '.' || c.relname = ANY($1))
+		       OR n.nspname || '.' || c.relname = ANY($1::text[]))
 		ORDER BY 1`, declaredNames())
 	if err != nil {
 		return nil, err

@@ -79,6 +79,15 @@ func Main(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "testdb:", err)
 		return 1
 	}
+	if os.Getenv(PgBouncerEnv) == "1" {
+		port, stop, err := startPgBouncer("*", 20)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testdb: %s=1 needs PgBouncer: %v\n", PgBouncerEnv, err)
+			return 1
+		}
+		defer stop()
+		bouncerPort = port
+	}
 	return m.Run()
 }
 
@@ -126,10 +135,17 @@ func (d *Database) KeyServiceDSN() string {
 }
 
 // Open opens another DB on d (the server's pools) with the given keyring
-// (nil: plaintext mode), closed when t ends.
+// (nil: plaintext mode), closed when t ends. Under PgBouncerEnv both pools
+// go through PgBouncer in transaction mode with the "exec" query mode.
 func (d *Database) Open(t testing.TB, kr *fieldcrypt.Keyring) *postgres.DB {
 	t.Helper()
-	db, err := postgres.Open(context.Background(), postgres.Config{AppDSN: d.AppDSN(), MaintenanceDSN: d.MaintenanceDSN(), Keyring: kr, ContextKey: ctxKey})
+	cfg := postgres.Config{AppDSN: d.AppDSN(), MaintenanceDSN: d.MaintenanceDSN(), Keyring: kr, ContextKey: ctxKey}
+	if bouncerPort != 0 {
+		cfg.AppDSN = bouncerDSN(bouncerPort, postgres.Runtime, creds.Runtime, d.Name)
+		cfg.MaintenanceDSN = bouncerDSN(bouncerPort, postgres.Maintenance, creds.Maintenance, d.Name)
+		cfg.QueryExecMode = "exec"
+	}
+	db, err := postgres.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
