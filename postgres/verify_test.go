@@ -142,7 +142,6 @@ func refused() outcome         { return outcome{refused: true} }
 func affected(n int) outcome   { return outcome{rows: int64(n)} }
 func (o outcome) ok() bool     { return !o.refused && !o.constraint && o.other == "" }
 func same(a, b outcome) bool   { return a.refused == b.refused && a.rows == b.rows && a.other == b.other }
-func tenantOf(r model.Row) any { return r["tenant_id"] }
 
 // pk returns the primary-key columns of table.
 func pk(tb rls.Table) []string {

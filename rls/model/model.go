@@ -22,7 +22,7 @@ import (
 // []string, time.Time or nil).
 type Row map[string]any
 
-// Clone returns a copy of r with the assignments applied.
+// With returns a copy of r with the assignments in set applied.
 func (r Row) With(set Row) Row {
 	out := Row{}
 	for k, v := range r {
