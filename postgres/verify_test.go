@@ -138,10 +138,10 @@ func outcomeOf(n int64, err error) outcome {
 	return outcome{other: err.Error()}
 }
 
-func refused() outcome         { return outcome{refused: true} }
-func affected(n int) outcome   { return outcome{rows: int64(n)} }
-func (o outcome) ok() bool     { return !o.refused && !o.constraint && o.other == "" }
-func same(a, b outcome) bool   { return a.refused == b.refused && a.rows == b.rows && a.other == b.other }
+func refused() outcome       { return outcome{refused: true} }
+func affected(n int) outcome { return outcome{rows: int64(n)} }
+func (o outcome) ok() bool   { return !o.refused && !o.constraint && o.other == "" }
+func same(a, b outcome) bool { return a.refused == b.refused && a.rows == b.rows && a.other == b.other }
 
 // pk returns the primary-key columns of table.
 func pk(tb rls.Table) []string {
