@@ -2,7 +2,6 @@ package pgcluster
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -494,16 +493,29 @@ func (c *Cluster) pidLines() []string {
 	return strings.Split(string(b), "\n")
 }
 
+// isPostgres reports whether pid is a live (not exited, not zombie)
+// postgres process. It reads the kernel's command name and state from
+// /proc/<pid>/stat rather than the command line: an exiting process has
+// already lost its command line while it still holds its sockets and
+// shared memory, and would otherwise count as gone too early.
 func isPostgres(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
 	}
-	args := bytes.Split(b, []byte{0})
-	return len(args) > 0 && (filepath.Base(string(args[0])) == "postgres" || filepath.Base(string(args[0])) == "postmaster")
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open || end+2 >= len(s) {
+		return false
+	}
+	comm, state := s[open+1:end], s[end+2]
+	if state == 'Z' || state == 'X' {
+		return false
+	}
+	return comm == "postgres" || comm == "postmaster"
 }
 
 // inDir reports whether pid runs in dir (a postmaster's working directory
