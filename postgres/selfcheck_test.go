@@ -51,6 +51,13 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 			expect: "policy bulkhead_insert: WITH CHECK differs"},
 		{name: "helper function body changed", admin: true, sql: []string{`CREATE OR REPLACE FUNCTION bulkhead.owned_worlds() RETURNS uuid[] LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN (SELECT array_agg(id) FROM bulkhead.worlds); END $$`},
 			expect: "function: bulkhead.owned_worlds(): body differs from the generator's"},
+		// Issue 18: the check on a definer's search_path had no test.
+		{name: "definer search_path unpinned", admin: true, sql: []string{`ALTER FUNCTION bulkhead.owned_worlds() RESET search_path`},
+			expect: "definer: bulkhead.owned_worlds(): SECURITY DEFINER function has no pinned search_path"},
+		{name: "definer search_path widened", admin: true, sql: []string{`ALTER FUNCTION bulkhead.owned_worlds() SET search_path = public, pg_catalog, pg_temp`},
+			expect: "definer: bulkhead.owned_worlds(): SECURITY DEFINER function has no pinned search_path"},
+		{name: "definer search_path with a schema after pg_temp", admin: true, sql: []string{`ALTER FUNCTION bulkhead.owned_worlds() SET search_path = pg_catalog, pg_temp, public`},
+			expect: "definer: bulkhead.owned_worlds(): SECURITY DEFINER function has no pinned search_path"},
 		{name: "context extension dropped", admin: true, sql: []string{`DROP EXTENSION bulkhead_context`}, expect: "context: bulkhead.enter(bytea): missing"},
 		{name: "TRUNCATE granted", sql: []string{`GRANT TRUNCATE ON bulkhead.memories TO bulkhead_app`}, expect: "runtime role has TRUNCATE"},
 		{name: "CREATE on schema", admin: true, sql: []string{`GRANT CREATE ON SCHEMA bulkhead TO bulkhead_app`}, expect: "schema bulkhead: runtime role has CREATE"},
