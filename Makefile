@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/bulkhead
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: deps build run test lint bench generate
+.PHONY: deps build run test lint bench generate mutate
 
 deps:
 	@./scripts/deps.sh
@@ -16,7 +16,11 @@ run: deps build
 	./$(BIN) serve --log-format text
 
 test: deps
-	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -race -shuffle=on -count=1 -timeout 15m ./...
+
+# Mutation testing (docs/TESTING.md): PKGS="./auth ./rls" or DIFF=<commit> to narrow it.
+mutate: deps
+	PKGS="$(PKGS)" DIFF="$(DIFF)" ./scripts/mutate.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
