@@ -112,7 +112,7 @@ const (
 // that bypasses RLS, missing privileges); everything found, skipped or
 // cut short by ctx's deadline is in the Report. Nothing is committed.
 func Run(ctx context.Context, conn *pgx.Conn, cfg Config) (*Report, error) {
-	p := &prober{conn: conn, cfg: cfg, rep: &Report{ReadOnly: cfg.ReadOnly}, tenants: map[string][2]string{}}
+	p := &prober{conn: conn, cfg: cfg, rep: &Report{ReadOnly: cfg.ReadOnly, Findings: []Finding{}}, tenants: map[string][2]string{}}
 	if cfg.TenantColumn == "" {
 		p.cfg.TenantColumn = "tenant_id"
 	}

@@ -1,11 +1,19 @@
 package main
 
 import (
+	"context"
+	_ "embed"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 )
+
+//go:embed testdata/ci_app.sql
+var ciAppSQL string
 
 // TestCIFlow is docs/CI.md's GitHub Actions job, run here on real
 // PostgreSQL: a migrated database stands in for the workflow's service
@@ -54,6 +62,59 @@ func TestCIFlow(t *testing.T) {
 		r := run(t, dir, nil, append([]string{"policy", "check", "--lock", "../../policies.lock"}, url...)...)
 		if r.code != 0 || !strings.Contains(r.stdout, "matches") {
 			t.Errorf("policy check --database-url: %s", r)
+		}
+	})
+
+	// The workflow for an application's own schema (docs/CI.md, second
+	// job): a plain tenant setting, no visibility matrix.
+	t.Run("application schema", func(t *testing.T) {
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, info.SuperuserDSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "CREATE DATABASE ciapp"); err != nil {
+			t.Fatal(err)
+		}
+		cfg := conn.Config().Copy()
+		cfg.Database = "ciapp"
+		app, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer app.Close(ctx)
+		if _, err := app.Exec(ctx, ciAppSQL); err != nil {
+			t.Fatal(err)
+		}
+		appURL := strings.Replace(info.SuperuserDSN, "/bulkhead?", "/ciapp?", 1)
+		r := run(t, dir, nil, "probe", "--database-url", appURL, "--role", "app_user", "--tenant-setting", "app.tenant_id", "--allow-forgeable-context", "--quiet")
+		if r.code != 0 || !strings.Contains(r.stdout, "2 tables probed") || !strings.Contains(r.stdout, "no leak found") {
+			t.Errorf("probe of the application schema: %s", r)
+		}
+		lock := filepath.Join(dir, "app.lock")
+		mustRun(t, dir, "policy", "lock", "--database-url", appURL, "--no-matrix", "--lock", lock)
+		if r := run(t, dir, nil, "policy", "check", "--database-url", appURL, "--no-matrix", "--lock", lock); r.code != 0 {
+			t.Errorf("policy check of an unchanged schema: %s", r)
+		}
+		// A pull request that opens the tasks policy up fails the gate.
+		if _, err := app.Exec(ctx, "ALTER POLICY tenant ON app.tasks USING (true)"); err != nil {
+			t.Fatal(err)
+		}
+		r = run(t, dir, nil, "policy", "check", "--database-url", appURL, "--no-matrix", "--lock", lock)
+		if r.code != 1 || !strings.Contains(r.stdout, "policy tenant on app.tasks: USING changed") {
+			t.Errorf("policy check after opening app.tasks: %s", r)
+		}
+		r = run(t, dir, nil, "probe", "--database-url", appURL, "--role", "app_user", "--tenant-setting", "app.tenant_id", "--allow-forgeable-context", "--quiet")
+		if r.code != 1 || !strings.Contains(r.stdout, "LEAK app.tasks [read-id]") {
+			t.Errorf("probe after opening app.tasks: %s", r)
+		}
+		r = run(t, dir, nil, "policy", "check", "--database-url", appURL, "--lock", lock)
+		if r.code != 2 || !strings.Contains(r.stderr, "--no-matrix") {
+			t.Errorf("policy check with the matrix on a foreign schema: %s", r)
+		}
+		if _, err := os.Stat(lock); err != nil {
+			t.Error(err)
 		}
 	})
 

@@ -30,6 +30,19 @@ func ObserveMatrix(ctx context.Context, conn *pgx.Conn, key postgres.ContextKey,
 	if err := conn.QueryRow(ctx, "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").Scan(&super); err != nil {
 		return nil, fmt.Errorf("matrix: %w", err)
 	}
+	var missing []string
+	for _, t := range tables {
+		var ok bool
+		if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", postgres.Schema+"."+t.Name).Scan(&ok); err != nil {
+			return nil, fmt.Errorf("matrix: %w", err)
+		}
+		if !ok {
+			missing = append(missing, postgres.Schema+"."+t.Name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("the visibility matrix is that of bulkhead's own schema (the reference model, rls/model), and this database has no %s: lock and check the catalog only (--no-matrix)", strings.Join(missing, ", "))
+	}
 	if !super {
 		return nil, fmt.Errorf("%w: the matrix inserts the model's fixture (rolled back) past row-level security and needs a superuser connection; without one, lock and check the catalog only (--no-matrix)", ErrPrivilege)
 	}
