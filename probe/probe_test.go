@@ -136,6 +136,11 @@ func TestProbeFindsEveryBrokenTable(t *testing.T) {
 			t.Errorf("%s: no %s finding (got %v)", table, class, got[table])
 		}
 	}
+	if !slices.ContainsFunc(rep.Findings, func(f probe.Finding) bool {
+		return f.Table == "acme.b_parent" && strings.Contains(f.Detail, "fails with 23505")
+	}) {
+		t.Error("acme.b_parent: the plain INSERT's 23505 was not the oracle found")
+	}
 	if !slices.Contains(got["acme.b_child"], "move-parent") {
 		t.Errorf("acme.b_child: no move-parent finding (got %v)", got["acme.b_child"])
 	}
