@@ -313,3 +313,40 @@ func TestProbeDeadline(t *testing.T) {
 	}
 	sameChecksums(t, before, checksums(t, testdb.MustConnect(t, conn.Config().ConnString())))
 }
+
+// A connecting role that does not bypass row-level security writes the
+// canaries through tenant A's own context (a plain setting allows it) and
+// finds the same leaks.
+func TestProbeWritesThroughTheContext(t *testing.T) {
+	t.Parallel()
+	conn, name := brokenDB(t)
+	ctx := context.Background()
+	login := "probe_login_" + name
+	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw' IN ROLE probe_app; GRANT CONNECT ON DATABASE %s TO %s", login, name, login)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		admin := testdb.MustConnect(t, testdb.Cluster().SuperuserDSN("postgres"))
+		admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+login)
+	})
+	before := checksums(t, conn)
+	app := testdb.MustConnect(t, testdb.Cluster().DSN(login, "pw", name))
+	rep, err := probe.Run(ctx, app, probe.Config{Context: probe.Context{TenantSetting: "app.tenant_id"}, Role: "probe_app", Schemas: []string{"acme"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameChecksums(t, before, checksums(t, conn))
+	got := classes(rep)
+	for table, class := range map[string]string{"acme.b_true_policy": "read-id", "acme.b_no_check": "move-tenant", "acme.b_parent": "unique-oracle", "acme.b_update_open": "blind-update"} {
+		if !slices.Contains(got[table], class) {
+			t.Errorf("%s: no %s finding (got %v)", table, class, got[table])
+		}
+	}
+	if len(got["acme.good"]) > 0 || len(got["acme.good_child"]) > 0 {
+		t.Errorf("false findings on good tables: %v", got)
+	}
+	for _, s := range rep.Skipped() {
+		t.Logf("not probed: %s: %s", s.Table, s.Skipped)
+	}
+}
