@@ -17,9 +17,13 @@
 // Guarantees: nothing is ever committed. In normal mode every transaction
 // ends with ROLLBACK, whatever happens; in read-only mode every transaction
 // is READ ONLY (PostgreSQL refuses any write) and no canary is written: the
-// probe then only reads (rows visible to a tenant that has none, and, when
-// the connecting role may sample one key per table, reads of that row by
-// another tenant). A table the probe can't handle (no tenant column, a
+// probe then only reads, and reports rows visible to a fresh tenant that has
+// none, to no context, to a malformed and to a forged context. Every probe
+// transaction sets lock_timeout (2 s) and statement_timeout (60 s), so it
+// never waits long behind the application. Sequences consumed by canary
+// inserts are not rolled back (PostgreSQL never rolls them back); triggers
+// fire inside the rolled-back transaction (NOTIFY is transactional and is
+// not sent). A table the probe can't handle (no tenant column, a
 // canary that violates a constraint) is reported as skipped with the
 // reason, never guessed. Run takes one connection and is not safe for
 // concurrent use of that connection.

@@ -332,6 +332,11 @@ func (s *session) run(ctx context.Context, updCol string) error {
 	}
 	s.tx = tx
 	defer tx.Rollback(context.WithoutCancel(ctx)) // always: nothing is ever committed
+	// Never wait long behind the application's locks, nor hold a scan
+	// forever: the probe's own writes lock rows until the rollback.
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '60s'"); err != nil {
+		return err
+	}
 	var cs canaries
 	if !s.p.cfg.ReadOnly {
 		if !s.p.bypass {

@@ -137,9 +137,6 @@ the probe stopped at --max-duration.`,
 			if err != nil {
 				return err
 			}
-			if !quiet {
-				pc.Progress = nil
-			}
 			w := cmd.OutOrStdout()
 			if format == "json" {
 				e := json.NewEncoder(w)
