@@ -38,7 +38,7 @@ type column struct {
 	identity  bool
 	enum      []string
 	array     bool
-	base      string // element / base type name (pg_type.typname)
+	base      string // element, domain base or own type name (pg_type.typname)
 }
 
 type fk struct {
@@ -83,9 +83,10 @@ ORDER BY n.nspname, c.relname`
 const columnsSQL = `
 SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef OR a.attidentity <> '',
        a.attgenerated <> '', a.attidentity <> '', coalesce(ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e WHERE e.enumtypid = a.atttypid ORDER BY e.enumsortorder), '{}'),
-       t.typcategory = 'A', coalesce(et.typname, t.typname)
+       t.typcategory = 'A', coalesce(et.typname, bt.typname, t.typname)
 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype AND t.typtype = 'd'
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum`
 

@@ -12,8 +12,9 @@ SET ROLE probe_owner;
 CREATE FUNCTION acme.cur() RETURNS uuid LANGUAGE sql STABLE
   AS $$ SELECT nullif(current_setting('app.tenant_id', true), '')::uuid $$;
 
--- Good: RLS + FORCE, one tenant policy, tenant-leading keys.
-CREATE TABLE acme.good (tenant_id uuid NOT NULL, id uuid NOT NULL, body text NOT NULL, PRIMARY KEY (tenant_id, id));
+-- Good: RLS + FORCE, one tenant policy, tenant-leading keys (a domain-typed column too).
+CREATE DOMAIN acme.label AS text CHECK (length(VALUE) < 100);
+CREATE TABLE acme.good (tenant_id uuid NOT NULL, id uuid NOT NULL, body text NOT NULL, tag acme.label NOT NULL, PRIMARY KEY (tenant_id, id));
 CREATE TABLE acme.good_child (tenant_id uuid NOT NULL, id uuid NOT NULL, good_id uuid NOT NULL,
   PRIMARY KEY (tenant_id, id), FOREIGN KEY (tenant_id, good_id) REFERENCES acme.good (tenant_id, id));
 CREATE TABLE "Mixed Case"."Good Items" ("tenant_id" uuid NOT NULL, "Id" uuid NOT NULL, "Label" text NOT NULL, PRIMARY KEY ("tenant_id", "Id"));
