@@ -268,6 +268,7 @@ func (s *session) writes(ctx context.Context, cs canaries) error {
 			s.leak("fk-oracle", fmt.Sprintf("foreign key %s has no tenant column: tenant B's row references tenant A's %s row (and a missing one fails with 23503: an existence oracle)", f.name, s.p.byOID[f.refOID].display()), q)
 		}
 	}
+	s.stats(ctx)
 	return s.explainCount(ctx)
 }
 
@@ -398,10 +399,26 @@ func (s *session) moves(ctx context.Context, cs canaries) error {
 	return nil
 }
 
+// stats reports whether the acting role can read the tenant column's
+// statistics (most common values, histogram): they name other tenants and
+// count their rows. PostgreSQL hides them where row-level security applies
+// to the reader, so this fires where it doesn't.
+func (s *session) stats(ctx context.Context) {
+	t := s.t
+	q := fmt.Sprintf("SELECT count(*) FROM pg_catalog.pg_stats WHERE schemaname = %s AND tablename = %s AND attname = %s AND (most_common_vals IS NOT NULL OR histogram_bounds IS NOT NULL)",
+		literal(column{typ: "name"}, t.schema), literal(column{typ: "name"}, t.name), literal(column{typ: "name"}, t.tenantCol))
+	if o := s.try(ctx, q, true); o.ok() && o.rows > 0 {
+		s.leak("stats-visible", "pg_stats shows the tenant column's most common values or histogram to the runtime role: other tenants' ids and their row counts", q)
+	}
+}
+
 // readOnlyAttacks reads without canaries: rows visible to a tenant that
 // has none, or with no or a malformed or forged context.
 func (s *session) readOnlyAttacks(ctx context.Context) error {
 	t := s.t
+	if s.attacker == tenantB {
+		s.stats(ctx)
+	}
 	q := "SELECT count(*) FROM " + t.ident()
 	o := s.try(ctx, q, true)
 	if o.ok() && o.rows > 0 {

@@ -18,7 +18,8 @@
 // ends with ROLLBACK, whatever happens; in read-only mode every transaction
 // is READ ONLY (PostgreSQL refuses any write) and no canary is written: the
 // probe then only reads, and reports rows visible to a fresh tenant that has
-// none, to no context, to a malformed and to a forged context. Every probe
+// none, to no context, to a malformed and to a forged context, and
+// statistics of the tenant column readable by the runtime role. Every probe
 // transaction sets lock_timeout (2 s) and statement_timeout (60 s), so it
 // never waits long behind the application. Sequences consumed by canary
 // inserts are not rolled back (PostgreSQL never rolls them back); triggers

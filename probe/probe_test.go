@@ -194,6 +194,16 @@ func TestProbeReadOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Statistics of a table the runtime role reads past RLS name tenants.
+	for _, sql := range []string{
+		"INSERT INTO acme.b_rls_off SELECT ('00000000-0000-4000-8000-00000000000' || (i % 3))::uuid, gen_random_uuid() FROM generate_series(1, 300) i",
+		"INSERT INTO acme.good SELECT ('00000000-0000-4000-8000-00000000000' || (i % 3))::uuid, gen_random_uuid(), 'b', 't' FROM generate_series(1, 300) i",
+		"ANALYZE acme.b_rls_off, acme.good",
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
 	before := checksums(t, conn)
 	rep, err := probe.Run(ctx, conn, probe.Config{Context: probe.Context{TenantSetting: "app.tenant_id"}, Role: "probe_app", ReadOnly: true})
 	if err != nil {
@@ -208,6 +218,9 @@ func TestProbeReadOnly(t *testing.T) {
 	}
 	if len(got["acme.good"]) > 0 {
 		t.Errorf("acme.good: false findings %v", got["acme.good"])
+	}
+	if !slices.Contains(got["acme.b_rls_off"], "stats-visible") {
+		t.Errorf("acme.b_rls_off: statistics readable, not found (got %v)", got["acme.b_rls_off"])
 	}
 	for _, f := range rep.Findings {
 		if !strings.HasPrefix(f.Repro, "BEGIN READ ONLY; ") || strings.Contains(f.Repro, "INSERT") {
