@@ -74,6 +74,10 @@ func (s *session) try(ctx context.Context, sql string, query bool) outcome {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) {
 			o.code = pe.Code
+			switch pe.Code {
+			case "57014", "55P03", "40P01": // statement_timeout, lock_timeout, deadlock
+				s.inconclusive = append(s.inconclusive, fmt.Sprintf("%s: %s: %s", s.attacker, sql, pe.Message))
+			}
 		}
 	}
 	return o

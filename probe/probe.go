@@ -65,11 +65,14 @@ type Finding struct {
 
 // TableResult is what happened on one table.
 type TableResult struct {
-	Table    string        `json:"table"`
-	Skipped  string        `json:"skipped,omitempty"` // a tenant table that could not be probed, and why
-	Note     string        `json:"note,omitempty"`    // a table that is not a tenant table
-	Attempts int           `json:"attempts"`
-	Duration time.Duration `json:"duration_ns"`
+	Table    string `json:"table"`
+	Skipped  string `json:"skipped,omitempty"` // a tenant table that could not be probed, and why
+	Note     string `json:"note,omitempty"`    // a table that is not a tenant table
+	Attempts int    `json:"attempts"`
+	// Inconclusive lists attempts cut short by lock_timeout or
+	// statement_timeout: they prove nothing either way.
+	Inconclusive []string      `json:"inconclusive,omitempty"`
+	Duration     time.Duration `json:"duration_ns"`
 }
 
 // Report is the probe's result.
@@ -78,6 +81,17 @@ type Report struct {
 	Findings   []Finding     `json:"findings"`
 	Tables     []TableResult `json:"tables"`
 	Incomplete string        `json:"incomplete,omitempty"`
+}
+
+// Inconclusive returns the tables with attempts cut short by a timeout.
+func (r *Report) Inconclusive() []TableResult {
+	var out []TableResult
+	for _, t := range r.Tables {
+		if len(t.Inconclusive) > 0 {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // Skipped returns the tables that were not probed.
@@ -271,6 +285,8 @@ type session struct {
 	canaries builder // what was written
 	ctxSQL   string  // how the attacker's context was entered, for reproductions
 	attempts int
+	// inconclusive: attempts stopped by a timeout, as "attacker: sql: error"
+	inconclusive []string
 }
 
 func (p *prober) probeTable(ctx context.Context, t *table, res *TableResult) error {
@@ -291,6 +307,7 @@ func (p *prober) probeTable(ctx context.Context, t *table, res *TableResult) err
 		s := &session{p: p, t: t, attacker: who, a: a, b: b}
 		err := s.run(ctx, updCol)
 		res.Attempts += s.attempts
+		res.Inconclusive = append(res.Inconclusive, s.inconclusive...)
 		if err != nil {
 			return err
 		}

@@ -377,3 +377,38 @@ func TestProbeWritesThroughTheContext(t *testing.T) {
 		t.Logf("not probed: %s: %s", s.Table, s.Skipped)
 	}
 }
+
+// An attempt that waits behind the application's locks gives up after
+// lock_timeout and is reported as inconclusive, never as "no leak".
+func TestProbeTimeoutIsInconclusive(t *testing.T) {
+	t.Parallel()
+	conn, name := brokenDB(t)
+	ctx := context.Background()
+	if _, err := conn.Exec(ctx, "INSERT INTO acme.b_update_open (tenant_id, id) VALUES (gen_random_uuid(), gen_random_uuid())"); err != nil {
+		t.Fatal(err)
+	}
+	holder := testdb.MustConnect(t, testdb.Cluster().SuperuserDSN(name))
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT * FROM acme.b_update_open FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := probe.Run(ctx, conn, probe.Config{Context: probe.Context{TenantSetting: "app.tenant_id"}, Role: "probe_app",
+		Schemas: []string{"acme"}, AllowForgeableContext: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inc []string
+	for _, r := range rep.Inconclusive() {
+		inc = append(inc, r.Table)
+		if !strings.Contains(strings.Join(r.Inconclusive, "\n"), "lock timeout") {
+			t.Errorf("%s: %v, want the lock timeout named", r.Table, r.Inconclusive)
+		}
+	}
+	if !slices.Equal(inc, []string{"acme.b_update_open"}) {
+		t.Errorf("inconclusive tables %v, want acme.b_update_open", inc)
+	}
+}

@@ -47,8 +47,9 @@ Canaries are written past row-level security when the connecting role is a
 superuser or BYPASSRLS (give the runtime role with --role), otherwise through
 tenant A's own context (--tenant-setting only).
 
-Exit status: 0 nothing found, 1 leaks found, 2 a table could not be probed or
-the probe stopped at --max-duration.`,
+Exit status: 0 nothing found, 1 leaks found, 2 a table could not be probed, an
+attempt hit lock_timeout or statement_timeout, or the probe stopped at
+--max-duration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if bulkheadCtx || cmd.Flags().Changed("bulkhead") {
@@ -150,7 +151,7 @@ the probe stopped at --max-duration.`,
 			switch {
 			case len(rep.Findings) > 0:
 				return exitError{1}
-			case rep.Incomplete != "" || len(rep.Skipped()) > 0:
+			case rep.Incomplete != "" || len(rep.Skipped()) > 0 || len(rep.Inconclusive()) > 0:
 				return exitError{2}
 			}
 			return nil
@@ -195,6 +196,9 @@ func writeProbeText(w io.Writer, rep *probe.Report, took time.Duration) error {
 			fmt.Fprintf(w, "NOT PROBED %s: %s\n", t.Table, t.Skipped)
 		case t.Note != "":
 			fmt.Fprintf(w, "ignored %s: %s\n", t.Table, t.Note)
+		}
+		for _, i := range t.Inconclusive {
+			fmt.Fprintf(w, "INCONCLUSIVE %s (a timeout: this attempt proves nothing): %s\n", t.Table, i)
 		}
 	}
 	if rep.Incomplete != "" {
