@@ -204,9 +204,12 @@ func writeProbeText(w io.Writer, rep *probe.Report, took time.Duration) error {
 	if rep.Incomplete != "" {
 		fmt.Fprintf(w, "INCOMPLETE: %s\n", rep.Incomplete)
 	}
-	if len(rep.Findings) == 0 {
+	switch {
+	case len(rep.Findings) == 0 && (rep.Incomplete != "" || len(rep.Skipped()) > 0 || len(rep.Inconclusive()) > 0):
+		fmt.Fprintln(w, "no leak found in what was probed; the run is not complete (above)")
+	case len(rep.Findings) == 0:
 		fmt.Fprintln(w, "no leak found")
-	} else {
+	default:
 		fmt.Fprintf(w, "%d leaks found\n", len(rep.Findings))
 	}
 	return nil
