@@ -149,6 +149,11 @@ func TestProbeFindsEveryBrokenTable(t *testing.T) {
 	}) {
 		t.Error("acme.b_parent: the plain INSERT's 23505 was not the oracle found")
 	}
+	for _, class := range []string{"read-scan", "copy-out", "copy-in", "write-into-a"} {
+		if !slices.Contains(got["acme.b_rls_off"], class) {
+			t.Errorf("acme.b_rls_off: no %s finding (got %v)", class, got["acme.b_rls_off"])
+		}
+	}
 	if !slices.Contains(got["acme.b_child"], "move-parent") {
 		t.Errorf("acme.b_child: no move-parent finding (got %v)", got["acme.b_child"])
 	}
