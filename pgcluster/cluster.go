@@ -364,6 +364,12 @@ func (c *Cluster) start(ctx context.Context, cfg Config) error {
 	if cfg.Ephemeral {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
+	// The server log keeps no row values: no DETAIL (a duplicate key's
+	// "Key (email)=(…)"), no failing statement, no bind parameters. It
+	// outlives the rows (a deleted tenant's e-mail addresses would stay in
+	// it). Settings can override these for debugging.
+	args = append(args, "-c", "log_error_verbosity=terse", "-c", "log_min_error_statement=panic",
+		"-c", "log_parameter_max_length=0", "-c", "log_parameter_max_length_on_error=0")
 	preload := ContextExtension
 	for k, v := range cfg.Settings {
 		if k == "shared_preload_libraries" {
