@@ -330,6 +330,9 @@ func (c *Cluster) readPassword() error {
 	if err != nil {
 		return fmt.Errorf("the superuser password of %s is unreadable (%v): the data dir is incomplete; remove %s to start afresh", c.dataDir, err, c.pgdata)
 	}
+	if fi, err := os.Stat(c.passwordFile()); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s is accessible to others: chmod 600 %s", c.passwordFile(), c.passwordFile())
+	}
 	c.password = strings.TrimSpace(string(b))
 	return nil
 }

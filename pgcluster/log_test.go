@@ -44,3 +44,25 @@ func TestLogKeepsNoRowValues(t *testing.T) {
 		}
 	}
 }
+
+// TestPasswordFileMustBePrivate: a superuser.password others can read
+// stops the cluster from starting (docs/SECURITY.md, "Secrets bulkhead
+// keeps on disk").
+func TestPasswordFileMustBePrivate(t *testing.T) {
+	dir := mustDataDir(t)
+	c := mustStart(t, pgcluster.Config{DataDir: dir})
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(dir, "superuser.password")
+	if err := os.Chmod(pw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pgcluster.Start(context.Background(), pgcluster.Config{DataDir: dir, Ephemeral: true}); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("start with a 0644 password file: %v, want a refusal naming chmod 600", err)
+	}
+	if err := os.Chmod(pw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustConnect(t, mustStart(t, pgcluster.Config{DataDir: dir}))
+}
