@@ -243,7 +243,7 @@ func (a *Authenticator) resolve(ctx context.Context, tenant uuid.UUID, l postgre
 		if errors.Is(err, bulkhead.ErrUnauthenticated) {
 			return reasoned{err, ReasonOther}
 		}
-		return fmt.Errorf("%w: authenticate: %w", bulkhead.ErrUnavailable, err)
+		return reasoned{fmt.Errorf("%w: authenticate: %w", bulkhead.ErrUnavailable, err), "directory_unavailable"}
 	}
 	who := fmt.Sprintf("issuer %s, entity %s, tenant %s", l.Issuer, l.Entity, tenant)
 	switch st {
