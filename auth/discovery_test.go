@@ -235,7 +235,7 @@ func TestMapClaims(t *testing.T) {
 		{map[string]any{"name": string(long[:200])}, string(long[:200]), ""},
 	} {
 		if n, e := is.mapClaims(c.claims, "sub-1"); n != c.name || e != c.email {
-			t.Errorf("%v: got %q, %q; want %q, %q", c.claims, n, e, c.name, c.email)
+			t.Errorf("%.60v: got %.60q, %q; want %.60q, %q", c.claims, n, e, c.name, c.email)
 		}
 	}
 }

@@ -225,3 +225,64 @@ func TestLinkEntity(t *testing.T) {
 		t.Errorf("empty name: %v, want ErrInvalid", err)
 	}
 }
+
+// TestExternalJITLosesTheRace makes the race deterministic: another
+// transaction inserts the same entity and holds it uncommitted, so the
+// just-in-time insert has passed its existence check and waits on the
+// primary key; when the other commits, the function must answer ok (not
+// created: the name claim differs, but the claims were just set), write no
+// audit record and raise no error.
+func TestExternalJITLosesTheRace(t *testing.T) {
+	d, demo := seeded(t)
+	db := d.DB
+	m := bulkhead.AsMaintenance(context.Background(), "test")
+	t1 := demo.T1.Tenant.ID
+	if _, err := db.AddTenantIssuer(m, t1, testIssuer, true); err != nil {
+		t.Fatal(err)
+	}
+	ent := uuid.New()
+	ctx := context.Background()
+	other := mustConnect(t, d.MaintenanceDSN())
+	tx, err := other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO bulkhead.entities (tenant_id, id, kind, name, metadata) VALUES ($1, $2, 'user', 'first', jsonb_build_object('claims_at', now()))`, t1, ent); err != nil {
+		t.Fatal(err)
+	}
+	type res struct {
+		st  postgres.ExternalStatus
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		st, err := db.ResolveExternal(preAuth(t, t1), postgres.ExternalLogin{Issuer: testIssuer, Entity: ent, Name: "second", ClaimsRefresh: time.Hour})
+		done <- res{st, err}
+	}()
+	admin := mustConnect(t, d.AdminDSN())
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var waiting int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%auth_external%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the just-in-time insert never waited on the other transaction")
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.st != postgres.ExternalOK {
+		t.Fatalf("the loser of the race: %q, %v; want ok", r.st, r.err)
+	}
+	if n := countWhere(t, db, `SELECT count(*) FROM bulkhead.audit_log WHERE tenant_id = $1 AND action = 'entity.jit_create' AND target = $2`, t1, ent.String()); n != 0 {
+		t.Errorf("the loser wrote %d creation records", n)
+	}
+	if n := countWhere(t, db, `SELECT count(*) FROM bulkhead.entities WHERE tenant_id = $1 AND id = $2 AND name = 'first'`, t1, ent); n != 1 {
+		t.Errorf("the winner's row: %d", n)
+	}
+}
