@@ -91,6 +91,8 @@ func bodyRoutes(t testing.TB, a *api, operatorToken string) []bodyRoute {
 		"POST /admin/v1/tenants":                     {"name": "initech", "region": "default"},
 		"POST /admin/v1/tenants/{id}/reembed":        {"model": "local"},
 		"POST /admin/v1/tenants/{id}/entities":       {"name": "milton", "kind": "user", "email": "milton@example.com"},
+		"POST /admin/v1/tenants/{id}/issuers":        {"issuer": "https://idp.example.com/", "jit": true},
+		"POST /admin/v1/tenants/{id}/issuers/remove": {"issuer": "https://idp.example.com/"},
 	}
 	ids := map[string]string{
 		"/v1/tenants/{tenant_id}/": t1.Tenant.ID.String(), "/v1/agents/{id}": t1.Agent.String(), "/v1/rooms/{id}/": t1.Room1.String(),

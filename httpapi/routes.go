@@ -93,6 +93,11 @@ func (s *Server) routes() []route {
 		{"POST", "/admin/v1/tenants/{id}/provision", "Create the tenant's knowledge collection if missing (operator, idempotent)", operator, s.adminProvision, nil, 204, nil},
 		{"POST", "/admin/v1/tenants/{id}/reconcile", "Make the tenant's collection hold one vector per chunk: embed missing, remove orphans (operator, idempotent)", operator, s.adminReconcile, nil, 200, retrieval.ReconcileStats{}},
 		{"POST", "/admin/v1/tenants/{id}/reembed", "Re-embed the tenant with another model without downtime: build, switch, drop (operator, resumable)", operator, s.adminReembed, reembedInput{}, 200, retrieval.ReconcileStats{}},
-		{"POST", "/admin/v1/tenants/{id}/entities", "Provision an entity in a tenant (operator)", operator, s.adminCreateEntity, entityInput{}, 201, bulkhead.Entity{}},
+		{"POST", "/admin/v1/tenants/{id}/entities", "Provision an entity in a tenant (operator); with issuer and subject, pre-link an external subject: the entity gets the id its tokens name", operator, s.adminCreateEntity, entityInput{}, 201, bulkhead.Entity{}},
+		{"POST", "/admin/v1/tenants/{id}/entities/{entity_id}/deactivate", "Deactivate an entity: its external tokens are refused even while unexpired (operator)", operator, s.adminSetEntityActive(false), nil, 204, nil},
+		{"POST", "/admin/v1/tenants/{id}/entities/{entity_id}/activate", "Reactivate a deactivated entity (operator)", operator, s.adminSetEntityActive(true), nil, 204, nil},
+		{"GET", "/admin/v1/tenants/{id}/issuers", "External issuers the tenant registered: tokens of an issuer trusted with a tenant claim may name only these tenants (operator)", operator, s.adminListIssuers, nil, 200, list[postgres.TenantIssuer]{}},
+		{"POST", "/admin/v1/tenants/{id}/issuers", "Register an external issuer with the tenant, optionally creating entities just in time on first login; registering again changes jit (operator)", operator, s.adminAddIssuer, issuerInput{}, 200, postgres.TenantIssuer{}},
+		{"POST", "/admin/v1/tenants/{id}/issuers/remove", "Unregister an external issuer: its tokens no longer name the tenant (operator; 404 when it was not registered)", operator, s.adminRemoveIssuer, issuerRef{}, 204, nil},
 	}
 }

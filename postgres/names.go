@@ -84,14 +84,14 @@ var AllowedTriggers = map[string]string{
 }
 
 // AuthFunctions are the SECURITY DEFINER functions authentication flows
-// use before the caller has an entity in scope (migrations 00004 and
-// 00011). They answer only in a pre-authentication context (a tenant, no
+// use before the caller has an entity in scope (migrations 00004, 00011
+// and 00013). They answer only in a pre-authentication context (a tenant, no
 // entity, no acting-for), and no credential hash leaves them: passwords and
 // keyed hashes are compared inside. Like the generator's membership helpers
 // they are owned by Definer and pin their search_path; the self-check
 // accepts exactly these, NotifyFunctions and rls.DefinerFunctions
 // (docs/SECURITY.md lists what each can reveal).
-var AuthFunctions = []string{"auth_password_params", "auth_password_check", "auth_register", "auth_api_key", "auth_refresh_token"}
+var AuthFunctions = []string{"auth_password_params", "auth_password_check", "auth_register", "auth_api_key", "auth_refresh_token", "auth_external"}
 
 // NotifyFunctions are the SECURITY DEFINER functions of live delivery
 // (migration 00011): notify_listen LISTENs on the channel of the tenant in
