@@ -79,13 +79,18 @@ var routeAccess = map[string]string{
 	"POST /v1/query":            "tenant",
 	"POST /v1/answer":           "tenant",
 
-	"GET /admin/v1/tenants":                 "operator",
-	"POST /admin/v1/tenants":                "operator",
-	"DELETE /admin/v1/tenants/{id}":         "operator",
-	"POST /admin/v1/tenants/{id}/provision": "operator",
-	"POST /admin/v1/tenants/{id}/reconcile": "operator",
-	"POST /admin/v1/tenants/{id}/reembed":   "operator",
-	"POST /admin/v1/tenants/{id}/entities":  "operator",
+	"GET /admin/v1/tenants":                                       "operator",
+	"POST /admin/v1/tenants":                                      "operator",
+	"DELETE /admin/v1/tenants/{id}":                               "operator",
+	"POST /admin/v1/tenants/{id}/provision":                       "operator",
+	"POST /admin/v1/tenants/{id}/reconcile":                       "operator",
+	"POST /admin/v1/tenants/{id}/reembed":                         "operator",
+	"POST /admin/v1/tenants/{id}/entities":                        "operator",
+	"GET /admin/v1/tenants/{id}/issuers":                          "operator",
+	"POST /admin/v1/tenants/{id}/issuers":                         "operator",
+	"POST /admin/v1/tenants/{id}/issuers/remove":                  "operator",
+	"POST /admin/v1/tenants/{id}/entities/{entity_id}/activate":   "operator",
+	"POST /admin/v1/tenants/{id}/entities/{entity_id}/deactivate": "operator",
 }
 
 // TestRouteAccess checks the served mux against routeAccess: every
