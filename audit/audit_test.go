@@ -47,3 +47,5 @@ func TestBulkheadIsClean(t *testing.T) {
 }
 
 var _ = pgx.Identifier{}
+
+func pgxConnect(dsn string) (*pgx.Conn, error) { return pgx.Connect(context.Background(), dsn) }

@@ -192,6 +192,10 @@ type snapshot struct {
 	schemaByName map[string]*schemaInfo
 	seqs         []seqUse
 	unreachable  []string
+
+	sessionValues    map[string]string // context setting -> value in the audit's fresh session
+	fileSettings     map[string]string // context setting -> value (file:line) from pg_file_settings
+	fileSettingsRead bool
 }
 
 type pubRel struct {
@@ -631,6 +635,33 @@ WHERE s.relkind = 'S' AND `+userSchemas+` ORDER BY 2`)
 
 	if len(s.failed) > 0 && s.failed[srcRels] != "" && s.failed[srcPolicies] != "" && s.failed[srcFuncs] != "" {
 		return nil, fmt.Errorf("%w as %s: %s", ErrNoCatalog, s.currentUser, s.failed[srcRels])
+	}
+	// The context settings' values in this fresh session, and where the
+	// configuration files set them (pg_file_settings is superuser-only:
+	// without it, a value no role or database default explains is taken
+	// as coming from the server configuration).
+	s.sessionValues = map[string]string{}
+	s.fileSettings = map[string]string{}
+	if names := s.contextSettings(); len(names) > 0 {
+		s.read(ctx, tx, srcSettings, func(q pgx.Tx) error {
+			rows, err := q.Query(ctx, `SELECT n, coalesce(current_setting(n, true), '') FROM unnest($1::text[]) n`, names)
+			if err != nil {
+				return err
+			}
+			var n, v string
+			_, err = pgx.ForEachRow(rows, []any{&n, &v}, func() error { s.sessionValues[n] = v; return nil })
+			return err
+		})
+		sp, err := tx.Begin(ctx)
+		if err == nil {
+			rows, err := sp.Query(ctx, `SELECT name, coalesce(setting, '') || ' (' || coalesce(sourcefile, '?') || ':' || coalesce(sourceline, 0) || ')' FROM pg_catalog.pg_file_settings WHERE applied AND name = ANY($1)`, names)
+			if err == nil {
+				var n, v string
+				_, err = pgx.ForEachRow(rows, []any{&n, &v}, func() error { s.fileSettings[n] = v; return nil })
+			}
+			s.fileSettingsRead = err == nil
+			sp.Rollback(ctx)
+		}
 	}
 	s.discover()
 	return s, nil

@@ -8,7 +8,8 @@ import (
 
 var (
 	notifyStmt = regexp.MustCompile(`(?i)(^|[;\s])notify\s+[a-z_"]`)
-	pgNotify   = regexp.MustCompile(`(?i)pg_notify\s*\(\s*("?[a-z_][\w$]*"?\s*\.\s*)?("?[a-z_][\w$]*"?)\s*(\()?`)
+	pgNotify   = regexp.MustCompile(`(?i)pg_notify\s*\(`)
+	notifyFunc = regexp.MustCompile(`(?i)^\s*("?[a-z_][\w$]*"?\s*\.\s*)?("?[a-z_][\w$]*"?)\s*\(`)
 )
 
 // leakyNotify reports whether body sends notifications on a channel the
@@ -20,8 +21,9 @@ func (s *snapshot) leakyNotify(body string) bool {
 	if notifyStmt.MatchString(clean) {
 		return true
 	}
-	for _, m := range pgNotify.FindAllStringSubmatch(clean, -1) {
-		if m[3] == "" {
+	for _, loc := range pgNotify.FindAllStringIndex(clean, -1) {
+		m := notifyFunc.FindStringSubmatch(clean[loc[1]:])
+		if m == nil {
 			return true // a literal or a variable
 		}
 		name := strings.Trim(m[2], `"`)

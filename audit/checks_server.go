@@ -171,15 +171,30 @@ var contextChecks = []Check{
 		Needs:     []string{srcPolicies, srcFuncs, srcSettings},
 		run: func(s *snapshot) []Finding {
 			var out []Finding
+			fix := func(n string) string {
+				return fmt.Sprintf("ALTER SYSTEM RESET %s; -- and remove it from postgresql.conf and its includes, then SELECT pg_reload_conf();", n)
+			}
 			for _, n := range s.contextSettings() {
-				st, ok := s.settings[n]
-				if !ok || st.reset == "" {
+				if v, ok := s.fileSettings[n]; ok {
+					out = append(out, Finding{Object: Object{Kind: "setting", Name: n}, Detail: n + " = " + v, Fix: fix(n)})
 					continue
 				}
-				switch st.source {
-				case "configuration file", "command line", "environment variable":
-					out = append(out, Finding{Object: Object{Kind: "setting", Name: n}, Detail: fmt.Sprintf("%s = %s from the %s", n, st.reset, st.source),
-						Fix: fmt.Sprintf("ALTER SYSTEM RESET %s; -- and remove it from postgresql.conf, then SELECT pg_reload_conf();", n)})
+				if st, ok := s.settings[n]; ok {
+					switch st.source {
+					case "configuration file", "command line", "environment variable":
+						out = append(out, Finding{Object: Object{Kind: "setting", Name: n}, Detail: fmt.Sprintf("%s = %s from the %s", n, st.reset, st.source), Fix: fix(n)})
+						continue
+					}
+				}
+				if s.fileSettingsRead || s.sessionValues[n] == "" {
+					continue
+				}
+				explained := false
+				for _, d := range s.dbRole {
+					explained = explained || (d.name == n && (d.role == "" || d.role == s.currentUser))
+				}
+				if !explained {
+					out = append(out, Finding{Object: Object{Kind: "setting", Name: n}, Detail: fmt.Sprintf("a fresh session has %s = %s, set by no role or database default: the server configuration (or the connection options)", n, s.sessionValues[n]), Fix: fix(n)})
 				}
 			}
 			return out
