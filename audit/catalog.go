@@ -358,9 +358,7 @@ ORDER BY a.attrelid, a.attnum`)
 		rows, err := q.Query(ctx, `
 SELECT p.oid, p.polrelid, p.polname::text, p.polcmd::text, p.polpermissive, p.polroles::oid[],
   coalesce(pg_get_expr(p.polqual, p.polrelid), ''), coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''),
-  coalesce(p.polqual::text, ''), coalesce(p.polwithcheck::text, ''),
-  coalesce((SELECT array_agg(d.refobjid) FROM pg_catalog.pg_depend d
-            WHERE d.classid = 'pg_catalog.pg_policy'::regclass AND d.objid = p.oid AND d.refclassid = 'pg_catalog.pg_proc'::regclass), '{}')
+  coalesce(p.polqual::text, ''), coalesce(p.polwithcheck::text, '')
 FROM pg_catalog.pg_policy p ORDER BY p.polrelid, p.polname`)
 		if err != nil {
 			return err
@@ -368,7 +366,7 @@ FROM pg_catalog.pg_policy p ORDER BY p.polrelid, p.polname`)
 		var p policy
 		var relid uint32
 		var ut, ct string
-		_, err = pgx.ForEachRow(rows, []any{&p.oid, &relid, &p.name, &p.cmd, &p.permissive, &p.roles, &p.using, &p.check, &ut, &ct, &p.funcs}, func() error {
+		_, err = pgx.ForEachRow(rows, []any{&p.oid, &relid, &p.name, &p.cmd, &p.permissive, &p.roles, &p.using, &p.check, &ut, &ct}, func() error {
 			r := s.rels[relid]
 			if r == nil {
 				return nil
@@ -387,6 +385,25 @@ FROM pg_catalog.pg_policy p ORDER BY p.polrelid, p.polname`)
 			}
 			r.policies = append(r.policies, &c)
 			s.policies = append(s.policies, &c)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		byOID := map[uint32]*policy{}
+		for _, p := range s.policies {
+			byOID[p.oid] = p
+		}
+		rows, err = q.Query(ctx, `SELECT d.objid, d.refobjid FROM pg_catalog.pg_depend d
+			WHERE d.classid = 'pg_catalog.pg_policy'::regclass AND d.refclassid = 'pg_catalog.pg_proc'::regclass ORDER BY 1, 2`)
+		if err != nil {
+			return err
+		}
+		var pol, fn uint32
+		_, err = pgx.ForEachRow(rows, []any{&pol, &fn}, func() error {
+			if p := byOID[pol]; p != nil {
+				p.funcs = append(p.funcs, fn)
+			}
 			return nil
 		})
 		return err

@@ -52,21 +52,32 @@ func tokenizeTree(s string) []string {
 			toks = append(toks, string(c))
 			i++
 		default:
-			var b strings.Builder
-			for i < len(s) {
-				c = s[i]
+			j, esc := i, false
+			for j < len(s) {
+				c = s[j]
 				if c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '(' || c == ')' || c == '{' || c == '}' {
 					break
 				}
-				if c == '\\' && i+1 < len(s) {
-					b.WriteByte(s[i+1])
-					i += 2
+				if c == '\\' && j+1 < len(s) {
+					esc = true
+					j += 2
 					continue
 				}
-				b.WriteByte(c)
-				i++
+				j++
 			}
-			toks = append(toks, b.String())
+			tok := s[i:j]
+			if esc {
+				var b strings.Builder
+				for k := 0; k < len(tok); k++ {
+					if tok[k] == '\\' && k+1 < len(tok) {
+						k++
+					}
+					b.WriteByte(tok[k])
+				}
+				tok = b.String()
+			}
+			toks = append(toks, tok)
+			i = j
 		}
 	}
 	return toks
