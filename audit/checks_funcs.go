@@ -75,7 +75,7 @@ var functionChecks = []Check{
 	{
 		ID: "BH503", Name: "definer-search-path-mutable", Title: "SECURITY DEFINER function without a pinned search_path", Severity: Error,
 		Rationale: "A SECURITY DEFINER function runs with its owner's rights but resolves unqualified names with the caller's search_path, so a caller who can create objects anywhere on that path runs their own code with the owner's rights (and the owner typically bypasses RLS).",
-		Needs:     []string{srcFuncs}, Splinter: "0011 function_search_path_mutable", Pgrls: "SEC015",
+		Needs:     []string{srcFuncs}, Splinter: "0011 function_search_path_mutable", Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, f := range sortedFuncs(s.funcs) {
@@ -90,7 +90,7 @@ var functionChecks = []Check{
 	{
 		ID: "BH504", Name: "policy-function-unqualified-names", Title: "Policy helper resolves names through a mutable search_path", Severity: Warn,
 		Rationale: "A policy helper without a pinned search_path that uses unqualified table or function names means different things to callers with different search_paths, and anyone who can put an object earlier on the path decides what it means. Schema-qualify every name (SQL helpers stay inlinable) or pin search_path (plpgsql).",
-		Needs:     []string{srcPolicies, srcFuncs}, Splinter: "0011 function_search_path_mutable", Pgrls: "SEC016",
+		Needs:     []string{srcPolicies, srcFuncs}, Splinter: "0011 function_search_path_mutable", Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, f := range sortedFuncs(s.policyFuncClosure()) {
@@ -108,7 +108,7 @@ var functionChecks = []Check{
 	{
 		ID: "BH505", Name: "definer-executable-by-public", Title: "SECURITY DEFINER function executable by PUBLIC", Severity: Warn,
 		Rationale: "Functions are executable by PUBLIC unless revoked. A SECURITY DEFINER function runs with its owner's rights, usually above RLS, so every role in the cluster can call it; each definer should be granted explicitly to the roles that need it, after an audit of what it reveals.",
-		Needs:     []string{srcFuncs}, Splinter: "0028/0029 security_definer_function_executable", Pgrls: "SEC017",
+		Needs:     []string{srcFuncs}, Splinter: "0028/0029 security_definer_function_executable", Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, f := range sortedFuncs(s.funcs) {
@@ -150,7 +150,7 @@ var functionChecks = []Check{
 	{
 		ID: "BH507", Name: "leakproof-user-function", Title: "User function marked LEAKPROOF", Severity: Warn,
 		Rationale: "LEAKPROOF functions may run before RLS quals, on rows the policy will hide: if one can raise an error or a notice that depends on its argument, it reveals hidden rows. Only a superuser can set it, so a user function marked LEAKPROOF is a deliberate promise the audit can't verify: review it.",
-		Needs:     []string{srcFuncs}, Pgrls: "SEC018",
+		Needs:     []string{srcFuncs}, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, f := range sortedFuncs(s.funcs) {
@@ -182,7 +182,7 @@ var functionChecks = []Check{
 	{
 		ID: "BH509", Name: "definer-owned-by-rls-bypasser", Title: "SECURITY DEFINER function owned by a superuser or BYPASSRLS role", Severity: Error,
 		Rationale: "A definer function runs as its owner; owned by a superuser or a BYPASSRLS role it reads every tenant's rows whatever the policies say, and any bug in its WHERE clause is a cross-tenant leak. Definers should be owned by a dedicated NOBYPASSRLS role whose reads RLS still governs. Exempt, precisely: the owner is a NOLOGIN role that no non-superuser login role can become, and the function either can't be executed by the runtime role (or PUBLIC) or reads the tenant context itself (an allow-listed, context-bound hole such as bulkhead's membership helpers).",
-		Needs:     []string{srcFuncs, srcRoles}, Pgrls: "SEC019",
+		Needs:     []string{srcFuncs, srcRoles}, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			ctxFuncs := s.contextFuncs()
 			var out []Finding

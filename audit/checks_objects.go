@@ -57,7 +57,7 @@ var objectChecks = []Check{
 	{
 		ID: "BH601", Name: "definer-view", Title: "View over a tenant table that runs with an RLS-bypassing owner's rights", Severity: Error,
 		Rationale: "A view without security_invoker reads its tables with the view owner's rights. When that owner skips row-level security on a tenant table it reads (superuser, BYPASSRLS, or the table's owner without FORCE), the view returns every tenant's rows to whoever may select from it.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies, srcViews, srcRoles}, Splinter: "0010 security_definer_view", Pgrls: "VIEW001",
+		Needs:     []string{srcRels, srcColumns, srcPolicies, srcViews, srcRoles}, Splinter: "0010 security_definer_view", Pgrls: "VIEW",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, v := range s.rels {
@@ -79,7 +79,7 @@ var objectChecks = []Check{
 	{
 		ID: "BH602", Name: "matview-over-tenant", Title: "Materialized view over a tenant table readable by the runtime role", Severity: Error,
 		Rationale: "A materialized view stores the rows its owner could see when it was refreshed and has no row-level security of its own: every reader sees every tenant's rows in it.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies, srcViews}, Splinter: "0016 materialized_view_in_api", Pgrls: "VIEW002",
+		Needs:     []string{srcRels, srcColumns, srcPolicies, srcViews}, Splinter: "0016 materialized_view_in_api", Pgrls: "VIEW",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, v := range s.rels {

@@ -68,7 +68,7 @@ var policyChecks = []Check{
 	{
 		ID: "BH201", Name: "policy-always-true", Title: "Permissive policy that is always true", Severity: Error,
 		Rationale: "A permissive policy with USING (true) or WITH CHECK (true) admits every row for the commands and roles it covers, and because permissive policies are OR-ed it overrides every tenant policy next to it. WITH CHECK (true) lets a tenant write rows that belong to another tenant.",
-		Needs:     []string{srcRels, srcPolicies}, Splinter: "0024 permissive_rls_policy", Pgrls: "SEC008",
+		Needs:     []string{srcRels, srcPolicies}, Splinter: "0024 permissive_rls_policy", Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, p := range s.policies {
@@ -93,7 +93,7 @@ var policyChecks = []Check{
 	{
 		ID: "BH202", Name: "permissive-check-ignores-tenant", Title: "Permissive write policy whose check ignores the tenant column", Severity: Warn,
 		Rationale: "For INSERT and UPDATE the new row must pass WITH CHECK (or USING when there is no WITH CHECK). A permissive write policy that does not constrain the tenant column lets a tenant insert rows into, or move rows to, another tenant: data injection across tenants that no read policy notices.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies}, Pgrls: "SEC009",
+		Needs:     []string{srcRels, srcColumns, srcPolicies}, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.withTenantColumn() {
@@ -120,7 +120,7 @@ var policyChecks = []Check{
 	{
 		ID: "BH203", Name: "multiple-permissive", Title: "Several permissive policies for one role and command", Severity: Warn,
 		Rationale: "Permissive policies for the same role and command are OR-ed: each one widens what the others allow, a reviewer must read all of them together to know who sees a row, and the planner evaluates every one per row (a second permissive policy measured ~37× slower here). Keep one permissive tenant policy and express the rest AS RESTRICTIVE.",
-		Needs:     []string{srcRels, srcPolicies, srcRoles}, Splinter: "0006 multiple_permissive_policies", Pgrls: "PERF002",
+		Needs:     []string{srcRels, srcPolicies, srcRoles}, Splinter: "0006 multiple_permissive_policies", Pgrls: "PERF",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.tenant {
@@ -162,7 +162,7 @@ var policyChecks = []Check{
 	{
 		ID: "BH204", Name: "context-not-initplan", Title: "Context function evaluated per row", Severity: Warn,
 		Rationale: "A policy that calls current_setting() or a STABLE context helper directly (not as a scalar sub-query `(SELECT fn())`) makes PostgreSQL evaluate it once per row instead of once per statement as an InitPlan; helpers in plpgsql are also not inlined. On large tables this is the difference between an index scan and seconds of CPU.",
-		Needs:     []string{srcRels, srcPolicies}, Splinter: "0003 auth_rls_initplan", Pgrls: "PERF001",
+		Needs:     []string{srcRels, srcPolicies}, Splinter: "0003 auth_rls_initplan", Pgrls: "PERF",
 		run: func(s *snapshot) []Finding {
 			return eachPolicyNode(s, func(p *policy) string { return alterPolicyFix(p, "wrap the call: (SELECT fn()) instead of fn()") },
 				func(s *snapshot, p *policy, n *node, depth int, parents []*node) string {
@@ -193,7 +193,7 @@ var policyChecks = []Check{
 	{
 		ID: "BH205", Name: "volatile-in-policy", Title: "VOLATILE function in a policy", Severity: Warn,
 		Rationale: "A VOLATILE function in a policy is called for every row, can't be inlined or hoisted, blocks index use on the tenant column and may give different answers within one statement (a VOLATILE plpgsql helper measured ~300× slower than an inlinable SQL one). Policy helpers should be STABLE (or IMMUTABLE) LANGUAGE sql.",
-		Needs:     []string{srcRels, srcPolicies}, Pgrls: "PERF003",
+		Needs:     []string{srcRels, srcPolicies}, Pgrls: "PERF",
 		run: func(s *snapshot) []Finding {
 			return eachPolicyNode(s, func(p *policy) string { return "ALTER FUNCTION <fn> STABLE; -- if it only reads" },
 				func(s *snapshot, p *policy, n *node, _ int, _ []*node) string {
@@ -305,7 +305,7 @@ var policyChecks = []Check{
 	{
 		ID: "BH210", Name: "in-subquery-membership", Title: "IN (SELECT ...) membership test in a policy", Severity: Info,
 		Rationale: "`col IN (SELECT ...)` (or `= ANY (SELECT ...)`) in a policy is planned as a hashed or per-row sub-plan; `col = ANY (ARRAY(SELECT ...))` is computed once per statement as an InitPlan. Measured here on 2M rows: 158 ms against 0.19 ms.",
-		Needs:     []string{srcRels, srcPolicies}, Pgrls: "PERF004",
+		Needs:     []string{srcRels, srcPolicies}, Pgrls: "PERF",
 		run: func(s *snapshot) []Finding {
 			return eachPolicyNode(s, func(p *policy) string {
 				return alterPolicyFix(p, "write col = ANY (ARRAY(SELECT ...)) instead of col IN (SELECT ...)")

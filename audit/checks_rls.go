@@ -44,7 +44,7 @@ var rlsChecks = []Check{
 	{
 		ID: "BH102", Name: "rls-not-forced", Title: "Row-level security not forced", Severity: Warn,
 		Rationale: "Without FORCE ROW LEVEL SECURITY the table's owner, and every member of the owner role, skips all policies. Migrations, maintenance jobs and any application path that connects as the owner then see and change every tenant's rows without error, so a misconfigured connection string silently becomes a cross-tenant leak.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies, srcRoles}, Pgrls: "SEC002",
+		Needs:     []string{srcRels, srcColumns, srcPolicies, srcRoles}, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.tenant {
@@ -78,7 +78,7 @@ var rlsChecks = []Check{
 	{
 		ID: "BH104", Name: "rls-no-policy", Title: "Row-level security enabled without any policy", Severity: Info,
 		Rationale: "Row-level security with no policy denies every row to every role subject to it. That fails closed, but it usually means a policy was dropped or never created, and the usual \"fix\" under pressure is to disable RLS: it deserves a deliberate decision.",
-		Needs:     []string{srcRels, srcPolicies}, Splinter: "0008 rls_enabled_no_policy", Pgrls: "SEC003",
+		Needs:     []string{srcRels, srcPolicies}, Splinter: "0008 rls_enabled_no_policy", Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.tenant {
@@ -93,7 +93,7 @@ var rlsChecks = []Check{
 	{
 		ID: "BH105", Name: "policy-rls-disabled", Title: "Policies exist but row-level security is disabled", Severity: Error,
 		Rationale: "Policies on a table with row-level security disabled are not applied at all. The schema reads as protected in review while every row is visible: typically RLS was switched off to debug or migrate and never switched back on.",
-		Needs:     []string{srcRels, srcPolicies}, Splinter: "0007 policy_exists_rls_disabled", Pgrls: "SEC004",
+		Needs:     []string{srcRels, srcPolicies}, Splinter: "0007 policy_exists_rls_disabled", Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.tenant {
@@ -123,7 +123,7 @@ var rlsChecks = []Check{
 	{
 		ID: "BH107", Name: "command-not-covered", Title: "Runtime role has a privilege that no permissive policy covers", Severity: Info,
 		Rationale: "When the runtime role holds SELECT, INSERT, UPDATE or DELETE on an RLS table but no permissive policy applies to that command for it, every such statement sees or changes zero rows (or fails WITH CHECK). That fails closed, but either the grant is unneeded (revoke it: least privilege) or a policy is missing.",
-		Needs:     []string{srcRels, srcPolicies, srcRoles}, Runtime: true, Pgrls: "SEC005",
+		Needs:     []string{srcRels, srcPolicies, srcRoles}, Runtime: true, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.tenant {
@@ -159,7 +159,7 @@ var rlsChecks = []Check{
 	{
 		ID: "BH108", Name: "restrictive-only", Title: "Only restrictive policies", Severity: Info,
 		Rationale: "Restrictive policies only narrow what permissive policies allow; with no permissive policy nothing is visible. Usually the tenant (layer-1) policy was dropped while the entity (layer-2) policies stayed.",
-		Needs:     []string{srcRels, srcPolicies}, Pgrls: "SEC006",
+		Needs:     []string{srcRels, srcPolicies}, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.tenant {
@@ -198,7 +198,7 @@ var rlsChecks = []Check{
 	{
 		ID: "BH110", Name: "permissive-using-ignores-tenant", Title: "Permissive policy whose USING ignores the tenant column", Severity: Warn,
 		Rationale: "Permissive policies are OR-ed: one permissive policy that does not constrain the tenant column makes every row it admits visible whatever the tenant policy says (an early elizaOS entity policy leaked other servers' rows this way). Entity-level rules belong in AS RESTRICTIVE policies on top of a tenant policy.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies}, Pgrls: "SEC007",
+		Needs:     []string{srcRels, srcColumns, srcPolicies}, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.withTenantColumn() {

@@ -14,7 +14,7 @@ var roleChecks = []Check{
 	{
 		ID: "BH301", Name: "runtime-superuser", Title: "Runtime role is a superuser", Severity: Error,
 		Rationale: "Superusers skip row-level security even on FORCE tables, can set any setting (including a \"superuser-only\" tenant context) and can turn RLS off. An application connecting as a superuser has no tenant isolation at all.",
-		Needs:     []string{srcRoles}, Runtime: true, Pgrls: "SEC010",
+		Needs:     []string{srcRoles}, Runtime: true, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			if r := s.runtimeRole(); r != nil && r.super {
 				return []Finding{roleFinding(r.name, "SUPERUSER", fmt.Sprintf("ALTER ROLE %s NOSUPERUSER;", ident(r.name)))}
@@ -25,7 +25,7 @@ var roleChecks = []Check{
 	{
 		ID: "BH302", Name: "runtime-bypassrls", Title: "Runtime role has BYPASSRLS", Severity: Error,
 		Rationale: "BYPASSRLS skips every policy, FORCE or not. The application role must be subject to RLS; work that legitimately spans tenants belongs to a separate, explicitly named role.",
-		Needs:     []string{srcRoles}, Runtime: true, Pgrls: "SEC011",
+		Needs:     []string{srcRoles}, Runtime: true, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			if r := s.runtimeRole(); r != nil && r.bypass {
 				return []Finding{roleFinding(r.name, "BYPASSRLS", fmt.Sprintf("ALTER ROLE %s NOBYPASSRLS;", ident(r.name)))}
@@ -66,7 +66,7 @@ var roleChecks = []Check{
 	{
 		ID: "BH305", Name: "runtime-member-of-privileged", Title: "Runtime role can become a superuser or BYPASSRLS role", Severity: Error,
 		Rationale: "Membership in a role that is SUPERUSER or BYPASSRLS lets the runtime role SET ROLE to it and skip every policy. A NOSUPERUSER NOBYPASSRLS runtime role is only as strong as the roles it can become.",
-		Needs:     []string{srcRoles}, Runtime: true, Pgrls: "SEC012",
+		Needs:     []string{srcRoles}, Runtime: true, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.roles {
@@ -125,7 +125,7 @@ var roleChecks = []Check{
 	{
 		ID: "BH308", Name: "tenant-table-owned-by-superuser", Title: "Tenant table owned by a superuser", Severity: Warn,
 		Rationale: "A superuser-owned table means migrations run as a superuser, and the owner skips RLS whatever FORCE says. Anything that runs as the owner (SECURITY DEFINER functions, views without security_invoker, maintenance) then sees every tenant. Tenant tables should belong to a dedicated NOSUPERUSER owner role.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies, srcRoles}, Pgrls: "SEC013",
+		Needs:     []string{srcRels, srcColumns, srcPolicies, srcRoles}, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.tenant {
@@ -168,7 +168,7 @@ var grantChecks = []Check{
 	{
 		ID: "BH404", Name: "public-grant", Title: "PUBLIC holds privileges on a tenant table", Severity: Warn,
 		Rationale: "A grant to PUBLIC reaches every role in the cluster, including roles created later for other applications, reporting tools or extensions; together with a policy TO PUBLIC it makes isolation depend on every one of them setting context correctly. Grant tenant tables to named roles only.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies}, Splinter: "0026/0027 pg_graphql_*_table_exposed", Pgrls: "SEC014",
+		Needs:     []string{srcRels, srcColumns, srcPolicies}, Splinter: "0026/0027 pg_graphql_*_table_exposed", Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, r := range s.tenant {

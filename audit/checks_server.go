@@ -12,7 +12,7 @@ var constraintChecks = []Check{
 	{
 		ID: "BH701", Name: "unique-without-tenant", Title: "Unique key without the tenant column", Severity: Warn,
 		Rationale: "Uniqueness is checked against every row, including rows RLS hides: inserting a value that another tenant already uses fails with a unique violation, which tells the caller that value exists elsewhere (an email, a slug, an external id). Every primary key and unique index of a tenant table should include the tenant column.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies, srcIndexes}, Pgrls: "SEC020",
+		Needs:     []string{srcRels, srcColumns, srcPolicies, srcIndexes}, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, ix := range s.indexes {
@@ -29,7 +29,7 @@ var constraintChecks = []Check{
 	{
 		ID: "BH702", Name: "foreign-key-without-tenant", Title: "Foreign key between tenant tables without the tenant column", Severity: Warn,
 		Rationale: "Foreign key checks ignore row-level security: a foreign key that doesn't carry the tenant column lets a row point at another tenant's row, and inserting candidate ids reveals which exist in other tenants. Composite keys (tenant_id, id) make cross-tenant references impossible.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies, srcConstraints}, Pgrls: "SEC021",
+		Needs:     []string{srcRels, srcColumns, srcPolicies, srcConstraints}, Pgrls: "SEC",
 		run: func(s *snapshot) []Finding {
 			var out []Finding
 			for _, c := range s.constraints {
@@ -49,7 +49,7 @@ var constraintChecks = []Check{
 	{
 		ID: "BH703", Name: "tenant-column-not-indexed", Title: "No index leads with the tenant column", Severity: Info,
 		Rationale: "Every statement on a tenant table carries the policy's tenant predicate; without an index that starts with the tenant column, each one scans the whole table, all tenants included, and one tenant's size becomes everyone's latency.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies, srcIndexes}, Splinter: "0001 unindexed_foreign_keys (analogue)", Pgrls: "PERF005",
+		Needs:     []string{srcRels, srcColumns, srcPolicies, srcIndexes}, Splinter: "0001 unindexed_foreign_keys (analogue)", Pgrls: "PERF",
 		run: func(s *snapshot) []Finding {
 			led := map[uint32]bool{}
 			for _, ix := range s.indexes {
@@ -88,7 +88,7 @@ var constraintChecks = []Check{
 	{
 		ID: "BH705", Name: "no-primary-key", Title: "Tenant table without a primary key", Severity: Info,
 		Rationale: "Without a primary key rows can't be addressed one by one: updates and deletes by value can hit several rows, logical replication can't identify rows, and per-row encryption or audit keyed by row id has nothing to bind to.",
-		Needs:     []string{srcRels, srcColumns, srcPolicies, srcIndexes}, Splinter: "0004 no_primary_key", Pgrls: "HYG001",
+		Needs:     []string{srcRels, srcColumns, srcPolicies, srcIndexes}, Splinter: "0004 no_primary_key", Pgrls: "HYG",
 		run: func(s *snapshot) []Finding {
 			pk := map[uint32]bool{}
 			for _, ix := range s.indexes {
