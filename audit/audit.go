@@ -190,7 +190,12 @@ func Run(ctx context.Context, conn *pgx.Conn, opts Options) (*Report, error) {
 			rep.Skipped = append(rep.Skipped, Skipped{Check: c.ID, Reason: reason, Privilege: priv})
 			continue
 		}
-		for _, f := range c.run(snap) {
+		fs, err := runCheck(c, snap)
+		if err != nil {
+			rep.Skipped = append(rep.Skipped, Skipped{Check: c.ID, Reason: err.Error(), Privilege: true})
+			continue
+		}
+		for _, f := range fs {
 			f.Check = c.ID
 			f.Severity = c.Severity
 			rep.Findings = append(rep.Findings, f)
@@ -219,4 +224,16 @@ func sqlState(err error) string {
 		return pe.Code
 	}
 	return ""
+}
+
+// runCheck runs one check; a panic (a bug in the check, or a catalog shape
+// it did not expect) becomes an error that marks the audit incomplete
+// instead of ending it.
+func runCheck(c Check, s *snapshot) (fs []Finding, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error in %s: %v", c.ID, r)
+		}
+	}()
+	return c.run(s), nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,6 +209,11 @@ func TestEveryCheckFiresOnItsFixture(t *testing.T) {
 				t.Errorf("%s objects (-want +got):\n%s", c.ID, diff)
 			}
 		})
+	}
+	for _, f := range rep.Findings {
+		if f.Check == "BH101" && f.Object.Schema == "Mixed Schema" && !strings.Contains(f.Fix, `ALTER TABLE "Mixed Schema"."Tenant Docs" ENABLE`) {
+			t.Errorf("mixed-case names are not quoted in the fix: %s", f.Fix)
+		}
 	}
 	fired := 0
 	for _, c := range Checks {
