@@ -257,7 +257,7 @@ var policyChecks = []Check{
 		run: func(s *snapshot) []Finding {
 			return eachPolicyNode(s, func(p *policy) string {
 				return alterPolicyFix(p, "qualify the outer column with the table's name: p.room_id = "+p.rel.name+".room_id")
-			}, func(s *snapshot, p *policy, n *node, depth int, _ []*node) string {
+			}, func(s *snapshot, p *policy, n *node, depth int, parents []*node) string {
 				if n.typ != "OPEXPR" {
 					return ""
 				}
@@ -266,15 +266,12 @@ var policyChecks = []Check{
 					return ""
 				}
 				v := stripRelabel(args[0]).(*node)
-				col := "column " + v.str("varattno")
-				if int64(depth) == v.num("varlevelsup") {
-					col = p.rel.col(int16(v.num("varattno")))
-				}
+				col := varName(p, v, depth, parents)
 				where := "in the policy"
 				if depth > 0 {
 					where = fmt.Sprintf("in a sub-query (depth %d)", depth)
 				}
-				return fmt.Sprintf("%s compares %s with itself", where, col)
+				return fmt.Sprintf("%s compares %s with itself (%s = %s)", where, col, col, col)
 			})
 		},
 	},
@@ -354,4 +351,47 @@ func dedupe(l []string) []string {
 		}
 	}
 	return out
+}
+
+// varName names the column a Var reads: table.column for the policy's own
+// row, alias.column for a sub-query's relation (from the query's range
+// table), or its numbers when the tree has no names.
+func varName(p *policy, v *node, depth int, parents []*node) string {
+	level := int64(depth) - v.num("varlevelsup")
+	if level <= 0 {
+		return p.rel.name + "." + p.rel.col(int16(v.num("varattno")))
+	}
+	var q *node
+	k := int64(0)
+	for _, pa := range parents {
+		if pa.typ == "QUERY" {
+			k++
+			if k == level {
+				q = pa
+			}
+		}
+	}
+	fallback := fmt.Sprintf("var %s.%s", v.str("varno"), v.str("varattno"))
+	if q == nil {
+		return fallback
+	}
+	rt := q.list("rtable")
+	no, att := v.num("varno"), v.num("varattno")
+	if no < 1 || int(no) > len(rt) {
+		return fallback
+	}
+	rte, ok := rt[no-1].(*node)
+	if !ok {
+		return fallback
+	}
+	eref, ok := rte.f["eref"].(*node)
+	if !ok {
+		return fallback
+	}
+	cols := eref.list("colnames")
+	if att < 1 || int(att) > len(cols) {
+		return fallback
+	}
+	c, _ := cols[att-1].(string)
+	return eref.str("aliasname") + "." + c
 }

@@ -211,6 +211,9 @@ func TestEveryCheckFiresOnItsFixture(t *testing.T) {
 		})
 	}
 	for _, f := range rep.Findings {
+		if f.Check == "BH208" && !strings.Contains(f.Detail, "(p.room_id = p.room_id)") {
+			t.Errorf("BH208 does not name the captured column: %s", f.Detail)
+		}
 		if f.Check == "BH101" && f.Object.Schema == "Mixed Schema" && !strings.Contains(f.Fix, `ALTER TABLE "Mixed Schema"."Tenant Docs" ENABLE`) {
 			t.Errorf("mixed-case names are not quoted in the fix: %s", f.Fix)
 		}
