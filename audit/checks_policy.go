@@ -393,5 +393,5 @@ func varName(p *policy, v *node, depth int, parents []*node) string {
 		return fallback
 	}
 	c, _ := cols[att-1].(string)
-	return eref.str("aliasname") + "." + c
+	return strings.Trim(eref.str("aliasname"), `"`) + "." + strings.Trim(c, `"`)
 }
