@@ -196,6 +196,7 @@ type snapshot struct {
 	sessionValues    map[string]string // context setting -> value in the audit's fresh session
 	fileSettings     map[string]string // context setting -> value (file:line) from pg_file_settings
 	fileSettingsRead bool
+	statsExtFixed    bool // pg_stats_ext(_exprs) show rows to table owners only
 }
 
 type pubRel struct {
@@ -680,6 +681,14 @@ WHERE s.relkind = 'S' AND `+userSchemas+` ORDER BY 2`)
 			sp.Rollback(ctx)
 		}
 	}
+	// CVE-2024-4317: patched binaries fix pg_stats_ext only in clusters
+	// initialised after the fix; older ones need fix-CVE-2024-4317.sql in
+	// every database.
+	s.statsExtFixed = true
+	s.read(ctx, tx, srcSettings, func(q pgx.Tx) error {
+		return q.QueryRow(ctx, `SELECT coalesce(bool_and(pg_get_viewdef(c.oid) LIKE '%pg_has_role(c.relowner%'), true)
+			FROM pg_catalog.pg_class c WHERE c.oid IN (to_regclass('pg_catalog.pg_stats_ext'), to_regclass('pg_catalog.pg_stats_ext_exprs'))`).Scan(&s.statsExtFixed)
+	})
 	s.discover()
 	return s, nil
 }

@@ -207,16 +207,25 @@ type cve struct {
 	sev                        Severity
 	intro                      int         // first affected major
 	fixed                      map[int]int // major -> first fixed minor
+	// unfixed, when set, finds the vulnerability on fixed binaries (a fix
+	// that needs a step the upgrade doesn't do).
+	unfixed func(s *snapshot) string
 }
 
 var cves = []cve{
-	{"CVE-2019-10130", "cve-2019-10130", "Selectivity estimators bypass row security", "Before 11.3/10.8/9.6.13/9.5.17, a user could craft a leaky operator that the planner's selectivity estimation ran on most-common-values statistics of columns RLS hides from them, reading sampled values of other tenants' rows.", Warn, 9, map[int]int{9: 17, 10: 8, 11: 3}},
-	{"CVE-2023-2455", "cve-2023-2455", "Row security policies disregard user ID changes after inlining", "Before 15.3/14.8/13.11/12.15/11.20, a query planned under one role and reused after SET ROLE or a SECURITY DEFINER switch could apply the wrong role's policies: a role-based policy could admit rows it should hide.", Error, 11, map[int]int{11: 20, 12: 15, 13: 11, 14: 8, 15: 3}},
-	{"CVE-2023-39418", "cve-2023-39418", "MERGE fails to enforce UPDATE or SELECT row security policies", "PostgreSQL 15.0–15.3 MERGE applied INSERT policies but not the UPDATE and SELECT ones, so a MERGE could modify rows a tenant could not otherwise update. Fixed in 15.4.", Error, 15, map[int]int{15: 4}},
-	{"CVE-2024-4317", "cve-2024-4317", "pg_stats_ext and pg_stats_ext_exprs visible to non-owners", "Before 16.3/15.7/14.12, extended statistics views showed most-common values of tables to roles that could not read the rows; existing clusters also need the fix script from the release notes applied.", Warn, 14, map[int]int{14: 12, 15: 7, 16: 3}},
-	{"CVE-2024-10976", "cve-2024-10976", "Row security below subqueries disregards user ID changes", "Before 17.1/16.5/15.9/14.14/13.17/12.21, policies under sub-queries, WITH queries, security invoker views or SQL-language functions could be applied for the wrong role after a user ID change (SET ROLE, SECURITY DEFINER).", Error, 12, map[int]int{12: 21, 13: 17, 14: 14, 15: 9, 16: 5, 17: 1}},
-	{"CVE-2024-10978", "cve-2024-10978", "SET ROLE and SET SESSION AUTHORIZATION reset to the wrong user ID", "Before 17.1/16.5/15.9/14.14/13.17/12.21, a parallel query or a reset could run with the wrong role after SET ROLE: a context mechanism built on roles could act as another principal.", Warn, 12, map[int]int{12: 21, 13: 17, 14: 14, 15: 9, 16: 5, 17: 1}},
-	{"CVE-2025-8713", "cve-2025-8713", "Optimizer statistics expose sampled data of partitions and child tables", "Before 17.6/16.10/15.14/14.19/13.22, a leaky operator could read histograms and most-common values that row security hides, through partitions or inheritance children (a gap left by CVE-2017-7484 and CVE-2019-10130).", Warn, 13, map[int]int{13: 22, 14: 19, 15: 14, 16: 10, 17: 6}},
+	{"CVE-2019-10130", "cve-2019-10130", "Selectivity estimators bypass row security", "Before 11.3/10.8/9.6.13/9.5.17, a user could craft a leaky operator that the planner's selectivity estimation ran on most-common-values statistics of columns RLS hides from them, reading sampled values of other tenants' rows.", Warn, 9, map[int]int{9: 17, 10: 8, 11: 3}, nil},
+	{"CVE-2023-2455", "cve-2023-2455", "Row security policies disregard user ID changes after inlining", "Before 15.3/14.8/13.11/12.15/11.20, a query planned under one role and reused after SET ROLE or a SECURITY DEFINER switch could apply the wrong role's policies: a role-based policy could admit rows it should hide.", Error, 11, map[int]int{11: 20, 12: 15, 13: 11, 14: 8, 15: 3}, nil},
+	{"CVE-2023-39418", "cve-2023-39418", "MERGE fails to enforce UPDATE or SELECT row security policies", "PostgreSQL 15.0–15.3 MERGE applied INSERT policies but not the UPDATE and SELECT ones, so a MERGE could modify rows a tenant could not otherwise update. Fixed in 15.4.", Error, 15, map[int]int{15: 4}, nil},
+	{"CVE-2024-4317", "cve-2024-4317", "pg_stats_ext and pg_stats_ext_exprs visible to non-owners", "Before 16.3/15.7/14.12, extended statistics views showed most-common values of tables to roles that could not read the rows; a cluster initialised before the fix stays affected after the upgrade until fix-CVE-2024-4317.sql from the release notes is run in each database, which the audit also checks (the views' definition).", Warn, 14, map[int]int{14: 12, 15: 7, 16: 3},
+		func(s *snapshot) string {
+			if s.statsExtFixed {
+				return ""
+			}
+			return "the binaries are fixed but pg_stats_ext/pg_stats_ext_exprs in this database still show other owners' statistics: run share/fix-CVE-2024-4317.sql"
+		}},
+	{"CVE-2024-10976", "cve-2024-10976", "Row security below subqueries disregards user ID changes", "Before 17.1/16.5/15.9/14.14/13.17/12.21, policies under sub-queries, WITH queries, security invoker views or SQL-language functions could be applied for the wrong role after a user ID change (SET ROLE, SECURITY DEFINER).", Error, 12, map[int]int{12: 21, 13: 17, 14: 14, 15: 9, 16: 5, 17: 1}, nil},
+	{"CVE-2024-10978", "cve-2024-10978", "SET ROLE and SET SESSION AUTHORIZATION reset to the wrong user ID", "Before 17.1/16.5/15.9/14.14/13.17/12.21, a parallel query or a reset could run with the wrong role after SET ROLE: a context mechanism built on roles could act as another principal.", Warn, 12, map[int]int{12: 21, 13: 17, 14: 14, 15: 9, 16: 5, 17: 1}, nil},
+	{"CVE-2025-8713", "cve-2025-8713", "Optimizer statistics expose sampled data of partitions and child tables", "Before 17.6/16.10/15.14/14.19/13.22, a leaky operator could read histograms and most-common values that row security hides, through partitions or inheritance children (a gap left by CVE-2017-7484 and CVE-2019-10130).", Warn, 13, map[int]int{13: 22, 14: 19, 15: 14, 16: 10, 17: 6}, nil},
 }
 
 // vulnerable reports whether a server with version number num (e.g.
@@ -251,6 +260,12 @@ var cveChecks = func() []Check {
 			Rationale: c.rationale + " The audit compares the server's minor version with the fixed releases: upgrade the minor version (no dump/restore needed).",
 			run: func(s *snapshot) []Finding {
 				if !c.vulnerable(s.versionNum) {
+					if c.unfixed != nil {
+						if d := c.unfixed(s); d != "" {
+							return []Finding{{Object: Object{Kind: "server", Name: "PostgreSQL " + s.version}, Detail: d,
+								Fix: "-- run the fix script shipped with the release (see the release notes of " + c.id + ") in every database"}}
+						}
+					}
 					return nil
 				}
 				return []Finding{{Object: Object{Kind: "server", Name: "PostgreSQL " + s.version}, Detail: fmt.Sprintf("server_version_num %d is affected by %s", s.versionNum, c.id),

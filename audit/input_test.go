@@ -263,3 +263,32 @@ func TestSARIF(t *testing.T) {
 		}
 	}
 }
+
+// TestCVE20244317UnfixedCatalog: on fixed binaries, a database whose
+// pg_stats_ext still has the old definition (a cluster initialised before
+// the fix, without fix-CVE-2024-4317.sql) is still affected: BH904 fires
+// there and nowhere else.
+func TestCVE20244317UnfixedCatalog(t *testing.T) {
+	ctx := context.Background()
+	db := newDatabase(t)
+	admin := testdb.MustConnect(t, testdb.Cluster().SuperuserDSN(db))
+	for _, v := range []string{"pg_stats_ext", "pg_stats_ext_exprs"} {
+		var def string
+		if err := admin.QueryRow(ctx, "SELECT pg_get_viewdef($1::regclass)", "pg_catalog."+v).Scan(&def); err != nil {
+			t.Fatal(err)
+		}
+		old := strings.Replace(def, "pg_has_role(c.relowner, 'USAGE'::text) AND", "", 1)
+		if old == def {
+			t.Fatalf("%s: no owner filter to remove in %s", v, def)
+		}
+		if _, err := admin.Exec(ctx, "SET allow_system_table_mods = on; CREATE OR REPLACE VIEW pg_catalog."+v+" AS "+old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff([]string{"server PostgreSQL " + mustAudit(t, testdb.Cluster().SuperuserDSN(db), Options{}).Server}, found(mustAudit(t, testdb.Cluster().SuperuserDSN(db), Options{}))["BH904"]); diff != "" {
+		t.Errorf("BH904 on an unfixed catalog (-want +got):\n%s", diff)
+	}
+	if f := found(mustAudit(t, testdb.Cluster().SuperuserDSN(newDatabase(t)), Options{}))["BH904"]; len(f) > 0 {
+		t.Errorf("BH904 on a fixed catalog: %v", f)
+	}
+}
