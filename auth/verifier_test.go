@@ -221,6 +221,13 @@ func TestNewVerifierValidation(t *testing.T) {
 		{"JWKS issuer allowing HS256", []IssuerConfig{func() IssuerConfig { c := good(); c.Algorithms = []string{"RS256", "HS256"}; return c }()}, Options{}, "issuers[0].algorithms"},
 		{"JWKS issuer allowing none", []IssuerConfig{func() IssuerConfig { c := good(); c.Algorithms = []string{"none"}; return c }()}, Options{}, "issuers[0].algorithms"},
 		{"plain http to a remote host", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://idp.example.com/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
+		// IP literals that are not loopback: private, link-local (cloud
+		// metadata), unspecified, IPv6.
+		{"plain http to a private IP", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://10.0.0.5/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
+		{"plain http to link-local", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://169.254.169.254/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
+		{"plain http to 0.0.0.0", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://0.0.0.0:8080/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
+		{"plain http to an IPv6 host", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://[2001:db8::1]/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
+		{"plain http to a name that starts like loopback", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://127.0.0.1.example.com/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
 		{"relative JWKS URL", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
 		{"tenant claim sub", []IssuerConfig{func() IssuerConfig { c := good(); c.TenantClaim = "sub"; return c }()}, Options{}, "issuers[0].tenant_claim"},
 		{"negative leeway", []IssuerConfig{good()}, Options{Leeway: -time.Second}, "options.leeway"},
@@ -256,6 +263,10 @@ func TestNewVerifierValidation(t *testing.T) {
 		// fetch fails, which NewVerifier logs and survives).
 		loop := good()
 		loop.JWKSURL = "http://127.0.0.1:1/jwks.json"
+		mustVerifier(t, []IssuerConfig{loop}, testOptions(a))
+		loop.JWKSURL = "http://[::1]:1/jwks.json"
+		mustVerifier(t, []IssuerConfig{loop}, testOptions(a))
+		loop.JWKSURL = "http://localhost:1/jwks.json"
 		mustVerifier(t, []IssuerConfig{loop}, testOptions(a))
 	})
 }

@@ -85,6 +85,9 @@ type StreamOptions struct {
 	// used on the process that issued it (sticky routing), or clients use a
 	// header token.
 	TicketTTL time.Duration
+	// Now is the clock tickets are issued and checked by. Nil: time.Now.
+	// For tests.
+	Now func() time.Time
 	// MaxLifetime bounds a stream whose credential has no known expiry: 1
 	// hour if zero.
 	MaxLifetime time.Duration
@@ -136,7 +139,11 @@ func newStreams(db *postgres.DB, log *slog.Logger, o StreamOptions) *streams {
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	st.tickets = &tickets{ttl: ttl, m: map[[32]byte]ticket{}, perEntity: map[string]int{}}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	st.tickets = &tickets{ttl: ttl, now: now, m: map[[32]byte]ticket{}, perEntity: map[string]int{}}
 	for _, o := range o.Origins {
 		n, ok := normalOrigin(o)
 		if !ok {
@@ -229,6 +236,7 @@ const maxTicketsPerEntity = 32
 // logged).
 type tickets struct {
 	ttl       time.Duration
+	now       func() time.Time
 	mu        sync.Mutex
 	m         map[[32]byte]ticket
 	perEntity map[string]int
@@ -248,7 +256,7 @@ func (tk *tickets) issue(sc bulkhead.Scope, room uuid.UUID, tokenExp time.Time) 
 	var raw [32]byte
 	rand.Read(raw[:])
 	value := base64.RawURLEncoding.EncodeToString(raw[:])
-	now := time.Now()
+	now := tk.now()
 	exp := now.Add(tk.ttl)
 	if !tokenExp.IsZero() && tokenExp.Before(exp) {
 		exp = tokenExp
@@ -281,7 +289,7 @@ func (tk *tickets) consume(value string, room uuid.UUID) (bulkhead.Scope, time.T
 	switch {
 	case !ok:
 		return bulkhead.Scope{}, time.Time{}, ticketRefused("unknown or already used")
-	case !time.Now().Before(t.expires):
+	case !tk.now().Before(t.expires):
 		return bulkhead.Scope{}, time.Time{}, ticketRefused("expired")
 	case t.room != room:
 		return bulkhead.Scope{}, time.Time{}, ticketRefused("issued for another room")
