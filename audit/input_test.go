@@ -72,6 +72,18 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("err = %v", err)
 		}
 	})
+	t.Run("exclude", func(t *testing.T) {
+		db := fixture(t)
+		rep := mustAudit(t, testdb.Cluster().SuperuserDSN(db), Options{RuntimeRole: "fx_app", Exclude: []string{"BH802", "BH208"}})
+		got := found(rep)
+		if len(got["BH802"]) > 0 || len(got["BH208"]) > 0 || len(got["BH801"]) == 0 || len(rep.Skipped) != 2 || rep.Incomplete() {
+			t.Errorf("excluded checks ran or the audit is incomplete: %+v", rep.Skipped)
+		}
+		conn := testdb.MustConnect(t, testdb.Cluster().SuperuserDSN(db))
+		if _, err := Run(ctx, conn, Options{Exclude: []string{"BH999"}}); err == nil || !strings.Contains(err.Error(), "BH999: no such check") {
+			t.Errorf("unknown id: %v", err)
+		}
+	})
 	t.Run("no runtime role", func(t *testing.T) {
 		rep := mustAudit(t, testdb.Cluster().SuperuserDSN(newDatabase(t)), Options{})
 		n := 0
