@@ -92,6 +92,15 @@ func TestCIFlow(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stdout, "2 tables probed") || !strings.Contains(r.stdout, "no leak found") {
 			t.Errorf("probe of the application schema: %s", r)
 		}
+		// docs/CI.md's audit step: clean once the forgeable context is
+		// accepted; without --exclude it reports it (BH802, exit 1).
+		auditArgs := []string{"audit", "--database-url", appURL, "--runtime-role", "app_user", "--format", "sarif", "--fail-on", "error"}
+		if r := run(t, dir, nil, append(auditArgs, "--exclude", "BH802")...); r.code != 0 || !strings.Contains(r.stdout, `"version": "2.1.0"`) {
+			t.Errorf("audit of the application schema: %s", r)
+		}
+		if r := run(t, dir, nil, auditArgs...); r.code != 1 || !strings.Contains(r.stdout, `"ruleId": "BH802"`) {
+			t.Errorf("audit of the application schema without --exclude BH802: %s", r)
+		}
 		lock := filepath.Join(dir, "app.lock")
 		mustRun(t, dir, "policy", "lock", "--database-url", appURL, "--no-matrix", "--lock", lock)
 		if r := run(t, dir, nil, "policy", "check", "--database-url", appURL, "--no-matrix", "--lock", lock); r.code != 0 {
@@ -108,6 +117,10 @@ func TestCIFlow(t *testing.T) {
 		r = run(t, dir, nil, "probe", "--database-url", appURL, "--role", "app_user", "--tenant-setting", "app.tenant_id", "--allow-forgeable-context", "--quiet")
 		if r.code != 1 || !strings.Contains(r.stdout, "LEAK app.tasks [read-id]") {
 			t.Errorf("probe after opening app.tasks: %s", r)
+		}
+		r = run(t, dir, nil, append(auditArgs, "--exclude", "BH802")...)
+		if r.code != 1 || !strings.Contains(r.stdout, `"ruleId": "BH201"`) || !strings.Contains(r.stdout, `"fullyQualifiedName": "app.tasks.tenant"`) {
+			t.Errorf("audit after opening app.tasks: %s", r)
 		}
 		r = run(t, dir, nil, "policy", "check", "--database-url", appURL, "--lock", lock)
 		if r.code != 2 || !strings.Contains(r.stderr, "--no-matrix") {
