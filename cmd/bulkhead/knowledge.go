@@ -170,8 +170,9 @@ type knowledgeOps interface {
 func serveFile(dataDir string) string { return filepath.Join(dataDir, "serve.json") }
 
 type serveInfo struct {
-	Addr string `json:"addr"`
-	PID  int    `json:"pid"`
+	Addr    string `json:"addr"`
+	PID     int    `json:"pid"`
+	TLSCert string `json:"tls_cert,omitempty"` // absolute path; set when the server serves HTTPS
 }
 
 // knowledgeFor returns the ops for the CLI: in process, or through the
@@ -194,6 +195,14 @@ func (c *config) knowledgeFor(db *postgres.DB, log *slog.Logger) (knowledgeOps, 
 		return nil, nil, fmt.Errorf("%w; the operator token: %w", err, rerr)
 	}
 	log.Debug("control plane through the running server", "addr", info.Addr)
+	if info.TLSCert != "" {
+		tc, err := pinnedTLS(info.TLSCert)
+		if err != nil {
+			return nil, nil, err
+		}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+		return &adminClient{base: "https://" + info.Addr + "/admin/v1", token: strings.TrimSpace(string(tok)), hc: hc}, func() {}, nil
+	}
 	return &adminClient{base: "http://" + info.Addr + "/admin/v1", token: strings.TrimSpace(string(tok)), hc: &http.Client{}}, func() {}, nil
 }
 

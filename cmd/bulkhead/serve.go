@@ -28,6 +28,7 @@ import (
 
 func newServeCmd(cfg *config) *cobra.Command {
 	var addr, authConfig string
+	var tlsf tlsFiles
 	var streamOrigins []string
 	var migrate bool
 	var maxBody int64
@@ -56,10 +57,15 @@ embedded cluster.`,
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), cfg, addr, migrate, authConfig, maxBody, limits, streamOrigins, cmd)
+			if (tlsf.cert == "") != (tlsf.key == "") {
+				return errors.New("--tls-cert and --tls-key go together")
+			}
+			return serve(cmd.Context(), cfg, addr, tlsf, migrate, authConfig, maxBody, limits, streamOrigins, cmd)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "HTTP listen address")
+	cmd.Flags().StringVar(&tlsf.cert, "tls-cert", "", "serve HTTPS with this PEM certificate chain (reloaded when the file changes)")
+	cmd.Flags().StringVar(&tlsf.key, "tls-key", "", "the PEM private key of --tls-cert (mode 0600; reloaded with it)")
 	cmd.Flags().BoolVar(&migrate, "migrate", true, "apply pending migrations at start")
 	cmd.Flags().StringVar(&authConfig, "auth-config", "", `JSON file of external JWT issuers: {"issuers":[{"issuer","audience", "jwks_url" or "hs256_secret_file" (neither: OIDC discovery from the issuer URL), "algorithms", "tenant" (a fixed tenant) or "tenant_claim" (then only tenants that ran 'tenant issuer add' may be named), "name_claim","email_claim"}]}; bulkhead's own tokens (bulkhead token mint) are always accepted`)
 	cmd.Flags().Int64Var(&maxBody, "max-body", 2<<20, "largest request body in bytes (413 beyond); documents hold up to 1 MiB of text")
@@ -76,11 +82,20 @@ embedded cluster.`,
 	return cmd
 }
 
-func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConfig string, maxBody int64, limits httpapi.RateLimits, streamOrigins []string, cmd *cobra.Command) error {
+// tlsFiles are --tls-cert and --tls-key; empty: plain HTTP.
+type tlsFiles struct{ cert, key string }
+
+func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate bool, authConfig string, maxBody int64, limits httpapi.RateLimits, streamOrigins []string, cmd *cobra.Command) error {
 	start := time.Now()
 	log, err := cfg.logger()
 	if err != nil {
 		return err
+	}
+	var certs *certReloader
+	if tlsf.cert != "" {
+		if certs, err = newCertReloader(tlsf.cert, tlsf.key, log); err != nil {
+			return err
+		}
 	}
 	// Listen first: a port in use fails before anything is started.
 	ln, err := net.Listen("tcp", addr)
@@ -162,23 +177,37 @@ func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConf
 		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken, Stream: stream, Knowledge: know})
 	// Tell the CLI where the control plane is (it can't open the vector
 	// store this process holds).
-	if b, err := json.Marshal(serveInfo{Addr: ln.Addr().String(), PID: os.Getpid()}); err == nil {
+	info := serveInfo{Addr: ln.Addr().String(), PID: os.Getpid()}
+	scheme := "http"
+	if certs != nil {
+		scheme, info.TLSCert = "https", absPath(tlsf.cert)
+	}
+	if b, err := json.Marshal(info); err == nil {
 		if err := os.WriteFile(serveFile(cfg.dataDir), b, 0o600); err != nil {
 			return err
 		}
 		defer os.Remove(serveFile(cfg.dataDir))
 	}
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	if certs != nil {
+		srv.TLSConfig = certs.tlsConfig()
+	}
 	where := "external database " + env.database
 	if env.cluster != nil {
 		where = fmt.Sprintf("embedded PostgreSQL %d, socket in %s", env.cluster.Major(), env.cluster.SocketDir())
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "bulkhead serving on http://%s (data dir %s, %s); ready in %s\n",
-		ln.Addr(), env.dataDirOr(cfg.dataDir), where, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(cmd.OutOrStdout(), "bulkhead serving on %s://%s (data dir %s, %s); ready in %s\n",
+		scheme, ln.Addr(), env.dataDirOr(cfg.dataDir), where, time.Since(start).Round(time.Millisecond))
 	log.Info("serving", "addr", ln.Addr().String(), "data_dir", cfg.dataDir, "startup", time.Since(start).String())
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if certs != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("http server: %w", err)
