@@ -60,14 +60,22 @@ func TestReembed(t *testing.T) {
 	var queries atomic.Int64
 	var wg sync.WaitGroup
 	wg.Add(2)
+	// Each query's start and end, to show some overlapped the reembed
+	// (and so its switch) rather than trusting sleeps to arrange it.
+	var mu sync.Mutex
+	var spans [][2]time.Time
 	go func() { // reader
 		defer wg.Done()
 		for !stop.Load() {
+			start := time.Now()
 			ps, err := k.Service.Query(w.ua, retrieval.Query{Text: "warehouse refund queue parcels"})
 			if err != nil || len(ps) == 0 {
 				failures.Add(1)
 				t.Logf("query during reembed: %d passages, %v", len(ps), err)
 			}
+			mu.Lock()
+			spans = append(spans, [2]time.Time{start, time.Now()})
+			mu.Unlock()
 			queries.Add(1)
 		}
 	}()
@@ -81,16 +89,36 @@ func TestReembed(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// Queries run before the reembed starts and after it ends: waited
+	// for, not slept for.
+	waitFor := func(n *atomic.Int64, above int64) {
+		for deadline := time.Now().Add(30 * time.Second); n.Load() <= above; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the reader made no progress in 30 s")
+			}
+		}
+	}
+	waitFor(&queries, 0)
+	begin := time.Now()
 	st, err := k.Service.Reembed(maint, w.a, "test-doubled")
-	time.Sleep(50 * time.Millisecond)
+	end := time.Now()
+	waitFor(&queries, queries.Load())
 	stop.Store(true)
 	wg.Wait()
 	if err != nil {
 		t.Fatalf("reembed: %v", err)
 	}
-	if failures.Load() > 0 || queries.Load() == 0 {
-		t.Errorf("%d failures in %d queries and the ingests during reembed", failures.Load(), queries.Load())
+	overlapping := 0
+	for _, sp := range spans {
+		if sp[0].Before(end) && sp[1].After(begin) {
+			overlapping++
+		}
+	}
+	if overlapping == 0 {
+		t.Fatalf("no query overlapped the reembed (%d queries): the test proved nothing", len(spans))
+	}
+	if failures.Load() > 0 {
+		t.Errorf("%d failures in %d queries (%d during the reembed) and the ingests", failures.Load(), queries.Load(), overlapping)
 	}
 	kn, err := d.DB.TenantKnowledge(maint, w.a)
 	if err != nil {
