@@ -356,7 +356,9 @@ func TestNotifierEndsSlowSubscribersAndCloses(t *testing.T) {
 	admin := mustConnect(t, d.AdminDSN())
 	listeners := func() int {
 		var k int
-		admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bulkhead notifier' AND datname = current_database()`).Scan(&k)
+		if err := admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bulkhead notifier' AND datname = current_database()`).Scan(&k); err != nil {
+			t.Fatal(err)
+		}
 		return k
 	}
 	for start := time.Now(); listeners() != 0; time.Sleep(20 * time.Millisecond) {
