@@ -174,6 +174,25 @@ func TestCrossTenantWritesChangeNothing(t *testing.T) {
 			t.Errorf("table %s changed after T2's targeted writes", table)
 		}
 	}
+	// The same targeted statements by T1's Bob, who owns those rows
+	// (room2 is his, and the wiki; the memories are his), change exactly
+	// one row each: the refusal above is T2's, not everyone's. (Entities
+	// and participants are not his to write by id; the verifier covers
+	// their rightful writers.)
+	t1bob := as(t, t1.Tenant.ID, t1.Bob, uuid.Nil)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`UPDATE bulkhead.memories SET content = 'edited' WHERE id = $1`, []any{t1.Memories["room1/bob"]}},
+		{`DELETE FROM bulkhead.memories WHERE id = $1`, []any{t1.Memories["room2/bob"]}},
+		{`UPDATE bulkhead.rooms SET name = 'renamed' WHERE id = $1`, []any{t1.Room2}},
+		{`DELETE FROM bulkhead.documents WHERE id = $1`, []any{t1.TenantDoc}},
+	} {
+		if n, err := exec(t, d.DB, t1bob, q.sql, q.args...); err != nil || n != 1 {
+			t.Errorf("%s by its owner T1 Bob: %d rows, err %v; want 1", q.sql, n, err)
+		}
+	}
 	// Blind writes touch only the writer's own rows (the other side).
 	n, err := exec(t, d.DB, t2bob, `UPDATE bulkhead.memories SET metadata = '{"touched": true}'`)
 	if err != nil || n != 2 { // T2's Bob authored two memories
