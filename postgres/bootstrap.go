@@ -129,7 +129,17 @@ func revokeDefinerMembership(ctx context.Context, tx pgx.Tx) error {
 
 // closeOtherDatabases revokes PUBLIC's CONNECT and TEMPORARY on every
 // database but database that accepts connections.
+//
+// Database ACLs live in the cluster-wide pg_database catalog, where two
+// GRANTs or REVOKEs on one row at once fail with "tuple concurrently
+// updated": PrepareDatabase (of another database, from another process)
+// changes them too. Both take databaseACLLock in the admin connection's
+// database; advisory locks are per database, so this serialises callers
+// that share an admin connection string, as bulkhead's own do.
 func closeOtherDatabases(ctx context.Context, tx pgx.Tx, database string) error {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", databaseACLLock); err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
 	rows, err := tx.Query(ctx, `SELECT datname FROM pg_database d WHERE datallowconn AND datname <> $1
 		AND EXISTS (SELECT 1 FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
 		            WHERE a.grantee = 0 AND a.privilege_type IN ('CONNECT', 'TEMPORARY'))
@@ -194,6 +204,11 @@ const bootstrapLock int64 = 0x62756c6b68656164 // "bulkhead"
 // prepareLock is the advisory lock key serialising PrepareDatabase.
 const prepareLock = bootstrapLock + 1
 
+// databaseACLLock is the advisory lock key serialising changes to database
+// ACLs (closeOtherDatabases, PrepareDatabase), taken in the admin
+// connection's database.
+const databaseACLLock = bootstrapLock + 3
+
 // PrepareDatabase sets, idempotently, the privileges inside one database:
 // only bulkhead's roles may connect, nobody but the owner may create
 // objects, the public schema is closed, and the bulkhead schema exists,
@@ -201,15 +216,15 @@ const prepareLock = bootstrapLock + 1
 // server has it. (A database cloned from a template needs this again:
 // database privileges are not copied.)
 func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
+	if err := restrictDatabase(ctx, adminDSN, database); err != nil {
+		return err
+	}
 	conn, err := connectTo(ctx, adminDSN, database)
 	if err != nil {
 		return fmt.Errorf("prepare database %s: connect as admin: %w", database, err)
 	}
 	defer conn.Close(ctx)
-	db := pgx.Identifier{database}.Sanitize()
 	stmts := []string{
-		"REVOKE ALL ON DATABASE " + db + " FROM PUBLIC",
-		fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s, %s, %s, %s", db, Owner, Runtime, Maintenance, KeyService),
 		"REVOKE ALL ON SCHEMA public FROM PUBLIC",
 		fmt.Sprintf("CREATE SCHEMA IF NOT EXISTS %s AUTHORIZATION %s", Schema, Owner),
 		fmt.Sprintf("ALTER SCHEMA %s OWNER TO %s", Schema, Owner),
@@ -244,6 +259,33 @@ func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
 		if available {
 			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE EXTENSION IF NOT EXISTS %s SCHEMA %s", ContextExtension, Schema)); err != nil {
 				return fmt.Errorf("prepare database %s: create extension %s: %w", database, ContextExtension, err)
+			}
+		}
+		return nil
+	})
+}
+
+// restrictDatabase lets only bulkhead's roles connect to database. It runs
+// in the admin connection's own database under databaseACLLock (see
+// closeOtherDatabases).
+func restrictDatabase(ctx context.Context, adminDSN, database string) error {
+	conn, err := connectTo(ctx, adminDSN, "")
+	if err != nil {
+		return fmt.Errorf("prepare database %s: connect as admin: %w", database, err)
+	}
+	defer conn.Close(ctx)
+	db := pgx.Identifier{database}.Sanitize()
+	stmts := []string{
+		"REVOKE ALL ON DATABASE " + db + " FROM PUBLIC",
+		fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s, %s, %s, %s", db, Owner, Runtime, Maintenance, KeyService),
+	}
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", databaseACLLock); err != nil {
+			return fmt.Errorf("prepare database %s: lock: %w", database, err)
+		}
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("prepare database %s: %s: %w", database, s, err)
 			}
 		}
 		return nil

@@ -176,21 +176,42 @@ func TestPoliciesDownUpKeepsData(t *testing.T) {
 }
 
 // TestConcurrentBootstraps: several processes bootstrapping one cluster at
-// once (two first starts, parallel migrators) all succeed.
+// once (two first starts, parallel migrators) all succeed, also while other
+// databases of the cluster are being prepared (their ACLs change in the
+// shared pg_database catalog that the bootstraps' closing of other
+// databases also updates: it failed with "tuple concurrently updated").
 func TestConcurrentBootstraps(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	name := fmt.Sprintf("boot%d", os.Getpid())
+	admin := mustConnect(t, testdb.Cluster().SuperuserDSN("postgres"))
+	var others []string
+	for i := range 4 {
+		other := fmt.Sprintf("boot%d_other%d", os.Getpid(), i)
+		if _, err := admin.Exec(ctx, "CREATE DATABASE "+other); err != nil {
+			t.Fatal(err)
+		}
+		others = append(others, other)
+	}
 	t.Cleanup(func() {
-		admin := mustConnect(t, testdb.Cluster().SuperuserDSN("postgres"))
-		admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		for _, n := range append(others, name) {
+			admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+n+" WITH (FORCE)")
+		}
 	})
-	errs := make(chan error, 4)
+	errs := make(chan error, 4+4*10)
 	for range 4 {
 		go func() {
-			errs <- postgres.Bootstrap(context.Background(), testdb.Cluster().SuperuserDSN("postgres"), name, testdb.Credentials(), true)
+			errs <- postgres.Bootstrap(ctx, testdb.Cluster().SuperuserDSN("postgres"), name, testdb.Credentials(), true)
 		}()
 	}
-	for range 4 {
+	for _, other := range others {
+		go func() {
+			for range 10 {
+				errs <- postgres.PrepareDatabase(ctx, testdb.Cluster().SuperuserDSN("postgres"), other)
+			}
+		}()
+	}
+	for range 4 + 4*10 {
 		if err := <-errs; err != nil {
 			t.Errorf("concurrent bootstrap: %v", err)
 		}
