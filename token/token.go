@@ -118,7 +118,11 @@ func (s *Signer) MintSession(tenant, entity, session uuid.UUID, ttl time.Duratio
 	exp := now.Add(ttl)
 	claims := jwt.MapClaims{
 		"iss": s.issuer, "sub": entity.String(), "aud": Audience,
-		"iat": now.Unix(), "nbf": now.Unix(), "exp": exp.Unix(),
+		// iat to the microsecond (RFC 7519 allows a non-integer NumericDate):
+		// revocation compares it with the instant sessions were revoked, so a
+		// token minted just after a revocation is not refused with the ones
+		// minted just before it.
+		"iat": float64(now.UnixMicro()) / 1e6, "nbf": now.Unix(), "exp": exp.Unix(),
 		"jti": uuid.NewString(), TenantClaim: tenant.String(),
 	}
 	if session != uuid.Nil {
