@@ -218,3 +218,89 @@ func TestAccessControlPlaneNotFound(t *testing.T) {
 		t.Errorf("T2's Alice after T1's operator named her: %v", err)
 	}
 }
+
+// TestPasswordDefinerFunctionsStayInTheirLane: auth_password_reset answers
+// only in a pre-authentication context and only for a matching, unexpired
+// hash; auth_password_change changes only the caller's own password, never
+// while acting for someone, and only with the right key. Neither returns a
+// hash; each refusal changes nothing.
+func TestPasswordDefinerFunctionsStayInTheirLane(t *testing.T) {
+	d, demo := seeded(t)
+	t1 := demo.T1
+	ctx := context.Background()
+	admin := mustConnect(t, d.AdminDSN())
+	const params, key = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA", "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U"
+	resetHash := []byte("0123456789abcdef0123456789abcdef")
+	for _, e := range []uuid.UUID{t1.Bob, t1.Charlie} {
+		if _, err := admin.Exec(ctx, `INSERT INTO bulkhead.users (tenant_id, id, email, password_hash, reset_hash, reset_expires_at) VALUES ($1, $2, $3, $4, $5, now() + interval '1 hour')
+			ON CONFLICT (tenant_id, id) DO UPDATE SET password_hash = excluded.password_hash, reset_hash = excluded.reset_hash, reset_expires_at = excluded.reset_expires_at`,
+			t1.Tenant.ID, e, e.String()+"@example.com", params+"$"+key, resetHash); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hashOf := func(e uuid.UUID) string {
+		var h string
+		if err := admin.QueryRow(ctx, `SELECT password_hash FROM bulkhead.users WHERE tenant_id = $1 AND id = $2`, t1.Tenant.ID, e).Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	call := func(scope context.Context, sql string, args ...any) string {
+		t.Helper()
+		var out *string
+		if err := d.DB.InScope(scope, func(tx pgx.Tx) error { return tx.QueryRow(scope, sql, args...).Scan(&out) }); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		if out == nil {
+			return "NULL"
+		}
+		return *out
+	}
+	reset := `SELECT bulkhead.auth_password_reset($1, $2, 'new-hash')::text`
+	change := `SELECT bulkhead.auth_password_change($1, 'new-hash')::text`
+	for name, scope := range map[string]context.Context{
+		"bob himself":              as(t, t1.Tenant.ID, t1.Bob, uuid.Nil),
+		"charlie":                  as(t, t1.Tenant.ID, t1.Charlie, uuid.Nil),
+		"the agent acting for bob": as(t, t1.Tenant.ID, t1.Agent, t1.Bob),
+		"T2":                       as(t, demo.T2.Tenant.ID, uuid.Nil, uuid.Nil),
+	} {
+		if got := call(scope, reset, t1.Bob, resetHash); got != "NULL" {
+			t.Errorf("reset as %s: %s, want NULL", name, got)
+		}
+	}
+	preauth := as(t, t1.Tenant.ID, uuid.Nil, uuid.Nil)
+	if got := call(preauth, reset, t1.Bob, []byte("wrong")); got != "NULL" {
+		t.Errorf("reset with a wrong hash: %s", got)
+	}
+	if hashOf(t1.Bob) != params+"$"+key {
+		t.Fatal("a refused reset changed the password")
+	}
+	// Change: Charlie can't change Bob's (only his own); the agent acting
+	// for Bob can't; a wrong key can't; without an entity nothing.
+	for name, c := range map[string]struct {
+		scope context.Context
+		key   string
+	}{
+		"charlie with bob's key":   {as(t, t1.Tenant.ID, t1.Charlie, uuid.Nil), "wrong"},
+		"the agent acting for bob": {as(t, t1.Tenant.ID, t1.Agent, t1.Bob), key},
+		"bob with a wrong key":     {as(t, t1.Tenant.ID, t1.Bob, uuid.Nil), "d3Jvbmc"},
+		"a pre-auth scope":         {preauth, key},
+	} {
+		if got := call(c.scope, change, c.key); got != "false" {
+			t.Errorf("change as %s: %s, want false", name, got)
+		}
+	}
+	if hashOf(t1.Bob) != params+"$"+key || hashOf(t1.Charlie) != params+"$"+key {
+		t.Fatal("a refused change changed a password")
+	}
+	// The rightful calls succeed, and touch only their own row.
+	if got := call(as(t, t1.Tenant.ID, t1.Charlie, uuid.Nil), change, key); got != "true" || hashOf(t1.Charlie) != "new-hash" || hashOf(t1.Bob) != params+"$"+key {
+		t.Errorf("charlie changes his own: %s", got)
+	}
+	if got := call(preauth, reset, t1.Bob, resetHash); got != t1.Bob.String() || hashOf(t1.Bob) != "new-hash" {
+		t.Errorf("bob's reset in a pre-auth scope: %s", got)
+	}
+	if got := call(preauth, reset, t1.Bob, resetHash); got != "NULL" {
+		t.Errorf("the same reset again: %s, want NULL", got)
+	}
+}
