@@ -18,6 +18,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/token"
+	"github.com/coder/websocket"
 	"github.com/google/uuid"
 )
 
@@ -566,4 +567,30 @@ func TestEveryScopedRouteChecksAccess(t *testing.T) {
 	run(true)
 	e.admin("POST", base+"/enable", 204)
 	run(false)
+}
+
+// TestStreamClosesWhenTheEntityIsDisabled: a live stream ends (1008) at
+// the next re-check once its entity is disabled, a ticket issued before
+// is refused after, and another participant's stream goes on.
+func TestStreamClosesWhenTheEntityIsDisabled(t *testing.T) {
+	e := newStreamEnv(t, httpapi.StreamOptions{Recheck: 100 * time.Millisecond}, nil)
+	t1 := e.demo.T1
+	m := bulkhead.AsMaintenance(context.Background(), "test")
+	bob := e.mustDial(t1.Room1, "T1-bob", "", "")
+	alice := e.mustDial(t1.Room1, "T1-alice", "", "")
+	ticket := e.ticket("T1-bob", t1.Room1)
+	if err := e.db.SetEntityDisabled(m, t1.Tenant.ID, t1.Bob, true); err != nil {
+		t.Fatal(err)
+	}
+	expectClose(t, bob, websocket.StatusPolicyViolation)
+	e.refused("a ticket issued before the entity was disabled", 401, t1.Room1, "", ticket, appOrigin)
+	e.refused("the disabled entity's header token", 401, t1.Room1, "T1-bob", "", "")
+	sent := e.post("T1-alice", t1.Room1, "after Bob was disabled")
+	if got := next(t, alice); got.ID != sent.ID {
+		t.Errorf("alice's stream got %v, want %v", got.ID, sent.ID)
+	}
+	if err := e.db.SetEntityDisabled(m, t1.Tenant.ID, t1.Bob, false); err != nil {
+		t.Fatal(err)
+	}
+	e.mustDial(t1.Room1, "T1-bob", "", "")
 }
