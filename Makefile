@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/bulkhead
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: deps build run test lint bench generate
+.PHONY: deps build run test lint bench generate mutate policy-lock policy-check
 
 deps:
 	@./scripts/deps.sh
@@ -16,7 +16,11 @@ run: deps build
 	./$(BIN) serve --log-format text
 
 test: deps
-	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -race -shuffle=on -count=1 -timeout 15m ./...
+
+# Mutation testing (docs/TESTING.md): PKGS="./auth ./rls" or DIFF=<commit> to narrow it.
+mutate: deps
+	PKGS="$(PKGS)" DIFF="$(DIFF)" ./scripts/mutate.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -31,3 +35,13 @@ bench: deps build
 	./$(BIN) bench api --write docs/BENCHMARKS.md
 	./$(BIN) bench vector --write docs/BENCHMARKS.md
 	./$(BIN) bench retrieval --write docs/BENCHMARKS.md
+
+# The policy gate: policies.lock records the policies, grants, definer
+# functions and visibility matrix that postgres/migrations produce (applied
+# to a throwaway PostgreSQL). Regenerate it with every intended policy
+# change and commit it; CI runs policy-check.
+policy-lock: deps build
+	./$(BIN) policy lock --migrations postgres/migrations --log-format text
+
+policy-check: deps build
+	./$(BIN) policy check --migrations postgres/migrations --log-format text

@@ -2,8 +2,11 @@ package auth
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -39,6 +42,40 @@ type Authenticator struct {
 	// self is the issuer whose subjects are bulkhead entity ids (its own
 	// tokens); other issuers' entities are EntityID(issuer, sub).
 	self string
+	// dir resolves external principals to entities (binding, just-in-time
+	// creation, deactivation); nil: see WithDirectory.
+	dir           *postgres.DB
+	claimsRefresh time.Duration
+}
+
+// Reasons the Authenticator gives for refusing a verified external token
+// (for metrics and logs, never for clients).
+const (
+	ReasonNoTenant       = "no_tenant"        // the issuer named no tenant (no fixed tenant, no tenant claim)
+	ReasonIssuerNotBound = "issuer_not_bound" // the token names a tenant that has not registered its issuer
+	ReasonUnknownEntity  = "unknown_entity"   // no entity for the subject, and the tenant did not opt in to just-in-time entities
+	ReasonBadNameClaim   = "bad_name_claim"   // just-in-time creation needed a name, and the name claim is empty, too long or unprintable
+	ReasonDeactivated    = "deactivated"      // the subject's entity is deactivated
+)
+
+// DefaultClaimsRefresh is the least time between two updates of an
+// external entity's name and email from its tokens' claims.
+const DefaultClaimsRefresh = 10 * time.Minute
+
+// WithDirectory makes every token of an issuer other than self resolve to
+// an entity in db (postgres.DB.ResolveExternal), on every request: the
+// issuer must be bound to the tenant the token names (by the issuer's fixed
+// Tenant, or by the tenant's registration of the issuer), the entity must
+// exist and be active, or be created now when the tenant opted in to
+// just-in-time entities for the issuer. claimsRefresh (DefaultClaimsRefresh
+// if zero) rate-limits name and email updates.
+//
+// Without a directory, a tenant claim is never enough: tokens of an issuer
+// without a fixed Tenant are refused (ReasonIssuerNotBound).
+func (a *Authenticator) WithDirectory(db *postgres.DB, claimsRefresh time.Duration) *Authenticator {
+	a.dir = db
+	a.claimsRefresh = cmp.Or(claimsRefresh, DefaultClaimsRefresh)
+	return a
 }
 
 // NewAuthenticator authenticates with v; tokens of issuer self carry the
@@ -52,6 +89,9 @@ type cached struct {
 	access  postgres.Access
 	expires time.Time // the token's exp
 	until   time.Time // when the entry is forgotten: min(exp, a minute after verification)
+	// external is set for an external principal resolved through the
+	// directory: resolved again on every request (deactivation, unbinding).
+	external *postgres.ExternalLogin
 }
 
 // maxCached bounds the verified-token cache.
@@ -67,7 +107,7 @@ func (a *Authenticator) lookup(key [32]byte) (cached, bool) {
 	return c, true
 }
 
-func (a *Authenticator) remember(key [32]byte, s bulkhead.Scope, acc postgres.Access, exp time.Time) {
+func (a *Authenticator) remember(key [32]byte, s bulkhead.Scope, acc postgres.Access, exp time.Time, ext *postgres.ExternalLogin) {
 	until := time.Now().Add(time.Minute)
 	if exp.Before(until) {
 		until = exp
@@ -82,7 +122,7 @@ func (a *Authenticator) remember(key [32]byte, s bulkhead.Scope, acc postgres.Ac
 			}
 		}
 	}
-	a.cache[key] = cached{scope: s, access: acc, expires: exp, until: until}
+	a.cache[key] = cached{scope: s, access: acc, expires: exp, until: until, external: ext}
 }
 
 // WithAPIKeys also accepts bulkhead API keys (Authorization: Bearer bhk_…
@@ -158,6 +198,11 @@ func (a *Authenticator) AuthenticateAccess(r *http.Request) (bulkhead.Scope, tim
 	}
 	key := sha256.Sum256([]byte(tok))
 	if c, ok := a.lookup(key); ok {
+		if c.external != nil {
+			if err := a.resolve(r.Context(), c.scope.Tenant, *c.external); err != nil {
+				return bulkhead.Scope{}, time.Time{}, none, err
+			}
+		}
 		return c.scope, c.expires, c.access, nil
 	}
 	p, err := a.v.Verify(r.Context(), tok)
@@ -165,10 +210,19 @@ func (a *Authenticator) AuthenticateAccess(r *http.Request) (bulkhead.Scope, tim
 		return bulkhead.Scope{}, time.Time{}, none, reasoned{err, Reason(err)}
 	}
 	if p.Tenant == uuid.Nil {
-		return bulkhead.Scope{}, time.Time{}, none, refuse("no_tenant", "issuer "+p.Issuer+" named no tenant")
+		return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonNoTenant, "issuer "+p.Issuer+" named no tenant")
 	}
 	s := bulkhead.Scope{Tenant: p.Tenant, Entity: p.Entity}
 	acc := postgres.Access{ExternalEntity: p.Issuer != a.self, IssuedAt: issuedAt(p.Claims)}
+	var ext *postgres.ExternalLogin
+	if p.Issuer != a.self {
+		switch {
+		case a.dir != nil:
+			ext = &postgres.ExternalLogin{Issuer: p.Issuer, Bound: p.TenantBound, Entity: p.Entity, Name: p.Name, Email: p.Email, ClaimsRefresh: a.claimsRefresh}
+		case !p.TenantBound:
+			return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonIssuerNotBound, fmt.Sprintf("issuer %s named tenant %s by claim, and there is no directory to check that the tenant registered it", p.Issuer, p.Tenant))
+		}
+	}
 	if p.Issuer == a.self {
 		id, err := uuid.Parse(p.Subject)
 		if err != nil || id == uuid.Nil {
@@ -195,7 +249,12 @@ func (a *Authenticator) AuthenticateAccess(r *http.Request) (bulkhead.Scope, tim
 	if err := s.Validate(); err != nil {
 		return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonBadClaims, err.Error())
 	}
-	a.remember(key, s, acc, p.ExpiresAt)
+	if ext != nil {
+		if err := a.resolve(r.Context(), s.Tenant, *ext); err != nil {
+			return bulkhead.Scope{}, time.Time{}, none, err
+		}
+	}
+	a.remember(key, s, acc, p.ExpiresAt, ext)
 	return s, p.ExpiresAt, acc, nil
 }
 
@@ -210,15 +269,48 @@ func issuedAt(claims map[string]any) time.Time {
 	return time.Unix(int64(sec), int64((f-sec)*1e9))
 }
 
+// resolve checks an external principal against the directory in tenant's
+// pre-authentication scope: binding, existence (or just-in-time creation),
+// deactivation. A database failure is bulkhead.ErrUnavailable (503), never
+// a 401 that would make clients drop a valid token.
+func (a *Authenticator) resolve(ctx context.Context, tenant uuid.UUID, l postgres.ExternalLogin) error {
+	st, err := a.dir.ResolveExternal(tenantScope(ctx, tenant), l)
+	if err != nil {
+		if errors.Is(err, bulkhead.ErrUnauthenticated) {
+			return reasoned{err, ReasonOther}
+		}
+		return reasoned{fmt.Errorf("%w: authenticate: %w", bulkhead.ErrUnavailable, err), "directory_unavailable"}
+	}
+	who := fmt.Sprintf("issuer %s, entity %s, tenant %s", l.Issuer, l.Entity, tenant)
+	switch st {
+	case postgres.ExternalCreated, postgres.ExternalUpdated, postgres.ExternalOK:
+		return nil
+	case postgres.ExternalUnbound:
+		return refuse(ReasonIssuerNotBound, who+": the tenant has not registered the issuer")
+	case postgres.ExternalUnknown:
+		return refuse(ReasonUnknownEntity, who+": no such entity, and no just-in-time creation for this issuer in this tenant")
+	case postgres.ExternalBadName:
+		return refuse(ReasonBadNameClaim, who+": just-in-time creation refused: the name claim is empty, longer than 200 characters or unprintable")
+	case postgres.ExternalDeactivated:
+		return refuse(ReasonDeactivated, who+": the entity is deactivated")
+	}
+	return refuse(ReasonOther, who+": unexpected directory answer "+quote(string(st)))
+}
+
 // FileConfig is the JSON file (--auth-config) listing external issuers.
 type FileConfig struct {
 	Issuers []struct {
+		// Issuer alone (with Audience) is an OpenID Provider found by
+		// discovery from its URL.
 		Issuer          string   `json:"issuer"`
 		JWKSURL         string   `json:"jwks_url"`
 		HS256SecretFile string   `json:"hs256_secret_file"`
 		Algorithms      []string `json:"algorithms"`
 		Audience        string   `json:"audience"`
 		TenantClaim     string   `json:"tenant_claim"`
+		Tenant          string   `json:"tenant"` // a fixed tenant id, exclusive with tenant_claim
+		NameClaim       string   `json:"name_claim"`
+		EmailClaim      string   `json:"email_claim"`
 	} `json:"issuers"`
 }
 
@@ -237,7 +329,15 @@ func LoadIssuers(path string) ([]IssuerConfig, error) {
 	}
 	var out []IssuerConfig
 	for i, c := range fc.Issuers {
-		ic := IssuerConfig{Issuer: c.Issuer, JWKSURL: c.JWKSURL, Algorithms: c.Algorithms, Audience: c.Audience, TenantClaim: c.TenantClaim}
+		ic := IssuerConfig{Issuer: c.Issuer, JWKSURL: c.JWKSURL, Algorithms: c.Algorithms, Audience: c.Audience, TenantClaim: c.TenantClaim,
+			NameClaim: c.NameClaim, EmailClaim: c.EmailClaim}
+		if c.Tenant != "" {
+			id, err := parseTenant(c.Tenant)
+			if err != nil {
+				return nil, fmt.Errorf("auth config: issuers[%d].tenant %q: %w", i, c.Tenant, err)
+			}
+			ic.Tenant = id
+		}
 		if c.HS256SecretFile != "" {
 			fi, err := os.Stat(c.HS256SecretFile)
 			if err != nil {

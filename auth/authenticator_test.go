@@ -26,8 +26,10 @@ func TestAuthenticatorWithBulkheadAndExternalTokens(t *testing.T) {
 	secretFile := filepath.Join(dir, "svc.secret")
 	secret := strings.Repeat("s", 40)
 	os.WriteFile(secretFile, []byte(secret+"\n"), 0o600)
+	tenant, entity := uuid.New(), uuid.New()
 	cfgFile := filepath.Join(dir, "auth.json")
 	os.WriteFile(cfgFile, []byte(`{"issuers":[{"issuer":"svc","hs256_secret_file":"`+secretFile+`","audience":"bulkhead","tenant_claim":"tenant"},
+		{"issuer":"fixed","hs256_secret_file":"`+secretFile+`","audience":"bulkhead","tenant":"`+tenant.String()+`"},
 		{"issuer":"untrusted","hs256_secret_file":"`+secretFile+`","audience":"bulkhead"}]}`), 0o600)
 	external, err := auth.LoadIssuers(cfgFile)
 	if err != nil {
@@ -47,7 +49,6 @@ func TestAuthenticatorWithBulkheadAndExternalTokens(t *testing.T) {
 		}
 		return r
 	}
-	tenant, entity := uuid.New(), uuid.New()
 
 	// bulkhead's own token: the subject is the entity.
 	tok, _, err := signer.Mint(tenant, entity, time.Minute)
@@ -59,29 +60,32 @@ func TestAuthenticatorWithBulkheadAndExternalTokens(t *testing.T) {
 		t.Fatalf("bulkhead token: %+v %v", s, err)
 	}
 
-	// An external HS256 issuer trusted for tenancy: entity = UUIDv5(issuer, sub).
+	// An external HS256 issuer bound to a fixed tenant: entity = UUIDv5(issuer, sub).
 	hs := func(iss string, claims jwt.MapClaims) string {
 		claims["iss"], claims["aud"], claims["exp"], claims["iat"] = iss, "bulkhead", time.Now().Add(time.Minute).Unix(), time.Now().Unix()
 		t, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
 		return t
 	}
-	s, err = a.Authenticate(req("Bearer " + hs("svc", jwt.MapClaims{"sub": "user-42", "tenant": tenant.String()})))
-	if err != nil || s.Tenant != tenant || s.Entity != auth.EntityID("svc", "user-42") {
-		t.Fatalf("external token: %+v %v", s, err)
+	s, err = a.Authenticate(req("Bearer " + hs("fixed", jwt.MapClaims{"sub": "user-42", "tenant": uuid.NewString()})))
+	if err != nil || s.Tenant != tenant || s.Entity != auth.EntityID("fixed", "user-42") {
+		t.Fatalf("external token of a fixed-tenant issuer (its tenant claim ignored): %+v %v", s, err)
 	}
 	// An agent token acting for a principal carries the claim through (the database checks it).
 	principal := uuid.New()
-	s, err = a.Authenticate(req("Bearer " + hs("svc", jwt.MapClaims{"sub": "agent-1", "tenant": tenant.String(), auth.ActingForClaim: principal.String()})))
+	s, err = a.Authenticate(req("Bearer " + hs("fixed", jwt.MapClaims{"sub": "agent-1", auth.ActingForClaim: principal.String()})))
 	if err != nil || s.ActingFor != principal {
 		t.Fatalf("acting-for claim: %+v %v", s, err)
 	}
 
 	refused := map[string]string{
-		"no header":                  "",
-		"basic auth":                 "Basic dXNlcjpwYXNz",
-		"garbage":                    "Bearer not.a.token",
-		"oversized header":           "Bearer " + strings.Repeat("a", 9000),
-		"untrusted issuer's tenant":  "Bearer " + hs("untrusted", jwt.MapClaims{"sub": "x", "tenant": tenant.String()}),
+		"no header":                 "",
+		"basic auth":                "Basic dXNlcjpwYXNz",
+		"garbage":                   "Bearer not.a.token",
+		"oversized header":          "Bearer " + strings.Repeat("a", 9000),
+		"untrusted issuer's tenant": "Bearer " + hs("untrusted", jwt.MapClaims{"sub": "x", "tenant": tenant.String()}),
+		// A tenant claim alone binds nothing: without a directory to check
+		// the tenant's registration of the issuer, it is refused.
+		"tenant claim, no directory": "Bearer " + hs("svc", jwt.MapClaims{"sub": "user-42", "tenant": tenant.String()}),
 		"no tenant claim":            "Bearer " + hs("svc", jwt.MapClaims{"sub": "x"}),
 		"malformed acting-for claim": "Bearer " + hs("svc", jwt.MapClaims{"sub": "x", "tenant": tenant.String(), auth.ActingForClaim: "everyone"}),
 		"bulkhead token, tampered":   "Bearer " + tampered(tok),

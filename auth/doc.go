@@ -30,9 +30,22 @@
 //     in-memory set.
 //   - The entity id is UUIDv5(EntityNamespace, issuer+"\x00"+sub): stable,
 //     and distinct for the same subject at two issuers.
-//   - Only an issuer with a TenantClaim can yield a tenant; the claim must
-//     be a canonical, non-nil UUID string, or the token is refused. Other
-//     issuers yield uuid.Nil even if the token carries such a claim.
+//   - An issuer configured by its URL alone is an OpenID Provider: its JWKS
+//     is found by discovery (Issuer + DiscoveryPath), whose "issuer" must
+//     equal the configured one exactly and whose jwks_uri must be https
+//     (http only to loopback), rediscovered on the JWKS refresh schedule.
+//     When no key of an issuer is known at all, Verify fails with
+//     bulkhead.ErrUnavailable (retry later), not ErrUnauthenticated.
+//   - Only an issuer with a fixed Tenant or a TenantClaim can yield a
+//     tenant; the claim must be a canonical, non-nil UUID string, or the
+//     token is refused. Other issuers yield uuid.Nil even if the token
+//     carries such a claim; an issuer with a fixed Tenant ignores it.
+//
+// Guarantees of Authenticator: a claimed tenant counts only when the tenant
+// registered the issuer, checked in the database (WithDirectory) on every
+// request, which also creates just-in-time entities for tenants that opted
+// in and refuses deactivated entities; without a directory a claimed tenant
+// is refused.
 //   - Every rejection wraps bulkhead.ErrUnauthenticated; Reason gives a
 //     fixed label for metrics. Error texts are for logs only and never hold
 //     key material or the token.

@@ -1,6 +1,12 @@
 package auth
 
-import "github.com/google/uuid"
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
 
 // EntityNamespace is the UUIDv5 namespace of entity ids derived from JWTs.
 // It is a fixed random UUID chosen once for bulkhead (a constant, so no code
@@ -22,4 +28,45 @@ var entityNamespace = uuid.MustParse(EntityNamespace)
 // use.
 func EntityID(issuer, subject string) uuid.UUID {
 	return uuid.NewSHA1(entityNamespace, []byte(issuer+"\x00"+subject))
+}
+
+// maxNameChars bounds an entity's display name, as the database does.
+const maxNameChars = 200
+
+// mapClaims returns the display name and email an external entity gets
+// from the token's claims: "" for either when it is unusable. A token
+// without the name claim is named after its subject.
+func (is *issuer) mapClaims(claims map[string]any, sub string) (name, email string) {
+	name = sub
+	if raw, ok := claims[is.nameClaim]; ok {
+		name, _ = raw.(string)
+	}
+	if !usableName(name) {
+		name = ""
+	}
+	if raw, ok := claims[is.emailClaim]; ok {
+		email, _ = raw.(string)
+		if len(email) > 320 || !strings.Contains(email, "@") || !printable(email) {
+			email = ""
+		}
+	}
+	return name, email
+}
+
+// usableName: 1 to 200 characters, not all blank, valid UTF-8 without
+// control characters.
+func usableName(s string) bool {
+	if strings.TrimSpace(s) == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > maxNameChars {
+		return false
+	}
+	return printable(s)
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }

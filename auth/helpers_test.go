@@ -380,8 +380,12 @@ func wantReject(t *testing.T, v *Verifier, token, reason string) error {
 
 func checkRejection(t testing.TB, err error) {
 	t.Helper()
-	if !errors.Is(err, bulkhead.ErrUnauthenticated) {
-		t.Fatalf("error does not wrap ErrUnauthenticated: %v", err)
+	want := bulkhead.ErrUnauthenticated
+	if Reason(err) == ReasonJWKSUnavailable { // "retry later", not "bad token"
+		want = bulkhead.ErrUnavailable
+	}
+	if !errors.Is(err, want) || (want == bulkhead.ErrUnavailable && errors.Is(err, bulkhead.ErrUnauthenticated)) {
+		t.Fatalf("error does not wrap %v (alone): %v", want, err)
 	}
 	if r := Reason(err); r == ReasonOther || !slices.Contains(Reasons(), r) {
 		t.Fatalf("Reason = %q, not one of Reasons()", r)

@@ -23,6 +23,8 @@ func TestJWKSFailuresKeepLastGoodSet(t *testing.T) {
 		var te interface{ Timeout() bool }
 		return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &te) && te.Timeout()
 	}
+	// Only the timeout case depends on the clock: the others get a budget
+	// no loaded machine exhausts, so they fail for their own reason.
 	tests := []struct {
 		name  string
 		mode  int32
@@ -38,8 +40,12 @@ func TestJWKSFailuresKeepLastGoodSet(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			logged := &errorLog{}
+			timeout := 30 * time.Second
+			if tt.mode == modeSlow {
+				timeout = 300 * time.Millisecond
+			}
 			e := newEnv(t, func(o *Options) {
-				o.JWKSTimeout = 300 * time.Millisecond
+				o.JWKSTimeout = timeout
 				o.Logger = slog.New(logged)
 			})
 			evil := newCounter(t)
@@ -50,8 +56,10 @@ func TestJWKSFailuresKeepLastGoodSet(t *testing.T) {
 			e.a.mode.Store(tt.mode)
 			start := time.Now()
 			wantReject(t, e.v, sign(t, jwt.SigningMethodRS256, rsaA2(), "a-2", claims(issA)), ReasonUnknownKID)
-			if d := time.Since(start); d > 3*time.Second {
-				t.Fatalf("failed refetch took %v", d)
+			// The slow server answers only after 10 s or when the client
+			// gives up: returning sooner shows the timeout bounded the wait.
+			if d := time.Since(start); tt.mode == modeSlow && d > 9*time.Second {
+				t.Fatalf("failed refetch took %v: the timeout did not bound it", d)
 			}
 			if n := e.a.requests(); n != 2 {
 				t.Fatalf("JWKS requests %d, want 2", n)
@@ -78,7 +86,8 @@ func TestJWKSServerGone(t *testing.T) {
 }
 
 // TestJWKSDownAtStart: an unreachable issuer does not stop NewVerifier; its
-// tokens fail until a fetch succeeds, and other issuers work meanwhile.
+// tokens fail as unavailable (no key of it is known: 503, retry) until a
+// fetch succeeds, and other issuers work meanwhile.
 func TestJWKSDownAtStart(t *testing.T) {
 	t.Parallel()
 	a := newJWKSServer(t, keysA()...)
@@ -87,7 +96,7 @@ func TestJWKSDownAtStart(t *testing.T) {
 	v := mustVerifier(t, issuerConfigs(a, b), testOptions(a))
 	mustVerify(t, v, signC(t, claims(issC)))
 	mustVerify(t, v, sign(t, jwt.SigningMethodRS256, rsaB(), "b-rsa", claims(issB)))
-	wantReject(t, v, signA(t, claims(issA)), ReasonUnknownKID) // refetch fails too
+	wantReject(t, v, signA(t, claims(issA)), ReasonJWKSUnavailable) // refetch fails too
 	a.mode.Store(modeOK)
 	v2 := mustVerifier(t, issuerConfigs(a, b), testOptions(a))
 	a.mode.Store(modeDown)

@@ -30,6 +30,7 @@ const (
 	ReasonMissingSub      = "missing_sub"      // no or empty "sub"
 	ReasonBadTenant       = "bad_tenant"       // tenant claim present but not a canonical, non-nil UUID string
 	ReasonBadClaims       = "bad_claims"       // a registered claim has the wrong JSON type
+	ReasonJWKSUnavailable = "jwks_unavailable" // no key of the issuer is known: its JWKS (or discovery) was never reached; wraps bulkhead.ErrUnavailable
 	ReasonOther           = "other"            // an error this package did not make
 )
 
@@ -41,7 +42,7 @@ func Reasons() []string {
 		ReasonUnknownIssuer, ReasonAlgNotAllowed, ReasonMissingKID, ReasonBadKID,
 		ReasonUnknownKID, ReasonKeyMismatch, ReasonBadSignature, ReasonMissingExp,
 		ReasonExpired, ReasonNotYetValid, ReasonIssuedInFuture, ReasonWrongAudience,
-		ReasonMissingSub, ReasonBadTenant, ReasonBadClaims, ReasonOther,
+		ReasonMissingSub, ReasonBadTenant, ReasonBadClaims, ReasonJWKSUnavailable, ReasonOther,
 	}
 }
 
@@ -72,8 +73,18 @@ func reject(reason, detail string, err error) error {
 	return &rejection{reason: reason, detail: detail, err: err}
 }
 
+// sentinel is the root error r stands for: ErrUnavailable when no key of
+// the issuer is known (the caller should retry, 503), ErrUnauthenticated
+// for every other rejection.
+func (r *rejection) sentinel() error {
+	if r.reason == ReasonJWKSUnavailable {
+		return bulkhead.ErrUnavailable
+	}
+	return bulkhead.ErrUnauthenticated
+}
+
 func (r *rejection) Error() string {
-	s := "verify JWT: " + bulkhead.ErrUnauthenticated.Error() + " (" + r.reason + ")"
+	s := "verify JWT: " + r.sentinel().Error() + " (" + r.reason + ")"
 	if r.detail != "" {
 		s += ": " + r.detail
 	}
@@ -83,13 +94,14 @@ func (r *rejection) Error() string {
 	return s
 }
 
-// Unwrap makes errors.Is(err, bulkhead.ErrUnauthenticated) true and keeps
-// the cause reachable for logging.
+// Unwrap makes errors.Is(err, bulkhead.ErrUnauthenticated) true (or
+// bulkhead.ErrUnavailable for ReasonJWKSUnavailable) and keeps the cause
+// reachable for logging.
 func (r *rejection) Unwrap() []error {
 	if r.err == nil {
-		return []error{bulkhead.ErrUnauthenticated}
+		return []error{r.sentinel()}
 	}
-	return []error{bulkhead.ErrUnauthenticated, r.err}
+	return []error{r.sentinel(), r.err}
 }
 
 // quote renders an attacker-controlled value for a log line: quoted (so NUL

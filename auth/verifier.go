@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,14 +45,18 @@ var jwksAlgorithms = []string{
 // registeredClaims may not be used as the tenant claim.
 var registeredClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
 
-// IssuerConfig is one trusted token issuer. Exactly one of JWKSURL and
-// Secret is set.
+// IssuerConfig is one trusted token issuer. At most one of JWKSURL, JWKS
+// and Secret is set; with none, the issuer is an OpenID Provider whose
+// JWKS is found by discovery from the Issuer URL.
 type IssuerConfig struct {
 	// Issuer is the exact "iss" value of the issuer's tokens. Required, unique
-	// among the configured issuers, without NUL bytes.
+	// among the configured issuers, without NUL bytes. For discovery it is
+	// the provider's URL: https, or http to a loopback address only.
 	Issuer string
 	// JWKSURL is where the issuer publishes its public keys (a JWK Set):
 	// https, or http to a loopback address only. Redirects are not followed.
+	// Empty (and no JWKS or Secret): discovered from
+	// Issuer + DiscoveryPath, whose "issuer" must equal Issuer exactly.
 	JWKSURL string
 	// JWKS is a fixed JWK Set (JSON), for an issuer whose keys are known in
 	// advance, such as bulkhead's own token signer. Never refetched.
@@ -59,16 +64,27 @@ type IssuerConfig struct {
 	// Secret is an HS256 shared secret of at least MinSecretSize bytes.
 	Secret bulkhead.Secret
 	// Algorithms is the allow-list of "alg" values. Required for a JWKS
-	// issuer, from RS256/384/512, PS256/384/512, ES256/384/512 and EdDSA. A
-	// secret issuer accepts only HS256 (empty means exactly that).
+	// issuer, from RS256/384/512, PS256/384/512, ES256/384/512 and EdDSA
+	// (for a discovered issuer, empty means all of these: each key must
+	// still fit the alg). A secret issuer accepts only HS256 (empty means
+	// exactly that).
 	Algorithms []string
 	// Audience must appear in the token's "aud". Required.
 	Audience string
 	// TenantClaim names the claim carrying the tenant id, for an issuer
 	// trusted to say which tenant a principal acts in. Empty: the issuer is
 	// not trusted for tenancy and its tokens never yield a tenant, whatever
-	// claims they carry.
+	// claims they carry. An issuer trusted with a tenant claim speaks only
+	// for the tenants that registered it: the Authenticator checks that.
 	TenantClaim string
+	// Tenant binds the issuer to one tenant (the "one IdP per customer"
+	// case): every token of the issuer acts in it, no tenant claim is read.
+	// Exclusive with TenantClaim.
+	Tenant uuid.UUID
+	// NameClaim and EmailClaim name the claims that give an external
+	// entity its display name and email ("name" and "email" if empty). A
+	// token without the name claim uses its subject as the name.
+	NameClaim, EmailClaim string
 }
 
 // Options tune a Verifier. The zero value gives the documented defaults.
@@ -98,11 +114,19 @@ type Options struct {
 
 // Principal is who a verified token speaks for.
 type Principal struct {
-	Issuer    string    // the configured issuer (equal to the token's "iss")
-	Subject   string    // the token's "sub", never empty
-	Entity    uuid.UUID // EntityID(Issuer, Subject)
-	Tenant    uuid.UUID // uuid.Nil unless the issuer has a TenantClaim and the token carries it
-	ExpiresAt time.Time // the token's "exp"
+	Issuer  string    // the configured issuer (equal to the token's "iss")
+	Subject string    // the token's "sub", never empty
+	Entity  uuid.UUID // EntityID(Issuer, Subject)
+	Tenant  uuid.UUID // the issuer's fixed Tenant, or from its TenantClaim; uuid.Nil if neither
+	// TenantBound is true when Tenant is the issuer's fixed tenant (bound by
+	// configuration), false when it comes from a claim (then only a
+	// tenant's registration of the issuer binds it).
+	TenantBound bool
+	// Name and Email are the mapped NameClaim and EmailClaim: "" when
+	// absent or unusable (a name must be 1 to 200 characters without
+	// control characters, an email at most 320 bytes with an "@").
+	Name, Email string
+	ExpiresAt   time.Time // the token's "exp"
 	// Claims are all the token's claims, decoded from JSON (numbers are
 	// float64). They are verified as coming from Issuer; anything beyond the
 	// fields above is for the caller to interpret.
@@ -123,8 +147,12 @@ type issuer struct {
 	name        string
 	algs        []string
 	secret      bulkhead.Secret // HS256 issuer (a Secret, so printing the issuer never shows it)
-	jwks        keyfunc.Keyfunc // JWKS issuer
+	jwks        keyfunc.Keyfunc // JWKS issuer with a fixed set or URL
+	disc        *discovery      // JWKS issuer found by discovery
 	tenantClaim string
+	tenant      uuid.UUID // fixed tenant
+	nameClaim   string
+	emailClaim  string
 	parser      *jwt.Parser
 	validator   *jwt.Validator
 }
@@ -133,6 +161,7 @@ var (
 	errKeyLookup   = errors.New("key lookup failed")
 	errKeyMismatch = errors.New("key does not fit the algorithm")
 	errClosed      = errors.New("verifier closed")
+	errNoKeys      = errors.New("no key of the issuer is known (JWKS or discovery unreachable)")
 )
 
 // NewVerifier checks the configuration and starts a Verifier. For each JWKS
@@ -161,7 +190,8 @@ func NewVerifier(ctx context.Context, issuers []IssuerConfig, opts Options) (*Ve
 	v := &Verifier{issuers: make(map[string]*issuer, len(issuers)), done: life.Done(), cancel: cancel}
 	client := jwksClient(opts.HTTPClient, opts.JWKSTimeout)
 	for _, c := range issuers {
-		is := &issuer{name: c.Issuer, algs: slices.Clone(c.Algorithms), tenantClaim: c.TenantClaim}
+		is := &issuer{name: c.Issuer, algs: slices.Clone(c.Algorithms), tenantClaim: c.TenantClaim, tenant: c.Tenant,
+			nameClaim: cmp.Or(c.NameClaim, "name"), emailClaim: cmp.Or(c.EmailClaim, "email")}
 		if c.Secret != "" {
 			is.secret = c.Secret
 			is.algs = []string{jwt.SigningMethodHS256.Alg()}
@@ -172,6 +202,11 @@ func NewVerifier(ctx context.Context, issuers []IssuerConfig, opts Options) (*Ve
 				return nil, fmt.Errorf("new verifier: issuer %s: fixed JWK set: %w", c.Issuer, err)
 			}
 			is.jwks = kf
+		} else if c.JWKSURL == "" {
+			if len(is.algs) == 0 {
+				is.algs = slices.Clone(jwksAlgorithms)
+			}
+			is.disc = newDiscovery(life, c.Issuer, client, opts)
 		} else {
 			kf, err := newJWKS(life, c.JWKSURL, client, opts)
 			if err != nil {
@@ -221,8 +256,11 @@ func (v *Verifier) Close() error {
 // An unknown kid may cause one refetch of that issuer's JWKS, at most one
 // per JWKSRefetchInterval; ctx bounds it.
 //
-// Every error wraps bulkhead.ErrUnauthenticated; Reason(err) gives its
-// category. The error text is for logs, never for clients.
+// Every error wraps bulkhead.ErrUnauthenticated, except one: when no key
+// of a JWKS issuer is known at all (its JWKS or discovery document was
+// never reached), the error wraps bulkhead.ErrUnavailable instead (retry
+// later; 503). Reason(err) gives its category. The error text is for logs,
+// never for clients.
 func (v *Verifier) Verify(ctx context.Context, token string) (Principal, error) {
 	is, claims, err := v.verifySignature(ctx, token)
 	if err != nil {
@@ -250,7 +288,7 @@ func (v *Verifier) verifySignature(ctx context.Context, token string) (*issuer, 
 	if !slices.Contains(is.algs, u.alg) {
 		return nil, nil, reject(ReasonAlgNotAllowed, fmt.Sprintf("issuer %s: alg %s", is.name, quote(u.alg)), nil)
 	}
-	if is.jwks != nil {
+	if is.asymmetric() {
 		if !u.hasKID {
 			return nil, nil, reject(ReasonMissingKID, "issuer "+is.name, nil)
 		}
@@ -273,7 +311,7 @@ func (v *Verifier) keyfunc(ctx context.Context, is *issuer, kid string) jwt.Keyf
 		if !slices.Contains(is.algs, alg) { // also checked by the parser: belt and braces
 			return nil, errKeyMismatch
 		}
-		if is.jwks == nil {
+		if !is.asymmetric() {
 			if t.Method != jwt.SigningMethodHS256 {
 				return nil, errKeyMismatch
 			}
@@ -288,10 +326,17 @@ func (v *Verifier) keyfunc(ctx context.Context, is *issuer, kid string) jwt.Keyf
 			ctx = cctx
 		default:
 		}
-		key, err := is.jwks.KeyfuncCtx(ctx)(t)
+		kf := is.keySet(ctx)
+		if kf == nil {
+			return nil, errNoKeys
+		}
+		key, err := kf.KeyfuncCtx(ctx)(t)
 		if err != nil {
-			if is.cached(ctx, kid) { // found, but its JWK "alg" or "use" says no
+			switch n := cachedKeys(ctx, kf, kid); {
+			case n < 0: // found, but its JWK "alg" or "use" says no
 				return nil, fmt.Errorf("%w: %w", errKeyMismatch, err)
+			case n == 0: // nothing known at all: the JWKS was never reached
+				return nil, fmt.Errorf("%w: %w", errNoKeys, err)
 			}
 			return nil, fmt.Errorf("%w: %w", errKeyLookup, err)
 		}
@@ -302,24 +347,39 @@ func (v *Verifier) keyfunc(ctx context.Context, is *issuer, kid string) jwt.Keyf
 	}
 }
 
-// cached reports whether is's current key set has a key named kid. It reads
-// the in-memory set only: no fetch.
-func (is *issuer) cached(ctx context.Context, kid string) bool {
-	keys, err := is.jwks.Storage().KeyReadAll(ctx)
+// asymmetric reports whether is verifies with a JWKS (fixed, by URL or
+// discovered) rather than a shared secret.
+func (is *issuer) asymmetric() bool { return is.jwks != nil || is.disc != nil }
+
+// keySet returns is's JWKS key set, nil when none is known yet (a
+// discovered issuer whose discovery has not succeeded).
+func (is *issuer) keySet(ctx context.Context) keyfunc.Keyfunc {
+	if is.disc != nil {
+		return is.disc.keys(ctx)
+	}
+	return is.jwks
+}
+
+// cachedKeys reads kf's in-memory key set (no fetch): -1 if it has a key
+// named kid, otherwise how many keys it has.
+func cachedKeys(ctx context.Context, kf keyfunc.Keyfunc, kid string) int {
+	keys, err := kf.Storage().KeyReadAll(context.WithoutCancel(ctx))
 	if err != nil {
-		return false
+		return 0
 	}
 	for _, k := range keys {
 		if k.Marshal().KID == kid {
-			return true
+			return -1
 		}
 	}
-	return false
+	return len(keys)
 }
 
 func classifyParse(iss string, err error) error {
 	detail := "issuer " + iss
 	switch {
+	case errors.Is(err, errNoKeys):
+		return reject(ReasonJWKSUnavailable, detail, err)
 	case errors.Is(err, errKeyLookup):
 		return reject(ReasonUnknownKID, detail, err)
 	case errors.Is(err, errKeyMismatch):
@@ -374,7 +434,10 @@ func (is *issuer) principal(claims jwt.MapClaims) (Principal, error) {
 		ExpiresAt: exp.Time,
 		Claims:    claims,
 	}
-	if is.tenantClaim != "" {
+	p.Name, p.Email = is.mapClaims(claims, sub)
+	if is.tenant != uuid.Nil {
+		p.Tenant, p.TenantBound = is.tenant, true
+	} else if is.tenantClaim != "" {
 		if raw, ok := claims[is.tenantClaim]; ok {
 			s, ok := raw.(string)
 			if !ok {
@@ -453,6 +516,9 @@ func (c IssuerConfig) validate(field string, seen map[string]bool) []bulkhead.Fi
 	if c.TenantClaim != "" && slices.Contains(registeredClaims, c.TenantClaim) {
 		add("tenant_claim", "must not be a registered claim")
 	}
+	if c.TenantClaim != "" && c.Tenant != uuid.Nil {
+		add("tenant", "set either tenant (a fixed binding) or tenant_claim, not both")
+	}
 	sources := 0
 	for _, set := range []bool{c.JWKSURL != "", len(c.JWKS) > 0, c.Secret != ""} {
 		if set {
@@ -462,8 +528,17 @@ func (c IssuerConfig) validate(field string, seen map[string]bool) []bulkhead.Fi
 	switch {
 	case sources > 1:
 		add("jwks_url", "set exactly one of jwks_url, jwks or secret")
-	case sources == 0:
-		add("jwks_url", "set either jwks_url, jwks or secret")
+	case sources == 0: // OIDC discovery from the issuer URL
+		if err := checkJWKSURL(c.Issuer); err != nil {
+			add("issuer", "with neither jwks_url nor a secret, the issuer URL is used for OIDC discovery and "+err.Error())
+		} else if u, _ := url.Parse(c.Issuer); u.RawQuery != "" || u.Fragment != "" {
+			add("issuer", "an issuer URL for OIDC discovery has no query or fragment")
+		}
+		for _, a := range c.Algorithms {
+			if !slices.Contains(jwksAlgorithms, a) {
+				add("algorithms", fmt.Sprintf("%q: not an allowed JWKS algorithm", a))
+			}
+		}
 	case c.Secret != "":
 		if len(c.Secret.Reveal()) < MinSecretSize {
 			add("secret", fmt.Sprintf("at least %d bytes", MinSecretSize))

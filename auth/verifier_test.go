@@ -213,7 +213,10 @@ func TestNewVerifierValidation(t *testing.T) {
 		{"duplicate issuer", []IssuerConfig{good(), good()}, Options{}, "issuers[1].issuer"},
 		{"no audience", []IssuerConfig{func() IssuerConfig { c := good(); c.Audience = ""; return c }()}, Options{}, "issuers[0].audience"},
 		{"both JWKS and secret", []IssuerConfig{func() IssuerConfig { c := good(); c.Secret = secretC; return c }()}, Options{}, "issuers[0].jwks_url"},
-		{"neither JWKS nor secret", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = ""; return c }()}, Options{}, "issuers[0].jwks_url"},
+		{"discovery from an issuer that is no URL", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = ""; c.Issuer = "idp-a"; return c }()}, Options{}, "issuers[0].issuer"},
+		{"discovery over plain http to a remote host", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = ""; c.Issuer = "http://idp.example.com"; return c }()}, Options{}, "issuers[0].issuer"},
+		{"discovery from an issuer URL with a query", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = ""; c.Issuer = "https://idp.example.com/?x=1"; return c }()}, Options{}, "issuers[0].issuer"},
+		{"both a fixed tenant and a tenant claim", []IssuerConfig{func() IssuerConfig { c := good(); c.TenantClaim = "tid"; c.Tenant = uuid.New(); return c }()}, Options{}, "issuers[0].tenant"},
 		{"secret of 31 bytes", []IssuerConfig{func() IssuerConfig { c := goodSecret(); c.Secret = bulkhead.Secret(secretC[:31]); return c }()}, Options{}, "issuers[0].secret"},
 		{"secret issuer with RS256", []IssuerConfig{func() IssuerConfig { c := goodSecret(); c.Algorithms = []string{"RS256"}; return c }()}, Options{}, "issuers[0].algorithms"},
 		{"secret issuer with HS512", []IssuerConfig{func() IssuerConfig { c := goodSecret(); c.Algorithms = []string{"HS512"}; return c }()}, Options{}, "issuers[0].algorithms"},
@@ -221,6 +224,13 @@ func TestNewVerifierValidation(t *testing.T) {
 		{"JWKS issuer allowing HS256", []IssuerConfig{func() IssuerConfig { c := good(); c.Algorithms = []string{"RS256", "HS256"}; return c }()}, Options{}, "issuers[0].algorithms"},
 		{"JWKS issuer allowing none", []IssuerConfig{func() IssuerConfig { c := good(); c.Algorithms = []string{"none"}; return c }()}, Options{}, "issuers[0].algorithms"},
 		{"plain http to a remote host", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://idp.example.com/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
+		// IP literals that are not loopback: private, link-local (cloud
+		// metadata), unspecified, IPv6.
+		{"plain http to a private IP", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://10.0.0.5/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
+		{"plain http to link-local", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://169.254.169.254/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
+		{"plain http to 0.0.0.0", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://0.0.0.0:8080/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
+		{"plain http to an IPv6 host", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://[2001:db8::1]/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
+		{"plain http to a name that starts like loopback", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "http://127.0.0.1.example.com/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
 		{"relative JWKS URL", []IssuerConfig{func() IssuerConfig { c := good(); c.JWKSURL = "/jwks"; return c }()}, Options{}, "issuers[0].jwks_url"},
 		{"tenant claim sub", []IssuerConfig{func() IssuerConfig { c := good(); c.TenantClaim = "sub"; return c }()}, Options{}, "issuers[0].tenant_claim"},
 		{"negative leeway", []IssuerConfig{good()}, Options{Leeway: -time.Second}, "options.leeway"},
@@ -256,6 +266,10 @@ func TestNewVerifierValidation(t *testing.T) {
 		// fetch fails, which NewVerifier logs and survives).
 		loop := good()
 		loop.JWKSURL = "http://127.0.0.1:1/jwks.json"
+		mustVerifier(t, []IssuerConfig{loop}, testOptions(a))
+		loop.JWKSURL = "http://[::1]:1/jwks.json"
+		mustVerifier(t, []IssuerConfig{loop}, testOptions(a))
+		loop.JWKSURL = "http://localhost:1/jwks.json"
 		mustVerifier(t, []IssuerConfig{loop}, testOptions(a))
 	})
 }

@@ -322,26 +322,29 @@ func CountingDial(n *atomic.Int64) func(ctx context.Context, network, addr strin
 		if err != nil {
 			return nil, err
 		}
-		return &rtConn{Conn: c, n: n, reading: true}, nil
+		rc := &rtConn{Conn: c, n: n}
+		rc.reading.Store(true)
+		return rc, nil
 	}
 }
 
+// rtConn counts round trips: a write after a read starts a new one. pgx
+// may read on a background goroutine while it writes, so the flag is atomic.
 type rtConn struct {
 	net.Conn
 	n       *atomic.Int64
-	reading bool
+	reading atomic.Bool
 }
 
 func (c *rtConn) Write(b []byte) (int, error) {
-	if c.reading {
+	if c.reading.Swap(false) {
 		c.n.Add(1)
-		c.reading = false
 	}
 	return c.Conn.Write(b)
 }
 
 func (c *rtConn) Read(b []byte) (int, error) {
-	c.reading = true
+	c.reading.Store(true)
 	return c.Conn.Read(b)
 }
 

@@ -23,6 +23,10 @@ type (
 		Kind  bulkhead.EntityKind `json:"kind"`
 		Name  string              `json:"name" openapi:"required"`
 		Email string              `json:"email"`
+		// Issuer and Subject pre-link an external subject: the entity gets
+		// the id its tokens name (issuers.go).
+		Issuer  string `json:"issuer"`
+		Subject string `json:"subject"`
 	}
 )
 
@@ -88,6 +92,9 @@ func (s *Server) adminCreateEntity(w http.ResponseWriter, r *http.Request) error
 	}
 	if in.Kind == "" {
 		in.Kind = bulkhead.KindUser
+	}
+	if in.Issuer != "" || in.Subject != "" {
+		return s.linkEntity(w, r, in)
 	}
 	e, err := s.db.CreateEntity(r.Context(), tenant, in.Kind, in.Name, in.Email)
 	if err != nil {

@@ -91,6 +91,8 @@ func bodyRoutes(t testing.TB, a *api, operatorToken string) []bodyRoute {
 		"POST /admin/v1/tenants":                                          {"name": "initech", "region": "default"},
 		"POST /admin/v1/tenants/{id}/reembed":                             {"model": "local"},
 		"POST /admin/v1/tenants/{id}/entities":                            {"name": "milton", "kind": "user", "email": "milton@example.com"},
+		"POST /admin/v1/tenants/{id}/issuers":                             {"issuer": "https://idp.example.com/", "jit": true},
+		"POST /admin/v1/tenants/{id}/issuers/remove":                      {"issuer": "https://idp.example.com/"},
 		"POST /v1/tenants/{tenant_id}/auth/password-reset":                {"token": "not-a-token", "new_password": "correct horse battery"},
 		"POST /v1/me/password":                                            {"current_password": "correct horse battery", "new_password": "correct horse stapler"},
 		"POST /admin/v1/tenants/{id}/entities/{entity_id}/password-reset": {"ttl_seconds": 600},

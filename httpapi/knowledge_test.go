@@ -2,7 +2,9 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"github.com/bulkhead-dev/bulkhead"
 	"io"
 	"net/http"
 	"strings"
@@ -40,6 +42,27 @@ func TestKnowledgeOverHTTP(t *testing.T) {
 		if code, _, raw := a.do("T1-alice", "POST", "/v1/query", body); code != 400 || !strings.Contains(raw, "problem") && !strings.Contains(raw, "invalid") {
 			t.Errorf("bad query %v: %d %s", body, code, raw)
 		}
+	}
+	// T2's collection disappears (a lost .vec file): T2's queries are 503,
+	// never a 404 or an empty 200; T1's are unaffected.
+	sc, err := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: a.demo.T2.Tenant.ID, Entity: a.demo.T2.Alice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := a.know.Router.Collection(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.know.Router.DropCollection(sc, c2); err != nil {
+		t.Fatal(err)
+	}
+	for _, ep := range []string{"/v1/query", "/v1/answer"} {
+		if code, _, raw := a.do("T2-alice", "POST", ep, map[string]any{"query": "room1 handbook"}); code != 503 {
+			t.Errorf("%s without T2's collection: %d %s, want 503", ep, code, raw)
+		}
+	}
+	if code, _, raw := a.do("T1-alice", "POST", "/v1/query", map[string]any{"query": "room1 handbook"}); code != 200 {
+		t.Errorf("T1 after T2 lost its collection: %d %s", code, raw)
 	}
 	// The backend goes away: 503, a problem body, nothing internal.
 	a.know.Store.Close()

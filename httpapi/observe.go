@@ -112,9 +112,21 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			sw.code = http.StatusOK
 		}
 		d := time.Since(start)
-		s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Inc()
-		s.metrics.latency.WithLabelValues(route, r.Method).Observe(d.Seconds())
+		method := methodLabel(r.Method)
+		s.metrics.requests.WithLabelValues(route, method, strconv.Itoa(sw.code)).Inc()
+		s.metrics.latency.WithLabelValues(route, method).Observe(d.Seconds())
 		s.log.InfoContext(r.Context(), "request", "request_id", id, "method", r.Method, "route", route, "status", sw.code,
 			"duration_ms", float64(d.Microseconds())/1000, "remote", r.RemoteAddr)
 	})
+}
+
+// methodLabel bounds the method label: a client can send any token as a
+// method, and each new one would otherwise add series to /metrics.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }

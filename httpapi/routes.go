@@ -95,7 +95,7 @@ func (s *Server) routes() []route {
 		{"POST", "/admin/v1/tenants/{id}/provision", "Create the tenant's knowledge collection if missing (operator, idempotent)", operator, s.adminProvision, nil, 204, nil},
 		{"POST", "/admin/v1/tenants/{id}/reconcile", "Make the tenant's collection hold one vector per chunk: embed missing, remove orphans (operator, idempotent)", operator, s.adminReconcile, nil, 200, retrieval.ReconcileStats{}},
 		{"POST", "/admin/v1/tenants/{id}/reembed", "Re-embed the tenant with another model without downtime: build, switch, drop (operator, resumable)", operator, s.adminReembed, reembedInput{}, 200, retrieval.ReconcileStats{}},
-		{"POST", "/admin/v1/tenants/{id}/entities", "Provision an entity in a tenant (operator)", operator, s.adminCreateEntity, entityInput{}, 201, bulkhead.Entity{}},
+		{"POST", "/admin/v1/tenants/{id}/entities", "Provision an entity in a tenant (operator); with issuer and subject, pre-link an external subject: the entity gets the id its tokens name", operator, s.adminCreateEntity, entityInput{}, 201, bulkhead.Entity{}},
 		{"POST", "/admin/v1/tenants/{id}/disable", "Disable a tenant: every credential of it gets 401 at once, on every server (operator; 404 when there is no such tenant)", operator, s.adminSetTenantDisabled(true), nil, 204, nil},
 		{"POST", "/admin/v1/tenants/{id}/enable", "Re-enable a disabled tenant (operator)", operator, s.adminSetTenantDisabled(false), nil, 204, nil},
 		{"POST", "/admin/v1/tenants/{id}/entities/{entity_id}/disable", "Disable an entity: its tokens, sessions and API keys get 401, it can't log in or refresh (operator; reversible)", operator, s.adminSetEntityDisabled(true), nil, 204, nil},
@@ -106,5 +106,10 @@ func (s *Server) routes() []route {
 		{"POST", "/admin/v1/tenants/{id}/entities/{entity_id}/revoke-api-keys", "Revoke every API key of an entity (operator)", operator, s.adminRevokeEntityAPIKeys, nil, 200, revokedCount{}},
 		{"DELETE", "/admin/v1/tenants/{id}/api-keys/{key_id}", "Revoke one API key of a tenant by id, whoever holds it (operator; idempotent; 404 when there is no such key)", operator, s.adminRevokeAPIKey, nil, 204, nil},
 		{"POST", "/admin/v1/tenants/{id}/entities/{entity_id}/password-reset", "Issue a single-use password reset token for a user (shown once; default life an hour; delivering it is the operator's business)", operator, s.adminIssuePasswordReset, resetIssueInput{}, 201, resetIssued{}},
+		{"POST", "/admin/v1/tenants/{id}/entities/{entity_id}/deactivate", "Deactivate an entity: its external tokens are refused even while unexpired (operator)", operator, s.adminSetEntityActive(false), nil, 204, nil},
+		{"POST", "/admin/v1/tenants/{id}/entities/{entity_id}/activate", "Reactivate a deactivated entity (operator)", operator, s.adminSetEntityActive(true), nil, 204, nil},
+		{"GET", "/admin/v1/tenants/{id}/issuers", "External issuers the tenant registered: tokens of an issuer trusted with a tenant claim may name only these tenants (operator)", operator, s.adminListIssuers, nil, 200, list[postgres.TenantIssuer]{}},
+		{"POST", "/admin/v1/tenants/{id}/issuers", "Register an external issuer with the tenant, optionally creating entities just in time on first login; registering again changes jit (operator)", operator, s.adminAddIssuer, issuerInput{}, 200, postgres.TenantIssuer{}},
+		{"POST", "/admin/v1/tenants/{id}/issuers/remove", "Unregister an external issuer: its tokens no longer name the tenant (operator; 404 when it was not registered)", operator, s.adminRemoveIssuer, issuerRef{}, 204, nil},
 	}
 }

@@ -165,10 +165,18 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 		}
 		res, err := s.authenticate(r)
 		sc := res.scope
+		if errors.Is(err, bulkhead.ErrUnavailable) {
+			// Not a bad credential: what checks it is unreachable (an
+			// issuer's keys, the directory). 503 with Retry-After; the reason
+			// is logged and counted, never sent.
+			s.metrics.authFails.WithLabelValues(reasonOf(err)).Inc()
+			writeError(w, r, s.log, err)
+			return
+		}
 		if err != nil {
 			s.authFailsIP.allow(ip)
 			s.metrics.authFails.WithLabelValues(reasonOf(err)).Inc()
-			s.log.InfoContext(r.Context(), "authentication failed", "path", r.URL.Path, "err", err)
+			s.log.InfoContext(r.Context(), "authentication failed", "path", r.URL.Path, "reason", reasonOf(err), "err", err)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="bulkhead"`)
 			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
 			return

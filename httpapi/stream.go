@@ -87,6 +87,9 @@ type StreamOptions struct {
 	// used on the process that issued it (sticky routing), or clients use a
 	// header token.
 	TicketTTL time.Duration
+	// Now is the clock tickets are issued and checked by. Nil: time.Now.
+	// For tests.
+	Now func() time.Time
 	// MaxLifetime bounds a stream whose credential has no known expiry: 1
 	// hour if zero.
 	MaxLifetime time.Duration
@@ -138,7 +141,11 @@ func newStreams(db *postgres.DB, log *slog.Logger, o StreamOptions) *streams {
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	st.tickets = &tickets{ttl: ttl, m: map[[32]byte]ticket{}, perEntity: map[string]int{}}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	st.tickets = &tickets{ttl: ttl, now: now, m: map[[32]byte]ticket{}, perEntity: map[string]int{}}
 	for _, o := range o.Origins {
 		n, ok := normalOrigin(o)
 		if !ok {
@@ -248,6 +255,7 @@ const maxTicketsPerEntity = 32
 // logged).
 type tickets struct {
 	ttl       time.Duration
+	now       func() time.Time
 	mu        sync.Mutex
 	m         map[[32]byte]ticket
 	perEntity map[string]int
@@ -268,7 +276,7 @@ func (tk *tickets) issue(sc bulkhead.Scope, acc postgres.Access, room uuid.UUID,
 	var raw [32]byte
 	rand.Read(raw[:])
 	value := base64.RawURLEncoding.EncodeToString(raw[:])
-	now := time.Now()
+	now := tk.now()
 	exp := now.Add(tk.ttl)
 	if !tokenExp.IsZero() && tokenExp.Before(exp) {
 		exp = tokenExp
@@ -301,7 +309,7 @@ func (tk *tickets) consume(value string, room uuid.UUID) (authResult, error) {
 	switch {
 	case !ok:
 		return authResult{}, ticketRefused("unknown or already used")
-	case !time.Now().Before(t.expires):
+	case !tk.now().Before(t.expires):
 		return authResult{}, ticketRefused("expired")
 	case t.room != room:
 		return authResult{}, ticketRefused("issued for another room")

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -277,7 +278,10 @@ func TestStreamDeliversToParticipantsOnly(t *testing.T) {
 
 func TestStreamTickets(t *testing.T) {
 	t.Parallel()
-	e := newStreamEnv(t, httpapi.StreamOptions{TicketTTL: time.Second}, nil)
+	// The tickets' clock is the test's: expiry is a step of it, not a sleep.
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	e := newStreamEnv(t, httpapi.StreamOptions{TicketTTL: 30 * time.Second, Now: clock}, nil)
 	t1 := e.demo.T1
 	if code, _, _ := e.do("", "POST", "/v1/stream-tickets", map[string]any{"room_id": t1.Room1}); code != 401 {
 		t.Errorf("ticket without credentials: %d, want 401", code)
@@ -319,8 +323,17 @@ func TestStreamTickets(t *testing.T) {
 	}
 
 	tk = e.ticket("T1-alice", t1.Room1)
-	time.Sleep(1100 * time.Millisecond)
+	skew.Store(int64(30 * time.Second))
 	e.refused("an expired ticket", 401, t1.Room1, "", tk, appOrigin)
+	// One tick before the end it still opens.
+	skew.Store(0)
+	tk = e.ticket("T1-alice", t1.Room1)
+	skew.Store(int64(29 * time.Second))
+	if c, _, err := e.dial(t1.Room1, "", tk, appOrigin); err != nil {
+		t.Errorf("a ticket 29 s into its 30: %v", err)
+	} else {
+		c.CloseNow()
+	}
 }
 
 func TestStreamConnectionCap(t *testing.T) {
@@ -463,11 +476,12 @@ func TestStreamReadLimits(t *testing.T) {
 func TestStreamOutlivesServerTimeouts(t *testing.T) {
 	t.Parallel()
 	e := newStreamEnv(t, httpapi.StreamOptions{}, nil, func(s *http.Server) {
-		s.ReadTimeout, s.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond
+		// Long enough for a handshake on a loaded machine (under -race).
+		s.ReadTimeout, s.WriteTimeout = 2*time.Second, 2*time.Second
 	})
 	t1 := e.demo.T1
 	c := e.mustDial(t1.Room1, "T1-alice", "", "")
-	time.Sleep(500 * time.Millisecond) // past both timeouts
+	time.Sleep(2500 * time.Millisecond) // past both timeouts
 	posted := e.post("T1-bob", t1.Room1, "after the timeouts")
 	if got := next(t, c); got.ID != posted.ID {
 		t.Errorf("after the server's timeouts got %+v", got)

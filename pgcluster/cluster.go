@@ -330,6 +330,9 @@ func (c *Cluster) readPassword() error {
 	if err != nil {
 		return fmt.Errorf("the superuser password of %s is unreadable (%v): the data dir is incomplete; remove %s to start afresh", c.dataDir, err, c.pgdata)
 	}
+	if fi, err := os.Stat(c.passwordFile()); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s is accessible to others: chmod 600 %s", c.passwordFile(), c.passwordFile())
+	}
 	c.password = strings.TrimSpace(string(b))
 	return nil
 }
@@ -364,6 +367,12 @@ func (c *Cluster) start(ctx context.Context, cfg Config) error {
 	if cfg.Ephemeral {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
+	// The server log keeps no row values: no DETAIL (a duplicate key's
+	// "Key (email)=(…)"), no failing statement, no bind parameters. It
+	// outlives the rows (a deleted tenant's e-mail addresses would stay in
+	// it). Settings can override these for debugging.
+	args = append(args, "-c", "log_error_verbosity=terse", "-c", "log_min_error_statement=panic",
+		"-c", "log_parameter_max_length=0", "-c", "log_parameter_max_length_on_error=0")
 	preload := ContextExtension
 	for k, v := range cfg.Settings {
 		if k == "shared_preload_libraries" {

@@ -31,17 +31,21 @@ func TestExpectedPoliciesAreTheGenerators(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := postgres.ExpectedPolicies{ServerMajor: major, Policies: live}
-	if *update {
-		b, _ := json.MarshalIndent(got, "", "  ")
-		if err := os.WriteFile("policies_expected.json", append(b, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// Compared before anything is rewritten: -update never makes a
+	// difference pass unseen.
 	want, err := postgres.LoadExpectedPolicies()
-	if err != nil {
+	if err != nil && !*update {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("policies_expected.json is not what PostgreSQL made of the generated migration (-file +database); run go test ./postgres -run TestExpectedPoliciesAreTheGenerators -update:\n%s", diff)
+		if *update {
+			b, _ := json.MarshalIndent(got, "", "  ")
+			if err := os.WriteFile("policies_expected.json", append(b, '\n'), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Errorf("rewrote policies_expected.json; review this difference (-old +new) and run again without -update:\n%s", diff)
+			return
+		}
+		t.Errorf("policies_expected.json is not what PostgreSQL made of the generated migration (-file +database); review it, then run go test ./postgres -run TestExpectedPoliciesAreTheGenerators -update:\n%s", diff)
 	}
 }

@@ -78,10 +78,12 @@ func TestContextNeverOutlivesTransactionInPool(t *testing.T) {
 	}
 	// An error inside InScope rolls back and leaves no context behind.
 	ctx := as(t, demo.T1.Tenant.ID, demo.T1.Bob, uuid.Nil)
-	_ = db.InScope(ctx, func(tx pgx.Tx) error {
+	if err := db.InScope(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `SELECT 1/0`)
 		return err
-	})
+	}); err == nil {
+		t.Fatal("a scoped transaction dividing by zero succeeded")
+	}
 	var n int
 	if err := db.Pool().QueryRow(context.Background(), `SELECT count(*) FROM bulkhead.memories`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("after a failed scoped transaction, an unscoped read sees %d rows (%v)", n, err)

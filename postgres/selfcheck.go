@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/bulkhead-dev/bulkhead/rls"
 	"github.com/jackc/pgx/v5"
@@ -311,7 +310,7 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 
 	// SECURITY DEFINER functions the runtime role can run.
 	rows, err = rowsOf(`
-		SELECT n.nspname, p.proname, p.oid::regprocedure::text, pg_get_userbyid(p.proowner), coalesce(array_to_string(p.proconfig, ','), '')
+		SELECT n.nspname, p.proname, p.oid::regprocedure::text, pg_get_userbyid(p.proowner), coalesce(p.proconfig, '{}')
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 		WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 		  AND has_function_privilege(current_user, p.oid, 'EXECUTE')
@@ -320,13 +319,19 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 		return nil, err
 	}
 	for _, r := range rows {
-		nsp, name, sig, owner, config := r[0].(string), r[1].(string), r[2].(string), r[3].(string), r[4].(string)
+		nsp, name, sig, owner := r[0].(string), r[1].(string), r[2].(string), r[3].(string)
+		pinned := false
+		for _, c := range r[4].([]any) {
+			// Exactly these two schemas: one more after pg_temp still
+			// resolves unqualified names the body doesn't find in pg_catalog.
+			pinned = pinned || c == "search_path=pg_catalog, pg_temp" || c == "search_path=pg_catalog,pg_temp"
+		}
 		switch {
 		case nsp != Schema || !(slices.Contains(rls.DefinerFunctions, name) || slices.Contains(AuthFunctions, name) || slices.Contains(NotifyFunctions, name)):
 			add("definer", sig, "SECURITY DEFINER function executable by the runtime role is not on the allow-list")
 		case owner != Definer:
 			add("definer", sig, "allow-listed SECURITY DEFINER function is owned by "+owner+", not "+Definer)
-		case !strings.Contains(config, "search_path=pg_catalog, pg_temp") && !strings.Contains(config, "search_path=pg_catalog,pg_temp"):
+		case !pinned:
 			add("definer", sig, "SECURITY DEFINER function has no pinned search_path")
 		}
 	}

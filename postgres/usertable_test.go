@@ -48,4 +48,27 @@ func TestGeneratorProtectsAUsersTable(t *testing.T) {
 	if _, err := exec(t, d.DB, bob, `INSERT INTO bulkhead.bookmarks (id, owner_id, url) VALUES ($1, $2, 'x')`, uuid.New(), t1.Alice); !errors.Is(err, bulkhead.ErrForbidden) {
 		t.Errorf("Bob inserts as Alice: %v, want ErrForbidden", err)
 	}
+	if n, err := exec(t, d.DB, bob, `DELETE FROM bulkhead.bookmarks`); n != 0 || err != nil {
+		t.Errorf("Bob deletes Alice's bookmark: %d rows, %v", n, err)
+	}
+	t2alice := as(t, t2.Tenant.ID, t2.Alice, uuid.Nil)
+	for _, q := range []string{`UPDATE bulkhead.bookmarks SET url = 'https://evil.example'`, `DELETE FROM bulkhead.bookmarks`} {
+		if n, err := exec(t, d.DB, t2alice, q); n != 0 || err != nil {
+			t.Errorf("T2's Alice: %s: %d rows, %v", q, n, err)
+		}
+	}
+	// The rightful owner: she updates (blind, no RETURNING), may not give
+	// the row away, and deletes it.
+	if n, err := exec(t, d.DB, alice, `UPDATE bulkhead.bookmarks SET url = 'https://example.org'`); n != 1 || err != nil {
+		t.Errorf("Alice updates her bookmark: %d rows, %v", n, err)
+	}
+	if _, err := exec(t, d.DB, alice, `UPDATE bulkhead.bookmarks SET owner_id = $1`, t1.Bob); !errors.Is(err, bulkhead.ErrForbidden) {
+		t.Errorf("Alice gives her bookmark to Bob: %v, want ErrForbidden", err)
+	}
+	if n, err := exec(t, d.DB, alice, `DELETE FROM bulkhead.bookmarks`); n != 1 || err != nil {
+		t.Errorf("Alice deletes her bookmark: %d rows, %v", n, err)
+	}
+	if got := ids(t, d.DB, as(t, t1.Tenant.ID, t1.Bob, uuid.Nil), `SELECT id FROM bulkhead.bookmarks`); len(got) != 0 {
+		t.Errorf("after Alice's delete T1 still reads %v", got)
+	}
 }

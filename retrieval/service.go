@@ -118,10 +118,12 @@ func (s *Service) targetAt(ctx context.Context, gen uint32, model string) (targe
 }
 
 // missing turns a vector ErrNotFound for the collection of an existing
-// tenant into ErrNotProvisioned: never an empty answer.
+// tenant into ErrNotProvisioned: never an empty answer, and never a "not
+// found" either (the tenant exists; its collection is lost), so the cause
+// is kept as text only: wrapped, it would also match bulkhead.ErrNotFound.
 func missing(err error) error {
 	if errors.Is(err, vector.ErrNotFound) {
-		return fmt.Errorf("%w (%w)", ErrNotProvisioned, err)
+		return fmt.Errorf("%w (%v)", ErrNotProvisioned, err)
 	}
 	return err
 }

@@ -2,14 +2,19 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
+	"regexp"
+	"strings"
 	"syscall"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/pgcluster"
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 )
 
@@ -194,7 +199,16 @@ gives the operator's superuser back.`,
 			if err != nil {
 				return fmt.Errorf("psql not found: install it with apt-get install -y postgresql-client")
 			}
+			// The password goes to psql through its environment, never its
+			// argv (which every local user can read in ps).
+			dsn, password, err := withoutPassword(dsn)
+			if err != nil {
+				return err
+			}
 			environ := append(os.Environ(), "PGOPTIONS="+opts)
+			if password != "" {
+				environ = append(environ, "PGPASSWORD="+password)
+			}
 			return syscall.Exec(psql, append([]string{"psql", dsn}, args...), environ)
 		},
 	}
@@ -202,4 +216,33 @@ gives the operator's superuser back.`,
 	cmd.Flags().StringVar(&entity, "entity", "", "entity id (user, agent) inside the tenant")
 	cmd.Flags().StringVar(&actingFor, "acting-for", "", "principal the entity acts for (honoured only under a valid delegation)")
 	return cmd
+}
+
+// passwordKV matches a password=... pair of a key/value connection string,
+// quoted ('...' with \' and \\ escapes) or not.
+var passwordKV = regexp.MustCompile(`(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)`)
+
+// withoutPassword returns dsn without its password (URL or key/value form)
+// and the password, for a child process's environment.
+func withoutPassword(dsn string) (string, string, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return "", "", errors.New("connection string: not a valid PostgreSQL connection string")
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "", "", errors.New("connection string: not a valid URL")
+		}
+		if u.User != nil {
+			u.User = url.User(u.User.Username())
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Del("password")
+			u.RawQuery = q.Encode()
+		}
+		return u.String(), cfg.Password, nil
+	}
+	return strings.TrimSpace(passwordKV.ReplaceAllString(dsn, "")), cfg.Password, nil
 }

@@ -61,7 +61,7 @@ embedded cluster.`,
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "HTTP listen address")
 	cmd.Flags().BoolVar(&migrate, "migrate", true, "apply pending migrations at start")
-	cmd.Flags().StringVar(&authConfig, "auth-config", "", `JSON file of external JWT issuers: {"issuers":[{"issuer","jwks_url" or "hs256_secret_file","algorithms","audience","tenant_claim"}]}; bulkhead's own tokens (bulkhead token mint) are always accepted`)
+	cmd.Flags().StringVar(&authConfig, "auth-config", "", `JSON file of external JWT issuers: {"issuers":[{"issuer","audience", "jwks_url" or "hs256_secret_file" (neither: OIDC discovery from the issuer URL), "algorithms", "tenant" (a fixed tenant) or "tenant_claim" (then only tenants that ran 'tenant issuer add' may be named), "name_claim","email_claim"}]}; bulkhead's own tokens (bulkhead token mint) are always accepted`)
 	cmd.Flags().Int64Var(&maxBody, "max-body", 2<<20, "largest request body in bytes (413 beyond); documents hold up to 1 MiB of text")
 	cmd.Flags().StringSliceVar(&streamOrigins, "stream-origins", nil, "browser origins (scheme://host[:port]) allowed to open room streams over WebSocket; none by default")
 	cmd.Flags().Float64Var(&lim.perEntity, "rate-per-entity", 50, "requests per second per authenticated entity (0: unlimited)")
@@ -157,7 +157,8 @@ func serve(ctx context.Context, cfg *config, addr string, migrate bool, authConf
 		return fmt.Errorf("knowledge layer: %w", err)
 	}
 	defer closeKnow()
-	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: auth.NewAuthenticator(verifier, tokenIssuer).WithAPIKeys(accounts),
+	authn := auth.NewAuthenticator(verifier, tokenIssuer).WithAPIKeys(accounts).WithDirectory(db, 0)
+	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: authn,
 		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken, Stream: stream, Knowledge: know})
 	// Tell the CLI where the control plane is (it can't open the vector
 	// store this process holds).

@@ -182,7 +182,7 @@ is reported as such.`,
 	}
 	reembed.Flags().StringVar(&model, "model", "", "embedding model: local-lexical-v1, or openai:NAME for --embedding-model NAME")
 	reembed.MarkFlagRequired("model")
-	cmd.AddCommand(create, list, del, provision, reconcile, reembed)
+	cmd.AddCommand(create, list, del, provision, reconcile, reembed, newTenantIssuerCmd(cfg))
 	cmd.AddCommand(tenantAccessCmds(cfg)...)
 	return cmd
 }
@@ -224,13 +224,16 @@ func newEntityCmd(cfg *config) *cobra.Command {
 		Use:   "entity",
 		Short: "Provision, disable, delete entities (users, agents, external principals) of a tenant, end their sessions, issue password resets (control plane)",
 	}
-	var tenantID, kind, email string
+	var tenantID, kind, email, issuer, subject string
 	var asJSON bool
 	create := &cobra.Command{
-		Use:   "create NAME --tenant ID [--kind user|agent|external] [--email E]",
-		Short: "Create an entity in a tenant and print its id",
+		Use:   "create NAME --tenant ID [--kind user|agent|external] [--email E] [--issuer ISS --subject SUB]",
+		Short: "Create an entity in a tenant and print its id (with --issuer and --subject: the id that subject's tokens name)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if issuer != "" || subject != "" {
+				return linkExternal(cmd, cfg, bulkhead.EntityKind(kind), postgres.ExternalEntity{Name: args[0], Email: email, Issuer: issuer, Subject: subject}, tenantID, asJSON)
+			}
 			tenant, err := bulkhead.ParseID("--tenant", tenantID)
 			if err != nil {
 				return err
@@ -252,7 +255,9 @@ func newEntityCmd(cfg *config) *cobra.Command {
 	create.Flags().StringVar(&kind, "kind", "user", "user, agent or external")
 	create.Flags().StringVar(&email, "email", "", "login email of a user")
 	create.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(create)
+	create.Flags().StringVar(&issuer, "issuer", "", "pre-link an external subject: its issuer (exact \"iss\")")
+	create.Flags().StringVar(&subject, "subject", "", "pre-link an external subject: its \"sub\"")
+	cmd.AddCommand(create, newEntityActiveCmd(cfg, false), newEntityActiveCmd(cfg, true))
 	cmd.AddCommand(entityAccessCmds(cfg)...)
 	return cmd
 }

@@ -46,7 +46,9 @@ var Specs = map[string]Spec{
 		Inserts: []Row{{"room_id": "@r1", "entity_id": "@dave", "role": "member"}, {"room_id": "@r1", "entity_id": "@dave", "role": "admin"},
 			{"room_id": "@r1", "entity_id": "@dave", "role": "owner"}, {"room_id": "@r2", "entity_id": "@alice", "role": "member"},
 			{"room_id": "@r2", "entity_id": "@bob", "role": "member"}, {"room_id": "@r3", "entity_id": "@carol", "role": "member"},
-			{"room_id": "@r2", "entity_id": "@ag-full", "role": "member"}},
+			{"room_id": "@r2", "entity_id": "@ag-full", "role": "member"},
+			// Joining an open room by oneself is as a member only.
+			{"room_id": "@r2", "entity_id": "@bob", "role": "admin"}, {"room_id": "@r2", "entity_id": "@bob", "role": "owner"}},
 		Updates: []Row{{"role": "member"}, {"role": "owner"}, {"role": "admin"}, {"room_id": "@r3"}},
 	},
 	"memories": {

@@ -43,7 +43,8 @@ var allScopes = []string{"rooms:read", "memories:read", "memories:write", "docum
 //     admin, dave member;
 //   - delegations alice → ag-full (every scope), ag-docs (documents:read),
 //     ag-expired (expired), ag-revoked (revoked); bob → ag-dave (revoked);
-//   - message servers s1 (alice), s2 (dave); links s1–ag-full, s2–ag-dave;
+//   - message servers s1 (alice), s2 (dave); links s1–ag-full, s2–ag-dave,
+//     s2–ag-docs (owners differ, as only the operator can link);
 //   - memories, documents of each visibility, a chunk per document, an
 //     audit entry, API keys and a refresh token.
 func NewFixture(now time.Time) *Fixture {
@@ -124,6 +125,8 @@ func (f *Fixture) tenant(tn string) {
 	f.add("message_servers", Row{"tenant_id": T, "id": id("s2"), "owner_id": id("dave"), "platform": "discord", "external_id": "g2"})
 	f.add("message_server_agents", Row{"tenant_id": T, "message_server_id": id("s1"), "agent_id": id("ag-full")})
 	f.add("message_server_agents", Row{"tenant_id": T, "message_server_id": id("s2"), "agent_id": id("ag-dave")})
+	// Linked by the operator: server and agent of different owners, either of whom may unlink.
+	f.add("message_server_agents", Row{"tenant_id": T, "message_server_id": id("s2"), "agent_id": id("ag-docs")})
 	f.add("rooms", Row{"tenant_id": T, "id": id("r1"), "world_id": id("w1"), "name": "r1", "is_open": false, "message_server_id": id("s1"), "channel_id": "c1"})
 	f.add("rooms", Row{"tenant_id": T, "id": id("r2"), "world_id": id("w2"), "name": "r2", "is_open": true, "message_server_id": nil, "channel_id": nil})
 	f.add("rooms", Row{"tenant_id": T, "id": id("r3"), "world_id": id("w1"), "name": "r3", "is_open": false, "message_server_id": nil, "channel_id": nil})

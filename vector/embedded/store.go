@@ -19,6 +19,10 @@ import (
 
 // ErrLocked: another Store (in this process or another, such as a running
 // bulkhead serve) has the directory open. It matches vector.ErrUnavailable.
+// ErrNotPrivate: a file in the store's directory is accessible to other
+// users, or the directory can't be made private.
+var ErrNotPrivate = errors.New("embedded vector store is accessible to other users")
+
 var ErrLocked = fmt.Errorf("embedded vector store directory is in use by another process: %w", vector.ErrUnavailable)
 
 // DefaultMemoryBudget is the resident-memory target of a Store made without
@@ -102,6 +106,15 @@ func New(dir string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("embedded vector store %s: lock: %w (%w)", dir, vector.ErrUnavailable, err)
 	}
 	s.lock = lock
+	// Tenants' vectors (and the text they encode), and the tenant ids in
+	// the file names, are for this process's user only: the directory is
+	// made 0700 (an existing one included), and a collection file others
+	// can read is refused, not served: bulkhead writes them 0600, so a
+	// looser one was changed by someone else.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("embedded vector store %s: make it private: %w (%w)", dir, ErrNotPrivate, err)
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		lock.Close()
@@ -111,6 +124,10 @@ func New(dir string, opts ...Option) (*Store, error) {
 		if isLegacy(e.Name()) {
 			lock.Close()
 			return nil, fmt.Errorf("embedded vector store %s: %s is a collection file of format 1, which this build does not read: %w", dir, e.Name(), vector.ErrUnavailable)
+		}
+		if fi, err := e.Info(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			lock.Close()
+			return nil, fmt.Errorf("embedded vector store %s: %s is accessible to others: chmod 600 %s: %w", dir, e.Name(), filepath.Join(dir, e.Name()), ErrNotPrivate)
 		}
 		if isTemp(e.Name()) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
