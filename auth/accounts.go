@@ -60,8 +60,26 @@ func unauthenticated(detail string) error {
 	return fmt.Errorf("%w: %s", bulkhead.ErrUnauthenticated, detail)
 }
 
+// tenantScope is the pre-authentication scope of tenant. Its
+// transactions check that the tenant exists and is enabled: a disabled or
+// deleted tenant registers, logs in and refreshes nothing.
 func tenantScope(ctx context.Context, tenant uuid.UUID) context.Context {
 	ctx, _ = bulkhead.WithScope(ctx, bulkhead.Scope{Tenant: tenant})
+	return postgres.WithAccess(ctx, postgres.Access{})
+}
+
+// entityScope is entity's own scope in tenant for a flow that acts for it
+// after checking its credential itself (issuing or rotating tokens). Its
+// transactions check that the tenant and the entity exist and are enabled.
+func entityScope(ctx context.Context, tenant, entity uuid.UUID) context.Context {
+	ctx, _ = bulkhead.WithScope(ctx, bulkhead.Scope{Tenant: tenant, Entity: entity})
+	return postgres.WithAccess(ctx, postgres.Access{Fresh: true})
+}
+
+// revocationScope is entity's own scope for a revocation, which needs no
+// check: taking access away is always allowed.
+func revocationScope(ctx context.Context, tenant, entity uuid.UUID) context.Context {
+	ctx, _ = bulkhead.WithScope(ctx, bulkhead.Scope{Tenant: tenant, Entity: entity})
 	return ctx
 }
 
@@ -114,15 +132,15 @@ func (a *Accounts) Login(ctx context.Context, tenant uuid.UUID, email, password 
 	return a.issue(ctx, tenant, entity, uuid.New())
 }
 
-// issue mints an access token and a fresh refresh token of family.
+// issue mints an access token of session family and a fresh refresh token
+// of that family; a disabled tenant or entity gets neither.
 func (a *Accounts) issue(ctx context.Context, tenant, entity, family uuid.UUID) (Tokens, error) {
-	access, _, err := a.signer.Mint(tenant, entity, a.AccessTTL)
+	access, _, err := a.signer.MintSession(tenant, entity, family, a.AccessTTL)
 	if err != nil {
 		return Tokens{}, err
 	}
 	id, secret, hash := a.newSecret("refresh")
-	ectx, _ := bulkhead.WithScope(ctx, bulkhead.Scope{Tenant: tenant, Entity: entity})
-	if err := a.db.InsertRefreshToken(ectx, id, family, hash, time.Now().Add(a.RefreshTTL)); err != nil {
+	if err := a.db.InsertRefreshToken(entityScope(ctx, tenant, entity), id, family, hash, time.Now().Add(a.RefreshTTL)); err != nil {
 		return Tokens{}, err
 	}
 	return Tokens{AccessToken: access, TokenType: "Bearer", ExpiresIn: int(a.AccessTTL.Seconds()), RefreshToken: format("bhr", tenant, id, secret)}, nil
@@ -135,16 +153,17 @@ func (a *Accounts) Refresh(ctx context.Context, tenant uuid.UUID, refresh string
 	if err != nil {
 		return Tokens{}, err
 	}
-	ectx, _ := bulkhead.WithScope(ctx, bulkhead.Scope{Tenant: tenant, Entity: stored.EntityID})
 	switch {
 	case stored.RevokedAt != nil:
 		return Tokens{}, unauthenticated("refresh token revoked")
 	case stored.UsedAt != nil:
-		return Tokens{}, a.reused(ectx, stored)
+		return Tokens{}, a.reused(revocationScope(ctx, tenant, stored.EntityID), stored)
 	case time.Now().After(stored.ExpiresAt):
 		return Tokens{}, unauthenticated("refresh token expired")
 	}
-	access, _, err := a.signer.Mint(tenant, stored.EntityID, a.AccessTTL)
+	// The rotation checks that the tenant and entity are still enabled.
+	ectx := entityScope(ctx, tenant, stored.EntityID)
+	access, _, err := a.signer.MintSession(tenant, stored.EntityID, stored.FamilyID, a.AccessTTL)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -172,14 +191,14 @@ func (a *Accounts) reused(ectx context.Context, stored postgres.StoredRefreshTok
 	return unauthenticated("refresh token already used")
 }
 
-// Logout revokes the refresh token's family.
+// Logout revokes the refresh token's family: the session. Access tokens
+// minted with it stop working at once (their "sid" names the family).
 func (a *Accounts) Logout(ctx context.Context, tenant uuid.UUID, refresh string) error {
 	stored, _, err := a.lookupRefresh(ctx, tenant, refresh)
 	if err != nil {
 		return err
 	}
-	ectx, _ := bulkhead.WithScope(ctx, bulkhead.Scope{Tenant: tenant, Entity: stored.EntityID})
-	return a.db.RevokeRefreshFamily(ectx, stored.FamilyID)
+	return a.db.RevokeRefreshFamily(revocationScope(ctx, tenant, stored.EntityID), stored.FamilyID)
 }
 
 func (a *Accounts) lookupRefresh(ctx context.Context, tenant uuid.UUID, refresh string) (postgres.StoredRefreshToken, uuid.UUID, error) {
@@ -245,28 +264,35 @@ func (a *Accounts) CreateAPIKey(ctx context.Context, name string, scopes []strin
 }
 
 // AuthenticateAPIKey returns the scope of a valid, unexpired, unrevoked key
-// whose scopes permit method.
+// whose scopes permit method, in an enabled tenant. (That the key's entity
+// is enabled is checked by the request's transactions: see
+// Authenticator.AuthenticateAccess.)
 func (a *Accounts) AuthenticateAPIKey(ctx context.Context, key, method string) (bulkhead.Scope, error) {
+	s, _, err := a.authenticateAPIKey(ctx, key, method)
+	return s, err
+}
+
+func (a *Accounts) authenticateAPIKey(ctx context.Context, key, method string) (bulkhead.Scope, postgres.Access, error) {
 	tenant, id, secret, ok := parse("bhk", key)
 	if !ok {
-		return bulkhead.Scope{}, unauthenticated("malformed API key")
+		return bulkhead.Scope{}, postgres.Access{}, unauthenticated("malformed API key")
 	}
 	k, err := a.db.APIKeyForAuth(tenantScope(ctx, tenant), id, a.hash("apikey", id, secret))
 	if errors.Is(err, bulkhead.ErrNotFound) {
-		return bulkhead.Scope{}, unauthenticated("unknown or mismatched API key")
+		return bulkhead.Scope{}, postgres.Access{}, unauthenticated("unknown or mismatched API key")
 	}
 	if err != nil {
-		return bulkhead.Scope{}, err
+		return bulkhead.Scope{}, postgres.Access{}, err
 	}
 	switch {
 	case k.RevokedAt != nil:
-		return bulkhead.Scope{}, unauthenticated("API key revoked")
+		return bulkhead.Scope{}, postgres.Access{}, unauthenticated("API key revoked")
 	case k.ExpiresAt != nil && time.Now().After(*k.ExpiresAt):
-		return bulkhead.Scope{}, unauthenticated("API key expired")
+		return bulkhead.Scope{}, postgres.Access{}, unauthenticated("API key expired")
 	case !permits(k.Scopes, method):
-		return bulkhead.Scope{}, unauthenticated("API key scopes do not permit " + method)
+		return bulkhead.Scope{}, postgres.Access{}, unauthenticated("API key scopes do not permit " + method)
 	}
-	return bulkhead.Scope{Tenant: tenant, Entity: k.EntityID}, nil
+	return bulkhead.Scope{Tenant: tenant, Entity: k.EntityID}, postgres.Access{APIKey: id}, nil
 }
 
 func (a *Accounts) newSecret(purpose string) (uuid.UUID, string, []byte) {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/bulkhead-dev/bulkhead/token"
 	"github.com/google/uuid"
 )
 
@@ -84,6 +86,7 @@ func NewAuthenticator(v *Verifier, self string) *Authenticator {
 
 type cached struct {
 	scope   bulkhead.Scope
+	access  postgres.Access
 	expires time.Time // the token's exp
 	until   time.Time // when the entry is forgotten: min(exp, a minute after verification)
 	// external is set for an external principal resolved through the
@@ -104,7 +107,7 @@ func (a *Authenticator) lookup(key [32]byte) (cached, bool) {
 	return c, true
 }
 
-func (a *Authenticator) remember(key [32]byte, s bulkhead.Scope, exp time.Time, ext *postgres.ExternalLogin) {
+func (a *Authenticator) remember(key [32]byte, s bulkhead.Scope, acc postgres.Access, exp time.Time, ext *postgres.ExternalLogin) {
 	until := time.Now().Add(time.Minute)
 	if exp.Before(until) {
 		until = exp
@@ -119,7 +122,7 @@ func (a *Authenticator) remember(key [32]byte, s bulkhead.Scope, exp time.Time, 
 			}
 		}
 	}
-	a.cache[key] = cached{scope: s, expires: exp, until: until, external: ext}
+	a.cache[key] = cached{scope: s, access: acc, expires: exp, until: until, external: ext}
 }
 
 // WithAPIKeys also accepts bulkhead API keys (Authorization: Bearer bhk_…
@@ -156,81 +159,114 @@ func (a *Authenticator) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 // accepting the token, not to the returned time). A credential that is not
 // a JWT (an API key) has no expiry: the zero time.
 func (a *Authenticator) AuthenticateWithExpiry(r *http.Request) (bulkhead.Scope, time.Time, error) {
+	s, exp, _, err := a.AuthenticateAccess(r)
+	return s, exp, err
+}
+
+// AuthenticateAccess is AuthenticateWithExpiry that also describes the
+// credential for the per-request revocation check (postgres.Access): the
+// session ("sid") of bulkhead's own tokens, the API key's id, the token's
+// "iat", and whether the entity is an external issuer's (which needs no
+// entity row). The signature check is cached; revocation is not: the
+// caller puts the Access in the request's context (postgres.WithAccess) and
+// the database checks it in every transaction.
+func (a *Authenticator) AuthenticateAccess(r *http.Request) (bulkhead.Scope, time.Time, postgres.Access, error) {
+	var none postgres.Access
 	h := r.Header.Get("Authorization")
 	if k := r.Header.Get("X-API-Key"); k != "" && h == "" {
 		h = "Bearer " + k
 	}
 	if h == "" {
-		return bulkhead.Scope{}, time.Time{}, refuse("missing", "no credentials")
+		return bulkhead.Scope{}, time.Time{}, none, refuse("missing", "no credentials")
 	}
 	if len(h) > MaxTokenSize+len("Bearer ") {
-		return bulkhead.Scope{}, time.Time{}, refuse(ReasonTooLarge, "authorization header too large")
+		return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonTooLarge, "authorization header too large")
 	}
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
-		return bulkhead.Scope{}, time.Time{}, refuse(ReasonMalformed, "not a bearer token")
+		return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonMalformed, "not a bearer token")
 	}
 	if strings.HasPrefix(tok, "bhk_") {
 		if a.keys == nil {
-			return bulkhead.Scope{}, time.Time{}, refuse("api_key", "API keys are not enabled")
+			return bulkhead.Scope{}, time.Time{}, none, refuse("api_key", "API keys are not enabled")
 		}
-		s, err := a.keys.AuthenticateAPIKey(r.Context(), tok, r.Method)
+		s, acc, err := a.keys.authenticateAPIKey(r.Context(), tok, r.Method)
 		if err != nil {
-			return bulkhead.Scope{}, time.Time{}, reasoned{err, "api_key"}
+			return bulkhead.Scope{}, time.Time{}, none, reasoned{err, "api_key"}
 		}
-		return s, time.Time{}, nil
+		return s, time.Time{}, acc, nil
 	}
 	key := sha256.Sum256([]byte(tok))
 	if c, ok := a.lookup(key); ok {
 		if c.external != nil {
 			if err := a.resolve(r.Context(), c.scope.Tenant, *c.external); err != nil {
-				return bulkhead.Scope{}, time.Time{}, err
+				return bulkhead.Scope{}, time.Time{}, none, err
 			}
 		}
-		return c.scope, c.expires, nil
+		return c.scope, c.expires, c.access, nil
 	}
 	p, err := a.v.Verify(r.Context(), tok)
 	if err != nil {
-		return bulkhead.Scope{}, time.Time{}, reasoned{err, Reason(err)}
+		return bulkhead.Scope{}, time.Time{}, none, reasoned{err, Reason(err)}
 	}
 	if p.Tenant == uuid.Nil {
-		return bulkhead.Scope{}, time.Time{}, refuse(ReasonNoTenant, "issuer "+p.Issuer+" named no tenant")
+		return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonNoTenant, "issuer "+p.Issuer+" named no tenant")
 	}
 	s := bulkhead.Scope{Tenant: p.Tenant, Entity: p.Entity}
+	acc := postgres.Access{ExternalEntity: p.Issuer != a.self, IssuedAt: issuedAt(p.Claims)}
 	var ext *postgres.ExternalLogin
 	if p.Issuer != a.self {
 		switch {
 		case a.dir != nil:
 			ext = &postgres.ExternalLogin{Issuer: p.Issuer, Bound: p.TenantBound, Entity: p.Entity, Name: p.Name, Email: p.Email, ClaimsRefresh: a.claimsRefresh}
 		case !p.TenantBound:
-			return bulkhead.Scope{}, time.Time{}, refuse(ReasonIssuerNotBound, fmt.Sprintf("issuer %s named tenant %s by claim, and there is no directory to check that the tenant registered it", p.Issuer, p.Tenant))
+			return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonIssuerNotBound, fmt.Sprintf("issuer %s named tenant %s by claim, and there is no directory to check that the tenant registered it", p.Issuer, p.Tenant))
 		}
 	}
 	if p.Issuer == a.self {
 		id, err := uuid.Parse(p.Subject)
 		if err != nil || id == uuid.Nil {
-			return bulkhead.Scope{}, time.Time{}, refuse(ReasonBadClaims, "bulkhead token with a subject that is not an entity id")
+			return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonBadClaims, "bulkhead token with a subject that is not an entity id")
 		}
 		s.Entity = id
+		if v, ok := p.Claims[token.SessionClaim]; ok {
+			str, _ := v.(string)
+			sid, err := uuid.Parse(str)
+			if err != nil || sid == uuid.Nil || len(str) != 36 {
+				return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonBadClaims, "malformed session claim")
+			}
+			acc.Session = sid
+		}
 	}
 	if v, ok := p.Claims[ActingForClaim]; ok {
 		str, _ := v.(string)
 		id, err := uuid.Parse(str)
 		if err != nil || id == uuid.Nil || len(str) != 36 {
-			return bulkhead.Scope{}, time.Time{}, refuse(ReasonBadClaims, "malformed acting-for claim")
+			return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonBadClaims, "malformed acting-for claim")
 		}
 		s.ActingFor = id
 	}
 	if err := s.Validate(); err != nil {
-		return bulkhead.Scope{}, time.Time{}, refuse(ReasonBadClaims, err.Error())
+		return bulkhead.Scope{}, time.Time{}, none, refuse(ReasonBadClaims, err.Error())
 	}
 	if ext != nil {
 		if err := a.resolve(r.Context(), s.Tenant, *ext); err != nil {
-			return bulkhead.Scope{}, time.Time{}, err
+			return bulkhead.Scope{}, time.Time{}, none, err
 		}
 	}
-	a.remember(key, s, p.ExpiresAt, ext)
-	return s, p.ExpiresAt, nil
+	a.remember(key, s, acc, p.ExpiresAt, ext)
+	return s, p.ExpiresAt, acc, nil
+}
+
+// issuedAt reads a verified token's "iat" (a JSON number of seconds),
+// rounded down; the zero time without one.
+func issuedAt(claims map[string]any) time.Time {
+	f, ok := claims["iat"].(float64)
+	if !ok || f <= 0 || f > 1<<40 {
+		return time.Time{}
+	}
+	sec := math.Floor(f)
+	return time.Unix(int64(sec), int64((f-sec)*1e9))
 }
 
 // resolve checks an external principal against the directory in tenant's

@@ -70,29 +70,32 @@ func bodyRoutes(t testing.TB, a *api, operatorToken string) []bodyRoute {
 	t.Helper()
 	t1 := a.demo.T1
 	samples := map[string]map[string]any{
-		"POST /v1/tenants/{tenant_id}/auth/register": {"email": "dana@example.com", "name": "Dana", "password": "correct horse battery"},
-		"POST /v1/tenants/{tenant_id}/auth/login":    {"email": "dana@example.com", "password": "correct horse battery"},
-		"POST /v1/tenants/{tenant_id}/auth/refresh":  {"refresh_token": "not-a-token"},
-		"POST /v1/tenants/{tenant_id}/auth/logout":   {"refresh_token": "not-a-token"},
-		"POST /v1/api-keys":                          {"name": "ci", "scopes": []any{"read"}, "ttl_seconds": 60},
-		"POST /v1/agents":                            {"name": "writer", "bio": "writes", "settings": map[string]any{"model": "m", "tags": []any{"a"}}, "system_prompt": "be brief", "secrets": map[string]any{"openai": "sk-1"}},
-		"PUT /v1/agents/{id}":                        {"name": "writer", "bio": "writes", "settings": map[string]any{"model": "m"}, "system_prompt": "be brief", "secrets": map[string]any{"openai": "sk-1"}},
-		"POST /v1/delegations":                       {"agent_id": t1.Agent.String(), "scopes": []any{"documents:read"}},
-		"POST /v1/worlds":                            {"name": "atlas"},
-		"POST /v1/rooms":                             {"world_id": t1.World1.String(), "name": "lobby", "open": true, "channel_id": "lobby"},
-		"POST /v1/rooms/{id}/participants":           {"entity_id": t1.Charlie.String(), "role": "member"},
-		"POST /v1/rooms/{id}/messages":               {"content": "hello", "kind": "message"},
-		"POST /v1/stream-tickets":                    {"room_id": t1.Room1.String()},
-		"POST /v1/message-servers":                   {"platform": "discord", "external_id": "guild-1", "name": "guild"},
-		"POST /v1/message-servers/{id}/agents":       {"agent_id": t1.Agent.String()},
-		"POST /v1/documents":                         {"title": "notes", "content": "the quarterly plan", "visibility": "tenant"},
-		"POST /v1/query":                             {"query": "quarterly plan", "k": 3},
-		"POST /v1/answer":                            {"query": "quarterly plan", "k": 3},
-		"POST /admin/v1/tenants":                     {"name": "initech", "region": "default"},
-		"POST /admin/v1/tenants/{id}/reembed":        {"model": "local"},
-		"POST /admin/v1/tenants/{id}/entities":       {"name": "milton", "kind": "user", "email": "milton@example.com"},
-		"POST /admin/v1/tenants/{id}/issuers":        {"issuer": "https://idp.example.com/", "jit": true},
-		"POST /admin/v1/tenants/{id}/issuers/remove": {"issuer": "https://idp.example.com/"},
+		"POST /v1/tenants/{tenant_id}/auth/register":                      {"email": "dana@example.com", "name": "Dana", "password": "correct horse battery"},
+		"POST /v1/tenants/{tenant_id}/auth/login":                         {"email": "dana@example.com", "password": "correct horse battery"},
+		"POST /v1/tenants/{tenant_id}/auth/refresh":                       {"refresh_token": "not-a-token"},
+		"POST /v1/tenants/{tenant_id}/auth/logout":                        {"refresh_token": "not-a-token"},
+		"POST /v1/api-keys":                                               {"name": "ci", "scopes": []any{"read"}, "ttl_seconds": 60},
+		"POST /v1/agents":                                                 {"name": "writer", "bio": "writes", "settings": map[string]any{"model": "m", "tags": []any{"a"}}, "system_prompt": "be brief", "secrets": map[string]any{"openai": "sk-1"}},
+		"PUT /v1/agents/{id}":                                             {"name": "writer", "bio": "writes", "settings": map[string]any{"model": "m"}, "system_prompt": "be brief", "secrets": map[string]any{"openai": "sk-1"}},
+		"POST /v1/delegations":                                            {"agent_id": t1.Agent.String(), "scopes": []any{"documents:read"}},
+		"POST /v1/worlds":                                                 {"name": "atlas"},
+		"POST /v1/rooms":                                                  {"world_id": t1.World1.String(), "name": "lobby", "open": true, "channel_id": "lobby"},
+		"POST /v1/rooms/{id}/participants":                                {"entity_id": t1.Charlie.String(), "role": "member"},
+		"POST /v1/rooms/{id}/messages":                                    {"content": "hello", "kind": "message"},
+		"POST /v1/stream-tickets":                                         {"room_id": t1.Room1.String()},
+		"POST /v1/message-servers":                                        {"platform": "discord", "external_id": "guild-1", "name": "guild"},
+		"POST /v1/message-servers/{id}/agents":                            {"agent_id": t1.Agent.String()},
+		"POST /v1/documents":                                              {"title": "notes", "content": "the quarterly plan", "visibility": "tenant"},
+		"POST /v1/query":                                                  {"query": "quarterly plan", "k": 3},
+		"POST /v1/answer":                                                 {"query": "quarterly plan", "k": 3},
+		"POST /admin/v1/tenants":                                          {"name": "initech", "region": "default"},
+		"POST /admin/v1/tenants/{id}/reembed":                             {"model": "local"},
+		"POST /admin/v1/tenants/{id}/entities":                            {"name": "milton", "kind": "user", "email": "milton@example.com"},
+		"POST /admin/v1/tenants/{id}/issuers":                             {"issuer": "https://idp.example.com/", "jit": true},
+		"POST /admin/v1/tenants/{id}/issuers/remove":                      {"issuer": "https://idp.example.com/"},
+		"POST /v1/tenants/{tenant_id}/auth/password-reset":                {"token": "not-a-token", "new_password": "correct horse battery"},
+		"POST /v1/me/password":                                            {"current_password": "correct horse battery", "new_password": "correct horse stapler"},
+		"POST /admin/v1/tenants/{id}/entities/{entity_id}/password-reset": {"ttl_seconds": 600},
 	}
 	ids := map[string]string{
 		"/v1/tenants/{tenant_id}/": t1.Tenant.ID.String(), "/v1/agents/{id}": t1.Agent.String(), "/v1/rooms/{id}/": t1.Room1.String(),
@@ -113,7 +116,7 @@ func bodyRoutes(t testing.TB, a *api, operatorToken string) []bodyRoute {
 			path := pattern
 			for prefix, id := range ids {
 				if strings.HasPrefix(pattern, prefix) {
-					path = strings.NewReplacer("{tenant_id}", id, "{id}", id).Replace(pattern)
+					path = strings.NewReplacer("{tenant_id}", id, "{id}", id, "{entity_id}", t1.Alice.String()).Replace(pattern)
 				}
 			}
 			r := bodyRoute{method: strings.ToUpper(method), pattern: pattern, path: path, body: body, token: "T1-alice"}

@@ -24,6 +24,15 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (bulkhead.Scope, error)
 }
 
+// AccessAuthenticator is implemented by authenticators that describe the
+// credential for the per-request revocation check (auth.Authenticator: a
+// token's session and issue time, an API key's id). Whatever the
+// authenticator, every authenticated request is checked: the tenant and
+// entity must exist and be enabled (postgres.Access).
+type AccessAuthenticator interface {
+	AuthenticateAccess(r *http.Request) (bulkhead.Scope, time.Time, postgres.Access, error)
+}
+
 // Options configures the server.
 type Options struct {
 	// Auth authenticates /v1 requests; nil refuses them all (401).
@@ -154,7 +163,8 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 			writeError(w, r, s.log, err)
 			return
 		}
-		sc, exp, err := s.authenticate(r)
+		res, err := s.authenticate(r)
+		sc := res.scope
 		if errors.Is(err, bulkhead.ErrUnavailable) {
 			// Not a bad credential: what checks it is unreachable (an
 			// issuer's keys, the directory). 503 with Retry-After; the reason
@@ -175,12 +185,17 @@ func (s *Server) authenticated(next http.Handler) http.Handler {
 			writeError(w, r, s.log, s.rateLimited(w, "entity", d))
 			return
 		}
-		ctx, err := bulkhead.WithScope(withExpiry(r.Context(), exp), sc)
+		ctx, err := bulkhead.WithScope(withExpiry(r.Context(), res.exp), sc)
 		if err != nil {
 			writeError(w, r, s.log, bulkhead.ErrUnauthenticated)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(ctx))
+		// Every transaction of the request checks that the credential is
+		// still live (postgres.Access); the gate checks once more before a
+		// response that no transaction preceded.
+		ctx = postgres.WithAccess(ctx, res.access)
+		r = r.WithContext(ctx)
+		next.ServeHTTP(&accessGate{ResponseWriter: w, r: r, s: s}, r)
 	})
 }
 

@@ -42,9 +42,11 @@ import (
 // After it: each notification (ids only) is turned into content by reading
 // the memory in the caller's scope, so row-level security decides what is
 // sent; a memory the caller can't read triggers a participation check.
-// Participation is also re-checked every StreamOptions.Recheck. The stream
-// closes with 1008 (policy violation) when the credential expires or the
-// caller no longer participates, 1009 when a client message exceeds
+// Participation is also re-checked every StreamOptions.Recheck, and every
+// read (notification or re-check) checks the credential again
+// (postgres.Access). The stream closes with 1008 (policy violation) when
+// the credential expires or is revoked (its session, key, entity or
+// tenant), or the caller no longer participates, 1009 when a client message exceeds
 // ReadLimit, 1008 when the client sends more than a message a second
 // (bursts of 10), 1012 when notifications may have been missed (the
 // client reloads the history and reconnects), 1001 at MaxLifetime for a
@@ -197,26 +199,43 @@ func expiryFrom(ctx context.Context) time.Time {
 // ticketPattern is the route that issues tickets.
 const ticketPattern = "POST /v1/stream-tickets"
 
+// authResult is who authenticated and with what: the scope, the
+// credential's expiry (zero: unknown) and what the revocation check needs.
+type authResult struct {
+	scope  bulkhead.Scope
+	exp    time.Time
+	access postgres.Access
+}
+
 // authenticate is the authenticated middleware's credential check: the
-// configured Authenticator or, on the stream route only, a ticket. The two
-// stream routes also ask an ExpiringAuthenticator for the credential's
-// expiry (others don't need it, and it may cost a second verification).
-func (s *Server) authenticate(r *http.Request) (bulkhead.Scope, time.Time, error) {
+// configured Authenticator or, on the stream route only, a ticket (which
+// carries the scope, expiry and access of the credential that asked for
+// it). An AccessAuthenticator also describes the credential for the
+// revocation check; any other Authenticator gets the zero Access (the
+// tenant and entity must exist and be enabled). The two stream routes also
+// ask an ExpiringAuthenticator for the credential's expiry (others don't
+// need it, and it may cost a second verification).
+func (s *Server) authenticate(r *http.Request) (authResult, error) {
 	if r.Pattern == streamPattern && r.URL.Query().Has("ticket") {
 		if r.Header.Get("Authorization") != "" || r.Header.Get("X-API-Key") != "" {
-			return bulkhead.Scope{}, time.Time{}, ticketRefused("both a ticket and a header credential")
+			return authResult{}, ticketRefused("both a ticket and a header credential")
 		}
 		room, err := pathID(r, "id")
 		if err != nil {
-			return bulkhead.Scope{}, time.Time{}, ticketRefused("bad room id")
+			return authResult{}, ticketRefused("bad room id")
 		}
 		return s.stream.tickets.consume(r.URL.Query().Get("ticket"), room)
 	}
+	if aa, ok := s.auth.(AccessAuthenticator); ok {
+		sc, exp, acc, err := aa.AuthenticateAccess(r)
+		return authResult{scope: sc, exp: exp, access: acc}, err
+	}
 	if ea, ok := s.auth.(ExpiringAuthenticator); ok && (r.Pattern == streamPattern || r.Pattern == ticketPattern) {
-		return ea.AuthenticateWithExpiry(r)
+		sc, exp, err := ea.AuthenticateWithExpiry(r)
+		return authResult{scope: sc, exp: exp}, err
 	}
 	sc, err := s.auth.Authenticate(r)
-	return sc, time.Time{}, err
+	return authResult{scope: sc}, err
 }
 
 // ticketError is a refused ticket (401; reason "ticket" in the metrics).
@@ -244,6 +263,7 @@ type tickets struct {
 
 type ticket struct {
 	scope    bulkhead.Scope
+	access   postgres.Access // the credential's that asked for it, checked again on use
 	room     uuid.UUID
 	expires  time.Time // the ticket's
 	tokenExp time.Time // the credential's that asked for it (zero: unknown)
@@ -252,7 +272,7 @@ type ticket struct {
 // issue returns a new ticket for sc and room, valid for the TTL (never
 // beyond the credential's expiry). It returns errRateLimited when the
 // entity already holds maxTicketsPerEntity.
-func (tk *tickets) issue(sc bulkhead.Scope, room uuid.UUID, tokenExp time.Time) (string, time.Time, error) {
+func (tk *tickets) issue(sc bulkhead.Scope, acc postgres.Access, room uuid.UUID, tokenExp time.Time) (string, time.Time, error) {
 	var raw [32]byte
 	rand.Read(raw[:])
 	value := base64.RawURLEncoding.EncodeToString(raw[:])
@@ -272,13 +292,13 @@ func (tk *tickets) issue(sc bulkhead.Scope, room uuid.UUID, tokenExp time.Time) 
 	if tk.perEntity[who] >= maxTicketsPerEntity {
 		return "", time.Time{}, errRateLimited{tk.ttl}
 	}
-	tk.m[sha256.Sum256([]byte(value))] = ticket{scope: sc, room: room, expires: exp, tokenExp: tokenExp}
+	tk.m[sha256.Sum256([]byte(value))] = ticket{scope: sc, access: acc, room: room, expires: exp, tokenExp: tokenExp}
 	tk.perEntity[who]++
 	return value, exp, nil
 }
 
 // consume spends a ticket: whatever the outcome, it can't be used again.
-func (tk *tickets) consume(value string, room uuid.UUID) (bulkhead.Scope, time.Time, error) {
+func (tk *tickets) consume(value string, room uuid.UUID) (authResult, error) {
 	h := sha256.Sum256([]byte(value))
 	tk.mu.Lock()
 	t, ok := tk.m[h]
@@ -288,13 +308,13 @@ func (tk *tickets) consume(value string, room uuid.UUID) (bulkhead.Scope, time.T
 	tk.mu.Unlock()
 	switch {
 	case !ok:
-		return bulkhead.Scope{}, time.Time{}, ticketRefused("unknown or already used")
+		return authResult{}, ticketRefused("unknown or already used")
 	case !tk.now().Before(t.expires):
-		return bulkhead.Scope{}, time.Time{}, ticketRefused("expired")
+		return authResult{}, ticketRefused("expired")
 	case t.room != room:
-		return bulkhead.Scope{}, time.Time{}, ticketRefused("issued for another room")
+		return authResult{}, ticketRefused("issued for another room")
 	}
-	return t.scope, t.tokenExp, nil
+	return authResult{scope: t.scope, exp: t.tokenExp, access: t.access}, nil
 }
 
 func (tk *tickets) forgetLocked(h [32]byte, t ticket) {
@@ -336,7 +356,8 @@ func (s *Server) createStreamTicket(w http.ResponseWriter, r *http.Request) erro
 	if !ok {
 		return bulkhead.ErrNotFound
 	}
-	value, exp, err := s.stream.tickets.issue(sc, in.RoomID, expiryFrom(r.Context()))
+	acc, _ := postgres.AccessFrom(r.Context())
+	value, exp, err := s.stream.tickets.issue(sc, acc, in.RoomID, expiryFrom(r.Context()))
 	var rl errRateLimited
 	if errors.As(err, &rl) {
 		return s.rateLimited(w, "stream_tickets", rl.retry)
@@ -471,6 +492,7 @@ func (s *Server) streamRoom(w http.ResponseWriter, r *http.Request) error {
 const (
 	reasonExpired  = "credential expired"
 	reasonRevoked  = "no longer a participant"
+	reasonAccess   = "credential revoked"
 	reasonLifetime = "maximum stream lifetime reached; reconnect"
 	reasonLost     = "notifications may have been missed; reload the history and reconnect"
 	reasonShutdown = "server shutting down"
@@ -501,6 +523,8 @@ func (st *streams) serve(ctx context.Context, c *websocket.Conn, sub *postgres.S
 	stillIn := func() bool {
 		ok, err := st.participates(ctx, sc, room)
 		switch {
+		case errors.Is(err, bulkhead.ErrUnauthenticated):
+			c.Close(websocket.StatusPolicyViolation, reasonAccess)
 		case err != nil:
 			st.log.ErrorContext(ctx, "stream: participation check failed", "err", err)
 			c.Close(websocket.StatusInternalError, reasonInternal)
@@ -521,6 +545,10 @@ func (st *streams) serve(ctx context.Context, c *websocket.Conn, sub *postgres.S
 				return
 			}
 			m, err := st.db.RoomMemory(ctx, room, id)
+			if errors.Is(err, bulkhead.ErrUnauthenticated) {
+				c.Close(websocket.StatusPolicyViolation, reasonAccess)
+				return
+			}
 			if errors.Is(err, bulkhead.ErrNotFound) {
 				// Row-level security hides it (or it is gone already): has
 				// the caller lost the room?

@@ -173,6 +173,7 @@ func (db *DB) InScope(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 	defer conn.Release()
 	tx := &scopedTx{conn: conn.Conn(), key: db.ctxKey, scope: s}
+	tx.access, _ = ctx.Value(accessKey{}).(*accessState)
 	if err := fn(tx); err != nil {
 		if rbErr := tx.Rollback(ctx); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
 			// The connection is in an unknown state: don't return it to the pool.
@@ -196,8 +197,13 @@ func (db *DB) Read(ctx context.Context, fn func(pgx.Rows) error, sql string, arg
 	}
 	b := &pgx.Batch{}
 	b.Queue(contextSQL, db.ctxKey.token(s, time.Now()))
+	st := queueAccess(ctx, b)
 	b.Queue(sql, args...).Query(fn)
-	return translate(db.app.SendBatch(ctx, b).Close())
+	err = translate(db.app.SendBatch(ctx, b).Close())
+	if st != nil && err == nil {
+		st.checked.Store(true)
+	}
+	return err
 }
 
 // ReadRow is Read for a statement that returns one row, scanned into dest.

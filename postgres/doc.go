@@ -20,6 +20,12 @@
 //     violation -> ErrConflict, RLS WITH CHECK refusal -> ErrForbidden,
 //     foreign key violation -> ErrNotFound (the referenced row is missing or
 //     hidden; the two are indistinguishable on purpose).
+//   - A context carrying an Access (WithAccess) is checked in every
+//     transaction InScope and Read open with it, in the same batch as the
+//     context (no extra round trip): a disabled or missing tenant or entity,
+//     a revoked session or API key, or a session-less token older than the
+//     entity's tokens_not_before is ErrUnauthenticated before any statement
+//     of the transaction runs (SQLSTATE 28000 from bulkhead.access_check).
 //   - Cross-tenant work runs only through InMaintenance, as the maintenance
 //     role, with a reason that is logged.
 package postgres

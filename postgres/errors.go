@@ -34,6 +34,8 @@ func translate(err error) error {
 		kind = bulkhead.ErrForbidden
 	case "23514", "23502": // check, not null
 		kind = bulkhead.ErrInvalid
+	case "28000": // invalid_authorization_specification: bulkhead.access_check refused the credential
+		kind = bulkhead.ErrUnauthenticated
 	default:
 		// Class 22, data exception: a value PostgreSQL can't take (22021 a
 		// character not in the encoding, 22P05 \u0000 in jsonb, 22P02 bad

@@ -83,15 +83,17 @@ var AllowedTriggers = map[string]string{
 	Schema + ".memories.memories_notify": Schema + ".notify_memory_inserted()",
 }
 
-// AuthFunctions are the SECURITY DEFINER functions authentication flows
-// use before the caller has an entity in scope (migrations 00004, 00011
-// and 00013). They answer only in a pre-authentication context (a tenant, no
-// entity, no acting-for), and no credential hash leaves them: passwords and
-// keyed hashes are compared inside. Like the generator's membership helpers
-// they are owned by Definer and pin their search_path; the self-check
-// accepts exactly these, NotifyFunctions and rls.DefinerFunctions
-// (docs/SECURITY.md lists what each can reveal).
-var AuthFunctions = []string{"auth_password_params", "auth_password_check", "auth_register", "auth_api_key", "auth_refresh_token", "auth_external"}
+// AuthFunctions are the SECURITY DEFINER functions of the authentication
+// flows (migrations 00004, 00011, 00012 and 00013). All but
+// auth_password_change answer only in a pre-authentication context (a
+// tenant, no entity, no acting-for); auth_password_change answers only in
+// an entity's own context (no acting-for) and changes only that entity's
+// password. No credential hash leaves them: passwords and keyed hashes are
+// compared inside. Like the generator's membership helpers they are owned
+// by Definer and pin their search_path; the self-check accepts exactly
+// these, NotifyFunctions and rls.DefinerFunctions (docs/SECURITY.md lists
+// what each can reveal).
+var AuthFunctions = []string{"auth_password_params", "auth_password_check", "auth_register", "auth_api_key", "auth_refresh_token", "auth_password_reset", "auth_password_change", "auth_external"}
 
 // NotifyFunctions are the SECURITY DEFINER functions of live delivery
 // (migration 00011): notify_listen LISTENs on the channel of the tenant in

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/bench"
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
@@ -128,6 +129,8 @@ func TestRoundTrips(t *testing.T) {
 	defer db.Close()
 	tn := demo.T1
 	ctx := as(t, tn.Tenant.ID, tn.Bob, uuid.Nil)
+	// The per-request revocation check travels in the same batch.
+	checked := postgres.WithAccess(ctx, postgres.Access{IssuedAt: time.Now()})
 	measure := func(f func() error) int64 {
 		t.Helper()
 		if err := f(); err != nil { // warm the statement cache
@@ -150,6 +153,13 @@ func TestRoundTrips(t *testing.T) {
 			return db.InScope(ctx, func(tx pgx.Tx) error {
 				var n int
 				return tx.QueryRow(ctx, `SELECT count(*) FROM bulkhead.rooms`).Scan(&n)
+			})
+		}},
+		{"Read with the access check", 1, func() error { _, err := db.Room(checked, tn.Room1); return err }},
+		{"InScope with the access check, one statement", 2, func() error {
+			return db.InScope(checked, func(tx pgx.Tx) error {
+				var n int
+				return tx.QueryRow(checked, `SELECT count(*) FROM bulkhead.rooms`).Scan(&n)
 			})
 		}},
 		{"InScope, two statements", 3, func() error {

@@ -16,35 +16,48 @@ import (
 // BEGIN and the context settings (pgx's Batch.BeginTx), so scoping costs no
 // extra round trip. Later statements go straight to the transaction.
 type scopedTx struct {
-	conn  *pgx.Conn
-	key   ContextKey
-	scope bulkhead.Scope
-	inner pgx.Tx
+	conn   *pgx.Conn
+	key    ContextKey
+	scope  bulkhead.Scope
+	access *accessState // the credential to check first (WithAccess); nil: none
+	inner  pgx.Tx
 }
 
 var _ pgx.Tx = (*scopedTx)(nil)
 
-// prelude returns a batch that starts the transaction and sets the context,
-// followed by queries.
+// prelude returns a batch that starts the transaction, sets the context
+// and, with an Access to check, checks it, followed by queries.
 func (t *scopedTx) prelude(queries ...*pgx.QueuedQuery) *pgx.Batch {
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{})
 	// Signed now, when it is sent, so the token's short life starts here.
 	b.Queue(contextSQL, t.key.token(t.scope, time.Now()))
+	if t.access != nil {
+		b.Queue(accessSQL, accessArgs(t.access.a)...)
+	}
 	b.QueuedQueries = append(b.QueuedQueries, queries...)
 	return b
 }
 
 // send sends b (made by prelude), records the transaction, and returns the
-// results positioned after the prelude's two results.
+// results positioned after the prelude's results (the context, and the
+// access check if any: a refused check fails the transaction before the
+// first query runs).
 func (t *scopedTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
 	br := t.conn.SendBatch(ctx, b)
 	t.inner = br.Tx()
-	for range 2 {
+	n := 2
+	if t.access != nil {
+		n = 3
+	}
+	for range n {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
 			return nil, err
 		}
+	}
+	if t.access != nil {
+		t.access.checked.Store(true)
 	}
 	return br, nil
 }

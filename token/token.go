@@ -95,8 +95,19 @@ func newSigner(issuer string, seed []byte) *Signer {
 // Issuer returns the iss of the signer's tokens.
 func (s *Signer) Issuer() string { return s.issuer }
 
-// Mint returns a token for entity in tenant, valid for ttl (at most MaxTTL).
+// SessionClaim names the session (the refresh-token family) an access
+// token was minted with; bulkhead refuses the token once that session is
+// revoked (logout, reuse of a spent refresh token, revoke-sessions).
+const SessionClaim = "sid"
+
+// Mint returns a token for entity in tenant, valid for ttl (at most MaxTTL),
+// belonging to no session.
 func (s *Signer) Mint(tenant, entity uuid.UUID, ttl time.Duration) (string, time.Time, error) {
+	return s.MintSession(tenant, entity, uuid.Nil, ttl)
+}
+
+// MintSession is Mint for a token of session (SessionClaim; uuid.Nil: none).
+func (s *Signer) MintSession(tenant, entity, session uuid.UUID, ttl time.Duration) (string, time.Time, error) {
 	if tenant == uuid.Nil || entity == uuid.Nil {
 		return "", time.Time{}, errors.New("token: tenant and entity are required")
 	}
@@ -107,8 +118,15 @@ func (s *Signer) Mint(tenant, entity uuid.UUID, ttl time.Duration) (string, time
 	exp := now.Add(ttl)
 	claims := jwt.MapClaims{
 		"iss": s.issuer, "sub": entity.String(), "aud": Audience,
-		"iat": now.Unix(), "nbf": now.Unix(), "exp": exp.Unix(),
+		// iat to the microsecond (RFC 7519 allows a non-integer NumericDate):
+		// revocation compares it with the instant sessions were revoked, so a
+		// token minted just after a revocation is not refused with the ones
+		// minted just before it.
+		"iat": float64(now.UnixMicro()) / 1e6, "nbf": now.Unix(), "exp": exp.Unix(),
 		"jti": uuid.NewString(), TenantClaim: tenant.String(),
+	}
+	if session != uuid.Nil {
+		claims[SessionClaim] = session.String()
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 	t.Header["kid"] = s.kid

@@ -53,7 +53,7 @@ func printJSON(w io.Writer, v any) error {
 func newTenantCmd(cfg *config) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tenant",
-		Short: "Create, list and delete tenants (control plane, as the maintenance role)",
+		Short: "Create, list, disable and delete tenants (control plane, as the maintenance role)",
 	}
 	var region string
 	var asJSON, openRegistration bool
@@ -183,6 +183,7 @@ is reported as such.`,
 	reembed.Flags().StringVar(&model, "model", "", "embedding model: local-lexical-v1, or openai:NAME for --embedding-model NAME")
 	reembed.MarkFlagRequired("model")
 	cmd.AddCommand(create, list, del, provision, reconcile, reembed, newTenantIssuerCmd(cfg))
+	cmd.AddCommand(tenantAccessCmds(cfg)...)
 	return cmd
 }
 
@@ -221,7 +222,7 @@ func tenantKnowledgeCmd(cmd *cobra.Command, cfg *config, op, arg string, f func(
 func newEntityCmd(cfg *config) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "entity",
-		Short: "Provision entities (users, agents, external principals) in a tenant (control plane)",
+		Short: "Provision, disable, delete entities (users, agents, external principals) of a tenant, end their sessions, issue password resets (control plane)",
 	}
 	var tenantID, kind, email, issuer, subject string
 	var asJSON bool
@@ -257,5 +258,6 @@ func newEntityCmd(cfg *config) *cobra.Command {
 	create.Flags().StringVar(&issuer, "issuer", "", "pre-link an external subject: its issuer (exact \"iss\")")
 	create.Flags().StringVar(&subject, "subject", "", "pre-link an external subject: its \"sub\"")
 	cmd.AddCommand(create, newEntityActiveCmd(cfg, false), newEntityActiveCmd(cfg, true))
+	cmd.AddCommand(entityAccessCmds(cfg)...)
 	return cmd
 }

@@ -107,7 +107,7 @@ func (c *config) accounts(db *postgres.DB, signer *token.Signer) (*auth.Accounts
 }
 
 func newAPIKeyCmd(cfg *config) *cobra.Command {
-	cmd := &cobra.Command{Use: "apikey", Short: "Create API keys for entities (operator bootstrap)"}
+	cmd := &cobra.Command{Use: "apikey", Short: "Create, list and revoke API keys of entities (operator)"}
 	var tenantID, entityID, name string
 	var scopes []string
 	var ttl time.Duration
@@ -145,5 +145,6 @@ func newAPIKeyCmd(cfg *config) *cobra.Command {
 	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (0: until revoked)")
 	create.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(create)
+	cmd.AddCommand(apiKeyAccessCmds(cfg)...)
 	return cmd
 }
