@@ -166,7 +166,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 			}
 			res.PgBouncer = bouncerVersion(bnc.bin)
 			pc.AppDSN = bnc.DSN(env.creds.Runtime, dbName)
-			pc.QueryExecMode = "exec"         // PgBouncer 1.18 has no prepared statements
+			pc.QueryExecMode = "exec"        // PgBouncer 1.18 has no prepared statements
 			pc.MaxConns = int32(cfg.Clients) // a client connection each; PgBouncer multiplexes them
 		}
 		db, err := postgres.Open(ctx, pc)
