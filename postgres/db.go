@@ -169,7 +169,7 @@ func (db *DB) InScope(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 	conn, err := db.app.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("acquire connection: %w", err)
+		return translate(fmt.Errorf("acquire connection: %w", err))
 	}
 	defer conn.Release()
 	tx := &scopedTx{conn: conn.Conn(), key: db.ctxKey, scope: s}

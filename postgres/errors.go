@@ -1,8 +1,11 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -12,7 +15,8 @@ import (
 
 // translate maps a driver error to bulkhead's error set, keeping the
 // original for logs (errors.Is sees both). It is the only place that looks
-// at SQLSTATEs.
+// at SQLSTATEs. A database that can't be reached, or a connection that
+// broke, is bulkhead.ErrUnavailable.
 func translate(err error) error {
 	if err == nil {
 		return nil
@@ -20,12 +24,17 @@ func translate(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("%w (%w)", bulkhead.ErrNotFound, err)
 	}
+	if unreachable(err) {
+		return fmt.Errorf("%w (%w)", bulkhead.ErrUnavailable, err)
+	}
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		return err
 	}
 	var kind error
 	switch pe.Code {
+	case "57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+		kind = bulkhead.ErrUnavailable
 	case "23505": // unique_violation
 		kind = bulkhead.ErrConflict
 	case "23503": // foreign_key_violation: the referenced row is missing or hidden
@@ -45,7 +54,27 @@ func translate(err error) error {
 			kind = bulkhead.ErrInvalid
 			break
 		}
+		// Class 08, connection exception: what PostgreSQL or PgBouncer
+		// says when the server side of the connection is gone or refuses.
+		if strings.HasPrefix(pe.Code, "08") {
+			kind = bulkhead.ErrUnavailable
+			break
+		}
 		return err
 	}
 	return fmt.Errorf("%w (%w)", kind, err)
+}
+
+// unreachable reports whether err says that PostgreSQL, or a pooler in
+// front of it, could not be reached or that the connection broke: retry
+// later (503), neither the caller's fault nor a bug. The caller's own
+// deadline or cancellation is not one.
+func unreachable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.Is(err, pgconn.ErrConnClosed) || errors.As(err, &ne) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

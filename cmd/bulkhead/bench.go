@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/bench"
@@ -177,7 +178,88 @@ POST /v1/query and POST /v1/answer (k=5, extractive) against GET
 	retrievalCmd.Flags().DurationVar(&rc.Duration, "duration", 6*time.Second, "measuring time per HTTP side")
 	retrievalCmd.Flags().Uint64Var(&rc.Seed, "seed", 1, "seed for the documents and queries")
 	retrievalCmd.Flags().StringVar(&retrievalWrite, "write", "", "markdown file whose retrieval section to replace")
-	cmd.AddCommand(rlsCmd, cryptoCmd, apiCmd, vectorCmd, retrievalCmd)
+	var sc bench.SoakConfig
+	var soakWrite, soakBench string
+	soakCmd := &cobra.Command{
+		Use:   "soak",
+		Short: "Pooling soak: scoped and no-scope transactions from many clients over 1-4 server connections, every row checked",
+		Long: `bench soak starts its own throwaway PostgreSQL cluster (and, for the
+PgBouncer path, a real PgBouncer 1.18+ in transaction mode with no reset
+query), seeds a few tenants, and drives --transactions transactions per
+path from --clients concurrent clients over --pool-size server
+connections: entity scopes (InScope and Read), tenant-only scopes and
+no-scope queries, each on a random tenant and entity, so consecutive
+transactions on a connection belong to different scopes. Every returned row
+is checked against the exact set its scope may see. It prints
+transactions/s, p50/p99, wrong-tenant rows and calls that saw a context
+carried over, and exits 1 if either count, or any failed transaction, is
+not zero. With --write FILE it replaces the pooling section of that
+markdown file (docs/RELIABILITY.md); with --benchmarks FILE it replaces the
+one-line pooling section there (docs/BENCHMARKS.md).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sc.Progress = cmd.ErrOrStderr()
+			bars := map[string]*progressBar{}
+			var barsMu sync.Mutex // OnProgress runs on the clients' goroutines
+			sc.OnProgress = func(path string, done, total int64) {
+				barsMu.Lock()
+				defer barsMu.Unlock()
+				b := bars[path]
+				if b == nil {
+					b = newProgress(cmd.ErrOrStderr(), "soak "+path)
+					bars[path] = b
+				}
+				b.update(done, total)
+				if done == total {
+					b.done()
+				}
+			}
+			if sc.PoolSize < 1 || sc.PoolSize > 4 {
+				return fmt.Errorf("--pool-size %d: want 1 to 4 server connections", sc.PoolSize)
+			}
+			res, err := bench.RunSoak(cmd.Context(), sc)
+			if err != nil {
+				return err
+			}
+			res.Table(cmd.OutOrStdout())
+			command := fmt.Sprintf("bulkhead bench soak --transactions %d --clients %d --pool-size %d --through %s", sc.Transactions, sc.Clients, sc.PoolSize, sc.Through)
+			if soakWrite != "" {
+				var b bytes.Buffer
+				res.Markdown(&b, command)
+				if err := replaceSection(soakWrite, "## Pooling soak", b.String()); err != nil {
+					return err
+				}
+			}
+			if soakBench != "" {
+				var b bytes.Buffer
+				fmt.Fprintf(&b, "## Pooling soak (`%s`)\n\n", command)
+				fmt.Fprintf(&b, "Measured %s:", time.Now().UTC().Format("2006-01-02"))
+				for i, p := range res.Paths {
+					if i > 0 {
+						b.WriteString(";")
+					}
+					fmt.Fprintf(&b, " %s %.0f transactions/s (p50 %.1f ms, p99 %.1f ms), %d wrong-tenant rows, %d context carried over", p.Name, p.TPS(),
+						float64(p.P50)/float64(time.Millisecond), float64(p.P99)/float64(time.Millisecond), p.WrongTenant, p.CarriedOver)
+				}
+				fmt.Fprintf(&b, ", %d clients over %d server connections. Details in [RELIABILITY.md](RELIABILITY.md#pooling-soak).\n\n", sc.Clients, sc.PoolSize)
+				if err := replaceSection(soakBench, "## Pooling soak", b.String()); err != nil {
+					return err
+				}
+			}
+			if !res.Clean() {
+				return fmt.Errorf("pooling soak: wrong-tenant rows, context carried over or failed transactions (see above)")
+			}
+			return nil
+		},
+	}
+	soakCmd.Flags().IntVar(&sc.Transactions, "transactions", 1_000_000, "transactions per path")
+	soakCmd.Flags().IntVar(&sc.Clients, "clients", 32, "concurrent clients")
+	soakCmd.Flags().IntVar(&sc.PoolSize, "pool-size", 2, "server connections (1 to 4): pgxpool's size directly, PgBouncer's server pool through it")
+	soakCmd.Flags().StringVar(&sc.Through, "through", "both", "path: direct (pgxpool), pgbouncer (transaction mode) or both")
+	soakCmd.Flags().IntVar(&sc.Tenants, "tenants", 8, "tenants (10 users, 10 rooms of 5 each)")
+	soakCmd.Flags().StringVar(&soakWrite, "write", "", "markdown file whose pooling section to replace (docs/RELIABILITY.md)")
+	soakCmd.Flags().StringVar(&soakBench, "benchmarks", "", "markdown file whose one-line pooling section to replace (docs/BENCHMARKS.md)")
+	cmd.AddCommand(rlsCmd, cryptoCmd, apiCmd, vectorCmd, retrievalCmd, soakCmd)
 	return cmd
 }
 
