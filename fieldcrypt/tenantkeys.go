@@ -10,21 +10,24 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/tink-crypto/tink-go/v2/aead"
+	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	"github.com/tink-crypto/tink-go/v2/tink"
 )
 
-// TenantKeyDir is the building block of erasure that holds against database
-// backups: one tenant key (a random AES-256-GCM keyset) per tenant, in a
-// directory kept outside the database and its backups, one 0600 file per
-// tenant. Each file is itself wrapped by the KEK (associated data bound to
-// the tenant), so the directory alone opens nothing; destroying a tenant's
-// file makes every keyset wrapped by its tenant key unreadable, including
-// copies in earlier database dumps, as long as no copy of the file survives
-// (a backup of this directory defeats erasure for the tenants it holds).
+// TenantKeyDir holds the material whose destruction erases a tenant even
+// from earlier database backups: one tenant key (a random AES-256-GCM
+// keyset) per tenant, in a directory kept outside the database and its
+// backups, one 0600 file per tenant in a 0700 directory.
 //
-// NOT YET WIRED IN: the keyring does not wrap keysets with tenant keys yet
-// (branch wave3-erase, unfinished). See docs/SECURITY.md.
+// A tenant's keysets are wrapped twice, the tenant key inside and the KEK
+// outside (see Keyring), so the tenant key sits alongside the KEK, not
+// under it: destroying the tenant key's file suffices to make every copy
+// of the wrapped keysets (live database, dumps) unreadable, while the
+// directory alone opens nothing without the database's wrapped keysets
+// and the KEK. KEK rotation re-wraps only the outer layer; these files are
+// never rewritten. A copy of this directory (a backup of it) defeats
+// erasure for the tenants it holds.
 type TenantKeyDir struct {
 	dir string
 }
@@ -50,25 +53,19 @@ func (d *TenantKeyDir) path(tenant uuid.UUID) string {
 	return filepath.Join(d.dir, tenant.String()+".key")
 }
 
-func tenantKeyAD(tenant uuid.UUID) []byte {
-	return append([]byte("bulkhead/tenant-key/"), tenant[:]...)
-}
-
-// Create writes a new tenant key for tenant, wrapped by kek, and returns
-// it. The file is written to a temporary name, fsynced, linked into place
+// Create writes a new tenant key for tenant and returns it. The file is written to a temporary name, fsynced, linked into place
 // (never replacing an existing key: that would lose every value under it)
 // and the directory fsynced, so a returned key is durable. If the tenant
 // already has a key, Create returns an error wrapping os.ErrExist.
-func (d *TenantKeyDir) Create(tenant uuid.UUID, kek *KEK) (tink.AEAD, error) {
+func (d *TenantKeyDir) Create(tenant uuid.UUID) (tink.AEAD, error) {
 	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
 	if err != nil {
 		return nil, err
 	}
 	var buf bytes.Buffer
 	buf.Write(tenantKeyMagic)
-	buf.WriteString(kek.ID())
-	buf.WriteByte('\n')
-	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), kek.aead, tenantKeyAD(tenant)); err != nil {
+	buf.Write(tenant[:])
+	if err := insecurecleartextkeyset.Write(h, keyset.NewBinaryWriter(&buf)); err != nil {
 		return nil, err
 	}
 	tmp, err := os.CreateTemp(d.dir, ".tmp-"+tenant.String()+"-*")
@@ -103,10 +100,10 @@ func (d *TenantKeyDir) Create(tenant uuid.UUID, kek *KEK) (tink.AEAD, error) {
 	return aead.New(h)
 }
 
-// Open returns the tenant's key, unwrapped with the KEK that keks returns
-// for the id the file names. A missing file is ErrNoKeyset; a file that
-// does not unwrap is ErrUndecryptable; neither affects other tenants.
-func (d *TenantKeyDir) Open(tenant uuid.UUID, keks func(id string) (*KEK, error)) (tink.AEAD, error) {
+// Open returns the tenant's key. A missing file is ErrNoKeyset; a file that
+// is not this tenant's key is ErrUndecryptable; neither affects other
+// tenants.
+func (d *TenantKeyDir) Open(tenant uuid.UUID) (tink.AEAD, error) {
 	b, err := os.ReadFile(d.path(tenant))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: tenant %s has no tenant key", ErrNoKeyset, tenant)
@@ -118,19 +115,18 @@ func (d *TenantKeyDir) Open(tenant uuid.UUID, keks func(id string) (*KEK, error)
 	if !ok {
 		return nil, fmt.Errorf("%w: tenant %s's key file is not a tenant key", ErrUndecryptable, tenant)
 	}
-	id, wrapped, ok := bytes.Cut(rest, []byte("\n"))
-	if !ok {
-		return nil, fmt.Errorf("%w: tenant %s's key file is truncated", ErrUndecryptable, tenant)
+	if len(rest) < 16 || !bytes.Equal(rest[:16], tenant[:]) {
+		return nil, fmt.Errorf("%w: tenant %s's key file names another tenant", ErrUndecryptable, tenant)
 	}
-	kek, err := keks(string(id))
+	h, err := insecurecleartextkeyset.Read(keyset.NewBinaryReader(bytes.NewReader(rest[16:])))
 	if err != nil {
-		return nil, fmt.Errorf("fieldcrypt: tenant %s's key: %w", tenant, err)
+		return nil, fmt.Errorf("%w: tenant %s's key file does not parse", ErrUndecryptable, tenant)
 	}
-	h, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(wrapped)), kek.aead, tenantKeyAD(tenant))
+	a, err := aead.New(h)
 	if err != nil {
-		return nil, fmt.Errorf("%w: tenant %s's key does not unwrap", ErrUndecryptable, tenant)
+		return nil, fmt.Errorf("%w: tenant %s's key: %v", ErrUndecryptable, tenant, err)
 	}
-	return aead.New(h)
+	return a, nil
 }
 
 // Destroy removes the tenant's key and fsyncs the directory; when it
