@@ -20,7 +20,8 @@ import (
 	"github.com/tink-crypto/tink-go/v2/tink"
 )
 
-// Wrapped is a tenant's keysets as stored: encrypted by the KEK.
+// Wrapped is a tenant's keysets as stored: encrypted by the KEK, and by
+// the tenant key inside it when HierarchyOf says TenantKey.
 type Wrapped struct {
 	AEAD    []byte // the AEAD keyset, wrapped
 	PRF     []byte // the PRF keyset, wrapped
