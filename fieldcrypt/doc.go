@@ -1,9 +1,14 @@
 // Package fieldcrypt encrypts individual column values with per-tenant
 // keys (Google Tink), so a mis-scoped query, a copied row, a dump or a DBA
 // sees ciphertext, and deleting a tenant's keys makes its encrypted data in
-// the live database unreadable. It does not reach backups taken before the
-// deletion: they hold the wrapped keyset, which the KEK still unwraps; only
-// destroying that KEK (after a KEK rotation) makes them unreadable.
+// the live database unreadable. With a tenant key directory (TenantKeyDir,
+// Options.TenantKeys), a tenant's keysets are wrapped by its tenant key
+// inside the KEK, and deleting the tenant destroys that file: database
+// backups taken before the deletion no longer open its data either, unless
+// a copy of the file survives. Keysets wrapped by the KEK only (Hierarchy
+// KEKOnly: tenants from before tenant keys, until Keyring.MigrateErasure)
+// are erased from the live database only: a backup holding one opens with
+// the KEK until that KEK is destroyed.
 //
 // What bulkhead encrypts with it (see postgres): agents.secrets,
 // agents.system_prompt, documents.content_sealed and chunks.content_sealed
@@ -13,9 +18,9 @@
 // Guarantees:
 //   - Each tenant has its own random AES-256-GCM keyset (and an HMAC-SHA256
 //     PRF keyset for blind indexes), never derived from a master secret,
-//     stored only wrapped by the key-encryption key (KEK) with the tenant id
-//     as associated data: a wrapped keyset moved to another tenant does not
-//     unwrap.
+//     stored only wrapped by the key-encryption key (KEK), and by its tenant
+//     key inside that if it has one, with the tenant id as associated data:
+//     a wrapped keyset moved to another tenant does not unwrap.
 //   - The key is chosen from the authenticated scope in the context, never
 //     from the row or the envelope; no scope, no key.
 //   - Every ciphertext is bound to (format version, tenant, table, column,

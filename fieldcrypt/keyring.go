@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +20,8 @@ import (
 	"github.com/tink-crypto/tink-go/v2/tink"
 )
 
-// Wrapped is a tenant's keysets as stored: encrypted by the KEK.
+// Wrapped is a tenant's keysets as stored: encrypted by the KEK, and by
+// the tenant key inside it when HierarchyOf says TenantKey.
 type Wrapped struct {
 	AEAD    []byte // the AEAD keyset, wrapped
 	PRF     []byte // the PRF keyset, wrapped
@@ -60,6 +62,12 @@ type Options struct {
 	// records that KEK now (after keys rotate-kek): running servers follow
 	// a KEK rotation without a restart. It must verify what it loads.
 	LoadKEK func(ctx context.Context, id string) (*KEK, error)
+	// TenantKeys, if set, is where tenant keys live (outside the database
+	// and its backups): new tenants' keysets are wrapped by their tenant
+	// key inside and the KEK outside, and Shred destroys the tenant key, so
+	// erasure holds against earlier database backups. Keysets wrapped by
+	// the KEK only (older tenants) keep opening; MigrateErasure moves them.
+	TenantKeys *TenantKeyDir
 }
 
 // Keyring seals and opens field values with per-tenant keys.
@@ -86,6 +94,7 @@ type entry struct {
 	prfHandle *keyset.Handle // the PRF keyset, re-wrapped unchanged on rotation
 	version   int64          // the stored version it was unwrapped from
 	keyIDs    map[uint32]bool
+	tk        tink.AEAD // the tenant key (nil: keysets wrapped by the KEK only)
 	expires   time.Time
 }
 
@@ -320,16 +329,90 @@ func wrapAD(tenant uuid.UUID, purpose string) []byte {
 	return append([]byte("bulkhead/keyset/"+purpose+"/"), tenant[:]...)
 }
 
+// tenantKeyed marks a keyset wrapped by the tenant key inside and the KEK
+// outside. A keyset wrapped by the KEK only is a Tink EncryptedKeyset
+// message, which starts with byte 0x12, never with this.
+var tenantKeyed = []byte("BHTK1")
+
+// Hierarchy says how a stored keyset is wrapped.
+type Hierarchy string
+
+const (
+	// KEKOnly: wrapped by the KEK alone (tenants created before tenant
+	// keys): a database backup plus the KEK opens them after deletion.
+	KEKOnly Hierarchy = "kek"
+	// TenantKey: wrapped by the tenant key inside and the KEK outside:
+	// destroying the tenant key erases them from every backup too.
+	TenantKey Hierarchy = "tenant-key"
+)
+
+// HierarchyOf returns how w is wrapped.
+func HierarchyOf(w Wrapped) Hierarchy {
+	if bytes.HasPrefix(w.AEAD, tenantKeyed) {
+		return TenantKey
+	}
+	return KEKOnly
+}
+
+func unwrapOne(b []byte, kek *KEK, tk tink.AEAD, ad []byte) (*keyset.Handle, error) {
+	if tk == nil {
+		return keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(b)), kek.aead, ad)
+	}
+	rest, ok := bytes.CutPrefix(b, tenantKeyed)
+	if !ok {
+		return nil, errors.New("not wrapped by a tenant key")
+	}
+	inner, err := kek.aead.Decrypt(rest, ad)
+	if err != nil {
+		return nil, err
+	}
+	return keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(inner)), tk, ad)
+}
+
+func wrapOne(h *keyset.Handle, kek *KEK, tk tink.AEAD, ad []byte) ([]byte, error) {
+	var inner bytes.Buffer
+	wrapper := kek.aead
+	if tk != nil {
+		wrapper = tk
+	}
+	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&inner), wrapper, ad); err != nil {
+		return nil, err
+	}
+	if tk == nil {
+		return inner.Bytes(), nil
+	}
+	outer, err := kek.aead.Encrypt(inner.Bytes(), ad)
+	if err != nil {
+		return nil, err
+	}
+	return append(append([]byte{}, tenantKeyed...), outer...), nil
+}
+
 func (k *Keyring) unwrap(ctx context.Context, tenant uuid.UUID, w Wrapped) (*entry, error) {
 	kek, err := k.kekByID(ctx, w.KEKID)
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: tenant %s: %w", tenant, err)
 	}
-	ah, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(w.AEAD)), kek.aead, wrapAD(tenant, "aead"))
+	var tk tink.AEAD
+	if HierarchyOf(w) == TenantKey {
+		if k.opts.TenantKeys == nil {
+			return nil, fmt.Errorf("fieldcrypt: tenant %s's keysets are wrapped by a tenant key and no tenant key directory is configured", tenant)
+		}
+		// A destroyed tenant key (tenant deleted, its keyset restored
+		// from a backup) is ErrNoKeyset for this tenant only; a damaged
+		// key file an error for this tenant only (not ErrUndecryptable,
+		// which callers read as "this one value is damaged").
+		if tk, err = k.opts.TenantKeys.Open(tenant); errors.Is(err, ErrNoKeyset) {
+			return nil, err
+		} else if err != nil {
+			return nil, fmt.Errorf("fieldcrypt: tenant %s's tenant key: %v", tenant, err)
+		}
+	}
+	ah, err := unwrapOne(w.AEAD, kek, tk, wrapAD(tenant, "aead"))
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: tenant %s's AEAD keyset does not unwrap", tenant)
 	}
-	ph, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(w.PRF)), kek.aead, wrapAD(tenant, "prf"))
+	ph, err := unwrapOne(w.PRF, kek, tk, wrapAD(tenant, "prf"))
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: tenant %s's PRF keyset does not unwrap", tenant)
 	}
@@ -345,22 +428,24 @@ func (k *Keyring) unwrap(ctx context.Context, tenant uuid.UUID, w Wrapped) (*ent
 	for _, ki := range ah.KeysetInfo().GetKeyInfo() {
 		ids[ki.GetKeyId()] = true
 	}
-	return &entry{tenant: tenant, aead: a, prf: p, handle: ah, prfHandle: ph, version: w.Version, keyIDs: ids, expires: time.Now().Add(k.opts.CacheTTL)}, nil
+	return &entry{tenant: tenant, aead: a, prf: p, handle: ah, prfHandle: ph, version: w.Version, keyIDs: ids, tk: tk, expires: time.Now().Add(k.opts.CacheTTL)}, nil
 }
 
-// wrap wraps the keysets with kek (nil: the keyring's current KEK).
-func (k *Keyring) wrap(tenant uuid.UUID, ah, ph *keyset.Handle, kek *KEK) (Wrapped, error) {
+// wrap wraps the keysets with kek (nil: the keyring's current KEK) and,
+// if tk is not nil, the tenant key tk inside it.
+func (k *Keyring) wrap(tenant uuid.UUID, ah, ph *keyset.Handle, kek *KEK, tk tink.AEAD) (Wrapped, error) {
 	if kek == nil {
 		kek = k.KEK()
 	}
-	var a, p bytes.Buffer
-	if err := ah.WriteWithAssociatedData(keyset.NewBinaryWriter(&a), kek.aead, wrapAD(tenant, "aead")); err != nil {
+	a, err := wrapOne(ah, kek, tk, wrapAD(tenant, "aead"))
+	if err != nil {
 		return Wrapped{}, err
 	}
-	if err := ph.WriteWithAssociatedData(keyset.NewBinaryWriter(&p), kek.aead, wrapAD(tenant, "prf")); err != nil {
+	p, err := wrapOne(ph, kek, tk, wrapAD(tenant, "prf"))
+	if err != nil {
 		return Wrapped{}, err
 	}
-	return Wrapped{AEAD: a.Bytes(), PRF: p.Bytes(), KEKID: kek.id}, nil
+	return Wrapped{AEAD: a, PRF: p, KEKID: kek.id}, nil
 }
 
 // Provision creates the tenant's keysets if it has none. It is idempotent
@@ -381,8 +466,23 @@ func (k *Keyring) Provision(ctx context.Context, tenant uuid.UUID) error {
 	if err != nil {
 		return err
 	}
+	// The tenant key is durable (fsynced, directory fsynced) before any
+	// keyset wrapped by it is stored. A key left by an earlier failed or
+	// concurrent provision is reused, never replaced: a concurrent
+	// provisioner may have stored a keyset under it. A failed provision
+	// may leave a tenant key with no keyset, which opens nothing; Shred
+	// removes it.
+	var tk tink.AEAD
+	if k.opts.TenantKeys != nil {
+		if tk, err = k.opts.TenantKeys.Create(tenant); errors.Is(err, os.ErrExist) {
+			tk, err = k.opts.TenantKeys.Open(tenant)
+		}
+		if err != nil {
+			return fmt.Errorf("fieldcrypt: provision tenant %s's tenant key: %w", tenant, err)
+		}
+	}
 	for attempt := 0; ; attempt++ {
-		w, err := k.wrap(tenant, ah, ph, nil)
+		w, err := k.wrap(tenant, ah, ph, nil, tk)
 		if err != nil {
 			return err
 		}
@@ -408,6 +508,8 @@ type KeyStatus struct {
 	Primary uint32
 	Keys    []uint32 // every key id still in the keyset (enabled or not)
 	Version int64    // the stored keyset's version
+	// Hierarchy: how the keysets are wrapped (KEKOnly, TenantKey).
+	Hierarchy Hierarchy
 }
 
 // Status returns the tenant's key ids, read from the store (not the cache).
@@ -421,7 +523,7 @@ func (k *Keyring) Status(ctx context.Context, tenant uuid.UUID) (KeyStatus, erro
 		return KeyStatus{}, err
 	}
 	info := e.handle.KeysetInfo()
-	st := KeyStatus{Primary: info.GetPrimaryKeyId(), Version: w.Version}
+	st := KeyStatus{Primary: info.GetPrimaryKeyId(), Version: w.Version, Hierarchy: HierarchyOf(w)}
 	for _, ki := range info.GetKeyInfo() {
 		st.Keys = append(st.Keys, ki.GetKeyId())
 	}
@@ -501,7 +603,7 @@ func (k *Keyring) update(ctx context.Context, tenant uuid.UUID, want int64, f fu
 		if err != nil {
 			return err
 		}
-		nw, err := k.wrap(tenant, ah, e.prfHandle, nil)
+		nw, err := k.wrap(tenant, ah, e.prfHandle, nil, e.tk)
 		if err != nil {
 			return err
 		}
@@ -578,7 +680,7 @@ func (k *Keyring) rewrapOne(ctx context.Context, t uuid.UUID, next *KEK, rep *Re
 		if err != nil {
 			return err
 		}
-		nw, err := k.wrap(t, e.handle, e.prfHandle, next)
+		nw, err := k.wrap(t, e.handle, e.prfHandle, next, e.tk)
 		if err != nil {
 			return err
 		}
@@ -595,19 +697,113 @@ func (k *Keyring) rewrapOne(ctx context.Context, t uuid.UUID, next *KEK, rep *Re
 	}
 }
 
-// Shred destroys the tenant's keysets as stored in the database and drops
-// them from this process's cache: every sealed value of the tenant in the
-// live database stops opening for good. It is idempotent. It does not reach
-// copies made earlier: a backup or dump of the database taken before holds
-// the wrapped keyset, and with the same KEK (still in use, or kept for
-// those backups) it unwraps and opens that backup's sealed values.
-// Erasure from backups needs the KEK they depend on destroyed, or a
-// per-tenant wrapping key kept outside the database (docs/SECURITY.md).
+// Shred destroys the tenant's key material and drops it from this
+// process's cache: first the tenant key (file removed, directory fsynced),
+// then the keysets stored in the database. It is idempotent.
+//
+// What holds afterwards: every sealed value of the tenant, in the live
+// database and in any earlier backup or dump of it, stops opening for a
+// tenant whose keysets were wrapped by a tenant key (Hierarchy TenantKey),
+// provided no copy of its tenant key file survives (a backup of the
+// tenant key directory). For a tenant still on KEKOnly (created before
+// tenant keys, not migrated), only the live database is erased: a backup
+// holding its wrapped keyset opens with the same KEK (docs/SECURITY.md).
 func (k *Keyring) Shred(ctx context.Context, tenant uuid.UUID, reason string) error {
 	k.forget(tenant)
+	if k.opts.TenantKeys != nil {
+		if err := k.opts.TenantKeys.Destroy(tenant); err != nil {
+			return fmt.Errorf("fieldcrypt: shred tenant %s's tenant key: %w", tenant, err)
+		}
+	}
 	if err := k.store.Destroy(ctx, tenant, reason); err != nil {
 		return fmt.Errorf("fieldcrypt: shred tenant %s: %w", tenant, err)
 	}
 	k.forget(tenant)
 	return nil
+}
+
+// MigrateReport is what MigrateErasure did.
+type MigrateReport struct {
+	Migrated int                 // keysets moved to TenantKey now
+	Skipped  int                 // already on TenantKey
+	Failed   map[uuid.UUID]error // tenants that could not be moved
+}
+
+// MigrateErasure moves every tenant whose keysets are wrapped by the KEK
+// only to the TenantKey hierarchy, online: for each tenant it makes (or
+// reuses) its tenant key, durable before anything uses it, then re-wraps
+// the same keysets (field keys and data untouched) with a compare-and-swap
+// on the stored version, so a concurrent rotation makes it retry rather
+// than lose a key. A failure fails only its tenant (listed in Failed); it
+// is resumable: tenants already moved are skipped. Processes serving
+// meanwhile must have the same tenant key directory configured: they open
+// moved keysets through it. Backups of the database taken before a
+// tenant's migration still hold its KEK-only keyset: erasure holds against
+// backups taken after it.
+func (k *Keyring) MigrateErasure(ctx context.Context, progress func(done, total int)) (MigrateReport, error) {
+	rep := MigrateReport{Failed: map[uuid.UUID]error{}}
+	if k.opts.TenantKeys == nil {
+		return rep, errors.New("fieldcrypt: no tenant key directory configured")
+	}
+	tenants, err := k.store.Tenants(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for i, t := range tenants {
+		if err := k.migrateOne(ctx, t, &rep); err != nil {
+			rep.Failed[t] = err
+		}
+		if progress != nil {
+			progress(i+1, len(tenants))
+		}
+	}
+	return rep, nil
+}
+
+func (k *Keyring) migrateOne(ctx context.Context, t uuid.UUID, rep *MigrateReport) error {
+	defer k.forget(t)
+	for attempt := 0; ; attempt++ {
+		w, err := k.store.Load(ctx, t)
+		if errors.Is(err, ErrNoKeyset) { // shredded meanwhile
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if HierarchyOf(w) == TenantKey {
+			rep.Skipped++
+			return nil
+		}
+		e, err := k.unwrap(ctx, t, w)
+		if err != nil {
+			return err
+		}
+		tk, err := k.opts.TenantKeys.Create(t)
+		if errors.Is(err, os.ErrExist) { // an interrupted run made it
+			tk, err = k.opts.TenantKeys.Open(t)
+		}
+		if err != nil {
+			return fmt.Errorf("migrate tenant %s: tenant key: %w", t, err)
+		}
+		nw, err := k.wrap(t, e.handle, e.prfHandle, nil, tk)
+		if err != nil {
+			return err
+		}
+		nw.Version = w.Version + 1
+		err = k.store.Save(ctx, t, nw, w.Version)
+		if errors.Is(err, ErrKEKChanged) && attempt < 5 {
+			if err := k.followRecordedKEK(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if errors.Is(err, bulkhead.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("migrate tenant %s: %w", t, err)
+		}
+		rep.Migrated++
+		return nil
+	}
 }

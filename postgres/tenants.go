@@ -93,21 +93,26 @@ func (db *DB) TenantByID(ctx context.Context, id uuid.UUID) (bulkhead.Tenant, er
 	return t, err
 }
 
-// DeleteTenant crypto-shreds a tenant and removes its data. First its
-// keysets are destroyed in the database (recorded in
-// bulkhead_keys.key_events), so the tenant's sealed values in the live
-// database stop opening even if what follows fails; then the tenant row
-// goes and, through the cascading foreign keys, every row of its data, in
-// one transaction. It is idempotent and resumable: deleting a tenant that
-// is gone is not an error; deleted reports whether a tenant row was
+// DeleteTenant crypto-shreds a tenant and removes its data. First its key
+// material is destroyed (fieldcrypt.Keyring.Shred): its tenant key file in
+// the tenant key directory (removed, directory fsynced), then its keysets
+// in the database (recorded in bulkhead_keys.key_events), so the tenant's
+// sealed values stop opening even if what follows fails; then the tenant
+// row goes and, through the cascading foreign keys, every row of its data,
+// in one transaction. It is idempotent and resumable: deleting a tenant
+// that is gone is not an error; deleted reports whether a tenant row was
 // removed.
 //
-// What it does not do: erase the tenant from copies made before. A backup
-// or dump of the database taken earlier holds the tenant's rows and its
-// wrapped keyset; restored with the KEK still in use (or kept for those
-// backups), its sealed values open again. Those copies become unreadable
-// only when the KEK they were wrapped with is destroyed (after keys
-// rotate-kek, once the backups that need the old KEK have expired); see
+// What holds for copies made before: for a tenant whose keysets are
+// wrapped by its tenant key (keys status: "tenant-key"; every tenant
+// created with a tenant key directory, and tenants moved by keys
+// migrate-erasure), a backup or dump of the database taken earlier holds
+// its rows and wrapped keysets, but restored with the same KEK and tenant
+// key directory its sealed values do not open (fieldcrypt.ErrNoKeyset).
+// That fails if a copy of the tenant's key file survives (a backup of the
+// tenant key directory), and for plaintext columns, which a dump holds in
+// clear. For a tenant still on "kek", or a dump taken before it was
+// migrated, the dump opens with the KEK it was wrapped by; see
 // docs/SECURITY.md and docs/OPERATIONS.md.
 func (db *DB) DeleteTenant(ctx context.Context, id uuid.UUID) (deleted bool, err error) {
 	if db.keyring != nil {

@@ -164,7 +164,11 @@ func (e *dbEnv) openKeyring(ctx context.Context, c *config, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
-	opts := fieldcrypt.Options{LoadKEK: recordedKEKLoader(keys, log)}
+	tkd, err := fieldcrypt.OpenTenantKeyDir(c.tenantKeyPath())
+	if err != nil {
+		return nil, fmt.Errorf("tenant key directory: %w", err)
+	}
+	opts := fieldcrypt.Options{LoadKEK: recordedKEKLoader(keys, log), TenantKeys: tkd}
 	if err := keys.CheckKEK(ctx, kek); err != nil {
 		if next := c.nextKEK; next != nil && errors.Is(err, postgres.ErrWrongKEK) && keys.CheckKEK(ctx, next) == nil {
 			// Resuming keys rotate-kek with the old KEK configured: the
@@ -232,6 +236,15 @@ func (c *config) loadKEK(ctx context.Context, keys *postgres.KeysetStore, log *s
 		fmt.Fprintf(os.Stderr, "bulkhead: created key-encryption key %s (mode 0600): back it up\n", path)
 	}
 	return kek, nil
+}
+
+// tenantKeyPath is where tenant keys live: --tenant-key-dir, or
+// DATA_DIR/tenant-keys.
+func (c *config) tenantKeyPath() string {
+	if c.tenantKeyDir != "" {
+		return c.tenantKeyDir
+	}
+	return filepath.Join(c.dataDir, "tenant-keys")
 }
 
 func (c *config) kekPath() string {

@@ -56,6 +56,7 @@ documents.content_sealed, chunks.content_sealed.`,
 					Tenant    uuid.UUID        `json:"tenant"`
 					Name      string           `json:"name"`
 					Primary   uint32           `json:"primary_key"`
+					Hierarchy string           `json:"hierarchy,omitempty"`
 					Keys      []uint32         `json:"keys"`
 					Values    map[uint32]int64 `json:"values_by_key"`
 					Plaintext int64            `json:"plaintext_values"`
@@ -67,7 +68,7 @@ documents.content_sealed, chunks.content_sealed.`,
 					if st, err := db.Keyring().Status(ctx, t.ID); err != nil {
 						r.Error = err.Error()
 					} else {
-						r.Primary, r.Keys = st.Primary, st.Keys
+						r.Primary, r.Keys, r.Hierarchy = st.Primary, st.Keys, string(st.Hierarchy)
 					}
 					u, err := db.KeyUsage(ctx, t.ID)
 					if err != nil {
@@ -80,7 +81,7 @@ documents.content_sealed, chunks.content_sealed.`,
 					return printJSON(cmd.OutOrStdout(), out)
 				}
 				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "TENANT\tNAME\tPRIMARY\tKEYS\tVALUES BY KEY\tPLAINTEXT")
+				fmt.Fprintln(w, "TENANT\tNAME\tWRAPPED BY\tPRIMARY\tKEYS\tVALUES BY KEY\tPLAINTEXT")
 				for _, r := range out {
 					keys := fmt.Sprint(r.Keys)
 					if r.Error != "" {
@@ -95,7 +96,7 @@ documents.content_sealed, chunks.content_sealed.`,
 					for _, id := range ids {
 						byKey += fmt.Sprintf("%d:%d ", id, r.Values[id])
 					}
-					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d\n", r.Tenant, r.Name, r.Primary, keys, byKey, r.Plaintext)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%d\n", r.Tenant, r.Name, r.Hierarchy, r.Primary, keys, byKey, r.Plaintext)
 				}
 				return w.Flush()
 			})
@@ -259,6 +260,37 @@ expire. See docs/OPERATIONS.md.`,
 	rotateKEK.Flags().StringVar(&toFile, "to-file", "", "new local KEK file (created if missing)")
 	rotateKEK.Flags().StringVar(&toURI, "to-uri", "", "new KMS key URI")
 
-	cmd.AddCommand(status, rotate, sweep, rotateKEK)
+	migrate := &cobra.Command{
+		Use:   "migrate-erasure",
+		Short: "Move tenants whose keysets are wrapped by the KEK only to per-tenant keys, so that tenant delete also erases them from later database backups",
+		Long: `migrate-erasure gives every tenant still on the "kek" hierarchy a tenant key
+in --tenant-key-dir (written and fsynced before use) and re-wraps its keysets
+with it inside the KEK; field keys and data are not touched. Servers may keep
+running, with the same --tenant-key-dir. A tenant that fails is listed (exit
+status 1) and the others are moved; run it again to resume. Backups of the
+database taken before a tenant was moved still hold its KEK-only keyset:
+erasure holds against backups taken after. See docs/OPERATIONS.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withDB(cmd, cfg, "cli: keys migrate-erasure", func(ctx context.Context, db *postgres.DB) error {
+				bar := newProgress(cmd.ErrOrStderr(), "migrate keysets")
+				rep, err := db.Keyring().MigrateErasure(ctx, func(done, total int) { bar.update(int64(done), int64(total)) })
+				bar.done()
+				if err != nil {
+					return err
+				}
+				for t, err := range rep.Failed {
+					fmt.Fprintf(cmd.ErrOrStderr(), "tenant %s: not migrated: %v\n", t, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%d tenants moved to tenant keys, %d already were, %d failed\n", rep.Migrated, rep.Skipped, len(rep.Failed))
+				if len(rep.Failed) > 0 {
+					return fmt.Errorf("%d tenants could not be migrated (see above); the others are done", len(rep.Failed))
+				}
+				return nil
+			})
+		},
+	}
+
+	cmd.AddCommand(status, rotate, sweep, rotateKEK, migrate)
 	return cmd
 }
