@@ -13,7 +13,7 @@ import (
 )
 
 // Access describes the credential behind a scope, for the per-request
-// revocation check (migration 00012, bulkhead.access_check). When a
+// revocation check (migration 00014, bulkhead.access_check). When a
 // context carries one (WithAccess), every transaction InScope and Read open
 // in that context first checks, in the same batch as the context itself
 // (no extra round trip), that the tenant exists and is enabled and, with an

@@ -84,7 +84,7 @@ var AllowedTriggers = map[string]string{
 }
 
 // AuthFunctions are the SECURITY DEFINER functions of the authentication
-// flows (migrations 00004, 00011, 00012 and 00013). All but
+// flows (migrations 00004, 00011, 00013 and 00014). All but
 // auth_password_change answer only in a pre-authentication context (a
 // tenant, no entity, no acting-for); auth_password_change answers only in
 // an entity's own context (no acting-for) and changes only that entity's
