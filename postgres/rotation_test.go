@@ -114,13 +114,27 @@ func TestRotationUnderConcurrentWriters(t *testing.T) {
 		stop    atomic.Bool
 		wg      sync.WaitGroup
 		errs    = make(chan error, 8)
+		// Writers pause at limit documents: each rotation re-encrypts every
+		// value written before it, so unbounded writers on a loaded machine
+		// (the race detector, a full parallel suite) outran the rotations.
+		// 600 is far more than a rotation's batch, so writes and rotations
+		// still interleave; the limit grows after the rotations.
+		limit atomic.Int64
 	)
+	limit.Store(600)
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			s := servers[w%2]
 			for i := 0; !stop.Load(); i++ {
+				mu.Lock()
+				n := len(written)
+				mu.Unlock()
+				if int64(n) >= limit.Load() {
+					time.Sleep(time.Millisecond)
+					continue
+				}
 				text := fmt.Sprintf("writer %d document %d", w, i)
 				doc, err := s.CreateDocument(alice, postgres.NewDocument{Title: text, Content: text, Confidential: true}, nil)
 				if err != nil {
@@ -151,6 +165,7 @@ func TestRotationUnderConcurrentWriters(t *testing.T) {
 	mu.Lock()
 	target := len(written) + 20
 	mu.Unlock()
+	limit.Store(int64(target))
 	for {
 		mu.Lock()
 		n := len(written)
