@@ -173,9 +173,9 @@ func RunRestart(ctx context.Context, cfg RestartConfig) (*RestartResult, error) 
 	if err != nil {
 		return nil, err
 	}
-	defer bnc.stop()
-	res.PgBouncer = bouncerVersion(bnc.bin)
-	db, err := postgres.Open(ctx, postgres.Config{AppDSN: bnc.DSN(env.creds.Runtime, dbName), QueryExecMode: "exec",
+	defer bnc.Stop()
+	res.PgBouncer = bnc.Version()
+	db, err := postgres.Open(ctx, postgres.Config{AppDSN: bnc.DSN(postgres.Runtime, env.creds.Runtime, dbName), QueryExecMode: "exec",
 		ContextKey: env.ctxKey, MaxConns: int32(cfg.Clients)})
 	if err != nil {
 		return nil, err
@@ -311,7 +311,7 @@ func RunRestart(ctx context.Context, cfg RestartConfig) (*RestartResult, error) 
 	}
 	fmt.Fprintln(cfg.Progress, "killing PgBouncer (SIGKILL)")
 	phase.Store(1)
-	bnc.kill()
+	bnc.Kill()
 	if err := wait(cfg.Outage / 2); err != nil {
 		finish()
 		return nil, err
@@ -322,7 +322,7 @@ func RunRestart(ctx context.Context, cfg RestartConfig) (*RestartResult, error) 
 		return nil, err
 	}
 	fmt.Fprintln(cfg.Progress, "starting PgBouncer again")
-	if err := bnc.restart(); err != nil {
+	if err := bnc.Restart(); err != nil {
 		finish()
 		return nil, err
 	}

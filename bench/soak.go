@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/pgbouncer"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -155,7 +156,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 
 	for _, path := range paths {
 		pc := postgres.Config{ContextKey: env.ctxKey}
-		var bnc *bouncer
+		var bnc *pgbouncer.Bouncer
 		switch path {
 		case "direct":
 			pc.AppDSN = env.cl.DSN(postgres.Runtime, env.creds.Runtime, dbName)
@@ -164,15 +165,15 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 			if bnc, err = startBouncer(env.cl, env.creds, dbName, cfg.PoolSize); err != nil {
 				return nil, err
 			}
-			res.PgBouncer = bouncerVersion(bnc.bin)
-			pc.AppDSN = bnc.DSN(env.creds.Runtime, dbName)
+			res.PgBouncer = bnc.Version()
+			pc.AppDSN = bnc.DSN(postgres.Runtime, env.creds.Runtime, dbName)
 			pc.QueryExecMode = "exec"        // PgBouncer 1.18 has no prepared statements
 			pc.MaxConns = int32(cfg.Clients) // a client connection each; PgBouncer multiplexes them
 		}
 		db, err := postgres.Open(ctx, pc)
 		if err != nil {
 			if bnc != nil {
-				bnc.stop()
+				bnc.Stop()
 			}
 			return nil, err
 		}
@@ -180,7 +181,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 		p := soak(ctx, db, ids, path, cfg)
 		db.Close()
 		if bnc != nil {
-			bnc.stop()
+			bnc.Stop()
 		}
 		res.Paths = append(res.Paths, p)
 		if err := ctx.Err(); err != nil {
