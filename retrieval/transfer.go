@@ -34,28 +34,11 @@ type VectorInfo struct {
 // tenant that was never provisioned has no points.
 func (s *Service) ExportPoints(ctx context.Context, tenant uuid.UUID, emit func([]vector.Point) error) (VectorInfo, int, [sha256.Size]byte, error) {
 	var sum [sha256.Size]byte
-	k, err := s.db.TenantKnowledge(ctx, tenant)
-	if err != nil {
-		return VectorInfo{}, 0, sum, err
-	}
-	info := VectorInfo{Model: k.Model, Generation: k.Generation}
+	info, t, sctx, err := s.collectionInfo(ctx, tenant)
 	h := vector.NewChecksum()
-	if k.Model == "" {
-		return info, 0, h.Sum(), nil
+	if err != nil || info.Model == "" {
+		return info, 0, h.Sum(), err
 	}
-	sctx, err := tenantScope(ctx, tenant)
-	if err != nil {
-		return VectorInfo{}, 0, sum, err
-	}
-	t, err := s.targetAt(sctx, k.Generation, k.Model)
-	if err != nil {
-		return VectorInfo{}, 0, sum, fmt.Errorf("export vectors of tenant %s: %w", tenant, err)
-	}
-	st, err := s.vectors.Stats(sctx, t.coll)
-	if err != nil {
-		return VectorInfo{}, 0, sum, fmt.Errorf("export vectors of tenant %s: %w", tenant, missing(err))
-	}
-	info.Dimension = st.Dimension
 	n := 0
 	after := uuid.Nil
 	for {
@@ -79,6 +62,37 @@ func (s *Service) ExportPoints(ctx context.Context, tenant uuid.UUID, emit func(
 		}
 	}
 	return info, n, h.Sum(), nil
+}
+
+// CollectionInfo describes the tenant's current collection generation.
+func (s *Service) CollectionInfo(ctx context.Context, tenant uuid.UUID) (VectorInfo, error) {
+	info, _, _, err := s.collectionInfo(ctx, tenant)
+	return info, err
+}
+
+func (s *Service) collectionInfo(ctx context.Context, tenant uuid.UUID) (VectorInfo, target, context.Context, error) {
+	k, err := s.db.TenantKnowledge(ctx, tenant)
+	if err != nil {
+		return VectorInfo{}, target{}, nil, err
+	}
+	info := VectorInfo{Model: k.Model, Generation: k.Generation}
+	if k.Model == "" {
+		return info, target{}, nil, nil
+	}
+	sctx, err := tenantScope(ctx, tenant)
+	if err != nil {
+		return VectorInfo{}, target{}, nil, err
+	}
+	t, err := s.targetAt(sctx, k.Generation, k.Model)
+	if err != nil {
+		return VectorInfo{}, target{}, nil, fmt.Errorf("vectors of tenant %s: %w", tenant, err)
+	}
+	st, err := s.vectors.Stats(sctx, t.coll)
+	if err != nil {
+		return VectorInfo{}, target{}, nil, fmt.Errorf("vectors of tenant %s: %w", tenant, missing(err))
+	}
+	info.Dimension = st.Dimension
+	return info, t, sctx, nil
 }
 
 // CheckModel reports whether vectors made by model with dim dimensions

@@ -184,6 +184,7 @@ is reported as such.`,
 	reembed.MarkFlagRequired("model")
 	cmd.AddCommand(create, list, del, provision, reconcile, reembed, newTenantIssuerCmd(cfg))
 	cmd.AddCommand(tenantAccessCmds(cfg)...)
+	cmd.AddCommand(tenantTransferCmds(cfg)...)
 	return cmd
 }
 
