@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead-dev/bulkhead/internal/testdb"
+)
+
+// TestTenantExportImportRoundTrip (issue 12 item 5): two bulkheads, each
+// with its own cluster, KEK and tenant key directory. A tenant with a
+// user, a world, a room, messages and a confidential document (chunks,
+// vectors) is exported on A to B's recipient key and imported on B. On B
+// its owner reads the same messages, the confidential document opens to
+// the same plaintext and retrieval finds it; B's other tenant sees none of
+// it. The archive holds no plaintext; a tampered, truncated or foreign
+// archive is refused with nothing imported; importing twice is refused.
+func TestTenantExportImportRoundTrip(t *testing.T) {
+	dirA, dirB := mustDataDir(t), mustDataDir(t)
+	idOf := func(r result) string {
+		t.Helper()
+		var v struct{ ID string }
+		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.ID == "" {
+			t.Fatalf("%s", r)
+		}
+		return v.ID
+	}
+	call := func(base, tok, method, path, body string, want int) map[string]any {
+		t.Helper()
+		code, raw := api(t, base, tok, method, path, body)
+		if code != want {
+			t.Fatalf("%s %s: %d %s, want %d", method, path, code, raw, want)
+		}
+		var m map[string]any
+		json.Unmarshal(raw, &m)
+		return m
+	}
+	const secret = "Acme acquires Initech for 42 million: confidential merger terms"
+	const message = "the board meets on thursday about the initech deal"
+
+	// A: the tenant to move.
+	addrA := freeAddr(t)
+	sA := startServe(t, dirA, addrA, nil, "--addr", addrA)
+	tenant := idOf(mustRun(t, dirA, "tenant", "create", "acme", "--json"))
+	alice := idOf(mustRun(t, dirA, "entity", "create", "alice", "--tenant", tenant, "--email", "alice@acme.test", "--json"))
+	tokA := strings.TrimSpace(mustRun(t, dirA, "token", "mint", "--tenant", tenant, "--entity", alice).stdout)
+	world := call(sA.base, tokA, "POST", "/v1/worlds", `{"name":"hq"}`, 201)
+	room := call(sA.base, tokA, "POST", "/v1/rooms", `{"world_id":"`+world["id"].(string)+`","name":"board"}`, 201)
+	messages := "/v1/rooms/" + room["id"].(string) + "/messages"
+	call(sA.base, tokA, "POST", messages, `{"content":"`+message+`"}`, 201)
+	doc := call(sA.base, tokA, "POST", "/v1/documents", string(mustJSON(map[string]any{"title": "merger", "content": secret, "confidential": true})), 201)
+	docPath := "/v1/documents/" + doc["id"].(string)
+	historyA := string(mustJSON(call(sA.base, tokA, "GET", messages, "", 200)))
+	queryA := string(mustJSON(call(sA.base, tokA, "POST", "/v1/query", `{"query":"initech merger terms"}`, 200)))
+	if !strings.Contains(queryA, doc["id"].(string)) {
+		t.Fatalf("retrieval on A does not find the document: %s", queryA)
+	}
+	sA.interrupt(t)
+
+	// B: its recipient key, and a tenant of its own.
+	pubB := filepath.Join(t.TempDir(), "b.pub")
+	mustRun(t, dirB, "tenant", "import-key", "--out", pubB)
+	if fi, err := os.Stat(filepath.Join(dirB, "import-key.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("B's import key: %v %v", fi, err)
+	}
+	pubA := filepath.Join(t.TempDir(), "a.pub")
+	mustRun(t, dirA, "tenant", "import-key", "--out", pubA)
+	other := idOf(mustRun(t, dirB, "tenant", "create", "globex", "--json"))
+	bob := idOf(mustRun(t, dirB, "entity", "create", "bob", "--tenant", other, "--json"))
+
+	// Export on A to B's key.
+	work := t.TempDir()
+	archive := filepath.Join(work, "acme.bhx")
+	exp := mustRun(t, dirA, "tenant", "export", tenant, "--to", pubB, "--out", archive)
+	var expSum struct {
+		ArchiveSHA256 string `json:"archive_sha256"`
+		Points        int
+		Tables        map[string]struct{ Rows int }
+	}
+	// The summary is the JSON object on stderr, among log lines.
+	if err := json.NewDecoder(strings.NewReader(exp.stderr[strings.Index(exp.stderr, "\n{")+1:])).Decode(&expSum); err != nil || expSum.ArchiveSHA256 == "" {
+		t.Fatalf("export summary: %v %s", err, exp)
+	}
+	if expSum.Points == 0 || expSum.Tables["memories"].Rows != 1 || expSum.Tables["documents"].Rows != 1 || expSum.Tables["chunks"].Rows == 0 {
+		t.Errorf("export summary: %+v", expSum)
+	}
+	a, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, plain := range []string{secret, "Initech", message, "alice@acme.test", "board"} {
+		if bytes.Contains(a, []byte(plain)) {
+			t.Errorf("the archive holds %q in clear", plain)
+		}
+	}
+
+	// Bad archives on B: refused, nothing imported.
+	refused := func(path, want string) {
+		t.Helper()
+		r := run(t, dirB, nil, "tenant", "import", path)
+		if r.code == 0 || !strings.Contains(r.stderr, want) {
+			t.Errorf("import %s: want refusal mentioning %q: %s", filepath.Base(path), want, r)
+		}
+		if l := mustRun(t, dirB, "tenant", "list").stdout; strings.Contains(l, tenant) {
+			t.Fatalf("after a refused import, B lists the tenant:\n%s", l)
+		}
+	}
+	bad := func(name string, b []byte) string {
+		p := filepath.Join(work, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	flipped := bytes.Clone(a)
+	flipped[len(a)/2] ^= 1
+	refused(bad("tampered.bhx", flipped), "tampered")
+	refused(bad("truncated.bhx", a[:len(a)-200]), "does not open")
+	refused(bad("garbage.bhx", []byte("hello")), "not a bulkhead tenant archive")
+	refused(filepath.Join(work, "missing.bhx"), "no such file")
+	foreign := filepath.Join(work, "to-a.bhx")
+	mustRun(t, dirA, "tenant", "export", tenant, "--to", pubA, "--out", foreign)
+	refused(foreign, "encrypted to recipient key")
+
+	// The import.
+	imp := mustRun(t, dirB, "tenant", "import", archive)
+	var impSum struct {
+		ArchiveSHA256 string `json:"archive_sha256"`
+		Points        int
+	}
+	if err := json.Unmarshal([]byte(imp.stdout), &impSum); err != nil || impSum.ArchiveSHA256 != expSum.ArchiveSHA256 || impSum.Points != expSum.Points {
+		t.Errorf("import summary %+v (%v), export %+v", impSum, err, expSum)
+	}
+	if r := run(t, dirB, nil, "tenant", "import", archive); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
+		t.Errorf("second import: %s", r)
+	}
+	if l := lineMentioning(mustRun(t, dirB, "keys", "status").stdout, tenant); !strings.Contains(l, "tenant-key") {
+		t.Errorf("keys status on B: %q", l)
+	}
+	if _, err := os.Stat(filepath.Join(dirB, "tenant-keys", tenant+".key")); err != nil {
+		t.Errorf("B has no tenant key for the imported tenant: %v", err)
+	}
+
+	// B serves it: the owner sees everything, the other tenant nothing.
+	addrB := freeAddr(t)
+	sB := startServe(t, dirB, addrB, nil, "--addr", addrB)
+	tokB := strings.TrimSpace(mustRun(t, dirB, "token", "mint", "--tenant", tenant, "--entity", alice).stdout)
+	tokOther := strings.TrimSpace(mustRun(t, dirB, "token", "mint", "--tenant", other, "--entity", bob).stdout)
+	if got := string(mustJSON(call(sB.base, tokB, "GET", messages, "", 200))); got != historyA {
+		t.Errorf("room history on B:\n%s\nwant (A):\n%s", got, historyA)
+	}
+	if d := call(sB.base, tokB, "GET", docPath, "", 200); d["content"] != secret {
+		t.Errorf("confidential document on B: %v", d)
+	}
+	if q := string(mustJSON(call(sB.base, tokB, "POST", "/v1/query", `{"query":"initech merger terms"}`, 200))); !strings.Contains(q, doc["id"].(string)) {
+		t.Errorf("retrieval on B does not find the document: %s", q)
+	}
+	call(sB.base, tokOther, "GET", docPath, "", 404)
+	call(sB.base, tokOther, "GET", messages, "", 404)
+	if q := string(mustJSON(call(sB.base, tokOther, "POST", "/v1/query", `{"query":"initech merger terms"}`, 200))); strings.Contains(q, doc["id"].(string)) || strings.Contains(q, "Initech") {
+		t.Errorf("B's other tenant retrieves the imported tenant's document: %s", q)
+	}
+	if strings.Contains(sB.output(), secret) {
+		t.Error("B's log holds the confidential plaintext")
+	}
+
+	// Both operations are in the tenant's audit log on B (the export's
+	// record travelled with the rows).
+	var info struct {
+		SuperuserDSN string `json:"superuser_dsn"`
+	}
+	json.Unmarshal([]byte(mustRun(t, dirB, "db", "info", "--json").stdout), &info)
+	conn := testdb.MustConnect(t, info.SuperuserDSN)
+	defer conn.Close(context.Background())
+	var exports, imports int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE action = 'tenant.export'), count(*) FILTER (WHERE action = 'tenant.import')
+		FROM bulkhead.audit_log WHERE tenant_id = $1`, tenant).Scan(&exports, &imports); err != nil {
+		t.Fatal(err)
+	}
+	if exports < 1 || imports != 2 {
+		t.Errorf("audit log on B: %d tenant.export, %d tenant.import (want >= 1 and 2)", exports, imports)
+	}
+	sB.interrupt(t)
+}
