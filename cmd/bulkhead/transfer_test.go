@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"hash/fnv"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -184,6 +187,114 @@ func TestTenantExportImportRoundTrip(t *testing.T) {
 	}
 	if exports < 1 || imports != 2 {
 		t.Errorf("audit log on B: %d tenant.export, %d tenant.import (want >= 1 and 2)", exports, imports)
+	}
+	sB.interrupt(t)
+}
+
+// fakeEmbeddings is an OpenAI-compatible embeddings endpoint: 8
+// dimensions, a bag of words hashed into them (texts that share words are
+// similar).
+func fakeEmbeddings(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Input []string }
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		type item struct {
+			Index     int       `json:"index"`
+			Embedding []float32 `json:"embedding"`
+		}
+		var out struct {
+			Data []item `json:"data"`
+		}
+		for i, text := range req.Input {
+			v := make([]float32, 8)
+			v[0] = 0.01
+			for _, word := range strings.Fields(strings.ToLower(text)) {
+				h := fnv.New32a()
+				h.Write([]byte(strings.Trim(word, ".,:")))
+				v[h.Sum32()%8]++
+			}
+			out.Data = append(out.Data, item{Index: i, Embedding: v})
+		}
+		json.NewEncoder(w).Encode(out)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/v1"
+}
+
+// TestTenantImportAcrossEmbeddingModels: A embeds with a model B does not
+// run. Importing its vectors on B is refused, nothing imported; with
+// --reembed the chunks (confidential ones opened with the imported keys)
+// are embedded again with B's model, and retrieval on B finds the
+// document.
+func TestTenantImportAcrossEmbeddingModels(t *testing.T) {
+	dirA, dirB := mustDataDir(t), mustDataDir(t)
+	envA := []string{"BULKHEAD_EMBEDDER=openai", "BULKHEAD_OPENAI_BASE_URL=" + fakeEmbeddings(t), "BULKHEAD_EMBEDDING_MODEL=fake8", "BULKHEAD_EMBEDDING_DIM=8"}
+	runA := func(args ...string) result {
+		t.Helper()
+		r := run(t, dirA, envA, args...)
+		if r.code != 0 {
+			t.Fatalf("bulkhead %s: %s", strings.Join(args, " "), r)
+		}
+		return r
+	}
+	idOf := func(r result) string {
+		t.Helper()
+		var v struct{ ID string }
+		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.ID == "" {
+			t.Fatalf("%s", r)
+		}
+		return v.ID
+	}
+	const secret = "Acme acquires Initech for 42 million: confidential merger terms"
+	addrA := freeAddr(t)
+	sA := startServe(t, dirA, addrA, envA, "--addr", addrA)
+	tenant := idOf(runA("tenant", "create", "acme", "--json"))
+	alice := idOf(runA("entity", "create", "alice", "--tenant", tenant, "--json"))
+	tok := strings.TrimSpace(runA("token", "mint", "--tenant", tenant, "--entity", alice).stdout)
+	code, raw := api(t, sA.base, tok, "POST", "/v1/documents", string(mustJSON(map[string]any{"title": "merger", "content": secret, "confidential": true})))
+	if code != 201 {
+		t.Fatalf("POST /v1/documents: %d %s", code, raw)
+	}
+	var doc struct{ ID string }
+	json.Unmarshal(raw, &doc)
+	sA.interrupt(t)
+
+	pubB := filepath.Join(t.TempDir(), "b.pub")
+	mustRun(t, dirB, "tenant", "import-key", "--out", pubB)
+	archive := filepath.Join(t.TempDir(), "acme.bhx")
+	runA("tenant", "export", tenant, "--to", pubB, "--out", archive)
+
+	r := run(t, dirB, nil, "tenant", "import", archive)
+	if r.code == 0 || !strings.Contains(r.stderr, "openai:fake8") || !strings.Contains(r.stderr, "--reembed") {
+		t.Errorf("import of another model's vectors: %s", r)
+	}
+	if l := mustRun(t, dirB, "tenant", "list").stdout; strings.Contains(l, tenant) {
+		t.Fatalf("refused import left the tenant on B:\n%s", l)
+	}
+	imp := mustRun(t, dirB, "tenant", "import", archive, "--reembed")
+	var sum struct {
+		Model      string
+		Reembedded struct{ Chunks, Added int }
+	}
+	if err := json.Unmarshal([]byte(imp.stdout), &sum); err != nil || sum.Reembedded.Added == 0 || sum.Reembedded.Added != sum.Reembedded.Chunks {
+		t.Errorf("import --reembed summary: %v %s", err, imp.stdout)
+	}
+	addrB := freeAddr(t)
+	sB := startServe(t, dirB, addrB, nil, "--addr", addrB)
+	tokB := strings.TrimSpace(mustRun(t, dirB, "token", "mint", "--tenant", tenant, "--entity", alice).stdout)
+	code, raw = api(t, sB.base, tokB, "GET", "/v1/documents/"+doc.ID, "")
+	var d struct{ Content string }
+	json.Unmarshal(raw, &d)
+	if code != 200 || d.Content != secret {
+		t.Errorf("document on B: %d %s", code, raw)
+	}
+	code, raw = api(t, sB.base, tokB, "POST", "/v1/query", `{"query":"initech merger terms"}`)
+	if code != 200 || !strings.Contains(string(raw), doc.ID) {
+		t.Errorf("retrieval on B after re-embedding: %d %s", code, raw)
 	}
 	sB.interrupt(t)
 }
