@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"hash/fnv"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 )
 
@@ -109,6 +111,7 @@ func TestTenantExportImportRoundTrip(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.stderr, want) {
 			t.Errorf("import %s: want refusal mentioning %q: %s", filepath.Base(path), want, r)
 		}
+		t.Logf("%s: %s", filepath.Base(path), lastLine(r.stderr))
 		if l := mustRun(t, dirB, "tenant", "list").stdout; strings.Contains(l, tenant) {
 			t.Fatalf("after a refused import, B lists the tenant:\n%s", l)
 		}
@@ -297,4 +300,136 @@ func TestTenantImportAcrossEmbeddingModels(t *testing.T) {
 		t.Errorf("retrieval on B after re-embedding: %d %s", code, raw)
 	}
 	sB.interrupt(t)
+}
+
+// TestTenantImportRefusesForgedArchives: the recipient key is public, so
+// anyone can seal an archive to it. Archives forged from a real one (its
+// payload re-sealed with changes) are refused with nothing imported: rows
+// that name an existing tenant of B under a new tenant id (an attempt to
+// write into another tenant), a newer schema, a missing end record, a row
+// changed behind its table's digest, a digest changed behind its rows.
+// The real archive then imports.
+func TestTenantImportRefusesForgedArchives(t *testing.T) {
+	dir := mustDataDir(t)
+	pub := filepath.Join(t.TempDir(), "b.pub")
+	mustRun(t, dir, "tenant", "import-key", "--out", pub)
+	idOf := func(r result) string {
+		t.Helper()
+		var v struct{ ID string }
+		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.ID == "" {
+			t.Fatalf("%s", r)
+		}
+		return v.ID
+	}
+	moved := idOf(mustRun(t, dir, "tenant", "create", "globex", "--json"))
+	bystander := idOf(mustRun(t, dir, "tenant", "create", "initech", "--json"))
+	mustRun(t, dir, "entity", "create", "bob", "--tenant", moved, "--email", "bob@globex.test")
+	work := t.TempDir()
+	real := filepath.Join(work, "globex.bhx")
+	mustRun(t, dir, "tenant", "export", moved, "--to", pub, "--out", real)
+	mustRun(t, dir, "tenant", "delete", moved)
+
+	// Open it as the target would (the test holds B's KEK).
+	kek, _, err := fieldcrypt.LocalKEK(filepath.Join(dir, "kek.json"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcpt, pubBytes, _, err := fieldcrypt.LoadOrCreateImportKey(filepath.Join(dir, "import-key.json"), kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, err := fieldcrypt.ParseRecipientPublic(pubBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := fieldcrypt.OpenArchive(f, rcpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := io.ReadAll(pr)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forge := func(name string, edit func(string) string) string {
+		t.Helper()
+		var buf bytes.Buffer
+		w, err := fieldcrypt.SealArchive(&buf, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte(edit(string(payload))))
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(work, name)
+		if err := os.WriteFile(p, buf.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const usersDigest = `"users":{"rows":1,"sha256":"`
+	lines := strings.Split(strings.TrimSuffix(string(payload), "\n"), "\n")
+	cases := []struct {
+		name, want string
+		edit       func(string) string
+	}{
+		// The tenant row and manifest stay the imported tenant's; every
+		// other row names the bystander.
+		{"into-another-tenant", "rows of table entities name another tenant", func(s string) string {
+			return strings.ReplaceAll(s, `"tenant_id":"`+moved+`"`, `"tenant_id":"`+bystander+`"`)
+		}},
+		{"newer-schema", "upgrade bulkhead here first", func(s string) string {
+			return strings.Replace(s, `"schema_version":`, `"schema_version":99999,"x":`, 1)
+		}},
+		{"no-end", "without its end record", func(string) string {
+			return strings.Join(lines[:len(lines)-1], "\n") + "\n"
+		}},
+		{"row-changed", "table users does not verify", func(s string) string {
+			return strings.Replace(s, `"bob@globex.test"`, `"eve@globex.test"`, 1)
+		}},
+		{"digest-changed", "table users does not verify", func(s string) string {
+			i := strings.Index(s, usersDigest) + len(usersDigest)
+			return s[:i] + "00" + s[i+2:]
+		}},
+	}
+	for _, c := range cases {
+		r := run(t, dir, nil, "tenant", "import", forge(c.name+".bhx", c.edit))
+		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%s: want a refusal mentioning %q: %s", c.name, c.want, r)
+		}
+		t.Logf("%s: %s", c.name, lastLine(r.stderr))
+	}
+	if l := mustRun(t, dir, "tenant", "list").stdout; strings.Contains(l, moved) || strings.Count(l, "\n") != 2 {
+		t.Fatalf("after forged imports, B lists:\n%s", l)
+	}
+	// Nothing of them is on B; the real archive imports.
+	mustRun(t, dir, "tenant", "import", real)
+	var info struct {
+		SuperuserDSN string `json:"superuser_dsn"`
+	}
+	json.Unmarshal([]byte(mustRun(t, dir, "db", "info", "--json").stdout), &info)
+	mustRun(t, dir, "db", "start")
+	conn := testdb.MustConnect(t, info.SuperuserDSN)
+	defer conn.Close(context.Background())
+	var tenants, movedEntities, bystanderEntities int
+	if err := conn.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM bulkhead.tenants),
+		(SELECT count(*) FROM bulkhead.entities WHERE tenant_id = $1), (SELECT count(*) FROM bulkhead.entities WHERE tenant_id = $2)`,
+		moved, bystander).Scan(&tenants, &movedEntities, &bystanderEntities); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "tenant-keys"))
+	if tenants != 2 || movedEntities != 1 || bystanderEntities != 0 || len(ents) != 2 {
+		t.Errorf("after the real import: %d tenants, %d entities of the imported tenant, %d of the other, %d tenant key files (want 2, 1, 0, 2)", tenants, movedEntities, bystanderEntities, len(ents))
+	}
+}
+
+// lastLine returns the last non-empty line of s (the CLI's error).
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
