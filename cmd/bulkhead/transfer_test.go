@@ -433,3 +433,43 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
+
+// TestTenantImportUndoneWhenVectorsFail: a tenant whose region the target
+// serves no vector backend for passes verification and its rows commit
+// (disabled), then storing its vectors fails: the import deletes it again
+// (rows, keys, tenant key file) and says so.
+func TestTenantImportUndoneWhenVectorsFail(t *testing.T) {
+	dirA, dirB := mustDataDir(t), mustDataDir(t)
+	envA := []string{"BULKHEAD_VECTOR_REGION=default=embedded,eu=embedded"}
+	runA := func(args ...string) result {
+		t.Helper()
+		r := run(t, dirA, envA, args...)
+		if r.code != 0 {
+			t.Fatalf("bulkhead %s: %s", strings.Join(args, " "), r)
+		}
+		return r
+	}
+	var v struct{ ID string }
+	json.Unmarshal([]byte(runA("tenant", "create", "eurocorp", "--region", "eu", "--json").stdout), &v)
+	tenant := v.ID
+	runA("entity", "create", "alice", "--tenant", tenant, "--email", "alice@eurocorp.test")
+	pubB := filepath.Join(t.TempDir(), "b.pub")
+	mustRun(t, dirB, "tenant", "import-key", "--out", pubB)
+	archive := filepath.Join(t.TempDir(), "eu.bhx")
+	runA("tenant", "export", tenant, "--to", pubB, "--out", archive)
+
+	r := run(t, dirB, nil, "tenant", "import", archive)
+	if r.code == 0 || !strings.Contains(r.stderr, "nothing kept") {
+		t.Errorf("import into a bulkhead without the tenant's region: %s", r)
+	}
+	t.Logf("refused: %s", lastLine(r.stderr))
+	if l := mustRun(t, dirB, "tenant", "list").stdout; strings.Contains(l, tenant) {
+		t.Errorf("the undone tenant is still listed on B:\n%s", l)
+	}
+	if st := mustRun(t, dirB, "keys", "status").stdout; strings.Contains(st, tenant) {
+		t.Errorf("the undone tenant still has keys on B:\n%s", st)
+	}
+	if _, err := os.Stat(filepath.Join(dirB, "tenant-keys", tenant+".key")); !os.IsNotExist(err) {
+		t.Errorf("the undone tenant's key file: %v", err)
+	}
+}
