@@ -253,7 +253,9 @@ type ImportRows func(table string, rows []json.RawMessage) error
 //
 //   - the tenant must not exist here (an error wrapping
 //     bulkhead.ErrConflict otherwise);
-//   - every table must exist here with every archived column; rows are
+//   - the archive's tables must be exactly those this database exports,
+//     each with a subset of its columns (only the column lists come from
+//     the archive; tenant columns and keys are this database's); rows are
 //     inserted only for tenant (a row naming another tenant is refused:
 //     the insert keeps only rows of tenant and the count must match);
 //   - after fill has inserted everything and returned the archive's
@@ -264,7 +266,8 @@ type ImportRows func(table string, rows []json.RawMessage) error
 // the archive had it enabled) so that no credential works until
 // FinishImport; pending reports whether it was set. Any error rolls
 // everything back.
-func (db *DB) ImportTenantRows(ctx context.Context, tenant uuid.UUID, tables []TransferTable, fill func(insert ImportRows) (map[string]TableDigest, error)) (pending bool, err error) {
+func (db *DB) ImportTenantRows(ctx context.Context, tenant uuid.UUID, archived []TransferTable, fill func(insert ImportRows) (map[string]TableDigest, error)) (pending bool, err error) {
+	tables := slices.Clone(archived)
 	err = db.InMaintenance(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, canonical); err != nil {
 			return err
@@ -280,23 +283,30 @@ func (db *DB) ImportTenantRows(ctx context.Context, tenant uuid.UUID, tables []T
 		if err != nil {
 			return err
 		}
+		// The archive says which columns it carries, nothing else: the
+		// tables, their tenant columns and keys are this database's, so an
+		// archive can't name its own tenant column to slip rows past the
+		// tenant filter below.
 		byName := map[string]TransferTable{}
-		for _, t := range tables {
-			byName[t.Name] = t
-		}
 		for _, h := range here {
-			t, ok := byName[h.Name]
-			if !ok {
-				return fmt.Errorf("the archive has no table %s, which this bulkhead exports: archive from an older bulkhead?", h.Name)
+			byName[h.Name] = h
+		}
+		if len(here) != len(tables) {
+			return fmt.Errorf("the archive has %d tables, this bulkhead exports %d", len(tables), len(here))
+		}
+		seen := map[string]bool{}
+		for i, t := range tables {
+			h, ok := byName[t.Name]
+			if !ok || seen[t.Name] {
+				return fmt.Errorf("the archive's table %q is not one this bulkhead imports, or is listed twice", t.Name)
 			}
+			seen[t.Name] = true
 			for _, c := range t.Columns {
 				if !slices.Contains(h.Columns, c) {
 					return fmt.Errorf("the archive's table %s has column %s, which this bulkhead lacks: archive from a newer bulkhead?", t.Name, c)
 				}
 			}
-		}
-		if len(here) != len(tables) {
-			return fmt.Errorf("the archive has %d tables, this bulkhead exports %d", len(tables), len(here))
+			tables[i] = TransferTable{Name: h.Name, TenantColumn: h.TenantColumn, Columns: t.Columns, Key: h.Key}
 		}
 		next := 0
 		insert := func(table string, rows []json.RawMessage) error {

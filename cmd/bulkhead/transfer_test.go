@@ -323,7 +323,7 @@ func TestTenantImportRefusesForgedArchives(t *testing.T) {
 	}
 	moved := idOf(mustRun(t, dir, "tenant", "create", "globex", "--json"))
 	bystander := idOf(mustRun(t, dir, "tenant", "create", "initech", "--json"))
-	mustRun(t, dir, "entity", "create", "bob", "--tenant", moved, "--email", "bob@globex.test")
+	bob := idOf(mustRun(t, dir, "entity", "create", "bob", "--tenant", moved, "--email", "bob@globex.test", "--json"))
 	work := t.TempDir()
 	real := filepath.Join(work, "globex.bhx")
 	mustRun(t, dir, "tenant", "export", moved, "--to", pub, "--out", real)
@@ -382,6 +382,21 @@ func TestTenantImportRefusesForgedArchives(t *testing.T) {
 		// other row names the bystander.
 		{"into-another-tenant", "rows of table entities name another tenant", func(s string) string {
 			return strings.ReplaceAll(s, `"tenant_id":"`+moved+`"`, `"tenant_id":"`+bystander+`"`)
+		}},
+		// The manifest names the entities' tenant column "id", and the
+		// entity row has the bystander as tenant_id and the imported
+		// tenant as id: a filter on the archive's column would let it in.
+		{"own-tenant-column", "rows of table entities name another tenant", func(s string) string {
+			s = strings.Replace(s, `{"name":"entities","tenant_column":"tenant_id"`, `{"name":"entities","tenant_column":"id"`, 1)
+			var out []string
+			for _, l := range strings.Split(s, "\n") {
+				if strings.HasPrefix(l, `{"k":"rows","table":"entities"`) {
+					l = strings.Replace(l, `"id":"`+bob+`"`, `"id":"`+moved+`"`, 1)
+					l = strings.Replace(l, `"tenant_id":"`+moved+`"`, `"tenant_id":"`+bystander+`"`, 1)
+				}
+				out = append(out, l)
+			}
+			return strings.Join(out, "\n")
 		}},
 		{"newer-schema", "upgrade bulkhead here first", func(s string) string {
 			return strings.Replace(s, `"schema_version":`, `"schema_version":99999,"x":`, 1)
