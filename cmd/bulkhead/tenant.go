@@ -53,7 +53,7 @@ func printJSON(w io.Writer, v any) error {
 func newTenantCmd(cfg *config) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tenant",
-		Short: "Create, list, disable and delete tenants (control plane, as the maintenance role)",
+		Short: "Create, list, disable, delete, export and import tenants (control plane, as the maintenance role)",
 	}
 	var region string
 	var asJSON, openRegistration bool
