@@ -2,13 +2,20 @@ package fieldcrypt_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
+	"github.com/bulkhead-dev/bulkhead/internal/testdb"
+	"github.com/google/uuid"
 )
 
 func mustRecipient(t *testing.T) (*fieldcrypt.Recipient, *fieldcrypt.RecipientPublic) {
@@ -110,5 +117,68 @@ func TestArchiveOpensOnlyIntactForItsRecipient(t *testing.T) {
 	}
 	if _, err := fieldcrypt.ParseRecipientPublic([]byte(`{"format":"x"}`)); err == nil {
 		t.Error("a non-key parsed as a recipient key")
+	}
+}
+
+// TestImportedKeysOpenUnderTheTargetsKEKOnly: a tenant's keysets exported
+// from one database and imported into another whose KEK differs open the
+// values sealed at the source; stored at the target they are wrapped by
+// the target's KEK and a new tenant key (the source's KEK does not unwrap
+// them); a second import is ErrConflict; the exported keys never print.
+func TestImportedKeysOpenUnderTheTargetsKEKOnly(t *testing.T) {
+	src, tenant, _ := keyring(t)
+	ctx := bulkhead.AsMaintenance(context.Background(), "test")
+	f := fieldcrypt.Field{Table: "documents", Column: "content_sealed", Row: uuid.New()}
+	env, err := src.Keyring.Seal(scoped(t, tenant), f, []byte("confidential merger terms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := src.Keyring.ExportKeys(ctx, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := fmt.Sprintf("%v %+v %#v", keys, keys, keys); strings.Count(s, "[redacted]") != 3 {
+		t.Errorf("exported keys print: %s", s)
+	}
+	if j, _ := json.Marshal(keys); string(j) != `"[redacted]"` {
+		t.Errorf("exported keys marshal to JSON: %s", j)
+	}
+	b, err := keys.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back fieldcrypt.TenantKeys
+	if err := back.UnmarshalBinary(b[:len(b)-1]); err == nil {
+		t.Error("truncated keys unmarshalled")
+	}
+	if err := back.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+
+	dst := testdb.New(t)
+	kekB := mustOtherKEK(t)
+	if err := dst.Keys.RecordKEK(ctx, kekB, ""); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := fieldcrypt.OpenTenantKeyDir(filepath.Join(t.TempDir(), "tenant-keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	krB := fieldcrypt.NewKeyring(kekB, dst.Keys, fieldcrypt.Options{TenantKeys: dir})
+	if err := krB.ImportKeys(ctx, tenant, back); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := krB.Open(scoped(t, tenant), f, env); err != nil || string(got) != "confidential merger terms" {
+		t.Fatalf("the source's value on the target: %q, %v", got, err)
+	}
+	if st, err := krB.Status(ctx, tenant); err != nil || st.Hierarchy != fieldcrypt.TenantKey || st.Version != keys.Version() {
+		t.Errorf("target's keyset: %+v, %v (source version %d)", st, err, keys.Version())
+	}
+	if err := krB.ImportKeys(ctx, tenant, back); !errors.Is(err, bulkhead.ErrConflict) {
+		t.Errorf("second import: %v", err)
+	}
+	withSourceKEK := fieldcrypt.NewKeyring(testdb.KEK(), dst.Keys, fieldcrypt.Options{TenantKeys: dir})
+	if _, err := withSourceKEK.Open(scoped(t, tenant), f, env); err == nil {
+		t.Error("the source's KEK opens the target's stored keyset")
 	}
 }
