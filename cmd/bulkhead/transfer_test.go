@@ -103,6 +103,13 @@ func TestTenantExportImportRoundTrip(t *testing.T) {
 			t.Errorf("the archive holds %q in clear", plain)
 		}
 	}
+	// Opened with B's import key, the payload carries the plaintext
+	// columns (the message) but the confidential document only as the
+	// ciphertext it is stored as.
+	payload := openArchive(t, dirB, archive)
+	if !bytes.Contains(payload, []byte(message)) || bytes.Contains(payload, []byte(secret)) || bytes.Contains(payload, []byte("Initech")) {
+		t.Errorf("opened payload: holds the message %v, holds the confidential text %v", bytes.Contains(payload, []byte(message)), bytes.Contains(payload, []byte("Initech")))
+	}
 
 	// Bad archives on B: refused, nothing imported.
 	refused := func(path, want string) {
@@ -330,28 +337,8 @@ func TestTenantImportRefusesForgedArchives(t *testing.T) {
 	mustRun(t, dir, "tenant", "delete", moved)
 
 	// Open it as the target would (the test holds B's KEK).
-	kek, _, err := fieldcrypt.LocalKEK(filepath.Join(dir, "kek.json"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcpt, pubBytes, _, err := fieldcrypt.LoadOrCreateImportKey(filepath.Join(dir, "import-key.json"), kek)
-	if err != nil {
-		t.Fatal(err)
-	}
-	to, err := fieldcrypt.ParseRecipientPublic(pubBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(real)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, err := fieldcrypt.OpenArchive(f, rcpt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := io.ReadAll(pr)
-	f.Close()
+	payload := openArchive(t, dir, real)
+	to, err := fieldcrypt.ParseRecipientPublic(mustReadFile(t, pub))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,4 +474,41 @@ func TestTenantImportUndoneWhenVectorsFail(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dirB, "tenant-keys", tenant+".key")); !os.IsNotExist(err) {
 		t.Errorf("the undone tenant's key file: %v", err)
 	}
+}
+
+// openArchive opens an archive with the import key of the bulkhead in
+// dataDir (the test reads its KEK file) and returns the payload.
+func openArchive(t *testing.T, dataDir, path string) []byte {
+	t.Helper()
+	kek, _, err := fieldcrypt.LocalKEK(filepath.Join(dataDir, "kek.json"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcpt, _, _, err := fieldcrypt.LoadOrCreateImportKey(filepath.Join(dataDir, "import-key.json"), kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pr, err := fieldcrypt.OpenArchive(f, rcpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := io.ReadAll(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return payload
+}
+
+func mustReadFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
