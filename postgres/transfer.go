@@ -381,6 +381,6 @@ func (db *DB) FinishImport(ctx context.Context, tenant uuid.UUID, pending bool) 
 				return err
 			}
 		}
-		return auditMaintenance(ctx, tx, tenant, "tenant.import", "live")
+		return auditMaintenance(ctx, tx, tenant, "tenant.import", "complete")
 	})
 }
