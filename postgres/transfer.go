@@ -262,10 +262,10 @@ type ImportRows func(table string, rows []json.RawMessage) error
 //     digests, every table's row count and digest, recomputed here from
 //     the inserted rows, must equal them.
 //
-// With pending, the tenant row is committed disabled (disabled_at set, if
-// the archive had it enabled) so that no credential works until
-// FinishImport; pending reports whether it was set. Any error rolls
-// everything back.
+// The tenant row is committed disabled (disabled_at set, if the archive
+// had it enabled) so that no credential works until FinishImport; pending
+// reports whether this set it. Any error rolls everything back. ctx must
+// be marked with bulkhead.AsMaintenance (ErrNoMaintenance otherwise).
 func (db *DB) ImportTenantRows(ctx context.Context, tenant uuid.UUID, archived []TransferTable, fill func(insert ImportRows) (map[string]TableDigest, error)) (pending bool, err error) {
 	tables := slices.Clone(archived)
 	err = db.InMaintenance(ctx, func(tx pgx.Tx) error {
