@@ -80,6 +80,7 @@ func Export(ctx context.Context, src Bulkhead, tenant uuid.UUID, to *fieldcrypt.
 	}
 	m := Manifest{Format: FormatVersion, Tenant: tenant, SchemaVersion: version, ExportedAt: time.Now().UTC(), Recipient: to.Fingerprint(), Tables: tables}
 	var keys []byte
+	var keyVersion int64
 	if kr := src.DB.Keyring(); kr != nil {
 		k, err := kr.ExportKeys(ctx, tenant)
 		if err != nil && !errors.Is(err, fieldcrypt.ErrNoKeyset) {
@@ -88,6 +89,7 @@ func Export(ctx context.Context, src Bulkhead, tenant uuid.UUID, to *fieldcrypt.
 		if err == nil {
 			m.Encrypted = true
 			m.SourceKEK = kr.KEK().ID()
+			keyVersion = k.Version()
 			if keys, err = k.MarshalBinary(); err != nil {
 				return sum, err
 			}
@@ -123,6 +125,19 @@ func Export(ctx context.Context, src Bulkhead, tenant uuid.UUID, to *fieldcrypt.
 		return sum, err
 	}
 	sum.Tables = digests
+	if m.Encrypted {
+		// A rotation that added a key before the rows' snapshot changed
+		// the stored keyset's version before any value was sealed with
+		// that key: the same version now means the keys exported open
+		// every value exported.
+		k, err := src.DB.Keyring().ExportKeys(ctx, tenant)
+		if err != nil {
+			return sum, fmt.Errorf("export tenant %s: its keys: %w", tenant, err)
+		}
+		if k.Version() != keyVersion {
+			return sum, fmt.Errorf("export tenant %s: its keys changed during the export (version %d, then %d): run it again", tenant, keyVersion, k.Version())
+		}
+	}
 	if err := enc.Encode(record{Kind: kindRowsEnd, Digests: digests}); err != nil {
 		return sum, err
 	}
