@@ -233,12 +233,18 @@ var ErrNoMaintenance = errors.New("maintenance path not available: mark the cont
 // marked with bulkhead.AsMaintenance; the reason is logged.
 // It returns ErrNoMaintenance otherwise.
 func (db *DB) InMaintenance(ctx context.Context, fn func(pgx.Tx) error) error {
+	return db.inMaintenance(ctx, pgx.TxOptions{}, fn)
+}
+
+// inMaintenance is InMaintenance with transaction options (a snapshot for
+// exports).
+func (db *DB) inMaintenance(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
 	m, ok := bulkhead.MaintenanceFrom(ctx)
 	if !ok || db.maint == nil {
 		return ErrNoMaintenance
 	}
 	db.log.InfoContext(ctx, "maintenance transaction", "reason", m.Reason)
-	err := pgx.BeginFunc(ctx, db.maint, func(tx pgx.Tx) error {
+	err := pgx.BeginTxFunc(ctx, db.maint, opts, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT set_config('application_name', $1, true)", truncateName("bulkhead maintenance: "+m.Reason)); err != nil {
 			return err
 		}

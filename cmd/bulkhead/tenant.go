@@ -53,7 +53,7 @@ func printJSON(w io.Writer, v any) error {
 func newTenantCmd(cfg *config) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tenant",
-		Short: "Create, list, disable and delete tenants (control plane, as the maintenance role)",
+		Short: "Create, list, disable, delete, export and import tenants (control plane, as the maintenance role)",
 	}
 	var region string
 	var asJSON, openRegistration bool
@@ -184,6 +184,7 @@ is reported as such.`,
 	reembed.MarkFlagRequired("model")
 	cmd.AddCommand(create, list, del, provision, reconcile, reembed, newTenantIssuerCmd(cfg))
 	cmd.AddCommand(tenantAccessCmds(cfg)...)
+	cmd.AddCommand(tenantTransferCmds(cfg)...)
 	return cmd
 }
 
