@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -60,10 +61,15 @@ type Cluster struct {
 	sockDir  string
 	port     int
 	password string
-	pid      int
-	owned    bool          // this process started it and must stop it
-	done     chan struct{} // closed when an owned postgres exits
+	cfg      Config // what Start was given: a supervised restart starts the same way
 	log      *slog.Logger
+
+	mu      sync.Mutex    // guards the fields below, which a supervised restart changes
+	pid     int           // the postmaster's
+	owned   bool          // this process started it and must stop it
+	done    chan struct{} // closed when an owned postgres exits
+	exitErr error         // cmd.Wait's result once done is closed
+	sup     *supervisor   // nil unless Supervise runs
 }
 
 // Start returns a running cluster on cfg.DataDir: it reuses one already
@@ -76,6 +82,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.cfg = cfg
 	// Two processes starting the same data dir at once take turns: the
 	// second finds the first's cluster running and reuses it.
 	unlock, err := lockDir(ctx, c.dataDir)
@@ -137,7 +144,7 @@ func Inspect(cfg Config) (*Cluster, error) {
 
 // Running reports whether a postgres runs on the data dir now.
 func (c *Cluster) Running() bool {
-	_, ok := c.runningPID()
+	_, _, _, ok := c.livePostmaster()
 	return ok
 }
 
@@ -405,30 +412,36 @@ func (c *Cluster) start(ctx context.Context, cfg Config) error {
 	cmd.SysProcAttr = attr
 
 	started := make(chan error, 1)
-	c.done = make(chan struct{})
+	done := make(chan struct{})
 	go func() {
 		// Pdeathsig fires when the starting thread exits: keep this goroutine's
 		// thread locked and alive until postgres exits.
 		runtime.LockOSThread()
 		if err := cmd.Start(); err != nil {
 			started <- err
-			close(c.done)
+			close(done)
 			return
 		}
 		started <- nil
-		cmd.Wait()
-		close(c.done)
+		err := cmd.Wait()
+		c.mu.Lock()
+		if c.done == done {
+			c.exitErr = err
+		}
+		c.mu.Unlock()
+		close(done)
 	}()
 	if err := <-started; err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}
-	c.pid = cmd.Process.Pid
-	c.owned = !cfg.Detach
-	if err := c.waitReady(ctx, c.done); err != nil {
+	c.mu.Lock()
+	c.pid, c.done, c.exitErr, c.owned = cmd.Process.Pid, done, nil, !cfg.Detach
+	c.mu.Unlock()
+	if err := c.waitReady(ctx, done); err != nil {
 		c.kill()
 		return fmt.Errorf("%w\n%s", err, tail(logPath, logStart))
 	}
-	c.log.Info("PostgreSQL started", "data_dir", c.dataDir, "pid", c.pid, "socket_dir", c.sockDir, "version", c.bin.Major)
+	c.log.Info("PostgreSQL started", "data_dir", c.dataDir, "pid", cmd.Process.Pid, "socket_dir", c.sockDir, "version", c.bin.Major)
 	return nil
 }
 
@@ -463,35 +476,49 @@ func (c *Cluster) removeStalePID() {
 	if _, err := os.Stat(p); err != nil {
 		return
 	}
-	if _, ok := c.runningPID(); !ok {
+	if _, _, _, ok := c.livePostmaster(); !ok {
 		c.log.Warn("removing stale postmaster.pid", "path", p)
 		os.Remove(p)
 	}
 }
 
 // runningPID reads postmaster.pid and reports whether that process is a
-// live postgres.
+// live postgres; it takes the port and socket dir that file records. Only
+// for a Cluster not yet shared (Start, Inspect): it writes c.
 func (c *Cluster) runningPID() (int, bool) {
+	pid, port, sockDir, ok := c.livePostmaster()
+	if !ok {
+		return 0, false
+	}
+	if port != 0 {
+		c.port = port
+	}
+	if sockDir != "" {
+		c.sockDir = sockDir
+	}
+	return pid, true
+}
+
+// livePostmaster reads postmaster.pid and reports whether that process is
+// a live postgres running in this cluster, with the port and socket dir
+// the file records (0 and "" when it records none). It changes nothing.
+func (c *Cluster) livePostmaster() (pid, port int, sockDir string, ok bool) {
 	lines := c.pidLines()
 	if len(lines) < 1 {
-		return 0, false
+		return 0, 0, "", false
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(lines[0]))
 	if err != nil || pid <= 0 {
-		return 0, false
+		return 0, 0, "", false
 	}
 	if !isPostgres(pid) || !inDir(pid, c.pgdata) {
-		return 0, false
+		return 0, 0, "", false
 	}
 	if len(lines) >= 5 {
-		if port, err := strconv.Atoi(strings.TrimSpace(lines[3])); err == nil {
-			c.port = port
-		}
-		if d := strings.TrimSpace(lines[4]); d != "" {
-			c.sockDir = d
-		}
+		port, _ = strconv.Atoi(strings.TrimSpace(lines[3]))
+		sockDir = strings.TrimSpace(lines[4])
 	}
-	return pid, true
+	return pid, port, sockDir, true
 }
 
 func (c *Cluster) pidLines() []string {
@@ -574,19 +601,34 @@ func (c *Cluster) socketPath() string {
 // Stop stops the cluster if this process started it attached; a reused or
 // detached cluster is left running. It waits for postgres to exit: a fast
 // shutdown first, then immediate, then SIGKILL.
+//
+// A running supervisor (Supervise) is stopped first, so nothing restarts
+// postgres behind Stop's back.
 func (c *Cluster) Stop() error {
-	if !c.owned {
+	c.stopSupervisor()
+	pid, done, owned := c.current()
+	if !owned {
 		return nil
 	}
-	return c.stopPID(c.pid, c.done)
+	return c.stopPID(pid, done)
 }
 
 // Shutdown stops the cluster whoever started it (bulkhead db stop).
 func (c *Cluster) Shutdown() error {
-	if c.owned {
-		return c.Stop()
+	c.stopSupervisor()
+	pid, done, owned := c.current()
+	if owned {
+		return c.stopPID(pid, done)
 	}
-	return c.stopPID(c.pid, nil)
+	return c.stopPID(pid, nil)
+}
+
+// current returns the postmaster's pid, the channel closed when it exits
+// (nil unless this process started it) and whether this process owns it.
+func (c *Cluster) current() (int, chan struct{}, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pid, c.done, c.owned
 }
 
 func (c *Cluster) stopPID(pid int, done <-chan struct{}) error {
@@ -625,14 +667,18 @@ func (c *Cluster) stopPID(pid int, done <-chan struct{}) error {
 }
 
 func (c *Cluster) kill() {
-	syscall.Kill(c.pid, syscall.SIGKILL)
-	if c.done != nil {
-		<-c.done
+	pid, done, _ := c.current()
+	syscall.Kill(pid, syscall.SIGKILL)
+	if done != nil {
+		<-done
 	}
 }
 
-// PID returns the postmaster's process id.
-func (c *Cluster) PID() int { return c.pid }
+// PID returns the postmaster's process id (a supervised restart changes it).
+func (c *Cluster) PID() int {
+	pid, _, _ := c.current()
+	return pid
+}
 
 // DataDir returns the absolute data dir.
 func (c *Cluster) DataDir() string { return c.dataDir }
@@ -650,7 +696,10 @@ func (c *Cluster) Major() int { return c.bin.Major }
 func (c *Cluster) Binaries() Binaries { return c.bin }
 
 // Owned reports whether this process started the cluster and will stop it.
-func (c *Cluster) Owned() bool { return c.owned }
+func (c *Cluster) Owned() bool {
+	_, _, owned := c.current()
+	return owned
+}
 
 // DSN returns a connection URL over the Unix socket for user and database.
 func (c *Cluster) DSN(user, password, database string) string {
