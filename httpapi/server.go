@@ -15,6 +15,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/retrieval"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Authenticator turns a request's credentials into the caller's scope. It
@@ -55,6 +56,9 @@ type Options struct {
 	// Knowledge ingests documents and answers /v1/query and /v1/answer;
 	// nil makes those routes and document writes answer 503.
 	Knowledge *retrieval.Service
+	// Collectors are extra Prometheus metrics served at /metrics (e.g. the
+	// embedded cluster's supervisor).
+	Collectors []prometheus.Collector
 }
 
 // Server serves bulkhead's HTTP API. It is safe for concurrent use.
@@ -111,6 +115,11 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 	s.stream = newStreams(db, log, opts.Stream)
 	s.mux.Handle("/", s.handle(s.noRoute))
 	s.metrics = newMetrics(s)
+	for _, c := range opts.Collectors {
+		if err := s.metrics.reg.Register(c); err != nil {
+			log.Warn("metric not served", "err", err)
+		}
+	}
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.handler = s.observe(s.mux)
 	return s
@@ -271,8 +280,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) selfCheck(ctx context.Context) ([]postgres.Finding, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if time.Since(s.checkedAt) < 10*time.Second {
-		return s.findings, s.checkErr
+	// A result is reused for 10 s, but a check that could not run (the
+	// database went away mid-check) is not: readiness returns as soon as
+	// the database does.
+	if s.checkErr == nil && time.Since(s.checkedAt) < 10*time.Second {
+		return s.findings, nil
 	}
 	s.findings, s.checkErr = postgres.SelfCheck(ctx, s.db.Pool())
 	s.checkedAt = time.Now()

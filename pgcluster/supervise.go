@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -292,7 +293,10 @@ func (c *Cluster) adoptWhenStarted(ctx context.Context) bool {
 }
 
 // copyLog copies PostgreSQL's log lines written since offset from (crash
-// recovery's) to the cluster's logger, at most 50 of them.
+// recovery's) to the cluster's logger, at most 50 of them. Connection
+// attempts refused while it started ("the database system is starting
+// up", "... not yet accepting connections": one per client retry) are
+// counted, not copied.
 func (c *Cluster) copyLog(path string, from int64) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -303,11 +307,21 @@ func (c *Cluster) copyLog(path string, from int64) {
 		return
 	}
 	sc := bufio.NewScanner(f)
-	for n := 0; sc.Scan(); n++ {
-		if n == 50 {
-			c.log.Info("postgres log: more lines in " + path)
-			return
+	copied, refused := 0, 0
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.Contains(line, "FATAL:  the database system is ") { // starting up, not yet accepting connections, in recovery mode
+			refused++
+			continue
 		}
-		c.log.Info(fmt.Sprintf("postgres log: %s", sc.Text()), "data_dir", c.dataDir)
+		if copied == 50 {
+			c.log.Info("postgres log: more lines in "+path, "data_dir", c.dataDir)
+			break
+		}
+		copied++
+		c.log.Info("postgres log: "+line, "data_dir", c.dataDir)
+	}
+	if refused > 0 {
+		c.log.Info(fmt.Sprintf("postgres log: %d connection attempts refused while it started (\"FATAL:  the database system is ...\")", refused), "data_dir", c.dataDir)
 	}
 }
