@@ -470,15 +470,27 @@ func (c *Cluster) makeSocketDir(cred *syscall.Credential) error {
 	return nil
 }
 
-// removeStalePID removes a postmaster.pid whose process is gone.
+// removeStalePID removes a postmaster.pid whose process is gone, and the
+// socket's lock file a killed postmaster leaves beside it. PostgreSQL
+// itself refuses to start while the pid in either file is a live process,
+// and a killed postmaster whose parent died too stays a zombie (alive to
+// kill(pid, 0)) until init reaps it, or its pid is reused: either would
+// keep the cluster down. Both files are this cluster's alone (the socket
+// dir is the cluster dir or derived from its path), and the caller holds
+// the data dir's lock.
 func (c *Cluster) removeStalePID() {
-	p := filepath.Join(c.pgdata, "postmaster.pid")
-	if _, err := os.Stat(p); err != nil {
+	if _, _, _, ok := c.livePostmaster(); ok {
 		return
 	}
-	if _, _, _, ok := c.livePostmaster(); !ok {
+	p := filepath.Join(c.pgdata, "postmaster.pid")
+	if _, err := os.Stat(p); err == nil {
 		c.log.Warn("removing stale postmaster.pid", "path", p)
 		os.Remove(p)
+	}
+	lock := c.socketPath() + ".lock"
+	if _, err := os.Stat(lock); err == nil {
+		c.log.Warn("removing stale socket lock file", "path", lock)
+		os.Remove(lock)
 	}
 }
 
