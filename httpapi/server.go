@@ -59,6 +59,11 @@ type Options struct {
 	// Collectors are extra Prometheus metrics served at /metrics (e.g. the
 	// embedded cluster's supervisor).
 	Collectors []prometheus.Collector
+	// DatabaseUp, when set, is asked first by /readyz: false (the embedded
+	// cluster's supervisor saw the postmaster die and has not restarted it
+	// yet) answers 503 at once, before a connection whose backend has not
+	// noticed its postmaster's death yet could answer a ping.
+	DatabaseUp func() bool
 }
 
 // Server serves bulkhead's HTTP API. It is safe for concurrent use.
@@ -79,6 +84,7 @@ type Server struct {
 	authFailsIP *limiters
 	stream      *streams
 	know        *retrieval.Service
+	dbUp        func() bool
 	handler     http.Handler
 
 	mu        sync.Mutex
@@ -98,7 +104,7 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 		authFailsIP: newLimiters(opts.Limits.AuthFailuresPerIP, opts.Limits.AuthFailuresPerIPBurst),
 		authIP:      newLimiters(opts.Limits.AuthPerIP, opts.Limits.AuthPerIPBurst),
 		authAccount: newLimiters(opts.Limits.AuthPerAccount, opts.Limits.AuthPerAccountBurst),
-		accts:       opts.Accounts, know: opts.Knowledge, findings: findings, checkedAt: time.Now()}
+		accts:       opts.Accounts, know: opts.Knowledge, dbUp: opts.DatabaseUp, findings: findings, checkedAt: time.Now()}
 	for _, rt := range s.routes() {
 		h := s.handle(rt.handler)
 		switch rt.access {
@@ -253,6 +259,11 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
+	if s.dbUp != nil && !s.dbUp() {
+		s.log.WarnContext(ctx, "readiness: database unreachable", "err", "the embedded PostgreSQL is restarting")
+		writeProblem(w, Problem{Type: "https://bulkhead.dev/problems/not-ready", Title: "Database unreachable", Status: http.StatusServiceUnavailable})
+		return nil
+	}
 	if err := s.db.Pool().Ping(ctx); err != nil {
 		s.log.WarnContext(ctx, "readiness: database unreachable", "err", err)
 		writeProblem(w, Problem{Type: "https://bulkhead.dev/problems/not-ready", Title: "Database unreachable", Status: http.StatusServiceUnavailable})

@@ -125,6 +125,7 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 	}
 	defer env.close()
 	var collectors []prometheus.Collector
+	var dbUp func() bool
 	if env.cluster != nil {
 		// bulkhead is the embedded cluster's supervisor: a postmaster that
 		// dies is started again (env.close stops the supervisor first).
@@ -132,6 +133,7 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 			return err
 		}
 		collectors = supervisorMetrics(env.cluster)
+		dbUp = func() bool { return env.cluster.SupervisorStats().Up }
 	}
 	if migrate {
 		if err := env.migrate(ctx, log); err != nil {
@@ -198,7 +200,7 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 	defer closeKnow()
 	authn := auth.NewAuthenticator(verifier, tokenIssuer).WithAPIKeys(accounts).WithDirectory(db, 0)
 	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: authn,
-		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken, Stream: stream, Knowledge: know, Collectors: collectors})
+		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken, Stream: stream, Knowledge: know, Collectors: collectors, DatabaseUp: dbUp})
 	// Tell the CLI where the control plane is (it can't open the vector
 	// store this process holds).
 	info := serveInfo{Addr: ln.Addr().String(), PID: os.Getpid()}
