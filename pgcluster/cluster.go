@@ -92,7 +92,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	defer unlock()
 	if pid, ok := c.runningPID(); ok {
 		c.pid = pid
-		if err := c.waitReady(ctx, nil); err != nil {
+		if err := c.waitReady(ctx, nil, startLimit); err != nil {
 			return nil, err
 		}
 		if cfg.Port != 0 && cfg.Port != c.port {
@@ -110,7 +110,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := c.readPassword(); err != nil {
 		return nil, err
 	}
-	if err := c.start(ctx, cfg); err != nil {
+	if err := c.start(ctx, cfg, startLimit); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -126,7 +126,7 @@ func Attach(cfg Config) (*Cluster, error) {
 	if !c.Running() {
 		return nil, fmt.Errorf("%w on %s (start it with: bulkhead db start)", ErrNotRunning, c.dataDir)
 	}
-	return c, c.waitReady(context.Background(), nil)
+	return c, c.waitReady(context.Background(), nil, startLimit)
 }
 
 // Inspect describes the cluster on cfg.DataDir, running or not, without
@@ -344,7 +344,8 @@ func (c *Cluster) readPassword() error {
 	return nil
 }
 
-func (c *Cluster) start(ctx context.Context, cfg Config) error {
+// start starts postgres and waits at most limit for it to be ready.
+func (c *Cluster) start(ctx context.Context, cfg Config, limit time.Duration) error {
 	cred, err := runAs(cfg.RunAs)
 	if err != nil {
 		return err
@@ -437,7 +438,7 @@ func (c *Cluster) start(ctx context.Context, cfg Config) error {
 	c.mu.Lock()
 	c.pid, c.done, c.exitErr, c.owned = cmd.Process.Pid, done, nil, !cfg.Detach
 	c.mu.Unlock()
-	if err := c.waitReady(ctx, done); err != nil {
+	if err := c.waitReady(ctx, done, limit); err != nil {
 		c.kill()
 		return fmt.Errorf("%w\n%s", err, tail(logPath, logStart))
 	}
@@ -583,10 +584,14 @@ func inDir(pid int, dir string) bool {
 	return os.SameFile(cwd, d)
 }
 
+// startLimit bounds a start by Start: initdb's fresh cluster or a short
+// crash recovery. A supervised restart waits longer (recoveryLimit).
+const startLimit = 60 * time.Second
+
 // waitReady waits until postmaster.pid says "ready", postgres exits (done
-// closed) or ctx ends.
-func (c *Cluster) waitReady(ctx context.Context, done <-chan struct{}) error {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+// closed), limit passes or ctx ends.
+func (c *Cluster) waitReady(ctx context.Context, done <-chan struct{}, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()

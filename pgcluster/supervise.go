@@ -232,6 +232,11 @@ func (c *Cluster) howExited(done <-chan struct{}) (string, bool) {
 	return "gone, postmaster.pid removed", false
 }
 
+// recoveryLimit bounds a supervised restart: crash recovery replays the
+// WAL written since the last checkpoint, which can take minutes on a big
+// cluster, and killing it midway would only start it over.
+const recoveryLimit = time.Hour
+
 // restart starts the postmaster again under the data dir's lock, or
 // adopts one that another process started meanwhile (adopted true).
 func (c *Cluster) restart(ctx context.Context) (adopted bool, err error) {
@@ -240,7 +245,7 @@ func (c *Cluster) restart(ctx context.Context) (adopted bool, err error) {
 		return false, err
 	}
 	defer unlock()
-	if c.adopt() {
+	if c.adopt(ctx) {
 		return true, nil
 	}
 	logPath := filepath.Join(c.dataDir, "postgres.log")
@@ -250,7 +255,7 @@ func (c *Cluster) restart(ctx context.Context) (adopted bool, err error) {
 	}
 	cfg := c.cfg
 	cfg.Detach = false
-	if err := c.start(ctx, cfg); err != nil {
+	if err := c.start(ctx, cfg, recoveryLimit); err != nil {
 		return false, err
 	}
 	c.copyLog(logPath, from)
@@ -259,12 +264,12 @@ func (c *Cluster) restart(ctx context.Context) (adopted bool, err error) {
 
 // adopt makes a live postmaster found on the data dir the watched one
 // (not owned: Stop leaves it to whoever started it).
-func (c *Cluster) adopt() bool {
+func (c *Cluster) adopt(ctx context.Context) bool {
 	pid, _, _, ok := c.livePostmaster()
 	if !ok {
 		return false
 	}
-	if err := c.waitReady(context.Background(), nil); err != nil {
+	if err := c.waitReady(ctx, nil, recoveryLimit); err != nil {
 		return false
 	}
 	c.mu.Lock()
@@ -284,7 +289,7 @@ func (c *Cluster) adoptWhenStarted(ctx context.Context) bool {
 			return false
 		case <-tick.C:
 		}
-		if c.adopt() {
+		if c.adopt(ctx) {
 			pid, _, _ := c.current()
 			c.log.Info("adopted the PostgreSQL started on the data dir", "data_dir", c.dataDir, "pid", pid)
 			return true

@@ -210,3 +210,40 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// TestSuperviseStopDuringRestart: Stop while the supervisor keeps failing
+// to restart (its port taken) ends the attempts and returns; nothing of
+// the cluster runs afterwards, and no attempt starts one later.
+func TestSuperviseStopDuringRestart(t *testing.T) {
+	dir := mustDataDir(t)
+	port := freePort(t)
+	c := mustStart(t, pgcluster.Config{DataDir: dir, Port: port})
+	if err := c.Supervise(pgcluster.SuperviseConfig{MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(c.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var l net.Listener
+	waitFor(t, "taking the port", 10*time.Second, func() bool {
+		var err error
+		l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		return err == nil
+	})
+	defer l.Close()
+	if c.SupervisorStats().Up {
+		// The supervisor was quicker than the test: kill again, with the
+		// port taken this time.
+		syscall.Kill(c.PID(), syscall.SIGKILL)
+	}
+	waitFor(t, "a failed attempt", 20*time.Second, func() bool { return c.SupervisorStats().FailedStarts >= 1 })
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	failed := c.SupervisorStats().FailedStarts
+	l.Close() // an attempt still running would now succeed
+	assertNoProcesses(t, dir)
+	if n := c.SupervisorStats().FailedStarts; n != failed {
+		t.Errorf("attempts went on after Stop: %d failed starts, then %d", failed, n)
+	}
+}
