@@ -379,6 +379,13 @@ func (c *Cluster) start(ctx context.Context, cfg Config, limit time.Duration) er
 	// "Key (email)=(…)"), no failing statement, no bind parameters. It
 	// outlives the rows (a deleted tenant's e-mail addresses would stay in
 	// it). Settings can override these for debugging.
+	// Crash recovery first flushes every file of the data dir; one
+	// syncfs(2) per file system does it in a fraction of the time on
+	// Linux (≥ 5.8 reports its I/O errors; PostgreSQL ≥ 14 has the
+	// setting). Settings can override it.
+	if runtime.GOOS == "linux" && c.bin.Major >= 14 {
+		args = append(args, "-c", "recovery_init_sync_method=syncfs")
+	}
 	args = append(args, "-c", "log_error_verbosity=terse", "-c", "log_min_error_statement=panic",
 		"-c", "log_parameter_max_length=0", "-c", "log_parameter_max_length_on_error=0")
 	preload := ContextExtension
