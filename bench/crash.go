@@ -281,6 +281,7 @@ func (r *CrashResult) Markdown(w io.Writer, command string) {
 	for i, k := range r.Kills {
 		fmt.Fprintf(w, "| %d | %s | **%s** | %d / %d |\n", i+1, k.PGDown.Round(time.Millisecond), k.Ready.Round(time.Millisecond), k.ReadyzDown, k.ReadyzOK)
 	}
+	fmt.Fprintln(w, "\nReading the figures: the one `/readyz` 200 counted while down per kill is the first poll, sent within about a millisecond of the SIGKILL, before the postmaster's death was observable (its backends still answered); every later poll answered 503 until PostgreSQL was back. The time to ready includes one `/readyz` answer (a ping and the isolation self-check, queued behind the load for the pool's connections). A 503 answered in the \"before\" or \"after\" row belongs to a request that started just before the kill, or just after `/readyz` turned 200 while the pool was still dialing. The time to PostgreSQL accepting connections is crash recovery: its pre-replay flush (`recovery_init_sync_method=syncfs`), the WAL replay and the end-of-recovery checkpoint.")
 	fmt.Fprintf(w, "\nbulkhead process restarted: %v. SIGTERM afterwards: ", r.ServeRestarted)
 	if r.Stopped {
 		fmt.Fprintln(w, "exit 0, no PostgreSQL left running.")
