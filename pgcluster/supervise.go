@@ -80,9 +80,12 @@ var ErrSupervised = errors.New("pgcluster: cluster already supervised or started
 //     Start does) and first looks for a live postmaster on the data dir;
 //     one started meanwhile by another bulkhead process is adopted
 //     (watched, not owned, not stopped by Stop) instead.
-//   - A clean shutdown by someone else (bulkhead db stop) is respected:
-//     nothing is restarted; a postmaster started later on the data dir is
-//     adopted.
+//   - A clean shutdown of the postmaster this process started, by someone
+//     else (bulkhead db stop), is respected: nothing is restarted; a
+//     postmaster started later on the data dir is adopted. A postmaster
+//     another process started (reused or adopted) that stops, cleanly or
+//     not, is replaced by one of this process's own: its owner, such as a
+//     CLI command that started it during an outage, stops it when it exits.
 //   - Stop and Shutdown end the supervisor first (an attempt in progress
 //     is abandoned and its postmaster killed), so nothing restarts behind
 //     them.
@@ -135,12 +138,13 @@ func (c *Cluster) supervise(ctx context.Context, s *supervisor, cfg SuperviseCon
 	delay := cfg.MinBackoff
 	upSince := time.Now()
 	for {
-		pid, done, _ := c.current()
+		pid, done, owned := c.current()
 		if !waitExit(ctx, pid, done) {
 			return
 		}
 		s.up.Store(false)
-		if how, crashed := c.howExited(done); !crashed {
+		how, crashed := c.howExited(done)
+		if !crashed && owned {
 			c.log.Warn("PostgreSQL was shut down cleanly by another process (bulkhead db stop?): not restarting it; requests answer 503 until one runs again",
 				"data_dir", c.dataDir, "pid", pid, "exit", how)
 			if !c.adoptWhenStarted(ctx) {
@@ -150,13 +154,20 @@ func (c *Cluster) supervise(ctx context.Context, s *supervisor, cfg SuperviseCon
 			upSince = time.Now()
 			continue
 		}
-		s.crashes.Add(1)
 		down := time.Now()
 		if time.Since(upSince) >= cfg.Stable {
 			delay = cfg.MinBackoff
 		}
-		how, _ := c.howExited(done)
-		c.log.Error("PostgreSQL postmaster died; restarting it (crash recovery follows)", "data_dir", c.dataDir, "pid", pid, "exit", how, "restart_in", delay.String())
+		if crashed {
+			s.crashes.Add(1)
+			c.log.Error("PostgreSQL postmaster died; restarting it (crash recovery follows)", "data_dir", c.dataDir, "pid", pid, "exit", how, "restart_in", delay.String())
+		} else {
+			// Another process's postmaster (reused or adopted) stopped
+			// cleanly: most likely a CLI command that started it during an
+			// outage has exited and stopped it. Nothing says it was meant
+			// to stay down, and this process needs it.
+			c.log.Warn("the PostgreSQL another process started has stopped; starting this process's own", "data_dir", c.dataDir, "pid", pid, "exit", how, "restart_in", delay.String())
+		}
 		for attempt := 1; ; attempt++ {
 			select {
 			case <-ctx.Done():

@@ -247,3 +247,39 @@ func TestSuperviseStopDuringRestart(t *testing.T) {
 		t.Errorf("attempts went on after Stop: %d failed starts, then %d", failed, n)
 	}
 }
+
+// TestSuperviseReplacesAdoptedCluster: the postmaster that another process
+// started during an outage (adopted) is stopped cleanly by that process
+// when it exits, as a CLI command does: the supervisor starts its own.
+func TestSuperviseReplacesAdoptedCluster(t *testing.T) {
+	dir := mustDataDir(t)
+	c := mustStart(t, pgcluster.Config{DataDir: dir})
+	if err := c.Supervise(pgcluster.SuperviseConfig{MinBackoff: 10 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	other, err := pgcluster.Inspect(pgcluster.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Shutdown(); err != nil { // db stop: respected
+		t.Fatal(err)
+	}
+	waitFor(t, "the supervisor noticing", 10*time.Second, func() bool { return !c.SupervisorStats().Up })
+	cli, err := pgcluster.Start(context.Background(), pgcluster.Config{DataDir: dir, Ephemeral: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "adoption", 10*time.Second, func() bool { return c.PID() == cli.PID() && c.SupervisorStats().Up })
+	if err := cli.Stop(); err != nil { // the CLI command exits
+		t.Fatal(err)
+	}
+	waitFor(t, "a postmaster of the supervisor's own", 30*time.Second, func() bool {
+		return c.PID() != cli.PID() && c.Owned() && c.SupervisorStats().Up
+	})
+	conn := mustConnect(t, c)
+	conn.Close(context.Background())
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	assertNoProcesses(t, dir)
+}

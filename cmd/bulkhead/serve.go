@@ -60,8 +60,8 @@ finish (for at most --shutdown-timeout), then the embedded cluster stops.
 With the embedded cluster, serve is PostgreSQL's supervisor: a postmaster
 that dies (killed, crashed) is started again with capped exponential backoff
 and runs its crash recovery; requests answer 503 with Retry-After and
-/readyz 503 meanwhile (docs/RELIABILITY.md). A cluster stopped cleanly with
-"bulkhead db stop" is not restarted.`,
+/readyz 503 meanwhile (docs/RELIABILITY.md). A cluster serve started and
+"bulkhead db stop" stopped cleanly is not restarted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			limits, err := lim.limits()
