@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
 )
@@ -72,10 +74,44 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if p.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
 	}
-	if p.Status >= 500 {
+	switch {
+	case p.Status == http.StatusServiceUnavailable:
+		// A dependency is down (PostgreSQL restarting, a vector store or
+		// model unreachable): every request fails alike, thousands a second
+		// under load. One line a second, counting the others, says as much.
+		if ok, n := unavailableLog.allow(time.Now()); ok {
+			log.WarnContext(r.Context(), "request failed", "status", p.Status, "method", r.Method, "path", r.URL.Path, "err", err, "similar_not_logged", n)
+		}
+	case p.Status >= 500:
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeProblem(w, p)
+}
+
+// unavailableLog thins the log lines of 503 answers to one a second.
+var unavailableLog = &logSampler{every: time.Second}
+
+// logSampler lets one event through per interval and counts the others.
+// It is safe for concurrent use.
+type logSampler struct {
+	mu         sync.Mutex
+	every      time.Duration
+	last       time.Time
+	suppressed int64
+}
+
+// allow reports whether an event at now may be logged and, if so, how
+// many were held back since the last one that was.
+func (l *logSampler) allow(now time.Time) (bool, int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < l.every {
+		l.suppressed++
+		return false, 0
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return true, n
 }
 
 func writeProblem(w http.ResponseWriter, p Problem) {

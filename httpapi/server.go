@@ -15,6 +15,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/retrieval"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Authenticator turns a request's credentials into the caller's scope. It
@@ -55,6 +56,14 @@ type Options struct {
 	// Knowledge ingests documents and answers /v1/query and /v1/answer;
 	// nil makes those routes and document writes answer 503.
 	Knowledge *retrieval.Service
+	// Collectors are extra Prometheus metrics served at /metrics (e.g. the
+	// embedded cluster's supervisor).
+	Collectors []prometheus.Collector
+	// DatabaseUp, when set, is asked first by /readyz: false (the embedded
+	// cluster's supervisor saw the postmaster die and has not restarted it
+	// yet) answers 503 at once, before a connection whose backend has not
+	// noticed its postmaster's death yet could answer a ping.
+	DatabaseUp func() bool
 }
 
 // Server serves bulkhead's HTTP API. It is safe for concurrent use.
@@ -75,6 +84,7 @@ type Server struct {
 	authFailsIP *limiters
 	stream      *streams
 	know        *retrieval.Service
+	dbUp        func() bool
 	handler     http.Handler
 
 	mu        sync.Mutex
@@ -94,7 +104,7 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 		authFailsIP: newLimiters(opts.Limits.AuthFailuresPerIP, opts.Limits.AuthFailuresPerIPBurst),
 		authIP:      newLimiters(opts.Limits.AuthPerIP, opts.Limits.AuthPerIPBurst),
 		authAccount: newLimiters(opts.Limits.AuthPerAccount, opts.Limits.AuthPerAccountBurst),
-		accts:       opts.Accounts, know: opts.Knowledge, findings: findings, checkedAt: time.Now()}
+		accts:       opts.Accounts, know: opts.Knowledge, dbUp: opts.DatabaseUp, findings: findings, checkedAt: time.Now()}
 	for _, rt := range s.routes() {
 		h := s.handle(rt.handler)
 		switch rt.access {
@@ -111,6 +121,11 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 	s.stream = newStreams(db, log, opts.Stream)
 	s.mux.Handle("/", s.handle(s.noRoute))
 	s.metrics = newMetrics(s)
+	for _, c := range opts.Collectors {
+		if err := s.metrics.reg.Register(c); err != nil {
+			log.Warn("metric not served", "err", err)
+		}
+	}
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.handler = s.observe(s.mux)
 	return s
@@ -244,6 +259,11 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
+	if s.dbUp != nil && !s.dbUp() {
+		s.log.WarnContext(ctx, "readiness: database unreachable", "err", "the embedded PostgreSQL is restarting")
+		writeProblem(w, Problem{Type: "https://bulkhead.dev/problems/not-ready", Title: "Database unreachable", Status: http.StatusServiceUnavailable})
+		return nil
+	}
 	if err := s.db.Pool().Ping(ctx); err != nil {
 		s.log.WarnContext(ctx, "readiness: database unreachable", "err", err)
 		writeProblem(w, Problem{Type: "https://bulkhead.dev/problems/not-ready", Title: "Database unreachable", Status: http.StatusServiceUnavailable})
@@ -271,8 +291,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) selfCheck(ctx context.Context) ([]postgres.Finding, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if time.Since(s.checkedAt) < 10*time.Second {
-		return s.findings, s.checkErr
+	// A result is reused for 10 s, but a check that could not run (the
+	// database went away mid-check) is not: readiness returns as soon as
+	// the database does.
+	if s.checkErr == nil && time.Since(s.checkedAt) < 10*time.Second {
+		return s.findings, nil
 	}
 	s.findings, s.checkErr = postgres.SelfCheck(ctx, s.db.Pool())
 	s.checkedAt = time.Now()

@@ -332,6 +332,12 @@ func TestStalePIDFile(t *testing.T) {
 			if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid)+"\n"+rest), 0o600); err != nil {
 				t.Fatal(err)
 			}
+			// The socket's lock file names the same pid: PostgreSQL itself
+			// refuses to start while that pid is alive (a zombie counts).
+			lock := filepath.Join(c.SocketDir(), ".s.PGSQL."+strconv.Itoa(c.Port())+".lock")
+			if err := os.WriteFile(lock, []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			c2, err := pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true})

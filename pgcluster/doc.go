@@ -13,6 +13,11 @@
 //     (a parent-death signal delivered from a locked OS thread, so it does
 //     not fire early; golang/go#27505).
 //   - A cluster already running on the data dir is reused and left running.
+//   - Supervised (Cluster.Supervise), a postmaster that dies without a
+//     clean shutdown is started again with capped exponential backoff, and
+//     never while another runs on the data dir; stale postmaster.pid and
+//     socket lock files of a killed postmaster never keep a start from
+//     succeeding.
 //   - The bootstrap superuser authenticates with a random password kept in a
 //     0600 file; no role logs in without a password, locally or over TCP.
 package pgcluster

@@ -2,11 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestPsqlSeesWhatTheEntitySees opens db psql in several scopes and counts
@@ -105,6 +109,41 @@ func TestExternalDatabase(t *testing.T) {
 	s := startServe(t, dir, addr, env, "--addr", addr)
 	if !strings.Contains(s.stdout.String(), "external database ext") {
 		t.Errorf("serve does not say it uses the external database:\n%s", s.output())
+	}
+	// The external PostgreSQL killed (issue 17, scenario 1, external
+	// database): bulkhead does not start it (not its to supervise); it
+	// answers 503 with Retry-After and /readyz 503 meanwhile, and recovers
+	// by itself, without a restart, once the operator starts it again.
+	pm := postmasterPID(host)
+	if err := syscall.Kill(pm, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	op, err := os.ReadFile(filepath.Join(dir, "operator-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "/readyz 503", 30*time.Second, func() bool { code, _, _ := s.get("/readyz"); return code == http.StatusServiceUnavailable })
+	req, _ := http.NewRequest("GET", s.base+"/admin/v1/tenants", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(op)))
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("GET /admin/v1/tenants with the database down: %d (Retry-After %q), want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if r := run(t, host, nil, "db", "status"); r.code != 3 {
+		t.Errorf("serve started the external database itself: %s", r)
+	}
+	mustRun(t, host, "db", "start")
+	up := time.Now()
+	s.waitOK(t, "/readyz", 30*time.Second) // guarantee 5 s; bound 30 s against a loaded machine
+	t.Logf("external database restarted: /readyz 200 %s after db start returned", time.Since(up).Round(time.Millisecond))
+	select {
+	case <-s.done:
+		t.Fatal("serve exited while the database was down")
+	default:
 	}
 	s.interrupt(t)
 	// The external cluster is not bulkhead's to stop.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -20,9 +21,11 @@ import (
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/httpapi"
+	"github.com/bulkhead-dev/bulkhead/pgcluster"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/token"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
 
@@ -31,6 +34,7 @@ func newServeCmd(cfg *config) *cobra.Command {
 	var tlsf tlsFiles
 	var streamOrigins []string
 	var migrate bool
+	var drainTimeout time.Duration
 	var maxBody int64
 	var lim limitFlags
 	cmd := &cobra.Command{
@@ -49,8 +53,15 @@ the database's isolation guarantees and serves HTTP on --addr:
 
 If the self-check finds anything (a tenant table without forced row-level
 security, a runtime role that can bypass it, ...) serve refuses to start and
-names each finding. SIGINT or SIGTERM shut it down gracefully and stop the
-embedded cluster.`,
+names each finding. SIGINT or SIGTERM shut it down gracefully: new
+connections are refused, room streams close with 1001, requests in flight
+finish (for at most --shutdown-timeout), then the embedded cluster stops.
+
+With the embedded cluster, serve is PostgreSQL's supervisor: a postmaster
+that dies (killed, crashed) is started again with capped exponential backoff
+and runs its crash recovery; requests answer 503 with Retry-After and
+/readyz 503 meanwhile (docs/RELIABILITY.md). A cluster serve started and
+"bulkhead db stop" stopped cleanly is not restarted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			limits, err := lim.limits()
@@ -60,13 +71,17 @@ embedded cluster.`,
 			if (tlsf.cert == "") != (tlsf.key == "") {
 				return errors.New("--tls-cert and --tls-key go together")
 			}
-			return serve(cmd.Context(), cfg, addr, tlsf, migrate, authConfig, maxBody, limits, streamOrigins, cmd)
+			if drainTimeout <= 0 {
+				return errors.New("--shutdown-timeout must be positive")
+			}
+			return serve(cmd.Context(), cfg, addr, tlsf, migrate, authConfig, maxBody, limits, streamOrigins, drainTimeout, cmd)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "HTTP listen address")
 	cmd.Flags().StringVar(&tlsf.cert, "tls-cert", "", "serve HTTPS with this PEM certificate chain (reloaded when the file changes)")
 	cmd.Flags().StringVar(&tlsf.key, "tls-key", "", "the PEM private key of --tls-cert (mode 0600; reloaded with it)")
 	cmd.Flags().BoolVar(&migrate, "migrate", true, "apply pending migrations at start")
+	cmd.Flags().DurationVar(&drainTimeout, "shutdown-timeout", 15*time.Second, "on SIGINT/SIGTERM, how long requests in flight may take to finish before their connections are closed unanswered")
 	cmd.Flags().StringVar(&authConfig, "auth-config", "", `JSON file of external JWT issuers: {"issuers":[{"issuer","audience", "jwks_url" or "hs256_secret_file" (neither: OIDC discovery from the issuer URL), "algorithms", "tenant" (a fixed tenant) or "tenant_claim" (then only tenants that ran 'tenant issuer add' may be named), "name_claim","email_claim"}]}; bulkhead's own tokens (bulkhead token mint) are always accepted`)
 	cmd.Flags().Int64Var(&maxBody, "max-body", 2<<20, "largest request body in bytes (413 beyond); documents hold up to 1 MiB of text")
 	cmd.Flags().StringSliceVar(&streamOrigins, "stream-origins", nil, "browser origins (scheme://host[:port]) allowed to open room streams over WebSocket; none by default")
@@ -85,7 +100,7 @@ embedded cluster.`,
 // tlsFiles are --tls-cert and --tls-key; empty: plain HTTP.
 type tlsFiles struct{ cert, key string }
 
-func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate bool, authConfig string, maxBody int64, limits httpapi.RateLimits, streamOrigins []string, cmd *cobra.Command) error {
+func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate bool, authConfig string, maxBody int64, limits httpapi.RateLimits, streamOrigins []string, drainTimeout time.Duration, cmd *cobra.Command) error {
 	start := time.Now()
 	log, err := cfg.logger()
 	if err != nil {
@@ -109,6 +124,17 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 		return err
 	}
 	defer env.close()
+	var collectors []prometheus.Collector
+	var dbUp func() bool
+	if env.cluster != nil {
+		// bulkhead is the embedded cluster's supervisor: a postmaster that
+		// dies is started again (env.close stops the supervisor first).
+		if err := env.cluster.Supervise(pgcluster.SuperviseConfig{}); err != nil {
+			return err
+		}
+		collectors = supervisorMetrics(env.cluster)
+		dbUp = func() bool { return env.cluster.SupervisorStats().Up }
+	}
 	if migrate {
 		if err := env.migrate(ctx, log); err != nil {
 			return err
@@ -174,7 +200,7 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 	defer closeKnow()
 	authn := auth.NewAuthenticator(verifier, tokenIssuer).WithAPIKeys(accounts).WithDirectory(db, 0)
 	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: authn,
-		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken, Stream: stream, Knowledge: know})
+		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken, Stream: stream, Knowledge: know, Collectors: collectors, DatabaseUp: dbUp})
 	// Tell the CLI where the control plane is (it can't open the vector
 	// store this process holds).
 	info := serveInfo{Addr: ln.Addr().String(), PID: os.Getpid()}
@@ -213,14 +239,54 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	return drain(srv, api, drainTimeout, log)
+}
+
+// drain shuts the HTTP server down: the listener closes at once (new
+// connections are refused), room streams close with 1001 (going away),
+// idle keep-alive connections close, and requests in flight run to their
+// end, for at most timeout. Past it, the connections left are closed: their
+// clients get no answer, so nothing unanswered counts as acknowledged (a
+// handler still running finishes its transaction before the pool closes).
+func drain(srv *http.Server, api *httpapi.Server, timeout time.Duration, log *slog.Logger) error {
+	start := time.Now()
+	log.Info("shutting down: draining requests in flight", "timeout", timeout.String())
 	api.CloseStreams() // Shutdown does not close upgraded connections
-	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	shutCtx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err := srv.Shutdown(shutCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("shutting down: requests still in flight after the drain timeout; closing their connections unanswered", "timeout", timeout.String())
+		srv.Close()
+		return nil
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	log.Info("shutting down: drained", "took", time.Since(start).Round(time.Millisecond).String())
 	return nil
+}
+
+// supervisorMetrics exposes the embedded cluster's supervisor at /metrics.
+func supervisorMetrics(cl *pgcluster.Cluster) []prometheus.Collector {
+	stat := func(f func(pgcluster.SupervisorStats) int64) func() float64 {
+		return func() float64 { return float64(f(cl.SupervisorStats())) }
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bulkhead_postgres_up", Help: "1 while the embedded PostgreSQL runs, 0 from its death until it is ready again."},
+			stat(func(s pgcluster.SupervisorStats) int64 {
+				if s.Up {
+					return 1
+				}
+				return 0
+			})),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_postgres_crashes_total", Help: "Embedded PostgreSQL postmasters that died without a clean shutdown."},
+			stat(func(s pgcluster.SupervisorStats) int64 { return s.Crashes })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_postgres_restarts_total", Help: "Embedded PostgreSQL postmasters started again by bulkhead after a crash."},
+			stat(func(s pgcluster.SupervisorStats) int64 { return s.Restarts })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_postgres_failed_starts_total", Help: "Restart attempts of the embedded PostgreSQL that failed (and were retried with backoff)."},
+			stat(func(s pgcluster.SupervisorStats) int64 { return s.FailedStarts })),
+	}
 }
 
 func (e *dbEnv) dataDirOr(d string) string {
