@@ -355,7 +355,7 @@ func runRule(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, pk []string,
   ORDER BY %[1]s LIMIT $2),
 u AS (UPDATE %[2]s t SET %[4]s = %[5]s FROM r WHERE %[6]s AND %[7]s AND %[5]s IS NOT NULL RETURNING %[8]s),
 b AS (%[9]s)
-SELECT (SELECT %[10]s FROM r ORDER BY %[11]s DESC LIMIT 1), (SELECT count(*) FROM u), (SELECT count(*) FROM r)`,
+SELECT (SELECT %[10]s FROM r ORDER BY %[11]s LIMIT 1), (SELECT count(*) FROM u), (SELECT count(*) FROM r)`,
 		cols("t", pk), q, cols("j", pk), ident(t.TenantColumn), val, strings.Join(join, " AND "), cond, cols("t", pk), rec,
 		keyJSON("r", pk), descCols("r", pk))
 	start := time.Now()
