@@ -151,9 +151,17 @@ func textRows(ctx context.Context, q querier, sql string, args ...any) ([][]stri
 		}
 		row := make([]string, len(vals))
 		for i, v := range vals {
-			row[i] = fmt.Sprint(v)
+			row[i] = text(v)
 		}
 		out = append(out, row)
 	}
 	return out, rows.Err()
+}
+
+// text renders a value; a uuid (pgx gives [16]byte) in its usual form.
+func text(v any) string {
+	if u, ok := v.([16]byte); ok {
+		return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+	}
+	return fmt.Sprint(v)
 }

@@ -86,24 +86,24 @@ func schemaSQL(p *Plan) ([]string, error) {
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   AS $fn$
 DECLARE
-  r record;
-  t text := coalesce(pg_catalog.current_setting('` + p.TenantSetting + `', true), '');
-  fp text := pg_catalog.left(pg_catalog.md5(pg_catalog.regexp_replace(pg_catalog.current_query(), '''[^'']*''|\m[0-9]+\M', '?', 'g')), 16);
-  rel text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-  n bigint;
-  cap bigint;
-  k text;
-  rt text;
+  v_row record;
+  v_tenant text := coalesce(pg_catalog.current_setting('` + p.TenantSetting + `', true), '');
+  v_fp text := pg_catalog.left(pg_catalog.md5(pg_catalog.regexp_replace(pg_catalog.current_query(), '''[^'']*''|\m[0-9]+\M', '?', 'g')), 16);
+  v_rel text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+  v_n bigint;
+  v_cap bigint;
+  v_key text;
+  v_row_tenant text;
 BEGIN
-  IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
-  INSERT INTO ` + s + `.violation_count AS c VALUES (rel, TG_OP, t, fp, 1, pg_catalog.now(), pg_catalog.now())
+  IF TG_OP = 'DELETE' THEN v_row := OLD; ELSE v_row := NEW; END IF;
+  INSERT INTO ` + s + `.violation_count AS c VALUES (v_rel, TG_OP, v_tenant, v_fp, 1, pg_catalog.now(), pg_catalog.now())
     ON CONFLICT (rel, op, tenant, fingerprint) DO UPDATE SET n = c.n + 1, last_at = pg_catalog.now()
-    RETURNING c.n INTO n;
-  SELECT st.value::bigint INTO cap FROM ` + s + `.settings st WHERE st.name = 'keys_per_fingerprint';
-  IF n <= coalesce(cap, 100) THEN
-    SELECT pg_catalog.string_agg(pg_catalog.to_jsonb(r) ->> kc, ',') INTO k FROM pg_catalog.unnest(pg_catalog.string_to_array(TG_ARGV[1], ',')) kc;
-    rt := pg_catalog.to_jsonb(r) ->> TG_ARGV[0];
-    INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key) VALUES (rel, TG_OP, t, rt, fp, k);
+    RETURNING c.n INTO v_n;
+  SELECT st.value::bigint INTO v_cap FROM ` + s + `.settings st WHERE st.name = 'keys_per_fingerprint';
+  IF v_n <= coalesce(v_cap, 100) THEN
+    SELECT pg_catalog.string_agg(pg_catalog.to_jsonb(v_row) ->> kc, ',') INTO v_key FROM pg_catalog.unnest(pg_catalog.string_to_array(TG_ARGV[1], ',')) kc;
+    v_row_tenant := pg_catalog.to_jsonb(v_row) ->> TG_ARGV[0];
+    INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key) VALUES (v_rel, TG_OP, v_tenant, v_row_tenant, v_fp, v_key);
   END IF;
   RETURN NULL;
 END
