@@ -76,6 +76,12 @@ func Backfill(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Op
 	if err != nil {
 		return nil, err
 	}
+	// Refuse bad rules on every table before writing anything anywhere.
+	for _, t := range tables {
+		if err := precheckRules(ctx, conn, p, t, info[t.Name]); err != nil {
+			return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
+		}
+	}
 	var out []BackfillResult
 	for _, t := range tables {
 		r, err := backfillTable(ctx, conn, p, t, info[t.Name], o)
@@ -110,10 +116,6 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 		return res, err
 	}
 	res.ChecksumBefore = before
-	// Refuse bad rules before writing anything.
-	if err := precheckRules(ctx, conn, p, t, ti); err != nil {
-		return res, err
-	}
 	added := t.AddColumn && !ti.hasColumn
 	err = withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
 		if err := installState(ctx, tx, p); err != nil {

@@ -114,14 +114,16 @@ func ensureRole(ctx context.Context, tx pgx.Tx, p *Plan) error {
 
 // requirePhase fails with ErrPhase when a table is in neither want nor done.
 func requirePhase(ctx context.Context, tx pgx.Tx, p *Plan, tables []Table, want, done Phase) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".tables").Scan(&exists); err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
 	var errs []error
 	for _, t := range tables {
-		ph := PhaseOriginal
-		err := tx.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1", qualified(p, t.Name)).Scan(&ph)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			if sqlState(err) == "42P01" { // no state schema yet: every table is original
-				ph = PhaseOriginal
-			} else {
+		ph := PhaseOriginal // no state schema yet: every table is original
+		if exists {
+			err := tx.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1", qualified(p, t.Name)).Scan(&ph)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("read phase of %s: %w", t.Name, err)
 			}
 		}

@@ -61,6 +61,9 @@ func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to P
 		if target == "" {
 			target = previous(cur)
 		}
+		if to == "" && cur == PhaseOriginal {
+			return notes, fmt.Errorf("%w: %s is original: nothing to roll back", ErrPhase, t.Name)
+		}
 		if rank(target) > rank(cur) {
 			return notes, fmt.Errorf("%w: %s is %s, can't roll back to %s", ErrPhase, t.Name, cur, target)
 		}
