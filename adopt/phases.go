@@ -183,7 +183,9 @@ func Enforce(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Enf
 		var errs []error
 		for _, t := range tables {
 			var n int64
-			if err := tx.QueryRow(ctx, "SELECT coalesce(sum(n), 0) FROM "+StateSchema+".violation_count WHERE rel = $1 AND last_at > now() - $2::interval",
+			// Replayed reads are recorded per statement, not per table:
+			// any of them in the window blocks every table.
+			if err := tx.QueryRow(ctx, "SELECT coalesce(sum(n), 0) FROM "+StateSchema+".violation_count WHERE rel IN ($1, 'query') AND last_at > now() - $2::interval",
 				qualified(p, t.Name), o.Window.String()).Scan(&n); err != nil {
 				return fmt.Errorf("read violations: %w", err)
 			}
