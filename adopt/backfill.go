@@ -122,7 +122,8 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO `+StateSchema+`.tables (rel, phase, tenant_column, added_column, original, checksum_before)
-  VALUES ($1, 'original', $2, $3, jsonb_build_object('had_default', $4::boolean), $5) ON CONFLICT (rel) DO NOTHING`, rel, t.TenantColumn, added, ti.hasDefault, before); err != nil {
+  VALUES ($1, 'original', $2, $3, jsonb_build_object('had_default', $4::boolean, 'not_null', $6::boolean), $5) ON CONFLICT (rel) DO NOTHING`,
+			rel, t.TenantColumn, added, ti.hasDefault, before, ti.notNull); err != nil {
 			return fmt.Errorf("record state: %w", err)
 		}
 		// A resumed run finds the column (and default) there already.
@@ -207,6 +208,16 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 		// NOT VALID constraint was added in its own short transaction.
 		if _, err := tx.Exec(ctx, backfillFinishSQL(p, t)[1]); err != nil {
 			return fmt.Errorf("validate: %w", err)
+		}
+		// The validated check lets SET NOT NULL skip its scan; then the
+		// check is redundant.
+		if !ti.notNull {
+			if err := execAll(ctx, tx, []string{
+				fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", qident(p.Schema, t.Name), ident(t.TenantColumn)),
+				fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT %s", qident(p.Schema, t.Name), ident(notNullName(t))),
+			}); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.Exec(ctx, "UPDATE "+StateSchema+".tables SET checksum_after = $2, note = NULL WHERE rel = $1", rel, after); err != nil {
 			return err

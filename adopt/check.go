@@ -17,6 +17,7 @@ type tableInfo struct {
 	pk         []string
 	hasColumn  bool
 	hasDefault bool
+	notNull    bool
 	policies   []string
 }
 
@@ -51,7 +52,7 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 		if !super && !mayAlter {
 			errs = append(errs, fmt.Errorf("table %s: this role is neither a superuser nor a member of the table's owner: it can't alter it", t.Name))
 		}
-		err = q.QueryRow(ctx, `SELECT true, a.atthasdef FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped`, oid, t.TenantColumn).Scan(&ti.hasColumn, &ti.hasDefault)
+		err = q.QueryRow(ctx, `SELECT true, a.atthasdef, a.attnotnull FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped`, oid, t.TenantColumn).Scan(&ti.hasColumn, &ti.hasDefault, &ti.notNull)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return nil, nil, fmt.Errorf("read column %s.%s: %w", t.Name, t.TenantColumn, err)
 		}

@@ -188,7 +188,7 @@ func TestCycle(t *testing.T) {
 // default or column, and no runtime role left.
 func assertOriginalCatalog(t testing.TB, conn *pgx.Conn, d *db) {
 	t.Helper()
-	var policies, rlsTables, triggers, checks, defaults, roles, cols int
+	var policies, rlsTables, triggers, checks, defaults, roles, cols, notNull int
 	err := conn.QueryRow(context.Background(), `SELECT
   (SELECT count(*) FROM pg_policy),
   (SELECT count(*) FROM pg_class WHERE relrowsecurity OR relforcerowsecurity),
@@ -196,14 +196,15 @@ func assertOriginalCatalog(t testing.TB, conn *pgx.Conn, d *db) {
   (SELECT count(*) FROM pg_constraint WHERE conname LIKE 'bulkhead_adopt%'),
   (SELECT count(*) FROM pg_attrdef a JOIN pg_class c ON c.oid = a.adrelid WHERE c.relnamespace = 'public'::regnamespace),
   (SELECT count(*) FROM pg_roles WHERE rolname = $1),
-  (SELECT count(*) FROM pg_attribute WHERE attrelid = 'message_server_agents'::regclass AND attname = 'server_id' AND NOT attisdropped)`, d.runtime()).
-		Scan(&policies, &rlsTables, &triggers, &checks, &defaults, &roles, &cols)
+  (SELECT count(*) FROM pg_attribute WHERE attrelid = 'message_server_agents'::regclass AND attname = 'server_id' AND NOT attisdropped),
+  (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attname = 'server_id' AND a.attnotnull)`, d.runtime()).
+		Scan(&policies, &rlsTables, &triggers, &checks, &defaults, &roles, &cols, &notNull)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// memories.created_at has the fixture's own default.
-	if policies != 0 || rlsTables != 0 || triggers != 0 || checks != 0 || defaults != 1 || roles != 0 || cols != 0 {
-		t.Fatalf("catalog not original: policies %d, rls %d, triggers %d, checks %d, defaults %d, roles %d, added column %d",
-			policies, rlsTables, triggers, checks, defaults, roles, cols)
+	if policies != 0 || rlsTables != 0 || triggers != 0 || checks != 0 || defaults != 1 || roles != 0 || cols != 0 || notNull != 4 {
+		t.Fatalf("catalog not original: policies %d, rls %d, triggers %d, checks %d, defaults %d, roles %d, added column %d, NOT NULL server_id %d (want 4)",
+			policies, rlsTables, triggers, checks, defaults, roles, cols, notNull)
 	}
 }

@@ -163,9 +163,19 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, o Optio
 	if err != nil {
 		return err
 	}
-	var added, hadDefault bool
-	if err := conn.QueryRow(ctx, "SELECT added_column, coalesce((original->>'had_default')::boolean, false) FROM "+StateSchema+".tables WHERE rel = $1", rel).Scan(&added, &hadDefault); err != nil {
+	var added, hadDefault, notNull bool
+	if err := conn.QueryRow(ctx, "SELECT added_column, coalesce((original->>'had_default')::boolean, false), coalesce((original->>'not_null')::boolean, false) FROM "+StateSchema+".tables WHERE rel = $1",
+		rel).Scan(&added, &hadDefault, &notNull); err != nil {
 		return err
+	}
+	if !added && !notNull {
+		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", q, ident(t.TenantColumn)))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("drop NOT NULL: %w", err)
+		}
 	}
 	if !added {
 		pk, err := primaryKey(ctx, conn, q)

@@ -180,6 +180,8 @@ func SQL(p *Plan) (string, error) {
 		for _, s := range backfillFinishSQL(p, t) {
 			b.WriteString(s + ";\n")
 		}
+		fmt.Fprintf(&b, "-- when %s was nullable (no scan: the validated check proves it):\nALTER TABLE %s ALTER COLUMN %s SET NOT NULL;\nALTER TABLE %s DROP CONSTRAINT %s;\n",
+			t.TenantColumn, qident(p.Schema, t.Name), ident(t.TenantColumn), qident(p.Schema, t.Name), ident(notNullName(t)))
 		b.WriteString("-- shadow\n")
 		sh, err := shadowSQL(p, t, t.PrimaryKey)
 		if err != nil {
