@@ -266,6 +266,16 @@ func Inspect(ctx context.Context, conn *pgx.Conn, opts InspectOptions) (*Plan, e
 			p.Runtime.AppRole = o
 		}
 	}
+	if p.Runtime.AppRole != "" {
+		var super, bypass bool
+		if err := conn.QueryRow(ctx, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", p.Runtime.AppRole).Scan(&super, &bypass); err != nil {
+			return nil, fmt.Errorf("inspect roles: %w", err)
+		}
+		p.Runtime.Warning = fmt.Sprintf("the tables are owned by %s: an application connecting as the owner is subject to RLS only because adopt FORCEs it, and can switch FORCE off; connect it as %s", p.Runtime.AppRole, p.Runtime.Name)
+		if super || bypass {
+			p.Runtime.Warning = fmt.Sprintf("the tables are owned by %s, a superuser or BYPASSRLS role: if the application connects as it, no policy ever applies, FORCE or not; connect it as %s before enforcing", p.Runtime.AppRole, p.Runtime.Name)
+		}
+	}
 	// Count rows with no tenant (one scan per table that has the column).
 	for _, name := range c.names {
 		t := c.tables[name]

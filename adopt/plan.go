@@ -42,6 +42,8 @@ type RuntimeRole struct {
 	Create bool `json:"create" yaml:"create"`
 	// AppRole is the role the application connects as today, when known.
 	AppRole string `json:"app_role,omitempty" yaml:"app_role,omitempty"`
+	// Warning says what is wrong with how the application connects today.
+	Warning string `json:"warning,omitempty" yaml:"warning,omitempty"`
 }
 
 // Table is one table's part of a plan.

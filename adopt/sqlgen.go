@@ -166,8 +166,8 @@ func SQL(p *Plan) (string, error) {
 		fmt.Fprintf(&b, "\n-- runtime role (shadow)\nCREATE ROLE %s NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;\nGRANT USAGE ON SCHEMA %s TO %s;\n", ident(p.Runtime.Name), ident(p.Schema), ident(p.Runtime.Name))
 		fmt.Fprintf(&b, "-- then, by the operator: ALTER ROLE %s LOGIN PASSWORD '...'; and point the application at it\n", ident(p.Runtime.Name))
 	}
-	if p.Runtime.AppRole != "" {
-		fmt.Fprintf(&b, "-- WARNING: the tables are owned by %s; if the application connects as %s, only FORCE ROW LEVEL SECURITY\n-- applies the policies to it, and it can turn FORCE off again. Switch it to %s.\n", p.Runtime.AppRole, p.Runtime.AppRole, p.Runtime.Name)
+	if p.Runtime.Warning != "" {
+		fmt.Fprintf(&b, "-- WARNING: %s.\n", p.Runtime.Warning)
 	}
 	for _, t := range p.TenantTables() {
 		fmt.Fprintf(&b, "\n-- table %s\n-- backfill\n", t.Name)

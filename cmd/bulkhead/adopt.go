@@ -141,8 +141,8 @@ func newAdoptPlanCmd(cfg *config) *cobra.Command {
 				}
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "plan: %d tables, %d left for you to decide (decide: true); review %s before backfill\n", len(p.Tables), undecided, out)
-			if p.Runtime.AppRole != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "warning: the tables are owned by %s; an application connecting as the owner escapes RLS unless FORCE is on (adopt forces it) and can turn it off: switch it to %s\n", p.Runtime.AppRole, p.Runtime.Name)
+			if p.Runtime.Warning != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", p.Runtime.Warning)
 			}
 			return nil
 		},
