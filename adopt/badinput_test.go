@@ -150,3 +150,49 @@ func TestBackfillResume(t *testing.T) {
 		t.Fatalf("recorded %d filled keys, want %d", n, nulls)
 	}
 }
+
+// TestBackfillUncovered: rows no rule covers are counted and listed, not
+// guessed; the table stays original (status says why) and shadow refuses it.
+func TestBackfillUncovered(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	for i := range p.Tables {
+		if p.Tables[i].Name == "memories" {
+			p.Tables[i].Backfill[0].Where = "t.content <> 'hello 0'"
+		}
+	}
+	before := checksums(t, op, p)
+	want := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL AND content = 'hello 0'")
+	res, err := Backfill(ctx, op, p, []string{"memories"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Uncovered != want || want == 0 || len(res[0].UncoveredKeys) != 10 || res[0].Phase != PhaseOriginal {
+		t.Fatalf("uncovered %d (want %d), keys %v, phase %s", res[0].Uncovered, want, res[0].UncoveredKeys, res[0].Phase)
+	}
+	st, err := Status(ctx, op, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if s.Table == "memories" && (s.Phase != PhaseOriginal || !strings.Contains(s.Note, "rows no rule covers")) {
+			t.Fatalf("status %+v", s)
+		}
+	}
+	if err := Shadow(ctx, op, p, []string{"memories"}, Options{}); !errors.Is(err, ErrPhase) {
+		t.Fatalf("shadow of an incompletely backfilled table: %v", err)
+	}
+	if n := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL"); n != want {
+		t.Fatalf("%d rows without a tenant, want the %d uncovered", n, want)
+	}
+	// Rolling the partial backfill back restores the original exactly.
+	if _, err := Rollback(ctx, op, p, nil, PhaseOriginal, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	assertOriginalCatalog(t, op, d)
+	if s := diffMaps(before, checksums(t, op, p)); s != "" {
+		t.Fatalf("after rollback:\n%s", s)
+	}
+}

@@ -87,7 +87,7 @@ type ParentRule struct {
 	TenantColumn string `json:"tenant_column,omitempty" yaml:"tenant_column,omitempty"`
 }
 
-var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_$]{0,62}$`)
+var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 var settingRE = regexp.MustCompile(`^[a-z_]+\.[a-z_]+$`)
 
 // ErrPlan is wrapped by every error about the plan's content.

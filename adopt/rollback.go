@@ -61,8 +61,20 @@ func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to P
 		if target == "" {
 			target = previous(cur)
 		}
-		if to == "" && cur == PhaseOriginal {
-			return notes, fmt.Errorf("%w: %s is original: nothing to roll back", ErrPhase, t.Name)
+		if cur == PhaseOriginal {
+			// A backfill that stopped short (rows no rule covers, or killed)
+			// leaves the table original with state: the added column, the
+			// default, values filled so far. Undo those.
+			if st[0].UpdatedAt.IsZero() {
+				if to == "" {
+					return notes, fmt.Errorf("%w: %s is original: nothing to roll back", ErrPhase, t.Name)
+				}
+				continue
+			}
+			if err := undoBackfill(ctx, conn, p, t, PhaseOriginal, o); err != nil {
+				return notes, fmt.Errorf("rollback %s's partial backfill: %w", t.Name, err)
+			}
+			continue
 		}
 		if rank(target) > rank(cur) {
 			return notes, fmt.Errorf("%w: %s is %s, can't roll back to %s", ErrPhase, t.Name, cur, target)
@@ -140,18 +152,19 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 			return setPhase(ctx, tx, p, t.Name, PhaseShadow, PhaseBackfilled)
 		})
 	case PhaseBackfilled:
-		return undoBackfill(ctx, conn, p, t, o)
+		return undoBackfill(ctx, conn, p, t, PhaseBackfilled, o)
 	}
 	return fmt.Errorf("%w: nothing to roll back from %s", ErrPhase, from)
 }
 
 // undoBackfill drops the NOT NULL check, sets the keys backfill filled
 // back to NULL (batched), restores the default and drops an added column.
-func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, o Options) error {
+// from is Backfilled, or Original for a backfill that stopped short.
+func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase, o Options) error {
 	q := qident(p.Schema, t.Name)
 	rel := qualified(p, t.Name)
 	err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
-		if err := expectPhase(ctx, tx, p, t, PhaseBackfilled); err != nil {
+		if err := expectPhase(ctx, tx, p, t, from); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", q, ident(notNullName(t))))
@@ -168,7 +181,7 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, o Optio
 		rel).Scan(&added, &hadDefault, &notNull); err != nil {
 		return err
 	}
-	if !added && !notNull {
+	if !added && !notNull && from == PhaseBackfilled {
 		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", q, ident(t.TenantColumn)))
 			return err
@@ -204,7 +217,7 @@ SELECT (SELECT count(*) FROM b)`, StateSchema, StateSchema, q, ident(t.TenantCol
 		}
 	}
 	return withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
-		if err := expectPhase(ctx, tx, p, t, PhaseBackfilled); err != nil {
+		if err := expectPhase(ctx, tx, p, t, from); err != nil {
 			return err
 		}
 		var stmts []string
@@ -219,7 +232,7 @@ SELECT (SELECT count(*) FROM b)`, StateSchema, StateSchema, q, ident(t.TenantCol
 		if err := execAll(ctx, tx, stmts); err != nil {
 			return err
 		}
-		if err := setPhase(ctx, tx, p, t.Name, PhaseBackfilled, PhaseOriginal); err != nil {
+		if err := setPhase(ctx, tx, p, t.Name, from, PhaseOriginal); err != nil {
 			return err
 		}
 		// Original is the absence of state: a later backfill starts afresh.

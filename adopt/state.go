@@ -79,31 +79,66 @@ func schemaSQL(p *Plan) ([]string, error) {
   AS $fn$ SELECT coalesce((SELECT m.shadow FROM ` + s + `.mode m WHERE m.rel OPERATOR(pg_catalog.=) r), false)
     AND coalesce(pg_catalog.current_setting('bulkhead_adopt.strict', true), '') OPERATOR(pg_catalog.<>) 'on' $fn$`,
 		"GRANT EXECUTE ON FUNCTION " + s + ".shadow_open(oid) TO PUBLIC",
-		// One violation: counted always; its row key kept while the count for
-		// (table, op, tenant, fingerprint) is under the cap. Never the row's
-		// contents. TG_ARGV: tenant column, key columns (comma-separated).
+		// One violation. Rows are counted in a transaction-local setting per
+		// (table, operation) and the count is written once per statement by
+		// flush_violations: upserting the same counter row once per violating
+		// row made one statement's cost quadratic (every update of a row
+		// already updated in the transaction walks its chain of versions).
+		// The row's key is kept while the key's total stays under the cap;
+		// never the row's contents. TG_ARGV: tenant column, key columns.
 		`CREATE OR REPLACE FUNCTION ` + s + `.record_violation() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   AS $fn$
 DECLARE
+  v_name text := 'bulkhead_adopt.n_' || TG_RELID::text || '_' || pg_catalog.lower(TG_OP);
+  v_n bigint := coalesce(nullif(pg_catalog.current_setting(v_name, true), ''), '0')::bigint + 1;
   v_row record;
   v_tenant text := coalesce(pg_catalog.current_setting('` + p.TenantSetting + `', true), '');
-  v_fp text := pg_catalog.left(pg_catalog.md5(pg_catalog.regexp_replace(pg_catalog.current_query(), '''[^'']*''|\m[0-9]+\M', '?', 'g')), 16);
+  v_fp text;
   v_rel text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-  v_n bigint;
-  v_cap bigint;
+  v_base bigint;
   v_key text;
-  v_row_tenant text;
 BEGIN
-  IF TG_OP = 'DELETE' THEN v_row := OLD; ELSE v_row := NEW; END IF;
-  INSERT INTO ` + s + `.violation_count AS c VALUES (v_rel, TG_OP, v_tenant, v_fp, 1, pg_catalog.now(), pg_catalog.now())
-    ON CONFLICT (rel, op, tenant, fingerprint) DO UPDATE SET n = c.n + 1, last_at = pg_catalog.now()
-    RETURNING c.n INTO v_n;
-  SELECT st.value::bigint INTO v_cap FROM ` + s + `.settings st WHERE st.name = 'keys_per_fingerprint';
-  IF v_n <= coalesce(v_cap, 100) THEN
+  PERFORM pg_catalog.set_config(v_name, v_n::text, true);
+  IF v_n = 1 THEN
+    v_fp := ` + s + `.fingerprint();
+    -- (count so far) - cap: keep keys while v_base + v_n <= 0
+    SELECT coalesce((SELECT c.n FROM ` + s + `.violation_count c WHERE c.rel = v_rel AND c.op = TG_OP AND c.tenant = v_tenant AND c.fingerprint = v_fp), 0)
+      - coalesce((SELECT st.value::bigint FROM ` + s + `.settings st WHERE st.name = 'keys_per_fingerprint'), 100) INTO v_base;
+    PERFORM pg_catalog.set_config(v_name || '_base', v_base::text, true);
+  ELSE
+    v_base := pg_catalog.current_setting(v_name || '_base')::bigint;
+  END IF;
+  IF v_base + v_n <= 0 THEN
+    IF v_fp IS NULL THEN
+      v_fp := ` + s + `.fingerprint();
+    END IF;
+    IF TG_OP = 'DELETE' THEN v_row := OLD; ELSE v_row := NEW; END IF;
     SELECT pg_catalog.string_agg(pg_catalog.to_jsonb(v_row) ->> kc, ',') INTO v_key FROM pg_catalog.unnest(pg_catalog.string_to_array(TG_ARGV[1], ',')) kc;
-    v_row_tenant := pg_catalog.to_jsonb(v_row) ->> TG_ARGV[0];
-    INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key) VALUES (v_rel, TG_OP, v_tenant, v_row_tenant, v_fp, v_key);
+    INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key)
+      VALUES (v_rel, TG_OP, v_tenant, pg_catalog.to_jsonb(v_row) ->> TG_ARGV[0], v_fp, v_key);
+  END IF;
+  RETURN NULL;
+END
+$fn$`,
+		// The statement's fingerprint: its text with literals replaced, hashed.
+		`CREATE OR REPLACE FUNCTION ` + s + `.fingerprint() RETURNS text
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+  AS $fn$ SELECT pg_catalog.left(pg_catalog.md5(pg_catalog.regexp_replace(pg_catalog.current_query(), '''[^'']*''|\m[0-9]+\M', '?', 'g')), 16) $fn$`,
+		// Once per statement: the count its rows recorded, if any, in one
+		// upsert.
+		`CREATE OR REPLACE FUNCTION ` + s + `.flush_violations() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+DECLARE
+  v_name text := 'bulkhead_adopt.n_' || TG_RELID::text || '_' || pg_catalog.lower(TG_OP);
+  v_n bigint := coalesce(nullif(pg_catalog.current_setting(v_name, true), ''), '0')::bigint;
+BEGIN
+  IF v_n > 0 THEN
+    INSERT INTO ` + s + `.violation_count AS c VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_OP,
+        coalesce(pg_catalog.current_setting('` + p.TenantSetting + `', true), ''), ` + s + `.fingerprint(), v_n, pg_catalog.now(), pg_catalog.now())
+      ON CONFLICT (rel, op, tenant, fingerprint) DO UPDATE SET n = c.n + v_n, last_at = pg_catalog.now();
+    PERFORM pg_catalog.set_config(v_name, '', true);
   END IF;
   RETURN NULL;
 END

@@ -2,6 +2,7 @@ package adopt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // workload plays the legacy application: connected as the tables' owner,
@@ -19,6 +21,11 @@ import (
 type workload struct {
 	dsn      string
 	enforced atomic.Bool // set only while every table is enforced
+	// replay, when set, runs the forgetful read through the shadow
+	// replayer; foreignSeen counts the other tenants' rows those replayed
+	// reads returned (what shadow must record, exactly).
+	replay      atomic.Pointer[Replayer]
+	foreignSeen atomic.Int64
 
 	requests, failures, wrongTenant atomic.Int64
 	forgetful                       atomic.Int64
@@ -94,13 +101,17 @@ func (w *workload) one(conn *pgx.Conn) {
 			return err
 		default: // forgets the tenant filter
 			w.forgetful.Add(1)
-			rows, err := textRows(ctx, tx, "SELECT id, server_id FROM memories WHERE content = 'hello 7'")
+			rp := w.replay.Load()
+			rows, err := rp.Query(ctx, tx, "app.current_tenant_id", "SELECT id, server_id FROM memories WHERE content = 'hello 7'")
 			if err != nil {
 				return err
 			}
 			for _, r := range rows {
 				if enforced && r[1] != tenant {
 					w.wrongTenant.Add(1)
+				}
+				if rp != nil && r[1] != tenant {
+					w.foreignSeen.Add(1)
 				}
 			}
 		}
@@ -149,9 +160,32 @@ func TestZeroDowntime(t *testing.T) {
 	var p *Plan
 	step("plan", func() error { p = reviewedPlan(t, op, d); return nil })
 	step("backfill", func() error { _, err := Backfill(ctx, op, p, nil, o); return err })
-	step("shadow", func() error { return Shadow(ctx, op, p, nil, o) })
+	pool, err := pgxpool.New(ctx, d.adminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	rp := NewReplayer(pool, 1)
+	step("shadow", func() error {
+		err := Shadow(ctx, op, p, nil, o)
+		w.replay.Store(rp)
+		return err
+	})
 	step("enforce", func() error {
-		err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o})
+		w.replay.Store(nil)
+		time.Sleep(50 * time.Millisecond) // let replayed reads in flight finish
+		rp.Close()
+		// Shadow recorded exactly the other tenants' rows the forgetful
+		// reads returned.
+		if n := count(t, op, "SELECT coalesce(sum(n), 0) FROM bulkhead_adopt.violation_count WHERE rel = 'query'"); n != w.foreignSeen.Load() || n == 0 || rp.Dropped() != 0 {
+			t.Errorf("shadow recorded %d hidden rows (%d dropped), the forgetful reads returned %d foreign rows", n, rp.Dropped(), w.foreignSeen.Load())
+		}
+		// The operator has read the report: the forgetful query is the
+		// known bug that enforcement fixes.
+		if err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o}); !errors.Is(err, ErrViolations) {
+			return fmt.Errorf("enforce with recorded violations: %v", err)
+		}
+		err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o, Force: true})
 		w.enforced.Store(err == nil)
 		return err
 	})
@@ -161,7 +195,7 @@ func TestZeroDowntime(t *testing.T) {
 		return err
 	})
 	step("enforce again", func() error {
-		err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o})
+		err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o, Force: true})
 		w.enforced.Store(err == nil)
 		return err
 	})
