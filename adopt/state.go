@@ -125,24 +125,43 @@ $fn$`,
 		`CREATE OR REPLACE FUNCTION ` + s + `.fingerprint() RETURNS text
   LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
   AS $fn$ SELECT pg_catalog.left(pg_catalog.md5(pg_catalog.regexp_replace(pg_catalog.current_query(), '''[^'']*''|\m[0-9]+\M', '?', 'g')), 16) $fn$`,
-		// Once per statement: the count its rows recorded, if any, in one
-		// upsert.
+		// Once per statement: a plain (not SECURITY DEFINER, no SET clause)
+		// function, so a clean statement pays only a cheap plpgsql call that
+		// reads one setting; when its rows recorded violations it calls the
+		// definer write_count. (The definer form cost every clean insert a
+		// search_path switch.) Running as the caller, its unqualified
+		// operators resolve in the caller's own search_path, which grants
+		// nothing: it has no rights the caller lacks.
 		`CREATE OR REPLACE FUNCTION ` + s + `.flush_violations() RETURNS trigger
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  LANGUAGE plpgsql
   AS $fn$
-DECLARE
-  v_name text := 'bulkhead_adopt.n_' || TG_RELID::text || '_' || pg_catalog.lower(TG_OP);
-  v_n bigint := coalesce(nullif(pg_catalog.current_setting(v_name, true), ''), '0')::bigint;
 BEGIN
-  IF v_n > 0 THEN
-    INSERT INTO ` + s + `.violation_count AS c VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_OP,
-        coalesce(pg_catalog.current_setting('` + p.TenantSetting + `', true), ''), ` + s + `.fingerprint(), v_n, pg_catalog.now(), pg_catalog.now())
-      ON CONFLICT (rel, op, tenant, fingerprint) DO UPDATE SET n = c.n + v_n, last_at = pg_catalog.now();
-    PERFORM pg_catalog.set_config(v_name, '', true);
+  IF pg_catalog.current_setting('bulkhead_adopt.n_' || TG_RELID::pg_catalog.text || '_' || pg_catalog.lower(TG_OP), true) <> '' THEN
+    PERFORM ` + s + `.write_count(TG_RELID, TG_OP, TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
   END IF;
   RETURN NULL;
 END
 $fn$`,
+		// The statement's count, one upsert. A client can inflate the counts
+		// by forging the bulkhead_adopt.n_* settings (blocking enforce until
+		// --force), never hide a violation: the row triggers run after the
+		// statement's own expressions.
+		`CREATE OR REPLACE FUNCTION ` + s + `.write_count(p_oid oid, p_op text, p_rel text) RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+  AS $fn$
+DECLARE
+  v_name text := 'bulkhead_adopt.n_' || p_oid::text || '_' || lower(p_op);
+  v_n bigint := coalesce(nullif(current_setting(v_name, true), ''), '0')::bigint;
+BEGIN
+  IF v_n > 0 THEN
+    INSERT INTO ` + s + `.violation_count AS c VALUES (p_rel, p_op,
+        coalesce(current_setting('` + p.TenantSetting + `', true), ''), ` + s + `.fingerprint(), v_n, now(), now())
+      ON CONFLICT (rel, op, tenant, fingerprint) DO UPDATE SET n = c.n + v_n, last_at = now();
+  END IF;
+  PERFORM set_config(v_name, '', true);
+END
+$fn$`,
+		"GRANT EXECUTE ON FUNCTION " + s + ".write_count(oid, text, text) TO PUBLIC",
 	}
 	// current_tenant() and friends, read from the application's setting.
 	for _, st := range ctxFns {
