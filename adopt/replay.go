@@ -52,10 +52,10 @@ func (r *Replayer) Dropped() int64 { return r.dropped.Load() }
 func (r *Replayer) record() {
 	defer r.wg.Done()
 	for v := range r.out {
-		_, _ = r.pool.Exec(context.Background(), `WITH c AS (INSERT INTO `+StateSchema+`.violation_count AS c VALUES ('query', 'SELECT', $1, $2, $3, now(), now())
-    ON CONFLICT (rel, op, tenant, fingerprint) DO UPDATE SET n = c.n + $3, last_at = now() RETURNING c.n)
-  INSERT INTO `+StateSchema+`.violation (rel, op, tenant, fingerprint, row_key)
-  SELECT 'query', 'SELECT', $1, $2, k FROM unnest($4::text[]) k WHERE (SELECT n FROM c) - $3 < 100`, v.Tenant, v.Fingerprint, v.Count, v.Keys)
+		// One row per key (weight 1), and the rest of the count in one row.
+		_, _ = r.pool.Exec(context.Background(), `INSERT INTO `+StateSchema+`.violation (rel, op, tenant, fingerprint, row_key, weight)
+  SELECT 'query', 'SELECT', $1, $2, k, 1 FROM unnest($4::text[]) k
+  UNION ALL SELECT 'query', 'SELECT', $1, $2, NULL, $3 - cardinality($4::text[]) WHERE $3 > cardinality($4::text[])`, v.Tenant, v.Fingerprint, v.Count, v.Keys)
 	}
 }
 

@@ -13,11 +13,15 @@ import (
 // Violation is one group of recorded violations: what strict mode would
 // have hidden (reads) or refused or not reached (writes).
 type Violation struct {
-	Table       string    `json:"table"` // schema.table, or "query" for a replayed read
-	Op          string    `json:"op"`    // SELECT, INSERT, UPDATE, DELETE
-	Tenant      string    `json:"tenant"`
-	Fingerprint string    `json:"fingerprint"`
-	Count       int64     `json:"count"`
+	Table       string `json:"table"` // schema.table, or "query" for a replayed read
+	Op          string `json:"op"`    // SELECT, INSERT, UPDATE, DELETE
+	Tenant      string `json:"tenant"`
+	Fingerprint string `json:"fingerprint"`
+	Count       int64  `json:"count"`
+	// Approximate: a storm was sampled (see keys_per_transaction,
+	// storm_sample); Count is then under by less than storm_sample per
+	// transaction.
+	Approximate bool      `json:"approximate,omitempty"`
 	Keys        []string  `json:"keys"` // row keys (at most the cap), never contents
 	FirstAt     time.Time `json:"first_at"`
 	LastAt      time.Time `json:"last_at"`
@@ -40,12 +44,12 @@ func Read(ctx context.Context, conn *pgx.Conn, p *Plan, since time.Time) (*Repor
 	}
 	rep := &Report{Since: since, Tables: st, Violations: []Violation{}}
 	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".violation_count").Scan(&exists); err != nil || !exists {
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".violation").Scan(&exists); err != nil || !exists {
 		return rep, err
 	}
-	rows, err := conn.Query(ctx, `SELECT c.rel, c.op, c.tenant, c.fingerprint, c.n, c.first_at, c.last_at,
+	rows, err := conn.Query(ctx, `SELECT c.rel, c.op, c.tenant, c.fingerprint, c.n, c.approximate, c.first_at, c.last_at,
     coalesce((SELECT array_agg(v.row_key ORDER BY v.at) FROM (SELECT * FROM `+StateSchema+`.violation v
-      WHERE v.rel = c.rel AND v.op = c.op AND v.tenant = c.tenant AND v.fingerprint = c.fingerprint ORDER BY v.at LIMIT 20) v), '{}')
+      WHERE v.rel = c.rel AND v.op = c.op AND v.tenant = c.tenant AND v.fingerprint = c.fingerprint AND v.row_key IS NOT NULL ORDER BY v.at LIMIT 20) v), '{}')
   FROM `+StateSchema+`.violation_count c WHERE c.last_at >= $1 ORDER BY c.rel, c.op, c.n DESC, c.tenant`, since)
 	if err != nil {
 		return nil, fmt.Errorf("read violations: %w", err)
@@ -54,7 +58,7 @@ func Read(ctx context.Context, conn *pgx.Conn, p *Plan, since time.Time) (*Repor
 	for rows.Next() {
 		var v Violation
 		var keys []*string
-		if err := rows.Scan(&v.Table, &v.Op, &v.Tenant, &v.Fingerprint, &v.Count, &v.FirstAt, &v.LastAt, &keys); err != nil {
+		if err := rows.Scan(&v.Table, &v.Op, &v.Tenant, &v.Fingerprint, &v.Count, &v.Approximate, &v.FirstAt, &v.LastAt, &keys); err != nil {
 			return nil, fmt.Errorf("read violations: %w", err)
 		}
 		for _, k := range keys {
@@ -96,7 +100,11 @@ func (r *Report) WriteText(w io.Writer) error {
 		if tenant == "" {
 			tenant = "(no context)"
 		}
-		fmt.Fprintf(w, "%-28s %-7s %-38s %-16s %8d  %s\n", v.Table, v.Op, tenant, v.Fingerprint, v.Count, keys)
+		n := fmt.Sprint(v.Count)
+		if v.Approximate {
+			n = "~" + n
+		}
+		fmt.Fprintf(w, "%-28s %-7s %-38s %-16s %8s  %s\n", v.Table, v.Op, tenant, v.Fingerprint, n, keys)
 	}
 	return nil
 }

@@ -193,7 +193,7 @@ func TestShadowExact(t *testing.T) {
 
 	// A storm: one statement touching every foreign row of a table keeps
 	// counting exactly but stores at most the cap of keys.
-	if _, err := op.Exec(ctx, "UPDATE bulkhead_adopt.settings SET value = '5' WHERE name = 'keys_per_fingerprint'"); err != nil {
+	if _, err := op.Exec(ctx, "UPDATE bulkhead_adopt.settings SET value = CASE name WHEN 'keys_per_transaction' THEN '5' ELSE '10' END"); err != nil {
 		t.Fatal(err)
 	}
 	err = appTx(ctx, app, s1, func(tx pgx.Tx) error {
@@ -205,8 +205,19 @@ func TestShadowExact(t *testing.T) {
 	}
 	stormRows := count(t, op, "SELECT count(*) FROM memories WHERE room_id = $1", room2)
 	n := count(t, op, "SELECT n FROM bulkhead_adopt.violation_count WHERE rel = 'public.memories' AND op = 'UPDATE'")
-	keys := count(t, op, "SELECT count(*) FROM bulkhead_adopt.violation WHERE rel = 'public.memories' AND op = 'UPDATE'")
-	if n != stormRows || keys != 5 {
-		t.Fatalf("storm: counted %d of %d rows, kept %d keys (cap 5)", n, stormRows, keys)
+	keys := count(t, op, "SELECT count(*) FROM bulkhead_adopt.violation WHERE rel = 'public.memories' AND op = 'UPDATE' AND row_key IS NOT NULL")
+	stored := count(t, op, "SELECT count(*) FROM bulkhead_adopt.violation WHERE rel = 'public.memories' AND op = 'UPDATE'")
+	// 5 keyed rows, then one row of weight 10 per 10 violations.
+	if n > stormRows || stormRows-n >= 10 || keys != 5 || stored != 5+(stormRows-5)/10 {
+		t.Fatalf("storm: counted %d of %d rows, kept %d keys (cap 5), stored %d rows", n, stormRows, keys, stored)
+	}
+	rep, err = Read(ctx, op, p, timeZero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range rep.Violations {
+		if v.Table == "public.memories" && v.Op == "UPDATE" && !v.Approximate {
+			t.Errorf("a sampled storm is not marked approximate: %+v", v)
+		}
 	}
 }

@@ -13,7 +13,7 @@ import (
 const PolicyName = "bulkhead_adopt_tenant"
 
 // Trigger names of the shadow write recorder.
-var shadowTriggers = []string{"bulkhead_adopt_shadow_ins", "bulkhead_adopt_shadow_upd", "bulkhead_adopt_shadow_del", "bulkhead_adopt_shadow_flush"}
+var shadowTriggers = []string{"bulkhead_adopt_shadow_ins", "bulkhead_adopt_shadow_upd", "bulkhead_adopt_shadow_del"}
 
 func sqlState(err error) string {
 	var pe *pgconn.PgError
@@ -95,11 +95,6 @@ func triggerSQL(p *Plan, t Table, pk []string) []string {
 		fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT ON %s FOR EACH ROW WHEN (NEW.%s IS DISTINCT FROM %s) EXECUTE FUNCTION %s(%s)", shadowTriggers[0], q, c, cur, fn, args),
 		fmt.Sprintf("CREATE TRIGGER %s AFTER UPDATE ON %s FOR EACH ROW WHEN (OLD.%s IS DISTINCT FROM %s OR NEW.%s IS DISTINCT FROM %s) EXECUTE FUNCTION %s(%s)", shadowTriggers[1], q, c, cur, c, cur, fn, args),
 		fmt.Sprintf("CREATE TRIGGER %s AFTER DELETE ON %s FOR EACH ROW WHEN (OLD.%s IS DISTINCT FROM %s) EXECUTE FUNCTION %s(%s)", shadowTriggers[2], q, c, cur, fn, args),
-		// Once per statement, after its row triggers. No WHEN: a statement
-		// trigger's WHEN is evaluated when the event is queued, before the
-		// row triggers run, so it can't know whether they recorded anything.
-		fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s.flush_violations()",
-			shadowTriggers[3], q, StateSchema),
 	}
 }
 

@@ -62,15 +62,17 @@ func schemaSQL(p *Plan) ([]string, error) {
 		// The shadow switch, read once per statement by shadow_open.
 		`CREATE TABLE IF NOT EXISTS ` + s + `.mode (rel oid PRIMARY KEY, shadow boolean NOT NULL)`,
 		"GRANT SELECT ON " + s + ".mode TO PUBLIC",
-		`CREATE TABLE IF NOT EXISTS ` + s + `.violation_count (
-  rel text, op text, tenant text, fingerprint text, n bigint NOT NULL, first_at timestamptz NOT NULL, last_at timestamptz NOT NULL,
-  PRIMARY KEY (rel, op, tenant, fingerprint))`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.violation (
   at timestamptz NOT NULL DEFAULT clock_timestamp(), rel text NOT NULL, op text NOT NULL, tenant text NOT NULL,
-  row_tenant text, fingerprint text NOT NULL, row_key text)`,
+  row_tenant text, fingerprint text NOT NULL, row_key text, weight bigint NOT NULL DEFAULT 1)`,
+		// Counts per (table, operation, tenant, fingerprint); approximate
+		// when a storm was sampled.
+		`CREATE OR REPLACE VIEW ` + s + `.violation_count AS SELECT v.rel, v.op, v.tenant, v.fingerprint, sum(v.weight)::bigint AS n,
+  min(v.at) AS first_at, max(v.at) AS last_at, bool_or(v.weight > 1) AS approximate
+  FROM ` + s + `.violation v GROUP BY v.rel, v.op, v.tenant, v.fingerprint`,
 		`CREATE INDEX IF NOT EXISTS violation_rel_at ON ` + s + `.violation (rel, at)`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.settings (name text PRIMARY KEY, value text NOT NULL)`,
-		`INSERT INTO ` + s + `.settings VALUES ('keys_per_fingerprint', '100') ON CONFLICT DO NOTHING`,
+		`INSERT INTO ` + s + `.settings VALUES ('keys_per_transaction', '100'), ('storm_sample', '100') ON CONFLICT DO NOTHING`,
 		// The switch: open (shadow) for the table, unless the statement runs
 		// in a strict replay (bulkhead_adopt.strict = on). The setting can
 		// only close the door, so a client forging it harms only itself.
@@ -79,45 +81,51 @@ func schemaSQL(p *Plan) ([]string, error) {
   AS $fn$ SELECT coalesce((SELECT m.shadow FROM ` + s + `.mode m WHERE m.rel OPERATOR(pg_catalog.=) r), false)
     AND coalesce(pg_catalog.current_setting('bulkhead_adopt.strict', true), '') OPERATOR(pg_catalog.<>) 'on' $fn$`,
 		"GRANT EXECUTE ON FUNCTION " + s + ".shadow_open(oid) TO PUBLIC",
-		// One violation. Rows are counted in a transaction-local setting per
-		// (table, operation) and the count is written once per statement by
-		// flush_violations: upserting the same counter row once per violating
-		// row made one statement's cost quadratic (every update of a row
-		// already updated in the transaction walks its chain of versions).
-		// The row's key is kept while the key's total stays under the cap;
-		// never the row's contents. TG_ARGV: tenant column, key columns.
+		// One violation, one append: exact up to keys_per_transaction per
+		// (table, operation) in a transaction, each with its row key; past
+		// that a storm is sampled, one row in storm_sample recorded with that
+		// weight and no key (its count is then approximate, under by less
+		// than storm_sample per transaction, and says so). Never the row's
+		// contents. Nothing runs per clean row or per statement (an upsert of
+		// one counter per violation was quadratic in a storm; a statement
+		// trigger to flush a count cost every clean insert ~8 %). TG_ARGV:
+		// tenant column, key columns.
 		`CREATE OR REPLACE FUNCTION ` + s + `.record_violation() RETURNS trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   AS $fn$
 DECLARE
-  v_name text := 'bulkhead_adopt.n_' || TG_RELID::text || '_' || pg_catalog.lower(TG_OP);
-  v_n bigint := coalesce(nullif(pg_catalog.current_setting(v_name, true), ''), '0')::bigint + 1;
+  v_name text := 'bulkhead_adopt.n_' || TG_RELID::text || '_' || lower(TG_OP);
+  v_n bigint := coalesce(nullif(current_setting(v_name, true), ''), '0')::bigint + 1;
+  v_cap bigint;
+  v_every bigint;
+  v_weight bigint := 1;
   v_row record;
-  v_tenant text := coalesce(pg_catalog.current_setting('` + p.TenantSetting + `', true), '');
-  v_fp text;
-  v_rel text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
-  v_base bigint;
   v_key text;
+  v_row_tenant text;
 BEGIN
-  PERFORM pg_catalog.set_config(v_name, v_n::text, true);
+  PERFORM set_config(v_name, v_n::text, true);
   IF v_n = 1 THEN
-    v_fp := ` + s + `.fingerprint();
-    -- (count so far) - cap: keep keys while v_base + v_n <= 0
-    SELECT coalesce((SELECT c.n FROM ` + s + `.violation_count c WHERE c.rel = v_rel AND c.op = TG_OP AND c.tenant = v_tenant AND c.fingerprint = v_fp), 0)
-      - coalesce((SELECT st.value::bigint FROM ` + s + `.settings st WHERE st.name = 'keys_per_fingerprint'), 100) INTO v_base;
-    PERFORM pg_catalog.set_config(v_name || '_base', v_base::text, true);
+    SELECT coalesce(max(st.value::bigint) FILTER (WHERE st.name = 'keys_per_transaction'), 100),
+           coalesce(max(st.value::bigint) FILTER (WHERE st.name = 'storm_sample'), 100)
+      INTO v_cap, v_every FROM ` + s + `.settings st;
+    PERFORM set_config(v_name || '_cap', v_cap::text || ':' || v_every::text, true);
   ELSE
-    v_base := pg_catalog.current_setting(v_name || '_base')::bigint;
+    v_cap := split_part(current_setting(v_name || '_cap'), ':', 1)::bigint;
+    v_every := split_part(current_setting(v_name || '_cap'), ':', 2)::bigint;
   END IF;
-  IF v_base + v_n <= 0 THEN
-    IF v_fp IS NULL THEN
-      v_fp := ` + s + `.fingerprint();
+  IF v_n > v_cap THEN
+    IF (v_n - v_cap) % greatest(v_every, 1) <> 0 THEN
+      RETURN NULL;
     END IF;
+    v_weight := greatest(v_every, 1);
+  ELSE
     IF TG_OP = 'DELETE' THEN v_row := OLD; ELSE v_row := NEW; END IF;
-    SELECT pg_catalog.string_agg(pg_catalog.to_jsonb(v_row) ->> kc, ',') INTO v_key FROM pg_catalog.unnest(pg_catalog.string_to_array(TG_ARGV[1], ',')) kc;
-    INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key)
-      VALUES (v_rel, TG_OP, v_tenant, pg_catalog.to_jsonb(v_row) ->> TG_ARGV[0], v_fp, v_key);
+    SELECT string_agg(to_jsonb(v_row) ->> kc, ',') INTO v_key FROM unnest(string_to_array(TG_ARGV[1], ',')) kc;
+    v_row_tenant := to_jsonb(v_row) ->> TG_ARGV[0];
   END IF;
+  INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key, weight)
+    VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_OP, coalesce(current_setting('` + p.TenantSetting + `', true), ''),
+      v_row_tenant, ` + s + `.fingerprint(), v_key, v_weight);
   RETURN NULL;
 END
 $fn$`,
@@ -125,43 +133,6 @@ $fn$`,
 		`CREATE OR REPLACE FUNCTION ` + s + `.fingerprint() RETURNS text
   LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
   AS $fn$ SELECT pg_catalog.left(pg_catalog.md5(pg_catalog.regexp_replace(pg_catalog.current_query(), '''[^'']*''|\m[0-9]+\M', '?', 'g')), 16) $fn$`,
-		// Once per statement: a plain (not SECURITY DEFINER, no SET clause)
-		// function, so a clean statement pays only a cheap plpgsql call that
-		// reads one setting; when its rows recorded violations it calls the
-		// definer write_count. (The definer form cost every clean insert a
-		// search_path switch.) Running as the caller, its unqualified
-		// operators resolve in the caller's own search_path, which grants
-		// nothing: it has no rights the caller lacks.
-		`CREATE OR REPLACE FUNCTION ` + s + `.flush_violations() RETURNS trigger
-  LANGUAGE plpgsql
-  AS $fn$
-BEGIN
-  IF pg_catalog.current_setting('bulkhead_adopt.n_' || TG_RELID::pg_catalog.text || '_' || pg_catalog.lower(TG_OP), true) <> '' THEN
-    PERFORM ` + s + `.write_count(TG_RELID, TG_OP, TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
-  END IF;
-  RETURN NULL;
-END
-$fn$`,
-		// The statement's count, one upsert. A client can inflate the counts
-		// by forging the bulkhead_adopt.n_* settings (blocking enforce until
-		// --force), never hide a violation: the row triggers run after the
-		// statement's own expressions.
-		`CREATE OR REPLACE FUNCTION ` + s + `.write_count(p_oid oid, p_op text, p_rel text) RETURNS void
-  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-  AS $fn$
-DECLARE
-  v_name text := 'bulkhead_adopt.n_' || p_oid::text || '_' || lower(p_op);
-  v_n bigint := coalesce(nullif(current_setting(v_name, true), ''), '0')::bigint;
-BEGIN
-  IF v_n > 0 THEN
-    INSERT INTO ` + s + `.violation_count AS c VALUES (p_rel, p_op,
-        coalesce(current_setting('` + p.TenantSetting + `', true), ''), ` + s + `.fingerprint(), v_n, now(), now())
-      ON CONFLICT (rel, op, tenant, fingerprint) DO UPDATE SET n = c.n + v_n, last_at = now();
-  END IF;
-  PERFORM set_config(v_name, '', true);
-END
-$fn$`,
-		"GRANT EXECUTE ON FUNCTION " + s + ".write_count(oid, text, text) TO PUBLIC",
 	}
 	// current_tenant() and friends, read from the application's setting.
 	for _, st := range ctxFns {
