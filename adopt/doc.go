@@ -20,11 +20,13 @@
 //     reported, never guessed; a row two rules give different tenants, or a
 //     rule that matches no row, stops it before anything is written.
 //   - Shadow blocks nothing. Writes strict mode would refuse (or not reach)
-//     are recorded exactly by WHEN-guarded AFTER ROW triggers: table,
-//     operation, the caller's tenant, a query fingerprint and the row's key,
-//     never its contents, with a per-key cap on stored keys. Reads are
-//     compared exactly by sampled differential replay (Replayer): the
-//     statement runs again in strict mode inside a savepoint.
+//     are recorded by WHEN-guarded AFTER ROW triggers, with no false
+//     positive: table, operation, the caller's tenant, a query fingerprint
+//     and the row's key, never its contents; exact up to a per-transaction
+//     cap, then sampled with weights (bounded cost and storage in a storm,
+//     counts marked approximate). Reads are compared exactly by sampled
+//     differential replay (Replayer): the statement runs again in strict
+//     mode inside a savepoint.
 //   - Rollback restores what adopt changed exactly: policies, RLS flags,
 //     grants, the runtime role it created, defaults, constraints and added
 //     columns; values it backfilled into existing columns are set back to
