@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -69,5 +70,47 @@ func TestRuntimeRole(t *testing.T) {
 	}
 	if n := count(t, op, "SELECT count(*) FROM pg_policy"); n != 0 {
 		t.Fatalf("%d policies left", n)
+	}
+}
+
+// TestConcurrentDDL: a table held by another session's DDL (an ACCESS
+// EXCLUSIVE lock) makes a step wait lock_timeout per try, give up cleanly
+// after its retries and leave the phase as it was; released, the step
+// goes through. A column renamed under the plan is caught before any
+// change.
+func TestConcurrentDDL(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	toShadow(t, op, p)
+	other := mustConnect(t, d.adminDSN())
+	tx, err := other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	o := EnforceOptions{Options: Options{LockTimeout: 100 * time.Millisecond, Retries: 2}}
+	err = Enforce(ctx, op, p, []string{"rooms"}, o)
+	if err == nil || !strings.Contains(err.Error(), "lock timeouts") {
+		t.Fatalf("enforce under a held lock: %v", err)
+	}
+	if ph := phases(t, op, p)["rooms"]; ph != PhaseShadow {
+		t.Fatalf("rooms is %s after a refused enforce", ph)
+	}
+	tx.Rollback(ctx)
+	if err := Enforce(ctx, op, p, []string{"rooms"}, o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Exec(ctx, "ALTER TABLE worlds RENAME COLUMN server_id TO tenant"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Enforce(ctx, op, p, nil, o); err == nil || !strings.Contains(err.Error(), "worlds has no column server_id") {
+		t.Fatalf("enforce after a rename: %v", err)
+	}
+	if ph := phases(t, op, p)["memories"]; ph != PhaseShadow {
+		t.Fatalf("memories is %s after a refused enforce", ph)
 	}
 }
