@@ -175,7 +175,19 @@ func SQL(p *Plan) (string, error) {
 		fmt.Fprintf(&b, "-- WARNING: %s.\n", p.Runtime.Warning)
 	}
 	for _, t := range p.TenantTables() {
-		fmt.Fprintf(&b, "\n-- table %s\n-- backfill\n", t.Name)
+		fmt.Fprintf(&b, "\n-- table %s\n", t.Name)
+		if len(t.PrimaryKey) > 0 && t.PrimaryKey[0] != t.TenantColumn {
+			cols := make([]string, 0, len(t.PrimaryKey)+1)
+			cols = append(cols, ident(t.TenantColumn))
+			for _, c := range t.PrimaryKey {
+				if c != t.TenantColumn {
+					cols = append(cols, ident(c))
+				}
+			}
+			fmt.Fprintf(&b, "-- tenant-leading key (not run by adopt; after backfill, online, then point foreign keys at it):\n-- CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s);\n",
+				ident(t.Name+"_"+t.TenantColumn+"_key"), qident(p.Schema, t.Name), strings.Join(cols, ", "))
+		}
+		b.WriteString("-- backfill\n")
 		for _, s := range backfillPrepareSQL(p, t, false) {
 			b.WriteString(s + ";\n")
 		}
