@@ -29,6 +29,9 @@ type Replayer struct {
 	dropped atomic.Int64
 	wg      sync.WaitGroup
 	pool    *pgxpool.Pool
+
+	mu     sync.RWMutex // held for reading while sending to out
+	closed bool
 }
 
 // NewReplayer samples rate (0..1) of reads and records into pool's
@@ -40,13 +43,20 @@ func NewReplayer(pool *pgxpool.Pool, rate float64) *Replayer {
 	return r
 }
 
-// Close flushes pending records.
+// Close flushes pending records. A Query still running, or called later,
+// keeps working; its record is dropped (and counted in Dropped).
 func (r *Replayer) Close() {
-	close(r.out)
+	r.mu.Lock()
+	if !r.closed {
+		r.closed = true
+		close(r.out)
+	}
+	r.mu.Unlock()
 	r.wg.Wait()
 }
 
-// Dropped is the number of records lost to a full queue.
+// Dropped is the number of records lost to a full queue or a closed
+// Replayer.
 func (r *Replayer) Dropped() int64 { return r.dropped.Load() }
 
 func (r *Replayer) record() {
@@ -105,11 +115,7 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql stri
 				v.Keys = append(v.Keys, h[0])
 			}
 		}
-		select {
-		case r.out <- v:
-		default:
-			r.dropped.Add(1)
-		}
+		r.send(v)
 	}
 	return rows, nil
 }
@@ -164,4 +170,19 @@ func text(v any) string {
 		return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 	}
 	return fmt.Sprint(v)
+}
+
+// send queues v without blocking; a full queue or a closed Replayer drops it.
+func (r *Replayer) send(v Violation) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		r.dropped.Add(1)
+		return
+	}
+	select {
+	case r.out <- v:
+	default:
+		r.dropped.Add(1)
+	}
 }

@@ -25,6 +25,7 @@ type workload struct {
 	// replayer; foreignSeen counts the other tenants' rows those replayed
 	// reads returned (what shadow must record, exactly).
 	replay      atomic.Pointer[Replayer]
+	replaying   sync.RWMutex // held for reading by a replayed read in flight
 	foreignSeen atomic.Int64
 
 	requests, failures, wrongTenant atomic.Int64
@@ -101,6 +102,8 @@ func (w *workload) one(conn *pgx.Conn) {
 			return err
 		default: // forgets the tenant filter
 			w.forgetful.Add(1)
+			w.replaying.RLock()
+			defer w.replaying.RUnlock()
 			rp := w.replay.Load()
 			rows, err := rp.Query(ctx, tx, "app.current_tenant_id", "SELECT id, server_id FROM memories WHERE content = 'hello 7'")
 			if err != nil {
@@ -173,7 +176,8 @@ func TestZeroDowntime(t *testing.T) {
 	})
 	step("enforce", func() error {
 		w.replay.Store(nil)
-		time.Sleep(50 * time.Millisecond) // let replayed reads in flight finish
+		w.replaying.Lock() // replayed reads in flight have finished
+		w.replaying.Unlock()
 		rp.Close()
 		// Shadow recorded exactly the other tenants' rows the forgetful
 		// reads returned.
