@@ -90,7 +90,7 @@ and so on (--database-url also reads DATABASE_URL).`,
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cfg.know.register(f)
 
-	root.AddCommand(newServeCmd(cfg), newDBCmd(cfg), newMigrateCmd(cfg), newTenantCmd(cfg), newEntityCmd(cfg), newKeysCmd(cfg), newTokenCmd(cfg), newAPIKeyCmd(cfg), newDemoCmd(cfg), newBenchCmd(cfg), newPolicyCmd(cfg), newProbeCmd(cfg), newAuditCmd(cfg), newVersionCmd())
+	root.AddCommand(newServeCmd(cfg), newDBCmd(cfg), newMigrateCmd(cfg), newTenantCmd(cfg), newEntityCmd(cfg), newKeysCmd(cfg), newTokenCmd(cfg), newAPIKeyCmd(cfg), newDemoCmd(cfg), newBenchCmd(cfg), newPolicyCmd(cfg), newProbeCmd(cfg), newAuditCmd(cfg), newAdoptCmd(cfg), newVersionCmd())
 	return root
 }
 

@@ -1,0 +1,198 @@
+package adopt
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// untouched fails unless the database is as the fixture made it: no state
+// schema, no catalog change, the same data.
+func untouched(t *testing.T, op *pgx.Conn, d *db, p *Plan, before map[string]string) {
+	t.Helper()
+	if n := count(t, op, "SELECT count(*) FROM pg_namespace WHERE nspname = 'bulkhead_adopt'"); n != 0 {
+		t.Errorf("the state schema was created")
+	}
+	assertOriginalCatalog(t, op, d)
+	if s := diffMaps(before, checksums(t, op, p)); s != "" {
+		t.Errorf("data changed:\n%s", s)
+	}
+}
+
+// TestBadInput: each bad input gives a clear error of the documented
+// kind and leaves the database untouched.
+func TestBadInput(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	base := reviewedPlan(t, op, d)
+	before := checksums(t, op, base)
+	edit := func(f func(p *Plan)) *Plan {
+		p := reviewedPlan(t, op, d)
+		f(p)
+		return p
+	}
+	set := func(p *Plan, name string, f func(tb *Table)) {
+		for i := range p.Tables {
+			if p.Tables[i].Name == name {
+				f(&p.Tables[i])
+			}
+		}
+	}
+	cases := []struct {
+		name string
+		plan *Plan
+		want error
+		msg  string
+	}{
+		{"missing table", edit(func(p *Plan) {
+			p.Tables = append(p.Tables, Table{Name: "ghosts", Kind: KindTenant, TenantColumn: "server_id"})
+		}), ErrDatabase, "ghosts does not exist"},
+		{"missing column", edit(func(p *Plan) { set(p, "rooms", func(tb *Table) { tb.TenantColumn = "tenant_id" }) }), ErrDatabase, "rooms has no column tenant_id"},
+		{"no primary key", edit(func(p *Plan) {
+			set(p, "logs", func(tb *Table) { tb.Kind, tb.TenantColumn = KindTenant, "server_id" })
+		}), ErrDatabase, "logs has no primary key"},
+		{"rule matching no row", edit(func(p *Plan) {
+			set(p, "memories", func(tb *Table) {
+				tb.Backfill = append(tb.Backfill, Rule{Name: "old_bots", Constant: server(1), Where: "t.type = 'bot'"})
+			})
+		}), ErrRule, "old_bots (constant " + server(1) + ") matches no row"},
+		{"rule giving two tenants", edit(func(p *Plan) {
+			set(p, "memories", func(tb *Table) {
+				tb.Backfill = append(tb.Backfill, Rule{Name: "all_to_one", Constant: server(1)})
+			})
+		}), ErrRule, "two different tenants"},
+		{"parent column missing", edit(func(p *Plan) {
+			set(p, "participants", func(tb *Table) { tb.Backfill[0].Parent.Column = "chat_id" })
+		}), ErrDatabase, "no column chat_id"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Backfill(ctx, op, c.plan, nil, Options{})
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("got %v, want %v containing %q", err, c.want, c.msg)
+			}
+			untouched(t, op, d, base, before)
+		})
+	}
+	t.Run("undecided plan", func(t *testing.T) {
+		p := edit(func(p *Plan) { set(p, "servers", func(tb *Table) { tb.Decide = true }) })
+		if err := p.Validate(); !errors.Is(err, ErrPlan) || !strings.Contains(err.Error(), "servers is marked decide") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("phase out of order", func(t *testing.T) {
+		if err := Shadow(ctx, op, base, nil, Options{}); !errors.Is(err, ErrPhase) || !strings.Contains(err.Error(), "run adopt backfill first") {
+			t.Fatalf("shadow before backfill: %v", err)
+		}
+		if err := Enforce(ctx, op, base, []string{"rooms"}, EnforceOptions{}); !errors.Is(err, ErrPhase) {
+			t.Fatalf("enforce before shadow: %v", err)
+		}
+		if _, err := Rollback(ctx, op, base, nil, "", Options{}); !errors.Is(err, ErrPhase) {
+			t.Fatalf("rollback of the original: %v", err)
+		}
+		untouched(t, op, d, base, before)
+	})
+	t.Run("insufficient privileges", func(t *testing.T) {
+		admin := mustConnect(t, cluster.SuperuserDSN("postgres"))
+		admin.Exec(ctx, "CREATE ROLE adopt_intruder LOGIN PASSWORD 'pw'")
+		t.Cleanup(func() { admin.Exec(context.Background(), "DROP ROLE IF EXISTS adopt_intruder") })
+		conn := mustConnect(t, cluster.DSN("adopt_intruder", "pw", d.name))
+		_, err := Backfill(ctx, conn, base, nil, Options{})
+		if !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), "can't alter it") {
+			t.Fatalf("got %v", err)
+		}
+		untouched(t, op, d, base, before)
+	})
+}
+
+// TestBackfillResume: a backfill killed between batches resumes where it
+// stopped and ends exactly like an uninterrupted one; status says where
+// each table is all along.
+func TestBackfillResume(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	nulls := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL")
+	kctx, kill := context.WithCancel(ctx)
+	batches := 0
+	o := Options{BatchSize: 500, Progress: func(table, rule string, done, total int64, rps float64) {
+		if table == "memories" {
+			if batches++; batches == 3 {
+				kill()
+			}
+		}
+	}}
+	_, err := Backfill(kctx, op, p, []string{"memories"}, o)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("killed backfill: %v", err)
+	}
+	if ph := phases(t, op, p)["memories"]; ph != PhaseOriginal {
+		t.Fatalf("killed backfill: memories is %s", ph)
+	}
+	partial := count(t, op, "SELECT rows FROM bulkhead_adopt.progress WHERE rel = 'public.memories'")
+	if partial == 0 || partial >= nulls {
+		t.Fatalf("after the kill %d of %d rows filled", partial, nulls)
+	}
+	o.Progress = nil
+	res, err := Backfill(ctx, op, p, []string{"memories"}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Phase != PhaseBackfilled || res[0].Rules[0].Rows != nulls {
+		t.Fatalf("resumed: %+v, want %d rows", res[0], nulls)
+	}
+	if n := count(t, op, "SELECT count(*) FROM bulkhead_adopt.backfilled WHERE rel = 'public.memories'"); n != nulls {
+		t.Fatalf("recorded %d filled keys, want %d", n, nulls)
+	}
+}
+
+// TestBackfillUncovered: rows no rule covers are counted and listed, not
+// guessed; the table stays original (status says why) and shadow refuses it.
+func TestBackfillUncovered(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	for i := range p.Tables {
+		if p.Tables[i].Name == "memories" {
+			p.Tables[i].Backfill[0].Where = "t.content <> 'hello 0'"
+		}
+	}
+	before := checksums(t, op, p)
+	want := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL AND content = 'hello 0'")
+	res, err := Backfill(ctx, op, p, []string{"memories"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Uncovered != want || want == 0 || len(res[0].UncoveredKeys) != 10 || res[0].Phase != PhaseOriginal {
+		t.Fatalf("uncovered %d (want %d), keys %v, phase %s", res[0].Uncovered, want, res[0].UncoveredKeys, res[0].Phase)
+	}
+	st, err := Status(ctx, op, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if s.Table == "memories" && (s.Phase != PhaseOriginal || !strings.Contains(s.Note, "rows no rule covers")) {
+			t.Fatalf("status %+v", s)
+		}
+	}
+	if err := Shadow(ctx, op, p, []string{"memories"}, Options{}); !errors.Is(err, ErrPhase) {
+		t.Fatalf("shadow of an incompletely backfilled table: %v", err)
+	}
+	if n := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL"); n != want {
+		t.Fatalf("%d rows without a tenant, want the %d uncovered", n, want)
+	}
+	// Rolling the partial backfill back restores the original exactly.
+	if _, err := Rollback(ctx, op, p, nil, PhaseOriginal, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	assertOriginalCatalog(t, op, d)
+	if s := diffMaps(before, checksums(t, op, p)); s != "" {
+		t.Fatalf("after rollback:\n%s", s)
+	}
+}

@@ -1,0 +1,127 @@
+package adopt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrDatabase is wrapped when the database doesn't match the plan or the
+// operator's role can't carry it out.
+var ErrDatabase = errors.New("database does not fit the plan")
+
+// tableInfo is what the phases need to know about one table.
+type tableInfo struct {
+	pk         []string
+	hasColumn  bool
+	hasDefault bool
+	notNull    bool
+	policies   []string
+}
+
+// check compares the plan with the database for the named tenant tables
+// (all when names is empty): tables, columns and parents exist, every
+// table has a primary key and no policy of its own, and the operator's
+// role may alter it. It returns every problem at once.
+func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]tableInfo, []Table, error) {
+	tables, err := pick(p, names)
+	if err != nil {
+		return nil, nil, err
+	}
+	var super bool
+	if err := q.QueryRow(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&super); err != nil {
+		return nil, nil, fmt.Errorf("read own role: %w", err)
+	}
+	var errs []error
+	info := map[string]tableInfo{}
+	for _, t := range tables {
+		var ti tableInfo
+		var oid uint32
+		var mayAlter bool
+		err := q.QueryRow(ctx, `SELECT c.oid, pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r','p')`, p.Schema, t.Name).Scan(&oid, &mayAlter)
+		if errors.Is(err, pgx.ErrNoRows) {
+			errs = append(errs, fmt.Errorf("table %s.%s does not exist", p.Schema, t.Name))
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("read table %s: %w", t.Name, err)
+		}
+		if !super && !mayAlter {
+			errs = append(errs, fmt.Errorf("table %s: this role is neither a superuser nor a member of the table's owner: it can't alter it", t.Name))
+		}
+		err = q.QueryRow(ctx, `SELECT true, a.atthasdef, a.attnotnull FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped`, oid, t.TenantColumn).Scan(&ti.hasColumn, &ti.hasDefault, &ti.notNull)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil, fmt.Errorf("read column %s.%s: %w", t.Name, t.TenantColumn, err)
+		}
+		if !ti.hasColumn && !t.AddColumn {
+			errs = append(errs, fmt.Errorf("table %s has no column %s (set add_column: true to have backfill add it)", t.Name, t.TenantColumn))
+		}
+		if err := q.QueryRow(ctx, `SELECT coalesce(array(SELECT a.attname FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(n, o), pg_attribute a
+  WHERE i.indrelid = $1 AND i.indisprimary AND a.attrelid = $1 AND a.attnum = k.n ORDER BY k.o)::text[], '{}')`, oid).Scan(&ti.pk); err != nil {
+			return nil, nil, fmt.Errorf("read primary key of %s: %w", t.Name, err)
+		}
+		if len(ti.pk) == 0 {
+			errs = append(errs, fmt.Errorf("table %s has no primary key: batching, resuming and recording row keys need one; add it first", t.Name))
+		}
+		if err := q.QueryRow(ctx, `SELECT coalesce(array_agg(polname::text ORDER BY polname), '{}') FROM pg_policy WHERE polrelid = $1 AND polname <> $2`, oid, PolicyName).Scan(&ti.policies); err != nil {
+			return nil, nil, fmt.Errorf("read policies of %s: %w", t.Name, err)
+		}
+		if len(ti.policies) > 0 {
+			errs = append(errs, fmt.Errorf("table %s already has policies %v: adopt would OR its policy with them; remove them or leave the table out", t.Name, ti.policies))
+		}
+		for _, r := range t.Backfill {
+			if r.Parent == nil {
+				continue
+			}
+			pt, ok := p.Table(r.Parent.Table)
+			pcol := r.Parent.TenantColumn
+			if pcol == "" && ok {
+				pcol = pt.TenantColumn
+			}
+			var n int
+			if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace s ON s.oid = c.relnamespace
+  WHERE s.nspname = $1 AND c.relname = $2 AND a.attname = ANY($3) AND NOT a.attisdropped`, p.Schema, r.Parent.Table, []string{r.Parent.key(), pcol}).Scan(&n); err != nil {
+				return nil, nil, fmt.Errorf("read parent of rule %s: %w", r.Name, err)
+			}
+			if pcol == "" || n != 2 && !(n == 1 && pcol == r.Parent.key()) {
+				errs = append(errs, fmt.Errorf("table %s rule %s: parent %s.%s must have columns %s and %s", t.Name, r.Name, p.Schema, r.Parent.Table, r.Parent.key(), pcol))
+			}
+			if _, ok := ti.colOK(ctx, q, oid, r.Parent.Column); !ok {
+				errs = append(errs, fmt.Errorf("table %s rule %s: no column %s", t.Name, r.Name, r.Parent.Column))
+			}
+		}
+		info[t.Name] = ti
+	}
+	if len(errs) > 0 {
+		return nil, nil, fmt.Errorf("%w: %w", ErrDatabase, errors.Join(errs...))
+	}
+	return info, tables, nil
+}
+
+func (tableInfo) colOK(ctx context.Context, q pgx.Tx, oid uint32, col string) (struct{}, bool) {
+	var ok bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)`, oid, col).Scan(&ok)
+	return struct{}{}, err == nil && ok
+}
+
+// pick returns the plan's tenant tables named (all when names is empty).
+func pick(p *Plan, names []string) ([]Table, error) {
+	if len(names) == 0 {
+		return p.TenantTables(), nil
+	}
+	var out []Table
+	for _, n := range names {
+		t, ok := p.Table(n)
+		if !ok {
+			return nil, fmt.Errorf("%w: table %s is not in the plan", ErrPlan, n)
+		}
+		if t.Kind != KindTenant {
+			return nil, fmt.Errorf("%w: table %s is %q in the plan, not %s", ErrPlan, n, t.Kind, KindTenant)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}

@@ -1,0 +1,270 @@
+package adopt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrViolations is wrapped when Enforce refuses because shadow recorded
+// violations in the window.
+var ErrViolations = errors.New("shadow recorded violations")
+
+// Shadow installs the shadow policy on the named Backfilled tables (all
+// when empty): RLS enabled and forced, a permissive policy whose strict arm
+// is the generator's layer 1 and whose other arm is the table's switch
+// (open), the write recorder, and DML grants for the runtime role, which it
+// creates (NOLOGIN) when the plan says so. Nothing is blocked. One
+// transaction per table, phase recorded in it; a Shadow table is skipped.
+func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Options) error {
+	o = o.withDefaults()
+	var info map[string]tableInfo
+	var tables []Table
+	err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+		var err error
+		if info, tables, err = check(ctx, tx, p, names); err != nil {
+			return err
+		}
+		if err := requirePhase(ctx, tx, p, tables, PhaseBackfilled, PhaseShadow); err != nil {
+			return err
+		}
+		return ensureRole(ctx, tx, p)
+	})
+	if err != nil {
+		return err
+	}
+	for _, t := range tables {
+		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+			ph, err := phaseOf(ctx, tx, p, t.Name)
+			if err != nil || ph == PhaseShadow {
+				return err
+			}
+			if ph != PhaseBackfilled {
+				return fmt.Errorf("%w: %s is %s, shadow needs %s", ErrPhase, t.Name, ph, PhaseBackfilled)
+			}
+			q := qident(p.Schema, t.Name)
+			// What rollback restores: RLS flags and the runtime role's own
+			// privileges on the table.
+			if _, err := tx.Exec(ctx, `UPDATE `+StateSchema+`.tables SET original = original || (SELECT jsonb_build_object(
+    'rls', c.relrowsecurity, 'force', c.relforcerowsecurity,
+    'runtime_privileges', coalesce((SELECT jsonb_agg(a.privilege_type ORDER BY a.privilege_type) FROM aclexplode(c.relacl) a
+      WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $2)), '[]'))
+  FROM pg_class c WHERE c.oid = $3::regclass) WHERE rel = $1`, qualified(p, t.Name), p.Runtime.Name, q); err != nil {
+				return fmt.Errorf("record original state: %w", err)
+			}
+			stmts, err := shadowSQL(p, t, info[t.Name].pk)
+			if err != nil {
+				return err
+			}
+			for _, s := range stmts {
+				if _, err := tx.Exec(ctx, s); err != nil {
+					return fmt.Errorf("%s: %w", s, err)
+				}
+			}
+			return setPhase(ctx, tx, p, t.Name, PhaseBackfilled, PhaseShadow)
+		})
+		if err != nil {
+			return fmt.Errorf("shadow %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// ensureRole creates the runtime role when the plan asks for it and
+// records whether adopt created it (rollback drops only a role it made).
+func ensureRole(ctx context.Context, tx pgx.Tx, p *Plan) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", p.Runtime.Name).Scan(&exists); err != nil {
+		return fmt.Errorf("read roles: %w", err)
+	}
+	if !exists && !p.Runtime.Create {
+		return fmt.Errorf("%w: runtime role %s does not exist and the plan says create: false", ErrDatabase, p.Runtime.Name)
+	}
+	created := false
+	if !exists {
+		r := ident(p.Runtime.Name)
+		if _, err := tx.Exec(ctx, "CREATE ROLE "+r+" NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"); err != nil {
+			if sqlState(err) == "42501" {
+				return fmt.Errorf("%w: this role may not create roles (needs CREATEROLE): create %s yourself and set create: false", ErrDatabase, p.Runtime.Name)
+			}
+			return fmt.Errorf("create role %s: %w", p.Runtime.Name, err)
+		}
+		created = true
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO "+StateSchema+".roles VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", p.Runtime.Name, created); err != nil {
+		return fmt.Errorf("record role: %w", err)
+	}
+	var super, bypass bool
+	if err := tx.QueryRow(ctx, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", p.Runtime.Name).Scan(&super, &bypass); err != nil {
+		return err
+	}
+	if super || bypass {
+		return fmt.Errorf("%w: runtime role %s is a superuser or BYPASSRLS: policies would never apply to it", ErrDatabase, p.Runtime.Name)
+	}
+	if created {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s", ident(p.Schema), ident(p.Runtime.Name))); err != nil {
+			return fmt.Errorf("grant schema usage: %w", err)
+		}
+	}
+	return nil
+}
+
+// requirePhase fails with ErrPhase when a table is in neither want nor done.
+func requirePhase(ctx context.Context, tx pgx.Tx, p *Plan, tables []Table, want, done Phase) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".tables").Scan(&exists); err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	var errs []error
+	for _, t := range tables {
+		ph := PhaseOriginal // no state schema yet: every table is original
+		if exists {
+			err := tx.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1", qualified(p, t.Name)).Scan(&ph)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("read phase of %s: %w", t.Name, err)
+			}
+		}
+		if ph != want && ph != done {
+			errs = append(errs, fmt.Errorf("%s is %s: run %s first", t.Name, ph, nextStep(ph)))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrPhase, errors.Join(errs...))
+	}
+	return nil
+}
+
+func nextStep(ph Phase) string {
+	switch ph {
+	case PhaseOriginal:
+		return "adopt backfill"
+	case PhaseBackfilled:
+		return "adopt shadow"
+	case PhaseShadow:
+		return "adopt enforce"
+	}
+	return "adopt rollback"
+}
+
+// EnforceOptions tune Enforce.
+type EnforceOptions struct {
+	Options
+	// Window: violations recorded this recently block enforcement.
+	Window time.Duration
+	// Force enforces despite violations.
+	Force bool
+}
+
+// Enforce makes the named shadow-phase tables (all when empty) strict: one
+// ALTER POLICY per table (the generator's layer 1), switch closed,
+// recorder dropped, phase recorded, in one transaction per table. It
+// refuses (ErrViolations) while shadow recorded violations for a table in
+// the window, unless Force. Run Verify (and the auditor) afterwards.
+func Enforce(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o EnforceOptions) error {
+	o.Options = o.Options.withDefaults()
+	if o.Window <= 0 {
+		o.Window = time.Hour
+	}
+	var tables []Table
+	err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+		var err error
+		if _, tables, err = check(ctx, tx, p, names); err != nil {
+			return err
+		}
+		if err := requirePhase(ctx, tx, p, tables, PhaseShadow, PhaseEnforced); err != nil {
+			return err
+		}
+		if o.Force {
+			return nil
+		}
+		var errs []error
+		for _, t := range tables {
+			var n int64
+			// Replayed reads are recorded per statement, not per table:
+			// any of them in the window blocks every table.
+			if err := tx.QueryRow(ctx, "SELECT coalesce(sum(n), 0) FROM "+StateSchema+".violation_count WHERE rel IN ($1, 'query') AND last_at > now() - $2::interval",
+				qualified(p, t.Name), o.Window.String()).Scan(&n); err != nil {
+				return fmt.Errorf("read violations: %w", err)
+			}
+			if n > 0 {
+				errs = append(errs, fmt.Errorf("%s: %d violations in the last %s (adopt report shows them; --force to enforce anyway)", t.Name, n, o.Window))
+			}
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("%w: %w", ErrViolations, errors.Join(errs...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, t := range tables {
+		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+			ph, err := phaseOf(ctx, tx, p, t.Name)
+			if err != nil || ph == PhaseEnforced {
+				return err
+			}
+			stmts, err := enforceSQL(p, t)
+			if err != nil {
+				return err
+			}
+			for _, s := range stmts {
+				if _, err := tx.Exec(ctx, s); err != nil {
+					return fmt.Errorf("%s: %w", s, err)
+				}
+			}
+			return setPhase(ctx, tx, p, t.Name, PhaseShadow, PhaseEnforced)
+		})
+		if err != nil {
+			return fmt.Errorf("enforce %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// Verify checks that every named PhaseEnforced table (all when empty) is
+// strict: RLS enabled and forced, adopt's policy present with no shadow
+// switch in it and no other policy, no recorder trigger, switch closed,
+// and the runtime role neither owner, superuser nor BYPASSRLS.
+func Verify(ctx context.Context, conn *pgx.Conn, p *Plan, names []string) error {
+	tables, err := pick(p, names)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range tables {
+		var ph Phase
+		if err := conn.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1", qualified(p, t.Name)).Scan(&ph); err != nil || ph != PhaseEnforced {
+			continue
+		}
+		var rlsOn, force, ownerIsRuntime, shadowArm bool
+		var policies, triggers, modes int
+		err := conn.QueryRow(ctx, `SELECT c.relrowsecurity, c.relforcerowsecurity, pg_has_role($2, c.relowner, 'USAGE'),
+    (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid),
+    coalesce((SELECT pg_get_expr(p.polqual, p.polrelid) || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') LIKE '%shadow_open%' FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $3), true),
+    (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname LIKE 'bulkhead_adopt_%'),
+    (SELECT count(*) FROM `+StateSchema+`.mode m WHERE m.rel = c.oid)
+  FROM pg_class c WHERE c.oid = $1::regclass`, qident(p.Schema, t.Name), p.Runtime.Name, PolicyName).Scan(&rlsOn, &force, &ownerIsRuntime, &policies, &shadowArm, &triggers, &modes)
+		if err != nil {
+			return fmt.Errorf("verify %s: %w", t.Name, err)
+		}
+		switch {
+		case !rlsOn || !force:
+			errs = append(errs, fmt.Errorf("%s: row-level security enabled=%v forced=%v", t.Name, rlsOn, force))
+		case policies != 1 || shadowArm:
+			errs = append(errs, fmt.Errorf("%s: want exactly the strict policy %s, found %d policies (shadow arm %v)", t.Name, PolicyName, policies, shadowArm))
+		case triggers != 0 || modes != 0:
+			errs = append(errs, fmt.Errorf("%s: shadow recorder or switch still present", t.Name))
+		case ownerIsRuntime:
+			errs = append(errs, fmt.Errorf("%s: the runtime role %s is (a member of) the owner", t.Name, p.Runtime.Name))
+		}
+	}
+	var super, bypass bool
+	if err := conn.QueryRow(ctx, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", p.Runtime.Name).Scan(&super, &bypass); err == nil && (super || bypass) {
+		errs = append(errs, fmt.Errorf("runtime role %s bypasses row-level security", p.Runtime.Name))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,266 @@
+package adopt
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Kinds a table may have in a plan.
+const (
+	KindTenant = "tenant" // layer-1 isolation on the tenant column (rls.Tenant)
+	KindGlobal = "global" // shared by every tenant: adopt leaves it alone
+)
+
+// Plan is the reviewed description of an adoption. It lives in the
+// operator's repository; every phase reads it.
+type Plan struct {
+	Version int    `json:"version" yaml:"version"`
+	Schema  string `json:"schema" yaml:"schema"` // the application's schema
+	// TenantSetting is the setting the application puts the tenant in
+	// (transaction-local), e.g. app.current_tenant_id.
+	TenantSetting string `json:"tenant_setting" yaml:"tenant_setting"`
+	// SettingsSeen lists the context settings found in use (function
+	// bodies, policies, role and database defaults).
+	SettingsSeen []string    `json:"settings_seen,omitempty" yaml:"settings_seen,omitempty"`
+	Runtime      RuntimeRole `json:"runtime_role" yaml:"runtime_role"`
+	Tables       []Table     `json:"tables" yaml:"tables"`
+}
+
+// RuntimeRole is the role the application should connect as once enforced.
+type RuntimeRole struct {
+	Name string `json:"name" yaml:"name"`
+	// Create: adopt creates it (NOLOGIN, NOSUPERUSER, NOBYPASSRLS) in the
+	// shadow phase and drops it on rollback; the operator gives it LOGIN.
+	Create bool `json:"create" yaml:"create"`
+	// AppRole is the role the application connects as today, when known.
+	AppRole string `json:"app_role,omitempty" yaml:"app_role,omitempty"`
+	// Warning says what is wrong with how the application connects today.
+	Warning string `json:"warning,omitempty" yaml:"warning,omitempty"`
+}
+
+// Table is one table's part of a plan.
+type Table struct {
+	Name string `json:"name" yaml:"name"`
+	// Kind is KindTenant or KindGlobal; empty while Decide is set.
+	Kind string `json:"kind,omitempty" yaml:"kind,omitempty"`
+	// Decide marks a table Inspect could not classify: the operator sets
+	// Kind and clears it.
+	Decide       bool   `json:"decide,omitempty" yaml:"decide,omitempty"`
+	TenantColumn string `json:"tenant_column,omitempty" yaml:"tenant_column,omitempty"`
+	// AddColumn: the tenant column does not exist; backfill adds it.
+	AddColumn bool `json:"add_column,omitempty" yaml:"add_column,omitempty"`
+	// PrimaryKey as found (read-only information).
+	PrimaryKey []string `json:"primary_key,omitempty" yaml:"primary_key,omitempty"`
+	Backfill   []Rule   `json:"backfill,omitempty" yaml:"backfill,omitempty"`
+	// Notes are Inspect's findings for the reviewer (keys and indexes to
+	// make tenant-leading, layer-2 candidates, existing policies).
+	Notes []string `json:"notes,omitempty" yaml:"notes,omitempty"`
+}
+
+// Rule fills the tenant column of rows where it is NULL. Exactly one of
+// Constant, Parent and Expression is set; Where narrows the rows.
+type Rule struct {
+	Name     string      `json:"name" yaml:"name"`
+	Constant string      `json:"constant,omitempty" yaml:"constant,omitempty"`
+	Parent   *ParentRule `json:"parent,omitempty" yaml:"parent,omitempty"`
+	// Expression is SQL over the row, qualified as t (e.g.
+	// "(SELECT w.server_id FROM worlds w WHERE w.id = t.world_id)").
+	Expression string `json:"expression,omitempty" yaml:"expression,omitempty"`
+	Where      string `json:"where,omitempty" yaml:"where,omitempty"`
+}
+
+// ParentRule takes the tenant from the row Column references in Table
+// (through Table's Key, default "id"; the parent's tenant column is
+// TenantColumn, default the plan's column of that table).
+type ParentRule struct {
+	Column       string `json:"column" yaml:"column"`
+	Table        string `json:"table" yaml:"table"`
+	Key          string `json:"key,omitempty" yaml:"key,omitempty"`
+	TenantColumn string `json:"tenant_column,omitempty" yaml:"tenant_column,omitempty"`
+}
+
+var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+var settingRE = regexp.MustCompile(`^[a-z_]+\.[a-z_]+$`)
+
+// ErrPlan is wrapped by every error about the plan's content.
+var ErrPlan = errors.New("invalid plan")
+
+// Validate checks the plan's shape (not the database: see Check). A table
+// still marked Decide is an error: nothing runs on a half-reviewed plan.
+func (p *Plan) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if p.Version != 1 {
+		bad("version %d: want 1", p.Version)
+	}
+	if !identRE.MatchString(p.Schema) {
+		bad("schema %q is not a plain lower-case identifier", p.Schema)
+	}
+	if !settingRE.MatchString(p.TenantSetting) {
+		bad("tenant_setting %q must look like prefix.name", p.TenantSetting)
+	}
+	if !identRE.MatchString(p.Runtime.Name) {
+		bad("runtime_role.name %q is not a plain lower-case identifier", p.Runtime.Name)
+	}
+	seen := map[string]bool{}
+	for _, t := range p.Tables {
+		if seen[t.Name] {
+			bad("table %s listed twice", t.Name)
+		}
+		seen[t.Name] = true
+		if !identRE.MatchString(t.Name) {
+			bad("table %q is not a plain lower-case identifier", t.Name)
+			continue
+		}
+		if t.Decide {
+			bad("table %s is marked decide: set kind (%s or %s) and remove decide", t.Name, KindTenant, KindGlobal)
+			continue
+		}
+		switch t.Kind {
+		case KindGlobal:
+			continue
+		case KindTenant:
+		default:
+			bad("table %s: kind %q: want %s or %s", t.Name, t.Kind, KindTenant, KindGlobal)
+			continue
+		}
+		if !identRE.MatchString(t.TenantColumn) {
+			bad("table %s: tenant_column %q is not a plain lower-case identifier", t.Name, t.TenantColumn)
+		}
+		for _, r := range t.Backfill {
+			if err := r.validate(); err != nil {
+				bad("table %s: %v", t.Name, err)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrPlan, errors.Join(errs...))
+	}
+	return nil
+}
+
+func (r Rule) validate() error {
+	if !identRE.MatchString(r.Name) {
+		return fmt.Errorf("rule name %q is not a plain lower-case identifier", r.Name)
+	}
+	n := 0
+	if r.Constant != "" {
+		n++
+	}
+	if r.Parent != nil {
+		n++
+		for what, v := range map[string]string{"column": r.Parent.Column, "table": r.Parent.Table} {
+			if !identRE.MatchString(v) {
+				return fmt.Errorf("rule %s: parent %s %q is not a plain identifier", r.Name, what, v)
+			}
+		}
+		for what, v := range map[string]string{"key": r.Parent.Key, "tenant_column": r.Parent.TenantColumn} {
+			if v != "" && !identRE.MatchString(v) {
+				return fmt.Errorf("rule %s: parent %s %q is not a plain identifier", r.Name, what, v)
+			}
+		}
+	}
+	if r.Expression != "" {
+		n++
+	}
+	if n != 1 {
+		return fmt.Errorf("rule %s: set exactly one of constant, parent, expression", r.Name)
+	}
+	return nil
+}
+
+// TenantTables returns the plan's tables of KindTenant.
+func (p *Plan) TenantTables() []Table {
+	var out []Table
+	for _, t := range p.Tables {
+		if t.Kind == KindTenant && !t.Decide {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Table returns the plan's table called name.
+func (p *Plan) Table(name string) (Table, bool) {
+	for _, t := range p.Tables {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Table{}, false
+}
+
+// Load reads a plan file, YAML or JSON by extension (.json is JSON,
+// anything else YAML), and validates it. Unknown fields are errors.
+func Load(path string) (*Plan, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read plan: %w", err)
+	}
+	p := &Plan{}
+	if strings.EqualFold(filepath.Ext(path), ".json") {
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.DisallowUnknownFields()
+		err = d.Decode(p)
+	} else {
+		d := yaml.NewDecoder(bytes.NewReader(b))
+		d.KnownFields(true)
+		err = d.Decode(p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: parse %s: %w", ErrPlan, path, err)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("plan %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Encode writes the plan as JSON (json true) or as YAML with comments that
+// explain each field to the reviewer.
+func (p *Plan) Encode(json_ bool) ([]byte, error) {
+	if json_ {
+		b, err := json.MarshalIndent(p, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("encode plan: %w", err)
+		}
+		return append(b, '\n'), nil
+	}
+	var n yaml.Node
+	if err := n.Encode(p); err != nil {
+		return nil, fmt.Errorf("encode plan: %w", err)
+	}
+	comment(&n, "version", "bulkhead adopt plan: review every table, then run backfill, shadow, enforce.")
+	comment(&n, "schema", "the application's schema")
+	comment(&n, "tenant_setting", "the transaction-local setting the application puts the tenant in")
+	comment(&n, "runtime_role", "the role the application must connect as once enforced: it owns nothing and bypasses nothing.\nRLS does not apply to a table's owner unless FORCE is on; adopt forces it, but an owner can\nturn it off again: switch the application's connection to this role (ALTER ROLE ... LOGIN PASSWORD ...).")
+	comment(&n, "tables", "kind: tenant (isolated by tenant_column) or global (shared, untouched).\ndecide: true marks a table adopt could not classify: choose a kind and delete the line.\nbackfill rules fill a NULL tenant column: constant, parent (through a key) or expression (SQL over t).")
+	var buf bytes.Buffer
+	e := yaml.NewEncoder(&buf)
+	e.SetIndent(2)
+	if err := e.Encode(&n); err != nil {
+		return nil, fmt.Errorf("encode plan: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// comment sets the head comment of a top-level key of a document node.
+func comment(doc *yaml.Node, key, text string) {
+	m := doc
+	if m.Kind == yaml.DocumentNode && len(m.Content) > 0 {
+		m = m.Content[0]
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content[i].HeadComment = text
+		}
+	}
+}

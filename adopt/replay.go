@@ -1,0 +1,188 @@
+package adopt
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Replayer is the read side of shadow mode: the application (or a driver
+// wrapper) runs its reads through Query, which, for a sampled fraction,
+// runs the statement again in strict mode inside a savepoint and records
+// the rows the first run returned that strict mode would not. It is exact
+// (it compares what the statement really returned, after all its own
+// filters), writes nothing in the caller's transaction (so it works in
+// READ ONLY transactions) and records through its own pool, bounded:
+// when the queue is full, records are dropped and counted (Dropped).
+// Safe for concurrent use.
+type Replayer struct {
+	rate    float64
+	out     chan Violation
+	dropped atomic.Int64
+	wg      sync.WaitGroup
+	pool    *pgxpool.Pool
+
+	mu     sync.RWMutex // held for reading while sending to out
+	closed bool
+}
+
+// NewReplayer samples rate (0..1) of reads and records into pool's
+// database (as a role that may write bulkhead_adopt; the operator's).
+func NewReplayer(pool *pgxpool.Pool, rate float64) *Replayer {
+	r := &Replayer{rate: rate, out: make(chan Violation, 1024), pool: pool}
+	r.wg.Add(1)
+	go r.record()
+	return r
+}
+
+// Close flushes pending records. A Query still running, or called later,
+// keeps working; its record is dropped (and counted in Dropped).
+func (r *Replayer) Close() {
+	r.mu.Lock()
+	if !r.closed {
+		r.closed = true
+		close(r.out)
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// Dropped is the number of records lost to a full queue or a closed
+// Replayer.
+func (r *Replayer) Dropped() int64 { return r.dropped.Load() }
+
+func (r *Replayer) record() {
+	defer r.wg.Done()
+	for v := range r.out {
+		// One row per key (weight 1), and the rest of the count in one row.
+		_, _ = r.pool.Exec(context.Background(), `INSERT INTO `+StateSchema+`.violation (rel, op, tenant, fingerprint, row_key, weight)
+  SELECT 'query', 'SELECT', $1, $2, k, 1 FROM unnest($4::text[]) k
+  UNION ALL SELECT 'query', 'SELECT', $1, $2, NULL, $3 - cardinality($4::text[]) WHERE $3 > cardinality($4::text[])`, v.Tenant, v.Fingerprint, v.Count, v.Keys)
+	}
+}
+
+var literalRE = regexp.MustCompile(`'[^']*'|\b[0-9]+\b`)
+
+// Fingerprint is a statement's text with literals replaced, hashed.
+func Fingerprint(sql string) string {
+	h := sha256.Sum256([]byte(literalRE.ReplaceAllString(sql, "?")))
+	return hex.EncodeToString(h[:8])
+}
+
+// Query runs sql in tx and returns its rows as text values. When sampled,
+// it replays the statement in strict mode (SET LOCAL
+// bulkhead_adopt.strict = on inside a savepoint, rolled back) and records
+// the returned rows strict mode hides, keyed by their first column, under
+// the tenant in context. Replay needs tx to be a transaction the caller
+// owns; it adds two round trips to sampled statements only.
+func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql string, args ...any) ([][]string, error) {
+	rows, err := textRows(ctx, tx, sql, args...)
+	if err != nil || r == nil || r.rate <= 0 || rand.Float64() >= r.rate {
+		return rows, err
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return rows, fmt.Errorf("replay: savepoint: %w", err)
+	}
+	defer sp.Rollback(context.Background())
+	if _, err := sp.Exec(ctx, "SET LOCAL bulkhead_adopt.strict = 'on'"); err != nil {
+		return rows, fmt.Errorf("replay: %w", err)
+	}
+	strict, err := textRows(ctx, sp, sql, args...)
+	if err != nil {
+		return rows, fmt.Errorf("replay: %w", err)
+	}
+	var tenant string
+	if err := sp.QueryRow(ctx, "SELECT coalesce(current_setting($1, true), '')", tenantSetting).Scan(&tenant); err != nil {
+		return rows, fmt.Errorf("replay: %w", err)
+	}
+	if err := sp.Rollback(ctx); err != nil {
+		return rows, fmt.Errorf("replay: rollback to savepoint: %w", err)
+	}
+	hidden := diff(rows, strict)
+	if len(hidden) > 0 {
+		v := Violation{Tenant: tenant, Fingerprint: Fingerprint(sql), Count: int64(len(hidden))}
+		for _, h := range hidden {
+			if len(v.Keys) < 100 && len(h) > 0 {
+				v.Keys = append(v.Keys, h[0])
+			}
+		}
+		r.send(v)
+	}
+	return rows, nil
+}
+
+// diff returns the rows of a not in b, as multisets.
+func diff(a, b [][]string) [][]string {
+	count := map[string]int{}
+	key := func(row []string) string { return fmt.Sprintf("%q", row) }
+	for _, row := range b {
+		count[key(row)]++
+	}
+	var out [][]string
+	for _, row := range a {
+		k := key(row)
+		if count[k] > 0 {
+			count[k]--
+			continue
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func textRows(ctx context.Context, q querier, sql string, args ...any) ([][]string, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return nil, err
+		}
+		row := make([]string, len(vals))
+		for i, v := range vals {
+			row[i] = text(v)
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
+}
+
+// text renders a value; a uuid (pgx gives [16]byte) in its usual form.
+func text(v any) string {
+	if u, ok := v.([16]byte); ok {
+		return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+	}
+	return fmt.Sprint(v)
+}
+
+// send queues v without blocking; a full queue or a closed Replayer drops it.
+func (r *Replayer) send(v Violation) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		r.dropped.Add(1)
+		return
+	}
+	select {
+	case r.out <- v:
+	default:
+		r.dropped.Add(1)
+	}
+}

@@ -1,0 +1,125 @@
+package adopt
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Violation is one group of recorded violations: what strict mode would
+// have hidden (reads) or refused or not reached (writes).
+type Violation struct {
+	Table       string `json:"table"` // schema.table, or "query" for a replayed read
+	Op          string `json:"op"`    // SELECT, INSERT, UPDATE, DELETE
+	Tenant      string `json:"tenant"`
+	Fingerprint string `json:"fingerprint"`
+	Count       int64  `json:"count"`
+	// Approximate: a storm was sampled (see keys_per_transaction,
+	// storm_sample); Count is then under by less than storm_sample per
+	// transaction.
+	Approximate bool      `json:"approximate,omitempty"`
+	Keys        []string  `json:"keys"` // row keys (at most the cap), never contents
+	FirstAt     time.Time `json:"first_at"`
+	LastAt      time.Time `json:"last_at"`
+}
+
+// Report is what shadow recorded, with every table's phase.
+type Report struct {
+	Since      time.Time     `json:"since"`
+	Tables     []TableStatus `json:"tables"`
+	Violations []Violation   `json:"violations"`
+	Total      int64         `json:"total"`
+}
+
+// Read returns the violations recorded since (zero: all), grouped by
+// table, operation, tenant and fingerprint. It only reads.
+func Read(ctx context.Context, conn *pgx.Conn, p *Plan, since time.Time) (*Report, error) {
+	st, err := Status(ctx, conn, p)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Since: since, Tables: st, Violations: []Violation{}}
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".violation").Scan(&exists); err != nil || !exists {
+		return rep, err
+	}
+	rows, err := conn.Query(ctx, `SELECT c.rel, c.op, c.tenant, c.fingerprint, c.n, c.approximate, c.first_at, c.last_at,
+    coalesce((SELECT array_agg(v.row_key ORDER BY v.at) FROM (SELECT * FROM `+StateSchema+`.violation v
+      WHERE v.rel = c.rel AND v.op = c.op AND v.tenant = c.tenant AND v.fingerprint = c.fingerprint AND v.row_key IS NOT NULL ORDER BY v.at LIMIT 20) v), '{}')
+  FROM `+StateSchema+`.violation_count c WHERE c.last_at >= $1 ORDER BY c.rel, c.op, c.n DESC, c.tenant`, since)
+	if err != nil {
+		return nil, fmt.Errorf("read violations: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v Violation
+		var keys []*string
+		if err := rows.Scan(&v.Table, &v.Op, &v.Tenant, &v.Fingerprint, &v.Count, &v.Approximate, &v.FirstAt, &v.LastAt, &keys); err != nil {
+			return nil, fmt.Errorf("read violations: %w", err)
+		}
+		for _, k := range keys {
+			if k != nil {
+				v.Keys = append(v.Keys, *k)
+			}
+		}
+		rep.Total += v.Count
+		rep.Violations = append(rep.Violations, v)
+	}
+	return rep, rows.Err()
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	return e.Encode(r)
+}
+
+// WriteText writes the report for a terminal.
+func (r *Report) WriteText(w io.Writer) error {
+	fmt.Fprintf(w, "%-32s %-11s %s\n", "TABLE", "PHASE", "NOTE")
+	for _, t := range r.Tables {
+		fmt.Fprintf(w, "%-32s %-11s %s\n", t.Table, t.Phase, t.Note)
+	}
+	if len(r.Violations) == 0 {
+		_, err := fmt.Fprintln(w, "\nno violations recorded: strict mode would have hidden or refused nothing that ran")
+		return err
+	}
+	fmt.Fprintf(w, "\n%d violations (strict mode would hide or refuse these):\n", r.Total)
+	fmt.Fprintf(w, "%-28s %-7s %-38s %-16s %8s  %s\n", "TABLE", "OP", "TENANT (caller)", "FINGERPRINT", "COUNT", "KEYS")
+	for _, v := range r.Violations {
+		keys := fmt.Sprint(v.Keys)
+		if len(keys) > 60 {
+			keys = keys[:57] + "..."
+		}
+		tenant := v.Tenant
+		if tenant == "" {
+			tenant = "(no context)"
+		}
+		n := fmt.Sprint(v.Count)
+		if v.Approximate {
+			n = "~" + n
+		}
+		fmt.Fprintf(w, "%-28s %-7s %-38s %-16s %8s  %s\n", v.Table, v.Op, tenant, v.Fingerprint, n, keys)
+	}
+	return nil
+}
+
+// WriteStatus writes every table's phase.
+func WriteStatus(w io.Writer, st []TableStatus) error {
+	fmt.Fprintf(w, "%-32s %-11s %-14s %s\n", "TABLE", "PHASE", "COLUMN", "NOTE")
+	for _, t := range st {
+		col := t.TenantColumn
+		if t.AddedColumn {
+			col += " (added)"
+		}
+		if _, err := fmt.Fprintf(w, "%-32s %-11s %-14s %s\n", t.Table, t.Phase, col, t.Note); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,308 @@
+package adopt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// previous is the phase before ph.
+func previous(ph Phase) Phase {
+	switch ph {
+	case PhaseEnforced:
+		return PhaseShadow
+	case PhaseShadow:
+		return PhaseBackfilled
+	}
+	return PhaseOriginal
+}
+
+func rank(ph Phase) int {
+	switch ph {
+	case PhaseBackfilled:
+		return 1
+	case PhaseShadow:
+		return 2
+	case PhaseEnforced:
+		return 3
+	}
+	return 0
+}
+
+// Rollback moves each named table (all when empty) back: one phase when to
+// is empty, else step by step down to phase to. Each step is one
+// transaction that also records the phase, except undoing a backfill of an
+// existing column, which sets the keys backfill filled back to NULL in
+// batches (resumable: the table stays Backfilled, with a note, until the
+// last step). Data adopt didn't write is not touched. A runtime role adopt
+// created is dropped once no table needs it, unless it can log in or is
+// connected (then it is kept and reported in the returned notes).
+func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to Phase, o Options) ([]string, error) {
+	o = o.withDefaults()
+	if to != "" && to != PhaseOriginal && to != PhaseBackfilled && to != PhaseShadow {
+		return nil, fmt.Errorf("%w: rollback --to %q: want original, backfilled or shadow", ErrPhase, to)
+	}
+	tables, err := pick(p, names)
+	if err != nil {
+		return nil, err
+	}
+	var notes []string
+	for _, t := range tables {
+		st, err := Status(ctx, conn, &Plan{Version: p.Version, Schema: p.Schema, TenantSetting: p.TenantSetting, Runtime: p.Runtime, Tables: []Table{t}})
+		if err != nil {
+			return notes, err
+		}
+		cur := st[0].Phase
+		target := to
+		if target == "" {
+			target = previous(cur)
+		}
+		if cur == PhaseOriginal {
+			// A backfill that stopped short (rows no rule covers, or killed)
+			// leaves the table original with state: the added column, the
+			// default, values filled so far. Undo those.
+			if st[0].UpdatedAt.IsZero() {
+				if to == "" {
+					return notes, fmt.Errorf("%w: %s is original: nothing to roll back", ErrPhase, t.Name)
+				}
+				continue
+			}
+			if err := undoBackfill(ctx, conn, p, t, PhaseOriginal, o); err != nil {
+				return notes, fmt.Errorf("rollback %s's partial backfill: %w", t.Name, err)
+			}
+			continue
+		}
+		if rank(target) > rank(cur) {
+			return notes, fmt.Errorf("%w: %s is %s, can't roll back to %s", ErrPhase, t.Name, cur, target)
+		}
+		for rank(cur) > rank(target) {
+			if err := stepBack(ctx, conn, p, t, cur, o); err != nil {
+				return notes, fmt.Errorf("rollback %s from %s: %w", t.Name, cur, err)
+			}
+			cur = previous(cur)
+		}
+	}
+	n, err := dropRoleIfUnused(ctx, conn, p)
+	if n != "" {
+		notes = append(notes, n)
+	}
+	return notes, err
+}
+
+func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase, o Options) error {
+	q := qident(p.Schema, t.Name)
+	rel := qualified(p, t.Name)
+	switch from {
+	case PhaseEnforced:
+		pk, err := primaryKey(ctx, conn, q)
+		if err != nil {
+			return err
+		}
+		return withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+			if err := expectPhase(ctx, tx, p, t, PhaseEnforced); err != nil {
+				return err
+			}
+			stmts, err := unenforceSQL(p, t, pk)
+			if err != nil {
+				return err
+			}
+			if err := execAll(ctx, tx, stmts); err != nil {
+				return err
+			}
+			return setPhase(ctx, tx, p, t.Name, PhaseEnforced, PhaseShadow)
+		})
+	case PhaseShadow:
+		return withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+			if err := expectPhase(ctx, tx, p, t, PhaseShadow); err != nil {
+				return err
+			}
+			var orig struct {
+				RLS   bool     `json:"rls"`
+				Force bool     `json:"force"`
+				Privs []string `json:"runtime_privileges"`
+			}
+			var raw []byte
+			if err := tx.QueryRow(ctx, "SELECT original FROM "+StateSchema+".tables WHERE rel = $1", rel).Scan(&raw); err != nil {
+				return err
+			}
+			if err := json.Unmarshal(raw, &orig); err != nil {
+				return fmt.Errorf("read original state: %w", err)
+			}
+			stmts := dropTriggerSQL(p, t)
+			stmts = append(stmts,
+				fmt.Sprintf("DROP POLICY IF EXISTS %s ON %s", PolicyName, q),
+				fmt.Sprintf("DELETE FROM %s.mode WHERE rel = %s::regclass::oid", StateSchema, lit(q)),
+				fmt.Sprintf("REVOKE ALL ON %s FROM %s", q, ident(p.Runtime.Name)))
+			if len(orig.Privs) > 0 {
+				stmts = append(stmts, fmt.Sprintf("GRANT %s ON %s TO %s", strings.Join(orig.Privs, ", "), q, ident(p.Runtime.Name)))
+			}
+			if !orig.Force {
+				stmts = append(stmts, "ALTER TABLE "+q+" NO FORCE ROW LEVEL SECURITY")
+			}
+			if !orig.RLS {
+				stmts = append(stmts, "ALTER TABLE "+q+" DISABLE ROW LEVEL SECURITY")
+			}
+			if err := execAll(ctx, tx, stmts); err != nil {
+				return err
+			}
+			return setPhase(ctx, tx, p, t.Name, PhaseShadow, PhaseBackfilled)
+		})
+	case PhaseBackfilled:
+		return undoBackfill(ctx, conn, p, t, PhaseBackfilled, o)
+	}
+	return fmt.Errorf("%w: nothing to roll back from %s", ErrPhase, from)
+}
+
+// undoBackfill drops the NOT NULL check, sets the keys backfill filled
+// back to NULL (batched), restores the default and drops an added column.
+// from is Backfilled, or Original for a backfill that stopped short.
+func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase, o Options) error {
+	q := qident(p.Schema, t.Name)
+	rel := qualified(p, t.Name)
+	err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+		if err := expectPhase(ctx, tx, p, t, from); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", q, ident(notNullName(t))))
+		if err == nil {
+			_, err = tx.Exec(ctx, "UPDATE "+StateSchema+".tables SET note = 'rollback to original in progress' WHERE rel = $1", rel)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var added, hadDefault, notNull bool
+	if err := conn.QueryRow(ctx, "SELECT added_column, coalesce((original->>'had_default')::boolean, false), coalesce((original->>'not_null')::boolean, false) FROM "+StateSchema+".tables WHERE rel = $1",
+		rel).Scan(&added, &hadDefault, &notNull); err != nil {
+		return err
+	}
+	if !added && !notNull && from == PhaseBackfilled {
+		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", q, ident(t.TenantColumn)))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("drop NOT NULL: %w", err)
+		}
+	}
+	if !added {
+		pk, err := primaryKey(ctx, conn, q)
+		if err != nil {
+			return err
+		}
+		// The recorded key is a jsonb object of the primary key columns.
+		match := make([]string, len(pk))
+		for i, c := range pk {
+			match[i] = fmt.Sprintf("t.%s = (SELECT j.%s FROM jsonb_populate_record(NULL::%s, b.key) j)", ident(c), ident(c), q)
+		}
+		batch := fmt.Sprintf(`WITH b AS (DELETE FROM %s.backfilled WHERE ctid = ANY(ARRAY(SELECT ctid FROM %s.backfilled WHERE rel = $1 LIMIT $2)) RETURNING key),
+u AS (UPDATE %s t SET %s = NULL FROM b WHERE %s RETURNING 1)
+SELECT (SELECT count(*) FROM b)`, StateSchema, StateSchema, q, ident(t.TenantColumn), strings.Join(match, " AND "))
+		for {
+			var n int64
+			err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+				return tx.QueryRow(ctx, batch, rel, o.BatchSize).Scan(&n)
+			})
+			if err != nil {
+				return fmt.Errorf("restore NULL tenants: %w", err)
+			}
+			if n == 0 {
+				break
+			}
+		}
+	}
+	return withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+		if err := expectPhase(ctx, tx, p, t, from); err != nil {
+			return err
+		}
+		var stmts []string
+		if added {
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP COLUMN IF EXISTS %s", q, ident(t.TenantColumn)))
+		} else if !hadDefault {
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP DEFAULT", q, ident(t.TenantColumn)))
+		}
+		stmts = append(stmts,
+			fmt.Sprintf("DELETE FROM %s.progress WHERE rel = %s", StateSchema, lit(rel)),
+			fmt.Sprintf("DELETE FROM %s.backfilled WHERE rel = %s", StateSchema, lit(rel)))
+		if err := execAll(ctx, tx, stmts); err != nil {
+			return err
+		}
+		if err := setPhase(ctx, tx, p, t.Name, from, PhaseOriginal); err != nil {
+			return err
+		}
+		// Original is the absence of state: a later backfill starts afresh.
+		_, err := tx.Exec(ctx, "DELETE FROM "+StateSchema+".tables WHERE rel = $1", rel)
+		return err
+	})
+}
+
+// dropRoleIfUnused drops the runtime role adopt created once no table is
+// in shadow or enforced, unless it can log in or has sessions (the
+// application may be using it): then it is kept and a note says so.
+func dropRoleIfUnused(ctx context.Context, conn *pgx.Conn, p *Plan) (string, error) {
+	var created, inUse, login bool
+	var sessions int
+	err := conn.QueryRow(ctx, `SELECT r.created,
+    EXISTS (SELECT 1 FROM `+StateSchema+`.tables t WHERE t.phase IN ('shadow', 'enforced')),
+    coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = r.name), false),
+    (SELECT count(*) FROM pg_stat_activity WHERE usename = r.name)
+  FROM `+StateSchema+`.roles r WHERE r.name = $1`, p.Runtime.Name).Scan(&created, &inUse, &login, &sessions)
+	if errors.Is(err, pgx.ErrNoRows) || sqlState(err) == "42P01" {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read runtime role: %w", err)
+	}
+	if !created || inUse {
+		return "", nil
+	}
+	if login || sessions > 0 {
+		return fmt.Sprintf("runtime role %s kept: it can log in or is connected (drop it once the application no longer uses it)", p.Runtime.Name), nil
+	}
+	r := ident(p.Runtime.Name)
+	return "", pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		return execAll(ctx, tx, []string{
+			fmt.Sprintf("REVOKE USAGE ON SCHEMA %s FROM %s", ident(p.Schema), r),
+			"DROP ROLE " + r,
+			fmt.Sprintf("DELETE FROM %s.roles WHERE name = %s", StateSchema, lit(p.Runtime.Name)),
+		})
+	})
+}
+
+func expectPhase(ctx context.Context, tx pgx.Tx, p *Plan, t Table, want Phase) error {
+	ph, err := phaseOf(ctx, tx, p, t.Name)
+	if err != nil {
+		return err
+	}
+	if ph != want {
+		return fmt.Errorf("%w: %s is %s, expected %s (another run?)", ErrPhase, t.Name, ph, want)
+	}
+	return nil
+}
+
+func execAll(ctx context.Context, tx pgx.Tx, stmts []string) error {
+	for _, s := range stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+func primaryKey(ctx context.Context, conn *pgx.Conn, q string) ([]string, error) {
+	var pk []string
+	err := conn.QueryRow(ctx, `SELECT coalesce(array(SELECT a.attname FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(n, o), pg_attribute a
+  WHERE i.indrelid = $1::regclass AND i.indisprimary AND a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o)::text[], '{}')`, q).Scan(&pk)
+	if err != nil {
+		return nil, fmt.Errorf("read primary key of %s: %w", q, err)
+	}
+	if len(pk) == 0 {
+		return nil, fmt.Errorf("%w: %s has no primary key", ErrDatabase, q)
+	}
+	return pk, nil
+}

@@ -1,0 +1,223 @@
+package adopt
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func toShadow(t testing.TB, op *pgx.Conn, p *Plan) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := Backfill(ctx, op, p, nil, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Shadow(ctx, op, p, nil, Options{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func id(t testing.TB, conn *pgx.Conn, sql string, args ...any) string {
+	t.Helper()
+	var s string
+	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return s
+}
+
+func count(t testing.TB, conn *pgx.Conn, sql string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// TestShadowExact: clean traffic records nothing; each write strict mode
+// would refuse or not reach is recorded once, with its key and the
+// caller's tenant; a replayed read records exactly the foreign rows it
+// returned, not the rows its own filters dropped; READ ONLY transactions
+// and parallel plans keep working; a storm keeps at most the cap of keys.
+func TestShadowExact(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	toShadow(t, op, p)
+	app := mustConnect(t, d.appDSN())
+	s1, s2 := server(1), server(2)
+	room1 := md5UUID("r1.1")
+	room2 := md5UUID("r2.1")
+	pool, err := pgxpool.New(ctx, d.adminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	rp := NewReplayer(pool, 1)
+
+	// Clean traffic: the application's own filters, its own tenant.
+	err = appTx(ctx, app, s1, func(tx pgx.Tx) error {
+		if _, err := rp.Query(ctx, tx, p.TenantSetting, "SELECT id, content FROM memories WHERE server_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 20", s1, room1); err != nil {
+			return err
+		}
+		// A non-leakproof filter after the tenant filter: an in-policy
+		// counter would count every foreign row the policy saw; replay
+		// compares results and records nothing.
+		if _, err := rp.Query(ctx, tx, p.TenantSetting, "SELECT id FROM memories WHERE server_id = $1 AND content LIKE 'hello 7%'", s1); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO memories (id, server_id, room_id, type, content) VALUES (gen_random_uuid(), $1, $2, 'message', 'hi')", s1, room1); err != nil {
+			return err
+		}
+		// The junction's added column takes the tenant from the context.
+		if _, err := tx.Exec(ctx, "INSERT INTO message_server_agents (message_server_id, agent_id) VALUES ($1, $2)", md5UUID("ms3"), md5UUID("a1.2")); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "UPDATE rooms SET name = 'renamed' WHERE server_id = $1 AND id = $2", s1, room1)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp.Close()
+	if n := count(t, op, "SELECT coalesce(sum(n), 0) FROM bulkhead_adopt.violation_count"); n != 0 {
+		rep, _ := Read(ctx, op, p, timeZero)
+		t.Fatalf("clean traffic recorded %d violations: %+v", n, rep.Violations)
+	}
+
+	// Forgetful traffic.
+	rp = NewReplayer(pool, 1)
+	foreignRoom := room2
+	foreignPart := id(t, op, "SELECT id::text FROM participants WHERE server_id = $1 LIMIT 1", s2)
+	wantRead := count(t, op, "SELECT count(*) FROM memories WHERE content = 'hello 7' AND server_id <> $1", s1)
+	err = appTx(ctx, app, s1, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "UPDATE rooms SET name = name WHERE id = $1", foreignRoom); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO memories (id, server_id, room_id, type, content) VALUES (gen_random_uuid(), $1, $2, 'message', 'x')", s2, room2); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM participants WHERE id = $1", foreignPart); err != nil {
+			return err
+		}
+		_, err := rp.Query(ctx, tx, p.TenantSetting, "SELECT id FROM memories WHERE content = 'hello 7'")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// READ ONLY: the replay writes nothing in the caller's transaction.
+	err = pgx.BeginTxFunc(ctx, app, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('app.current_tenant_id', $1, true)", s1); err != nil {
+			return err
+		}
+		_, err := rp.Query(ctx, tx, p.TenantSetting, "SELECT id FROM rooms WHERE name = 'room 3'")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("READ ONLY transaction in shadow: %v", err)
+	}
+	rp.Close()
+	rep, err := Read(ctx, op, p, timeZero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, v := range rep.Violations {
+		if v.Tenant != s1 {
+			t.Errorf("violation recorded for tenant %q, want the caller %s: %+v", v.Tenant, s1, v)
+		}
+		got[v.Table+" "+v.Op] += v.Count
+	}
+	want := map[string]int64{"public.rooms UPDATE": 1, "public.memories INSERT": 1, "public.participants DELETE": 1,
+		"query SELECT": wantRead + fixtureServers - 1}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: recorded %d, want %d", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("recorded %v, want %v", got, want)
+	}
+	for _, v := range rep.Violations {
+		if v.Table == "public.rooms" && (len(v.Keys) != 1 || v.Keys[0] != foreignRoom) {
+			t.Errorf("rooms violation keys %v, want [%s]", v.Keys, foreignRoom)
+		}
+	}
+	var text strings.Builder
+	if err := rep.WriteText(&text); err != nil || !strings.Contains(text.String(), "public.rooms") {
+		t.Errorf("text report: %v\n%s", err, text.String())
+	}
+
+	// Parallel plans survive the shadow policy (every helper is PARALLEL SAFE).
+	err = appTx(ctx, app, s1, func(tx pgx.Tx) error {
+		for _, s := range []string{"SET LOCAL parallel_setup_cost = 0", "SET LOCAL parallel_tuple_cost = 0", "SET LOCAL min_parallel_table_scan_size = 0"} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return err
+			}
+		}
+		plan, err := textRows(ctx, tx, "EXPLAIN SELECT count(*) FROM memories WHERE content = 'x'")
+		if err != nil {
+			return err
+		}
+		var all []string
+		for _, r := range plan {
+			all = append(all, r[0])
+		}
+		if !strings.Contains(strings.Join(all, "\n"), "Parallel") {
+			t.Errorf("no parallel plan under the shadow policy:\n%s", strings.Join(all, "\n"))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Enforce refuses while violations are recent; --force enforces.
+	err = Enforce(ctx, op, p, []string{"rooms"}, EnforceOptions{})
+	if !errors.Is(err, ErrViolations) {
+		t.Fatalf("enforce with violations: %v", err)
+	}
+	if ph := phases(t, op, p)["rooms"]; ph != PhaseShadow {
+		t.Fatalf("refused enforce left rooms %s", ph)
+	}
+	if err := Enforce(ctx, op, p, []string{"rooms"}, EnforceOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A storm: one statement touching every foreign row of a table keeps
+	// counting exactly but stores at most the cap of keys.
+	if _, err := op.Exec(ctx, "UPDATE bulkhead_adopt.settings SET value = CASE name WHEN 'keys_per_transaction' THEN '5' ELSE '10' END"); err != nil {
+		t.Fatal(err)
+	}
+	err = appTx(ctx, app, s1, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE memories SET type = type WHERE room_id = $1", room2)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stormRows := count(t, op, "SELECT count(*) FROM memories WHERE room_id = $1", room2)
+	n := count(t, op, "SELECT n FROM bulkhead_adopt.violation_count WHERE rel = 'public.memories' AND op = 'UPDATE'")
+	keys := count(t, op, "SELECT count(*) FROM bulkhead_adopt.violation WHERE rel = 'public.memories' AND op = 'UPDATE' AND row_key IS NOT NULL")
+	stored := count(t, op, "SELECT count(*) FROM bulkhead_adopt.violation WHERE rel = 'public.memories' AND op = 'UPDATE'")
+	// 5 keyed rows, then one row of weight 10 per 10 violations.
+	if n > stormRows || stormRows-n >= 10 || keys != 5 || stored != 5+(stormRows-5)/10 {
+		t.Fatalf("storm: counted %d of %d rows, kept %d keys (cap 5), stored %d rows", n, stormRows, keys, stored)
+	}
+	rep, err = Read(ctx, op, p, timeZero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range rep.Violations {
+		if v.Table == "public.memories" && v.Op == "UPDATE" && !v.Approximate {
+			t.Errorf("a sampled storm is not marked approximate: %+v", v)
+		}
+	}
+}

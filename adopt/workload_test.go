@@ -1,0 +1,238 @@
+package adopt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// workload plays the legacy application: connected as the tables' owner,
+// the tenant in app.current_tenant_id, its own WHERE server_id filters,
+// reads and writes for many tenants, and a query that forgets the filter.
+type workload struct {
+	dsn      string
+	enforced atomic.Bool // set only while every table is enforced
+	// replay, when set, runs the forgetful read through the shadow
+	// replayer; foreignSeen counts the other tenants' rows those replayed
+	// reads returned (what shadow must record, exactly).
+	replay      atomic.Pointer[Replayer]
+	replaying   sync.RWMutex // held for reading by a replayed read in flight
+	foreignSeen atomic.Int64
+
+	requests, failures, wrongTenant atomic.Int64
+	forgetful                       atomic.Int64
+
+	mu      sync.Mutex
+	errs    []error
+	written []string    // memories inserted and committed
+	links   [][2]string // message_server_agents inserted and committed
+}
+
+func (w *workload) fail(err error) {
+	w.failures.Add(1)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.errs) < 5 {
+		w.errs = append(w.errs, err)
+	}
+}
+
+// run starts workers until ctx ends; the returned func waits for them.
+func (w *workload) run(ctx context.Context, workers int) func() {
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(context.Background(), w.dsn)
+			if err != nil {
+				w.fail(err)
+				return
+			}
+			defer conn.Close(context.Background())
+			for ctx.Err() == nil {
+				w.one(conn)
+			}
+		}()
+	}
+	return wg.Wait
+}
+
+func (w *workload) one(conn *pgx.Conn) {
+	ctx := context.Background()
+	s := 1 + rand.IntN(fixtureServers)
+	tenant := server(s)
+	room := md5UUID(fmt.Sprintf("r%d.%d", s, 1+rand.IntN(5)))
+	op := rand.IntN(100)
+	enforced := w.enforced.Load()
+	var mem string
+	var link [2]string
+	err := appTx(ctx, conn, tenant, func(tx pgx.Tx) error {
+		switch {
+		case op < 50: // the application's own filtered read
+			rows, err := textRows(ctx, tx, "SELECT id, server_id FROM memories WHERE server_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 20", tenant, room)
+			if err != nil {
+				return err
+			}
+			for _, r := range rows {
+				if r[1] != tenant {
+					w.wrongTenant.Add(1)
+				}
+			}
+		case op < 75:
+			mem = uuid.NewString()
+			_, err := tx.Exec(ctx, "INSERT INTO memories (id, server_id, room_id, entity_id, type, content) VALUES ($1, $2, $3, $4, 'message', 'load')",
+				mem, tenant, room, md5UUID(fmt.Sprintf("e%d.1", s)))
+			return err
+		case op < 85: // a new agent joins a guild: the junction has no server_id
+			link = [2]string{md5UUID(fmt.Sprintf("ms%d", 1+rand.IntN(5))), uuid.NewString()}
+			if _, err := tx.Exec(ctx, "INSERT INTO agents (id, server_id, name) VALUES ($1, $2, 'load')", link[1], tenant); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO message_server_agents (message_server_id, agent_id) VALUES ($1, $2)", link[0], link[1])
+			return err
+		default: // forgets the tenant filter
+			w.forgetful.Add(1)
+			w.replaying.RLock()
+			defer w.replaying.RUnlock()
+			rp := w.replay.Load()
+			rows, err := rp.Query(ctx, tx, "app.current_tenant_id", "SELECT id, server_id FROM memories WHERE content = 'hello 7'")
+			if err != nil {
+				return err
+			}
+			for _, r := range rows {
+				if enforced && r[1] != tenant {
+					w.wrongTenant.Add(1)
+				}
+				if rp != nil && r[1] != tenant {
+					w.foreignSeen.Add(1)
+				}
+			}
+		}
+		return nil
+	})
+	w.requests.Add(1)
+	if err != nil {
+		w.fail(fmt.Errorf("op %d: %w", op, err))
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if mem != "" {
+		w.written = append(w.written, mem)
+	}
+	if link[1] != "" {
+		w.links = append(w.links, link)
+	}
+}
+
+// TestZeroDowntime runs plan -> backfill -> shadow -> enforce -> rollback
+// -> enforce -> rollback to original under the legacy workload: no failed
+// request, no lost write, no wrong-tenant row once enforced.
+func TestZeroDowntime(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	w := &workload{dsn: d.appDSN()}
+	wctx, stop := context.WithCancel(ctx)
+	wait := w.run(wctx, 4)
+	defer func() { stop(); wait() }()
+	o := Options{BatchSize: 2000}
+	pause := func() { time.Sleep(300 * time.Millisecond) }
+	var perStep []int64
+	step := func(name string, f func() error) {
+		t.Helper()
+		before := w.requests.Load()
+		start := time.Now()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		pause()
+		perStep = append(perStep, w.requests.Load()-before)
+		t.Logf("%-22s %6s, %d requests meanwhile", name, time.Since(start).Round(time.Millisecond), w.requests.Load()-before)
+	}
+	var p *Plan
+	step("plan", func() error { p = reviewedPlan(t, op, d); return nil })
+	step("backfill", func() error { _, err := Backfill(ctx, op, p, nil, o); return err })
+	pool, err := pgxpool.New(ctx, d.adminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	rp := NewReplayer(pool, 1)
+	step("shadow", func() error {
+		err := Shadow(ctx, op, p, nil, o)
+		w.replay.Store(rp)
+		return err
+	})
+	step("enforce", func() error {
+		w.replay.Store(nil)
+		w.replaying.Lock() // replayed reads in flight have finished
+		w.replaying.Unlock()
+		rp.Close()
+		// Shadow recorded exactly the other tenants' rows the forgetful
+		// reads returned.
+		if n := count(t, op, "SELECT coalesce(sum(n), 0) FROM bulkhead_adopt.violation_count WHERE rel = 'query'"); n != w.foreignSeen.Load() || n == 0 || rp.Dropped() != 0 {
+			t.Errorf("shadow recorded %d hidden rows (%d dropped), the forgetful reads returned %d foreign rows", n, rp.Dropped(), w.foreignSeen.Load())
+		}
+		// The operator has read the report: the forgetful query is the
+		// known bug that enforcement fixes.
+		if err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o}); !errors.Is(err, ErrViolations) {
+			return fmt.Errorf("enforce with recorded violations: %v", err)
+		}
+		err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o, Force: true})
+		w.enforced.Store(err == nil)
+		return err
+	})
+	step("rollback to shadow", func() error {
+		w.enforced.Store(false)
+		_, err := Rollback(ctx, op, p, nil, "", o)
+		return err
+	})
+	step("enforce again", func() error {
+		err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o, Force: true})
+		w.enforced.Store(err == nil)
+		return err
+	})
+	step("rollback to original", func() error {
+		w.enforced.Store(false)
+		_, err := Rollback(ctx, op, p, nil, PhaseOriginal, o)
+		return err
+	})
+	stop()
+	wait()
+	t.Logf("%d requests (%d forgetful), %d failed, %d wrong-tenant rows", w.requests.Load(), w.forgetful.Load(), w.failures.Load(), w.wrongTenant.Load())
+	if w.failures.Load() != 0 {
+		t.Errorf("%d failed requests, e.g. %v", w.failures.Load(), w.errs)
+	}
+	if w.wrongTenant.Load() != 0 {
+		t.Errorf("%d wrong-tenant rows", w.wrongTenant.Load())
+	}
+	for i, n := range perStep {
+		if n == 0 {
+			t.Errorf("step %d: no request ran during it", i)
+		}
+	}
+	// No lost write.
+	var lost int64
+	if err := op.QueryRow(ctx, "SELECT count(*) FROM unnest($1::uuid[]) x WHERE NOT EXISTS (SELECT 1 FROM memories m WHERE m.id = x)", w.written).Scan(&lost); err != nil || lost != 0 {
+		t.Errorf("%d of %d written memories lost (%v)", lost, len(w.written), err)
+	}
+	agents := make([]string, len(w.links))
+	for i, l := range w.links {
+		agents[i] = l[1]
+	}
+	if err := op.QueryRow(ctx, "SELECT count(*) FROM unnest($1::uuid[]) x WHERE NOT EXISTS (SELECT 1 FROM message_server_agents m WHERE m.agent_id = x)", agents).Scan(&lost); err != nil || lost != 0 {
+		t.Errorf("%d of %d written links lost (%v)", lost, len(agents), err)
+	}
+	assertOriginalCatalog(t, op, d)
+}

@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/adopt"
+	"github.com/bulkhead-dev/bulkhead/audit"
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+)
+
+// adoptFlags are shared by the adopt sub-commands.
+type adoptFlags struct {
+	plan        string
+	tables      []string
+	batchSize   int
+	lockTimeout time.Duration
+	format      string
+}
+
+func newAdoptCmd(cfg *config) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "adopt",
+		Short: "Move an existing database from application filters to enforced row-level security, online and reversibly",
+		Long: `adopt takes a database whose application filters tenants itself (WHERE
+server_id = ...) to isolation enforced by PostgreSQL, table by table, with no
+downtime and a way back:
+
+  plan      inspect the schema, write a plan to review (YAML with comments, or JSON)
+            and the SQL it implies
+  backfill  fill missing tenant values from the plan's explicit rules (batched,
+            resumable, checksummed); rows no rule covers are reported
+  shadow    install the policies in audit mode: nothing is blocked, writes strict
+            mode would refuse are recorded (adopt report)
+  enforce   make tables strict (refuses while shadow shows violations; --force)
+  rollback  one phase back, or --to original: everything adopt changed restored
+  status    each table's phase, as recorded in the database
+
+--database-url names the database, as a superuser or the tables' owner.
+docs/ADOPT.md describes the cycle and the shadow design.`,
+	}
+	cmd.AddCommand(newAdoptPlanCmd(cfg), newAdoptBackfillCmd(cfg), newAdoptShadowCmd(cfg), newAdoptEnforceCmd(cfg),
+		newAdoptRollbackCmd(cfg), newAdoptStatusCmd(cfg), newAdoptReportCmd(cfg))
+	return cmd
+}
+
+func (f *adoptFlags) register(cmd *cobra.Command, tables bool) {
+	cmd.Flags().StringVar(&f.plan, "plan", "adopt-plan.yaml", "the reviewed plan file (.yaml or .json)")
+	if tables {
+		cmd.Flags().StringSliceVar(&f.tables, "tables", nil, "only these tables (comma-separated; default every tenant table of the plan)")
+		cmd.Flags().DurationVar(&f.lockTimeout, "lock-timeout", 2*time.Second, "lock_timeout of each step's transaction (retried a few times)")
+	}
+}
+
+func (f *adoptFlags) options() adopt.Options {
+	return adopt.Options{BatchSize: f.batchSize, LockTimeout: f.lockTimeout}
+}
+
+func adoptConnect(ctx context.Context, cfg *config) (*pgx.Conn, error) {
+	if cfg.databaseURL == "" {
+		return nil, errors.New("--database-url (or DATABASE_URL) is required: the database to adopt, as a superuser or the tables' owner")
+	}
+	pc, err := pgx.ParseConfig(cfg.databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("--database-url: %v", redactErr(err, cfg.databaseURL))
+	}
+	if pc.ConnectTimeout == 0 {
+		pc.ConnectTimeout = 10 * time.Second
+	}
+	conn, err := pgx.ConnectConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %v", redactURL(cfg.databaseURL), redactErr(err, cfg.databaseURL))
+	}
+	return conn, nil
+}
+
+// withPlan loads the plan, connects and runs fn.
+func withPlan(cmd *cobra.Command, cfg *config, f *adoptFlags, fn func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error) error {
+	p, err := adopt.Load(f.plan)
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	conn, err := adoptConnect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return fn(ctx, conn, p)
+}
+
+func newAdoptPlanCmd(cfg *config) *cobra.Command {
+	var opts adopt.InspectOptions
+	var out, sqlOut, format string
+	cmd := &cobra.Command{
+		Use:   "plan --database-url URL [--schema public] [--tenant-column server_id] [--out adopt-plan.yaml] [--sql adopt-plan.sql]",
+		Short: "Inspect the database (read-only) and write a plan to review, and the SQL it implies",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			conn, err := adoptConnect(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			p, err := adopt.Inspect(ctx, conn, opts)
+			if err != nil {
+				return err
+			}
+			if format == "" {
+				format = "yaml"
+				if strings.HasSuffix(out, ".json") {
+					format = "json"
+				}
+			}
+			b, err := p.Encode(format == "json")
+			if err != nil {
+				return err
+			}
+			if err := writeOut(cmd, out, b); err != nil {
+				return err
+			}
+			if sqlOut != "" {
+				s, err := adopt.SQL(p)
+				if err != nil {
+					return err
+				}
+				if err := writeOut(cmd, sqlOut, []byte(s)); err != nil {
+					return err
+				}
+			}
+			undecided := 0
+			for _, t := range p.Tables {
+				if t.Decide {
+					undecided++
+				}
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "plan: %d tables, %d left for you to decide (decide: true); review %s before backfill\n", len(p.Tables), undecided, out)
+			if p.Runtime.Warning != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", p.Runtime.Warning)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Schema, "schema", "public", "the application's schema")
+	f.StringSliceVar(&opts.TenantColumns, "tenant-column", []string{"server_id", "tenant_id"}, "candidate tenant column names, in preference order")
+	f.StringVar(&opts.TenantSetting, "tenant-setting", "", "the setting the application puts the tenant in (default: detected, else app.current_tenant_id)")
+	f.StringVar(&opts.RuntimeRole, "runtime-role", "app_runtime", "the role the application should connect as once enforced")
+	f.StringVar(&out, "out", "adopt-plan.yaml", "plan file to write (- for stdout)")
+	f.StringVar(&sqlOut, "sql", "", "also write the SQL the plan implies to this file (- for stdout)")
+	f.StringVar(&format, "format", "", "yaml or json (default from --out's extension)")
+	return cmd
+}
+
+func writeOut(cmd *cobra.Command, path string, b []byte) error {
+	if path == "-" {
+		_, err := cmd.OutOrStdout().Write(b)
+		return err
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func newAdoptBackfillCmd(cfg *config) *cobra.Command {
+	f := &adoptFlags{}
+	cmd := &cobra.Command{
+		Use:   "backfill --plan FILE [--tables a,b] [--batch-size 5000]",
+		Short: "Fill missing tenant values from the plan's rules (batched by key range, resumable, checksummed)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
+				o := f.options()
+				var bar *progressBar
+				var label string
+				o.Progress = func(table, rule string, done, total int64, rps float64) {
+					if l := table + " " + rule; l != label {
+						if bar != nil {
+							bar.done()
+						}
+						label, bar = l, newProgress(cmd.ErrOrStderr(), l)
+					}
+					bar.update(done, total)
+					fmt.Fprintf(cmd.ErrOrStderr(), " %.0f rows/s", rps)
+				}
+				res, err := adopt.Backfill(ctx, conn, p, f.tables, o)
+				if bar != nil {
+					bar.done()
+				}
+				w := cmd.OutOrStdout()
+				incomplete := 0
+				for _, r := range res {
+					fmt.Fprintf(w, "%-28s %-11s filled %v, uncovered %d, %.0f rows/s, checksum %s -> %s\n", r.Table, r.Phase, r.Rules, r.Uncovered, r.RowsPerSec, r.ChecksumBefore, r.ChecksumAfter)
+					if r.Uncovered > 0 {
+						incomplete++
+						fmt.Fprintf(w, "  rows no rule covers (first keys): %s\n", strings.Join(r.UncoveredKeys, " "))
+					}
+				}
+				if err != nil {
+					return err
+				}
+				if incomplete > 0 {
+					return fmt.Errorf("%d tables have rows no rule covers: add rules to the plan and run backfill again", incomplete)
+				}
+				return nil
+			})
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().IntVar(&f.batchSize, "batch-size", 5000, "rows per batch (one transaction each)")
+	return cmd
+}
+
+func newAdoptShadowCmd(cfg *config) *cobra.Command {
+	f := &adoptFlags{}
+	cmd := &cobra.Command{
+		Use:   "shadow --plan FILE [--tables a,b]",
+		Short: "Install the policies in audit mode: nothing blocked, violations recorded (see adopt report)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
+				if err := adopt.Shadow(ctx, conn, p, f.tables, f.options()); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "shadow: policies installed in audit mode; watch `bulkhead adopt report`")
+				return nil
+			})
+		},
+	}
+	f.register(cmd, true)
+	return cmd
+}
+
+func newAdoptEnforceCmd(cfg *config) *cobra.Command {
+	f := &adoptFlags{}
+	var o adopt.EnforceOptions
+	cmd := &cobra.Command{
+		Use:   "enforce --plan FILE [--tables a,b] [--window 1h] [--force]",
+		Short: "Make tables strict (refuses while shadow recorded violations in --window), then verify and audit",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
+				o.Options = f.options()
+				start := time.Now()
+				if err := adopt.Enforce(ctx, conn, p, f.tables, o); err != nil {
+					return err
+				}
+				w := cmd.OutOrStdout()
+				fmt.Fprintf(w, "enforced in %s\n", time.Since(start).Round(time.Millisecond))
+				if err := adopt.Verify(ctx, conn, p, f.tables); err != nil {
+					return fmt.Errorf("self-check after enforce: %w", err)
+				}
+				fmt.Fprintln(w, "self-check: RLS enabled and forced, strict policy only, recorder removed")
+				col := ""
+				if ts := p.TenantTables(); len(ts) > 0 {
+					col = ts[0].TenantColumn
+				}
+				rep, err := audit.Run(ctx, conn, audit.Options{RuntimeRole: p.Runtime.Name, TenantColumn: col})
+				if err != nil {
+					return fmt.Errorf("audit after enforce: %w", err)
+				}
+				bySev := map[string]int{}
+				for _, fd := range rep.Findings {
+					bySev[fd.Severity.String()]++
+				}
+				fmt.Fprintf(w, "audit (bulkhead audit --runtime-role %s --tenant-column %s): %d findings %v\n", p.Runtime.Name, col, len(rep.Findings), bySev)
+				return nil
+			})
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().DurationVar(&o.Window, "window", time.Hour, "violations recorded this recently block enforcement")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "enforce despite recorded violations")
+	return cmd
+}
+
+func newAdoptRollbackCmd(cfg *config) *cobra.Command {
+	f := &adoptFlags{}
+	var to string
+	cmd := &cobra.Command{
+		Use:   "rollback --plan FILE [--tables a,b] [--to original|backfilled|shadow]",
+		Short: "Move tables one phase back (or to --to), restoring exactly what adopt changed",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
+				start := time.Now()
+				notes, err := adopt.Rollback(ctx, conn, p, f.tables, adopt.Phase(to), f.options())
+				for _, n := range notes {
+					fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "rolled back in %s\n", time.Since(start).Round(time.Millisecond))
+				st, err := adopt.Status(ctx, conn, p)
+				if err != nil {
+					return err
+				}
+				return adopt.WriteStatus(cmd.OutOrStdout(), st)
+			})
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().IntVar(&f.batchSize, "batch-size", 5000, "rows per batch when restoring backfilled values")
+	cmd.Flags().StringVar(&to, "to", "", "target phase (default: one phase back)")
+	return cmd
+}
+
+func newAdoptStatusCmd(cfg *config) *cobra.Command {
+	f := &adoptFlags{}
+	cmd := &cobra.Command{
+		Use:   "status --plan FILE [--format text|json]",
+		Short: "Each table's phase, as recorded in the database",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
+				st, err := adopt.Status(ctx, conn, p)
+				if err != nil {
+					return err
+				}
+				if f.format == "json" {
+					return (&adopt.Report{Tables: st, Violations: []adopt.Violation{}}).WriteJSON(cmd.OutOrStdout())
+				}
+				return adopt.WriteStatus(cmd.OutOrStdout(), st)
+			})
+		},
+	}
+	f.register(cmd, false)
+	cmd.Flags().StringVar(&f.format, "format", "text", "text or json")
+	return cmd
+}
+
+func newAdoptReportCmd(cfg *config) *cobra.Command {
+	f := &adoptFlags{}
+	var since time.Duration
+	cmd := &cobra.Command{
+		Use:   "report --plan FILE [--since 24h] [--format text|json]",
+		Short: "What shadow recorded: per table, operation, tenant and query fingerprint (counts and row keys, never contents)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
+				var from time.Time
+				if since > 0 {
+					from = time.Now().Add(-since)
+				}
+				rep, err := adopt.Read(ctx, conn, p, from)
+				if err != nil {
+					return err
+				}
+				if f.format == "json" {
+					return rep.WriteJSON(cmd.OutOrStdout())
+				}
+				return rep.WriteText(cmd.OutOrStdout())
+			})
+		},
+	}
+	f.register(cmd, false)
+	cmd.Flags().DurationVar(&since, "since", 0, "only violations seen this recently (default all)")
+	cmd.Flags().StringVar(&f.format, "format", "text", "text or json")
+	return cmd
+}
