@@ -55,7 +55,7 @@ type Store struct {
 	compactFailures atomic.Int64
 	lastCompactErr  atomic.Pointer[error]
 
-	beforeRename func(tmp string) error         // test hook, see persist
+	beforeRename func(tmp string) error        // test hook, see persist
 	hook         func(step, path string) error // test hook, see Store.at
 }
 

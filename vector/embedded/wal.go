@@ -11,14 +11,14 @@ import (
 // The steps of a write at which the test hook (Store.hook) runs. A crash
 // test kills the process at each of them and checks what a restart finds.
 const (
-	stepSnapshotWritten = "snapshot written"       // temporary snapshot written, not fsynced
-	stepSnapshotSynced  = "snapshot synced"        // fsynced, not renamed
-	stepSnapshotRenamed = "snapshot renamed"       // renamed, directory not fsynced
-	stepLogCreated      = "log header synced"      // new log's temporary file fsynced, not renamed
-	stepAppendWritten   = "record written"         // record written to the log, not fsynced
-	stepAppendSynced    = "record synced"          // fsynced, not yet acknowledged
-	stepLogTruncated    = "log truncated"          // compaction truncated the log, not fsynced
-	stepCompacted       = "compaction done"        // compaction complete
+	stepSnapshotWritten = "snapshot written"        // temporary snapshot written, not fsynced
+	stepSnapshotSynced  = "snapshot synced"         // fsynced, not renamed
+	stepSnapshotRenamed = "snapshot renamed"        // renamed, directory not fsynced
+	stepLogCreated      = "log header synced"       // new log's temporary file fsynced, not renamed
+	stepAppendWritten   = "record written"          // record written to the log, not fsynced
+	stepAppendSynced    = "record synced"           // fsynced, not yet acknowledged
+	stepLogTruncated    = "log truncated"           // compaction truncated the log, not fsynced
+	stepCompacted       = "compaction done"         // compaction complete
 	stepLogTailDropped  = "torn log tail truncated" // at load, not fsynced
 )
 
