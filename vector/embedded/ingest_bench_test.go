@@ -15,13 +15,23 @@ import (
 // BenchmarkIngest measures what ingestion asks of the store: batches of 5
 // points of dimension 384 (one document's chunks) upserted by 4 writers
 // into 2 collections until each holds 10,000 points; one op is one batch,
-// its durable append (and, amortised, the compactions it causes).
+// its durable append (and, amortised, the compactions it causes; the
+// log-only variant never compacts, to show what compaction costs).
 //
 //	go test ./vector/embedded -run '^$' -bench BenchmarkIngest -benchtime 1x
 func BenchmarkIngest(b *testing.B) {
+	for _, v := range []struct {
+		name       string
+		compactMin int64
+	}{{"compaction", DefaultCompactMin}, {"log-only", -1}} {
+		b.Run(v.name, func(b *testing.B) { benchIngest(b, v.compactMin) })
+	}
+}
+
+func benchIngest(b *testing.B, compactMin int64) {
 	const tenants, writers, perTenant, batch, dim = 2, 4, 10_000, 5, 384
 	for b.Loop() {
-		s, err := New(b.TempDir())
+		s, err := New(b.TempDir(), WithCompactMin(compactMin))
 		if err != nil {
 			b.Fatal(err)
 		}
