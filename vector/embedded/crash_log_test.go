@@ -184,7 +184,7 @@ func killAtStep(t *testing.T, step string, n int) {
 		t.Fatalf("killer exit: %v; want SIGKILL at %q #%d\n%s%s", err, step, n, stdout.String(), stderr.String())
 	}
 
-	s2 := mustOpen(t, dir)
+	s2 := openAfterKill(t, dir)
 	for _, name := range dirNames(t, dir) {
 		if isTemp(name) {
 			t.Fatalf("temporary file %s survived the restart", name)
@@ -203,10 +203,31 @@ func killAtStep(t *testing.T, step string, n int) {
 		t.Fatal(err)
 	}
 	s2.Close()
-	s3 := mustOpen(t, dir)
+	s3 := openAfterKill(t, dir)
 	r3, ts3 := crashRouter(t, s3, tenant)
 	if st, err := r3.Stats(ts3[0].ctx, ts3[0].c); err != nil || st.Points != len(got)+2 {
 		t.Fatalf("after a write and a second restart: %+v, %v; want %d points", st, err, len(got)+2)
+	}
+}
+
+// openAfterKill opens dir once the kernel has released every copy of its
+// lock. The killed process's copy goes at its death; but a child that a
+// parallel subtest forked while this test's first store was open holds a
+// duplicate of that store's locked descriptor until it execs, so ErrLocked
+// is retried for a while.
+func openAfterKill(t *testing.T, dir string) *Store {
+	t.Helper()
+	deadline := time.Now().Add(crashWait)
+	for {
+		s, err := New(dir)
+		if err == nil {
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+		if !errors.Is(err, ErrLocked) || time.Now().After(deadline) {
+			t.Fatalf("New(%s) after the kill: %v", dir, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -233,7 +233,7 @@ func (s *Store) install(c *coll, d *data) {
 	c.d = d
 	var size int64
 	if d != nil {
-		size = d.size()
+		size = d.resident()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
