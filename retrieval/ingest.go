@@ -23,12 +23,13 @@ const (
 )
 
 // Ingest stores a document owned by the caller: its chunks are embedded
-// with the tenant's model and stored as points of the tenant's collection,
-// then the document and its chunks (with their full-text index) are
-// written to PostgreSQL in one transaction. Nothing is written if the
-// input is invalid or embedding fails; if the rows can't be written the
-// points are deleted again (a point left behind by a crash is never
-// returned by a query and Reconcile removes it).
+// with the tenant's model, then the document and its chunks (with their
+// full-text index) are written to PostgreSQL in one transaction while the
+// points are stored in the tenant's collection; the transaction commits
+// only after the points are. Nothing is written if the input is invalid or
+// embedding fails; if the rows can't be written the points are deleted
+// again (a point left behind by a crash is never returned by a query and
+// Reconcile removes it).
 //
 // It returns the errors of postgres.DB.CreateDocument, ErrNotProvisioned,
 // and bulkhead.ErrUnavailable when the vector store or the embedding
