@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -35,10 +36,15 @@ const (
 // caller is not in (ErrForbidden).
 //
 // index, when not nil, is called with the chunks (ids assigned, text in
-// the clear) after the input is validated and before anything is written:
-// if it fails, nothing is written and its error is returned. If index
-// succeeded and the transaction then fails, the caller owns undoing what
-// index did (the knowledge layer deletes the vectors it stored).
+// the clear) after the input is validated, once, concurrently with the
+// transaction's writes; the transaction commits only after index has
+// returned nil, so if index fails nothing is written and its error is
+// returned (even if the writes failed too). CreateDocument never returns
+// before index has. If index succeeded and the transaction then fails, the
+// caller owns undoing what index did (the knowledge layer deletes the
+// vectors it stored). The transaction stays open while index runs: index
+// should be quick (the knowledge layer embeds before it calls
+// CreateDocument and only stores vectors here).
 func (db *DB) CreateDocument(ctx context.Context, in NewDocument, index func(context.Context, []bulkhead.Chunk) error) (bulkhead.Document, error) {
 	s, err := entityScope(ctx)
 	if err != nil {
@@ -99,10 +105,14 @@ func (db *DB) CreateDocument(ctx context.Context, in NewDocument, index func(con
 	if err != nil {
 		return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
 	}
+	// index runs while the rows are written, and the transaction commits
+	// only once it has succeeded: the rows and the index cost the longer
+	// of the two, not their sum. indexed waits for it (once).
+	indexed := func() error { return nil }
 	if index != nil {
-		if err := index(ctx, chunks); err != nil {
-			return bulkhead.Document{}, fmt.Errorf("create document: index: %w", err)
-		}
+		done := make(chan error, 1)
+		go func() { done <- index(ctx, chunks) }()
+		indexed = sync.OnceValue(func() error { return <-done })
 	}
 	d.Chunks = len(chunks)
 	err = db.withFreshKeys(s.Tenant, func(u *keyUse) error {
@@ -113,8 +123,18 @@ func (db *DB) CreateDocument(ctx context.Context, in NewDocument, index func(con
 		}
 		batch := b
 		b = nil
-		return db.InScope(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, batch).Close() })
+		return db.InScope(ctx, func(tx pgx.Tx) error {
+			if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+				return err
+			}
+			return indexed() // an error rolls the rows back
+		})
 	})
+	// Always wait: index must not outlive the call, and its error wins,
+	// as when it ran first.
+	if ierr := indexed(); ierr != nil {
+		return bulkhead.Document{}, fmt.Errorf("create document: index: %w", ierr)
+	}
 	if err != nil {
 		return bulkhead.Document{}, fmt.Errorf("create document: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/llm"
@@ -22,12 +23,13 @@ const (
 )
 
 // Ingest stores a document owned by the caller: its chunks are embedded
-// with the tenant's model and stored as points of the tenant's collection,
-// then the document and its chunks (with their full-text index) are
-// written to PostgreSQL in one transaction. Nothing is written if the
-// input is invalid or embedding fails; if the rows can't be written the
-// points are deleted again (a point left behind by a crash is never
-// returned by a query and Reconcile removes it).
+// with the tenant's model, then the document and its chunks (with their
+// full-text index) are written to PostgreSQL in one transaction while the
+// points are stored in the tenant's collection; the transaction commits
+// only after the points are. Nothing is written if the input is invalid or
+// embedding fails; if the rows can't be written the points are deleted
+// again (a point left behind by a crash is never returned by a query and
+// Reconcile removes it).
 //
 // It returns the errors of postgres.DB.CreateDocument, ErrNotProvisioned,
 // and bulkhead.ErrUnavailable when the vector store or the embedding
@@ -37,9 +39,20 @@ func (s *Service) Ingest(ctx context.Context, in postgres.NewDocument) (bulkhead
 	if err != nil {
 		return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
 	}
+	// Embed first, outside the rows' transaction (a remote model may take
+	// a while); CreateDocument then stores the vectors while it writes the
+	// rows. Input CreateDocument will refuse is not embedded.
+	var texts []string
+	var vecs [][]float32
+	if len(in.Content) <= postgres.MaxDocumentBytes && utf8.ValidString(in.Content) {
+		texts = postgres.Chunk(in.Content, postgres.ChunkSize, postgres.ChunkOverlap)
+		if vecs, err = embedTexts(ctx, t.embed, texts); err != nil {
+			return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
+		}
+	}
 	var stored []uuid.UUID
 	d, err := s.db.CreateDocument(ctx, in, func(ctx context.Context, chunks []bulkhead.Chunk) error {
-		points, err := embedChunks(ctx, t.embed, chunks)
+		points, err := pointsFor(ctx, t.embed, chunks, texts, vecs)
 		if err != nil || len(points) == 0 {
 			return err
 		}
@@ -64,21 +77,41 @@ func (s *Service) Ingest(ctx context.Context, in postgres.NewDocument) (bulkhead
 	return d, nil
 }
 
-// embedChunks embeds chunks with e and returns their points.
-func embedChunks(ctx context.Context, e llm.Embedder, chunks []bulkhead.Chunk) ([]vector.Point, error) {
-	if len(chunks) == 0 {
+// embedTexts embeds texts with e, one vector per text.
+func embedTexts(ctx context.Context, e llm.Embedder, texts []string) ([][]float32, error) {
+	if len(texts) == 0 {
 		return nil, nil
-	}
-	texts := make([]string, len(chunks))
-	for i, c := range chunks {
-		texts[i] = c.Content
 	}
 	vecs, err := e.Embed(ctx, texts)
 	if err != nil {
 		return nil, fmt.Errorf("embed %d chunks with %s: %w", len(texts), e.Model(), unavailable(err))
 	}
-	if len(vecs) != len(chunks) {
-		return nil, fmt.Errorf("embedder %s returned %d vectors for %d chunks: %w", e.Model(), len(vecs), len(chunks), bulkhead.ErrUnavailable)
+	if len(vecs) != len(texts) {
+		return nil, fmt.Errorf("embedder %s returned %d vectors for %d chunks: %w", e.Model(), len(vecs), len(texts), bulkhead.ErrUnavailable)
+	}
+	return vecs, nil
+}
+
+// pointsFor returns the points of chunks: with vecs, embedded beforehand
+// from texts, when the chunks are exactly those texts in order; else (the
+// chunking differs) the chunks are embedded now.
+func pointsFor(ctx context.Context, e llm.Embedder, chunks []bulkhead.Chunk, texts []string, vecs [][]float32) ([]vector.Point, error) {
+	if len(chunks) == 0 {
+		return nil, nil
+	}
+	same := len(chunks) == len(texts) && len(vecs) == len(texts)
+	for i := 0; same && i < len(chunks); i++ {
+		same = chunks[i].Content == texts[i]
+	}
+	if !same {
+		texts = make([]string, len(chunks))
+		for i, c := range chunks {
+			texts[i] = c.Content
+		}
+		var err error
+		if vecs, err = embedTexts(ctx, e, texts); err != nil {
+			return nil, err
+		}
 	}
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
 	points := make([]vector.Point, len(chunks))

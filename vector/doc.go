@@ -52,9 +52,12 @@
 // [-1, 1], best first, ties broken by ascending point id.
 //
 // Backends:
-//   - embedded (package vector/embedded, the default): a checksummed file
-//     per tenant and generation, named "<tenant UUID>.g<generation>.vec"
-//     and bound to both by its header, lazy loading with LRU eviction
+//   - embedded (package vector/embedded, the default): a checksummed
+//     snapshot per tenant and generation, named
+//     "<tenant UUID>.g<generation>.vec" and bound to both by its header,
+//     plus an append-only log ("<...>.log") that writes are fsynced to
+//     (cost proportional to the batch) and that is compacted into the
+//     snapshot in the background; lazy loading with LRU eviction
 //     under a memory budget, exact SIMD search. Exact, not approximate, on
 //     purpose: a scan runs at memory bandwidth (100k × 384 float32 takes
 //     4–7 ms per query on our 2-core machines), and below ~20k vectors per

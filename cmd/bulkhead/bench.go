@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -13,10 +14,39 @@ import (
 )
 
 func newBenchCmd(cfg *config) *cobra.Command {
+	var cpuProfile string
+	var profile *os.File
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure isolation costs against a baseline measured in the same run",
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			// cobra runs only the nearest PersistentPreRunE: do the root's too.
+			if err := bindEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			if cpuProfile == "" {
+				return nil
+			}
+			f, err := os.Create(cpuProfile)
+			if err != nil {
+				return fmt.Errorf("cpu profile: %w", err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+				return fmt.Errorf("cpu profile: %w", err)
+			}
+			profile = f
+			return nil
+		},
+		PersistentPostRunE: func(cmd *cobra.Command, args []string) error {
+			if profile == nil {
+				return nil
+			}
+			pprof.StopCPUProfile()
+			return profile.Close()
+		},
 	}
+	cmd.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the benchmark process (go tool pprof) to this file")
 	var bc bench.Config
 	var write string
 	rlsCmd := &cobra.Command{

@@ -431,11 +431,6 @@ func TestTenantImportRefusesForgedArchives(t *testing.T) {
 }
 
 // lastLine returns the last non-empty line of s (the CLI's error).
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
-}
-
 // TestTenantImportUndoneWhenVectorsFail: a tenant whose region the target
 // serves no vector backend for passes verification and its rows commit
 // (disabled), then storing its vectors fails: the import deletes it again

@@ -49,6 +49,12 @@ func (d *data) size() int64 {
 	return 256 + int64(d.len())*(perPoint+int64(4*d.dim)) + d.payBytes
 }
 
+// resident is size plus the spare capacity add keeps for growth, what the
+// memory budget counts.
+func (d *data) resident() int64 {
+	return d.size() + 4*int64(cap(d.vecs)-len(d.vecs))
+}
+
 func payloadSize(m map[string]string) int64 {
 	if m == nil {
 		return 0
@@ -71,6 +77,14 @@ func invNorm(v []float32) float32 {
 // add appends p, which must be valid and new; its vector and payload are
 // copied.
 func (d *data) add(p vector.Point) {
+	if len(d.vecs)+d.dim > cap(d.vecs) {
+		// Double, where append grows a large slice by a quarter: with
+		// ingestion adding a few points per write, a quarter meant copying
+		// (and faulting in) the whole collection about four times over.
+		grown := make([]float32, len(d.vecs), max(2*cap(d.vecs), 64*d.dim))
+		copy(grown, d.vecs)
+		d.vecs = grown
+	}
 	d.index[p.ID] = len(d.ids)
 	d.ids = append(d.ids, p.ID)
 	d.vecs = append(d.vecs, p.Vector...)

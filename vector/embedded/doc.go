@@ -1,5 +1,6 @@
 // Package embedded is the default vector backend: every collection (one
-// generation of one tenant's vectors) is one file in a data directory,
+// generation of one tenant's vectors) is a snapshot file and a log in a
+// data directory,
 // loaded on first use, kept in memory under a budget and searched exactly
 // with SIMD dot products (github.com/viterin/vek). It implements
 // vector.Store and passes vectortest.Run.
@@ -22,18 +23,37 @@
 //     everything before it, verified before the content is parsed. A file
 //     that fails is ErrCorrupt (matching vector.ErrUnavailable): it is never
 //     served as an empty collection, never overwritten by CreateCollection
-//     or Upsert, and other collections are unaffected. DropCollection still
+//     or Upsert, and other collections are unaffected. The log's header
+//     (magic, version, tenant, generation, CRC-32C) binds it the same way. DropCollection still
 //     removes it. New refuses a directory holding a format-1 file
 //     ("<tenant UUID>.vec", from before generations) rather than serve its
 //     tenant as having no collection.
-//   - Atomic writes: every write replaces the file whole — a temporary file
-//     in the same directory, fsynced, renamed over the old one, then the
-//     directory fsynced. A crash leaves the old or the new file, never a
-//     mix and never another collection's; leftover temporary files are never
-//     read and are removed by New. If a write fails, the collection is
-//     unloaded so memory never diverges from the file. Upsert and Delete
-//     are durable when they return; their cost is a rewrite of the whole
-//     collection, so callers batch points.
+//   - Writes cost the batch: a collection is a snapshot file
+//     ("<tenant>.g<gen>.vec", replaced whole) and an append-only log
+//     ("<tenant>.g<gen>.log", log.go). Upsert and Delete append one record
+//     (length, CRC-32C of the length, CRC-32C of the body), fsync the log,
+//     and only then apply the write in memory and return: a write is
+//     durable when it returns, and all or nothing (one record). Loading
+//     reads the snapshot and replays the log.
+//   - Compaction: once a log holds at least WithCompactMin bytes and at
+//     least as many as the snapshot, a background goroutine folds it into
+//     a new snapshot (temporary file, fsync, rename, fsync the directory),
+//     then truncates the log to its header and fsyncs it. Replay is
+//     idempotent, so a crash between the rename and the truncation replays
+//     records the snapshot already holds, harmlessly. Searches go on during
+//     a compaction; writes to that collection wait for it. Close waits for
+//     running compactions.
+//   - Crashes: a crash at any step (tested by SIGKILL at each one) leaves
+//     every acknowledged write and at most the one in flight. A torn tail
+//     of the log (an incomplete or garbled last record, zeros) was never
+//     acknowledged and is discarded and cut off at load; a damaged record
+//     with records after it is ErrCorrupt, never skipped. Temporary files
+//     (snapshots, new logs) are never read and are removed by New. If an
+//     append fails, the log is cut back and the collection unloaded, so
+//     memory never diverges from the files. A log without its snapshot
+//     (a crash inside DropCollection, which removes the snapshot first) is
+//     never read, and CreateCollection removes it before making a new
+//     snapshot.
 //   - No auto-create: Upsert, Delete, Search, Stats and Scroll on a
 //     collection without a file (a tenant's generation never created, or
 //     dropped) return vector.ErrNotFound and create nothing.

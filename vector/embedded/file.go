@@ -236,16 +236,20 @@ func readPayload(b []byte) (map[string]string, []byte, error) {
 	return p, b, nil
 }
 
-// persist atomically replaces k's collection file with d: write a
-// temporary file in the same directory, fsync it, rename it over the old
-// one, fsync the directory. A crash at any point leaves either the old or
-// the new file, never a mix; a leftover temporary file is never read and
-// is removed by New. beforeRename, if not nil, runs between the fsync and
-// the rename: tests use it to simulate a crash there.
-func persist(dir string, k key, d *data, beforeRename func(tmp string) error) (err error) {
+// persist atomically replaces k's collection file with d and returns the
+// new file's size: write a temporary file in the same directory, fsync it,
+// rename it over the old one, fsync the directory. A crash at any point
+// leaves either the old or the new file, never a mix; a leftover temporary
+// file is never read and is removed by New. at, if not nil, runs at each
+// step (stepSnapshotWritten, stepSnapshotSynced, stepSnapshotRenamed) with
+// the temporary file's path: tests use it to stop or kill the writer there.
+func persist(dir string, k key, d *data, at func(step, tmp string) error) (size int64, err error) {
+	if at == nil {
+		at = func(string, string) error { return nil }
+	}
 	f, err := os.CreateTemp(dir, "."+fileName(k)+tmpMarker+"*")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	tmp := f.Name()
 	defer func() {
@@ -255,23 +259,31 @@ func persist(dir string, k key, d *data, beforeRename func(tmp string) error) (e
 		}
 	}()
 	if err = encode(f, k, d); err != nil {
-		return err
+		return 0, err
+	}
+	if err = at(stepSnapshotWritten, tmp); err != nil {
+		return 0, err
 	}
 	if err = f.Sync(); err != nil {
-		return err
+		return 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
 	}
 	if err = f.Close(); err != nil {
-		return err
+		return 0, err
 	}
-	if beforeRename != nil {
-		if err = beforeRename(tmp); err != nil {
-			return err
-		}
+	if err = at(stepSnapshotSynced, tmp); err != nil {
+		return 0, err
 	}
 	if err = os.Rename(tmp, filepath.Join(dir, fileName(k))); err != nil {
-		return err
+		return 0, err
 	}
-	return syncDir(dir)
+	if err = at(stepSnapshotRenamed, tmp); err != nil {
+		return 0, err // the deferred cleanup finds no temporary file left
+	}
+	return fi.Size(), syncDir(dir)
 }
 
 func syncDir(dir string) error {

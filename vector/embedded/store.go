@@ -49,7 +49,14 @@ type Store struct {
 
 	loads atomic.Int64
 
-	beforeRename func(tmp string) error // test hook, see persist
+	compactMin      int64          // see WithCompactMin
+	closing         bool           // Close has begun: no new compactions (mu)
+	compactions     sync.WaitGroup // background compactions running
+	compactFailures atomic.Int64
+	lastCompactErr  atomic.Pointer[error]
+
+	beforeRename func(tmp string) error        // test hook, see persist
+	hook         func(step, path string) error // test hook, see Store.at
 }
 
 var _ vector.Store = (*Store)(nil)
@@ -60,8 +67,12 @@ var _ vector.Store = (*Store)(nil)
 // collection's data.
 type coll struct {
 	key key
-	mu  sync.RWMutex // guards d; taken before Store.mu, never after
+	mu  sync.RWMutex // guards d, snapBytes, logBytes; taken before Store.mu, never after
 	d   *data        // nil: not loaded
+
+	snapBytes  int64       // size of the snapshot file, while loaded
+	logBytes   int64       // size of the log file (0: none), while loaded
+	compacting atomic.Bool // a background compaction holds a pin
 
 	pins int           // calls using the handle (Store.mu)
 	size int64         // bytes counted in Store.used (Store.mu)
@@ -91,7 +102,7 @@ func WithMemoryBudget(bytes int64) Option {
 // wired into the server, so there is no migration: remove such files to
 // open the directory.
 func New(dir string, opts ...Option) (*Store, error) {
-	s := &Store{dir: dir, budget: DefaultMemoryBudget, colls: make(map[key]*coll)}
+	s := &Store{dir: dir, budget: DefaultMemoryBudget, compactMin: DefaultCompactMin, colls: make(map[key]*coll)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -143,6 +154,14 @@ func New(dir string, opts ...Option) (*Store, error) {
 // still in flight must have returned; later calls return
 // vector.ErrUnavailable.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	s.mu.Unlock()
+	s.compactions.Wait() // a compaction writes files: finish before unlocking the directory
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -214,7 +233,7 @@ func (s *Store) install(c *coll, d *data) {
 	c.d = d
 	var size int64
 	if d != nil {
-		size = d.size()
+		size = d.resident()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -273,8 +292,11 @@ func (s *Store) evict() {
 	}
 }
 
-// load reads and verifies k's file. The caller holds c.mu for writing.
-func (s *Store) load(ctx context.Context, k key) (*data, error) {
+// load reads and verifies h's snapshot, then replays its log (dropping a
+// torn tail), and records both files' sizes in h. The caller holds h.mu
+// for writing.
+func (s *Store) load(ctx context.Context, h *coll) (*data, error) {
+	k := h.key
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -286,7 +308,19 @@ func (s *Store) load(ctx context.Context, k key) (*data, error) {
 		return nil, unavailable("load", k, err)
 	}
 	s.loads.Add(1)
-	return decode(b, k)
+	d, err := decode(b, k)
+	if err != nil {
+		return nil, err
+	}
+	logBytes, err := s.readLog(k, d)
+	if errors.Is(err, ErrCorrupt) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, unavailable("load", k, err)
+	}
+	h.snapBytes, h.logBytes = int64(len(b)), logBytes
+	return d, nil
 }
 
 // read runs fn on c's loaded collection under its read lock.
@@ -304,7 +338,7 @@ func (s *Store) read(ctx context.Context, c vector.Collection, fn func(*data) er
 		h.mu.RUnlock()
 		h.mu.Lock()
 		if h.d == nil {
-			d, err := s.load(ctx, h.key)
+			d, err := s.load(ctx, h)
 			if err != nil {
 				h.mu.Unlock()
 				return err
@@ -345,7 +379,7 @@ func (s *Store) write(ctx context.Context, c vector.Collection, fn func(h *coll,
 		var loadErr error
 		if h.d == nil {
 			var d *data
-			if d, loadErr = s.load(ctx, h.key); loadErr == nil {
+			if d, loadErr = s.load(ctx, h); loadErr == nil {
 				s.install(h, d)
 			}
 		}
@@ -353,15 +387,19 @@ func (s *Store) write(ctx context.Context, c vector.Collection, fn func(h *coll,
 	})
 }
 
-// save persists d, already mutated in place, as h's collection. If the
-// file cannot be replaced the collection is unloaded, so the next call
-// reloads what is on disk: memory never diverges from the file.
-func (s *Store) save(h *coll, d *data, op string) error {
-	if err := persist(s.dir, h.key, d, s.beforeRename); err != nil {
+// appendAndApply makes a write durable, then applies it in memory: it
+// appends rec to h's log (fsynced before it returns), then runs apply on
+// d and may start a background compaction. If the append fails the
+// collection is unloaded, so the next call reloads what is on disk: memory
+// never diverges from the files.
+func (s *Store) appendAndApply(h *coll, d *data, rec []byte, apply func(), op string) error {
+	if err := s.appendLog(h, rec); err != nil {
 		s.install(h, nil)
 		return unavailable(op, h.key, err)
 	}
+	apply()
 	s.install(h, d)
+	s.maybeCompact(h)
 	return nil
 }
 
@@ -373,7 +411,18 @@ func (s *Store) CreateCollection(ctx context.Context, c vector.Collection, dim i
 	return s.write(ctx, c, func(h *coll, d *data, loadErr error) error {
 		switch {
 		case errors.Is(loadErr, vector.ErrNotFound):
-			return s.save(h, newData(dim, 0), "create")
+			// A log left by an interrupted drop must not be replayed
+			// into the new collection.
+			if err := s.removeLog(h.key); err != nil {
+				return unavailable("create", h.key, err)
+			}
+			size, err := persist(s.dir, h.key, newData(dim, 0), s.at)
+			if err != nil {
+				return unavailable("create", h.key, err)
+			}
+			h.snapBytes, h.logBytes = size, 0
+			s.install(h, newData(dim, 0))
+			return nil
 		case loadErr != nil: // never overwrite a file that fails to load
 			return loadErr
 		case d.dim != dim:
@@ -383,29 +432,42 @@ func (s *Store) CreateCollection(ctx context.Context, c vector.Collection, dim i
 	})
 }
 
-// DropCollection implements vector.Store. It removes the file even if it
-// is corrupt, so an operator can always drop.
+// DropCollection implements vector.Store. It removes the snapshot, then
+// the log, even if they are corrupt, so an operator can always drop. The
+// snapshot goes first: once it is gone the collection is (a log without
+// its snapshot is never read), and a log left by a crash in between is
+// removed by CreateCollection before it makes a new snapshot, never
+// replayed into it.
 func (s *Store) DropCollection(ctx context.Context, c vector.Collection) error {
 	return s.exclusive(ctx, c, func(h *coll) error {
 		s.install(h, nil)
 		err := os.Remove(s.path(h.key))
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("drop collection %s: %w", h.key, vector.ErrNotFound)
+		missing := errors.Is(err, fs.ErrNotExist)
+		if missing {
+			err = nil
 		}
 		if err == nil {
 			err = syncDir(s.dir)
 		}
+		if err == nil {
+			err = s.removeLog(h.key)
+		}
 		if err != nil {
 			return unavailable("drop", h.key, err)
+		}
+		if missing {
+			return fmt.Errorf("drop collection %s: %w", h.key, vector.ErrNotFound)
 		}
 		return nil
 	})
 }
 
-// Upsert implements vector.Store. The whole file is rewritten atomically
-// before it returns, so batch points: a call costs O(collection size) in
-// I/O. On vector.ErrUnavailable the write may or may not have reached the
-// disk; retrying is safe.
+// Upsert implements vector.Store. The points are appended to the
+// collection's log as one record, fsynced before it returns, so a call
+// costs I/O proportional to the batch, not to the collection (compaction
+// folds the log into the snapshot later, in the background). On
+// vector.ErrUnavailable the write may or may not have reached the disk;
+// retrying is safe.
 func (s *Store) Upsert(ctx context.Context, c vector.Collection, points []vector.Point) error {
 	return s.write(ctx, c, func(h *coll, d *data, loadErr error) error {
 		if loadErr != nil {
@@ -424,10 +486,11 @@ func (s *Store) Upsert(ctx context.Context, c vector.Collection, points []vector
 		if len(points) == 0 {
 			return nil
 		}
-		for _, p := range points {
-			d.put(p)
-		}
-		return s.save(h, d, "upsert into")
+		return s.appendAndApply(h, d, upsertRecord(points, d.dim), func() {
+			for _, p := range points {
+				d.put(p)
+			}
+		}, "upsert into")
 	})
 }
 
@@ -438,19 +501,24 @@ func (s *Store) Delete(ctx context.Context, c vector.Collection, ids []uuid.UUID
 			return loadErr
 		}
 		uniq := make(map[uuid.UUID]struct{}, len(ids))
+		var list []uuid.UUID
 		for _, id := range ids {
 			if _, ok := d.index[id]; !ok {
 				return fmt.Errorf("delete point %s from collection %s: %w", id, h.key, vector.ErrNotFound)
 			}
-			uniq[id] = struct{}{}
+			if _, dup := uniq[id]; !dup {
+				uniq[id] = struct{}{}
+				list = append(list, id)
+			}
 		}
-		if len(uniq) == 0 {
+		if len(list) == 0 {
 			return nil
 		}
-		for id := range uniq {
-			d.remove(id)
-		}
-		return s.save(h, d, "delete from")
+		return s.appendAndApply(h, d, deleteRecord(list), func() {
+			for _, id := range list {
+				d.remove(id)
+			}
+		}, "delete from")
 	})
 }
 

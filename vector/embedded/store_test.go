@@ -94,12 +94,14 @@ func TestFileNamedByTenantUUIDAndGeneration(t *testing.T) {
 		names = append(names, en.Name())
 	}
 	files := []string{e.TenantA.String() + ".g1.vec", e.TenantA.String() + ".g2.vec", e.TenantB.String() + ".g1.vec"}
-	want := append([]string{"LOCK"}, files...)
+	// The collections written to have a log too, named the same way.
+	logs := []string{e.TenantA.String() + ".g1.log", e.TenantA.String() + ".g2.log"}
+	want := append([]string{"LOCK"}, append(logs, files...)...)
 	slices.Sort(want)
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Fatalf("directory (-want +got):\n%s", diff)
 	}
-	for _, n := range files {
+	for _, n := range append(logs, files...) {
 		if n != strings.ToLower(n) || len(n) != 36+len(".g1.vec") {
 			t.Fatalf("file name %q is not the canonical lower-case UUID and generation", n)
 		}
@@ -124,6 +126,11 @@ func mustGeneration(t *testing.T, c vector.Collection, g uint32) vector.Collecti
 		t.Fatalf("AtGeneration(%d): %v", g, err)
 	}
 	return cg
+}
+
+// logPathOf is the log of tenant's generation gen in dir.
+func logPathOf(dir string, tenant uuid.UUID, gen uint32) string {
+	return filepath.Join(dir, logName(key{tenant: tenant, gen: gen}))
 }
 
 // pathOf is the file of tenant's generation gen in dir.
@@ -160,7 +167,7 @@ func TestTamperedFileFailsLoudly(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			s1, err := New(dir)
+			s1, err := New(dir, WithCompactMin(0)) // the points are folded into the snapshot
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -362,56 +369,110 @@ func TestLeftoverTempFilesNeverReplaceTheCollection(t *testing.T) {
 	}
 }
 
-func TestCrashBeforeRenameKeepsOldFile(t *testing.T) {
+// TestFailedAppendKeepsMemoryAndFilesTogether: an append that fails after
+// writing its record but before its fsync (the hook stands in for the
+// failure) is cut back from the log, refused, and leaves the collection as
+// it was in memory and on disk; the next write works and survives a
+// restart.
+func TestFailedAppendKeepsMemoryAndFilesTogether(t *testing.T) {
 	dir := t.TempDir()
-	s := mustOpen(t, dir)
+	s := mustOpen(t, dir, WithCompactMin(-1))
 	e := vectortest.NewEnv(t, s)
 	pts := randomPoints(1, 100, 16)
 	mustCreate(t, e.CtxA, e.Router, e.CollA, 16, pts)
 	q := pts[3].Vector
 	want := mustSearch(t, e.CtxA, e.Router, e.CollA, q, 10)
+	snap, log := readFile(t, pathOf(dir, e.TenantA, 1)), readFile(t, logPathOf(dir, e.TenantA, 1))
+
+	crash := errors.New("simulated failure")
+	s.hook = func(step, _ string) error {
+		if step == stepAppendWritten {
+			return crash
+		}
+		return nil
+	}
+	err := e.Router.Upsert(e.CtxA, e.CollA, randomPoints(2, 50, 16))
+	if !errors.Is(err, vector.ErrUnavailable) || !errors.Is(err, crash) {
+		t.Fatalf("Upsert during a failure: %v", err)
+	}
+	if err := e.Router.Delete(e.CtxA, e.CollA, []uuid.UUID{pts[0].ID}); !errors.Is(err, vector.ErrUnavailable) {
+		t.Fatalf("Delete during a failure: %v", err)
+	}
+	s.hook = nil
+
+	if !bytes.Equal(snap, readFile(t, pathOf(dir, e.TenantA, 1))) || !bytes.Equal(log, readFile(t, logPathOf(dir, e.TenantA, 1))) {
+		t.Fatal("a failed write changed the files")
+	}
+	if diff := cmp.Diff(want, mustSearch(t, e.CtxA, e.Router, e.CollA, q, 10)); diff != "" {
+		t.Fatalf("after failed writes, memory diverged from the files (-want +got):\n%s", diff)
+	}
+	if st, err := e.Router.Stats(e.CtxA, e.CollA); err != nil || st.Points != 100 {
+		t.Fatalf("Stats after failed writes = %+v, %v; want 100", st, err)
+	}
+	if err := e.Router.Upsert(e.CtxA, e.CollA, randomPoints(2, 50, 16)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	e2 := vectortest.NewEnv(t, mustOpen(t, dir))
+	e2.Regions.Set(e.TenantA, e2.RegionName)
+	ctxA, collA := e2.Scoped(t, e.TenantA)
+	if st, err := e2.Router.Stats(ctxA, collA); err != nil || st.Points != 150 {
+		t.Fatalf("after a restart: %+v, %v; want 150 points", st, err)
+	}
+}
+
+// TestCrashBeforeRenameKeepsOldFile: a compaction that dies after writing
+// its temporary snapshot (truncated here, a torn write) and before the
+// rename leaves the old snapshot byte for byte and the whole log: the
+// acknowledged writes are all there after a restart, and the temporary
+// file is removed.
+func TestCrashBeforeRenameKeepsOldFile(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, WithCompactMin(-1))
+	e := vectortest.NewEnv(t, s)
+	pts := randomPoints(1, 100, 16)
+	mustCreate(t, e.CtxA, e.Router, e.CollA, 16, pts)
 	real := pathOf(dir, e.TenantA, 1)
 	before := readFile(t, real)
 
-	// The write dies after the temp file is written: truncate it (a torn
-	// write) and fail, as a crash before rename would.
 	crash := errors.New("simulated crash")
+	var tmps []string
 	s.beforeRename = func(tmp string) error {
+		tmps = append(tmps, tmp)
 		if err := os.Truncate(tmp, 100); err != nil {
 			t.Error(err)
 		}
 		return crash
 	}
-	err := e.Router.Upsert(e.CtxA, e.CollA, randomPoints(2, 50, 16))
-	if !errors.Is(err, vector.ErrUnavailable) || !errors.Is(err, crash) {
-		t.Fatalf("Upsert during a crash: %v", err)
+	s.compactMin = 0
+	more := randomPoints(2, 50, 16)
+	if err := e.Router.Upsert(e.CtxA, e.CollA, more); err != nil {
+		t.Fatalf("Upsert (acknowledged from the log, compaction fails later): %v", err)
 	}
-	if err := e.Router.Delete(e.CtxA, e.CollA, []uuid.UUID{pts[0].ID}); !errors.Is(err, vector.ErrUnavailable) {
-		t.Fatalf("Delete during a crash: %v", err)
+	want := mustSearch(t, e.CtxA, e.Router, e.CollA, pts[3].Vector, 10)
+	if err := s.Close(); err != nil { // waits for the compaction
+		t.Fatal(err)
 	}
-	s.beforeRename = nil
-
+	if n, err := s.CompactionFailures(); n != 1 || !errors.Is(err, crash) {
+		t.Fatalf("CompactionFailures = %d, %v; want 1, the simulated crash", n, err)
+	}
 	if !bytes.Equal(before, readFile(t, real)) {
 		t.Fatal("the collection file changed")
 	}
-	if diff := cmp.Diff(want, mustSearch(t, e.CtxA, e.Router, e.CollA, q, 10)); diff != "" {
-		t.Fatalf("after failed writes, memory diverged from the file (-want +got):\n%s", diff)
+	if len(tmps) != 1 {
+		t.Fatalf("%d compactions reached the rename, want 1", len(tmps))
 	}
-	if st, err := e.Router.Stats(e.CtxA, e.CollA); err != nil || st.Points != 100 {
-		t.Fatalf("Stats after failed writes = %+v, %v; want 100", st, err)
+	if _, err := os.Stat(tmps[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temporary snapshot after a failed compaction: %v; want it removed", err)
 	}
-	entries, _ := os.ReadDir(dir)
-	for _, en := range entries {
-		if isTemp(en.Name()) {
-			t.Fatalf("temp file %s left behind by a failed write", en.Name())
-		}
+	e2 := vectortest.NewEnv(t, mustOpen(t, dir))
+	e2.Regions.Set(e.TenantA, e2.RegionName)
+	ctxA, collA := e2.Scoped(t, e.TenantA)
+	if diff := cmp.Diff(want, mustSearch(t, ctxA, e2.Router, collA, pts[3].Vector, 10)); diff != "" {
+		t.Fatalf("after a restart (-want +got):\n%s", diff)
 	}
-	// And the next write works.
-	if err := e.Router.Upsert(e.CtxA, e.CollA, randomPoints(2, 50, 16)); err != nil {
-		t.Fatal(err)
-	}
-	if st, _ := e.Router.Stats(e.CtxA, e.CollA); st.Points != 150 {
-		t.Fatalf("Points = %d, want 150", st.Points)
+	if st, err := e2.Router.Stats(ctxA, collA); err != nil || st.Points != 150 {
+		t.Fatalf("after a restart: %+v, %v; want 150 points", st, err)
 	}
 }
 
