@@ -466,19 +466,30 @@ func (k *Keyring) Provision(ctx context.Context, tenant uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	// The tenant key is durable (fsynced, directory fsynced) before any
-	// keyset wrapped by it is stored. A key left by an earlier failed or
-	// concurrent provision is reused, never replaced: a concurrent
-	// provisioner may have stored a keyset under it. A failed provision
-	// may leave a tenant key with no keyset, which opens nothing; Shred
-	// removes it.
+	err = k.storeNew(ctx, tenant, ah, ph, 1)
+	if err == nil || errors.Is(err, bulkhead.ErrConflict) { // ErrConflict: provisioned concurrently
+		return nil
+	}
+	return fmt.Errorf("fieldcrypt: provision tenant %s: %w", tenant, err)
+}
+
+// storeNew wraps a tenant's new keysets and stores them as version, for a
+// tenant that has none. With tenant keys on, the tenant key is durable
+// (fsynced, directory fsynced) before any keyset wrapped by it is stored;
+// a key left by an earlier failed or concurrent attempt is reused, never
+// replaced (a concurrent writer may have stored a keyset under it), and a
+// key left with no keyset opens nothing (Shred removes it). A KEK rotation
+// recorded meanwhile is followed (twice at most). The store's error is
+// returned as is: keysets stored concurrently are bulkhead.ErrConflict.
+func (k *Keyring) storeNew(ctx context.Context, tenant uuid.UUID, ah, ph *keyset.Handle, version int64) error {
 	var tk tink.AEAD
 	if k.opts.TenantKeys != nil {
+		var err error
 		if tk, err = k.opts.TenantKeys.Create(tenant); errors.Is(err, os.ErrExist) {
 			tk, err = k.opts.TenantKeys.Open(tenant)
 		}
 		if err != nil {
-			return fmt.Errorf("fieldcrypt: provision tenant %s's tenant key: %w", tenant, err)
+			return fmt.Errorf("tenant key: %w", err)
 		}
 	}
 	for attempt := 0; ; attempt++ {
@@ -486,20 +497,15 @@ func (k *Keyring) Provision(ctx context.Context, tenant uuid.UUID) error {
 		if err != nil {
 			return err
 		}
-		w.Version = 1
+		w.Version = version
 		err = k.store.Save(ctx, tenant, w, 0)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, bulkhead.ErrConflict): // provisioned concurrently
-			return nil
-		case errors.Is(err, ErrKEKChanged) && attempt < 2:
+		if errors.Is(err, ErrKEKChanged) && attempt < 2 {
 			if err := k.followRecordedKEK(ctx); err != nil {
-				return fmt.Errorf("fieldcrypt: provision tenant %s: %w", tenant, err)
+				return err
 			}
 			continue
 		}
-		return fmt.Errorf("fieldcrypt: provision tenant %s: %w", tenant, err)
+		return err
 	}
 }
 

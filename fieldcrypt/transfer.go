@@ -415,34 +415,9 @@ func (k *Keyring) ImportKeys(ctx context.Context, tenant uuid.UUID, keys TenantK
 	} else if !errors.Is(err, ErrNoKeyset) {
 		return err
 	}
-	var tk tink.AEAD
-	if k.opts.TenantKeys != nil {
-		// A key file without keysets (a failed import) opens nothing:
-		// reuse it, as Provision does.
-		if tk, err = k.opts.TenantKeys.Create(tenant); errors.Is(err, os.ErrExist) {
-			tk, err = k.opts.TenantKeys.Open(tenant)
-		}
-		if err != nil {
-			return fmt.Errorf("fieldcrypt: import keys of tenant %s: create its tenant key: %w", tenant, err)
-		}
+	if err := k.storeNew(ctx, tenant, ah, ph, keys.version); err != nil {
+		return fmt.Errorf("fieldcrypt: import keys of tenant %s: %w", tenant, err)
 	}
-	for attempt := 0; ; attempt++ {
-		w, err := k.wrap(tenant, ah, ph, nil, tk)
-		if err != nil {
-			return err
-		}
-		w.Version = keys.version
-		err = k.store.Save(ctx, tenant, w, 0)
-		if errors.Is(err, ErrKEKChanged) && attempt < 2 {
-			if err := k.followRecordedKEK(ctx); err != nil {
-				return fmt.Errorf("fieldcrypt: import keys of tenant %s: %w", tenant, err)
-			}
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("fieldcrypt: import keys of tenant %s: %w", tenant, err)
-		}
-		k.forget(tenant)
-		return nil
-	}
+	k.forget(tenant)
+	return nil
 }
