@@ -202,13 +202,15 @@ func RunVector(ctx context.Context, cfg VectorConfig) (*VectorResult, error) {
 
 	// The per-tenant side: one collection per tenant in a fresh embedded
 	// store, behind the Router, with a budget that keeps every collection
-	// resident (this measures search, not reloading).
+	// resident (this measures search, not reloading): the store counts a
+	// growing collection's spare capacity, up to as much again as its
+	// vectors, so the budget is twice the data twice over.
 	dir, err := os.MkdirTemp("", "bulkhead-bench-vector-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	store, err := embedded.New(dir, embedded.WithMemoryBudget(2*int64(n)*int64(4*dim+128)))
+	store, err := embedded.New(dir, embedded.WithMemoryBudget(4*int64(n)*int64(4*dim+128)))
 	if err != nil {
 		return nil, err
 	}
