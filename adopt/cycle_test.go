@@ -2,10 +2,8 @@ package adopt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -180,8 +178,6 @@ func TestCycle(t *testing.T) {
 		t.Fatalf("rollback to original: data differs:\n%s", s)
 	}
 	assertOriginalCatalog(t, op, d)
-	_ = time.Second
-	_ = errors.Is
 }
 
 // assertOriginalCatalog: no policy, no RLS, no adopt trigger, constraint,
