@@ -55,17 +55,20 @@ func (r *Replayer) Close() {
 	r.wg.Wait()
 }
 
-// Dropped is the number of records lost to a full queue or a closed
-// Replayer.
+// Dropped is the number of records lost to a full queue, a closed
+// Replayer, or a write of the record that failed.
 func (r *Replayer) Dropped() int64 { return r.dropped.Load() }
 
 func (r *Replayer) record() {
 	defer r.wg.Done()
 	for v := range r.out {
 		// One row per key (weight 1), and the rest of the count in one row.
-		_, _ = r.pool.Exec(context.Background(), `INSERT INTO `+StateSchema+`.violation (rel, op, tenant, fingerprint, row_key, weight)
+		_, err := r.pool.Exec(context.Background(), `INSERT INTO `+StateSchema+`.violation (rel, op, tenant, fingerprint, row_key, weight)
   SELECT 'query', 'SELECT', $1, $2, k, 1 FROM unnest($4::text[]) k
   UNION ALL SELECT 'query', 'SELECT', $1, $2, NULL, $3 - cardinality($4::text[]) WHERE $3 > cardinality($4::text[])`, v.Tenant, v.Fingerprint, v.Count, v.Keys)
+		if err != nil {
+			r.dropped.Add(1) // counted, never silently lost
+		}
 	}
 }
 
