@@ -122,17 +122,23 @@ func (e expr) is(col string) string { return e.row.col(col) + " = " + e.entity()
 // in: the row's column is an element of an array expression.
 func (e expr) in(col, array string) string { return e.row.col(col) + " = ANY(" + array + ")" }
 
-// ownedIDs is the ids of the rows of table whose owner column holds the
-// entity in context, read as the caller (table's own policies apply).
-func (e expr) ownedIDs(table, owner string) string {
+// owns: the row's column references a row of table whose owner column
+// holds the entity in context, read as the caller (table's own policies
+// apply). It is a correlated EXISTS, one primary-key probe per row checked:
+// the array form (every owned id, built per statement) cost O(the owner's
+// rows) per statement and, estimated at one element by the planner, led it
+// to scan the whole tenant through the wrong index (docs/DECISIONS.md,
+// "Parent look-ups are probes").
+func (e expr) owns(col, table, owner string) string {
 	p := rel{aliasPrefix + "ref"}
-	return fmt.Sprintf("ARRAY(SELECT %s FROM %s %s WHERE %s = %s)", p.col("id"), e.table(table), p.alias, p.col(owner), e.entity())
+	return fmt.Sprintf("EXISTS (SELECT 1 FROM %s %s WHERE %s = %s AND %s = %s)", e.table(table), p.alias, p.col("id"), e.row.col(col), p.col(owner), e.entity())
 }
 
-// visibleIDs is the ids of table's rows visible to the caller.
-func (e expr) visibleIDs(table string) string {
+// visible: the row's column references a row of table the caller can see
+// (table's own policies apply), probed per row like owns.
+func (e expr) visible(col, table string) string {
 	p := rel{aliasPrefix + "ref"}
-	return fmt.Sprintf("ARRAY(SELECT %s FROM %s %s)", p.col("id"), e.table(table), p.alias)
+	return fmt.Sprintf("EXISTS (SELECT 1 FROM %s %s WHERE %s = %s)", e.table(table), p.alias, p.col("id"), e.row.col(col))
 }
 
 func and(xs ...string) string { return strings.Join(paren(xs), " AND ") }
@@ -216,12 +222,12 @@ func layer2(e expr, t Table) rules {
 		write := and(e.is(t.Entity), or(vis+" <> 'room'", e.in(t.RoomColumn, e.memberRooms(""))))
 		return rules{sel: sel, ins: write, upd: e.is(t.Entity), updCheck: write, del: e.is(t.Entity)}
 	case Inherit:
-		owned := e.in(t.ParentKey, e.ownedIDs(t.Parent, t.ParentOwner))
-		return rules{sel: e.in(t.ParentKey, e.visibleIDs(t.Parent)), ins: owned, upd: owned, del: owned}
+		owned := e.owns(t.ParentKey, t.Parent, t.ParentOwner)
+		return rules{sel: e.visible(t.ParentKey, t.Parent), ins: owned, upd: owned, del: owned}
 	case Link:
 		// Linking needs both sides; either side's owner may unlink.
-		parent, other := e.in(t.ParentKey, e.ownedIDs(t.Parent, t.ParentOwner)), e.in(t.OtherKey, e.ownedIDs(t.Other, t.OtherOwner))
-		sel := and(e.in(t.ParentKey, e.visibleIDs(t.Parent)), e.in(t.OtherKey, e.visibleIDs(t.Other)))
+		parent, other := e.owns(t.ParentKey, t.Parent, t.ParentOwner), e.owns(t.OtherKey, t.Other, t.OtherOwner)
+		sel := and(e.visible(t.ParentKey, t.Parent), e.visible(t.OtherKey, t.Other))
 		return rules{sel: sel, ins: and(parent, other), upd: or(parent, other), updCheck: and(parent, other), del: or(parent, other)}
 	case Worlds:
 		owner := e.is("owner_id")
@@ -231,7 +237,7 @@ func layer2(e expr, t Table) rules {
 		// A room binds only to a parent (message server) the caller owns.
 		bound := "true"
 		if t.Parent != "" {
-			bound = or(e.row.col(t.ParentKey)+" IS NULL", e.in(t.ParentKey, e.ownedIDs(t.Parent, t.ParentOwner)))
+			bound = or(e.row.col(t.ParentKey)+" IS NULL", e.owns(t.ParentKey, t.Parent, t.ParentOwner))
 		}
 		managed := e.in("id", e.managedRooms())
 		return rules{sel: sel, ins: and(e.in("world_id", e.ownedWorlds()), bound),
@@ -245,7 +251,7 @@ func layer2(e expr, t Table) rules {
 		sel := or(e.is("entity_id"), e.in("room_id", e.memberRooms(ScopeRooms)), e.in("room_id", e.managedRooms()))
 		return rules{sel: sel, ins: or(manage, join), upd: manage, del: or(manage, e.is("entity_id"))}
 	case Delegations:
-		agents := e.in("agent_id", e.ownedIDs("agents", "owner_id"))
+		agents := e.owns("agent_id", "agents", "owner_id")
 		principal := e.is("principal_id")
 		return rules{sel: or(e.is("agent_id"), principal, agents), ins: principal, upd: or(principal, agents),
 			// The agent's owner may only revoke: a row it writes must be
