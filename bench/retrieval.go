@@ -89,6 +89,14 @@ type RetrievalResult struct {
 	Cases []APICase
 	// Hits is the share of measured queries that returned a passage.
 	Hits float64
+	// Parts splits a query's time in process, one call at a time (no
+	// HTTP): the whole retrieval.Service.Query, its full-text search alone
+	// (postgres.DB.SearchText, as Query calls it), and the point read
+	// (postgres.DB.GetDocument) for scale. RPS is unset.
+	Parts []APICase
+	// Matched is the mean number of the tenant's chunks a measured
+	// query's words occur in (the rows the full-text side ranks).
+	Matched float64
 }
 
 // benchWords is the vocabulary of the generated documents and queries.
@@ -376,7 +384,63 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 		res.Cases = append(res.Cases, APICase{Name: sd.name, RPS: float64(done[k]) / elapsed[k].Seconds(),
 			P50: pct(lats[k], 50), P99: pct(lats[k], 99), Errors: errs[k].Load()})
 	}
+	if err := splitQuery(ctx, cfg, res, env.cl.SuperuserDSN(name), db, svc, know, docIDs, scoped); err != nil {
+		return nil, err
+	}
 	return res, ctx.Err()
+}
+
+// splitQuery fills res.Parts and res.Matched: the same queries, one call at
+// a time in process, as a whole and as their full-text part, interleaved
+// with a point read, so that the report can say where a query's time goes.
+func splitQuery(ctx context.Context, cfg RetrievalConfig, res *RetrievalResult, superuser string, db *postgres.DB, svc *retrieval.Service,
+	know fixedScope, docIDs []uuid.UUID, scoped func(sample) context.Context) error {
+	// Up to 200 samples, fewer if they would take longer than an HTTP
+	// side (at least 10).
+	const maxSamples, minSamples = 200, 10
+	// The matches are counted by the superuser, outside the timed calls:
+	// every chunk in this corpus is tenant-visible.
+	admin, err := pgx.Connect(ctx, superuser)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(ctx)
+	fmt.Fprintf(cfg.Progress, "splitting a query's time (up to %d samples or %s)\n", maxSamples, cfg.Duration)
+	start := time.Now()
+	rnd := mrand.New(mrand.NewPCG(cfg.Seed, 3))
+	names := []string{"retrieval.Service.Query (in process)", "postgres.DB.SearchText alone (full-text part)", "postgres.DB.Document (point read)"}
+	lats := make([][]time.Duration, len(names))
+	matched, samples := 0, 0
+	for i := 0; i < maxSamples && (i < minSamples || time.Since(start) < cfg.Duration); i++ {
+		samples++
+		d := rnd.IntN(len(docIDs)) // document d belongs to tenant d % Tenants
+		s := know[d%len(know)]
+		q, c, doc := benchQuery(rnd), scoped(s), docIDs[d]
+		calls := []func() error{
+			func() error { _, err := svc.Query(c, retrieval.Query{Text: q, K: 5}); return err },
+			func() error { _, err := db.SearchText(c, q, 20); return err },
+			func() error { _, err := db.Document(c, doc); return err },
+		}
+		for k := range calls {
+			j := (k + i) % len(calls)
+			t0 := time.Now()
+			if err := calls[j](); err != nil {
+				return fmt.Errorf("%s: %w", names[j], err)
+			}
+			lats[j] = append(lats[j], time.Since(t0))
+		}
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM bulkhead.chunks
+			WHERE tenant_id = $1 AND tsv @@ replace(plainto_tsquery('english', $2)::text, ' & ', ' | ')::tsquery`, s.tenant, q).Scan(&n); err != nil {
+			return err
+		}
+		matched += n
+	}
+	for k, name := range names {
+		res.Parts = append(res.Parts, APICase{Name: name, P50: pct(lats[k], 50), P99: pct(lats[k], 99)})
+	}
+	res.Matched = float64(matched) / float64(samples)
+	return nil
 }
 
 // Markdown writes r as the docs/BENCHMARKS.md retrieval section.
@@ -401,6 +465,14 @@ func (r *RetrievalResult) Markdown(w io.Writer, command string) {
 	for _, k := range r.Cases {
 		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %.1f× | %d |\n", k.Name, k.RPS, us(k.P50), us(k.P99), float64(k.P50)/float64(base.P50), k.Errors)
 	}
+	if len(r.Parts) > 0 {
+		fmt.Fprintf(w, "\n**Where a query's time goes**: the same kind of queries in process, one call at a time, each sample running the three calls in rotating order; latencies in µs.\n\n")
+		fmt.Fprintln(w, "| call | p50 | p99 |")
+		fmt.Fprintln(w, "|---|---:|---:|")
+		for _, k := range r.Parts {
+			fmt.Fprintf(w, "| %s | %s | %s |\n", k.Name, us(k.P50), us(k.P99))
+		}
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, r.reading())
 }
@@ -411,11 +483,22 @@ func (r *RetrievalResult) reading() string {
 	return fmt.Sprintf("Reading: ingesting through the knowledge layer runs at %.2f× the rows-only rate (%.0f vs %.0f chunks/s); "+
 		"embedding the same chunks alone with the same concurrency takes %.0f %% of the ingest time, the rest is resolving the tenant's collection, the vector upsert and the same rows. "+
 		"A query costs %.1f× a point read at the median (%s vs %s µs) and an extractive answer %.1f× (%s µs): each runs a full-text search and a vector search of the tenant's collection and reads the passages back in scope, where the point read is one indexed row. "+
-		"This run does not split a query's time between those parts; with a small vocabulary the words of a query occur in many of the tenant's ~%d chunks, all of which the full-text side ranks, so real text with rarer words may well be cheaper. "+
+		"%s"+
 		"The local embedder is cheap; a remote embedding model would add its own round trip to every ingest and query, which this run does not measure.",
 		r.Ingest.ChunksPerSec()/r.Rows.ChunksPerSec(), r.Ingest.ChunksPerSec(), r.Rows.ChunksPerSec(),
 		100*r.Embed.Elapsed.Seconds()/r.Ingest.Elapsed.Seconds(),
-		float64(q.P50)/float64(base.P50), us(q.P50), us(base.P50), float64(a.P50)/float64(base.P50), us(a.P50), r.Ingest.Chunks/max(1, r.Config.Tenants))
+		float64(q.P50)/float64(base.P50), us(q.P50), us(base.P50), float64(a.P50)/float64(base.P50), us(a.P50), r.split())
+}
+
+// split says where a query's time goes, from Parts.
+func (r *RetrievalResult) split() string {
+	if len(r.Parts) != 3 {
+		return ""
+	}
+	q, text, point := r.Parts[0], r.Parts[1], r.Parts[2]
+	return fmt.Sprintf("In process, one call at a time, a query took %s µs at the median, its full-text search alone %s µs (%.0f %%; it runs concurrently with the vector side) and a point read %s µs: "+
+		"the words of a query occur in %.0f of the tenant's ~%d chunks on average (a %d-word vocabulary), and the full-text side ranks every one of them, so its cost grows with the tenant. ",
+		us(q.P50), us(text.P50), 100*float64(text.P50)/float64(q.P50), us(point.P50), r.Matched, r.Ingest.Chunks/max(1, r.Config.Tenants), len(benchWords))
 }
 
 // Table prints a terminal summary.
@@ -427,5 +510,9 @@ func (r *RetrievalResult) Table(w io.Writer) {
 	for _, c := range r.Cases {
 		fmt.Fprintf(w, "%-52s %8.0f req/s  p50 %9s µs  p99 %9s µs  (p50 %.1fx baseline)  errors %d\n", c.Name, c.RPS, us(c.P50), us(c.P99), float64(c.P50)/float64(base.P50), c.Errors)
 	}
+	for _, c := range r.Parts {
+		fmt.Fprintf(w, "%-52s one at a time  p50 %9s µs  p99 %9s µs\n", c.Name, us(c.P50), us(c.P99))
+	}
+	fmt.Fprintf(w, "chunks a query's words occur in: %.0f on average\n", r.Matched)
 	fmt.Fprintf(w, "queries returning a passage: %.0f %%\n", 100*r.Hits)
 }
