@@ -9,10 +9,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -152,7 +155,7 @@ func (c *lockedConn) count(sql string, args ...any) (n int, err error) {
 // tenantWithDocs creates a tenant with a user through the running server
 // and posts n confidential documents as that user; it returns the user's
 // token and the documents (id -> content).
-func tenantWithDocs(t *testing.T, dir, base, name string, n int) (tenant, tok string, docs map[string]string) {
+func tenantWithDocs(t *testing.T, dir, base, name string, n int) (tenant, user, tok string, docs map[string]string) {
 	t.Helper()
 	idOf := func(r result) string {
 		t.Helper()
@@ -163,7 +166,7 @@ func tenantWithDocs(t *testing.T, dir, base, name string, n int) (tenant, tok st
 		return v.ID
 	}
 	tenant = idOf(mustRun(t, dir, "tenant", "create", name, "--json"))
-	user := idOf(mustRun(t, dir, "entity", "create", "owner", "--tenant", tenant, "--json"))
+	user = idOf(mustRun(t, dir, "entity", "create", "owner", "--tenant", tenant, "--json"))
 	tok = strings.TrimSpace(mustRun(t, dir, "token", "mint", "--tenant", tenant, "--entity", user).stdout)
 	docs = map[string]string{}
 	for i := range n {
@@ -175,7 +178,7 @@ func tenantWithDocs(t *testing.T, dir, base, name string, n int) (tenant, tok st
 		}
 		docs[d.ID] = content
 	}
-	return tenant, tok, docs
+	return tenant, user, tok, docs
 }
 
 // TestKEKRotationKilledMidway: keys rotate-kek moves five tenants' keysets
@@ -196,7 +199,7 @@ func TestKEKRotationKilledMidway(t *testing.T) {
 	}
 	var owners []owner
 	for i := range 5 {
-		_, tok, docs := tenantWithDocs(t, dir, s.base, fmt.Sprintf("tenant%d", i), 2)
+		_, _, tok, docs := tenantWithDocs(t, dir, s.base, fmt.Sprintf("tenant%d", i), 2)
 		owners = append(owners, owner{tok, docs})
 	}
 	db := &lockedConn{conn: superuser(t, dir)}
@@ -280,4 +283,229 @@ func TestKEKRotationKilledMidway(t *testing.T) {
 	}
 	s.interrupt(t)
 	assertNoProcesses(t, dir)
+}
+
+// heldEmbeddings is fakeEmbeddings (8 dimensions, hashed words) whose
+// requests can be held: while hold() says so, a request signals arrived
+// (once) and waits until unhold.
+type heldEmbeddings struct {
+	url     string
+	mu      sync.Mutex
+	hold    func() bool
+	arrived chan struct{}
+	once    sync.Once
+	release chan struct{}
+	calls   int
+}
+
+func startHeldEmbeddings(t *testing.T) *heldEmbeddings {
+	t.Helper()
+	e := &heldEmbeddings{arrived: make(chan struct{}), release: make(chan struct{})}
+	inner := strings.TrimSuffix(fakeEmbeddings(t), "/v1")
+	target, err := http.NewRequest("GET", inner, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.mu.Lock()
+		e.calls++
+		hold := e.hold
+		e.mu.Unlock()
+		if hold != nil && hold() {
+			e.once.Do(func() { close(e.arrived) })
+			<-e.release
+			http.Error(w, "released", 503)
+			return
+		}
+		req, _ := http.NewRequest(r.Method, target.URL.String()+r.URL.Path, r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(func() {
+		e.unhold()
+		srv.Close()
+	})
+	e.url = srv.URL + "/v1"
+	return e
+}
+
+func (e *heldEmbeddings) setHold(f func() bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.hold = f
+}
+
+func (e *heldEmbeddings) unhold() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.hold = nil
+	select {
+	case <-e.release:
+	default:
+		close(e.release)
+	}
+}
+
+// killAt starts cmd, waits until point is closed, kills cmd with SIGKILL
+// and waits for it; it fails the test if cmd ends first or the point does
+// not come within a minute.
+func killAt(t *testing.T, cmd *exec.Cmd, point <-chan struct{}) string {
+	t.Helper()
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-point:
+	case <-done:
+		t.Fatalf("%s ended before the kill point:\n%s", strings.Join(cmd.Args, " "), out.String())
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("%s: no kill point within a minute:\n%s", strings.Join(cmd.Args, " "), out.String())
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+	return out.String()
+}
+
+// TestTenantImportKilledMidway: a tenant (a room with messages,
+// confidential and plain documents) is exported on A and imported on B
+// with --reembed; the import is killed (SIGKILL) while it waits on B's
+// embedding model, that is after the rows and the keys were committed and
+// before any vector was stored. What it left on B is a disabled tenant
+// that no credential opens; running the same import again replaces it and
+// succeeds, and on B every exported message and document opens, retrieval
+// finds the documents, and the tenant has one keyset, one tenant key and
+// one collection.
+func TestTenantImportKilledMidway(t *testing.T) {
+	dirA, dirB := mustDataDir(t), mustDataDir(t)
+	addrA := freeAddr(t)
+	sA := startServe(t, dirA, addrA, nil, "--addr", addrA, "--rate-per-entity", "0")
+	tenant, user, tokA, docs := tenantWithDocs(t, dirA, sA.base, "acme", 4)
+	code, raw := api(t, sA.base, tokA, "POST", "/v1/documents", `{"title":"plain","content":"the initech merger plan in plain text"}`)
+	var plain struct{ ID string }
+	if code != 201 || json.Unmarshal(raw, &plain) != nil {
+		t.Fatalf("POST /v1/documents: %d %s", code, raw)
+	}
+	docs[plain.ID] = "the initech merger plan in plain text"
+	code, raw = api(t, sA.base, tokA, "POST", "/v1/worlds", `{"name":"hq"}`)
+	var world, room struct{ ID string }
+	if code != 201 || json.Unmarshal(raw, &world) != nil {
+		t.Fatalf("POST /v1/worlds: %d %s", code, raw)
+	}
+	code, raw = api(t, sA.base, tokA, "POST", "/v1/rooms", `{"world_id":"`+world.ID+`","name":"board"}`)
+	if code != 201 || json.Unmarshal(raw, &room) != nil {
+		t.Fatalf("POST /v1/rooms: %d %s", code, raw)
+	}
+	messages := "/v1/rooms/" + room.ID + "/messages"
+	for i := range 3 {
+		if code, raw := api(t, sA.base, tokA, "POST", messages, fmt.Sprintf(`{"content":"board message %d"}`, i)); code != 201 {
+			t.Fatalf("POST %s: %d %s", messages, code, raw)
+		}
+	}
+	_, history := api(t, sA.base, tokA, "GET", messages, "")
+	sA.interrupt(t)
+
+	// B embeds with a model A does not run: the import re-embeds.
+	emb := startHeldEmbeddings(t)
+	envB := []string{"BULKHEAD_EMBEDDER=openai", "BULKHEAD_OPENAI_BASE_URL=" + emb.url, "BULKHEAD_EMBEDDING_MODEL=fake8", "BULKHEAD_EMBEDDING_DIM=8"}
+	pubB := filepath.Join(t.TempDir(), "b.pub")
+	mustRun(t, dirB, "tenant", "import-key", "--out", pubB)
+	archive := filepath.Join(t.TempDir(), "acme.bhx")
+	mustRun(t, dirA, "tenant", "export", tenant, "--to", pubB, "--out", archive)
+
+	emb.setHold(func() bool { return true })
+	out := killAt(t, command(context.Background(), dirB, envB, "tenant", "import", archive, "--reembed"), emb.arrived)
+	emb.unhold()
+	assertNoProcesses(t, dirB)
+	t.Logf("import killed while waiting on the embedding model; it had printed: %q", lastLine(out))
+
+	// What the kill left: the rows and keys, disabled (no credential
+	// opens it), marked as an unfinished import.
+	mustRun(t, dirB, "db", "start")
+	conn := superuser(t, dirB)
+	var disabled bool
+	var keysets, completes int
+	if err := conn.QueryRow(context.Background(), `SELECT disabled_at IS NOT NULL,
+		(SELECT count(*) FROM bulkhead_keys.keysets WHERE tenant_id = $1),
+		(SELECT count(*) FROM bulkhead.audit_log WHERE tenant_id = $1 AND action = 'tenant.import' AND target = 'complete')
+		FROM bulkhead.tenants WHERE id = $1`, tenant).Scan(&disabled, &keysets, &completes); err != nil {
+		t.Fatalf("the tenant's rows on B after the kill: %v", err)
+	}
+	if !disabled || completes != 0 {
+		t.Fatalf("after the kill the tenant on B: disabled %v, %d 'complete' import records; want a disabled, unfinished import", disabled, completes)
+	}
+	t.Logf("the kill left the tenant's rows disabled on B, with %d keysets", keysets)
+	conn.Close(context.Background())
+	mustRun(t, dirB, "db", "stop")
+
+	// The same import again replaces what was left and finishes.
+	r := run(t, dirB, envB, "tenant", "import", archive, "--reembed")
+	var sum struct {
+		Replaced   bool `json:"replaced_unfinished_import"`
+		Reembedded struct{ Chunks, Added int }
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &sum) != nil || !sum.Replaced || sum.Reembedded.Added == 0 || sum.Reembedded.Added != sum.Reembedded.Chunks {
+		t.Fatalf("import again after the kill: %+v\n%s", sum, r)
+	}
+	if r := run(t, dirB, envB, "tenant", "import", archive, "--reembed"); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
+		t.Errorf("a third import of the now complete tenant: %s", r)
+	}
+
+	// B serves the whole tenant.
+	addrB := freeAddr(t)
+	sB := startServe(t, dirB, addrB, envB, "--addr", addrB)
+	tokB := strings.TrimSpace(mustRun(t, dirB, "token", "mint", "--tenant", tenant, "--entity", user).stdout)
+	if code, got := api(t, sB.base, tokB, "GET", messages, ""); code != 200 || string(got) != string(history) {
+		t.Errorf("room history on B: %d\n%s\nwant (A):\n%s", code, got, history)
+	}
+	if n := readAll(t, sB.base, tokB, docs); n != 0 {
+		t.Errorf("%d of %d exported documents do not open on B", n, len(docs))
+	}
+	if code, q := api(t, sB.base, tokB, "POST", "/v1/query", `{"query":"initech merger plan"}`); code != 200 || !strings.Contains(string(q), plain.ID) {
+		t.Errorf("retrieval on B: %d %s", code, q)
+	}
+	sB.interrupt(t)
+	mustRun(t, dirB, "db", "start")
+	conn = superuser(t, dirB)
+	if err := conn.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM bulkhead_keys.keysets WHERE tenant_id = $1),
+		(SELECT count(*) FROM bulkhead.audit_log WHERE tenant_id = $1 AND action = 'tenant.import' AND target = 'complete')`, tenant).Scan(&keysets, &completes); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(context.Background())
+	mustRun(t, dirB, "db", "stop")
+	keyFiles, _ := filepath.Glob(filepath.Join(dirB, "tenant-keys", tenant+"*"))
+	colls := generations(t, dirB, tenant)
+	if keysets != 1 || completes != 1 || len(keyFiles) != 1 || len(colls) != 1 {
+		t.Errorf("on B the tenant has %d keysets, %d completed imports, tenant key files %v, collections %v; want 1 of each", keysets, completes, keyFiles, colls)
+	}
+}
+
+// generations lists the collection generations the embedded vector store
+// holds on disk for tenant (its files are TENANT.gN.log and TENANT.gN.vec).
+func generations(t *testing.T, dir, tenant string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "vectors", "default", tenant+".*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gens []string
+	for _, f := range files {
+		g := strings.Split(strings.TrimPrefix(filepath.Base(f), tenant+"."), ".")[0]
+		if !slices.Contains(gens, g) {
+			gens = append(gens, g)
+		}
+	}
+	slices.Sort(gens)
+	return gens
 }
