@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -296,6 +297,14 @@ type heldEmbeddings struct {
 	once    sync.Once
 	release chan struct{}
 	calls   int
+	texts   int // embedded and answered
+}
+
+// embedded returns how many texts the endpoint has answered.
+func (e *heldEmbeddings) embedded() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.texts
 }
 
 func startHeldEmbeddings(t *testing.T) *heldEmbeddings {
@@ -317,7 +326,10 @@ func startHeldEmbeddings(t *testing.T) *heldEmbeddings {
 			http.Error(w, "released", 503)
 			return
 		}
-		req, _ := http.NewRequest(r.Method, target.URL.String()+r.URL.Path, r.Body)
+		body, _ := io.ReadAll(r.Body)
+		var in struct{ Input []string }
+		json.Unmarshal(body, &in)
+		req, _ := http.NewRequest(r.Method, target.URL.String()+r.URL.Path, bytes.NewReader(body))
 		req.Header = r.Header.Clone()
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -327,6 +339,9 @@ func startHeldEmbeddings(t *testing.T) *heldEmbeddings {
 		defer resp.Body.Close()
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
+		e.mu.Lock()
+		e.texts += len(in.Input)
+		e.mu.Unlock()
 	}))
 	t.Cleanup(func() {
 		e.unhold()
@@ -353,13 +368,12 @@ func (e *heldEmbeddings) unhold() {
 	}
 }
 
-// killAt starts cmd, waits until point is closed, kills cmd with SIGKILL
+// killAt starts cmd (its output going to out), waits until point is closed, kills cmd with SIGKILL
 // and waits for it; it fails the test if cmd ends first or the point does
 // not come within a minute.
-func killAt(t *testing.T, cmd *exec.Cmd, point <-chan struct{}) string {
+func killAt(t *testing.T, cmd *exec.Cmd, out *syncBuffer, point <-chan struct{}) string {
 	t.Helper()
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +439,7 @@ func TestTenantImportKilledMidway(t *testing.T) {
 	mustRun(t, dirA, "tenant", "export", tenant, "--to", pubB, "--out", archive)
 
 	emb.setHold(func() bool { return true })
-	out := killAt(t, command(context.Background(), dirB, envB, "tenant", "import", archive, "--reembed"), emb.arrived)
+	out := killAt(t, command(context.Background(), dirB, envB, "tenant", "import", archive, "--reembed"), &syncBuffer{}, emb.arrived)
 	emb.unhold()
 	assertNoProcesses(t, dirB)
 	t.Logf("import killed while waiting on the embedding model; it had printed: %q", lastLine(out))
@@ -508,4 +522,124 @@ func generations(t *testing.T, dir, tenant string) []string {
 	}
 	slices.Sort(gens)
 	return gens
+}
+
+// knowledgeOf returns the tenant's current collection generation and
+// embedding model as its row records them (starting and stopping dir's
+// cluster around the query).
+func knowledgeOf(t *testing.T, dir, tenant string) (gen int, model string) {
+	t.Helper()
+	mustRun(t, dir, "db", "start")
+	conn := superuser(t, dir)
+	if err := conn.QueryRow(context.Background(), `SELECT vector_generation, coalesce(embedding_model, '') FROM bulkhead.tenants WHERE id = $1`, tenant).Scan(&gen, &model); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(context.Background())
+	mustRun(t, dir, "db", "stop")
+	return gen, model
+}
+
+// TestReembedKilledMidway: a tenant with 70 documents is re-embedded from
+// the built-in model to another one (an OpenAI-compatible endpoint the
+// test serves). tenant reembed is killed (SIGKILL) twice: first while
+// building the new generation, once the endpoint has embedded a whole
+// page of chunks (so the new generation holds some points, not all); then,
+// run again, after it switched the tenant to the new generation and before
+// it dropped the old one. After each kill the tenant's row names one
+// generation and its model, that generation holds exactly one point per
+// chunk (tenant reconcile adds and removes nothing), and queries find every
+// probed document; the only other collection on disk is the neighbouring
+// generation Reembed itself drops when run again. Run a third time, it
+// converges: one generation, the new model, nothing to reconcile.
+func TestReembedKilledMidway(t *testing.T) {
+	dir := mustDataDir(t)
+	emb := startHeldEmbeddings(t)
+	env := []string{"BULKHEAD_OPENAI_BASE_URL=" + emb.url, "BULKHEAD_EMBEDDING_MODEL=fake8", "BULKHEAD_EMBEDDING_DIM=8"}
+	addr := freeAddr(t)
+	s := startServe(t, dir, addr, env, "--addr", addr, "--rate-per-entity", "0")
+	tenant, _, tok, _ := tenantWithDocs(t, dir, s.base, "acme", 0)
+	const docs = 70 // more than one reconcile page (64 chunks)
+	probes := map[string]string{} // codeword -> document id
+	for i := range docs {
+		word := fmt.Sprintf("zq%dx", i)
+		code, raw := api(t, s.base, tok, "POST", "/v1/documents", fmt.Sprintf(`{"title":"note %d","content":"note %d: the codeword is %s"}`, i, i, word))
+		var d struct{ ID string }
+		if code != 201 || json.Unmarshal(raw, &d) != nil {
+			t.Fatalf("POST /v1/documents: %d %s", code, raw)
+		}
+		if i%10 == 3 {
+			probes[word] = d.ID
+		}
+	}
+	s.interrupt(t)
+
+	// answers checks that queries find every probed document.
+	answers := func(when string) {
+		t.Helper()
+		s := startServe(t, dir, addr, env, "--addr", addr, "--rate-per-entity", "0")
+		for word, id := range probes {
+			if code, raw := api(t, s.base, tok, "POST", "/v1/query", `{"query":"`+word+`"}`); code != 200 || !strings.Contains(string(raw), id) {
+				t.Errorf("%s: query %q: %d %s", when, word, code, raw)
+			}
+		}
+		s.interrupt(t)
+	}
+	// converged checks the tenant's row and what is on disk, and that the
+	// current generation holds one point per chunk.
+	converged := func(when string, wantGen int, wantModel string, wantOnDisk ...string) {
+		t.Helper()
+		if gen, model := knowledgeOf(t, dir, tenant); gen != wantGen || model != wantModel {
+			t.Errorf("%s: the tenant is at generation %d, model %q; want %d, %q", when, gen, model, wantGen, wantModel)
+		}
+		if g := generations(t, dir, tenant); !slices.Equal(g, wantOnDisk) {
+			t.Errorf("%s: generations on disk %v, want %v", when, g, wantOnDisk)
+		}
+		var rec struct{ Chunks, Added, Removed int }
+		r := run(t, dir, env, "tenant", "reconcile", tenant)
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rec) != nil || rec.Chunks < docs || rec.Added != 0 || rec.Removed != 0 {
+			t.Errorf("%s: tenant reconcile: %+v (want nothing added or removed over %d+ chunks)\n%s", when, rec, docs, r)
+		}
+	}
+	reembed := func() *exec.Cmd {
+		return command(context.Background(), dir, env, "tenant", "reembed", tenant, "--model", "openai:fake8")
+	}
+
+	// Kill 1: building generation 2, after a page of chunks was embedded
+	// (and stored: the next page's request comes after the store).
+	emb.setHold(func() bool { return emb.embedded() >= 64 })
+	out := killAt(t, reembed(), &syncBuffer{}, emb.arrived)
+	emb.unhold()
+	assertNoProcesses(t, dir)
+	t.Logf("kill 1 after %d texts embedded for generation 2; reembed had printed: %q", emb.embedded(), lastLine(out))
+	converged("killed while building", 1, "local-lexical-v1", "g1", "g2")
+	answers("killed while building")
+
+	// Kill 2: the same command again, killed once it says it switched.
+	var buf syncBuffer
+	switched := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		for !strings.Contains(buf.String(), "knowledge collection switched") {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		close(switched)
+	}()
+	out = killAt(t, reembed(), &buf, switched)
+	close(stop)
+	assertNoProcesses(t, dir)
+	t.Logf("kill 2 after the switch; reembed had printed: %q", lastLine(out))
+	converged("killed after the switch", 2, "openai:fake8", "g1", "g2")
+	answers("killed after the switch")
+
+	// Run again to the end: one generation left.
+	if r := run(t, dir, env, "tenant", "reembed", tenant, "--model", "openai:fake8"); r.code != 0 {
+		t.Fatalf("tenant reembed after two kills: %s", r)
+	}
+	converged("re-run to the end", 3, "openai:fake8", "g3")
+	answers("re-run to the end")
+	assertNoProcesses(t, dir)
 }
