@@ -186,9 +186,12 @@ func tenantWithDocs(t *testing.T, dir, base, name string, n int) (tenant, user, 
 // from the local KEK file to a Vault transit key. The rotation and the
 // server beside it are killed (SIGKILL) once the database shows some
 // keysets re-wrapped and others not: afterwards every keyset is wrapped by
-// the old or the new KEK (none lost, none half-written), running the same
-// command again re-wraps exactly the rest and reports no failure, and with
-// the new KEK alone every tenant's confidential documents open.
+// the old or the new KEK (none lost, none half-written). Resumed with only
+// the new KEK configured, the rest fail without change and the error names
+// the way out; serve with the old KEK refuses to start. Running the same
+// command again (old KEK configured) re-wraps exactly the rest and reports
+// no failure, and with the new KEK alone every tenant's confidential
+// documents open.
 func TestKEKRotationKilledMidway(t *testing.T) {
 	dir := mustDataDir(t)
 	vault := startFakeVault(t)
@@ -262,9 +265,25 @@ func TestKEKRotationKilledMidway(t *testing.T) {
 	}
 	t.Logf("killed with %d of %d keysets re-wrapped; rotate-kek said: %q", newN, total, lastLine(rotErr.String()))
 
+	// Resumed with only the new KEK configured, the keysets still under
+	// the old one can't be opened: they fail, nothing changes, and the
+	// error says to run with the previous KEK. A server started now with
+	// the old KEK refuses to start.
+	newOnly := append([]string{"BULKHEAD_KEK_URI=" + vault.uri}, vault.env...)
+	r := run(t, dir, newOnly, "keys", "rotate-kek", "--to-uri", vault.uri)
+	if r.code == 0 || !strings.Contains(r.stdout, fmt.Sprintf("0 keysets re-wrapped, %d already were, %d failed", newN, oldN)) || !strings.Contains(r.stderr, "with the previous KEK configured") {
+		t.Errorf("keys rotate-kek resumed with the new KEK only: want %d failures and a pointer to the previous KEK\n%s", oldN, r)
+	}
+	if n, err := db.count(byKEK, vault.uri); err != nil || n != newN {
+		t.Fatalf("the failed resume changed the keysets: %d under the new KEK, was %d (%v)", n, newN, err)
+	}
+	if r := run(t, dir, vault.env, "serve", "--addr", addr); r.code == 0 || !strings.Contains(r.stderr, "key-encryption key") {
+		t.Errorf("serve with the old KEK mid-rotation: %s", r)
+	}
+
 	// The same command again (the old KEK still configured) finishes: it
 	// re-wraps exactly the rest, skips the others, fails none.
-	r := run(t, dir, vault.env, "keys", "rotate-kek", "--to-uri", vault.uri)
+	r = run(t, dir, vault.env, "keys", "rotate-kek", "--to-uri", vault.uri)
 	want := fmt.Sprintf("%d keysets re-wrapped, %d already were, 0 failed", oldN, newN)
 	if r.code != 0 || !strings.Contains(r.stdout, want) {
 		t.Fatalf("keys rotate-kek again: want %q\n%s", want, r)
@@ -558,7 +577,7 @@ func TestReembedKilledMidway(t *testing.T) {
 	addr := freeAddr(t)
 	s := startServe(t, dir, addr, env, "--addr", addr, "--rate-per-entity", "0")
 	tenant, _, tok, _ := tenantWithDocs(t, dir, s.base, "acme", 0)
-	const docs = 70 // more than one reconcile page (64 chunks)
+	const docs = 70               // more than one reconcile page (64 chunks)
 	probes := map[string]string{} // codeword -> document id
 	for i := range docs {
 		word := fmt.Sprintf("zq%dx", i)
