@@ -416,7 +416,7 @@ func killAt(t *testing.T, cmd *exec.Cmd, out *syncBuffer, point <-chan struct{})
 // with --reembed; the import is killed (SIGKILL) while it waits on B's
 // embedding model, that is after the rows and the keys were committed and
 // before any vector was stored. What it left on B is a disabled tenant
-// that no credential opens; running the same import again replaces it and
+// that a token of its user does not open; running the same import again replaces it and
 // succeeds, and on B every exported message and document opens, retrieval
 // finds the documents, and the tenant has one keyset, one tenant key and
 // one collection.
@@ -481,6 +481,18 @@ func TestTenantImportKilledMidway(t *testing.T) {
 	t.Logf("the kill left the tenant's rows disabled on B, with %d keysets", keysets)
 	conn.Close(context.Background())
 	mustRun(t, dirB, "db", "stop")
+	// Served meanwhile, nothing of it opens: a token of its user is refused.
+	addrB := freeAddr(t)
+	sB := startServe(t, dirB, addrB, envB, "--addr", addrB)
+	if r := run(t, dirB, envB, "token", "mint", "--tenant", tenant, "--entity", user); r.code == 0 {
+		if code, raw := api(t, sB.base, strings.TrimSpace(r.stdout), "GET", messages, ""); code != 401 {
+			t.Errorf("the half-imported tenant's messages with a token of its user: %d %s, want 401", code, raw)
+		}
+		t.Log("a token minted for the half-imported tenant's user is refused (401)")
+	} else {
+		t.Logf("token mint for the half-imported tenant refused: %s", lastLine(r.stderr))
+	}
+	sB.interrupt(t)
 
 	// The same import again replaces what was left and finishes.
 	r := run(t, dirB, envB, "tenant", "import", archive, "--reembed")
@@ -496,8 +508,7 @@ func TestTenantImportKilledMidway(t *testing.T) {
 	}
 
 	// B serves the whole tenant.
-	addrB := freeAddr(t)
-	sB := startServe(t, dirB, addrB, envB, "--addr", addrB)
+	sB = startServe(t, dirB, addrB, envB, "--addr", addrB)
 	tokB := strings.TrimSpace(mustRun(t, dirB, "token", "mint", "--tenant", tenant, "--entity", user).stdout)
 	if code, got := api(t, sB.base, tokB, "GET", messages, ""); code != 200 || string(got) != string(history) {
 		t.Errorf("room history on B: %d\n%s\nwant (A):\n%s", code, got, history)
