@@ -372,6 +372,35 @@ func insertRows(ctx context.Context, tx pgx.Tx, t TransferTable, tenant uuid.UUI
 	return nil
 }
 
+// UnfinishedImport reports whether tenant is what an import interrupted
+// after its rows committed left behind (the process killed, the machine
+// down, its undo never run): the tenant is disabled and its newest
+// "tenant.import" audit record is the "rows verified" that
+// ImportTenantRows writes, not FinishImport's "complete". Such a tenant
+// was never live here (no credential worked: it was disabled throughout);
+// it may lack its keys or vectors. A tenant that does not exist is not
+// one (false, nil). ctx must be marked with bulkhead.AsMaintenance.
+//
+// The audit rows an archive carries are imported with it, so an archive
+// can make the tenant it brings look unfinished: that only lets a later
+// import of the same tenant id replace that disabled tenant.
+func (db *DB) UnfinishedImport(ctx context.Context, tenant uuid.UUID) (bool, error) {
+	var unfinished bool
+	err := db.InMaintenance(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT t.disabled_at IS NOT NULL AND coalesce((SELECT a.target FROM bulkhead.audit_log a
+				WHERE a.tenant_id = t.id AND a.action = 'tenant.import' ORDER BY a.at DESC LIMIT 1) = 'rows verified', false)
+			FROM bulkhead.tenants t WHERE t.id = $1`, tenant).Scan(&unfinished)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("unfinished import of tenant %s: %w", tenant, err)
+	}
+	return unfinished, nil
+}
+
 // FinishImport makes an imported tenant live: it clears the disabled_at
 // that ImportTenantRows set (pending) and records it in the audit log.
 func (db *DB) FinishImport(ctx context.Context, tenant uuid.UUID, pending bool) error {

@@ -42,6 +42,10 @@ type Summary struct {
 	// what export and import print to know the file is the one exported.
 	ArchiveSHA256 string `json:"archive_sha256"`
 	Bytes         int64  `json:"bytes"`
+	// ReplacedUnfinished: an earlier import of the tenant had been
+	// interrupted after its rows committed (postgres.DB.UnfinishedImport);
+	// what it left was deleted before this import wrote anything.
+	ReplacedUnfinished bool `json:"replaced_unfinished_import,omitempty"`
 }
 
 const rowBatch, pointBatch = 500, 256
@@ -189,7 +193,9 @@ type Options struct {
 // order, its schema version is not newer than this binary's, the tenant
 // does not exist here (bulkhead.ErrConflict), the points' checksum holds,
 // and its vectors' model and dimension are served here unless
-// opts.Reembed (retrieval.ErrModelMismatch). The second pass writes: the
+// opts.Reembed (retrieval.ErrModelMismatch); a tenant of that id that an
+// interrupted import left behind (postgres.DB.UnfinishedImport) is not a
+// conflict: it is deleted first. The second pass writes: the
 // rows in one verified transaction (postgres.DB.ImportTenantRows), then
 // the keys under this bulkhead's KEK and a new tenant key, then the
 // vectors (read back and checked) or a re-embedding, and only then makes
@@ -247,7 +253,17 @@ func verify(ctx context.Context, dst Bulkhead, rcpt *fieldcrypt.Recipient, path 
 		return m, sum, fmt.Errorf("the archive comes from schema version %d, this bulkhead is at %d: upgrade bulkhead here first", m.SchemaVersion, here)
 	}
 	if _, err := dst.DB.TenantByID(ctx, m.Tenant); err == nil {
-		return m, sum, fmt.Errorf("tenant %s already exists on this bulkhead (delete it first, or import elsewhere): %w", m.Tenant, bulkhead.ErrConflict)
+		// An import of this tenant killed after its rows committed left
+		// it disabled and perhaps without keys or vectors: apply replaces
+		// it. Any other tenant of that id is refused.
+		unfinished, err := dst.DB.UnfinishedImport(ctx, m.Tenant)
+		if err != nil {
+			return m, sum, err
+		}
+		if !unfinished {
+			return m, sum, fmt.Errorf("tenant %s already exists on this bulkhead (delete it first, or import elsewhere): %w", m.Tenant, bulkhead.ErrConflict)
+		}
+		sum.ReplacedUnfinished = true
 	} else if !errors.Is(err, bulkhead.ErrNotFound) {
 		return m, sum, err
 	}
@@ -311,6 +327,17 @@ func apply(ctx context.Context, dst Bulkhead, rcpt *fieldcrypt.Recipient, path s
 	defer f.Close()
 	if _, err := r.next(); err != nil { // the manifest, verified already
 		return sum, err
+	}
+	if sum.ReplacedUnfinished {
+		// Asked again right before deleting: only what an interrupted
+		// import left is ever removed. Not forced: if its collections
+		// can't be dropped, nothing is deleted and the import stops.
+		if unfinished, err := dst.DB.UnfinishedImport(ctx, m.Tenant); err != nil || !unfinished {
+			return sum, fmt.Errorf("import tenant %s: the unfinished earlier import changed meanwhile (run again): %w", m.Tenant, errors.Join(err, bulkhead.ErrConflict))
+		}
+		if _, err := dst.Knowledge.DeleteTenant(ctx, m.Tenant, false); err != nil {
+			return sum, fmt.Errorf("import tenant %s: remove what an interrupted import left: %w", m.Tenant, err)
+		}
 	}
 	var keys *fieldcrypt.TenantKeys
 	var pending bool

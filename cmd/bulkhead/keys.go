@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -210,8 +211,13 @@ Running servers follow without a restart: they load the new KEK from where
 it is recorded (the file path or the URI) the first time they meet it, so the
 file must be readable at the same path by every server (or use a KMS). A
 keyset that does not unwrap fails only its tenant (listed; exit status 1);
-the others are re-wrapped. Resumable: run the same command again, with the
-old or the new KEK configured. Afterwards start bulkhead with the new KEK
+the others are re-wrapped. Resumable (an interrupted or killed run leaves
+every keyset wrapped by the old or the new KEK): run the same command again
+with the old KEK configured, as the first run had it; keysets already
+re-wrapped are skipped. Until it has finished, a server that was running
+keeps serving every tenant, but a server started anew can't (with the old
+KEK it refuses to start, with the new one the tenants not re-wrapped yet
+fail). Afterwards start bulkhead with the new KEK
 (--kek-file / --kek-uri); keep the old one until backups made before now
 expire. See docs/OPERATIONS.md.`,
 		Args: cobra.NoArgs,
@@ -251,6 +257,15 @@ expire. See docs/OPERATIONS.md.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "%s is the key-encryption key: %d keysets re-wrapped, %d already were, %d failed; running servers load it by themselves; start bulkhead with %s from now on (keep the old key until backups made before now expire)\n",
 					next.ID(), rep.Rewrapped, rep.Skipped, len(rep.Failed), flag)
 				if len(rep.Failed) > 0 {
+					for _, err := range rep.Failed {
+						if errors.Is(err, fieldcrypt.ErrKEKUnavailable) {
+							// An interrupted run resumed with only the new KEK
+							// configured: the keysets it had not reached are
+							// still wrapped by the old one, which this process
+							// can't load (the database records only the new).
+							return fmt.Errorf("%d tenants' keysets could not be re-wrapped (see above): those still wrapped by the previous key-encryption key need it, so run this command again with the previous KEK configured (its --kek-file / --kek-uri; the new one is found through the database); the others are done", len(rep.Failed))
+						}
+					}
 					return fmt.Errorf("%d tenants' keysets could not be re-wrapped (see above); the others are done", len(rep.Failed))
 				}
 				return nil
