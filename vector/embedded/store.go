@@ -188,7 +188,12 @@ func (s *Store) Loads() int64 { return s.loads.Load() }
 
 func (s *Store) path(k key) string { return filepath.Join(s.dir, fileName(k)) }
 
+// unavailable wraps an I/O failure of op on k: vector.ErrNoSpace when the
+// file system is full, else vector.ErrUnavailable.
 func unavailable(op string, k key, err error) error {
+	if isNoSpace(err) {
+		return fmt.Errorf("%s collection %s: %w (%w)", op, k, vector.ErrNoSpace, err)
+	}
 	return fmt.Errorf("%s collection %s: %w (%w)", op, k, vector.ErrUnavailable, err)
 }
 
