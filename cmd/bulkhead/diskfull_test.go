@@ -19,6 +19,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/vector"
 	"github.com/bulkhead-dev/bulkhead/vector/embedded"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // TestDiskFull (issue 17, scenario 5): the real serve binary with its data
@@ -34,120 +35,16 @@ func TestDiskFull(t *testing.T) {
 	dir := mountDataDir(t, 128<<20)
 	vecMnt := smallfs.Mount(t, 4<<20)
 	vecDir := filepath.Join(vecMnt, "default")
-	addr := freeAddr(t)
-	// The CLI must name the same region directory, to find it held by serve
-	// and go through serve's control plane.
-	env := []string{"BULKHEAD_VECTOR_REGION=default=embedded:" + vecDir}
-	s := startServe(t, dir, addr, env, "--addr", addr, "--rate-per-entity", "0")
-	cli := func(args ...string) result {
-		t.Helper()
-		r := run(t, dir, env, args...)
-		if r.code != 0 {
-			t.Fatalf("bulkhead %s: %s", strings.Join(args, " "), r)
-		}
-		return r
-	}
-	idOf := func(r result) string {
-		t.Helper()
-		var v struct{ ID string }
-		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.ID == "" {
-			t.Fatalf("%s", r)
-		}
-		return v.ID
-	}
-	tenant := idOf(cli("tenant", "create", "acme", "--json"))
-	alice := idOf(mustRun(t, dir, "entity", "create", "alice", "--tenant", tenant, "--json"))
-	tok := strings.TrimSpace(mustRun(t, dir, "token", "mint", "--tenant", tenant, "--entity", alice).stdout)
-
-	rng := rand.New(rand.NewPCG(17, 5))
-	acked := map[string]string{} // id -> content
-	// post ingests a document of about n bytes of incompressible words
-	// (TOAST would shrink repeated text) and records it if acknowledged.
-	post := func(n int) (int, http.Header, []byte) {
-		t.Helper()
-		words := make([]string, 0, n/17)
-		b := make([]byte, 8)
-		for range n / 17 {
-			for i := range b {
-				b[i] = byte(rng.Uint32())
-			}
-			words = append(words, hex.EncodeToString(b))
-		}
-		content := "disk full scenario " + strings.Join(words, " ")
-		body, _ := json.Marshal(map[string]any{"title": "doc", "content": content, "visibility": "tenant"})
-		req, _ := http.NewRequest("POST", s.base+"/v1/documents", strings.NewReader(string(body)))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-		if err != nil {
-			t.Fatalf("POST /v1/documents: %v (no answer within 30 s)\n%s", err, s.output())
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode == http.StatusCreated {
-			var d struct{ ID string }
-			if json.Unmarshal(raw, &d) != nil || d.ID == "" {
-				t.Fatalf("201 without an id: %s", raw)
-			}
-			acked[d.ID] = content
-		}
-		return resp.StatusCode, resp.Header, raw
-	}
-	mustPost := func(n int) {
-		t.Helper()
-		if code, _, raw := post(n); code != http.StatusCreated {
-			t.Fatalf("POST /v1/documents: %d %s\n%s", code, raw, s.output())
-		}
-	}
-	// refused checks a 507 answer: problem+json of its own type, no
-	// Retry-After, none of the error's internals.
+	e := startFull(t, dir, vecDir)
+	s, tenant, alice, acked := e.s, e.tenant, e.alice, e.acked
+	post, mustPost, reads, cli := e.post, e.mustPost, e.reads, e.cli
 	refused := func(what string, code int, h http.Header, raw []byte) {
 		t.Helper()
-		if code != http.StatusInsufficientStorage || h.Get("Content-Type") != "application/problem+json" ||
-			!strings.Contains(string(raw), "insufficient-storage") {
-			t.Fatalf("%s: %d %s %s, want 507 problem+json insufficient-storage\n%s", what, code, h.Get("Content-Type"), raw, s.output())
-		}
-		if h.Get("Retry-After") != "" {
-			t.Errorf("%s: Retry-After %q on a 507", what, h.Get("Retry-After"))
-		}
-		for _, leak := range []string{"no space", "No space", "device", "53100", "/tmp", vecMnt, dir, "collection", "pg_", "extend"} {
-			if strings.Contains(string(raw), leak) {
-				t.Errorf("%s: the problem body carries internals (%q): %s", what, leak, raw)
-			}
-		}
+		e.refused(what, code, h, raw, vecMnt)
 	}
-	// reads checks that every acknowledged document reads back, that the
-	// list holds exactly them (no half-written one), that a hybrid query
-	// answers and that /readyz is 200.
-	reads := func(when string) {
-		t.Helper()
-		if n := readAll(t, s.base, tok, acked); n != 0 {
-			t.Fatalf("%s: %d of %d acknowledged documents unreadable", when, n, len(acked))
-		}
-		code, raw := api(t, s.base, tok, "GET", "/v1/documents?limit=100", "")
-		var l struct {
-			Items []struct{ ID string }
-		}
-		if code != 200 || json.Unmarshal(raw, &l) != nil {
-			t.Fatalf("%s: GET /v1/documents: %d %s", when, code, raw)
-		}
-		listed := map[string]bool{}
-		for _, d := range l.Items {
-			listed[d.ID] = true
-			if _, ok := acked[d.ID]; !ok {
-				t.Errorf("%s: document %s listed but never acknowledged (half-written)", when, d.ID)
-			}
-		}
-		if len(listed) != len(acked) {
-			t.Errorf("%s: %d documents listed, %d acknowledged", when, len(listed), len(acked))
-		}
-		if code, raw := api(t, s.base, tok, "POST", "/v1/query", `{"query":"disk full scenario"}`); code != 200 || !strings.Contains(string(raw), "disk full scenario") {
-			t.Errorf("%s: POST /v1/query: %d %.300s", when, code, raw)
-		}
-		if code, body, err := s.get("/readyz"); code != 200 {
-			t.Errorf("%s: /readyz %d %s %v", when, code, body, err)
-		}
-	}
+	// A fresh WAL segment: the writes below must fail for want of table
+	// pages, not of a new WAL segment (that is TestWALFull).
+	e.switchWAL(t)
 	for range 3 {
 		mustPost(4 << 10)
 	}
@@ -201,7 +98,7 @@ func TestDiskFull(t *testing.T) {
 	if !strings.Contains(s.stderr.String(), "no space left for the write") {
 		t.Errorf("serve logged no line about the refused writes:\n%s", s.output())
 	}
-	t.Logf("serve's lines about the refused writes:\n%s\n%s", linesWith(s.stderr.String(), "no space left for the write"), linesWith(s.stderr.String(), "status=507"))
+	t.Logf("serve's lines about the refused writes (one a second at most):\n%s", linesWith(s.stderr.String(), "no space left for the write"))
 	if _, m, err := s.get("/metrics"); err != nil || !strings.Contains(m, `code="507"`) {
 		t.Errorf("/metrics has no 507 count: %v\n%s", err, linesWith(m, "bulkhead_http_requests_total"))
 	}
@@ -248,6 +145,251 @@ func TestDiskFull(t *testing.T) {
 		if docs[id] == 0 {
 			t.Errorf("acknowledged document %s has no points", id)
 		}
+	}
+}
+
+// TestWALFull (issue 17, scenario 5, the hard case): PostgreSQL's data dir
+// full when it needs a new WAL segment. PostgreSQL cannot continue without
+// WAL: the backend PANICs, and crash recovery, which must write WAL, fails
+// at every start while the disk stays full. Reads fail then too. What
+// bulkhead guarantees: every answer is 503 with Retry-After (never 500,
+// never a hang), /readyz is 503, the supervisor keeps retrying (capped
+// backoff, each failure logged with PostgreSQL's reason), and once space
+// is freed PostgreSQL recovers and the same serve, not restarted, serves
+// every acknowledged document and stores new ones.
+func TestWALFull(t *testing.T) {
+	dir := mountDataDir(t, 128<<20)
+	e := startFull(t, dir, "")
+	for range 3 {
+		e.mustPost(4 << 10)
+	}
+	e.reads("before")
+
+	ctx := context.Background()
+	admin, err := e.superuser(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	ballast := filepath.Join(dir, "ballast")
+	smallfs.Fill(t, ballast)
+	// The current segment is closed; the next WAL record needs a new one.
+	_, err = admin.Exec(ctx, "SELECT pg_switch_wal(); SELECT pg_logical_emit_message(false, 'bulkhead', 'needs a new segment')")
+	t.Logf("a WAL record needing a new segment on a full disk: %v", err)
+	poll(t, "/readyz to answer 503", 30*time.Second, func() bool { code, _, _ := e.s.get("/readyz"); return code == 503 })
+	poll(t, "a failed restart of PostgreSQL", 30*time.Second, func() bool {
+		return strings.Contains(e.s.stderr.String(), "PostgreSQL restart failed; retrying")
+	})
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/documents", `{"title":"t","content":"while the WAL is full","visibility":"tenant"}`},
+		{"GET", "/v1/documents", ""},
+		{"POST", "/v1/query", `{"query":"disk full scenario"}`},
+	} {
+		req, _ := http.NewRequest(c.method, e.s.base+c.path, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+e.tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("%s %s with PostgreSQL down: %v (no answer within 30 s)", c.method, c.path, err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || strings.Contains(string(raw), "space") {
+			t.Errorf("%s %s with PostgreSQL down for want of WAL space: %d Retry-After %q %s, want 503 with Retry-After",
+				c.method, c.path, resp.StatusCode, resp.Header.Get("Retry-After"), raw)
+		}
+	}
+	if pg, err := os.ReadFile(filepath.Join(dir, "postgres.log")); err == nil {
+		t.Logf("postgres.log, lines about space:\n%s", linesWith(string(pg), "space"))
+	}
+
+	smallfs.Free(t, ballast)
+	freed := time.Now()
+	poll(t, "/readyz to answer 200 after the space was freed", 60*time.Second, func() bool { code, _, _ := e.s.get("/readyz"); return code == 200 })
+	t.Logf("/readyz 200 %s after the ballast was removed (the supervisor's backoff is capped at 10 s)", time.Since(freed).Round(10*time.Millisecond))
+	e.reads("after the WAL space was freed")
+	e.mustPost(4 << 10)
+	e.reads("after a write")
+	_, m, _ := e.s.get("/metrics")
+	t.Logf("metrics:\n%s", linesWith(m, "bulkhead_postgres_"))
+	for _, l := range []string{"PostgreSQL postmaster died; restarting it", "PostgreSQL restart failed; retrying", "PostgreSQL restarted after a crash"} {
+		if !strings.Contains(e.s.stderr.String(), l) {
+			t.Errorf("serve's log has no line %q", l)
+		}
+	}
+	select {
+	case <-e.s.done:
+		t.Fatalf("serve exited: it must recover without a restart\n%s", e.s.output())
+	default:
+	}
+	e.s.interrupt(t)
+}
+
+// fullEnv is a serve on a data dir that a test fills, with one tenant,
+// one entity and its token, and the documents acknowledged so far.
+type fullEnv struct {
+	t                  *testing.T
+	s                  *server
+	dir                string
+	env                []string
+	tenant, alice, tok string
+	acked              map[string]string // id -> content
+	rng                *rand.Rand
+}
+
+// startFull starts serve on dir (its vectors in vecDir, "" for the
+// default) and creates the tenant, the entity and the token.
+func startFull(t *testing.T, dir, vecDir string) *fullEnv {
+	t.Helper()
+	e := &fullEnv{t: t, dir: dir, acked: map[string]string{}, rng: rand.New(rand.NewPCG(17, 5))}
+	if vecDir != "" {
+		// The CLI must name the same region directory, to find it held by
+		// serve and go through serve's control plane.
+		e.env = []string{"BULKHEAD_VECTOR_REGION=default=embedded:" + vecDir}
+	}
+	addr := freeAddr(t)
+	e.s = startServe(t, dir, addr, e.env, "--addr", addr, "--rate-per-entity", "0")
+	idOf := func(r result) string {
+		t.Helper()
+		var v struct{ ID string }
+		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.ID == "" {
+			t.Fatalf("%s", r)
+		}
+		return v.ID
+	}
+	e.tenant = idOf(e.cli("tenant", "create", "acme", "--json"))
+	e.alice = idOf(e.cli("entity", "create", "alice", "--tenant", e.tenant, "--json"))
+	e.tok = strings.TrimSpace(e.cli("token", "mint", "--tenant", e.tenant, "--entity", e.alice).stdout)
+	return e
+}
+
+// cli runs bin with e's environment and fails the test unless it exits 0.
+func (e *fullEnv) cli(args ...string) result {
+	e.t.Helper()
+	r := run(e.t, e.dir, e.env, args...)
+	if r.code != 0 {
+		e.t.Fatalf("bulkhead %s: %s", strings.Join(args, " "), r)
+	}
+	return r
+}
+
+// post ingests a document of about n bytes of incompressible words
+// (TOAST would shrink repeated text) and records it if acknowledged.
+func (e *fullEnv) post(n int) (int, http.Header, []byte) {
+	t := e.t
+	t.Helper()
+	words := make([]string, 0, n/17)
+	b := make([]byte, 8)
+	for range n / 17 {
+		for i := range b {
+			b[i] = byte(e.rng.Uint32())
+		}
+		words = append(words, hex.EncodeToString(b))
+	}
+	content := "disk full scenario " + strings.Join(words, " ")
+	body, _ := json.Marshal(map[string]any{"title": "doc", "content": content, "visibility": "tenant"})
+	req, _ := http.NewRequest("POST", e.s.base+"/v1/documents", strings.NewReader(string(body)))
+	req.Header.Set("Authorization", "Bearer "+e.tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("POST /v1/documents: %v (no answer within 30 s)\n%s", err, e.s.output())
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusCreated {
+		var d struct{ ID string }
+		if json.Unmarshal(raw, &d) != nil || d.ID == "" {
+			t.Fatalf("201 without an id: %s", raw)
+		}
+		e.acked[d.ID] = content
+	}
+	return resp.StatusCode, resp.Header, raw
+}
+
+func (e *fullEnv) mustPost(n int) {
+	e.t.Helper()
+	if code, _, raw := e.post(n); code != http.StatusCreated {
+		e.t.Fatalf("POST /v1/documents: %d %s\n%s", code, raw, e.s.output())
+	}
+}
+
+// refused checks a 507 answer: problem+json of its own type, no
+// Retry-After, none of the error's internals.
+func (e *fullEnv) refused(what string, code int, h http.Header, raw []byte, paths ...string) {
+	t := e.t
+	t.Helper()
+	if code != http.StatusInsufficientStorage || h.Get("Content-Type") != "application/problem+json" ||
+		!strings.Contains(string(raw), "insufficient-storage") {
+		t.Fatalf("%s: %d %s %s, want 507 problem+json insufficient-storage\n%s", what, code, h.Get("Content-Type"), raw, e.s.output())
+	}
+	if h.Get("Retry-After") != "" {
+		t.Errorf("%s: Retry-After %q on a 507", what, h.Get("Retry-After"))
+	}
+	for _, leak := range append([]string{"no space", "No space", "device", "53100", "/tmp", e.dir, "collection", "pg_", "extend"}, paths...) {
+		if strings.Contains(string(raw), leak) {
+			t.Errorf("%s: the problem body carries internals (%q): %s", what, leak, raw)
+		}
+	}
+}
+
+// reads checks that every acknowledged document reads back, that the list
+// holds exactly them (no half-written one), that a hybrid query answers
+// and that /readyz is 200.
+func (e *fullEnv) reads(when string) {
+	t := e.t
+	t.Helper()
+	if n := readAll(t, e.s.base, e.tok, e.acked); n != 0 {
+		t.Fatalf("%s: %d of %d acknowledged documents unreadable", when, n, len(e.acked))
+	}
+	code, raw := api(t, e.s.base, e.tok, "GET", "/v1/documents?limit=100", "")
+	var l struct {
+		Items []struct{ ID string }
+	}
+	if code != 200 || json.Unmarshal(raw, &l) != nil {
+		t.Fatalf("%s: GET /v1/documents: %d %s", when, code, raw)
+	}
+	listed := map[string]bool{}
+	for _, d := range l.Items {
+		listed[d.ID] = true
+		if _, ok := e.acked[d.ID]; !ok {
+			t.Errorf("%s: document %s listed but never acknowledged (half-written)", when, d.ID)
+		}
+	}
+	if len(listed) != len(e.acked) {
+		t.Errorf("%s: %d documents listed, %d acknowledged", when, len(listed), len(e.acked))
+	}
+	if code, raw := api(t, e.s.base, e.tok, "POST", "/v1/query", `{"query":"disk full scenario"}`); code != 200 || !strings.Contains(string(raw), "disk full scenario") {
+		t.Errorf("%s: POST /v1/query: %d %.300s", when, code, raw)
+	}
+	if code, body, err := e.s.get("/readyz"); code != 200 {
+		t.Errorf("%s: /readyz %d %s %v", when, code, body, err)
+	}
+}
+
+// superuser connects to the bulkhead database as the bootstrap superuser.
+func (e *fullEnv) superuser(ctx context.Context) (*pgx.Conn, error) {
+	var info struct {
+		SuperuserDSN string `json:"superuser_dsn"`
+	}
+	if err := json.Unmarshal([]byte(e.cli("db", "info", "--json").stdout), &info); err != nil {
+		e.t.Fatal(err)
+	}
+	return pgx.Connect(ctx, info.SuperuserDSN)
+}
+
+// switchWAL makes PostgreSQL start a new WAL segment now, while there is
+// space for it.
+func (e *fullEnv) switchWAL(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := e.superuser(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "SELECT pg_switch_wal(); SELECT pg_logical_emit_message(false, 'bulkhead', 'test')"); err != nil {
+		t.Fatal(err)
 	}
 }
 
