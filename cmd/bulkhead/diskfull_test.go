@@ -99,8 +99,8 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("serve logged no line about the refused writes:\n%s", s.output())
 	}
 	t.Logf("serve's lines about the refused writes (one a second at most):\n%s", linesWith(s.stderr.String(), "no space left for the write"))
-	if _, m, err := s.get("/metrics"); err != nil || !strings.Contains(m, `code="507"`) {
-		t.Errorf("/metrics has no 507 count: %v\n%s", err, linesWith(m, "bulkhead_http_requests_total"))
+	if _, m, err := s.get("/metrics"); err != nil || !strings.Contains(m, `code="507"`) || !strings.Contains(m, `bulkhead_vector_compaction_failures_total{region="default"}`) {
+		t.Errorf("/metrics has no 507 count or no compaction failure count: %v\n%s", err, linesWith(m, "bulkhead_"))
 	}
 	s.interrupt(t)
 

@@ -1,10 +1,14 @@
 package embedded
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -76,6 +80,8 @@ func TestDiskFull(t *testing.T) {
 
 	// A compaction out of space: one small record fits, its snapshot not.
 	s.compactMin = 1
+	var logged syncBuffer
+	s.SetLogger(slog.New(slog.NewTextHandler(&logged, nil)))
 	small := randomPoints(102, 1, dim)
 	if err := e.Router.Upsert(e.CtxA, e.CollA, small); err != nil {
 		t.Fatalf("a one-point upsert with 8 KiB free: %v", err)
@@ -85,6 +91,9 @@ func TestDiskFull(t *testing.T) {
 	n, last := s.CompactionFailures()
 	if n != 1 || !errors.Is(last, syscall.ENOSPC) {
 		t.Fatalf("compaction failures %d (%v), want 1 with ENOSPC", n, last)
+	}
+	if l := logged.String(); !strings.Contains(l, "vector compaction failed") || !strings.Contains(l, "no_space=true") {
+		t.Errorf("the failed compaction was not logged as out of space: %q", l)
 	}
 	if got := readFile(t, snapPath); !slices.Equal(got, snapBefore) {
 		t.Fatal("a compaction that ran out of space changed the snapshot")
@@ -177,4 +186,22 @@ func assertNoTemp(t *testing.T, dir string) {
 			t.Errorf("temporary file %s left behind", en.Name())
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a background compaction's log.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
