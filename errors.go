@@ -26,6 +26,14 @@ var (
 	// knowledge collection is not provisioned. Never reported as an empty
 	// result; the HTTP layer answers 503.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrNoSpace: a write failed because the storage it needs is full (the
+	// vector directory's file system, or PostgreSQL's: ENOSPC, EDQUOT,
+	// SQLSTATE 53100 disk_full). Nothing of the write was kept, reads still
+	// work, and the same write succeeds once space is freed, without a
+	// restart. The HTTP layer answers 507 Insufficient Storage. A backend
+	// error may match both ErrNoSpace and ErrUnavailable; ErrNoSpace is the
+	// more precise and wins.
+	ErrNoSpace = errors.New("insufficient storage")
 	// ErrDamaged: a stored value failed its integrity check: a sealed value
 	// that does not open (tampered, or copied from another row, column or
 	// tenant) or plaintext where a sealed value belongs. The data is

@@ -32,6 +32,14 @@ var problems = []struct {
 	{bulkhead.ErrNotFound, http.StatusNotFound, "not-found", "Not found"},
 	{bulkhead.ErrConflict, http.StatusConflict, "conflict", "Conflict"},
 	{bulkhead.ErrInvalid, http.StatusBadRequest, "invalid", "Invalid input"},
+	// Before ErrUnavailable: a full disk under the vector store is also
+	// "the backend failed", but the precise answer is that the write was
+	// refused for lack of space. 507, not 503 + Retry-After: space comes
+	// back when an operator frees it, not in a few seconds, so inviting an
+	// automatic retry would only repeat the failure; a distinct status is
+	// also a distinct metric label (code="507") to alert on, and readiness
+	// stays 200 because reads keep working.
+	{bulkhead.ErrNoSpace, http.StatusInsufficientStorage, "insufficient-storage", "Insufficient storage: the write was not stored"},
 	{bulkhead.ErrUnavailable, http.StatusServiceUnavailable, "unavailable", "Service unavailable, retry later"},
 	// Damaged stored data is not the request's fault, but 500 would say
 	// "unexpected" and invite retries: 409 says the resource's state
@@ -82,6 +90,12 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		if ok, n := unavailableLog.allow(time.Now()); ok {
 			log.WarnContext(r.Context(), "request failed", "status", p.Status, "method", r.Method, "path", r.URL.Path, "err", err, "similar_not_logged", n)
 		}
+	case p.Status == http.StatusInsufficientStorage:
+		// A full disk fails every write alike, and the log may share that
+		// disk: one line a second, at ERROR (an operator must act).
+		if ok, n := noSpaceLog.allow(time.Now()); ok {
+			log.ErrorContext(r.Context(), "request failed: no space left for the write", "status", p.Status, "method", r.Method, "path", r.URL.Path, "err", err, "similar_not_logged", n)
+		}
 	case p.Status >= 500:
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
@@ -90,6 +104,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 
 // unavailableLog thins the log lines of 503 answers to one a second.
 var unavailableLog = &logSampler{every: time.Second}
+
+// noSpaceLog thins the log lines of 507 answers to one a second.
+var noSpaceLog = &logSampler{every: time.Second}
 
 // logSampler lets one event through per interval and counts the others.
 // It is safe for concurrent use.

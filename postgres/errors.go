@@ -54,6 +54,19 @@ func translate(err error) error {
 			kind = bulkhead.ErrInvalid
 			break
 		}
+		// Class 53, insufficient resources: 53100 disk_full (a relation,
+		// index or temporary file could not be extended) refuses the write
+		// for lack of space; the others (53200 out_of_memory, 53300
+		// too_many_connections, 53400 configuration_limit_exceeded) are
+		// the server being short of something for now: retry later.
+		if pe.Code == "53100" {
+			kind = bulkhead.ErrNoSpace
+			break
+		}
+		if strings.HasPrefix(pe.Code, "53") {
+			kind = bulkhead.ErrUnavailable
+			break
+		}
 		// Class 08, connection exception: what PostgreSQL or PgBouncer
 		// says when the server side of the connection is gone or refuses.
 		if strings.HasPrefix(pe.Code, "08") {

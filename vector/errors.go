@@ -33,4 +33,10 @@ var (
 	// collection file). Callers must report it (503) and never treat it as
 	// an empty result.
 	ErrUnavailable = fmt.Errorf("vector: backend: %w", bulkhead.ErrUnavailable)
+	// ErrNoSpace: a write failed because the backend's storage is full
+	// (ENOSPC, EDQUOT). The write was not kept; reads still work, and the
+	// write succeeds once space is freed. It matches bulkhead.ErrNoSpace
+	// (507) and also ErrUnavailable, so code that handles a failed backend
+	// handles it too.
+	ErrNoSpace = fmt.Errorf("vector: storage full: %w (%w)", bulkhead.ErrNoSpace, ErrUnavailable)
 )

@@ -31,7 +31,11 @@ type Store interface {
 	// nothing, durably before it returns. It never creates the collection:
 	// a missing one is ErrNotFound. It returns ErrDimension or
 	// bulkhead.ErrInvalid (see Point.Validate; also for an id repeated in
-	// points) without storing anything.
+	// points) without storing anything. Writes (CreateCollection, Upsert,
+	// Delete) return ErrNoSpace when the backend's storage is full and
+	// nothing of the write was kept (the embedded backend; a Qdrant node
+	// out of disk is ErrUnavailable), ErrUnavailable when it fails
+	// otherwise.
 	Upsert(ctx context.Context, c Collection, points []Point) error
 	// Delete removes the points with the given ids, all or nothing: if any
 	// id is absent it returns ErrNotFound and removes none.

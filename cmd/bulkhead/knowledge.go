@@ -57,7 +57,13 @@ var errVectorsBusy = errors.New("the embedded vector store is held by a running 
 
 // knowledge builds the retrieval service over db: a backend per region,
 // the embedders and the chat model. close releases the backends.
-func (c *config) knowledge(db *postgres.DB, log *slog.Logger) (_ *retrieval.Service, _ func(), err error) {
+func (c *config) knowledge(db *postgres.DB, log *slog.Logger) (*retrieval.Service, func(), error) {
+	return c.knowledgeWith(db, log, nil)
+}
+
+// knowledgeWith is knowledge, calling opened (if not nil) with each
+// embedded store it opens (serve exports their metrics).
+func (c *config) knowledgeWith(db *postgres.DB, log *slog.Logger, opened func(region string, s *embedded.Store)) (_ *retrieval.Service, _ func(), err error) {
 	k := c.know
 	var closers []func()
 	closeAll := func() {
@@ -95,6 +101,9 @@ func (c *config) knowledge(db *postgres.DB, log *slog.Logger) (_ *retrieval.Serv
 			}
 			closers = append(closers, func() { s.Close() })
 			stores[region] = s
+			if opened != nil {
+				opened(region, s)
+			}
 		case "qdrant":
 			s, err := qdrant.New(qdrant.Config{Addr: arg, APIKey: k.qdrantKey})
 			if err != nil {

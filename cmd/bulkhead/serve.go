@@ -24,6 +24,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/pgcluster"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/token"
+	"github.com/bulkhead-dev/bulkhead/vector/embedded"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -193,7 +194,10 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 		stream.Notifier = postgres.NewNotifier(db, postgres.NotifierConfig{ConnConfig: direct, Logger: log})
 		defer stream.Notifier.Close()
 	}
-	know, closeKnow, err := cfg.knowledge(db, log)
+	know, closeKnow, err := cfg.knowledgeWith(db, log, func(region string, s *embedded.Store) {
+		s.SetLogger(log.With("region", region))
+		collectors = append(collectors, vectorMetrics(region, s)...)
+	})
 	if err != nil {
 		return fmt.Errorf("knowledge layer: %w", err)
 	}
@@ -286,6 +290,18 @@ func supervisorMetrics(cl *pgcluster.Cluster) []prometheus.Collector {
 			stat(func(s pgcluster.SupervisorStats) int64 { return s.Restarts })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_postgres_failed_starts_total", Help: "Restart attempts of the embedded PostgreSQL that failed (and were retried with backoff)."},
 			stat(func(s pgcluster.SupervisorStats) int64 { return s.FailedStarts })),
+	}
+}
+
+// vectorMetrics exposes an embedded vector store at /metrics. A failed
+// compaction loses nothing, but a store whose compactions keep failing
+// (a full disk, most often) has a log that only grows: alert on it.
+func vectorMetrics(region string, s *embedded.Store) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_vector_compaction_failures_total",
+			Help:        "Background compactions of the embedded vector store that failed (nothing is lost: the log is kept and folded by a later compaction; each failure is logged).",
+			ConstLabels: prometheus.Labels{"region": region}},
+			func() float64 { n, _ := s.CompactionFailures(); return float64(n) }),
 	}
 }
 

@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 )
 
@@ -45,6 +46,10 @@ func (s *Store) maybeCompact(h *coll) {
 		if err := s.compactNow(h); err != nil {
 			s.compactFailures.Add(1)
 			s.lastCompactErr.Store(&err)
+			if l := s.logger.Load(); l != nil {
+				l.Warn("vector compaction failed; nothing is lost (the log is kept and folded later), but the log keeps growing until one succeeds",
+					"collection", h.key.String(), "no_space", isNoSpace(err), "err", err)
+			}
 		}
 	}()
 }
@@ -88,6 +93,10 @@ func (s *Store) compactNow(h *coll) error {
 	}
 	return s.at(stepCompacted, path)
 }
+
+// SetLogger makes s log each failed background compaction to l. It is
+// safe for concurrent use.
+func (s *Store) SetLogger(l *slog.Logger) { s.logger.Store(l) }
 
 // CompactionFailures returns how many background compactions failed since
 // New, and the last failure's error. A failed compaction loses nothing

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -54,6 +55,7 @@ type Store struct {
 	compactions     sync.WaitGroup // background compactions running
 	compactFailures atomic.Int64
 	lastCompactErr  atomic.Pointer[error]
+	logger          atomic.Pointer[slog.Logger] // see SetLogger; nil: no log
 
 	beforeRename func(tmp string) error        // test hook, see persist
 	hook         func(step, path string) error // test hook, see Store.at
@@ -188,7 +190,12 @@ func (s *Store) Loads() int64 { return s.loads.Load() }
 
 func (s *Store) path(k key) string { return filepath.Join(s.dir, fileName(k)) }
 
+// unavailable wraps an I/O failure of op on k: vector.ErrNoSpace when the
+// file system is full, else vector.ErrUnavailable.
 func unavailable(op string, k key, err error) error {
+	if isNoSpace(err) {
+		return fmt.Errorf("%s collection %s: %w (%w)", op, k, vector.ErrNoSpace, err)
+	}
 	return fmt.Errorf("%s collection %s: %w (%w)", op, k, vector.ErrUnavailable, err)
 }
 
@@ -466,8 +473,12 @@ func (s *Store) DropCollection(ctx context.Context, c vector.Collection) error {
 // collection's log as one record, fsynced before it returns, so a call
 // costs I/O proportional to the batch, not to the collection (compaction
 // folds the log into the snapshot later, in the background). On
-// vector.ErrUnavailable the write may or may not have reached the disk;
-// retrying is safe.
+// vector.ErrNoSpace (the file system is full: ENOSPC, EDQUOT) nothing of
+// the write is kept: the part of the record the file system took is cut
+// back, or, if even that fails, dropped as a torn tail at the next load;
+// the same write succeeds once space is freed, on the same Store. On
+// another vector.ErrUnavailable the write may or may not have reached the
+// disk; retrying is safe.
 func (s *Store) Upsert(ctx context.Context, c vector.Collection, points []vector.Point) error {
 	return s.write(ctx, c, func(h *coll, d *data, loadErr error) error {
 		if loadErr != nil {
