@@ -195,11 +195,11 @@ func TestOverloadIsRefusedNotQueued(t *testing.T) {
 	health := getAnswer(c, srv.URL+"/healthz", "")
 	wg.Wait()
 	if health.err != nil || health.code != http.StatusOK {
-		t.Errorf("/healthz with every slot taken: %+v, want 200 (probes are not admitted)", health)
+		t.Errorf("/healthz with every slot taken: %v, want 200 (probes are not admitted)", health)
 	}
 	for i, a := range answers {
 		if !a.overloaded() {
-			t.Errorf("storm request %d with every slot held: %+v, want 503 overloaded with Retry-After", i, a)
+			t.Errorf("storm request %d with every slot held: %v, want 503 overloaded with Retry-After", i, a)
 		}
 	}
 
@@ -255,7 +255,7 @@ func TestOverloadIsRefusedNotQueued(t *testing.T) {
 	// flight, and the high-water marks stayed within the bounds.
 	for i := range 20 {
 		if a := getAnswer(c, rooms, "alice"); a.err != nil || a.code != http.StatusOK {
-			t.Fatalf("request %d after the storm: %+v, want 200", i, a)
+			t.Fatalf("request %d after the storm: %v, want 200", i, a)
 		}
 	}
 	close(stop)
@@ -310,7 +310,7 @@ func TestPoolAcquireIsBounded(t *testing.T) {
 	}
 	a := getAnswer(c, srv.URL+"/v1/rooms", "alice")
 	if a.err != nil || a.code != http.StatusServiceUnavailable || a.retryAfter == "" || a.problem != "https://bulkhead.dev/problems/unavailable" {
-		t.Errorf("with the pool's only connection taken: %+v, want 503 unavailable with Retry-After", a)
+		t.Errorf("with the pool's only connection taken: %v, want 503 unavailable with Retry-After", a)
 	}
 	m, err := scrape(t, c, srv.URL)
 	if err != nil {
@@ -321,6 +321,13 @@ func TestPoolAcquireIsBounded(t *testing.T) {
 	}
 	held.Release()
 	if a := getAnswer(c, srv.URL+"/v1/rooms", "alice"); a.err != nil || a.code != http.StatusOK {
-		t.Errorf("with the connection back: %+v, want 200", a)
+		t.Errorf("with the connection back: %v, want 200", a)
 	}
+}
+
+func (a answer) String() string {
+	if a.err != nil {
+		return "no answer: " + a.err.Error()
+	}
+	return fmt.Sprintf("%d %s Retry-After=%q", a.code, a.problem, a.retryAfter)
 }
