@@ -33,6 +33,16 @@ type OverloadConfig struct {
 	// Deadline is each request's client deadline; default 10 s. An answer
 	// that does not come within it is counted as a timeout.
 	Deadline time.Duration
+	// Share is the before and after phases' rate as a share of the
+	// sustainable rate; default 0.8 (at 1.0 an open loop has no headroom
+	// for its own bursts).
+	Share float64
+	// Conns bounds the load generator's connections and requests
+	// outstanding at once; default 512. A request due while all are busy
+	// is not sent and counted as Unsent: the generator models a fleet of
+	// clients (or a load balancer) with a bounded connection pool, not a
+	// flood of new TCP connections (see docs/RELIABILITY.md).
+	Conns int
 	// ServeArgs are extra flags for serve (e.g. --max-in-flight).
 	ServeArgs []string
 	Progress  io.Writer
@@ -53,11 +63,13 @@ type OverloadStep struct {
 type OverloadPhase struct {
 	Name      string
 	Offered   float64 // requests sent per second
+	Due       float64 // requests due per second (sent + unsent)
 	Requests  int64
 	OK        int64 // 2xx
 	Refused   int64 // 503 or 429 with Retry-After
 	Timeouts  int64 // no answer within the client deadline
 	Other     int64 // anything else (500, 503 without Retry-After, transport errors)
+	Unsent    int64 // due while all Conns were busy: not sent
 	OtherSeen map[string]int64
 	P50, P99  time.Duration // over all answers
 	OKP99     time.Duration // over 2xx answers
@@ -69,6 +81,10 @@ type OverloadPhase struct {
 	PeakQueued     float64
 	PeakInFlight   float64
 	PeakGoroutines float64
+
+	// Seconds are the answers by the second the request was due in:
+	// [2xx, all answered].
+	Seconds [][2]int64
 
 	mu  sync.Mutex
 	lat []time.Duration
@@ -128,6 +144,12 @@ func RunOverload(ctx context.Context, cfg OverloadConfig) (*OverloadResult, erro
 	if cfg.Deadline <= 0 {
 		cfg.Deadline = 10 * time.Second
 	}
+	if cfg.Share <= 0 {
+		cfg.Share = 0.8
+	}
+	if cfg.Conns <= 0 {
+		cfg.Conns = 512
+	}
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
 	}
@@ -153,8 +175,9 @@ func RunOverload(ctx context.Context, cfg OverloadConfig) (*OverloadResult, erro
 		return nil, err
 	}
 	res := &OverloadResult{Config: cfg}
-	client := &http.Client{Timeout: cfg.Deadline, Transport: &http.Transport{MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096}}
-	o := &overload{p: p, writers: writers, client: client}
+	client := &http.Client{Timeout: cfg.Deadline, Transport: &http.Transport{MaxIdleConns: cfg.Conns, MaxIdleConnsPerHost: cfg.Conns, MaxConnsPerHost: cfg.Conns}}
+	o := &overload{p: p, writers: writers, client: client, slots: make(chan struct{}, cfg.Conns),
+		metrics: &http.Client{Timeout: cfg.Deadline}}
 	if m, err := o.scrape(); err == nil {
 		res.MaxInFlight, res.MaxQueue = m["bulkhead_http_max_in_flight"], m["bulkhead_http_max_queue"]
 	}
@@ -179,9 +202,9 @@ func RunOverload(ctx context.Context, cfg OverloadConfig) (*OverloadResult, erro
 		rate float64
 		d    time.Duration
 	}{
-		{"before (sustainable rate)", res.Sustainable, cfg.Measure},
+		{fmt.Sprintf("before (%g× the sustainable rate)", cfg.Share), cfg.Share * res.Sustainable, cfg.Measure},
 		{fmt.Sprintf("overload (%g× the sustainable rate)", cfg.Factor), cfg.Factor * res.Sustainable, cfg.Duration},
-		{"after (sustainable rate)", res.Sustainable, cfg.Measure},
+		{fmt.Sprintf("after (%g× the sustainable rate)", cfg.Share), cfg.Share * res.Sustainable, cfg.Measure},
 	} {
 		fmt.Fprintf(cfg.Progress, "%s: %.0f requests/s for %s\n", ph.name, ph.rate, ph.d)
 		phase, err := o.openLoop(ctx, ph.name, ph.rate, ph.d)
@@ -189,8 +212,8 @@ func RunOverload(ctx context.Context, cfg OverloadConfig) (*OverloadResult, erro
 			return nil, err
 		}
 		res.Phases = append(res.Phases, phase)
-		fmt.Fprintf(cfg.Progress, "  %d requests: %d 2xx, %d refused, %d timeouts, %d other; p50 %s p99 %s; peak RSS %.0f MiB\n",
-			phase.Requests, phase.OK, phase.Refused, phase.Timeouts, phase.Other, phase.P50.Round(time.Microsecond), phase.P99.Round(time.Microsecond), phase.PeakRSS/(1<<20))
+		fmt.Fprintf(cfg.Progress, "  %d requests (%d unsent): %d 2xx, %d refused, %d timeouts, %d other; p50 %s p99 %s; peak RSS %.0f MiB\n",
+			phase.Requests, phase.Unsent, phase.OK, phase.Refused, phase.Timeouts, phase.Other, phase.P50.Round(time.Microsecond), phase.P99.Round(time.Microsecond), phase.PeakRSS/(1<<20))
 	}
 	if m, err := o.scrape(); err == nil {
 		res.Drained = m["bulkhead_http_queued"] == 0 && m["bulkhead_http_in_flight"] == 0
@@ -204,6 +227,8 @@ type overload struct {
 	p       *serveProc
 	writers []writer
 	client  *http.Client
+	metrics *http.Client // its own connection: /metrics is not queued behind the load's
+	slots   chan struct{}
 }
 
 // request sends one request of the mix: 80 % list rooms, 20 % post a
@@ -289,13 +314,22 @@ func (o *overload) openLoop(ctx context.Context, name string, rate float64, d ti
 		if w := time.Until(at); w > 0 {
 			time.Sleep(w)
 		}
-		sent++
 		seed := rnd.Uint64()
+		select {
+		case o.slots <- struct{}{}:
+		default:
+			ph.mu.Lock()
+			ph.Unsent++
+			ph.mu.Unlock()
+			continue
+		}
+		sent++
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { <-o.slots }()
 			status, retry, took, err := o.request(mrand.New(mrand.NewPCG(seed, 13)), i)
-			ph.record(status, retry, took, err)
+			ph.record(int(at.Sub(start)/time.Second), status, retry, took, err)
 		}()
 	}
 	sendTime := time.Since(start)
@@ -307,14 +341,22 @@ func (o *overload) openLoop(ctx context.Context, name string, rate float64, d ti
 		return nil, err
 	}
 	ph.Offered = float64(sent) / sendTime.Seconds()
+	ph.Due = float64(sent+ph.Unsent) / sendTime.Seconds()
 	ph.P50, ph.P99, ph.OKP99 = quantile(ph.lat, 0.5), quantile(ph.lat, 0.99), quantile(ph.ok, 0.99)
 	ph.lat, ph.ok = nil, nil
 	return ph, nil
 }
 
-func (ph *OverloadPhase) record(status int, retry string, took time.Duration, err error) {
+func (ph *OverloadPhase) record(second, status int, retry string, took time.Duration, err error) {
 	ph.mu.Lock()
 	defer ph.mu.Unlock()
+	for len(ph.Seconds) <= second {
+		ph.Seconds = append(ph.Seconds, [2]int64{})
+	}
+	ph.Seconds[second][1]++
+	if err == nil && status/100 == 2 {
+		ph.Seconds[second][0]++
+	}
 	ph.Requests++
 	ph.Max = max(ph.Max, took)
 	if err == nil {
@@ -340,7 +382,7 @@ func (ph *OverloadPhase) record(status int, retry string, took time.Duration, er
 
 // scrape reads serve's unlabelled /metrics samples.
 func (o *overload) scrape() (map[string]float64, error) {
-	resp, err := o.client.Get(o.p.base + "/metrics")
+	resp, err := o.metrics.Get(o.p.base + "/metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -392,13 +434,16 @@ func mib(b float64) string { return fmt.Sprintf("%.0f MiB", b/(1<<20)) }
 
 // Table prints a terminal summary.
 func (r *OverloadResult) Table(w io.Writer) {
-	fmt.Fprintf(w, "sustainable rate: %.0f requests/s (p99 under %s, only 2xx); admission: %g in flight, %g queued\n", r.Sustainable, r.Config.P99Bound, r.MaxInFlight, r.MaxQueue)
+	fmt.Fprintf(w, "sustainable rate: %.0f requests/s (p99 under %s, only 2xx); admission: %g in flight, %g queued; generator: %d connections\n", r.Sustainable, r.Config.P99Bound, r.MaxInFlight, r.MaxQueue, r.Config.Conns)
 	for _, p := range r.Phases {
-		fmt.Fprintf(w, "%-36s offered %6.0f/s %7d requests %7d 2xx %7d refused %4d timeouts %4d other  p50 %-9s p99 %-9s 2xx p99 %-9s max %-9s RSS %s heap %s queued %g in flight %g\n",
-			p.Name, p.Offered, p.Requests, p.OK, p.Refused, p.Timeouts, p.Other, p.P50.Round(time.Microsecond), p.P99.Round(time.Microsecond), p.OKP99.Round(time.Microsecond), p.Max.Round(time.Millisecond), mib(p.PeakRSS), mib(p.PeakHeap), p.PeakQueued, p.PeakInFlight)
+		fmt.Fprintf(w, "%-36s offered %6.0f/s unsent %d %7d requests %7d 2xx %7d refused %4d timeouts %4d other  p50 %-9s p99 %-9s 2xx p99 %-9s max %-9s RSS %s heap %s queued %g in flight %g\n",
+			p.Name, p.Offered, p.Unsent, p.Requests, p.OK, p.Refused, p.Timeouts, p.Other, p.P50.Round(time.Microsecond), p.P99.Round(time.Microsecond), p.OKP99.Round(time.Microsecond), p.Max.Round(time.Millisecond), mib(p.PeakRSS), mib(p.PeakHeap), p.PeakQueued, p.PeakInFlight)
 		for k, n := range p.OtherSeen {
 			fmt.Fprintf(w, "%-36s   %d × %s\n", "", n, k)
 		}
+	}
+	for _, p := range r.Phases {
+		fmt.Fprintf(w, "2xx share by second, %s: %s\n", p.Name, p.secondShares())
 	}
 	fmt.Fprintf(w, "serve's peak RSS (VmHWM): %s; drained afterwards: %v\n", mib(r.HWM), r.Drained)
 }
@@ -406,22 +451,27 @@ func (r *OverloadResult) Table(w io.Writer) {
 // Markdown writes r as the docs/RELIABILITY.md section.
 func (r *OverloadResult) Markdown(w io.Writer, command string) {
 	fmt.Fprintf(w, "## Overload (`%s`)\n\n", command)
-	fmt.Fprintf(w, "Measured %s on %d CPU cores shared by the load generator, `bulkhead serve` and its embedded PostgreSQL (and other engineers' builds). The real binary with default admission settings: %g requests in flight (twice the runtime pool), %g queued, 1 s longest queue wait, 2 s longest wait for a database connection. The mix: 80 %% `GET /v1/rooms`, 20 %% `POST /v1/rooms/{id}/messages`, as %d tenants' users with bulkhead's own JWTs, each request with a %s client deadline.\n\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), r.MaxInFlight, r.MaxQueue, r.Config.Tenants, r.Config.Deadline)
+	fmt.Fprintf(w, "Measured %s on %d CPU cores shared by the load generator, `bulkhead serve` and its embedded PostgreSQL (and other engineers' builds). The real binary with default admission settings: %g requests in flight (twice the runtime pool), %g queued, 1 s longest queue wait, 2 s longest wait for a database connection. The mix: 80 %% `GET /v1/rooms`, 20 %% `POST /v1/rooms/{id}/messages`, as %d tenants' users with bulkhead's own JWTs, each request with a %s client deadline. The load generator holds at most %d connections and requests outstanding (a fleet of clients or a load balancer with a bounded pool); a request due while all are busy is not sent and counted as unsent.\n\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), r.MaxInFlight, r.MaxQueue, r.Config.Tenants, r.Config.Deadline, r.Config.Conns)
 	fmt.Fprintf(w, "The sustainable rate is the highest closed-loop throughput (3 s per step, doubling the clients) whose p99 stayed under %s with only 2xx answers:\n\n", r.Config.P99Bound)
 	fmt.Fprintln(w, "| clients | answers/s | p99 | only 2xx | sustainable |")
 	fmt.Fprintln(w, "|---:|---:|---:|---|---|")
 	for _, s := range r.Search {
 		fmt.Fprintf(w, "| %d | %.0f | %s | %v | %v |\n", s.Clients, s.Rate, s.P99.Round(time.Microsecond), s.AllOK, s.Accepted)
 	}
-	fmt.Fprintf(w, "\n**Sustainable rate: %.0f requests/s.** Then open loop (each request sent on schedule whatever the answers): that rate, %g× that rate, that rate again.\n\n", r.Sustainable, r.Config.Factor)
-	fmt.Fprintln(w, "| phase | offered/s | requests | 2xx | 503/429 + Retry-After | timeouts (target 0) | other (target 0) | p50 | p99 | p99 of 2xx | slowest | peak RSS | peak heap | peak queued | peak in flight | peak goroutines |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintf(w, "\n**Sustainable rate: %.0f requests/s.** Then open loop (each request due on schedule whatever the answers): %g× that rate, %g× that rate, %g× that rate again.\n\n", r.Sustainable, r.Config.Share, r.Config.Factor, r.Config.Share)
+	fmt.Fprintln(w, "| phase | due/s | unsent | requests | 2xx | 503/429 + Retry-After | timeouts (target 0) | other (target 0) | p50 | p99 | p99 of 2xx | slowest | peak RSS | peak heap | peak queued | peak in flight | peak goroutines |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, p := range r.Phases {
-		fmt.Fprintf(w, "| %s | %.0f | %d | %d | %d | **%d** | **%d** | %s | %s | %s | %s | %s | %s | %g | %g | %g |\n",
-			p.Name, p.Offered, p.Requests, p.OK, p.Refused, p.Timeouts, p.Other, p.P50.Round(time.Microsecond), p.P99.Round(time.Microsecond), p.OKP99.Round(time.Microsecond), p.Max.Round(time.Millisecond), mib(p.PeakRSS), mib(p.PeakHeap), p.PeakQueued, p.PeakInFlight, p.PeakGoroutines)
+		fmt.Fprintf(w, "| %s | %.0f | %d | %d | %d | %d | **%d** | **%d** | %s | %s | %s | %s | %s | %s | %g | %g | %g |\n",
+			p.Name, p.Due, p.Unsent, p.Requests, p.OK, p.Refused, p.Timeouts, p.Other, p.P50.Round(time.Microsecond), p.P99.Round(time.Microsecond), p.OKP99.Round(time.Microsecond), p.Max.Round(time.Millisecond), mib(p.PeakRSS), mib(p.PeakHeap), p.PeakQueued, p.PeakInFlight, p.PeakGoroutines)
 	}
 	fmt.Fprintf(w, "\nserve's peak resident set over the whole run (VmHWM): %s (bulkhead only; PostgreSQL's backends are bounded by the pool). Nothing left queued or in flight afterwards: %v. RSS and heap are sampled every 250 ms from `/proc` and `/metrics` (which, like `/healthz` and `/readyz`, is never queued behind API traffic).\n", mib(r.HWM), r.Drained)
+	fmt.Fprintln(w, "\nShare of 2xx answers by the second the request was due in, phase by phase (refusals are the rest):")
+	for _, p := range r.Phases {
+		fmt.Fprintf(w, "\n- %s: %s", p.Name, p.secondShares())
+	}
+	fmt.Fprintln(w)
 	for _, p := range r.Phases {
 		keys := make([]string, 0, len(p.OtherSeen))
 		for k := range p.OtherSeen {
@@ -433,4 +483,17 @@ func (r *OverloadResult) Markdown(w io.Writer, command string) {
 		}
 	}
 	fmt.Fprintln(w)
+}
+
+// secondShares formats Seconds as percentages of 2xx.
+func (ph *OverloadPhase) secondShares() string {
+	parts := make([]string, 0, len(ph.Seconds))
+	for _, c := range ph.Seconds {
+		if c[1] == 0 {
+			parts = append(parts, "–")
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%.0f %%", 100*float64(c[0])/float64(c[1])))
+	}
+	return strings.Join(parts, ", ")
 }

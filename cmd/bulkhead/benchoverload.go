@@ -50,7 +50,7 @@ file (docs/RELIABILITY.md).`,
 			}
 			res.Table(cmd.OutOrStdout())
 			if write != "" {
-				command := fmt.Sprintf("bulkhead bench overload --duration %s --measure %s --factor %g --p99 %s --tenants %d", oc.Duration, oc.Measure, oc.Factor, oc.P99Bound, oc.Tenants)
+				command := fmt.Sprintf("bulkhead bench overload --duration %s --measure %s --factor %g --p99 %s --share %g --conns %d --tenants %d", oc.Duration, oc.Measure, oc.Factor, oc.P99Bound, oc.Share, oc.Conns, oc.Tenants)
 				if len(oc.ServeArgs) > 0 {
 					command += " --serve-args " + strings.Join(oc.ServeArgs, ",")
 				}
@@ -73,6 +73,8 @@ file (docs/RELIABILITY.md).`,
 	f.DurationVar(&oc.P99Bound, "p99", 50*time.Millisecond, "p99 a rate must keep to count as sustainable")
 	f.DurationVar(&oc.Deadline, "deadline", 10*time.Second, "each request's client deadline (an answer later than this is a timeout)")
 	f.IntVar(&oc.Tenants, "tenants", 4, "tenants (one user each)")
+	f.Float64Var(&oc.Share, "share", 0.8, "before and after phases' rate as a share of the sustainable rate")
+	f.IntVar(&oc.Conns, "conns", 512, "the load generator's connections (and requests outstanding); a request due while all are busy is counted unsent")
 	f.StringSliceVar(&oc.ServeArgs, "serve-args", nil, "extra flags for serve, e.g. --max-in-flight=16")
 	f.StringVar(&logFile, "log", "", "write serve's log (JSON lines) to this file")
 	f.StringVar(&write, "write", "", "markdown file whose overload section to replace (docs/RELIABILITY.md)")
