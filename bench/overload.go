@@ -30,6 +30,8 @@ type OverloadConfig struct {
 	// P99Bound is the p99 a rate must keep to count as sustainable;
 	// default 50 ms.
 	P99Bound time.Duration
+	// Step is each closed-loop step of the search; default 3 s.
+	Step time.Duration
 	// Deadline is each request's client deadline; default 10 s. An answer
 	// that does not come within it is counted as a timeout.
 	Deadline time.Duration
@@ -144,6 +146,9 @@ func RunOverload(ctx context.Context, cfg OverloadConfig) (*OverloadResult, erro
 	if cfg.Deadline <= 0 {
 		cfg.Deadline = 10 * time.Second
 	}
+	if cfg.Step <= 0 {
+		cfg.Step = 3 * time.Second
+	}
 	if cfg.Share <= 0 {
 		cfg.Share = 0.8
 	}
@@ -185,7 +190,7 @@ func RunOverload(ctx context.Context, cfg OverloadConfig) (*OverloadResult, erro
 	// The sustainable rate: closed loop, doubling the clients while the
 	// p99 stays under the bound with only 2xx answers.
 	for clients := 1; clients <= 256; clients *= 2 {
-		st := o.closedLoop(ctx, clients, 3*time.Second)
+		st := o.closedLoop(ctx, clients, cfg.Step)
 		st.Accepted = st.AllOK && st.P99 <= cfg.P99Bound
 		res.Search = append(res.Search, st)
 		fmt.Fprintf(cfg.Progress, "closed loop, %d clients: %.0f/s, p99 %s, only 2xx: %v\n", clients, st.Rate, st.P99.Round(time.Microsecond), st.AllOK)
@@ -453,7 +458,7 @@ func (r *OverloadResult) Markdown(w io.Writer, command string) {
 	fmt.Fprintf(w, "## Overload (`%s`)\n\n", command)
 	fmt.Fprintf(w, "Measured %s on %d CPU cores shared by the load generator, `bulkhead serve` and its embedded PostgreSQL (and other engineers' builds). The real binary with default admission settings: %g requests in flight (twice the runtime pool), %g queued, 1 s longest queue wait, 2 s longest wait for a database connection. The mix: 80 %% `GET /v1/rooms`, 20 %% `POST /v1/rooms/{id}/messages`, as %d tenants' users with bulkhead's own JWTs, each request with a %s client deadline. The load generator holds at most %d connections and requests outstanding (a fleet of clients or a load balancer with a bounded pool); a request due while all are busy is not sent and counted as unsent.\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), r.MaxInFlight, r.MaxQueue, r.Config.Tenants, r.Config.Deadline, r.Config.Conns)
-	fmt.Fprintf(w, "The sustainable rate is the highest closed-loop throughput (3 s per step, doubling the clients) whose p99 stayed under %s with only 2xx answers:\n\n", r.Config.P99Bound)
+	fmt.Fprintf(w, "The sustainable rate is the highest closed-loop throughput (%s per step, doubling the clients) whose p99 stayed under %s with only 2xx answers:\n\n", r.Config.Step, r.Config.P99Bound)
 	fmt.Fprintln(w, "| clients | answers/s | p99 | only 2xx | sustainable |")
 	fmt.Fprintln(w, "|---:|---:|---:|---|---|")
 	for _, s := range r.Search {
