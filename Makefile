@@ -36,6 +36,7 @@ bench: deps build
 	./$(BIN) bench vector --write docs/BENCHMARKS.md
 	./$(BIN) bench retrieval --write docs/BENCHMARKS.md
 	./$(BIN) bench crash --duration 60s --interval 12s --write docs/RELIABILITY.md
+	./$(BIN) bench overload --write docs/RELIABILITY.md
 
 # The policy gate: policies.lock records the policies, grants, definer
 # functions and visibility matrix that postgres/migrations produce (applied

@@ -46,6 +46,9 @@ func newMetrics(s *Server) *metrics {
 	gauge("bulkhead_db_pool_idle", "Idle connections.", func() float64 { return float64(pool.Stat().IdleConns()) })
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_db_pool_acquires_total", Help: "Connection acquisitions."},
 		func() float64 { return float64(pool.Stat().AcquireCount()) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_db_acquire_timeouts_total",
+		Help: "Waits for a pool connection that ran out (--db-acquire-timeout), each answered 503."},
+		func() float64 { return float64(s.db.AcquireTimeouts()) }))
 	for _, c := range postgres.SealedColumns {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_damaged_values_total",
 			Help:        "Stored values refused as damaged: sealed values that do not open, plaintext where a sealed value belongs.",

@@ -51,7 +51,10 @@ var problems = []struct {
 // generic title.
 func problemFor(err error) Problem {
 	var rl errRateLimited
+	var ov errOverloaded
 	switch {
+	case errors.As(err, &ov):
+		return Problem{Type: "https://bulkhead.dev/problems/overloaded", Title: "Server busy, retry later", Status: http.StatusServiceUnavailable}
 	case errors.As(err, &rl):
 		return Problem{Type: "https://bulkhead.dev/problems/rate-limited", Title: "Too many requests", Status: http.StatusTooManyRequests}
 	case errors.Is(err, errTooLarge):
@@ -79,8 +82,8 @@ func problemFor(err error) Problem {
 // writeError sends err as problem+json, logging it in full when it is a 5xx.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	p := problemFor(err)
-	if p.Status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "5")
+	if p.Status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "5") // admission sets 1: a slot frees in well under a second
 	}
 	switch {
 	case p.Status == http.StatusServiceUnavailable:

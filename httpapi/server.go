@@ -48,6 +48,8 @@ type Options struct {
 	OperatorToken bulkhead.Secret
 	// Limits bounds request rates.
 	Limits RateLimits
+	// Admission bounds the API requests doing work at once (admission.go).
+	Admission Admission
 	// JWKS is the public JWK set of bulkhead's own token signer, served at
 	// /.well-known/jwks.json so other services can verify its tokens.
 	JWKS []byte
@@ -85,6 +87,7 @@ type Server struct {
 	stream      *streams
 	know        *retrieval.Service
 	dbUp        func() bool
+	adm         *admission
 	handler     http.Handler
 
 	mu        sync.Mutex
@@ -105,6 +108,7 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 		authIP:      newLimiters(opts.Limits.AuthPerIP, opts.Limits.AuthPerIPBurst),
 		authAccount: newLimiters(opts.Limits.AuthPerAccount, opts.Limits.AuthPerAccountBurst),
 		accts:       opts.Accounts, know: opts.Knowledge, dbUp: opts.DatabaseUp, findings: findings, checkedAt: time.Now()}
+	s.adm = newAdmission(opts.Admission.withDefaults(db.Pool().Config().MaxConns))
 	for _, rt := range s.routes() {
 		h := s.handle(rt.handler)
 		switch rt.access {
@@ -112,6 +116,11 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 			h = s.authenticated(h)
 		case operator:
 			h = s.operatorOnly(h)
+		}
+		if !unadmitted[rt.path] {
+			// Outermost: a request refused admission costs no
+			// authentication and no connection.
+			h = s.admit(h)
 		}
 		s.mux.Handle(rt.method+" "+rt.path, h)
 	}
@@ -121,7 +130,7 @@ func NewServer(db *postgres.DB, log *slog.Logger, findings []postgres.Finding, o
 	s.stream = newStreams(db, log, opts.Stream)
 	s.mux.Handle("/", s.handle(s.noRoute))
 	s.metrics = newMetrics(s)
-	for _, c := range opts.Collectors {
+	for _, c := range append(s.adm.collectors(), opts.Collectors...) {
 		if err := s.metrics.reg.Register(c); err != nil {
 			log.Warn("metric not served", "err", err)
 		}

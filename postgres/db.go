@@ -31,6 +31,11 @@ type Config struct {
 	QueryExecMode string
 	// MaxConns bounds each pool; 0 means pgxpool's default.
 	MaxConns int32
+	// AcquireTimeout bounds how long a transaction waits for a pool
+	// connection; past it, bulkhead.ErrUnavailable (503 with Retry-After)
+	// instead of a wait until the caller's own deadline. Zero:
+	// DefaultAcquireTimeout.
+	AcquireTimeout time.Duration
 	// Keyring seals the columns in SealedColumns; nil stores them in
 	// plaintext (for migration from unencrypted data and for benchmarks).
 	Keyring *fieldcrypt.Keyring
@@ -43,14 +48,21 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultAcquireTimeout is Config.AcquireTimeout's default.
+const DefaultAcquireTimeout = 2 * time.Second
+
 // DB is the server's handle on PostgreSQL. It is safe for concurrent use.
 type DB struct {
-	app     *pgxpool.Pool
-	maint   *pgxpool.Pool
-	keyring *fieldcrypt.Keyring
-	ctxKey  ContextKey
-	log     *slog.Logger
-	damaged map[SealedColumn]*atomic.Uint64 // values found damaged, by column (damaged.go)
+	app   *pgxpool.Pool
+	maint *pgxpool.Pool
+	// acquireTimeout bounds a wait for a connection (Config.AcquireTimeout);
+	// acquireTimeouts counts the waits it ended.
+	acquireTimeout  time.Duration
+	acquireTimeouts atomic.Uint64
+	keyring         *fieldcrypt.Keyring
+	ctxKey          ContextKey
+	log             *slog.Logger
+	damaged         map[SealedColumn]*atomic.Uint64 // values found damaged, by column (damaged.go)
 }
 
 var execModes = map[string]pgx.QueryExecMode{
@@ -75,7 +87,11 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open runtime pool: %w", err)
 	}
-	db := &DB{app: app, log: log, keyring: cfg.Keyring, ctxKey: cfg.ContextKey, damaged: map[SealedColumn]*atomic.Uint64{}}
+	db := &DB{app: app, log: log, keyring: cfg.Keyring, ctxKey: cfg.ContextKey, damaged: map[SealedColumn]*atomic.Uint64{},
+		acquireTimeout: cfg.AcquireTimeout}
+	if db.acquireTimeout <= 0 {
+		db.acquireTimeout = DefaultAcquireTimeout
+	}
 	for _, c := range SealedColumns {
 		db.damaged[c] = new(atomic.Uint64)
 	}
@@ -167,9 +183,9 @@ func (db *DB) InScope(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err != nil {
 		return err
 	}
-	conn, err := db.app.Acquire(ctx)
+	conn, err := db.acquire(ctx, db.app)
 	if err != nil {
-		return translate(fmt.Errorf("acquire connection: %w", err))
+		return err
 	}
 	defer conn.Release()
 	tx := &scopedTx{conn: conn.Conn(), key: db.ctxKey, scope: s}
@@ -199,7 +215,12 @@ func (db *DB) Read(ctx context.Context, fn func(pgx.Rows) error, sql string, arg
 	b.Queue(contextSQL, db.ctxKey.token(s, time.Now()))
 	st := queueAccess(ctx, b)
 	b.Queue(sql, args...).Query(fn)
-	err = translate(db.app.SendBatch(ctx, b).Close())
+	conn, err := db.acquire(ctx, db.app)
+	if err != nil {
+		return err
+	}
+	defer conn.Release() // a connection left busy or mid-transaction is destroyed, not reused
+	err = translate(conn.SendBatch(ctx, b).Close())
 	if st != nil && err == nil {
 		st.checked.Store(true)
 	}
@@ -244,7 +265,12 @@ func (db *DB) inMaintenance(ctx context.Context, opts pgx.TxOptions, fn func(pgx
 		return ErrNoMaintenance
 	}
 	db.log.InfoContext(ctx, "maintenance transaction", "reason", m.Reason)
-	err := pgx.BeginTxFunc(ctx, db.maint, opts, func(tx pgx.Tx) error {
+	conn, err := db.acquire(ctx, db.maint)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	err = pgx.BeginTxFunc(ctx, conn, opts, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT set_config('application_name', $1, true)", truncateName("bulkhead maintenance: "+m.Reason)); err != nil {
 			return err
 		}
@@ -252,6 +278,33 @@ func (db *DB) inMaintenance(ctx context.Context, opts pgx.TxOptions, fn func(pgx
 	})
 	return translate(err)
 }
+
+// errAcquireTimeout is the cause of an acquire's context when the wait
+// for a connection ran out.
+var errAcquireTimeout = errors.New("no database connection free within the acquire timeout")
+
+// acquire takes a connection from pool, waiting at most db.acquireTimeout:
+// past it, bulkhead.ErrUnavailable (the pool is saturated: 503 with
+// Retry-After), rather than a wait until ctx's own deadline. ctx's own
+// cancellation or deadline is returned as is; a refused dial is
+// ErrUnavailable too (translate).
+func (db *DB) acquire(ctx context.Context, pool *pgxpool.Pool) (*pgxpool.Conn, error) {
+	actx, cancel := context.WithTimeoutCause(ctx, db.acquireTimeout, errAcquireTimeout)
+	defer cancel()
+	conn, err := pool.Acquire(actx)
+	if err == nil {
+		return conn, nil
+	}
+	if ctx.Err() == nil && errors.Is(context.Cause(actx), errAcquireTimeout) {
+		db.acquireTimeouts.Add(1)
+		return nil, fmt.Errorf("acquire connection: %w (%w)", bulkhead.ErrUnavailable, errAcquireTimeout)
+	}
+	return nil, translate(fmt.Errorf("acquire connection: %w", err))
+}
+
+// AcquireTimeouts returns how many waits for a connection ran out
+// (Config.AcquireTimeout) since Open. Safe for concurrent use.
+func (db *DB) AcquireTimeouts() uint64 { return db.acquireTimeouts.Load() }
 
 func truncateName(s string) string {
 	if len(s) > 63 {

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
 	"github.com/spf13/cobra"
@@ -32,9 +33,12 @@ type config struct {
 	// in place of the configured one when the database already records it.
 	nextKEK    *fieldcrypt.KEK
 	contextKey string
-	logFormat  string
-	logLevel   string
-	know       knowledgeFlags
+	// acquireTimeout is serve's --db-acquire-timeout (zero elsewhere: the
+	// default).
+	acquireTimeout time.Duration
+	logFormat      string
+	logLevel       string
+	know           knowledgeFlags
 }
 
 func main() {

@@ -38,6 +38,7 @@ func newServeCmd(cfg *config) *cobra.Command {
 	var drainTimeout time.Duration
 	var maxBody int64
 	var lim limitFlags
+	var adm httpapi.Admission
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP server (starts the embedded PostgreSQL unless --database-url is set)",
@@ -62,7 +63,13 @@ With the embedded cluster, serve is PostgreSQL's supervisor: a postmaster
 that dies (killed, crashed) is started again with capped exponential backoff
 and runs its crash recovery; requests answer 503 with Retry-After and
 /readyz 503 meanwhile (docs/RELIABILITY.md). A cluster serve started and
-"bulkhead db stop" stopped cleanly is not restarted.`,
+"bulkhead db stop" stopped cleanly is not restarted.
+
+Under overload, at most --max-in-flight API requests work at once and at
+most --max-queue wait (each at most --queue-timeout) for a slot; the others
+are answered at once with 503 and Retry-After: 1, and a request that gets no
+database connection within --db-acquire-timeout answers 503 too. /healthz,
+/readyz and /metrics are never queued.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			limits, err := lim.limits()
@@ -75,7 +82,10 @@ and runs its crash recovery; requests answer 503 with Retry-After and
 			if drainTimeout <= 0 {
 				return errors.New("--shutdown-timeout must be positive")
 			}
-			return serve(cmd.Context(), cfg, addr, tlsf, migrate, authConfig, maxBody, limits, streamOrigins, drainTimeout, cmd)
+			if adm.MaxInFlight < 0 || adm.QueueTimeout < 0 || cfg.acquireTimeout < 0 {
+				return errors.New("--max-in-flight, --queue-timeout and --db-acquire-timeout can't be negative")
+			}
+			return serve(cmd.Context(), cfg, addr, tlsf, migrate, authConfig, maxBody, limits, adm, streamOrigins, drainTimeout, cmd)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "HTTP listen address")
@@ -94,6 +104,10 @@ and runs its crash recovery; requests answer 503 with Retry-After and
 	cmd.Flags().IntVar(&lim.authPerIPBurst, "auth-rate-per-ip-burst", 30, "burst of --auth-rate-per-ip")
 	cmd.Flags().Float64Var(&lim.authPerAccount, "auth-rate-per-account", 0.2, "register and login attempts per second per tenant and email")
 	cmd.Flags().IntVar(&lim.authPerAccountBurst, "auth-rate-per-account-burst", 10, "burst of --auth-rate-per-account")
+	cmd.Flags().IntVar(&adm.MaxInFlight, "max-in-flight", 0, "API requests doing work at once (0: twice the runtime pool's connections, at least 4)")
+	cmd.Flags().IntVar(&adm.MaxQueue, "max-queue", 0, "API requests that may wait for a slot of --max-in-flight; beyond, 503 at once (0: 4 × --max-in-flight; -1: none wait)")
+	cmd.Flags().DurationVar(&adm.QueueTimeout, "queue-timeout", time.Second, "longest wait for a slot of --max-in-flight before 503")
+	cmd.Flags().DurationVar(&cfg.acquireTimeout, "db-acquire-timeout", postgres.DefaultAcquireTimeout, "longest wait for a database connection before 503")
 	cmd.Flags().StringSliceVar(&lim.trusted, "trusted-proxies", nil, "CIDRs of proxies whose X-Forwarded-For is believed (default: none; the peer address is the client)")
 	return cmd
 }
@@ -101,7 +115,7 @@ and runs its crash recovery; requests answer 503 with Retry-After and
 // tlsFiles are --tls-cert and --tls-key; empty: plain HTTP.
 type tlsFiles struct{ cert, key string }
 
-func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate bool, authConfig string, maxBody int64, limits httpapi.RateLimits, streamOrigins []string, drainTimeout time.Duration, cmd *cobra.Command) error {
+func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate bool, authConfig string, maxBody int64, limits httpapi.RateLimits, adm httpapi.Admission, streamOrigins []string, drainTimeout time.Duration, cmd *cobra.Command) error {
 	start := time.Now()
 	log, err := cfg.logger()
 	if err != nil {
@@ -204,7 +218,7 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 	defer closeKnow()
 	authn := auth.NewAuthenticator(verifier, tokenIssuer).WithAPIKeys(accounts).WithDirectory(db, 0)
 	api := httpapi.NewServer(db, log, findings, httpapi.Options{Auth: authn,
-		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, OperatorToken: opToken, Stream: stream, Knowledge: know, Collectors: collectors, DatabaseUp: dbUp})
+		Accounts: accounts, MaxBody: maxBody, JWKS: signer.JWKS(), Limits: limits, Admission: adm, OperatorToken: opToken, Stream: stream, Knowledge: know, Collectors: collectors, DatabaseUp: dbUp})
 	// Tell the CLI where the control plane is (it can't open the vector
 	// store this process holds).
 	info := serveInfo{Addr: ln.Addr().String(), PID: os.Getpid()}
