@@ -132,7 +132,7 @@ func (e *dbEnv) openDB(ctx context.Context, c *config, log *slog.Logger) (*postg
 	if err != nil {
 		return nil, err
 	}
-	return postgres.Open(ctx, postgres.Config{AppDSN: e.appDSN, MaintenanceDSN: e.maintDSN, QueryExecMode: c.queryExecMode, Keyring: kr, ContextKey: ctxKey, Logger: log})
+	return postgres.Open(ctx, postgres.Config{AppDSN: e.appDSN, MaintenanceDSN: e.maintDSN, QueryExecMode: c.queryExecMode, MaxConns: c.poolSize, Keyring: kr, ContextKey: ctxKey, Logger: log})
 }
 
 // contextKey loads the key that signs transaction contexts: the embedded

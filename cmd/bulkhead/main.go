@@ -32,6 +32,7 @@ type config struct {
 	// in place of the configured one when the database already records it.
 	nextKEK    *fieldcrypt.KEK
 	contextKey string
+	poolSize   int32 // serve --db-pool-size
 	logFormat  string
 	logLevel   string
 	know       knowledgeFlags
