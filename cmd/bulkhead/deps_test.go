@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -275,4 +277,67 @@ func TestSlowAndFailingEmbedder(t *testing.T) {
 		t.Errorf("%d documents after one successful ingest, want 1", n)
 	}
 	s.interrupt(t)
+}
+
+// TestKMSUnreachableAtStart (issue 17, scenario 6): serve with a KMS
+// key-encryption key whose KMS hangs (accepts connections, never answers)
+// or refuses connections exits non-zero within --kek-timeout (plus the
+// start-up before it) with a message naming the KMS and what to check,
+// and leaves no PostgreSQL running.
+func TestKMSUnreachableAtStart(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never read, never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		silent.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for _, c := range []struct {
+		name, host, want string
+	}{
+		{"hangs", silent.Addr().String(), "no answer within 2s"},
+		{"refuses connections", freeAddr(t), "connection refused"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := mustDataDir(t)
+			addr := freeAddr(t)
+			uri := "hcvault://" + c.host + "/transit/keys/bulkhead"
+			start := time.Now()
+			r := run(t, dir, []string{"VAULT_TOKEN=not-a-real-token"}, "serve", "--addr", addr, "--kek-uri", uri, "--kek-timeout", "2s")
+			t.Logf("serve with a KMS that %s: exit %d after %v", c.name, r.code, time.Since(start).Round(time.Millisecond))
+			if r.code == 0 {
+				t.Fatalf("serve started without its KMS: %s", r)
+			}
+			for _, s := range []string{uri, "KMS unavailable", c.want, "--kek-timeout"} {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+				}
+			}
+			if strings.Contains(r.stderr, "not-a-real-token") {
+				t.Errorf("stderr shows the Vault token:\n%s", r.stderr)
+			}
+			if code, _, err := (&server{base: "http://" + addr}).get("/healthz"); err == nil {
+				t.Errorf("something answers on %s after serve exited: %d", addr, code)
+			}
+			assertNoProcesses(t, dir)
+		})
+	}
 }
