@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/MicahParks/jwkset"
 	"github.com/bulkhead-dev/bulkhead/llm"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -29,13 +30,16 @@ const (
 	depDiscovery = "oidc_discovery"
 )
 
+// reasonStatus: a JWKS endpoint answered an error status.
+const reasonStatus = "status"
+
 // netReasons are the reasons of a failed JWKS or discovery fetch.
-var netReasons = []string{llm.ReasonTimeout, llm.ReasonRefused, llm.ReasonNetwork, llm.ReasonOther}
+var netReasons = []string{llm.ReasonTimeout, llm.ReasonRefused, llm.ReasonNetwork, reasonStatus, llm.ReasonOther}
 
 func newDepMetrics() *depMetrics {
 	m := &depMetrics{
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bulkhead_dependency_failures_total",
-			Help: "Failed calls to a network dependency (embedder, chat, jwks, oidc_discovery) by reason (timeout, deadline, refused, network, status_429, status_4xx, status_5xx, bad_response, canceled, other). A model call counts once, after its retries."},
+			Help: "Failed calls to a network dependency (embedder, chat, jwks, oidc_discovery) by reason (timeout, deadline, refused, network, status_429, status_4xx, status_5xx, bad_response, canceled, other; for jwks and oidc_discovery: timeout, refused, network, status, other). A model call counts once, after its retries."},
 			[]string{"dependency", "reason"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "bulkhead_dependency_duration_seconds",
 			Help:    "Duration of model calls (embedder, chat), retries and backoff included, by outcome (ok, error).",
@@ -92,6 +96,8 @@ func netReason(err error) string {
 		return llm.ReasonTimeout
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return llm.ReasonRefused
+	case errors.Is(err, jwkset.ErrInvalidHTTPStatusCode):
+		return reasonStatus
 	case errors.As(err, &ne):
 		return llm.ReasonNetwork
 	}
