@@ -107,6 +107,9 @@ func (d *discovery) refresh(ctx context.Context) error {
 	jwksURL, err := d.fetch(ctx)
 	if err != nil {
 		d.opts.Logger.ErrorContext(ctx, "OIDC discovery failed; keeping the last good key set", "issuer", d.issuer, "url", d.url, "err", err)
+		if d.opts.FetchFailed != nil {
+			d.opts.FetchFailed("discovery", err)
+		}
 		return err
 	}
 	if c := d.cur.Load(); c != nil && c.jwksURL == jwksURL {

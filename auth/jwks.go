@@ -46,6 +46,9 @@ func newJWKS(ctx context.Context, url string, client *http.Client, o Options) (k
 		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
 			return func(ctx context.Context, err error) {
 				log.WarnContext(ctx, "JWKS fetch failed; keeping the last good key set", "url", u, "err", err)
+				if o.FetchFailed != nil {
+					o.FetchFailed("jwks", err)
+				}
 			}
 		},
 		RefreshInterval:   o.JWKSRefreshInterval,

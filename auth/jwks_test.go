@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/MicahParks/jwkset"
+	"github.com/bulkhead-dev/bulkhead"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -143,4 +144,64 @@ func (l *errorLog) errors() []error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.errs)
+}
+
+// fetchFailures records Options.FetchFailed calls.
+type fetchFailures struct {
+	mu   sync.Mutex
+	what []string
+	errs []error
+}
+
+func (f *fetchFailures) record(what string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.what = append(f.what, what)
+	f.errs = append(f.errs, err)
+}
+
+func (f *fetchFailures) calls() ([]string, []error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.what), slices.Clone(f.errs)
+}
+
+// TestJWKSStoppedReportsFetchFailures (issue 17, scenario 6): the JWKS
+// server is stopped after a good first fetch. Tokens with a known kid keep
+// verifying from the cached set, with no network call; an unknown kid is
+// rejected (401) after one bounded refetch, and that failed refetch is
+// reported to Options.FetchFailed (the metric's hook) as "jwks". An issuer
+// whose JWKS was never reached answers unavailable (503), reported too.
+func TestJWKSStoppedReportsFetchFailures(t *testing.T) {
+	t.Parallel()
+	failed := &fetchFailures{}
+	e := newEnv(t, func(o *Options) { o.FetchFailed = failed.record })
+	if what, _ := failed.calls(); len(what) != 0 {
+		t.Fatalf("fetch failures reported while the JWKS was up: %v", what)
+	}
+	e.a.Close() // stopped: connections refused from now on
+	mustVerify(t, e.v, signA(t, claims(issA)))
+	mustVerify(t, e.v, sign(t, jwt.SigningMethodES256, ecA(), "a-ec", claims(issA)))
+	wantReject(t, e.v, sign(t, jwt.SigningMethodRS256, rsaA2(), "a-2", claims(issA)), ReasonUnknownKID)
+	what, errs := failed.calls()
+	if len(what) != 1 || what[0] != "jwks" || errs[0] == nil {
+		t.Fatalf("fetch failures reported %v %v, want one jwks failure", what, errs)
+	}
+	// Known kids still verify after the failed refetch.
+	mustVerify(t, e.v, signA(t, claims(issA)))
+
+	down := &fetchFailures{}
+	a := newJWKSServer(t, keysA()...)
+	b := newJWKSServer(t, keysB()...)
+	a.Close()
+	opts := testOptions(b)
+	opts.FetchFailed = down.record
+	v := mustVerifier(t, issuerConfigs(a, b), opts)
+	err := wantReject(t, v, signA(t, claims(issA)), ReasonJWKSUnavailable)
+	if !errors.Is(err, bulkhead.ErrUnavailable) {
+		t.Errorf("an issuer never reached: %v, want bulkhead.ErrUnavailable (503)", err)
+	}
+	if what, _ := down.calls(); len(what) < 1 || slices.ContainsFunc(what, func(w string) bool { return w != "jwks" }) {
+		t.Errorf("fetch failures reported %v, want the failed first fetch (and refetch) as jwks", what)
+	}
 }

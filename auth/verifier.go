@@ -108,6 +108,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// Logger receives JWKS fetch failures. Nil: slog.Default().
 	Logger *slog.Logger
+	// FetchFailed, if set, is called after every failed JWKS or discovery
+	// fetch (first, background refresh or unknown-kid refetch), with what
+	// was fetched ("jwks" or "discovery") and the error: for metrics. It
+	// must be safe for concurrent use and quick.
+	FetchFailed func(what string, err error)
 	// Now is the clock for exp, nbf and iat. Nil: time.Now. For tests.
 	Now func() time.Time
 }

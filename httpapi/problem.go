@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/retrieval"
 )
 
 // Problem is an RFC 9457 problem details body.
@@ -65,6 +66,13 @@ func problemFor(err error) Problem {
 		return Problem{Type: "about:blank", Title: "Method not allowed", Status: http.StatusMethodNotAllowed}
 	case errors.Is(err, errNoRoute):
 		return Problem{Type: "about:blank", Title: "Not found", Status: http.StatusNotFound}
+	// Before the table: both also match bulkhead.ErrUnavailable. An
+	// unusable answer (wrong dimension) is the endpoint's or the
+	// configuration's fault and retrying won't fix it: 502, no Retry-After.
+	case errors.Is(err, retrieval.ErrModelResponse):
+		return Problem{Type: "https://bulkhead.dev/problems/bad-model-response", Title: "The model endpoint returned an unusable answer", Status: http.StatusBadGateway}
+	case errors.Is(err, retrieval.ErrModel):
+		return Problem{Type: "https://bulkhead.dev/problems/model-unavailable", Title: "The model endpoint failed or did not answer in time, retry later", Status: http.StatusServiceUnavailable}
 	}
 	for _, p := range problems {
 		if errors.Is(err, p.err) {
@@ -91,7 +99,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		// model unreachable): every request fails alike, thousands a second
 		// under load. One line a second, counting the others, says as much.
 		if ok, n := unavailableLog.allow(time.Now()); ok {
-			log.WarnContext(r.Context(), "request failed", "status", p.Status, "method", r.Method, "path", r.URL.Path, "err", err, "similar_not_logged", n)
+			log.WarnContext(r.Context(), "request failed", "request_id", requestID(r.Context()), "status", p.Status, "method", r.Method, "path", r.URL.Path, "err", err, "similar_not_logged", n)
 		}
 	case p.Status == http.StatusInsufficientStorage:
 		// A full disk fails every write alike, and the log may share that
@@ -100,7 +108,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 			log.ErrorContext(r.Context(), "request failed: no space left for the write", "status", p.Status, "method", r.Method, "path", r.URL.Path, "err", err, "similar_not_logged", n)
 		}
 	case p.Status >= 500:
-		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		log.ErrorContext(r.Context(), "request failed", "request_id", requestID(r.Context()), "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeProblem(w, p)
 }

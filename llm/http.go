@@ -68,6 +68,7 @@ type client struct {
 	key        bulkhead.Secret
 	timeout    time.Duration
 	maxRetries int
+	deadline   time.Duration                                    // bounds a whole call; 0: none
 	backoff    time.Duration                                    // firstBackoff; tests shorten it
 	sleep      func(ctx context.Context, d time.Duration) error // sleepCtx; tests record
 }
@@ -103,6 +104,10 @@ func newClient(cfg OpenAIConfig) (*client, error) {
 	case cfg.Timeout == 0:
 		c.timeout = DefaultTimeout
 	}
+	if cfg.Deadline < 0 {
+		return nil, bulkhead.Invalid("deadline", "must not be negative")
+	}
+	c.deadline = cfg.Deadline
 	switch {
 	case cfg.MaxRetries > maxMaxRetries:
 		return nil, bulkhead.Invalid("max retries", fmt.Sprintf("at most %d", maxMaxRetries))
@@ -164,19 +169,13 @@ func (c *client) post(ctx context.Context, path string, in, out any) error {
 		data, retryAfter, retry, err := c.attempt(ctx, endpoint, body)
 		if err == nil {
 			if err := json.Unmarshal(data, out); err != nil {
-				return fmt.Errorf("POST %s: %w: malformed response: %v", endpoint, ErrUnavailable, err)
+				return fmt.Errorf("POST %s: %w: %w: %v", endpoint, ErrUnavailable, errBadResponse, err)
 			}
 			return nil
 		}
 		last = err
 		if ctx.Err() != nil {
-			// A transport error now is the cancellation itself; a status
-			// the server sent before it is worth keeping.
-			var se *StatusError
-			if errors.As(last, &se) {
-				return fmt.Errorf("POST %s: %w: %w (after attempt %d: %v)", endpoint, ErrUnavailable, ctx.Err(), n+1, se)
-			}
-			return fmt.Errorf("POST %s: %w: %w (during attempt %d)", endpoint, ErrUnavailable, ctx.Err(), n+1)
+			return ended(ctx, endpoint, n, last)
 		}
 		if !retry || n+1 >= attempts {
 			return fmt.Errorf("POST %s: %s: %w", endpoint, plural(n+1, "attempt"), last)
@@ -191,9 +190,38 @@ func (c *client) post(ctx context.Context, path string, in, out any) error {
 				endpoint, plural(n+1, "attempt"), last, wait.Round(time.Millisecond))
 		}
 		if err := c.sleep(ctx, wait); err != nil {
-			return fmt.Errorf("POST %s: %w: %w (waiting to retry after attempt %d: %v)", endpoint, ErrUnavailable, err, n+1, last)
+			return ended(ctx, endpoint, n, last)
 		}
 	}
+}
+
+// ended describes a call whose context ended after attempt n+1 failed
+// with last. The call's own deadline (Deadline) is ErrUnavailable and
+// errDeadline, not context.DeadlineExceeded, which is kept for the
+// caller's own deadline or cancellation. A transport error now is the
+// cancellation itself; a status the server sent before it is worth keeping.
+func ended(ctx context.Context, endpoint string, n int, last error) error {
+	var se *StatusError
+	if cause := context.Cause(ctx); errors.Is(cause, errDeadline) {
+		if errors.As(last, &se) {
+			return fmt.Errorf("POST %s: %w (after %s, the last: %v)", endpoint, cause, plural(n+1, "attempt"), se)
+		}
+		return fmt.Errorf("POST %s: %w (during attempt %d)", endpoint, cause, n+1)
+	}
+	if errors.As(last, &se) {
+		return fmt.Errorf("POST %s: %w: %w (after attempt %d: %v)", endpoint, ErrUnavailable, ctx.Err(), n+1, se)
+	}
+	return fmt.Errorf("POST %s: %w: %w (during attempt %d)", endpoint, ErrUnavailable, ctx.Err(), n+1)
+}
+
+// bound returns ctx limited by the call's Deadline, whose expiry is the
+// cause errDeadline.
+func (c *client) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.deadline <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, c.deadline,
+		fmt.Errorf("%w: %w %s", ErrUnavailable, errDeadline, c.deadline))
 }
 
 // url is the endpoint for path ("embeddings", "chat/completions").
@@ -238,7 +266,7 @@ func (c *client) attempt(ctx context.Context, endpoint string, body []byte) (dat
 		return nil, 0, true, c.transportError(ctx, actx, err)
 	}
 	if len(data) > MaxResponseBytes {
-		return nil, 0, false, fmt.Errorf("%w: response larger than %d MiB", ErrUnavailable, MaxResponseBytes>>20)
+		return nil, 0, false, fmt.Errorf("%w: %w: response larger than %d MiB", ErrUnavailable, errBadResponse, MaxResponseBytes>>20)
 	}
 	return data, 0, false, nil
 }
@@ -249,13 +277,14 @@ func (c *client) attempt(ctx context.Context, endpoint string, body []byte) (dat
 // which post checks separately.
 func (c *client) transportError(ctx, actx context.Context, err error) error {
 	if ctx.Err() == nil && actx.Err() != nil {
-		return fmt.Errorf("%w: no answer within %s", ErrUnavailable, c.timeout)
+		return fmt.Errorf("%w: %w %s", ErrUnavailable, errAttemptTimeout, c.timeout)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err // its URL is already in post's message
 	}
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	// Wrapped, so that Reason can tell a refused connection from others.
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 // serverMessage extracts a readable message from an error body: OpenAI's

@@ -55,6 +55,13 @@ type OpenAIConfig struct {
 	// backoff and jitter, or as long as the server's Retry-After (or
 	// retry-after-ms) asks if that is longer, up to MaxRetryAfter.
 	MaxRetries int
+	// Deadline, if set, bounds one Embed or Complete call as a whole:
+	// every batch, attempt and wait between attempts (a Retry-After
+	// included). Past it the call fails with ErrUnavailable (Reason
+	// "deadline"), which does not match context.DeadlineExceeded. 0: the
+	// call is bounded only by Timeout, MaxRetries, the backoff and the
+	// server's Retry-After (up to MaxRetryAfter), and by ctx.
+	Deadline time.Duration
 	// HTTPClient, if set, makes the requests (proxies, TLS settings). The
 	// default client does not follow redirects.
 	HTTPClient *http.Client
@@ -112,6 +119,8 @@ func (e *OpenAIEmbedder) Dimension() int { return e.dim }
 // of another length than Dimension, or an all-zero vector. If ctx ends, the
 // error also matches ctx.Err().
 func (e *OpenAIEmbedder) Embed(ctx context.Context, texts []string) ([][]float32, error) {
+	ctx, cancel := e.c.bound(ctx)
+	defer cancel()
 	out := make([][]float32, len(texts))
 	var pending []int // indexes of the texts to send
 	for i, t := range texts {
@@ -288,6 +297,8 @@ func (c *OpenAIChat) Complete(ctx context.Context, msgs []Message) (string, erro
 		}
 		req.Messages[i] = chatMessage(m)
 	}
+	ctx, cancel := c.c.bound(ctx)
+	defer cancel()
 	var resp chatResponse
 	if err := c.c.post(ctx, "chat/completions", req, &resp); err != nil {
 		return "", fmt.Errorf("llm: chat (%s): %w", c.Model(), err)
@@ -316,5 +327,5 @@ func (resp chatResponse) answer() (string, error) {
 
 // malformed reports an answer that parsed but breaks the protocol.
 func malformed(format string, args ...any) error {
-	return fmt.Errorf("%w: malformed response: %s", ErrUnavailable, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %w: %s", ErrUnavailable, errBadResponse, fmt.Sprintf(format, args...))
 }

@@ -125,7 +125,8 @@ var ErrWrongKEK = errors.New("wrong key-encryption key")
 
 // CheckKEK verifies that kek is the one this database's keysets are
 // wrapped with, recording its check value on first use. It returns
-// ErrWrongKEK (with the ids, never key material) on a mismatch.
+// ErrWrongKEK (with the ids, never key material) on a mismatch, and
+// fieldcrypt.ErrKMSUnavailable when the KEK's KMS can't be asked.
 func (s *KeysetStore) CheckKEK(ctx context.Context, kek *fieldcrypt.KEK) error {
 	var id string
 	var check []byte
@@ -142,7 +143,7 @@ func (s *KeysetStore) CheckKEK(ctx context.Context, kek *fieldcrypt.KEK) error {
 		// its own (two replicas with different new key files), then verify.
 		check, err := kek.CheckValue()
 		if err != nil {
-			return err
+			return fmt.Errorf("record key-encryption key check: %w", err)
 		}
 		if _, err := s.pool.Exec(ctx, `INSERT INTO bulkhead_keys.kek_check (id, kek_id, check_value) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING`, kek.ID(), check); err != nil {
 			return err
@@ -152,8 +153,13 @@ func (s *KeysetStore) CheckKEK(ctx context.Context, kek *fieldcrypt.KEK) error {
 	if err != nil {
 		return err
 	}
-	if id != kek.ID() || !kek.Verify(check) {
+	if id != kek.ID() {
 		return fmt.Errorf("%w: this database's keysets are wrapped by %s, the configured key is %s", ErrWrongKEK, id, kek.ID())
+	}
+	if err := kek.Check(check); errors.Is(err, fieldcrypt.ErrKMSUnavailable) {
+		return fmt.Errorf("check key-encryption key: %w", err)
+	} else if err != nil {
+		return fmt.Errorf("%w: this database's keysets are wrapped by %s, the configured key is %s (%v)", ErrWrongKEK, id, kek.ID(), err)
 	}
 	return nil
 }

@@ -41,8 +41,8 @@ If the passages do not contain the answer, say that you have no context for it.`
 // by quoting the passages' sentences that share the most words with the
 // question. With no passage it returns NoContext and calls no model.
 //
-// It returns Query's errors, and bulkhead.ErrUnavailable when the chat
-// endpoint fails.
+// It returns Query's errors, and ErrModel or ErrModelResponse when the
+// chat endpoint fails.
 func (s *Service) Answer(ctx context.Context, q Query) (Answer, error) {
 	passages, err := s.Query(ctx, q)
 	if err != nil {

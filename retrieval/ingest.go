@@ -32,16 +32,18 @@ const (
 // Reconcile removes it).
 //
 // It returns the errors of postgres.DB.CreateDocument, ErrNotProvisioned,
-// and bulkhead.ErrUnavailable when the vector store or the embedding
-// endpoint fails.
+// bulkhead.ErrUnavailable when the vector store fails, and ErrModel or
+// ErrModelResponse when the embedding endpoint does. No database
+// connection is held while the endpoint is waited on.
 func (s *Service) Ingest(ctx context.Context, in postgres.NewDocument) (bulkhead.Document, error) {
 	t, err := s.target(ctx)
 	if err != nil {
 		return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
 	}
-	// Embed first, outside the rows' transaction (a remote model may take
-	// a while); CreateDocument then stores the vectors while it writes the
-	// rows. Input CreateDocument will refuse is not embedded.
+	// Embed first, outside the rows' transaction and holding no database
+	// connection (a remote model may take as long as its deadline);
+	// CreateDocument then stores the vectors while it writes the rows, and
+	// never embeds. Input CreateDocument will refuse is not embedded.
 	var texts []string
 	var vecs [][]float32
 	if len(in.Content) <= postgres.MaxDocumentBytes && utf8.ValidString(in.Content) {
@@ -52,9 +54,14 @@ func (s *Service) Ingest(ctx context.Context, in postgres.NewDocument) (bulkhead
 	}
 	var stored []uuid.UUID
 	d, err := s.db.CreateDocument(ctx, in, func(ctx context.Context, chunks []bulkhead.Chunk) error {
-		points, err := pointsFor(ctx, t.embed, chunks, texts, vecs)
-		if err != nil || len(points) == 0 {
-			return err
+		if !sameTexts(chunks, texts) || len(vecs) != len(chunks) {
+			// Never embed here: the rows' transaction is open. Chunk is
+			// deterministic, so this is a bug, not an outage.
+			return fmt.Errorf("the document was chunked into %d chunks, not the %d texts embedded", len(chunks), len(texts))
+		}
+		points := pointsOf(chunks, vecs)
+		if len(points) == 0 {
+			return nil
 		}
 		if err := s.vectors.Upsert(ctx, t.coll, points); err != nil {
 			return missing(err)
@@ -87,46 +94,62 @@ func embedTexts(ctx context.Context, e llm.Embedder, texts []string) ([][]float3
 		return nil, fmt.Errorf("embed %d chunks with %s: %w", len(texts), e.Model(), unavailable(err))
 	}
 	if len(vecs) != len(texts) {
-		return nil, fmt.Errorf("embedder %s returned %d vectors for %d chunks: %w", e.Model(), len(vecs), len(texts), bulkhead.ErrUnavailable)
+		return nil, fmt.Errorf("embedder %s returned %d vectors for %d chunks: %w", e.Model(), len(vecs), len(texts), ErrModelResponse)
 	}
 	return vecs, nil
 }
 
-// pointsFor returns the points of chunks: with vecs, embedded beforehand
-// from texts, when the chunks are exactly those texts in order; else (the
-// chunking differs) the chunks are embedded now.
-func pointsFor(ctx context.Context, e llm.Embedder, chunks []bulkhead.Chunk, texts []string, vecs [][]float32) ([]vector.Point, error) {
+// sameTexts reports whether chunks hold exactly texts, in order.
+func sameTexts(chunks []bulkhead.Chunk, texts []string) bool {
+	if len(chunks) != len(texts) {
+		return false
+	}
+	for i := range chunks {
+		if chunks[i].Content != texts[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// pointsFor embeds chunks now and returns their points. Callers hold no
+// transaction while it runs.
+func pointsFor(ctx context.Context, e llm.Embedder, chunks []bulkhead.Chunk) ([]vector.Point, error) {
 	if len(chunks) == 0 {
 		return nil, nil
 	}
-	same := len(chunks) == len(texts) && len(vecs) == len(texts)
-	for i := 0; same && i < len(chunks); i++ {
-		same = chunks[i].Content == texts[i]
+	texts := make([]string, len(chunks))
+	for i, c := range chunks {
+		texts[i] = c.Content
 	}
-	if !same {
-		texts = make([]string, len(chunks))
-		for i, c := range chunks {
-			texts[i] = c.Content
-		}
-		var err error
-		if vecs, err = embedTexts(ctx, e, texts); err != nil {
-			return nil, err
-		}
+	vecs, err := embedTexts(ctx, e, texts)
+	if err != nil {
+		return nil, err
 	}
+	return pointsOf(chunks, vecs), nil
+}
+
+// pointsOf returns the points of chunks with their vectors vecs.
+func pointsOf(chunks []bulkhead.Chunk, vecs [][]float32) []vector.Point {
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
 	points := make([]vector.Point, len(chunks))
 	for i, c := range chunks {
 		points[i] = vector.Point{ID: c.ID, Vector: vecs[i], Payload: map[string]string{payloadDocument: c.DocumentID.String(), payloadStored: now}}
 	}
-	return points, nil
+	return points
 }
 
-// unavailable makes a model-endpoint failure a bulkhead.ErrUnavailable.
+// unavailable makes a model-endpoint failure ErrModel, or ErrModelResponse
+// when the endpoint answered something unusable (both match
+// bulkhead.ErrUnavailable). Other errors are returned as they are.
 func unavailable(err error) error {
-	if errors.Is(err, llm.ErrUnavailable) && !errors.Is(err, bulkhead.ErrUnavailable) {
-		return fmt.Errorf("%w (%w)", bulkhead.ErrUnavailable, err)
+	if !errors.Is(err, llm.ErrUnavailable) || errors.Is(err, ErrModel) || errors.Is(err, ErrModelResponse) {
+		return err
 	}
-	return err
+	if llm.Reason(err) == llm.ReasonBadResponse {
+		return fmt.Errorf("%w (%w)", ErrModelResponse, err)
+	}
+	return fmt.Errorf("%w (%w)", ErrModel, err)
 }
 
 // DeleteDocument deletes a document the caller owns, with its chunks and

@@ -225,7 +225,7 @@ func (s *Service) reconcile(ctx context.Context, tenant uuid.UUID, gen uint32, m
 		if err != nil {
 			return st, err
 		}
-		ps, err := pointsFor(sctx, t.embed, cs, nil, nil)
+		ps, err := pointsFor(sctx, t.embed, cs)
 		if err != nil {
 			return st, fmt.Errorf("reconcile tenant %s: %w", tenant, err)
 		}

@@ -74,7 +74,8 @@ func candidates(k int) int { return max(4*k, 20) }
 // score, not how many passages come back (up to vector.MaxK hidden hits
 // are skipped; docs/SECURITY.md).
 //
-// It returns bulkhead.ErrInvalid for a bad query, ErrNotProvisioned, and
+// It returns bulkhead.ErrInvalid for a bad query, ErrNotProvisioned,
+// ErrModel or ErrModelResponse if the question can't be embedded, and
 // bulkhead.ErrUnavailable if either search fails: a failed vector search
 // is an error, not a full-text-only answer.
 func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
@@ -142,7 +143,7 @@ func (s *Service) searchVectors(ctx context.Context, t target, text string, n in
 		return nil, fmt.Errorf("embed query with %s: %w", t.embed.Model(), unavailable(err))
 	}
 	if len(vecs) != 1 {
-		return nil, fmt.Errorf("embedder %s returned %d vectors for 1 text: %w", t.embed.Model(), len(vecs), bulkhead.ErrUnavailable)
+		return nil, fmt.Errorf("embedder %s returned %d vectors for 1 text: %w", t.embed.Model(), len(vecs), ErrModelResponse)
 	}
 	visible := map[uuid.UUID]bool{} // ids checked so far
 	for m := n; ; m = min(4*m, vector.MaxK) {

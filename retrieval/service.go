@@ -20,6 +20,20 @@ import (
 // bulkhead.ErrUnavailable: retrieval answers 503, never an empty result.
 var ErrNotProvisioned = fmt.Errorf("knowledge collection not provisioned: %w", bulkhead.ErrUnavailable)
 
+// ErrModel: the embedding or chat endpoint failed or did not answer in
+// time (its deadline, its retries, refused or reset connections, 5xx,
+// 429). It matches bulkhead.ErrUnavailable: 503, retry later. The cause is
+// wrapped too; llm.Reason classifies it.
+var ErrModel = fmt.Errorf("model endpoint failed: %w", bulkhead.ErrUnavailable)
+
+// ErrModelResponse: the model endpoint answered, but with something this
+// server can't use (vectors of another dimension than configured, the
+// wrong number of them, malformed JSON). Retrying does not help until the
+// endpoint or --embedding-dim is fixed. It also matches
+// bulkhead.ErrUnavailable, so a caller that doesn't know it still fails
+// closed.
+var ErrModelResponse = fmt.Errorf("model endpoint answered unusably: %w", bulkhead.ErrUnavailable)
+
 // DefaultMinSimilarity is the Config.MinSimilarity that suits the local
 // embedder: unrelated texts score about -0.05 to 0.17 with it, texts
 // sharing the question's words 0.4 and more.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
 	"github.com/bulkhead-dev/bulkhead/pgcluster"
@@ -132,7 +133,7 @@ func (e *dbEnv) openDB(ctx context.Context, c *config, log *slog.Logger) (*postg
 	if err != nil {
 		return nil, err
 	}
-	return postgres.Open(ctx, postgres.Config{AppDSN: e.appDSN, MaintenanceDSN: e.maintDSN, QueryExecMode: c.queryExecMode, AcquireTimeout: c.acquireTimeout, Keyring: kr, ContextKey: ctxKey, Logger: log})
+	return postgres.Open(ctx, postgres.Config{AppDSN: e.appDSN, MaintenanceDSN: e.maintDSN, QueryExecMode: c.queryExecMode, MaxConns: c.poolSize, AcquireTimeout: c.acquireTimeout, Keyring: kr, ContextKey: ctxKey, Logger: log})
 }
 
 // contextKey loads the key that signs transaction contexts: the embedded
@@ -162,14 +163,16 @@ func (e *dbEnv) openKeyring(ctx context.Context, c *config, log *slog.Logger) (*
 	e.keys = keys
 	kek, err := c.loadKEK(ctx, keys, log)
 	if err != nil {
-		return nil, err
+		return nil, kmsHint(err)
 	}
 	tkd, err := fieldcrypt.OpenTenantKeyDir(c.tenantKeyPath())
 	if err != nil {
 		return nil, fmt.Errorf("tenant key directory: %w", err)
 	}
-	opts := fieldcrypt.Options{LoadKEK: recordedKEKLoader(keys, log), TenantKeys: tkd}
-	if err := keys.CheckKEK(ctx, kek); err != nil {
+	opts := fieldcrypt.Options{LoadKEK: recordedKEKLoader(keys, log, c.kekTimeout), TenantKeys: tkd}
+	if err := keys.CheckKEK(ctx, kek); errors.Is(err, fieldcrypt.ErrKMSUnavailable) {
+		return nil, kmsHint(err)
+	} else if err != nil {
 		if next := c.nextKEK; next != nil && errors.Is(err, postgres.ErrWrongKEK) && keys.CheckKEK(ctx, next) == nil {
 			// Resuming keys rotate-kek with the old KEK configured: the
 			// database records the new one already; keep the old one for
@@ -183,11 +186,19 @@ func (e *dbEnv) openKeyring(ctx context.Context, c *config, log *slog.Logger) (*
 	return fieldcrypt.NewKeyring(kek, keys, opts), nil
 }
 
+// kmsHint adds what to check to a KMS that could not be asked.
+func kmsHint(err error) error {
+	if errors.Is(err, fieldcrypt.ErrKMSUnavailable) {
+		return fmt.Errorf("%w (nothing is served without the key-encryption key: check the KMS address, network and credentials; --kek-timeout bounds each wait)", err)
+	}
+	return err
+}
+
 // recordedKEKLoader loads the KEK the database records, from where it is
 // recorded (keys rotate-kek records the file path or KMS URI), and checks
 // it against the recorded check value: a running server follows a KEK
 // rotation without a restart. It loads only the recorded KEK.
-func recordedKEKLoader(keys *postgres.KeysetStore, log *slog.Logger) func(ctx context.Context, id string) (*fieldcrypt.KEK, error) {
+func recordedKEKLoader(keys *postgres.KeysetStore, log *slog.Logger, kekTimeout time.Duration) func(ctx context.Context, id string) (*fieldcrypt.KEK, error) {
 	return func(ctx context.Context, id string) (*fieldcrypt.KEK, error) {
 		rid, ref, check, ok, err := keys.RecordedKEKRef(ctx)
 		if err != nil {
@@ -198,14 +209,19 @@ func recordedKEKLoader(keys *postgres.KeysetStore, log *slog.Logger) func(ctx co
 		}
 		var kek *fieldcrypt.KEK
 		if strings.Contains(ref, "://") {
-			kek, err = fieldcrypt.KMSKEK(ctx, ref)
+			kek, err = fieldcrypt.KMSKEK(ctx, ref, kekTimeout)
 		} else {
 			kek, _, err = fieldcrypt.LocalKEK(ref, false)
 		}
 		if err != nil {
 			return nil, err
 		}
-		if kek.ID() != id || !kek.Verify(check) {
+		if kek.ID() != id {
+			return nil, fmt.Errorf("%s holds key-encryption key %s, not the recorded %s", ref, kek.ID(), id)
+		}
+		if err := kek.Check(check); errors.Is(err, fieldcrypt.ErrKMSUnavailable) {
+			return nil, err
+		} else if err != nil {
 			return nil, fmt.Errorf("%s holds key-encryption key %s, not the recorded %s", ref, kek.ID(), id)
 		}
 		log.Warn("loaded the database's new key-encryption key (keys rotate-kek); start bulkhead with it from now on", "kek", id, "ref", ref)
@@ -217,7 +233,7 @@ func recordedKEKLoader(keys *postgres.KeysetStore, log *slog.Logger) func(ctx co
 // only for a database that has none recorded yet.
 func (c *config) loadKEK(ctx context.Context, keys *postgres.KeysetStore, log *slog.Logger) (*fieldcrypt.KEK, error) {
 	if c.kekURI != "" {
-		return fieldcrypt.KMSKEK(ctx, c.kekURI)
+		return fieldcrypt.KMSKEK(ctx, c.kekURI, c.kekTimeout)
 	}
 	path := c.kekPath()
 	recorded, has, err := keys.RecordedKEK(ctx)

@@ -229,7 +229,7 @@ expire. See docs/OPERATIONS.md.`,
 			var err error
 			ref := toURI
 			if toURI != "" {
-				next, err = fieldcrypt.KMSKEK(cmd.Context(), toURI)
+				next, err = fieldcrypt.KMSKEK(cmd.Context(), toURI, cfg.kekTimeout)
 			} else {
 				if ref, err = filepath.Abs(toFile); err != nil {
 					return err

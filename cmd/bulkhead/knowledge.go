@@ -26,6 +26,14 @@ import (
 )
 
 // knowledgeFlags configure the vector backends (residency) and the models.
+// Default bounds on one call to the model endpoint. An embedding call
+// blocks an ingest or a query, which should fail fast and be retried; a
+// chat answer legitimately takes longer.
+const (
+	DefaultEmbeddingDeadline = 10 * time.Second
+	DefaultChatDeadline      = 45 * time.Second
+)
+
 type knowledgeFlags struct {
 	regions      []string
 	qdrantKey    string
@@ -37,6 +45,15 @@ type knowledgeFlags struct {
 	chatModel    string
 	vectorBudget int64
 	minSim       float32
+	// openaiTimeout and openaiRetries bound each attempt at
+	// --openai-base-url, embedDeadline and chatDeadline each call as a
+	// whole (llm.OpenAIConfig's Timeout, MaxRetries, Deadline).
+	openaiTimeout time.Duration
+	openaiRetries int
+	embedDeadline time.Duration
+	chatDeadline  time.Duration
+	// metrics, set by serve, counts and times the model calls.
+	metrics *depMetrics
 }
 
 func (k *knowledgeFlags) register(f *pflag.FlagSet) {
@@ -47,6 +64,10 @@ func (k *knowledgeFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&k.openaiKey, "openai-api-key", "", "API key of --openai-base-url (prefer the BULKHEAD_OPENAI_API_KEY variable)")
 	f.StringVar(&k.embedModel, "embedding-model", "", "embedding model at --openai-base-url (with --embedding-dim)")
 	f.IntVar(&k.embedDim, "embedding-dim", 0, "dimension of --embedding-model's vectors")
+	f.DurationVar(&k.openaiTimeout, "openai-timeout", llm.DefaultTimeout, "per attempt: how long one request to --openai-base-url may take (connect, answer, body)")
+	f.IntVar(&k.openaiRetries, "openai-max-retries", llm.DefaultMaxRetries, "retries after a failed attempt (429, 5xx, network errors, timeouts), with backoff; 0: none")
+	f.DurationVar(&k.embedDeadline, "embedding-deadline", DefaultEmbeddingDeadline, "bound on one embedding call as a whole (every batch, attempt and wait, a Retry-After included): the longest an ingest or query waits on --openai-base-url before it answers 503")
+	f.DurationVar(&k.chatDeadline, "chat-deadline", DefaultChatDeadline, "bound on one chat call as a whole (attempts and waits included): the longest /v1/answer waits on --chat-model before it answers 503. Keep it below the HTTP write timeout (1m)")
 	f.StringVar(&k.chatModel, "chat-model", "", "chat model at --openai-base-url answering /v1/answer; without it answers quote the passages")
 	f.Float32Var(&k.minSim, "min-similarity", retrieval.DefaultMinSimilarity, "vector hits less similar to the question than this are dropped (the default suits the local embedder; tune per model)")
 	f.Int64Var(&k.vectorBudget, "vector-memory", embedded.DefaultMemoryBudget, "bytes of embedded collections kept in memory (least recently used beyond it are unloaded)")
@@ -123,21 +144,35 @@ func (c *config) knowledgeWith(db *postgres.DB, log *slog.Logger, opened func(re
 	var remote llm.Embedder
 	var chat llm.Chat
 	if k.openaiURL != "" {
-		oc := llm.OpenAIConfig{BaseURL: k.openaiURL, APIKey: bulkhead.Secret(k.openaiKey), Model: k.embedModel, Dimension: k.embedDim}
+		if k.openaiTimeout <= 0 || k.embedDeadline <= 0 || k.chatDeadline <= 0 || k.openaiRetries < 0 {
+			return nil, nil, errors.New("--openai-timeout, --embedding-deadline and --chat-deadline must be positive, --openai-max-retries at least 0")
+		}
+		retries := k.openaiRetries
+		if retries == 0 {
+			retries = -1 // llm: 0 is the default, negative is none
+		}
+		oc := llm.OpenAIConfig{BaseURL: k.openaiURL, APIKey: bulkhead.Secret(k.openaiKey), Model: k.embedModel, Dimension: k.embedDim,
+			Timeout: k.openaiTimeout, MaxRetries: retries, Deadline: k.embedDeadline}
 		if k.embedModel != "" {
 			e, err := llm.NewOpenAIEmbedder(oc)
 			if err != nil {
 				return nil, nil, fmt.Errorf("--embedding-model: %w", err)
 			}
 			remote = e
+			if k.metrics != nil {
+				remote = llm.ObserveEmbedder(e, k.metrics.model(depEmbedder))
+			}
 		}
 		if k.chatModel != "" {
-			oc.Model, oc.Dimension = k.chatModel, 0
+			oc.Model, oc.Dimension, oc.Deadline = k.chatModel, 0, k.chatDeadline
 			ch, err := llm.NewOpenAIChat(oc)
 			if err != nil {
 				return nil, nil, fmt.Errorf("--chat-model: %w", err)
 			}
 			chat = ch
+			if k.metrics != nil {
+				chat = llm.ObserveChat(ch, k.metrics.model(depChat))
+			}
 		}
 	} else if k.embedModel != "" || k.chatModel != "" {
 		return nil, nil, errors.New("--embedding-model and --chat-model need --openai-base-url")

@@ -28,6 +28,7 @@ type config struct {
 	pgPort        int
 	kekFile       string
 	kekURI        string
+	kekTimeout    time.Duration // bounds each KMS call
 	tenantKeyDir  string
 	// nextKEK is set by keys rotate-kek: the KEK being rotated to, accepted
 	// in place of the configured one when the database already records it.
@@ -36,6 +37,7 @@ type config struct {
 	// acquireTimeout is serve's --db-acquire-timeout (zero elsewhere: the
 	// default).
 	acquireTimeout time.Duration
+	poolSize       int32 // serve --db-pool-size
 	logFormat      string
 	logLevel       string
 	know           knowledgeFlags
@@ -86,6 +88,7 @@ and so on (--database-url also reads DATABASE_URL).`,
 	f.StringVar(&cfg.appURL, "app-database-url", "", "how the server reaches the database as the runtime role (e.g. through PgBouncer); default: derived from --database-url")
 	f.StringVar(&cfg.queryExecMode, "query-exec-mode", "", "pgx query exec mode: cache_statement (default), cache_describe or exec (PgBouncer < 1.21 in transaction mode), describe_exec, simple_protocol")
 	f.StringVar(&cfg.kekFile, "kek-file", "", "local key-encryption key (a Tink keyset, mode 0600; default DATA_DIR/kek.json, created on first use)")
+	f.DurationVar(&cfg.kekTimeout, "kek-timeout", fieldcrypt.DefaultKMSTimeout, "bound on each call to --kek-uri's KMS (client set-up, wrap, unwrap): an unreachable KMS at start-up stops bulkhead with an error after this long")
 	f.StringVar(&cfg.kekURI, "kek-uri", "", "key-encryption key in a KMS instead of a file: aws-kms://..., gcp-kms://..., hcvault://... (credentials from the provider's environment)")
 	f.StringVar(&cfg.tenantKeyDir, "tenant-key-dir", "", "per-tenant keys that tenant delete destroys (0700 directory, one 0600 file per tenant; default DATA_DIR/tenant-keys). Keep it out of database backups and back it up separately (docs/OPERATIONS.md)")
 	f.StringVar(&cfg.contextKey, "context-key-file", "", "with --database-url: the key file (64 hex digits) that the server's bulkhead_context extension reads as bulkhead.context_key_file; the embedded cluster makes its own")

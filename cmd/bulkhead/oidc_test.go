@@ -487,6 +487,15 @@ func TestOIDCWalkthrough(t *testing.T) {
 		if code != 503 || h.Get("Retry-After") == "" || !strings.HasPrefix(h.Get("Content-Type"), "application/problem+json") {
 			t.Errorf("JWKS down: %d %v %v, want a 503 problem with Retry-After", code, h, m)
 		}
+		// Its failed fetches (the first one, the unknown-kid refetch) are
+		// counted for the operator, by reason: it answers 500.
+		_, body, err := e.s.get("/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := metric(body, `bulkhead_dependency_failures_total{dependency="jwks",reason="status"}`); n < 1 {
+			t.Errorf("failed JWKS fetches counted %v, want at least 1", n)
+		}
 	}()
 
 	func() { // discovery refused

@@ -94,6 +94,7 @@ database connection within --db-acquire-timeout answers 503 too. /healthz,
 	cmd.Flags().BoolVar(&migrate, "migrate", true, "apply pending migrations at start")
 	cmd.Flags().DurationVar(&drainTimeout, "shutdown-timeout", 15*time.Second, "on SIGINT/SIGTERM, how long requests in flight may take to finish before their connections are closed unanswered")
 	cmd.Flags().StringVar(&authConfig, "auth-config", "", `JSON file of external JWT issuers: {"issuers":[{"issuer","audience", "jwks_url" or "hs256_secret_file" (neither: OIDC discovery from the issuer URL), "algorithms", "tenant" (a fixed tenant) or "tenant_claim" (then only tenants that ran 'tenant issuer add' may be named), "name_claim","email_claim"}]}; bulkhead's own tokens (bulkhead token mint) are always accepted`)
+	cmd.Flags().Int32Var(&cfg.poolSize, "db-pool-size", 0, "connections of the runtime role's pool (0: pgxpool's default, the larger of 4 and the number of CPUs)")
 	cmd.Flags().Int64Var(&maxBody, "max-body", 2<<20, "largest request body in bytes (413 beyond); documents hold up to 1 MiB of text")
 	cmd.Flags().StringSliceVar(&streamOrigins, "stream-origins", nil, "browser origins (scheme://host[:port]) allowed to open room streams over WebSocket; none by default")
 	cmd.Flags().Float64Var(&lim.perEntity, "rate-per-entity", 50, "requests per second per authenticated entity (0: unlimited)")
@@ -139,7 +140,9 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 		return err
 	}
 	defer env.close()
-	var collectors []prometheus.Collector
+	deps := newDepMetrics()
+	cfg.know.metrics = deps
+	collectors := deps.collectors()
 	var dbUp func() bool
 	if env.cluster != nil {
 		// bulkhead is the embedded cluster's supervisor: a postmaster that
@@ -147,7 +150,7 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 		if err := env.cluster.Supervise(pgcluster.SuperviseConfig{}); err != nil {
 			return err
 		}
-		collectors = supervisorMetrics(env.cluster)
+		collectors = append(collectors, supervisorMetrics(env.cluster)...)
 		dbUp = func() bool { return env.cluster.SupervisorStats().Up }
 	}
 	if migrate {
@@ -183,7 +186,7 @@ func serve(ctx context.Context, cfg *config, addr string, tlsf tlsFiles, migrate
 		}
 		issuers = append(issuers, external...)
 	}
-	verifier, err := auth.NewVerifier(ctx, issuers, auth.Options{Logger: log})
+	verifier, err := auth.NewVerifier(ctx, issuers, auth.Options{Logger: log, FetchFailed: deps.fetchFailed})
 	if err != nil {
 		return fmt.Errorf("authentication config: %w", err)
 	}
