@@ -147,6 +147,10 @@ type Chunk struct {
 	DocumentID uuid.UUID `json:"document_id"`
 	Ord        int       `json:"ord"`
 	Content    string    `json:"content"`
+	// Confidential is whether the chunk's document is confidential (its
+	// text is stored only sealed). The reads that open chunks set it; it
+	// is not part of the API's JSON.
+	Confidential bool `json:"-"`
 }
 
 // Passage is a chunk together with the title of its document: what

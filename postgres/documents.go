@@ -77,7 +77,7 @@ func (db *DB) CreateDocument(ctx context.Context, in NewDocument, index func(con
 	texts := Chunk(in.Content, ChunkSize, ChunkOverlap)
 	chunks := make([]bulkhead.Chunk, len(texts))
 	for i, c := range texts {
-		chunks[i] = bulkhead.Chunk{ID: uuid.New(), DocumentID: d.ID, Ord: i, Content: c}
+		chunks[i] = bulkhead.Chunk{ID: uuid.New(), DocumentID: d.ID, Ord: i, Content: c, Confidential: in.Confidential}
 	}
 	build := func(u *keyUse) (*pgx.Batch, error) {
 		plain, sealed, err := db.sealIf(ctx, u, in.Confidential, "documents", d.ID, in.Content)
@@ -307,6 +307,7 @@ func scanChunks(rows pgx.Rows) ([]chunkRow, error) {
 func (db *DB) openChunks(ctx context.Context, rows []chunkRow) ([]bulkhead.Chunk, error) {
 	out := make([]bulkhead.Chunk, 0, len(rows))
 	for _, r := range rows {
+		r.Chunk.Confidential = r.confidential
 		err := db.openChunk(ctx, &r.Chunk, r.sealed, r.confidential)
 		if errors.Is(err, bulkhead.ErrDamaged) {
 			continue

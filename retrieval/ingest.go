@@ -15,8 +15,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// Payload keys of a chunk's point. A point carries ids and a time, never
-// text: the text is read back from PostgreSQL in the caller's scope.
+// Payload keys of a chunk's point. A point carries ids, a time and its
+// lexical tokens (vector.PayloadTerms; terms.go), never text: the text is
+// read back from PostgreSQL in the caller's scope.
 const (
 	payloadDocument = "document_id"
 	payloadStored   = "stored_at" // unix milliseconds, see Reconcile
@@ -59,7 +60,7 @@ func (s *Service) Ingest(ctx context.Context, in postgres.NewDocument) (bulkhead
 			// deterministic, so this is a bug, not an outage.
 			return fmt.Errorf("the document was chunked into %d chunks, not the %d texts embedded", len(chunks), len(texts))
 		}
-		points := pointsOf(chunks, vecs)
+		points := pointsOf(t.coll.Tenant(), chunks, vecs)
 		if len(points) == 0 {
 			return nil
 		}
@@ -114,7 +115,7 @@ func sameTexts(chunks []bulkhead.Chunk, texts []string) bool {
 
 // pointsFor embeds chunks now and returns their points. Callers hold no
 // transaction while it runs.
-func pointsFor(ctx context.Context, e llm.Embedder, chunks []bulkhead.Chunk) ([]vector.Point, error) {
+func pointsFor(ctx context.Context, tenant uuid.UUID, e llm.Embedder, chunks []bulkhead.Chunk) ([]vector.Point, error) {
 	if len(chunks) == 0 {
 		return nil, nil
 	}
@@ -126,15 +127,20 @@ func pointsFor(ctx context.Context, e llm.Embedder, chunks []bulkhead.Chunk) ([]
 	if err != nil {
 		return nil, err
 	}
-	return pointsOf(chunks, vecs), nil
+	return pointsOf(tenant, chunks, vecs), nil
 }
 
-// pointsOf returns the points of chunks with their vectors vecs.
-func pointsOf(chunks []bulkhead.Chunk, vecs [][]float32) []vector.Point {
+// pointsOf returns the points of tenant's chunks with their vectors vecs
+// and their lexical terms.
+func pointsOf(tenant uuid.UUID, chunks []bulkhead.Chunk, vecs [][]float32) []vector.Point {
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
 	points := make([]vector.Point, len(chunks))
 	for i, c := range chunks {
-		points[i] = vector.Point{ID: c.ID, Vector: vecs[i], Payload: map[string]string{payloadDocument: c.DocumentID.String(), payloadStored: now}}
+		points[i] = vector.Point{ID: c.ID, Vector: vecs[i], Payload: map[string]string{
+			payloadDocument:     c.DocumentID.String(),
+			payloadStored:       now,
+			vector.PayloadTerms: chunkTerms(tenant, c.Content, c.Confidential).Encode(),
+		}}
 	}
 	return points
 }

@@ -154,7 +154,8 @@ func (s *Service) dropGeneration(sctx context.Context, c vector.Collection, g ui
 // ReconcileStats says what Reconcile changed.
 type ReconcileStats struct {
 	Chunks  int `json:"chunks"`  // chunks of the tenant in PostgreSQL
-	Added   int `json:"added"`   // points embedded and stored for chunks that had none
+	Added   int `json:"added"`   // points embedded and stored for chunks that had none or had no terms
+	Terms   int `json:"terms"`   // of Added, points stored again because they had no lexical terms
 	Removed int `json:"removed"` // points removed because their chunk is gone
 }
 
@@ -168,7 +169,9 @@ const orphanGrace = time.Minute
 
 // Reconcile makes the tenant's current collection hold exactly one point
 // per chunk: chunks without a point are embedded and stored, points
-// without a chunk (older than a minute) are removed. It repairs what a
+// without a chunk (older than a minute) are removed, and points stored
+// without lexical terms (before lexical search existed) are embedded and
+// stored again with them. It repairs what a
 // crash or an unreachable backend left, indexes documents written without
 // the knowledge layer (bulkhead demo seed), and is Reembed's build step.
 func (s *Service) Reconcile(ctx context.Context, tenant uuid.UUID) (ReconcileStats, error) {
@@ -198,6 +201,7 @@ func (s *Service) reconcile(ctx context.Context, tenant uuid.UUID, gen uint32, m
 	}
 	st.Chunks = len(chunks)
 	points := make(map[uuid.UUID]time.Time)
+	noTerms := make(map[uuid.UUID]bool) // stored before points had terms
 	for after := uuid.Nil; ; {
 		page, err := s.vectors.Scroll(sctx, t.coll, after, vector.MaxScrollLimit)
 		if err != nil {
@@ -209,6 +213,9 @@ func (s *Service) reconcile(ctx context.Context, tenant uuid.UUID, gen uint32, m
 		for _, p := range page {
 			ms, _ := strconv.ParseInt(p.Payload[payloadStored], 10, 64)
 			points[p.ID] = time.UnixMilli(ms)
+			if _, ok := p.Payload[vector.PayloadTerms]; !ok {
+				noTerms[p.ID] = true
+			}
 		}
 		after = page[len(page)-1].ID
 	}
@@ -216,6 +223,10 @@ func (s *Service) reconcile(ctx context.Context, tenant uuid.UUID, gen uint32, m
 	for _, id := range chunks {
 		if _, ok := points[id]; ok {
 			delete(points, id)
+			if noTerms[id] {
+				todo = append(todo, id) // stored again, with its terms
+				st.Terms++
+			}
 		} else {
 			todo = append(todo, id)
 		}
@@ -225,7 +236,7 @@ func (s *Service) reconcile(ctx context.Context, tenant uuid.UUID, gen uint32, m
 		if err != nil {
 			return st, err
 		}
-		ps, err := pointsFor(sctx, t.embed, cs)
+		ps, err := pointsFor(sctx, tenant, t.embed, cs)
 		if err != nil {
 			return st, fmt.Errorf("reconcile tenant %s: %w", tenant, err)
 		}

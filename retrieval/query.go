@@ -2,6 +2,7 @@ package retrieval
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -60,45 +61,45 @@ func (q *Query) validate() error {
 // only chunks the caller can see (see searchVectors).
 func candidates(k int) int { return max(4*k, 20) }
 
-// Query runs a hybrid search for the caller: PostgreSQL full-text search
-// (in the caller's scope) and vector search (in the tenant's collection,
-// its hits filtered to the chunks the caller can see) run concurrently,
-// their rankings are fused by reciprocal rank, and the fused candidates are
-// read back with Passages in the caller's scope; those it does not return
-// are dropped. It returns at most q.K passages, best first.
+// Query runs a hybrid search for the caller: a lexical search and a
+// vector search, both in the tenant's collection with their hits filtered
+// to the chunks the caller can see, run concurrently; their rankings are
+// fused by reciprocal rank, and the fused candidates are read back with
+// Passages in the caller's scope; those it does not return are dropped.
+// It returns at most q.K passages, best first. A collection holding points
+// stored without lexical terms (before they existed; Reconcile adds them)
+// is searched lexically by PostgreSQL's full-text search instead, in the
+// caller's scope (postgres.DB.SearchText).
 //
 // Visibility is decided before fusion: both rankings, and so every rank and
 // score returned, are over the chunks the caller can see. A chunk the
 // caller can't see (another member's private or confidential document, a
 // room it is not in) changes nothing in its answer: not a rank, not a
 // score, not how many passages come back (up to vector.MaxK hidden hits
-// are skipped; docs/SECURITY.md).
+// per list are skipped; docs/SECURITY.md).
 //
 // It returns bulkhead.ErrInvalid for a bad query, ErrNotProvisioned,
 // ErrModel or ErrModelResponse if the question can't be embedded, and
-// bulkhead.ErrUnavailable if either search fails: a failed vector search
-// is an error, not a full-text-only answer.
+// bulkhead.ErrUnavailable if either search fails: a failed search is an
+// error, not a one-sided answer.
 func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 	if err := q.validate(); err != nil {
 		return nil, err
 	}
 	n := candidates(q.K)
+	t, err := s.target(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
 	type textResult struct {
 		hits []postgres.TextHit
 		err  error
 	}
-	// The full-text search needs nothing from the tenant's settings: it
-	// starts first and overlaps with their read and the vector search.
 	textc := make(chan textResult, 1)
 	go func() {
-		hits, err := s.db.SearchText(ctx, q.Text, n)
+		hits, err := s.searchText(ctx, t, q.Text, n)
 		textc <- textResult{hits, err}
 	}()
-	t, err := s.target(ctx)
-	if err != nil {
-		<-textc
-		return nil, fmt.Errorf("query: %w", err)
-	}
 	vhits, verr := s.searchVectors(ctx, t, q.Text, n)
 	tr := <-textc
 	if verr != nil {
@@ -130,13 +131,34 @@ func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 	return out, nil
 }
 
+// searchText returns up to n chunks the caller can see that contain a word
+// of text, best vector.TermScore first (ties by id): the lexical index of
+// the tenant's collection, filtered by visibleTop. A query of stop words
+// only matches nothing. When the collection has no complete lexical index
+// (vector.ErrNoTermIndex) it is PostgreSQL's full-text search instead.
+func (s *Service) searchText(ctx context.Context, t target, text string, n int) ([]postgres.TextHit, error) {
+	toks := queryTerms(t.coll.Tenant(), text)
+	if len(toks) == 0 {
+		return nil, nil
+	}
+	hits, err := s.visibleTop(ctx, n, 0, func(m int) ([]vector.Hit, error) {
+		return s.vectors.SearchTerms(ctx, t.coll, toks, m)
+	})
+	if errors.Is(err, vector.ErrNoTermIndex) {
+		return s.db.SearchText(ctx, text, n)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]postgres.TextHit, len(hits))
+	for i, h := range hits {
+		out[i] = postgres.TextHit{ID: h.ID, Rank: h.Score}
+	}
+	return out, nil
+}
+
 // searchVectors returns up to n vector hits the caller can see, best
-// first, none below the similarity threshold. The collection is the
-// tenant's, so it also holds chunks the caller may not see; those are
-// dropped before anything is ranked, and the search widens (4× per round,
-// up to vector.MaxK hits) until n visible hits are found, the collection
-// or the threshold is exhausted. The ranks the caller gets are positions in
-// this list: they depend only on what it can see.
+// first, none below the similarity threshold (visibleTop).
 func (s *Service) searchVectors(ctx context.Context, t target, text string, n int) ([]vector.Hit, error) {
 	vecs, err := t.embed.Embed(ctx, []string{text})
 	if err != nil {
@@ -145,15 +167,29 @@ func (s *Service) searchVectors(ctx context.Context, t target, text string, n in
 	if len(vecs) != 1 {
 		return nil, fmt.Errorf("embedder %s returned %d vectors for 1 text: %w", t.embed.Model(), len(vecs), ErrModelResponse)
 	}
+	return s.visibleTop(ctx, n, s.minSim, func(m int) ([]vector.Hit, error) {
+		return s.vectors.Search(ctx, t.coll, vecs[0], m)
+	})
+}
+
+// visibleTop returns up to n hits the caller can see, best first, none
+// scoring below floor. search(m) returns the best m hits of the tenant's
+// collection, which also holds chunks the caller may not see; those are
+// dropped before anything is ranked, and the search widens (4× per round,
+// up to vector.MaxK hits) until n visible hits are found, or the
+// collection or the floor is exhausted. The ranks the caller gets are
+// positions in this list: as long as a hit's score depends on that chunk
+// alone, they depend only on what the caller can see.
+func (s *Service) visibleTop(ctx context.Context, n int, floor float32, search func(m int) ([]vector.Hit, error)) ([]vector.Hit, error) {
 	visible := map[uuid.UUID]bool{} // ids checked so far
 	for m := n; ; m = min(4*m, vector.MaxK) {
-		hits, err := s.vectors.Search(ctx, t.coll, vecs[0], m)
+		hits, err := search(m)
 		if err != nil {
 			return nil, missing(err)
 		}
 		var unchecked []uuid.UUID
 		for _, h := range hits {
-			if _, ok := visible[h.ID]; !ok && h.Score >= s.minSim {
+			if _, ok := visible[h.ID]; !ok && h.Score >= floor {
 				unchecked = append(unchecked, h.ID)
 			}
 		}
@@ -162,17 +198,17 @@ func (s *Service) searchVectors(ctx context.Context, t target, text string, n in
 			unchecked = unchecked[len(batch):]
 			seen, err := s.db.VisibleChunks(ctx, batch)
 			if err != nil {
-				return nil, fmt.Errorf("visibility of vector hits: %w", err)
+				return nil, fmt.Errorf("visibility of hits: %w", err)
 			}
 			for _, id := range batch {
 				visible[id] = seen[id]
 			}
 		}
-		// Best first: keep the visible hits down to the threshold.
+		// Best first: keep the visible hits down to the floor.
 		out := make([]vector.Hit, 0, n)
 		below := false
 		for _, h := range hits {
-			if h.Score < s.minSim {
+			if h.Score < floor {
 				below = true
 				break
 			}

@@ -300,6 +300,13 @@ func (s *switchable) Search(ctx context.Context, c vector.Collection, q []float3
 	return s.Store.Search(ctx, c, q, k)
 }
 
+func (s *switchable) SearchTerms(ctx context.Context, c vector.Collection, q []uint64, k int) ([]vector.Hit, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	return s.Store.(vector.TermSearcher).SearchTerms(ctx, c, q, k)
+}
+
 // TestIngestIsAllOrNothing: when the rows can't be written (a room the
 // author is not in), the points stored first are removed again; deleting
 // a document removes its points with its rows.

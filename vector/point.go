@@ -46,7 +46,7 @@ type Stats struct {
 // Validate reports whether p can be stored in a collection of dimension dim.
 // It returns ErrDimension for a wrong length and a bulkhead.ErrInvalid error
 // for a nil id, a zero, NaN, infinite or absurdly scaled vector (norm outside
-// [1e-12, 1e12]), or an oversized payload.
+// [1e-12, 1e12]), an oversized payload, or terms ParseTerms refuses.
 func (p Point) Validate(dim int) error {
 	if p.ID == uuid.Nil {
 		return bulkhead.Invalid("id", "required")
@@ -63,6 +63,11 @@ func (p Point) Validate(dim int) error {
 	}
 	if n > MaxPayload {
 		return bulkhead.Invalid("payload", fmt.Sprintf("%d bytes, more than %d", n, MaxPayload))
+	}
+	if t, ok := p.Payload[PayloadTerms]; ok {
+		if _, err := ParseTerms(t); err != nil {
+			return err
+		}
 	}
 	return nil
 }

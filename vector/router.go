@@ -172,6 +172,31 @@ func (r *Router) Search(ctx context.Context, c Collection, query []float32, k in
 	return hits, nil
 }
 
+// SearchTerms is TermSearcher.SearchTerms on the backend of c's region,
+// with Search's scope and hit checks. It returns ErrNoTermIndex when that
+// backend has no lexical index.
+func (r *Router) SearchTerms(ctx context.Context, c Collection, query []uint64, k int) ([]Hit, error) {
+	st, done, err := r.enter(ctx, c, false)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	ts, ok := st.(TermSearcher)
+	if !ok {
+		return nil, fmt.Errorf("search terms in %s: %w", c, ErrNoTermIndex)
+	}
+	hits, err := ts.SearchTerms(ctx, c, query, k)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hits {
+		if h.Tenant != c.tenant {
+			return nil, fmt.Errorf("search terms in %s: backend returned a hit of tenant %s: %w", c, h.Tenant, ErrUnavailable)
+		}
+	}
+	return hits, nil
+}
+
 // Stats implements Store.
 func (r *Router) Stats(ctx context.Context, c Collection) (Stats, error) {
 	st, done, err := r.enter(ctx, c, false)

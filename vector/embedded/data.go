@@ -24,6 +24,7 @@ type data struct {
 	payloads []map[string]string
 	index    map[uuid.UUID]int
 	payBytes int64
+	lex      *lexicon // the points' terms (vector.PayloadTerms)
 
 	byID atomic.Pointer[[]int32] // row numbers in ascending id order, built by Scroll, reset by writes
 }
@@ -36,6 +37,7 @@ func newData(dim, capacity int) *data {
 		inv:      make([]float32, 0, capacity),
 		payloads: make([]map[string]string, 0, capacity),
 		index:    make(map[uuid.UUID]int, capacity),
+		lex:      newLexicon(),
 	}
 }
 
@@ -46,7 +48,7 @@ func (d *data) vector(i int) []float32 { return d.vecs[i*d.dim : (i+1)*d.dim : (
 // size estimates the memory d holds, for the eviction budget.
 func (d *data) size() int64 {
 	const perPoint = 16 + 4 + 8 + 48 // id, inverse norm, payload map pointer, index entry
-	return 256 + int64(d.len())*(perPoint+int64(4*d.dim)) + d.payBytes
+	return 256 + int64(d.len())*(perPoint+int64(4*d.dim)) + d.payBytes + d.lex.size()
 }
 
 // resident is size plus the spare capacity add keeps for growth, what the
@@ -86,6 +88,7 @@ func (d *data) add(p vector.Point) {
 		d.vecs = grown
 	}
 	d.index[p.ID] = len(d.ids)
+	d.lex.add(len(d.ids), p.Payload)
 	d.ids = append(d.ids, p.ID)
 	d.vecs = append(d.vecs, p.Vector...)
 	d.inv = append(d.inv, invNorm(p.Vector))
@@ -103,8 +106,10 @@ func (d *data) put(p vector.Point) {
 	}
 	copy(d.vector(i), p.Vector)
 	d.inv[i] = invNorm(p.Vector)
+	d.lex.replace(i, d.payloads[i], p.Payload)
 	d.payBytes += payloadSize(p.Payload) - payloadSize(d.payloads[i])
 	d.payloads[i] = maps.Clone(p.Payload)
+	d.reindexIfStale()
 }
 
 // remove deletes the point id, which must exist, by moving the last row
@@ -112,6 +117,8 @@ func (d *data) put(p vector.Point) {
 func (d *data) remove(id uuid.UUID) {
 	i := d.index[id]
 	last := d.len() - 1
+	d.lex.drop(i, d.payloads[i])
+	d.lex.remove(i)
 	d.payBytes -= payloadSize(d.payloads[i])
 	if i != last {
 		d.ids[i] = d.ids[last]
@@ -127,6 +134,20 @@ func (d *data) remove(id uuid.UUID) {
 	d.payloads[last] = nil
 	d.payloads = d.payloads[:last]
 	d.byID.Store(nil)
+	d.reindexIfStale()
+}
+
+// reindexIfStale rebuilds the lexical index once more of its slots are
+// dead than alive, so that removals and replacements cost amortised
+// O(their terms) and dead postings never outnumber live ones for long.
+func (d *data) reindexIfStale() {
+	if !d.lex.stale() {
+		return
+	}
+	d.lex = newLexicon()
+	for i := range d.ids {
+		d.lex.add(i, d.payloads[i])
+	}
 }
 
 func (d *data) point(i int) vector.Point {

@@ -558,6 +558,33 @@ func (s *Store) Search(ctx context.Context, c vector.Collection, query []float32
 	return hits, err
 }
 
+// SearchTerms implements vector.TermSearcher: an exact ranking of the
+// collection's points by vector.TermScore through its lexical index, in
+// time proportional to the postings of query's tokens (not to the
+// collection). It returns vector.ErrNoTermIndex while the collection holds
+// points stored without terms.
+func (s *Store) SearchTerms(ctx context.Context, c vector.Collection, query []uint64, k int) ([]vector.Hit, error) {
+	if err := vector.CheckTermQuery(query, k); err != nil {
+		return nil, err
+	}
+	var hits []vector.Hit
+	err := s.read(ctx, c, func(d *data) error {
+		if d.lex.unindexed > 0 {
+			return fmt.Errorf("search terms in collection %s: %d points have no terms: %w", keyOf(c), d.lex.unindexed, vector.ErrNoTermIndex)
+		}
+		top, err := d.lex.search(d.ids, query, k, ctx.Err)
+		if err != nil {
+			return err
+		}
+		hits = make([]vector.Hit, len(top))
+		for i, t := range top {
+			hits[i] = vector.Hit{ID: d.ids[t.row], Score: t.score, Payload: maps.Clone(d.payloads[t.row]), Tenant: c.Tenant()}
+		}
+		return nil
+	})
+	return hits, err
+}
+
 // Stats implements vector.Store. It loads the collection (verifying its
 // checksum) if it is not resident.
 func (s *Store) Stats(ctx context.Context, c vector.Collection) (vector.Stats, error) {

@@ -1,0 +1,82 @@
+package retrieval
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"strings"
+	"unicode"
+
+	"github.com/bulkhead-dev/bulkhead/vector"
+	"github.com/google/uuid"
+	"github.com/kljensen/snowball/english"
+)
+
+// Lexical terms (docs/DECISIONS.md, "Full-text search under row-level
+// security"). A chunk's words are split on anything that is not a letter
+// or a digit, lower-cased, stripped of English stop words and stemmed
+// (Snowball's English stemmer, the algorithm of PostgreSQL's 'english'
+// configuration); each stem becomes a token, the first 8 bytes of
+// SHA-256(tenant id, stem). The point stores the tokens and their counts,
+// never the words: a token is not a secret (anyone holding the tenant's id
+// and the vector files can test a dictionary of words against them), but
+// it is not readable text, and the same word gives unrelated tokens in
+// two tenants. Confidential chunks get no tokens at all: their words are
+// stored only sealed, and they never match a lexical search (as they
+// never matched PostgreSQL's full-text search).
+
+// maxWordBytes: longer "words" (base64, hashes) are not indexed.
+const maxWordBytes = 64
+
+// eachWord calls fn with each word of text, lower-cased.
+func eachWord(text string, fn func(string)) {
+	for _, w := range strings.FieldsFunc(text, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }) {
+		if len(w) <= maxWordBytes {
+			fn(strings.ToLower(w))
+		}
+	}
+}
+
+// token is the token of one lower-cased word of tenant, and false for a
+// stop word.
+func token(tenant uuid.UUID, word string) (uint64, bool) {
+	if english.IsStopWord(word) {
+		return 0, false
+	}
+	h := sha256.New()
+	h.Write(tenant[:])
+	h.Write([]byte(english.Stem(word, false)))
+	return binary.BigEndian.Uint64(h.Sum(nil)), true
+}
+
+// chunkTerms returns the terms of a chunk of tenant: none for a
+// confidential chunk (Words 0).
+func chunkTerms(tenant uuid.UUID, text string, confidential bool) vector.Terms {
+	t := vector.Terms{Counts: map[uint64]int{}}
+	if confidential {
+		return t
+	}
+	eachWord(text, func(w string) {
+		t.Words++
+		if tok, ok := token(tenant, w); ok {
+			if _, seen := t.Counts[tok]; seen || len(t.Counts) < vector.MaxPointTerms {
+				t.Counts[tok]++
+			}
+		}
+	})
+	return t
+}
+
+// queryTerms returns the distinct tokens of a query's words for tenant,
+// at most vector.MaxQueryTerms (the first ones), in the order they occur;
+// none if it has only stop words.
+func queryTerms(tenant uuid.UUID, text string) []uint64 {
+	var out []uint64
+	seen := map[uint64]bool{}
+	eachWord(text, func(w string) {
+		if tok, ok := token(tenant, w); ok && !seen[tok] && len(out) < vector.MaxQueryTerms {
+			seen[tok] = true
+			out = append(out, tok)
+		}
+	})
+	return out
+}
