@@ -131,6 +131,21 @@ func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 	return out, nil
 }
 
+// SearchText is Query's text side alone, as Query runs it (the tenant's
+// collection looked up, then searchText): up to n chunks the caller can
+// see that contain a word of text, best first. Benchmarks and tools use
+// it; it returns Query's errors.
+func (s *Service) SearchText(ctx context.Context, text string, n int) ([]postgres.TextHit, error) {
+	if n < 1 || n > vector.MaxK {
+		return nil, bulkhead.Invalid("n", fmt.Sprintf("must be in [1, %d]", vector.MaxK))
+	}
+	t, err := s.target(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("full-text search: %w", err)
+	}
+	return s.searchText(ctx, t, text, n)
+}
+
 // searchText returns up to n chunks the caller can see that contain a word
 // of text, best vector.TermScore first (ties by id): the lexical index of
 // the tenant's collection, filtered by visibleTop. A query of stop words
