@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode"
 
 	"github.com/bulkhead-dev/bulkhead/vector"
@@ -44,8 +46,31 @@ func token(tenant uuid.UUID, word string) (uint64, bool) {
 	}
 	h := sha256.New()
 	h.Write(tenant[:])
-	h.Write([]byte(english.Stem(word, false)))
+	h.Write([]byte(stem(word)))
 	return binary.BigEndian.Uint64(h.Sum(nil)), true
+}
+
+// stems remembers the stems of up to maxStems words: stemming is most of
+// what indexing a chunk costs, and a language's common words are few.
+var (
+	stems     sync.Map // word → stem
+	stemCount atomic.Int64
+)
+
+const maxStems = 1 << 16
+
+// stem is english.Stem, remembered for the first maxStems words seen.
+func stem(word string) string {
+	if s, ok := stems.Load(word); ok {
+		return s.(string)
+	}
+	s := english.Stem(word, false)
+	if stemCount.Load() < maxStems {
+		if _, loaded := stems.LoadOrStore(strings.Clone(word), s); !loaded {
+			stemCount.Add(1)
+		}
+	}
+	return s
 }
 
 // chunkTerms returns the terms of a chunk of tenant: none for a
