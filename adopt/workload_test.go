@@ -21,6 +21,10 @@ import (
 type workload struct {
 	dsn      string
 	enforced atomic.Bool // set only while every table is enforced
+	// epoch counts setEnforced calls: a forgetful read is judged against
+	// enforcement only if no transition began or ended while it ran (a
+	// request that read the flag just before a rollback may run after it).
+	epoch atomic.Int64
 	// replay, when set, runs the forgetful read through the shadow
 	// replayer; foreignSeen counts the other tenants' rows those replayed
 	// reads returned (what shadow must record, exactly).
@@ -35,6 +39,13 @@ type workload struct {
 	errs    []error
 	written []string    // memories inserted and committed
 	links   [][2]string // message_server_agents inserted and committed
+}
+
+// setEnforced records a transition: false before a rollback starts, true
+// once an enforcement has finished.
+func (w *workload) setEnforced(on bool) {
+	w.epoch.Add(1)
+	w.enforced.Store(on)
 }
 
 func (w *workload) fail(err error) {
@@ -73,7 +84,9 @@ func (w *workload) one(conn *pgx.Conn) {
 	tenant := server(s)
 	room := md5UUID(fmt.Sprintf("r%d.%d", s, 1+rand.IntN(5)))
 	op := rand.IntN(100)
+	epoch := w.epoch.Load()
 	enforced := w.enforced.Load()
+	var foreign int64 // other tenants' rows a forgetful read returned
 	var mem string
 	var link [2]string
 	err := appTx(ctx, conn, tenant, func(tx pgx.Tx) error {
@@ -110,8 +123,8 @@ func (w *workload) one(conn *pgx.Conn) {
 				return err
 			}
 			for _, r := range rows {
-				if enforced && r[1] != tenant {
-					w.wrongTenant.Add(1)
+				if r[1] != tenant {
+					foreign++
 				}
 				if rp != nil && r[1] != tenant {
 					w.foreignSeen.Add(1)
@@ -124,6 +137,9 @@ func (w *workload) one(conn *pgx.Conn) {
 	if err != nil {
 		w.fail(fmt.Errorf("op %d: %w", op, err))
 		return
+	}
+	if enforced && w.epoch.Load() == epoch {
+		w.wrongTenant.Add(foreign) // enforced from before it began to after it committed
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -190,21 +206,21 @@ func TestZeroDowntime(t *testing.T) {
 			return fmt.Errorf("enforce with recorded violations: %v", err)
 		}
 		err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o, Force: true})
-		w.enforced.Store(err == nil)
+		w.setEnforced(err == nil)
 		return err
 	})
 	step("rollback to shadow", func() error {
-		w.enforced.Store(false)
+		w.setEnforced(false)
 		_, err := Rollback(ctx, op, p, nil, "", o)
 		return err
 	})
 	step("enforce again", func() error {
 		err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o, Force: true})
-		w.enforced.Store(err == nil)
+		w.setEnforced(err == nil)
 		return err
 	})
 	step("rollback to original", func() error {
-		w.enforced.Store(false)
+		w.setEnforced(false)
 		_, err := Rollback(ctx, op, p, nil, PhaseOriginal, o)
 		return err
 	})

@@ -42,3 +42,28 @@ func TestRunRetrievalSmall(t *testing.T) {
 		t.Errorf("markdown:\n%s", b.String())
 	}
 }
+
+// TestRunTenantsSmall runs the many-tenants benchmark on 40 tenants: the
+// harness completes, every query (cold, warm, under the Zipf load) returns
+// its tenant's marker document, the budget forces evictions and the store
+// stays within it. It never checks a timing.
+func TestRunTenantsSmall(t *testing.T) {
+	res, err := RunTenants(context.Background(), TenantsConfig{Tenants: 40, Docs: 1, Writers: 2, Clients: 2, Duration: 800 * time.Millisecond, Cold: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed != 0 || res.Queries < 20 {
+		t.Errorf("%d of %d queries failed", res.Failed, res.Queries)
+	}
+	if res.Loads <= int64(res.Distinct) || res.Resident > res.Budget || res.Budget <= 0 {
+		t.Errorf("loads %d for %d tenants, resident %d of budget %d: the budget did not bind", res.Loads, res.Distinct, res.Resident, res.Budget)
+	}
+	if len(res.Startup) != 2 || res.Startup[1].Collections != 40 {
+		t.Errorf("start-up samples %+v, want the 40 collections counted", res.Startup)
+	}
+	var b bytes.Buffer
+	res.Markdown(&b, "test")
+	if !strings.Contains(b.String(), "## Many tenants on one node") {
+		t.Error("markdown section missing its heading")
+	}
+}

@@ -289,7 +289,7 @@ one-line pooling section there (docs/BENCHMARKS.md).`,
 	soakCmd.Flags().IntVar(&sc.Tenants, "tenants", 8, "tenants (10 users, 10 rooms of 5 each)")
 	soakCmd.Flags().StringVar(&soakWrite, "write", "", "markdown file whose pooling section to replace (docs/RELIABILITY.md)")
 	soakCmd.Flags().StringVar(&soakBench, "benchmarks", "", "markdown file whose one-line pooling section to replace (docs/BENCHMARKS.md)")
-	cmd.AddCommand(rlsCmd, cryptoCmd, apiCmd, vectorCmd, retrievalCmd, soakCmd, newBenchCrashCmd(), newBenchOverloadCmd())
+	cmd.AddCommand(rlsCmd, cryptoCmd, apiCmd, vectorCmd, retrievalCmd, soakCmd, newBenchTenantsCmd(), newBenchCrashCmd(), newBenchOverloadCmd())
 	return cmd
 }
 
