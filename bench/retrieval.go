@@ -159,19 +159,11 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 	}
 	defer env.close()
 	const name = "bench_retrieval"
-	if err := env.migrated(ctx, name); err != nil {
-		return nil, err
-	}
-	db, err := postgres.Open(ctx, postgres.Config{AppDSN: env.cl.DSN(postgres.Runtime, env.creds.Runtime, name),
-		MaintenanceDSN: env.cl.DSN(postgres.Maintenance, env.creds.Maintenance, name), ContextKey: env.ctxKey, MaxConns: int32(max(cfg.Writers, cfg.Clients) + 2)})
+	db, err := env.openDB(ctx, name, max(cfg.Writers, cfg.Clients)+2, &res.PGVersion)
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
-	if admin, err := pgx.Connect(ctx, env.cl.SuperuserDSN(name)); err == nil {
-		admin.QueryRow(ctx, "SHOW server_version").Scan(&res.PGVersion)
-		admin.Close(ctx)
-	}
 	store, err := embedded.New(filepath.Join(env.dir, "vectors"))
 	if err != nil {
 		return nil, err
@@ -391,6 +383,25 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 		return nil, err
 	}
 	return res, ctx.Err()
+}
+
+// openDB creates database name with bulkhead's schema and opens it as the
+// server would (runtime and maintenance roles, the context key) with a
+// pool of conns connections; version gets PostgreSQL's.
+func (e *benchEnv) openDB(ctx context.Context, name string, conns int, version *string) (*postgres.DB, error) {
+	if err := e.migrated(ctx, name); err != nil {
+		return nil, err
+	}
+	db, err := postgres.Open(ctx, postgres.Config{AppDSN: e.cl.DSN(postgres.Runtime, e.creds.Runtime, name),
+		MaintenanceDSN: e.cl.DSN(postgres.Maintenance, e.creds.Maintenance, name), ContextKey: e.ctxKey, MaxConns: int32(conns)})
+	if err != nil {
+		return nil, err
+	}
+	if admin, err := pgx.Connect(ctx, e.cl.SuperuserDSN(name)); err == nil {
+		admin.QueryRow(ctx, "SHOW server_version").Scan(version)
+		admin.Close(ctx)
+	}
+	return db, nil
 }
 
 // splitQuery fills res.Parts and res.Matched: the same queries, one call at

@@ -23,7 +23,6 @@ import (
 	"github.com/bulkhead-dev/bulkhead/vector"
 	"github.com/bulkhead-dev/bulkhead/vector/embedded"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 )
 
 // TenantsConfig sizes the many-tenants benchmark (issue 16, item 5): many
@@ -125,19 +124,11 @@ func RunTenants(ctx context.Context, cfg TenantsConfig) (*TenantsResult, error) 
 	}
 	defer env.close()
 	const name = "bench_tenants"
-	if err := env.migrated(ctx, name); err != nil {
-		return nil, err
-	}
-	db, err := postgres.Open(ctx, postgres.Config{AppDSN: env.cl.DSN(postgres.Runtime, env.creds.Runtime, name),
-		MaintenanceDSN: env.cl.DSN(postgres.Maintenance, env.creds.Maintenance, name), ContextKey: env.ctxKey, MaxConns: int32(max(cfg.Writers, cfg.Clients) + 2)})
+	db, err := env.openDB(ctx, name, max(cfg.Writers, cfg.Clients)+2, &res.PGVersion)
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
-	if admin, err := pgx.Connect(ctx, env.cl.SuperuserDSN(name)); err == nil {
-		admin.QueryRow(ctx, "SHOW server_version").Scan(&res.PGVersion)
-		admin.Close(ctx)
-	}
 	dir := filepath.Join(env.dir, "vectors")
 	open := func(budget int64) (*embedded.Store, *retrieval.Service, error) {
 		store, err := embedded.New(dir, embedded.WithMemoryBudget(budget))
