@@ -58,25 +58,27 @@ func (q *Query) validate() error {
 
 // candidates is how many hits each list contributes before fusion: more
 // than k, so that fusion has something to choose from. Both lists hold
-// only chunks the caller can see (see searchVectors).
+// only chunks the caller can see (see visibleTop).
 func candidates(k int) int { return max(4*k, 20) }
 
 // Query runs a hybrid search for the caller: a lexical search and a
-// vector search, both in the tenant's collection with their hits filtered
-// to the chunks the caller can see, run concurrently; their rankings are
-// fused by reciprocal rank, and the fused candidates are read back with
-// Passages in the caller's scope; those it does not return are dropped.
-// It returns at most q.K passages, best first. A collection holding points
-// stored without lexical terms (before they existed; Reconcile adds them)
-// is searched lexically by PostgreSQL's full-text search instead, in the
-// caller's scope (postgres.DB.SearchText).
+// vector search of the tenant's collection run concurrently; the caller's
+// visible chunks among both lists' candidates are read back in one
+// statement (Passages, in the caller's scope), each list is ranked over
+// those alone (widened while hidden chunks crowd its top), the two
+// rankings are fused by reciprocal rank, and the first q.K fused passages
+// are returned, best first. A collection holding points stored without
+// lexical terms (before they existed; Reconcile adds them) is searched
+// lexically by PostgreSQL's full-text search instead, in the caller's
+// scope (postgres.DB.SearchText).
 //
 // Visibility is decided before fusion: both rankings, and so every rank and
 // score returned, are over the chunks the caller can see. A chunk the
 // caller can't see (another member's private or confidential document, a
 // room it is not in) changes nothing in its answer: not a rank, not a
 // score, not how many passages come back (up to vector.MaxK hidden hits
-// per list are skipped; docs/SECURITY.md).
+// per list are skipped; docs/SECURITY.md). A visible chunk whose text is
+// damaged is left out like a hidden one (and reported by Passages).
 //
 // It returns bulkhead.ErrInvalid for a bad query, ErrNotProvisioned,
 // ErrModel or ErrModelResponse if the question can't be embedded, and
@@ -91,50 +93,105 @@ func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	type textResult struct {
-		hits []postgres.TextHit
-		err  error
-	}
-	textc := make(chan textResult, 1)
+	var text *ranking
+	var terr error
+	done := make(chan struct{})
 	go func() {
-		hits, err := s.searchText(ctx, t, q.Text, n)
-		textc <- textResult{hits, err}
+		defer close(done)
+		text, terr = s.textRanking(ctx, t, q.Text, n)
 	}()
-	vhits, verr := s.searchVectors(ctx, t, q.Text, n)
-	tr := <-textc
+	vec, verr := s.vectorRanking(ctx, t, q.Text, n)
+	<-done
 	if verr != nil {
 		return nil, fmt.Errorf("query: vector search: %w", verr)
 	}
-	if tr.err != nil {
-		return nil, fmt.Errorf("query: full-text search: %w", tr.err)
+	if terr != nil {
+		return nil, fmt.Errorf("query: full-text search: %w", terr)
 	}
-	fused := fuse(tr.hits, vhits)
-	ids := make([]uuid.UUID, len(fused))
-	for i, p := range fused {
-		ids[i] = p.ID
+	// One statement reads back what the caller can see among both lists'
+	// first candidates: it decides their visibility and fetches the
+	// passages fusion will pick from.
+	visible := map[uuid.UUID]bool{}
+	got := map[uuid.UUID]bulkhead.Passage{}
+	if err := s.readPassages(ctx, union(text.unchecked(visible), vec.unchecked(visible)), visible, got); err != nil {
+		return nil, fmt.Errorf("query: %w", err)
 	}
-	visible, err := s.db.Passages(ctx, ids)
+	th, err := s.visibleTop(ctx, n, text, visible)
 	if err != nil {
-		return nil, fmt.Errorf("query: read passages: %w", err)
+		return nil, fmt.Errorf("query: full-text search: %w", err)
 	}
-	// visible keeps the order of ids, which is the fused order.
-	byID := make(map[uuid.UUID]Passage, len(fused))
+	vh, err := s.visibleTop(ctx, n, vec, visible)
+	if err != nil {
+		return nil, fmt.Errorf("query: vector search: %w", err)
+	}
+	fused := fuse(textHits(th), vh)
+	var need []uuid.UUID // visible hits found by widening, not read yet
 	for _, p := range fused {
-		byID[p.ID] = p
+		if _, ok := got[p.ID]; !ok {
+			need = append(need, p.ID)
+		}
 	}
-	out := make([]Passage, 0, min(q.K, len(visible)))
-	for _, v := range visible[:min(q.K, len(visible))] {
-		p := byID[v.ID]
+	if err := s.readPassages(ctx, need, visible, got); err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	out := make([]Passage, 0, q.K)
+	for _, p := range fused {
+		v, ok := got[p.ID]
+		if !ok {
+			continue
+		}
 		p.Passage = v
-		out = append(out, p)
+		if out = append(out, p); len(out) == q.K {
+			break
+		}
 	}
 	return out, nil
 }
 
+// readPassages reads the passages among ids the caller can see into got
+// and records every id's visibility.
+func (s *Service) readPassages(ctx context.Context, ids []uuid.UUID, visible map[uuid.UUID]bool, got map[uuid.UUID]bulkhead.Passage) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	ps, err := s.db.Passages(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("read passages: %w", err)
+	}
+	for _, id := range ids {
+		visible[id] = false
+	}
+	for _, p := range ps {
+		visible[p.ID] = true
+		got[p.ID] = p
+	}
+	return nil
+}
+
+// union returns the ids of a and b, each once.
+func union(a, b []uuid.UUID) []uuid.UUID {
+	out := slices.Clone(a)
+	for _, id := range b {
+		if !slices.Contains(a, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// textHits returns hits as full-text hits.
+func textHits(hits []vector.Hit) []postgres.TextHit {
+	out := make([]postgres.TextHit, len(hits))
+	for i, h := range hits {
+		out[i] = postgres.TextHit{ID: h.ID, Rank: h.Score}
+	}
+	return out
+}
+
 // SearchText is Query's text side alone, as Query runs it (the tenant's
-// collection looked up, then searchText): up to n chunks the caller can
-// see that contain a word of text, best first. Benchmarks and tools use
-// it; it returns Query's errors.
+// collection looked up, the lexical search, visibility by id): up to n
+// chunks the caller can see that contain a word of text, best first.
+// Benchmarks and tools use it; it returns Query's errors.
 func (s *Service) SearchText(ctx context.Context, text string, n int) ([]postgres.TextHit, error) {
 	if n < 1 || n > vector.MaxK {
 		return nil, bulkhead.Invalid("n", fmt.Sprintf("must be in [1, %d]", vector.MaxK))
@@ -143,38 +200,95 @@ func (s *Service) SearchText(ctx context.Context, text string, n int) ([]postgre
 	if err != nil {
 		return nil, fmt.Errorf("full-text search: %w", err)
 	}
-	return s.searchText(ctx, t, text, n)
+	r, err := s.textRanking(ctx, t, text, n)
+	if err != nil {
+		return nil, fmt.Errorf("full-text search: %w", err)
+	}
+	hits, err := s.visibleTop(ctx, n, r, map[uuid.UUID]bool{})
+	if err != nil {
+		return nil, fmt.Errorf("full-text search: %w", err)
+	}
+	return textHits(hits), nil
 }
 
-// searchText returns up to n chunks the caller can see that contain a word
-// of text, best vector.TermScore first (ties by id): the lexical index of
-// the tenant's collection, filtered by visibleTop. A query of stop words
-// only matches nothing. When the collection has no complete lexical index
-// (vector.ErrNoTermIndex) it is PostgreSQL's full-text search instead.
-func (s *Service) searchText(ctx context.Context, t target, text string, n int) ([]postgres.TextHit, error) {
+// ranking is one list's candidates from the tenant's collection, which
+// also holds chunks the caller may not see: search(m) returns its best m
+// hits, floor is the lowest usable score. A ranking without search holds
+// final hits (PostgreSQL's full-text search, already in the caller's
+// scope).
+type ranking struct {
+	search func(m int) ([]vector.Hit, error)
+	floor  float32
+	m      int
+	hits   []vector.Hit
+}
+
+// fetch runs r's first search, for n hits.
+func (r *ranking) fetch(n int) error {
+	r.m = n
+	var err error
+	r.hits, err = r.search(n)
+	return missing(err)
+}
+
+// unchecked returns the usable hits whose visibility is not known yet.
+func (r *ranking) unchecked(visible map[uuid.UUID]bool) []uuid.UUID {
+	var out []uuid.UUID
+	for _, h := range r.hits {
+		if _, ok := visible[h.ID]; !ok && h.Score >= r.floor {
+			out = append(out, h.ID)
+		}
+	}
+	return out
+}
+
+// top returns up to n visible hits, best first, down to the floor, and
+// whether they are final: n found, the floor reached, or nothing more to
+// search (the collection or vector.MaxK exhausted).
+func (r *ranking) top(visible map[uuid.UUID]bool, n int) ([]vector.Hit, bool) {
+	out := make([]vector.Hit, 0, n)
+	for _, h := range r.hits {
+		if h.Score < r.floor {
+			return out, true
+		}
+		if visible[h.ID] {
+			if out = append(out, h); len(out) == n {
+				return out, true
+			}
+		}
+	}
+	return out, r.search == nil || len(r.hits) < r.m || r.m == vector.MaxK
+}
+
+// textRanking is the lexical list's first n candidates: the lexical index
+// of the tenant's collection (scores per chunk, vector.TermScore), or,
+// when the collection has no complete one (vector.ErrNoTermIndex),
+// PostgreSQL's full-text search in the caller's scope. A query of stop
+// words only has no candidates.
+func (s *Service) textRanking(ctx context.Context, t target, text string, n int) (*ranking, error) {
 	toks := queryTerms(t.coll.Tenant(), text)
 	if len(toks) == 0 {
-		return nil, nil
+		return &ranking{}, nil
 	}
-	hits, err := s.visibleTop(ctx, n, 0, func(m int) ([]vector.Hit, error) {
-		return s.vectors.SearchTerms(ctx, t.coll, toks, m)
-	})
-	if errors.Is(err, vector.ErrNoTermIndex) {
-		return s.db.SearchText(ctx, text, n)
+	r := &ranking{search: func(m int) ([]vector.Hit, error) { return s.vectors.SearchTerms(ctx, t.coll, toks, m) }}
+	err := r.fetch(n)
+	if !errors.Is(err, vector.ErrNoTermIndex) {
+		return r, err
 	}
+	th, err := s.db.SearchText(ctx, text, n)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]postgres.TextHit, len(hits))
-	for i, h := range hits {
-		out[i] = postgres.TextHit{ID: h.ID, Rank: h.Score}
+	r = &ranking{hits: make([]vector.Hit, len(th))}
+	for i, h := range th {
+		r.hits[i] = vector.Hit{ID: h.ID, Score: h.Rank}
 	}
-	return out, nil
+	return r, nil
 }
 
-// searchVectors returns up to n vector hits the caller can see, best
-// first, none below the similarity threshold (visibleTop).
-func (s *Service) searchVectors(ctx context.Context, t target, text string, n int) ([]vector.Hit, error) {
+// vectorRanking is the vector list's first n candidates, hits below the
+// similarity threshold unusable.
+func (s *Service) vectorRanking(ctx context.Context, t target, text string, n int) (*ranking, error) {
 	vecs, err := t.embed.Embed(ctx, []string{text})
 	if err != nil {
 		return nil, fmt.Errorf("embed query with %s: %w", t.embed.Model(), unavailable(err))
@@ -182,32 +296,20 @@ func (s *Service) searchVectors(ctx context.Context, t target, text string, n in
 	if len(vecs) != 1 {
 		return nil, fmt.Errorf("embedder %s returned %d vectors for 1 text: %w", t.embed.Model(), len(vecs), ErrModelResponse)
 	}
-	return s.visibleTop(ctx, n, s.minSim, func(m int) ([]vector.Hit, error) {
-		return s.vectors.Search(ctx, t.coll, vecs[0], m)
-	})
+	r := &ranking{floor: s.minSim, search: func(m int) ([]vector.Hit, error) { return s.vectors.Search(ctx, t.coll, vecs[0], m) }}
+	return r, r.fetch(n)
 }
 
-// visibleTop returns up to n hits the caller can see, best first, none
-// scoring below floor. search(m) returns the best m hits of the tenant's
-// collection, which also holds chunks the caller may not see; those are
-// dropped before anything is ranked, and the search widens (4× per round,
-// up to vector.MaxK hits) until n visible hits are found, or the
-// collection or the floor is exhausted. The ranks the caller gets are
-// positions in this list: as long as a hit's score depends on that chunk
-// alone, they depend only on what the caller can see.
-func (s *Service) visibleTop(ctx context.Context, n int, floor float32, search func(m int) ([]vector.Hit, error)) ([]vector.Hit, error) {
-	visible := map[uuid.UUID]bool{} // ids checked so far
-	for m := n; ; m = min(4*m, vector.MaxK) {
-		hits, err := search(m)
-		if err != nil {
-			return nil, missing(err)
-		}
-		var unchecked []uuid.UUID
-		for _, h := range hits {
-			if _, ok := visible[h.ID]; !ok && h.Score >= floor {
-				unchecked = append(unchecked, h.ID)
-			}
-		}
+// visibleTop returns up to n of r's hits the caller can see, best first.
+// visible holds what is known already; the rest is checked with
+// VisibleChunks (ids only, in the caller's scope), and the search widens
+// (4× per round, up to vector.MaxK hits) until n visible hits are found,
+// or the collection or the floor is exhausted. The ranks the caller gets
+// are positions in this list: as long as a hit's score depends on that
+// chunk alone, they depend only on what the caller can see.
+func (s *Service) visibleTop(ctx context.Context, n int, r *ranking, visible map[uuid.UUID]bool) ([]vector.Hit, error) {
+	for {
+		unchecked := r.unchecked(visible)
 		for len(unchecked) > 0 {
 			batch := unchecked[:min(len(unchecked), postgres.MaxTextHits)]
 			unchecked = unchecked[len(batch):]
@@ -219,23 +321,11 @@ func (s *Service) visibleTop(ctx context.Context, n int, floor float32, search f
 				visible[id] = seen[id]
 			}
 		}
-		// Best first: keep the visible hits down to the floor.
-		out := make([]vector.Hit, 0, n)
-		below := false
-		for _, h := range hits {
-			if h.Score < floor {
-				below = true
-				break
-			}
-			if visible[h.ID] {
-				out = append(out, h)
-				if len(out) == n {
-					return out, nil
-				}
-			}
-		}
-		if below || len(hits) < m || m == vector.MaxK {
+		if out, final := r.top(visible, n); final {
 			return out, nil
+		}
+		if err := r.fetch(min(4*r.m, vector.MaxK)); err != nil {
+			return nil, err
 		}
 	}
 }
