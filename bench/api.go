@@ -136,17 +136,22 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 		go srv.Serve(l)
 		return "http://" + l.Addr().String(), func() { srv.Close() }, nil
 	}
-	full, stopFull, err := serve(httpapi.NewServer(dbRLS, quiet, nil, httpapi.Options{Auth: auth.NewAuthenticator(verifier, "bulkhead"), Accounts: accounts}))
+	// Every client is admitted (it waits for a slot, never refused): the
+	// sides are compared on the work they do, not on how fast the server
+	// refuses what exceeds its admission bound (bench overload measures
+	// that).
+	admit := httpapi.Admission{MaxInFlight: cfg.Clients, MaxQueue: cfg.Clients, QueueTimeout: time.Minute}
+	full, stopFull, err := serve(httpapi.NewServer(dbRLS, quiet, nil, httpapi.Options{Auth: auth.NewAuthenticator(verifier, "bulkhead"), Accounts: accounts, Admission: admit}))
 	if err != nil {
 		return nil, err
 	}
 	defer stopFull()
-	fixedRLS, stopRLS, err := serve(httpapi.NewServer(dbRLS, quiet, nil, httpapi.Options{Auth: fixedScope(env.samples)}))
+	fixedRLS, stopRLS, err := serve(httpapi.NewServer(dbRLS, quiet, nil, httpapi.Options{Auth: fixedScope(env.samples), Admission: admit}))
 	if err != nil {
 		return nil, err
 	}
 	defer stopRLS()
-	fixedPlain, stopPlain, err := serve(httpapi.NewServer(dbPlain, quiet, nil, httpapi.Options{Auth: fixedScope(env.samples)}))
+	fixedPlain, stopPlain, err := serve(httpapi.NewServer(dbPlain, quiet, nil, httpapi.Options{Auth: fixedScope(env.samples), Admission: admit}))
 	if err != nil {
 		return nil, err
 	}
