@@ -35,6 +35,7 @@ bench: deps build
 	./$(BIN) bench api --write docs/BENCHMARKS.md
 	./$(BIN) bench vector --write docs/BENCHMARKS.md
 	./$(BIN) bench retrieval --write docs/BENCHMARKS.md
+	./$(BIN) bench tenants --write docs/BENCHMARKS.md
 	./$(BIN) bench crash --duration 60s --interval 12s --write docs/RELIABILITY.md
 	./$(BIN) bench overload --write docs/RELIABILITY.md
 
