@@ -164,9 +164,15 @@ func (r *Router) Search(ctx context.Context, c Collection, query []float32, k in
 	if err != nil {
 		return nil, err
 	}
+	return c.ownHits("search", hits)
+}
+
+// ownHits returns hits, or ErrUnavailable if the backend returned one of
+// another tenant than c's: never used, whatever else it returned.
+func (c Collection) ownHits(op string, hits []Hit) ([]Hit, error) {
 	for _, h := range hits {
 		if h.Tenant != c.tenant {
-			return nil, fmt.Errorf("search %s: backend returned a hit of tenant %s: %w", c, h.Tenant, ErrUnavailable)
+			return nil, fmt.Errorf("%s %s: backend returned a hit of tenant %s: %w", op, c, h.Tenant, ErrUnavailable)
 		}
 	}
 	return hits, nil
@@ -189,12 +195,7 @@ func (r *Router) SearchTerms(ctx context.Context, c Collection, query []uint64, 
 	if err != nil {
 		return nil, err
 	}
-	for _, h := range hits {
-		if h.Tenant != c.tenant {
-			return nil, fmt.Errorf("search terms in %s: backend returned a hit of tenant %s: %w", c, h.Tenant, ErrUnavailable)
-		}
-	}
-	return hits, nil
+	return c.ownHits("search terms in", hits)
 }
 
 // Stats implements Store.

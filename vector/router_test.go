@@ -211,6 +211,16 @@ func (l lyingStore) Search(ctx context.Context, c vector.Collection, q []float32
 	return hits, err
 }
 
+func (l lyingStore) SearchTerms(ctx context.Context, c vector.Collection, q []uint64, k int) ([]vector.Hit, error) {
+	hits, err := l.Store.(vector.TermSearcher).SearchTerms(ctx, c, q, k)
+	for i := range hits {
+		hits[i].Tenant = uuid.New()
+	}
+	return hits, err
+}
+
+// TestRouterRechecksHitTenant: a backend returning a hit of another tenant
+// fails the search (vector and lexical) instead of returning any hit.
 func TestRouterRechecksHitTenant(t *testing.T) {
 	a := uuid.New()
 	regions := vector.NewStaticRegions(map[uuid.UUID]string{a: "eu"})
@@ -220,13 +230,19 @@ func TestRouterRechecksHitTenant(t *testing.T) {
 	if err := r.CreateCollection(ctx, c, 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Upsert(ctx, c, []vector.Point{{ID: uuid.New(), Vector: []float32{1, 0}}}); err != nil {
+	terms := vector.Terms{Words: 1, Counts: map[uint64]int{7: 1}}.Encode()
+	if err := r.Upsert(ctx, c, []vector.Point{{ID: uuid.New(), Vector: []float32{1, 0}, Payload: map[string]string{vector.PayloadTerms: terms}}}); err != nil {
 		t.Fatal(err)
 	}
 	hits, err := r.Search(ctx, c, []float32{1, 0}, 1)
 	is(t, "Search through a backend mixing tenants", err, vector.ErrUnavailable)
 	if hits != nil {
 		t.Fatalf("hits returned with the error: %v", hits)
+	}
+	hits, err = r.SearchTerms(ctx, c, []uint64{7}, 1)
+	is(t, "SearchTerms through a backend mixing tenants", err, vector.ErrUnavailable)
+	if hits != nil {
+		t.Fatalf("lexical hits returned with the error: %v", hits)
 	}
 }
 

@@ -2,8 +2,11 @@ package vector
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,23 +64,17 @@ type Terms struct {
 // ascending order as 16 hex digits, followed by "*count" when it occurs
 // more than once, separated by spaces.
 func (t Terms) Encode() string {
-	toks := make([]uint64, 0, len(t.Counts))
-	for tok := range t.Counts {
-		toks = append(toks, tok)
-	}
-	slices.Sort(toks)
-	var b strings.Builder
-	b.Grow(8 + 20*len(toks))
-	b.WriteString(strconv.Itoa(t.Words))
-	for _, tok := range toks {
-		b.WriteByte(' ')
-		fmt.Fprintf(&b, "%016x", tok)
+	b := make([]byte, 0, 8+20*len(t.Counts))
+	b = strconv.AppendInt(b, int64(t.Words), 10)
+	for _, tok := range slices.Sorted(maps.Keys(t.Counts)) {
+		b = append(b, ' ')
+		b = hex.AppendEncode(b, binary.BigEndian.AppendUint64(nil, tok))
 		if n := t.Counts[tok]; n > 1 {
-			b.WriteByte('*')
-			b.WriteString(strconv.Itoa(n))
+			b = append(b, '*')
+			b = strconv.AppendInt(b, int64(n), 10)
 		}
 	}
-	return b.String()
+	return string(b)
 }
 
 // ParseTerms parses a value written by Terms.Encode. It returns a

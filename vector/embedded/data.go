@@ -109,7 +109,7 @@ func (d *data) put(p vector.Point) {
 	}
 	copy(d.vector(i), p.Vector)
 	d.inv[i] = invNorm(p.Vector)
-	d.lex.replace(i, d.payloads[i], p.Payload)
+	d.lex.replace(i, p.Payload)
 	d.payBytes += payloadSize(p.Payload) - payloadSize(d.payloads[i])
 	d.payloads[i] = maps.Clone(p.Payload)
 	d.reindexIfStale()
@@ -120,7 +120,7 @@ func (d *data) put(p vector.Point) {
 func (d *data) remove(id uuid.UUID) {
 	i := d.index[id]
 	last := d.len() - 1
-	d.lex.drop(i, d.payloads[i])
+	d.lex.drop(i)
 	d.lex.remove(i)
 	d.payBytes -= payloadSize(d.payloads[i])
 	if i != last {

@@ -18,11 +18,17 @@ import (
 type lexicon struct {
 	post      map[uint64][]posting
 	slotRow   []int32 // slot → row, -1 when dead
-	rowSlot   []int32 // row → slot, -1 when the row has no tokens
+	rowSlot   []int32 // row → slot, or noTokens, or unindexedRow
 	dead      int     // dead slots
 	postings  int     // postings held, dead ones included
 	unindexed int     // rows stored without terms
 }
+
+// rowSlot values of rows without a slot.
+const (
+	noTokens     = -1 // terms without tokens (a confidential chunk): indexed, never matches
+	unindexedRow = -2 // stored without terms: counted in unindexed
+)
 
 type posting struct {
 	slot int32
@@ -48,15 +54,16 @@ func (l *lexicon) add(row int, payload map[string]string) {
 	l.rowSlot = append(l.rowSlot, l.index(row, payload))
 }
 
-// index gives row's tokens a new slot and returns it (-1 for a row without
-// tokens).
+// index gives row's tokens a new slot and returns it, or noTokens, or
+// unindexedRow.
 func (l *lexicon) index(row int, payload map[string]string) int32 {
 	t, ok := terms(payload)
 	if !ok {
 		l.unindexed++
+		return unindexedRow
 	}
 	if len(t.Counts) == 0 {
-		return -1
+		return noTokens
 	}
 	slot := int32(len(l.slotRow))
 	l.slotRow = append(l.slotRow, int32(row))
@@ -67,22 +74,21 @@ func (l *lexicon) index(row int, payload map[string]string) int32 {
 	return slot
 }
 
-// drop forgets row's terms (payload is the one it was indexed with); the
-// row's entry stays, without tokens.
-func (l *lexicon) drop(row int, payload map[string]string) {
-	if _, ok := terms(payload); !ok {
+// drop forgets row's terms; the row's entry stays, without tokens.
+func (l *lexicon) drop(row int) {
+	switch slot := l.rowSlot[row]; {
+	case slot == unindexedRow:
 		l.unindexed--
-	}
-	if slot := l.rowSlot[row]; slot >= 0 {
+	case slot >= 0:
 		l.slotRow[slot] = -1
-		l.rowSlot[row] = -1
 		l.dead++
 	}
+	l.rowSlot[row] = noTokens
 }
 
-// replace re-indexes row, whose payload changes from old to payload.
-func (l *lexicon) replace(row int, old, payload map[string]string) {
-	l.drop(row, old)
+// replace re-indexes row with its new payload.
+func (l *lexicon) replace(row int, payload map[string]string) {
+	l.drop(row)
 	l.rowSlot[row] = l.index(row, payload)
 }
 

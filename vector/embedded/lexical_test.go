@@ -175,6 +175,27 @@ func TestSearchTermsRefusesAPartialIndex(t *testing.T) {
 	if err != nil || len(hits) != 1 || hits[0].ID != with.ID {
 		t.Fatalf("after the point got terms: %v, %v; want only %v", hits, err, with.ID)
 	}
+	// A point without terms, then deleted (it was the last row: the bare
+	// row moves into the deleted one's place first).
+	other := vector.Point{ID: uuid.New(), Vector: []float32{1, 1}}
+	if err := e.Router.Upsert(e.CtxA, e.CollA, []vector.Point{other}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Router.SearchTerms(e.CtxA, e.CollA, []uint64{tok}, 5); !errors.Is(err, vector.ErrNoTermIndex) {
+		t.Fatalf("with another point without terms: %v, want ErrNoTermIndex", err)
+	}
+	if err := e.Router.Delete(e.CtxA, e.CollA, []uuid.UUID{bare.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Router.SearchTerms(e.CtxA, e.CollA, []uint64{tok}, 5); !errors.Is(err, vector.ErrNoTermIndex) {
+		t.Fatalf("the point without terms moved rows: %v, want ErrNoTermIndex still", err)
+	}
+	if err := e.Router.Delete(e.CtxA, e.CollA, []uuid.UUID{other.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if hits, err := e.Router.SearchTerms(e.CtxA, e.CollA, []uint64{tok}, 5); err != nil || len(hits) != 1 {
+		t.Fatalf("after the point without terms was deleted: %v, %v", hits, err)
+	}
 	// The other tenant's scope can't search A's collection.
 	if _, err := e.Router.SearchTerms(e.CtxB, e.CollA, []uint64{tok}, 5); !errors.Is(err, vector.ErrForbidden) {
 		t.Fatalf("A's collection in B's scope: %v, want ErrForbidden", err)
