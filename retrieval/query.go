@@ -193,8 +193,8 @@ func textHits(hits []vector.Hit) []postgres.TextHit {
 // chunks the caller can see that contain a word of text, best first.
 // Benchmarks and tools use it; it returns Query's errors.
 func (s *Service) SearchText(ctx context.Context, text string, n int) ([]postgres.TextHit, error) {
-	if n < 1 || n > vector.MaxK {
-		return nil, bulkhead.Invalid("n", fmt.Sprintf("must be in [1, %d]", vector.MaxK))
+	if n < 1 || n > postgres.MaxTextHits { // the bound of the fallback, and of a read-back
+		return nil, bulkhead.Invalid("n", fmt.Sprintf("must be in [1, %d]", postgres.MaxTextHits))
 	}
 	t, err := s.target(ctx)
 	if err != nil {

@@ -25,7 +25,6 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// knowledgeFlags configure the vector backends (residency) and the models.
 // Default bounds on one call to the model endpoint. An embedding call
 // blocks an ingest or a query, which should fail fast and be retried; a
 // chat answer legitimately takes longer.
@@ -34,6 +33,7 @@ const (
 	DefaultChatDeadline      = 45 * time.Second
 )
 
+// knowledgeFlags configure the vector backends (residency) and the models.
 type knowledgeFlags struct {
 	regions      []string
 	qdrantKey    string
