@@ -155,3 +155,38 @@ func TestPointsWithoutTermsFallBackAndReconcile(t *testing.T) {
 	}
 	found()
 }
+
+// TestSearchTextAlone: Query's text side alone returns the chunks of the
+// caller's visible documents holding the word, never another member's
+// private one; a bad n is refused before anything is searched.
+func TestSearchTextAlone(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	bob := w.user(t, w.a, "bob")
+	const word = "saltmarsh"
+	mine := ingest(t, w.k, w.ua, postgres.NewDocument{Title: "mine", Content: word + " " + filler, Visibility: bulkhead.VisibilityTenant})
+	hidden := ingest(t, w.k, bob, postgres.NewDocument{Title: "bob's", Content: word + " " + word, Visibility: bulkhead.VisibilityPrivate})
+	own, private := chunkIDs(t, w, w.ua, mine.ID), chunkIDs(t, w, bob, hidden.ID)
+	hits, err := w.k.Service.SearchText(w.ua, word, 10)
+	if err != nil || len(hits) != len(own) {
+		t.Fatalf("SearchText: %v, %v; want the %d chunks of the caller's document", hits, err, len(own))
+	}
+	for _, h := range hits {
+		if !own[h.ID] || private[h.ID] {
+			t.Errorf("hit %v is not a chunk of the caller's document", h.ID)
+		}
+	}
+	if hits, err := w.k.Service.SearchText(bob, word, 10); err != nil || len(hits) != len(own)+len(private) {
+		t.Errorf("Bob's SearchText: %d hits, %v; want his and the tenant's (%d)", len(hits), err, len(own)+len(private))
+	}
+	for _, n := range []int{0, postgres.MaxTextHits + 1} {
+		if _, err := w.k.Service.SearchText(w.ua, word, n); !errors.Is(err, bulkhead.ErrInvalid) {
+			t.Errorf("n=%d: %v, want ErrInvalid", n, err)
+		}
+	}
+	for _, n := range []int{1, postgres.MaxTextHits} {
+		if hits, err := w.k.Service.SearchText(w.ua, word, n); err != nil || len(hits) != min(n, len(own)) {
+			t.Errorf("n=%d: %d hits, %v", n, len(hits), err)
+		}
+	}
+}
