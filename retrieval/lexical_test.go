@@ -61,13 +61,11 @@ func TestLexicalRanksIgnoreHiddenChunks(t *testing.T) {
 	if diff := cmp.Diff(before, q()); diff != "" {
 		t.Errorf("Alice's private memos changed Charlie's answer (-before +after):\n%s", diff)
 	}
-	// The other side: Alice sees her memos, first in the text list.
-	firstIsMemo := false
-	for _, p := range query(t, w.k, alice, word) {
-		firstIsMemo = firstIsMemo || (p.TextRank == 1 && hidden[p.ID])
-	}
-	if !firstIsMemo {
-		t.Error("Alice's query: her memos are not first in the text list")
+	// The other side: Alice sees her memos, first in the text list (read
+	// alone: which passages survive fusion into her top 10 depends on
+	// vector ties broken by random ids).
+	if th, err := w.k.Service.SearchText(alice, word, 40); err != nil || len(th) != 31 || !hidden[th[0].ID] {
+		t.Errorf("Alice's text list: %d hits, %v; want her 30 memos and Charlie's chunk, a memo first", len(th), err)
 	}
 	// And the other tenant, with the same word, finds nothing of either.
 	ingest(t, w.k, w.ub, postgres.NewDocument{Title: "globex", Content: word + " " + word, Visibility: bulkhead.VisibilityTenant})
