@@ -25,8 +25,11 @@
 //     and the row's key, never its contents; exact up to a per-transaction
 //     cap, then sampled with weights (bounded cost and storage in a storm,
 //     counts marked approximate). Reads are compared exactly by sampled
-//     differential replay (Replayer): the statement runs again in strict
-//     mode inside a savepoint.
+//     differential replay: the statement runs again in shadow, strict and
+//     shadow mode inside a savepoint, rolled back; rows both shadow runs
+//     returned and the strict run did not are recorded. Proxy does it for
+//     any application that connects through it; Replayer for a Go
+//     application that calls it.
 //   - Rollback restores what adopt changed exactly: policies, RLS flags,
 //     grants, the runtime role it created, defaults, constraints and added
 //     columns; values it backfilled into existing columns are set back to

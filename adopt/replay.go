@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -82,10 +83,11 @@ func Fingerprint(sql string) string {
 
 // Query runs sql in tx and returns its rows as text values. When sampled,
 // it replays the statement in strict mode (SET LOCAL
-// bulkhead_adopt.strict = on inside a savepoint, rolled back) and records
-// the returned rows strict mode hides, keyed by their first column, under
-// the tenant in context. Replay needs tx to be a transaction the caller
-// owns; it adds two round trips to sampled statements only.
+// bulkhead_adopt.strict = on inside a savepoint, rolled back), then once
+// more in shadow mode, and records the rows both shadow runs returned that
+// strict mode hides, keyed by their first column, under the tenant in
+// context. Replay needs tx to be a transaction the caller owns; it adds
+// four round trips to sampled statements only.
 func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql string, args ...any) ([][]string, error) {
 	rows, err := textRows(ctx, tx, sql, args...)
 	if err != nil || r == nil || r.rate <= 0 || rand.Float64() >= r.rate {
@@ -104,27 +106,50 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql stri
 		return rows, fmt.Errorf("replay: %w", err)
 	}
 	var tenant string
-	if err := sp.QueryRow(ctx, "SELECT coalesce(current_setting($1, true), '')", tenantSetting).Scan(&tenant); err != nil {
+	if err := sp.QueryRow(ctx, "SELECT coalesce(current_setting($1, true), ''), set_config('bulkhead_adopt.strict', 'off', true)", tenantSetting).Scan(&tenant, nil); err != nil {
+		return rows, fmt.Errorf("replay: %w", err)
+	}
+	// In READ COMMITTED each run has its own snapshot: a row a concurrent
+	// transaction changed between the runs is not a policy effect. Only
+	// rows both shadow runs returned count.
+	again, err := textRows(ctx, sp, sql, args...)
+	if err != nil {
 		return rows, fmt.Errorf("replay: %w", err)
 	}
 	if err := sp.Rollback(ctx); err != nil {
 		return rows, fmt.Errorf("replay: rollback to savepoint: %w", err)
 	}
-	hidden := diff(rows, strict)
-	if len(hidden) > 0 {
-		v := Violation{Tenant: tenant, Fingerprint: Fingerprint(sql), Count: int64(len(hidden))}
-		for _, h := range hidden {
-			if len(v.Keys) < 100 && len(h) > 0 {
-				v.Keys = append(v.Keys, h[0])
-			}
-		}
-		r.send(v)
-	}
+	r.observe(tenant, sql, diff(intersect(rows, again), strict))
 	return rows, nil
 }
 
+// observe queues the record of hidden, the rows a read by tenant returned
+// that strict mode hides, keyed by their first column (at most 100 keys;
+// the count is exact).
+func (r *Replayer) observe(tenant, sql string, hidden [][]string) {
+	if len(hidden) == 0 {
+		return
+	}
+	v := Violation{Tenant: tenant, Fingerprint: Fingerprint(sql), Count: int64(len(hidden))}
+	for _, h := range hidden {
+		if len(v.Keys) < 100 && len(h) > 0 {
+			k := h[0]
+			if strings.HasPrefix(k, "\x00") { // the proxy's NULL
+				k = "NULL"
+			}
+			v.Keys = append(v.Keys, k)
+		}
+	}
+	r.send(v)
+}
+
 // diff returns the rows of a not in b, as multisets.
-func diff(a, b [][]string) [][]string {
+func diff(a, b [][]string) [][]string { return multiset(a, b, false) }
+
+// intersect returns the rows of a also in b, as multisets.
+func intersect(a, b [][]string) [][]string { return multiset(a, b, true) }
+
+func multiset(a, b [][]string, keepCommon bool) [][]string {
 	count := map[string]int{}
 	key := func(row []string) string { return fmt.Sprintf("%q", row) }
 	for _, row := range b {
@@ -133,11 +158,13 @@ func diff(a, b [][]string) [][]string {
 	var out [][]string
 	for _, row := range a {
 		k := key(row)
-		if count[k] > 0 {
+		inB := count[k] > 0
+		if inB {
 			count[k]--
-			continue
 		}
-		out = append(out, row)
+		if inB == keepCommon {
+			out = append(out, row)
+		}
 	}
 	return out
 }

@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/adopt"
 	"github.com/bulkhead-dev/bulkhead/audit"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 )
 
@@ -40,12 +45,15 @@ downtime and a way back:
   enforce   make tables strict (refuses while shadow shows violations; --force)
   rollback  one phase back, or --to original: everything adopt changed restored
   status    each table's phase, as recorded in the database
+  report    what shadow recorded
+  proxy     record the reads strict mode would hide: the application connects
+            through it during shadow (sampled replay)
 
 --database-url names the database, as a superuser or the tables' owner.
 docs/ADOPT.md describes the cycle and the shadow design.`,
 	}
 	cmd.AddCommand(newAdoptPlanCmd(cfg), newAdoptBackfillCmd(cfg), newAdoptShadowCmd(cfg), newAdoptEnforceCmd(cfg),
-		newAdoptRollbackCmd(cfg), newAdoptStatusCmd(cfg), newAdoptReportCmd(cfg))
+		newAdoptRollbackCmd(cfg), newAdoptStatusCmd(cfg), newAdoptReportCmd(cfg), newAdoptProxyCmd(cfg))
 	return cmd
 }
 
@@ -364,5 +372,97 @@ func newAdoptReportCmd(cfg *config) *cobra.Command {
 	f.register(cmd, false)
 	cmd.Flags().DurationVar(&since, "since", 0, "only violations seen this recently (default all)")
 	cmd.Flags().StringVar(&f.format, "format", "text", "text or json")
+	return cmd
+}
+
+func newAdoptProxyCmd(cfg *config) *cobra.Command {
+	f := &adoptFlags{}
+	var o adopt.ProxyOptions
+	var skip string
+	var every time.Duration
+	cmd := &cobra.Command{
+		Use:   "proxy --plan FILE [--listen 127.0.0.1:6543] [--upstream HOST:PORT|SOCKET] [--sample 0.01]",
+		Short: "Record the reads strict mode would hide: a proxy the application connects through during shadow",
+		Long: `proxy is the read side of shadow mode. Point the application's database URL
+at it (sslmode=disable or prefer: the proxy speaks no TLS, so run it beside
+the application). Every message passes unchanged, authentication included;
+for a sampled fraction of single SELECT/WITH reads, after the results reach
+the application and before its ReadyForQuery does, the proxy replays the
+statement on the same connection (shadow, strict, shadow; in a savepoint, or
+a REPEATABLE READ transaction outside one; rolled back) and records the rows
+both shadow runs returned that strict mode hides: adopt report lists them
+under the table "query". --database-url is where records are written (the
+operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := adopt.Load(f.plan)
+			if err != nil {
+				return err
+			}
+			if skip != "" {
+				if o.Skip, err = regexp.Compile(skip); err != nil {
+					return fmt.Errorf("--skip: %v", err)
+				}
+			}
+			if cfg.databaseURL == "" {
+				return errors.New("--database-url (or DATABASE_URL) is required: where the proxy records, as the operator")
+			}
+			pc, err := pgxpool.ParseConfig(cfg.databaseURL)
+			if err != nil {
+				return fmt.Errorf("--database-url: %v", redactErr(err, cfg.databaseURL))
+			}
+			if o.Upstream == "" {
+				h, port := pc.ConnConfig.Host, pc.ConnConfig.Port
+				o.Upstream = net.JoinHostPort(h, strconv.Itoa(int(port)))
+				if strings.HasPrefix(h, "/") {
+					o.Upstream = filepath.Join(h, fmt.Sprintf(".s.PGSQL.%d", port))
+				}
+			}
+			ctx := cmd.Context()
+			pool, err := pgxpool.NewWithConfig(ctx, pc)
+			if err != nil {
+				return fmt.Errorf("connect to %s: %v", redactURL(cfg.databaseURL), redactErr(err, cfg.databaseURL))
+			}
+			defer pool.Close()
+			if err := pool.Ping(ctx); err != nil {
+				return fmt.Errorf("connect to %s: %v", redactURL(cfg.databaseURL), redactErr(err, cfg.databaseURL))
+			}
+			if o.Logger, err = cfg.logger(); err != nil {
+				return err
+			}
+			px, err := adopt.NewProxy(p, pool, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: listening on %s, forwarding to %s, replaying %.4g of reads\n", px.Addr(), o.Upstream, o.Sample)
+			report := func() {
+				s := px.Stats()
+				fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: %d connections, %d reads, %d sampled, %d replayed, %d skipped, %d failed, %d hidden rows recorded, %d records dropped\n",
+					s.Connections, s.Reads, s.Sampled, s.Replayed, s.Skipped, s.Failed, s.Hidden, px.Dropped())
+			}
+			go func() {
+				t := time.NewTicker(every)
+				defer t.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-t.C:
+						report()
+					}
+				}
+			}()
+			err = px.Serve(ctx)
+			report()
+			return err
+		},
+	}
+	f.register(cmd, false)
+	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:6543", "address the application connects to")
+	cmd.Flags().StringVar(&o.Upstream, "upstream", "", "the database server: host:port, or a Unix socket path (default: --database-url's)")
+	cmd.Flags().Float64Var(&o.Sample, "sample", 0.01, "fraction (0..1) of eligible reads replayed")
+	cmd.Flags().DurationVar(&o.Timeout, "replay-timeout", time.Second, "statement_timeout of each replay")
+	cmd.Flags().StringVar(&skip, "skip", "", "reads matching this regular expression are never replayed")
+	cmd.Flags().DurationVar(&every, "stats-every", time.Minute, "how often to print the counters")
 	return cmd
 }

@@ -1,0 +1,309 @@
+package adopt
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Proxy is the read side of shadow mode for an application that can't call
+// Replayer: a PostgreSQL wire-protocol proxy the application connects
+// through during shadow. Every message passes unchanged, in both
+// directions, authentication included (the proxy never sees a password it
+// could use: SCRAM runs end to end). For a sampled fraction of the reads
+// (a single SELECT or WITH without a locking clause or a call with effects
+// outside the transaction, see eligible), once the statement's results
+// have reached the client and before its ReadyForQuery does, the proxy
+// replays the statement on the same connection, in the client's context:
+//
+//   - inside the client's transaction, in a savepoint it rolls back; or,
+//     for a statement run outside a transaction, in a REPEATABLE READ
+//     transaction it rolls back;
+//   - three times: shadow, strict (bulkhead_adopt.strict = on), shadow
+//     again; the rows both shadow runs returned that the strict run did not
+//     are recorded, like Replayer's, under the tenant in the plan's setting.
+//     In READ COMMITTED each run has its own snapshot, and a row a
+//     concurrent transaction changed between the runs is missing from one
+//     of the shadow runs, so it is not recorded: no false positive but a
+//     row changed away and back between the runs.
+//
+// The client sees its own results, in order, and its transaction as it
+// left it: the replay's settings, statements, portals and errors are
+// rolled back or closed before the ReadyForQuery is passed on. A replay
+// that fails (timeout, error) is counted and recorded nothing. When the
+// connection can't be put back exactly (the final status differs), the
+// proxy closes it: the client sees a broken connection, never a changed
+// transaction. A client that pipelines past a Sync is not replayed (the
+// replay would interleave with its messages); nor is COPY, nor a failed
+// transaction.
+//
+// Not supported: TLS (an SSLRequest is answered "no": clients must use
+// sslmode=disable or prefer, so run it beside the application or on a
+// trusted network) and GSSAPI authentication.
+type Proxy struct {
+	opts    ProxyOptions
+	setting string
+	rec     *Replayer
+	ln      net.Listener
+	id      string // prefix of the statement, portal and savepoint names the replay uses
+
+	connections, reads, sampled, replayed, skipped, failed, hidden atomic.Int64
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// ProxyOptions configures a Proxy.
+type ProxyOptions struct {
+	Listen     string         // host:port to listen on
+	Upstream   string         // the database: host:port, or a Unix socket path (.../.s.PGSQL.5432)
+	Sample     float64        // fraction (0..1) of eligible reads replayed
+	Timeout    time.Duration  // statement_timeout of each replay; default 1s
+	Skip       *regexp.Regexp // reads never replayed, besides the built-in list (nil: none)
+	MaxReplays int            // replays after one Sync at most; default 4, the rest counted skipped
+	Logger     *slog.Logger   // nil: discard
+}
+
+// ProxyStats counts what a Proxy did. Reads counts eligible statements;
+// Sampled those chosen; Replayed those replayed to the end; Skipped those
+// chosen but not replayed (pipelined client, failed transaction, over
+// MaxReplays); Failed replays that errored; Hidden rows recorded.
+type ProxyStats struct {
+	Connections, Reads, Sampled, Replayed, Skipped, Failed, Hidden int64
+}
+
+// NewProxy listens on o.Listen; records go to pool's database (as a role
+// that may write bulkhead_adopt: the operator's). Serve runs it.
+func NewProxy(p *Plan, pool *pgxpool.Pool, o ProxyOptions) (*Proxy, error) {
+	if o.Upstream == "" {
+		return nil, errors.New("adopt proxy: the upstream database address is required")
+	}
+	if o.Sample < 0 || o.Sample > 1 {
+		return nil, fmt.Errorf("adopt proxy: sample %v is not between 0 and 1", o.Sample)
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = time.Second
+	}
+	if o.MaxReplays <= 0 {
+		o.MaxReplays = 4
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("adopt proxy: listen: %w", err)
+	}
+	var b [6]byte
+	if _, err := crand.Read(b[:]); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &Proxy{opts: o, setting: p.TenantSetting, rec: NewReplayer(pool, 0), ln: ln,
+		id: "bulkhead_adopt_replay_" + hex.EncodeToString(b[:]), conns: map[net.Conn]struct{}{}}, nil
+}
+
+// Addr is the address the proxy listens on.
+func (px *Proxy) Addr() net.Addr { return px.ln.Addr() }
+
+// Stats returns the counters so far.
+func (px *Proxy) Stats() ProxyStats {
+	return ProxyStats{px.connections.Load(), px.reads.Load(), px.sampled.Load(), px.replayed.Load(),
+		px.skipped.Load(), px.failed.Load(), px.hidden.Load()}
+}
+
+// Dropped is the number of records lost (see Replayer.Dropped).
+func (px *Proxy) Dropped() int64 { return px.rec.Dropped() }
+
+// Serve accepts connections until ctx is done, then closes the listener
+// and every connection and flushes the records.
+func (px *Proxy) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		px.ln.Close()
+		px.mu.Lock()
+		for c := range px.conns {
+			c.Close()
+		}
+		px.mu.Unlock()
+	})
+	defer stop()
+	var err error
+	for {
+		var c net.Conn
+		c, err = px.ln.Accept()
+		if err != nil {
+			break
+		}
+		px.track(c, true)
+		px.wg.Add(1)
+		go func() {
+			defer px.wg.Done()
+			defer px.track(c, false)
+			px.serve(ctx, c)
+		}()
+	}
+	px.ln.Close()
+	px.mu.Lock()
+	for c := range px.conns {
+		c.Close()
+	}
+	px.mu.Unlock()
+	px.wg.Wait()
+	px.rec.Close()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("adopt proxy: accept: %w", err)
+}
+
+func (px *Proxy) track(c net.Conn, add bool) {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	if add {
+		px.conns[c] = struct{}{}
+	} else {
+		delete(px.conns, c)
+		c.Close()
+	}
+}
+
+func (px *Proxy) dial(ctx context.Context) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if strings.HasPrefix(px.opts.Upstream, "/") {
+		return d.DialContext(ctx, "unix", px.opts.Upstream)
+	}
+	return d.DialContext(ctx, "tcp", px.opts.Upstream)
+}
+
+// serve runs one client connection: start-up and authentication in lock
+// step, then a goroutine per direction.
+func (px *Proxy) serve(ctx context.Context, client net.Conn) {
+	log := px.opts.Logger
+	be := pgproto3.NewBackend(client, client)
+	var startup *pgproto3.StartupMessage
+	for startup == nil {
+		m, err := be.ReceiveStartupMessage()
+		if err != nil {
+			return
+		}
+		switch m := m.(type) {
+		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+			if _, err := client.Write([]byte{'N'}); err != nil {
+				return
+			}
+		case *pgproto3.CancelRequest:
+			px.cancel(ctx, m)
+			return
+		case *pgproto3.StartupMessage:
+			startup = &pgproto3.StartupMessage{ProtocolVersion: m.ProtocolVersion, Parameters: m.Parameters}
+		}
+	}
+	up, err := px.dial(ctx)
+	if err != nil {
+		log.Warn("adopt proxy: upstream unreachable", "err", err)
+		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "08006",
+			Message: "bulkhead adopt proxy: the database is unreachable"})
+		be.Flush()
+		return
+	}
+	px.track(up, true)
+	defer px.track(up, false)
+	px.connections.Add(1)
+	fe := pgproto3.NewFrontend(up, up)
+	fe.Send(startup)
+	if err := fe.Flush(); err != nil {
+		return
+	}
+	for ready := false; !ready; {
+		m, err := fe.Receive()
+		if err != nil {
+			return
+		}
+		be.Send(m)
+		switch m.(type) {
+		case *pgproto3.AuthenticationCleartextPassword, *pgproto3.AuthenticationMD5Password,
+			*pgproto3.AuthenticationSASL, *pgproto3.AuthenticationSASLContinue:
+			if be.Flush() != nil || be.SetAuthType(fe.GetAuthType()) != nil {
+				return
+			}
+			cm, err := be.Receive()
+			if err != nil {
+				return
+			}
+			fe.Send(cm)
+			if fe.Flush() != nil {
+				return
+			}
+		case *pgproto3.AuthenticationGSS, *pgproto3.AuthenticationGSSContinue:
+			be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "28000",
+				Message: "bulkhead adopt proxy: GSSAPI authentication is not supported"})
+			be.Flush()
+			return
+		case *pgproto3.ErrorResponse:
+			be.Flush()
+			return
+		case *pgproto3.ReadyForQuery:
+			ready = true
+		}
+	}
+	if be.Flush() != nil {
+		return
+	}
+	s := &session{px: px, be: be, fe: fe, stmts: map[string]*prepared{}, portals: map[string]*bound{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.fromClient()
+		up.Close()
+	}()
+	if err := s.fromServer(); err != nil {
+		log.Warn("adopt proxy: connection closed", "err", err)
+	}
+	client.Close()
+	<-done
+}
+
+// cancel passes a cancel request on: the key is the server's, forwarded
+// unchanged at start-up.
+func (px *Proxy) cancel(ctx context.Context, m *pgproto3.CancelRequest) {
+	up, err := px.dial(ctx)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	b, err := m.Encode(nil)
+	if err != nil {
+		return
+	}
+	up.Write(b)
+}
+
+// readStart is a SELECT or WITH, after comments.
+var readStart = regexp.MustCompile(`(?is)^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:select|with)\b`)
+
+// withEffects names what a replay must not run: writes, row locks, and
+// calls whose effects survive a rollback (sequences, advisory locks,
+// dblink, signals) or that only waste time.
+var withEffects = regexp.MustCompile(`(?i)\b(?:insert|update|delete|merge|into|copy|for\s+(?:no\s+key\s+)?update|for\s+(?:key\s+)?share|nextval|setval|pg_advisory\w*|pg_try_advisory\w*|pg_notify|dblink\w*|pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_sleep\w*|lo_\w+|pg_read_\w+|pg_write\w*|txid_current|pg_current_xact_id|set_config|pg_stat_reset\w*)\b`)
+
+// eligible reports whether sql is one read the proxy may replay.
+func (px *Proxy) eligible(sql string) bool {
+	body := strings.TrimRight(sql, " \t\r\n;")
+	if strings.Contains(body, ";") || !readStart.MatchString(body) || withEffects.MatchString(body) {
+		return false
+	}
+	return px.opts.Skip == nil || !px.opts.Skip.MatchString(sql)
+}

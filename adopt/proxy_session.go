@@ -1,0 +1,340 @@
+package adopt
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// prepared is a client's prepared statement, as far as replay needs it.
+type prepared struct {
+	sql      string
+	oids     []uint32
+	eligible bool
+}
+
+// bound is a client's portal; params are kept only when it was sampled.
+type bound struct {
+	stmt    *prepared
+	formats []int16
+	params  [][]byte
+	sampled bool
+}
+
+// replay is a sampled statement waiting for the ReadyForQuery of the Sync
+// that ends its group.
+type replay struct {
+	group   int64
+	sql     string
+	oids    []uint32
+	formats []int16
+	params  [][]byte
+}
+
+// session is one client connection. fromClient forwards the client's
+// messages, fromServer the server's; a replay runs in fromServer while it
+// holds wmu, so no client message reaches the server meanwhile.
+type session struct {
+	px *Proxy
+	be *pgproto3.Backend  // to the client; written by fromServer only
+	fe *pgproto3.Frontend // to the server; written under wmu
+
+	wmu   sync.Mutex
+	syncs atomic.Int64 // sync points forwarded (Sync, Query, FunctionCall); written under wmu before the message
+	after atomic.Bool  // a message was forwarded after the last sync point; likewise
+
+	pmu     sync.Mutex           // taken inside wmu, never the other way round
+	stmts   map[string]*prepared // under pmu
+	portals map[string]*bound    // under pmu
+	pending []replay             // under pmu
+
+	rfqs int64 // ReadyForQuery messages received; fromServer only
+}
+
+func (s *session) fromClient() {
+	for {
+		m, err := s.be.Receive()
+		if err != nil {
+			return
+		}
+		s.wmu.Lock()
+		s.pmu.Lock()
+		s.note(m)
+		s.pmu.Unlock()
+		switch m.(type) {
+		case *pgproto3.Sync, *pgproto3.Query, *pgproto3.FunctionCall:
+			s.syncs.Add(1)
+			s.after.Store(false)
+		default:
+			s.after.Store(true)
+		}
+		s.fe.Send(m)
+		switch m.(type) {
+		case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
+			// The client must follow these with Sync or Flush.
+		default:
+			err = s.fe.Flush()
+		}
+		s.wmu.Unlock()
+		if _, ok := m.(*pgproto3.Terminate); ok || err != nil {
+			return
+		}
+	}
+}
+
+// note tracks statements and portals and queues sampled reads, before m
+// is counted. Under pmu.
+func (s *session) note(m pgproto3.FrontendMessage) {
+	px := s.px
+	switch m := m.(type) {
+	case *pgproto3.Parse:
+		s.stmts[m.Name] = &prepared{sql: m.Query, oids: append([]uint32(nil), m.ParameterOIDs...), eligible: px.eligible(m.Query)}
+	case *pgproto3.Bind:
+		st := s.stmts[m.PreparedStatement]
+		b := &bound{stmt: st}
+		if st != nil && st.eligible {
+			px.reads.Add(1)
+			if px.opts.Sample > 0 && rand.Float64() < px.opts.Sample {
+				b.sampled = true
+				b.formats = append([]int16(nil), m.ParameterFormatCodes...)
+				b.params = make([][]byte, len(m.Parameters))
+				for i, p := range m.Parameters {
+					if p != nil {
+						b.params[i] = append([]byte{}, p...)
+					}
+				}
+			}
+		}
+		s.portals[m.DestinationPortal] = b
+	case *pgproto3.Execute:
+		if b := s.portals[m.Portal]; b != nil && b.sampled {
+			b.sampled = false // a portal fetched in parts is replayed once
+			px.sampled.Add(1)
+			s.pending = append(s.pending, replay{group: s.syncs.Load() + 1, sql: b.stmt.sql, oids: b.stmt.oids, formats: b.formats, params: b.params})
+		}
+	case *pgproto3.Close:
+		if m.ObjectType == 'S' {
+			delete(s.stmts, m.Name)
+		} else {
+			delete(s.portals, m.Name)
+		}
+	case *pgproto3.Query:
+		if px.eligible(m.String) {
+			px.reads.Add(1)
+			if px.opts.Sample > 0 && rand.Float64() < px.opts.Sample {
+				px.sampled.Add(1)
+				s.pending = append(s.pending, replay{group: s.syncs.Load() + 1, sql: m.String})
+			}
+		}
+	}
+}
+
+func (s *session) fromServer() error {
+	for {
+		m, err := s.fe.Receive()
+		if err != nil {
+			return nil
+		}
+		if r, ok := m.(*pgproto3.ReadyForQuery); ok {
+			status := r.TxStatus
+			s.rfqs++
+			if err := s.replayDue(status); err != nil {
+				return err
+			}
+			s.be.Send(&pgproto3.ReadyForQuery{TxStatus: status})
+			if err := s.be.Flush(); err != nil {
+				return nil
+			}
+			continue
+		}
+		s.be.Send(m)
+		if s.fe.ReadBufferLen() == 0 {
+			if err := s.be.Flush(); err != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// replayDue replays the statements of the group the ReadyForQuery just
+// received ends, when nothing of the client's has been sent since.
+func (s *session) replayDue(status byte) error {
+	px := s.px
+	s.pmu.Lock()
+	if status == 'I' {
+		// Outside a transaction, named portals are gone.
+		clear(s.portals)
+	}
+	var due []replay
+	keep := s.pending[:0]
+	for _, r := range s.pending {
+		switch {
+		case r.group > s.rfqs:
+			keep = append(keep, r)
+		case r.group == s.rfqs:
+			due = append(due, r)
+		default:
+			px.skipped.Add(1)
+		}
+	}
+	clear(s.pending[len(keep):])
+	s.pending = keep
+	s.pmu.Unlock()
+	if len(due) == 0 {
+		return nil
+	}
+	// A client that sent more after this group's Sync has messages on
+	// their way to the server: nothing may be interleaved with them.
+	clientQuiet := func() bool { return s.syncs.Load() == s.rfqs && !s.after.Load() }
+	if status == 'E' || !clientQuiet() {
+		px.skipped.Add(int64(len(due)))
+		return nil
+	}
+	// The client has sent nothing since the Sync, so fromClient holds wmu
+	// at most until it returns from writing that Sync: waiting is safe.
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if !clientQuiet() {
+		px.skipped.Add(int64(len(due)))
+		return nil
+	}
+	if len(due) > px.opts.MaxReplays {
+		px.skipped.Add(int64(len(due) - px.opts.MaxReplays))
+		due = due[:px.opts.MaxReplays]
+	}
+	return s.replay(due, status)
+}
+
+// replay runs due as the type comment of Proxy says and puts the
+// connection back in status; an error means it could not, and the
+// connection must be closed.
+func (s *session) replay(due []replay, status byte) error {
+	px := s.px
+	sp := px.id
+	begin := "SAVEPOINT " + sp
+	end := "ROLLBACK TO SAVEPOINT " + sp + "; RELEASE SAVEPOINT " + sp
+	if status == 'I' {
+		begin, end = "BEGIN ISOLATION LEVEL REPEATABLE READ", "ROLLBACK"
+	}
+	begin += fmt.Sprintf("; SET LOCAL statement_timeout = %d", px.opts.Timeout.Milliseconds())
+	s.fe.Send(&pgproto3.Query{String: begin})
+	if err := s.fe.Flush(); err != nil {
+		return err
+	}
+	res, st, err := s.collect()
+	if err != nil {
+		return err
+	}
+	if st != 'T' || res.failed {
+		px.failed.Add(int64(len(due)))
+		return s.restore(end, status)
+	}
+
+	stmt, mode, portal := sp+"_s", sp+"_m", sp+"_p"
+	s.fe.Send(&pgproto3.Parse{Name: mode, Query: "SELECT pg_catalog.set_config('bulkhead_adopt.strict', $1, true), coalesce(pg_catalog.current_setting($2, true), '')"})
+	run := func(name string, formats []int16, params [][]byte) {
+		s.fe.Send(&pgproto3.Bind{DestinationPortal: portal, PreparedStatement: name, ParameterFormatCodes: formats, Parameters: params, ResultFormatCodes: []int16{0}})
+		s.fe.Send(&pgproto3.Execute{Portal: portal})
+		s.fe.Send(&pgproto3.Close{ObjectType: 'P', Name: portal})
+	}
+	for _, r := range due {
+		s.fe.Send(&pgproto3.Parse{Name: stmt, Query: r.sql, ParameterOIDs: r.oids})
+		run(stmt, r.formats, r.params)
+		run(mode, nil, [][]byte{[]byte("on"), []byte(px.setting)})
+		run(stmt, r.formats, r.params)
+		run(mode, nil, [][]byte{[]byte("off"), []byte(px.setting)})
+		run(stmt, r.formats, r.params)
+		s.fe.Send(&pgproto3.Close{ObjectType: 'S', Name: stmt})
+	}
+	s.fe.Send(&pgproto3.Close{ObjectType: 'S', Name: mode})
+	s.fe.Send(&pgproto3.Sync{})
+	if err := s.fe.Flush(); err != nil {
+		return err
+	}
+	res, _, err = s.collect()
+	if err != nil {
+		return err
+	}
+	const runs = 5
+	for i, r := range due {
+		if len(res.rows) < runs*(i+1) {
+			px.failed.Add(int64(len(due) - i))
+			break
+		}
+		got := res.rows[runs*i : runs*(i+1)]
+		tenant := ""
+		if len(got[1]) == 1 && len(got[1][0]) == 2 {
+			tenant = got[1][0][1]
+		}
+		hidden := diff(intersect(got[0], got[4]), got[2])
+		px.replayed.Add(1)
+		px.hidden.Add(int64(len(hidden)))
+		px.rec.observe(tenant, r.sql, hidden)
+	}
+	return s.restore(end, status)
+}
+
+// restore runs end and checks the connection is back in status.
+func (s *session) restore(end string, status byte) error {
+	s.fe.Send(&pgproto3.Query{String: end})
+	if err := s.fe.Flush(); err != nil {
+		return err
+	}
+	_, st, err := s.collect()
+	if err != nil {
+		return err
+	}
+	if st != status {
+		return fmt.Errorf("adopt proxy: replay left the transaction in status %q, not %q: closing the connection", st, status)
+	}
+	return nil
+}
+
+// replayRows are the rows of each completed execution of a replay, in text.
+type replayRows struct {
+	rows   [][][]string
+	failed bool
+}
+
+// collect reads the server's replies up to ReadyForQuery. Notifications
+// are the client's and are passed on; notices and parameter reports of
+// the replay are dropped (what they report is rolled back).
+func (s *session) collect() (replayRows, byte, error) {
+	var res replayRows
+	var cur [][]string
+	for {
+		m, err := s.fe.Receive()
+		if err != nil {
+			return res, 0, err
+		}
+		switch m := m.(type) {
+		case *pgproto3.DataRow:
+			row := make([]string, len(m.Values))
+			for i, v := range m.Values {
+				if v == nil {
+					row[i] = "\x00NULL" // text output never holds a NUL
+				} else {
+					row[i] = string(v)
+				}
+			}
+			cur = append(cur, row)
+		case *pgproto3.CommandComplete, *pgproto3.EmptyQueryResponse:
+			res.rows = append(res.rows, cur)
+			cur = nil
+		case *pgproto3.ErrorResponse:
+			res.failed = true
+			s.px.opts.Logger.Debug("adopt proxy: replay failed", "code", m.Code)
+		case *pgproto3.NotificationResponse:
+			s.be.Send(m)
+		case *pgproto3.ReadyForQuery:
+			return res, m.TxStatus, nil
+		case *pgproto3.ParseComplete, *pgproto3.BindComplete, *pgproto3.CloseComplete, *pgproto3.NoticeResponse,
+			*pgproto3.ParameterStatus, *pgproto3.NoData, *pgproto3.RowDescription:
+		default:
+			return res, 0, fmt.Errorf("adopt proxy: unexpected %T during a replay", m)
+		}
+	}
+}

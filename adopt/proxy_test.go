@@ -1,0 +1,317 @@
+package adopt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// startProxy runs a Proxy in front of d's database and returns the
+// application's URL through it and a stop that flushes the records.
+func startProxy(t *testing.T, d *db, p *Plan, sample float64) (*Proxy, string, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pool, err := pgxpool.New(ctx, d.adminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgx.ParseConfig(d.appDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := NewProxy(p, pool, ProxyOptions{Listen: "127.0.0.1:0", Sample: sample,
+		Upstream: filepath.Join(cfg.Host, fmt.Sprintf(".s.PGSQL.%d", cfg.Port))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- px.Serve(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("proxy: %v", err)
+			}
+			pool.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return px, fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable", appRole, appPassword, px.Addr(), d.name), stop
+}
+
+func connectMode(t *testing.T, dsn string, mode pgx.QueryExecMode) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DefaultQueryExecMode = mode
+	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("connect %v: %v", mode, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func ids(t *testing.T, q querier, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := textRows(context.Background(), q, sql, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	var out []string
+	for _, r := range rows {
+		out = append(out, r[0])
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestProxyRecordsForgetfulReads: through the proxy, in every pgx
+// execution mode, outside and inside transactions (READ COMMITTED,
+// REPEATABLE READ READ ONLY), the application gets exactly the rows it gets
+// directly, its transaction and settings as it left them, its errors and
+// its cancels; every replayed forgetful read records exactly the foreign
+// rows it returned, under the caller's tenant; clean reads record nothing.
+func TestProxyRecordsForgetfulReads(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	toShadow(t, op, p)
+	px, dsn, stop := startProxy(t, d, p, 1)
+	direct := mustConnect(t, d.appDSN())
+	s1 := server(1)
+	room1 := md5UUID("r1.1")
+
+	// The model: the foreign rows each forgetful read returns, from the
+	// superuser's view of the data.
+	foreignMemories := ids(t, op, "SELECT id FROM memories WHERE content = 'hello 7' AND server_id IS DISTINCT FROM $1", s1)
+	foreignRooms := ids(t, op, "SELECT id FROM rooms WHERE name = 'room 3' AND server_id IS DISTINCT FROM $1", s1)
+	if len(foreignMemories) == 0 || len(foreignRooms) == 0 {
+		t.Fatal("the fixture has no foreign rows to find")
+	}
+	foreign := map[string]bool{}
+	for _, k := range append(slices.Clone(foreignMemories), foreignRooms...) {
+		foreign[k] = true
+	}
+	if _, err := direct.Exec(ctx, "SET app.current_tenant_id = '"+s1+"'"); err != nil {
+		t.Fatal(err)
+	}
+
+	clean := "SELECT id, content FROM memories WHERE server_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 20"
+	var wantHidden, batchesSkipped int64
+	modes := []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol}
+	for _, mode := range modes {
+		app := connectMode(t, dsn, mode)
+		// Outside a transaction, the tenant in a session setting.
+		if _, err := app.Exec(ctx, "SET app.current_tenant_id = '"+s1+"'"); err != nil {
+			t.Fatalf("%v: %v", mode, err)
+		}
+		for _, q := range []string{clean, "SELECT id FROM memories WHERE content = 'hello 7'"} {
+			args := []any{}
+			if q == clean {
+				args = []any{s1, room1}
+			}
+			got, want := ids(t, app, q, args...), ids(t, direct, q, args...)
+			if !slices.Equal(got, want) {
+				t.Fatalf("%v: %s through the proxy returned %d rows, directly %d", mode, q, len(got), len(want))
+			}
+		}
+		wantHidden += int64(len(foreignMemories))
+
+		// Inside the application's READ COMMITTED transaction, a
+		// transaction-local tenant; the replay leaves nothing behind.
+		err := appTx(ctx, app, s1, func(tx pgx.Tx) error {
+			if got := ids(t, tx, "SELECT id FROM rooms WHERE name = $1", "room 3"); len(got) != len(foreignRooms)+1 {
+				return fmt.Errorf("forgetful rooms read returned %d rows, want %d", len(got), len(foreignRooms)+1)
+			}
+			var strict, timeout, tenant string
+			if err := tx.QueryRow(ctx, "SELECT coalesce(current_setting('bulkhead_adopt.strict', true), ''), current_setting('statement_timeout'), current_setting('app.current_tenant_id')").Scan(&strict, &timeout, &tenant); err != nil {
+				return err
+			}
+			if strict == "on" || timeout != "0" || tenant != s1 {
+				return fmt.Errorf("after a replay the transaction sees strict=%q statement_timeout=%q tenant=%q", strict, timeout, tenant)
+			}
+			// An error inside the transaction is the client's, and the
+			// client's own savepoints still work.
+			if _, err := tx.Exec(ctx, "SAVEPOINT mine"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "SELECT * FROM no_such_table")
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "42P01" {
+				return fmt.Errorf("missing table through the proxy: %v", err)
+			}
+			_, err = tx.Exec(ctx, "ROLLBACK TO SAVEPOINT mine")
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%v: %v", mode, err)
+		}
+		wantHidden += int64(len(foreignRooms))
+
+		// REPEATABLE READ, READ ONLY.
+		err = pgx.BeginTxFunc(ctx, app, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT set_config('app.current_tenant_id', $1, true)", s1); err != nil {
+				return err
+			}
+			if got := ids(t, tx, "SELECT id FROM memories WHERE content = 'hello 7'"); len(got) != len(foreignMemories)+countOwn(t, op, s1) {
+				return fmt.Errorf("READ ONLY forgetful read returned %d rows", len(got))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%v: READ ONLY: %v", mode, err)
+		}
+		wantHidden += int64(len(foreignMemories))
+
+		// A pipelined batch: replayed when its statements end with one
+		// Sync the client waits for, skipped (never interleaved) when the
+		// client sent more behind it.
+		before := px.Stats()
+		b := &pgx.Batch{}
+		b.Queue(clean, s1, room1)
+		b.Queue("SELECT id FROM rooms WHERE name = 'room 3'")
+		if err := app.SendBatch(ctx, b).Close(); err != nil {
+			t.Fatalf("%v: batch: %v", mode, err)
+		}
+		after := px.Stats()
+		switch {
+		case after.Reads == before.Reads:
+			// The simple protocol sends a batch as one Query of several
+			// statements: not one read, never replayed.
+		case after.Skipped-before.Skipped == 2 && after.Hidden == before.Hidden:
+			batchesSkipped++
+		case after.Replayed-before.Replayed == 2 && after.Hidden-before.Hidden == int64(len(foreignRooms)):
+			wantHidden += int64(len(foreignRooms))
+		default:
+			t.Fatalf("%v: batch: stats before %+v, after %+v", mode, before, after)
+		}
+
+		// A cancel reaches the server.
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		start := time.Now()
+		_, err = app.Exec(cctx, "SELECT pg_sleep(10)")
+		cancel()
+		if err == nil || time.Since(start) > 5*time.Second {
+			t.Fatalf("%v: a cancelled pg_sleep(10) through the proxy: %v after %s", mode, err, time.Since(start))
+		}
+	}
+	stop()
+	st := px.Stats()
+	// One read per mode failed (no_such_table): its transaction is
+	// aborted, so it is skipped, not replayed.
+	if st.Failed != 0 || st.Skipped != int64(len(modes))+2*batchesSkipped || st.Replayed+st.Skipped != st.Sampled || st.Sampled == 0 || st.Hidden != wantHidden {
+		t.Fatalf("proxy stats %+v, want every sampled read replayed and %d hidden rows", st, wantHidden)
+	}
+	if px.Dropped() != 0 {
+		t.Fatalf("%d records dropped", px.Dropped())
+	}
+	rep, err := Read(ctx, op, p, timeZero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, v := range rep.Violations {
+		if v.Table != "query" {
+			t.Errorf("a read through the proxy recorded a write: %+v", v)
+			continue
+		}
+		if v.Tenant != s1 {
+			t.Errorf("recorded under tenant %q, want the caller %s", v.Tenant, s1)
+		}
+		if v.Fingerprint == Fingerprint(clean) {
+			t.Errorf("the clean read was recorded: %+v", v)
+		}
+		for _, k := range v.Keys {
+			if !foreign[k] {
+				t.Errorf("recorded key %s is not a foreign row the forgetful reads returned", k)
+			}
+		}
+		n += v.Count
+	}
+	if n != wantHidden {
+		t.Fatalf("recorded %d hidden rows, want %d", n, wantHidden)
+	}
+}
+
+func countOwn(t *testing.T, op *pgx.Conn, tenant string) int {
+	t.Helper()
+	return int(count(t, op, "SELECT count(*) FROM memories WHERE content = 'hello 7' AND server_id = $1", tenant))
+}
+
+// TestProxyExactUnderChurn: clean reads of rows another session inserts
+// and deletes all the time, in READ COMMITTED transactions (each run of a
+// replay has its own snapshot) and outside transactions, record nothing.
+func TestProxyExactUnderChurn(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	toShadow(t, op, p)
+	px, dsn, stop := startProxy(t, d, p, 1)
+	s1, room1 := server(1), md5UUID("r1.1")
+
+	churner := mustConnect(t, d.adminDSN())
+	var stopChurn atomic.Bool
+	var churned atomic.Int64
+	churnDone := make(chan error, 1)
+	go func() {
+		for !stopChurn.Load() {
+			// The churner's writes are its tenant's own: shadow records none.
+			err := appTx(ctx, churner, s1, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, `WITH gone AS (DELETE FROM memories WHERE content = 'churn' AND id IN (SELECT id FROM memories WHERE content = 'churn' LIMIT 5))
+  INSERT INTO memories (id, server_id, room_id, type, content) SELECT gen_random_uuid(), $1, $2, 'message', 'churn' FROM generate_series(1, 5)`, s1, room1)
+				return err
+			})
+			if err != nil {
+				churnDone <- err
+				return
+			}
+			churned.Add(1)
+		}
+		churnDone <- nil
+	}()
+
+	app := connectMode(t, dsn, pgx.QueryExecModeCacheStatement)
+	if _, err := app.Exec(ctx, "SET app.current_tenant_id = '"+s1+"'"); err != nil {
+		t.Fatal(err)
+	}
+	q := "SELECT id FROM memories WHERE server_id = $1 AND content = 'churn'"
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		if i%2 == 0 {
+			ids(t, app, q, s1)
+			continue
+		}
+		if err := appTx(ctx, app, s1, func(tx pgx.Tx) error { ids(t, tx, q, s1); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stopChurn.Store(true)
+	if err := <-churnDone; err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	st := px.Stats()
+	if st.Replayed < 20 || churned.Load() < 20 || st.Failed != 0 {
+		t.Fatalf("too little happened to show anything: stats %+v, %d churn statements", st, churned.Load())
+	}
+	if n := count(t, op, "SELECT coalesce(sum(n), 0) FROM bulkhead_adopt.violation_count"); n != 0 || st.Hidden != 0 {
+		t.Fatalf("clean reads under churn recorded %d hidden rows (stats %+v)", n, st)
+	}
+}
