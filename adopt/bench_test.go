@@ -399,3 +399,61 @@ func BenchmarkSwitch(b *testing.B) {
 	b.ReportMetric(float64(enforce.Microseconds())/float64(b.N)/1000, "enforce-ms")
 	b.ReportMetric(float64(rollback.Microseconds())/float64(b.N)/1000, "rollback-ms")
 }
+
+// BenchmarkProxyOverhead: the application's clean page reads (its own
+// filter, its own tenant, memories in shadow) directly and through adopt
+// proxy replaying none, 1 % and every read, interleaved on one connection
+// each; ratios of median latencies (throughput through the proxy / direct).
+func BenchmarkProxyOverhead(b *testing.B) {
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		d := benchDB(b)
+		op := mustConnect(b, d.adminDSN())
+		p := reviewedPlan(b, op, d)
+		if _, err := Backfill(ctx, op, p, []string{"rooms", "memories"}, Options{BatchSize: 20000}); err != nil {
+			b.Fatal(err)
+		}
+		if err := Shadow(ctx, op, p, []string{"rooms", "memories"}, Options{}); err != nil {
+			b.Fatal(err)
+		}
+		conns := []*pgx.Conn{mustConnect(b, d.appDSN())}
+		names := []string{"direct"}
+		for _, rate := range []float64{0, 0.01, 1} {
+			_, dsn, _ := startProxy(b, d, p, rate)
+			conns = append(conns, connectMode(b, dsn, pgx.QueryExecModeCacheStatement))
+			names = append(names, fmt.Sprintf("proxy-%g", rate))
+		}
+		for _, c := range conns {
+			if _, err := c.Exec(ctx, "SET app.current_tenant_id = '"+server(1)+"'"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		lat := make([][]time.Duration, len(conns))
+		q := "SELECT id, content FROM memories WHERE server_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 20"
+		deadline := time.Now().Add(8 * time.Second)
+		for n := 0; time.Now().Before(deadline); n++ {
+			room := md5UUID(fmt.Sprintf("r1.%d", n%5+1))
+			for k := range conns {
+				j := (k + n) % len(conns)
+				start := time.Now()
+				rows, err := conns[j].Query(ctx, q, server(1), room)
+				if err == nil {
+					for rows.Next() {
+					}
+					rows.Close()
+					err = rows.Err()
+				}
+				if err != nil {
+					b.Fatalf("%s: %v", names[j], err)
+				}
+				lat[j] = append(lat[j], time.Since(start))
+			}
+		}
+		direct := median(lat[0])
+		b.ReportMetric(float64(direct.Microseconds()), "direct-µs")
+		for j := 1; j < len(conns); j++ {
+			b.ReportMetric(float64(direct)/float64(median(lat[j])), names[j]+"/direct")
+		}
+		b.ReportMetric(float64(len(lat[0])), "samples")
+	}
+}

@@ -19,7 +19,7 @@ import (
 
 // startProxy runs a Proxy in front of d's database and returns the
 // application's URL through it and a stop that flushes the records.
-func startProxy(t *testing.T, d *db, p *Plan, sample float64) (*Proxy, string, func()) {
+func startProxy(t testing.TB, d *db, p *Plan, sample float64) (*Proxy, string, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pool, err := pgxpool.New(ctx, d.adminDSN())
@@ -51,7 +51,7 @@ func startProxy(t *testing.T, d *db, p *Plan, sample float64) (*Proxy, string, f
 	return px, fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable", appRole, appPassword, px.Addr(), d.name), stop
 }
 
-func connectMode(t *testing.T, dsn string, mode pgx.QueryExecMode) *pgx.Conn {
+func connectMode(t testing.TB, dsn string, mode pgx.QueryExecMode) *pgx.Conn {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
