@@ -48,6 +48,14 @@ func (r *Result) Markdown(w io.Writer, command string) {
 	fmt.Fprintf(w, "| RLS point read (policies on), context by `set_config` on plain settings (old) | %s | 1.000 (reference) |\n", us(r.Context.OldRLS))
 	fmt.Fprintf(w, "| RLS point read (policies on), context by `enter(token)` | %s | **%.3f** |\n", us(r.Context.NewRLS), r.Context.RLSRatio())
 	fmt.Fprintf(w, "\nTime PostgreSQL spends inside `bulkhead.enter` (HMAC check + three settings; `pg_stat_user_functions`, mean of %d calls): %s µs.\n", r.Config.Ops+200, us(r.Context.EnterServer))
+	if pb := r.PGBench; pb != nil {
+		fmt.Fprintf(w, "\nThe point read cross-checked with pgbench (`%s`; each side alone for %d s per round, sides alternating; the context entered in the same pipeline, one round trip; pgbench's latency average in µs):\n\n", pb.Command, pb.Seconds)
+		fmt.Fprintln(w, "| round | RLS | baseline | app-side checks | RLS / baseline | RLS / app-side |")
+		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|")
+		for i := range pb.RLS {
+			fmt.Fprintf(w, "| %d | %s | %s | %s | **%.3f** | **%.3f** |\n", i+1, us(pb.RLS[i]), us(pb.Plain[i]), us(pb.App[i]), pb.RLSPlain[i], pb.RLSApp[i])
+		}
+	}
 	fmt.Fprintf(w, "\nParticipant check in a %d-member room (with RLS): one indexed `EXISTS` %s vs loading every participant %s: **%.1f×** faster.\n",
 		r.Config.BigRoom, us(r.ParticipantCheck), us(r.LoadAllParticipants), float64(r.LoadAllParticipants)/float64(r.ParticipantCheck))
 }
@@ -64,6 +72,11 @@ func (r *Result) Table(w io.Writer) {
 	fmt.Fprintf(w, "context: read alone %s µs, after set_config (old) %s µs, after enter(token) %s µs (%.3fx set_config); inside enter() %s µs per call\n",
 		us(r.Context.None), us(r.Context.SetConfig), us(r.Context.Signed), r.Context.Ratio(), us(r.Context.EnterServer))
 	fmt.Fprintf(w, "context under RLS (point read): old set_config %s µs, enter(token) %s µs (%.3fx)\n", us(r.Context.OldRLS), us(r.Context.NewRLS), r.Context.RLSRatio())
+	if pb := r.PGBench; pb != nil {
+		for i := range pb.RLS {
+			fmt.Fprintf(w, "pgbench point read, round %d: RLS %s µs, baseline %s µs, app-side %s µs (%.3fx, %.3fx)\n", i+1, us(pb.RLS[i]), us(pb.Plain[i]), us(pb.App[i]), pb.RLSPlain[i], pb.RLSApp[i])
+		}
+	}
 	fmt.Fprintf(w, "participant check %s µs vs load all %s µs (%.1fx)\n", us(r.ParticipantCheck), us(r.LoadAllParticipants), float64(r.LoadAllParticipants)/float64(r.ParticipantCheck))
 }
 

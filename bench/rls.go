@@ -26,6 +26,10 @@ type Config struct {
 	Memories int       // total, spread over 10 rooms per tenant; default 1,000,000
 	BigRoom  int       // members of the room for the participant-check comparison; default 1000
 	Ops      int       // measured operations per case and database; default 3000
+	// PGBenchRounds rounds of the pgbench cross-check of the point read
+	// (default 3; negative: none), PGBenchSeconds per side and round
+	// (default 4).
+	PGBenchRounds, PGBenchSeconds int
 	Progress io.Writer // progress lines; nil discards them
 }
 
@@ -44,6 +48,12 @@ func (c *Config) defaults() {
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
+	}
+	if c.PGBenchRounds == 0 {
+		c.PGBenchRounds = 3
+	}
+	if c.PGBenchSeconds <= 0 {
+		c.PGBenchSeconds = 4
 	}
 }
 
@@ -71,6 +81,7 @@ type Result struct {
 	Cases      []Case
 	RoundTrips []RoundTrip
 	Context    ContextCost
+	PGBench    *PGBench // nil when not run
 	// In the big room, with RLS: one indexed EXISTS vs loading every participant.
 	ParticipantCheck, LoadAllParticipants time.Duration
 }
@@ -243,6 +254,13 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 	if res.Context, err = measureContext(ctx, cl, cl.DSN(postgres.Runtime, creds.Runtime, plain), plain,
 		cl.DSN(postgres.Runtime, creds.Runtime, withRLS), cl.DSN(postgres.Runtime, creds.Runtime, oldContextDB), env.ctxKey, samples, cfg.Ops); err != nil {
 		return nil, err
+	}
+
+	if cfg.PGBenchRounds > 0 {
+		fmt.Fprintln(cfg.Progress, "cross-checking the point read with pgbench")
+		if res.PGBench, err = pgbenchPointRead(ctx, env, withRLS, plain, cfg.PGBenchRounds, cfg.PGBenchSeconds); err != nil {
+			return nil, err
+		}
 	}
 
 	// Participant check vs loading all participants of the big room.

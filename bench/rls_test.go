@@ -11,7 +11,7 @@ import (
 // TestRunRLSSmall runs the whole benchmark on a tiny dataset: it checks the
 // harness works and the round trips, never the timings.
 func TestRunRLSSmall(t *testing.T) {
-	res, err := RunRLS(context.Background(), Config{Tenants: 20, Memories: 4000, BigRoom: 600, Ops: 100})
+	res, err := RunRLS(context.Background(), Config{Tenants: 20, Memories: 4000, BigRoom: 600, Ops: 100, PGBenchRounds: 1, PGBenchSeconds: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,6 +31,10 @@ func TestRunRLSSmall(t *testing.T) {
 	}
 	if res.Rows["memories"] < 4000 || res.Rows["tenants"] != 20 {
 		t.Errorf("dataset: %v", res.Rows)
+	}
+	// pgbench ran every side and checked each script reads its row.
+	if pb := res.PGBench; pb == nil || len(pb.RLS) != 1 || pb.RLS[0] <= 0 || pb.Plain[0] <= 0 || pb.App[0] <= 0 {
+		t.Errorf("pgbench cross-check: %+v", res.PGBench)
 	}
 	var b bytes.Buffer
 	res.Markdown(&b, "test")

@@ -56,8 +56,9 @@ func newBenchCmd(cfg *config) *cobra.Command {
 touched), generates the dataset (by default 1,000 tenants and 1,000,000
 memories), copies it, removes the policies from the copy, and runs the same
 operations through the same code on both, interleaved. It prints the medians
-and their ratio, the round trips per operation, and the participant check
-against loading a whole room. With --write FILE it replaces the RLS section of
+and their ratio, the round trips per operation, the participant check
+against loading a whole room, and the point read again measured by pgbench
+(the server's own client, -M prepared) as a cross-check of the harness. With --write FILE it replaces the RLS section of
 that markdown file (docs/BENCHMARKS.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -81,6 +82,8 @@ that markdown file (docs/BENCHMARKS.md).`,
 	f.IntVar(&bc.Memories, "memories", 1_000_000, "memories in the dataset")
 	f.IntVar(&bc.BigRoom, "big-room", 1000, "participants in the room used for the participant-check comparison")
 	f.IntVar(&bc.Ops, "ops", 3000, "measured operations per case and side")
+	f.IntVar(&bc.PGBenchRounds, "pgbench-rounds", 3, "rounds of the pgbench cross-check of the point read (negative: skip it)")
+	f.IntVar(&bc.PGBenchSeconds, "pgbench-seconds", 4, "seconds per side and round of the pgbench cross-check")
 	f.StringVar(&write, "write", "", "markdown file whose RLS section to replace with the results")
 	var cc bench.CryptoConfig
 	var cryptoWrite string
