@@ -22,15 +22,15 @@ import (
 
 // Config sizes the RLS benchmark.
 type Config struct {
-	Tenants  int       // default 1000
-	Memories int       // total, spread over 10 rooms per tenant; default 1,000,000
-	BigRoom  int       // members of the room for the participant-check comparison; default 1000
-	Ops      int       // measured operations per case and database; default 3000
+	Tenants  int // default 1000
+	Memories int // total, spread over 10 rooms per tenant; default 1,000,000
+	BigRoom  int // members of the room for the participant-check comparison; default 1000
+	Ops      int // measured operations per case and database; default 3000
 	// PGBenchRounds rounds of the pgbench cross-check of the point read
 	// (default 3; negative: none), PGBenchSeconds per side and round
 	// (default 4).
 	PGBenchRounds, PGBenchSeconds int
-	Progress io.Writer // progress lines; nil discards them
+	Progress                      io.Writer // progress lines; nil discards them
 }
 
 func (c *Config) defaults() {
