@@ -97,7 +97,7 @@ func (s *session) note(m pgproto3.FrontendMessage) {
 		b := &bound{stmt: st}
 		if st != nil && st.eligible {
 			px.reads.Add(1)
-			if px.opts.Sample > 0 && rand.Float64() < px.opts.Sample {
+			if s.sample() {
 				b.sampled = true
 				b.formats = append([]int16(nil), m.ParameterFormatCodes...)
 				b.params = make([][]byte, len(m.Parameters))
@@ -124,12 +124,21 @@ func (s *session) note(m pgproto3.FrontendMessage) {
 	case *pgproto3.Query:
 		if px.eligible(m.String) {
 			px.reads.Add(1)
-			if px.opts.Sample > 0 && rand.Float64() < px.opts.Sample {
+			if s.sample() {
 				px.sampled.Add(1)
 				s.pending = append(s.pending, replay{group: s.syncs.Load() + 1, sql: m.String})
 			}
 		}
 	}
+}
+
+// maxPending bounds the sampled statements waiting for their Sync: a
+// client that pipelines thousands of reads gets the first ones sampled.
+const maxPending = 64
+
+// sample draws whether the next eligible read is replayed. Under pmu.
+func (s *session) sample() bool {
+	return s.px.opts.Sample > 0 && len(s.pending) < maxPending && rand.Float64() < s.px.opts.Sample
 }
 
 func (s *session) fromServer() error {

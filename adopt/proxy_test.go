@@ -315,3 +315,71 @@ func TestProxyExactUnderChurn(t *testing.T) {
 		t.Fatalf("clean reads under churn recorded %d hidden rows (stats %+v)", n, st)
 	}
 }
+
+// TestProxyPipelinedGroups: a client that sends several Sync groups before
+// reading (pgconn's pipeline mode) gets every result right through the
+// proxy, whether a group's read was replayed or skipped; a replayed one
+// records exactly its foreign rows, and nothing is interleaved with the
+// client's messages (an interleaved replay would desynchronise the
+// protocol and fail the client).
+func TestProxyPipelinedGroups(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	toShadow(t, op, p)
+	px, dsn, stop := startProxy(t, d, p, 1)
+	s1 := server(1)
+	foreign := int64(len(ids(t, op, "SELECT id FROM rooms WHERE name = 'room 3' AND server_id <> $1", s1)))
+	app := connectMode(t, dsn, pgx.QueryExecModeCacheStatement)
+	if _, err := app.Exec(ctx, "SET app.current_tenant_id = '"+s1+"'"); err != nil {
+		t.Fatal(err)
+	}
+	const groups = 4
+	for round := 0; round < 30; round++ {
+		pl := app.PgConn().StartPipeline(ctx)
+		for g := 0; g < groups; g++ {
+			pl.SendQueryParams("SELECT id FROM rooms WHERE name = $1", [][]byte{[]byte("room 3")}, nil, nil, nil)
+			pl.SendPipelineSync()
+		}
+		if err := pl.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for g := 0; g < groups; g++ {
+			res, err := pl.GetResults()
+			if err != nil {
+				t.Fatalf("round %d group %d: %v", round, g, err)
+			}
+			rr, ok := res.(*pgconn.ResultReader)
+			if !ok {
+				t.Fatalf("round %d group %d: got %T, want rows", round, g, res)
+			}
+			r := rr.Read()
+			if r.Err != nil || int64(len(r.Rows)) != foreign+1 {
+				t.Fatalf("round %d group %d: %d rows, %v (want %d)", round, g, len(r.Rows), r.Err, foreign+1)
+			}
+			if res, err = pl.GetResults(); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := res.(*pgconn.PipelineSync); !ok {
+				t.Fatalf("round %d group %d: got %T, want the sync", round, g, res)
+			}
+		}
+		if err := pl.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := px.Stats()
+	// The connection is still in step: a last (clean) read works.
+	if got := ids(t, app, "SELECT id FROM rooms WHERE name = 'room 3' AND server_id = $1", s1); len(got) != 1 {
+		t.Fatalf("after the pipelines the connection returns %d own rooms", len(got))
+	}
+	stop()
+	if st.Failed != 0 || st.Replayed+st.Skipped != st.Sampled || st.Hidden != st.Replayed*foreign {
+		t.Fatalf("stats %+v: want every sampled read replayed or skipped, %d hidden rows per replay", st, foreign)
+	}
+	if n := count(t, op, "SELECT coalesce(sum(n), 0) FROM bulkhead_adopt.violation_count WHERE rel = 'query'"); n != st.Hidden {
+		t.Fatalf("recorded %d hidden rows, the proxy counted %d", n, st.Hidden)
+	}
+	t.Logf("stats %+v", st)
+}
