@@ -445,12 +445,12 @@ func (r *TenantsResult) reading() string {
 		return ""
 	}
 	few, all := r.Startup[0], r.Startup[1]
-	perFile := float64(all.Median-few.Median) / float64(max(1, all.Files-few.Files)) / float64(time.Microsecond)
-	return fmt.Sprintf("Reading: start-up reads no collection (they load on first use), but it lists the directory and checks each file's permissions "+
-		"(a collection file others can read is refused): %.1f µs per file, so it grows with the tenants (%s ms at %d collections). "+
-		"A cold tenant's first query costs %.1f× a warm one at the median (the collection's snapshot and log read and verified); no query failed or missed its tenant's document while collections loaded and were evicted. "+
+	return fmt.Sprintf("Reading: start-up reads no collection and lists no directory: it makes the directory 0700, locks it and starts a background sweep of leftover temporary files; "+
+		"a collection's files are checked (permissions, a format-1 file of its tenant) when it is read from disk, on first use, and a failed check refuses only that tenant's collection. "+
+		"So its work does not grow with the tenants (the same system calls at any size): %s µs with %d collections, %s µs with %d. "+
+		"A cold tenant's first query costs %.1f× a warm one at the median (the collection's snapshot and log checked, read and verified); no query failed or missed its tenant's document while collections loaded and were evicted. "+
 		"The store's estimate is %.1f KiB per chunk (vector, payload with its lexical tokens, lexical index).",
-		perFile, fmt.Sprintf("%.1f", float64(all.Median)/float64(time.Millisecond)), all.Collections,
+		us(few.Median), few.Collections, us(all.Median), all.Collections,
 		float64(r.Cold.P50)/float64(max(1, r.Warm.P50)), float64(r.TotalBytes)/float64(r.Chunks)/1024)
 }
 

@@ -185,6 +185,7 @@ func killAtStep(t *testing.T, step string, n int) {
 	}
 
 	s2 := openAfterKill(t, dir)
+	s2.sweeping.Wait() // the sweep New starts removes temporary files
 	for _, name := range dirNames(t, dir) {
 		if isTemp(name) {
 			t.Fatalf("temporary file %s survived the restart", name)

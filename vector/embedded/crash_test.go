@@ -183,6 +183,7 @@ func TestWriterKilledBetweenWriteAndRename(t *testing.T) {
 			}
 
 			s2 := mustOpen(t, dir) // the kernel released the writer's flock
+			s2.sweeping.Wait()     // the sweep New starts removes the temporary file
 			names := dirNames(t, dir)
 			want := []string{"LOCK", fileName(key{tenant: tenantA, gen: 1}), fileName(key{tenant: tenantB, gen: 1}),
 				logName(key{tenant: tenantA, gen: 1}), logName(key{tenant: tenantB, gen: 1})}

@@ -25,9 +25,9 @@
 //     served as an empty collection, never overwritten by CreateCollection
 //     or Upsert, and other collections are unaffected. The log's header
 //     (magic, version, tenant, generation, CRC-32C) binds it the same way. DropCollection still
-//     removes it. New refuses a directory holding a format-1 file
-//     ("<tenant UUID>.vec", from before generations) rather than serve its
-//     tenant as having no collection.
+//     removes it. A tenant with a format-1 file ("<tenant UUID>.vec", from
+//     before generations, which this build does not read) is refused
+//     rather than served as having no collection (see Format 1).
 //   - Writes cost the batch: a collection is a snapshot file
 //     ("<tenant>.g<gen>.vec", replaced whole) and an append-only log
 //     ("<tenant>.g<gen>.log", log.go). Upsert and Delete append one record
@@ -48,12 +48,45 @@
 //     of the log (an incomplete or garbled last record, zeros) was never
 //     acknowledged and is discarded and cut off at load; a damaged record
 //     with records after it is ErrCorrupt, never skipped. Temporary files
-//     (snapshots, new logs) are never read and are removed by New. If an
-//     append fails, the log is cut back and the collection unloaded, so
-//     memory never diverges from the files. A log without its snapshot
+//     (snapshots, new logs) are never read and are removed by the sweep
+//     New starts (see Leftover temporary files). If an append fails, the
+//     log is cut back and the collection unloaded, so memory never
+//     diverges from the files. A log without its snapshot
 //     (a crash inside DropCollection, which removes the snapshot first) is
 //     never read, and CreateCollection removes it before making a new
 //     snapshot.
+//   - Start-up costs the same however many collections the directory
+//     holds: New makes the directory 0700, locks it, refuses a LOCK file
+//     others can access (ErrNotPrivate), starts a background sweep and
+//     returns; it lists nothing and opens no collection. The checks that
+//     used to run on every file at start-up run where a collection is
+//     touched, and fail closed for that collection only; other
+//     collections are served:
+//   - Privacy: a collection's snapshot and log are read only if they are
+//     regular files with no group or other permission bits (bulkhead
+//     writes them 0600), checked each time they are read from disk (first
+//     use, reload after eviction), by lstat of the path and fstat of the
+//     opened file, before a byte is read; an append checks the log again.
+//     Otherwise every call on that collection (Search, Stats, Scroll,
+//     Upsert, Delete, CreateCollection, which never overwrites it) returns
+//     ErrNotPrivate (matching vector.ErrUnavailable), naming the file and
+//     "chmod 600 <path>", and the file is left as it is. A file that is
+//     not a collection's is not looked at (nothing reads it).
+//   - Format 1: a "<tenant UUID>.vec" file makes every call on that
+//     tenant's collections (any generation, CreateCollection and
+//     DropCollection included) return vector.ErrUnavailable naming the
+//     file: never "no collection", never a new collection beside it.
+//     Checked (one lstat) each time one of the tenant's collections is
+//     read from disk, and by DropCollection. Removing the file serves the
+//     tenant again, without a restart.
+//   - Leftover temporary files: never read; removed by a background sweep
+//     New starts and Close waits for. The sweep removes a collection's
+//     temporary file only under that collection's write lock, so never the
+//     file of a write in progress. Their names end in a random suffix, so
+//     finding one collection's would mean listing the directory at each
+//     first use; one sweep lists it once, off the start-up path, and also
+//     clears collections never used again. Until it has passed, a
+//     leftover only takes disk space.
 //   - No auto-create: Upsert, Delete, Search, Stats and Scroll on a
 //     collection without a file (a tenant's generation never created, or
 //     dropped) return vector.ErrNotFound and create nothing.

@@ -32,7 +32,8 @@ import (
 //	end-32  32          SHA-256 of every byte before it
 //
 // Version 1 had no generation (header of 40 bytes, count at 32) and its
-// files were named "<tenant>.vec"; this build reads neither (see New).
+// files were named "<tenant>.vec"; this build reads neither, and refuses
+// to serve a tenant that has one (see checkNoLegacy).
 //
 // A file is only ever replaced whole, by rename from a fully written and
 // fsynced temporary file in the same directory.
@@ -76,14 +77,86 @@ func isTemp(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.Contains(name, tmpMarker)
 }
 
-// isLegacy reports whether name is a format-1 file, "<tenant>.vec".
-func isLegacy(name string) bool {
-	stem, ok := strings.CutSuffix(name, fileExt)
-	if !ok {
-		return false
+// tempOwner returns the collection whose snapshot or log the temporary
+// file name was to become (persist and createLog name them "." + the
+// file's name + tmpMarker + a random suffix), and false for any other
+// name, a format-1 temporary file's included.
+func tempOwner(name string) (key, bool) {
+	base, _, ok := strings.Cut(strings.TrimPrefix(name, "."), tmpMarker)
+	if !ok || !strings.HasPrefix(name, ".") || len(base) < 36 {
+		return key{}, false
 	}
-	id, err := uuid.Parse(stem)
-	return err == nil && id.String() == stem
+	tenant, err := uuid.Parse(base[:36])
+	if err != nil {
+		return key{}, false
+	}
+	rest, ok := strings.CutPrefix(base[36:], ".g")
+	if !ok {
+		return key{}, false
+	}
+	g, _, _ := strings.Cut(rest, ".")
+	gen, err := strconv.ParseUint(g, 10, 32)
+	if err != nil {
+		return key{}, false
+	}
+	k := key{tenant: tenant, gen: uint32(gen)}
+	if base != fileName(k) && base != logName(k) {
+		return key{}, false
+	}
+	return k, true
+}
+
+// legacyName is the name format 1 gave tenant's collection file,
+// "<tenant>.vec" (see checkNoLegacy).
+func legacyName(tenant uuid.UUID) string { return tenant.String() + fileExt }
+
+// checkPrivate returns ErrNotPrivate, naming path and the chmod that fixes
+// it, unless fi (path's) describes a regular file with no group or other
+// permission bits: bulkhead creates its files 0600, so anything else was
+// made or changed by someone else. A symlink is refused too (it could
+// lead anywhere).
+func checkPrivate(path string, fi os.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file (mode %v): %w", filepath.Base(path), fi.Mode(), ErrNotPrivate)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s is accessible to others (mode %v): chmod 600 %s: %w", filepath.Base(path), fi.Mode().Perm(), path, ErrNotPrivate)
+	}
+	return nil
+}
+
+// readPrivate reads the file at path, refusing it with ErrNotPrivate
+// (checkPrivate) before reading a byte: lstat of the path first, so a
+// symlink or a FIFO is never opened, then fstat of what was opened, so the
+// permissions checked are those of the file read. A missing file is
+// fs.ErrNotExist.
+func readPrivate(path string) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPrivate(path, fi); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, err
+	}
+	if err := checkPrivate(path, fi); err != nil {
+		return nil, err
+	}
+	// The size fstat gave: the store replaces a snapshot by rename and
+	// appends to a log only under the collection's lock, which the caller
+	// holds, so the file does not change while it is read.
+	b := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 func corrupt(k key, format string, args ...any) error {
@@ -240,7 +313,9 @@ func readPayload(b []byte) (map[string]string, []byte, error) {
 // new file's size: write a temporary file in the same directory, fsync it,
 // rename it over the old one, fsync the directory. A crash at any point
 // leaves either the old or the new file, never a mix; a leftover temporary
-// file is never read and is removed by New. at, if not nil, runs at each
+// file is never read and is removed by the sweep New starts (its name,
+// "." + fileName(k) + tmpMarker + a random suffix, is what tempOwner
+// parses; the caller holds k's lock, see removeTemp). at, if not nil, runs at each
 // step (stepSnapshotWritten, stepSnapshotSynced, stepSnapshotRenamed) with
 // the temporary file's path: tests use it to stop or kill the writer there.
 func persist(dir string, k key, d *data, at func(step, tmp string) error) (size int64, err error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -20,9 +21,12 @@ import (
 
 // ErrLocked: another Store (in this process or another, such as a running
 // bulkhead serve) has the directory open. It matches vector.ErrUnavailable.
-// ErrNotPrivate: a file in the store's directory is accessible to other
-// users, or the directory can't be made private.
-var ErrNotPrivate = errors.New("embedded vector store is accessible to other users")
+// ErrNotPrivate: the store's directory can't be made private, or a file of
+// the store (LOCK, a collection's snapshot or log) is accessible to other
+// users or is not a regular file; the error names the file and the chmod
+// that fixes it. It matches vector.ErrUnavailable: the collection (or, for
+// the directory and LOCK, the store) is refused, never served.
+var ErrNotPrivate = fmt.Errorf("embedded vector store is accessible to other users: %w", vector.ErrUnavailable)
 
 var ErrLocked = fmt.Errorf("embedded vector store directory is in use by another process: %w", vector.ErrUnavailable)
 
@@ -53,6 +57,7 @@ type Store struct {
 	compactMin      int64          // see WithCompactMin
 	closing         bool           // Close has begun: no new compactions (mu)
 	compactions     sync.WaitGroup // background compactions running
+	sweeping        sync.WaitGroup // the temporary-file sweep New starts
 	compactFailures atomic.Int64
 	lastCompactErr  atomic.Pointer[error]
 	logger          atomic.Pointer[slog.Logger] // see SetLogger; nil: no log
@@ -95,14 +100,43 @@ func WithMemoryBudget(bytes int64) Option {
 
 // New opens (creating it if needed, mode 0700) the directory dir as an
 // embedded store. It takes an exclusive lock on the directory, so a second
-// Store on the same directory, in this process or another, fails; and it
-// removes temporary files a crashed write left behind (they are never read).
-// It returns vector.ErrUnavailable on I/O errors, when dir is locked, or
-// when dir holds a collection file of format 1 ("<tenant>.vec", from before
-// generations): this build would not read it, and serving its tenant as
-// having no collection is what the store must never do. Format 1 was never
-// wired into the server, so there is no migration: remove such files to
-// open the directory.
+// Store on the same directory, in this process or another, fails.
+//
+// Its cost does not depend on how many collections dir holds: it makes dir
+// 0700 (an existing one included), locks it, checks that LOCK is private,
+// and starts the sweep of temporary files; it lists no directory and
+// opens no collection. What it used to check for every file is checked
+// where a collection is touched (see load):
+//   - Permissions: each time a collection's snapshot or log is read, the
+//     file must be a regular file with no group or other permission bits
+//     (lstat before opening, fstat of what was opened); else that
+//     collection's calls (Search, Stats, Upsert, CreateCollection...)
+//     return ErrNotPrivate naming the file and the chmod 600 that fixes it,
+//     and the file is not read. Other collections are unaffected.
+//   - Format 1: a "<tenant>.vec" file (from before generations) makes
+//     every call on that tenant's collections, CreateCollection and
+//     DropCollection included, return vector.ErrUnavailable naming the
+//     file: this build would not read it, and serving the tenant as having
+//     no collection, or creating one beside it, is what the store must
+//     never do. Format 1 was never wired into the server, so there is no
+//     migration: remove the file. Other tenants are unaffected.
+//   - Temporary files a crashed write left behind are never read (nothing
+//     reads a temporary file), and a background sweep removes them. A
+//     sweep, rather than removal when a collection is first touched,
+//     because their names end in os.CreateTemp's random suffix: finding one
+//     collection's means listing the directory, which at every first touch
+//     would cost what New no longer pays, once per collection; and a sweep
+//     also removes the leftovers of collections never touched again (a
+//     crashed write's copy of a tenant's vectors does not outlive the
+//     restart). The sweep removes a collection's temporary file only under
+//     that collection's write lock, so never one a write in progress is
+//     making, and Close waits for it to stop (it never works on the
+//     directory after the lock is released). A removal that fails is
+//     logged (SetLogger) and left for the next start.
+//
+// It returns vector.ErrUnavailable on I/O errors or when dir is locked
+// (ErrLocked), and ErrNotPrivate when dir can't be made 0700 or LOCK is
+// accessible to others.
 func New(dir string, opts ...Option) (*Store, error) {
 	s := &Store{dir: dir, budget: DefaultMemoryBudget, compactMin: DefaultCompactMin, colls: make(map[key]*coll)}
 	for _, o := range opts {
@@ -118,38 +152,96 @@ func New(dir string, opts ...Option) (*Store, error) {
 		}
 		return nil, fmt.Errorf("embedded vector store %s: lock: %w (%w)", dir, vector.ErrUnavailable, err)
 	}
-	s.lock = lock
 	// Tenants' vectors (and the text they encode), and the tenant ids in
 	// the file names, are for this process's user only: the directory is
-	// made 0700 (an existing one included), and a collection file others
-	// can read is refused, not served: bulkhead writes them 0600, so a
-	// looser one was changed by someone else.
+	// made 0700, and bulkhead writes every file 0600, so a looser file was
+	// changed by someone else and is refused (LOCK here, a collection's
+	// files when they are read).
 	if err := os.Chmod(dir, 0o700); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("embedded vector store %s: make it private: %w (%w)", dir, ErrNotPrivate, err)
 	}
-	entries, err := os.ReadDir(dir)
+	fi, err := lock.Stat()
+	if err == nil {
+		err = checkPrivate(lock.Name(), fi)
+	}
 	if err != nil {
 		lock.Close()
+		if errors.Is(err, ErrNotPrivate) {
+			return nil, fmt.Errorf("embedded vector store %s: %w", dir, err)
+		}
 		return nil, fmt.Errorf("embedded vector store %s: %w (%w)", dir, vector.ErrUnavailable, err)
 	}
-	for _, e := range entries {
-		if isLegacy(e.Name()) {
-			lock.Close()
-			return nil, fmt.Errorf("embedded vector store %s: %s is a collection file of format 1, which this build does not read: %w", dir, e.Name(), vector.ErrUnavailable)
+	s.lock = lock
+	s.sweeping.Add(1)
+	go s.sweepTemps()
+	return s, nil
+}
+
+// sweepTemps removes the temporary files crashed writes left in the
+// directory (see New), reading the directory in batches so its memory does
+// not grow with it. It stops at the next batch once Close begins.
+func (s *Store) sweepTemps() {
+	defer s.sweeping.Done()
+	f, err := os.Open(s.dir)
+	if err != nil {
+		s.sweepFailed("list the directory", err)
+		return
+	}
+	defer f.Close()
+	for {
+		s.mu.Lock()
+		stop := s.closing
+		s.mu.Unlock()
+		if stop {
+			return
 		}
-		if fi, err := e.Info(); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			lock.Close()
-			return nil, fmt.Errorf("embedded vector store %s: %s is accessible to others: chmod 600 %s: %w", dir, e.Name(), filepath.Join(dir, e.Name()), ErrNotPrivate)
-		}
-		if isTemp(e.Name()) {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-				lock.Close()
-				return nil, fmt.Errorf("embedded vector store %s: remove leftover %s: %w (%w)", dir, e.Name(), vector.ErrUnavailable, err)
+		names, err := f.Readdirnames(1024)
+		for _, name := range names {
+			if isTemp(name) {
+				if err := s.removeTemp(name); err != nil {
+					s.sweepFailed("remove leftover "+name, err)
+				}
 			}
 		}
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			s.sweepFailed("list the directory", err)
+			return
+		}
 	}
-	return s, nil
+}
+
+// removeTemp removes the temporary file name. If it is a collection's (a
+// snapshot's or a log's, named by persist or createLog), it does so under
+// that collection's write lock: every write that makes such a file holds
+// the lock (for writing, or for reading in a compaction) from creating it
+// to renaming or removing it, so the file found is a crashed write's, or
+// gone. Other temporary names are not made by this build: no lock needed.
+func (s *Store) removeTemp(name string) error {
+	if k, ok := tempOwner(name); ok {
+		h, err := s.pin(k)
+		if err != nil {
+			return err
+		}
+		defer s.unpin(h)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+	}
+	err := os.Remove(filepath.Join(s.dir, name))
+	if errors.Is(err, fs.ErrNotExist) { // renamed or removed by its own write
+		return nil
+	}
+	return err
+}
+
+func (s *Store) sweepFailed(what string, err error) {
+	if l := s.logger.Load(); l != nil {
+		l.Warn("vector store: sweeping temporary files failed; they are never read, only taking space, and the next start retries",
+			"dir", s.dir, "step", what, "err", err)
+	}
 }
 
 // Close unloads every collection and releases the directory lock. Calls
@@ -164,6 +256,7 @@ func (s *Store) Close() error {
 	s.closing = true
 	s.mu.Unlock()
 	s.compactions.Wait() // a compaction writes files: finish before unlocking the directory
+	s.sweeping.Wait()    // so does the sweep (it stops at its next batch)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -190,9 +283,28 @@ func (s *Store) Loads() int64 { return s.loads.Load() }
 
 func (s *Store) path(k key) string { return filepath.Join(s.dir, fileName(k)) }
 
+// checkNoLegacy returns vector.ErrUnavailable, naming the file, if k's
+// tenant has a format-1 collection file ("<tenant>.vec"): one lstat, so
+// the check costs the same however many tenants the directory holds.
+func (s *Store) checkNoLegacy(k key) error {
+	name := legacyName(k.tenant)
+	_, err := os.Lstat(filepath.Join(s.dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return unavailable("check for a format-1 file of", k, err)
+	}
+	return fmt.Errorf("collection %s: %s is a collection file of format 1, which this build does not read; remove it to serve the tenant: %w", k, name, vector.ErrUnavailable)
+}
+
 // unavailable wraps an I/O failure of op on k: vector.ErrNoSpace when the
-// file system is full, else vector.ErrUnavailable.
+// file system is full, else vector.ErrUnavailable. ErrNotPrivate, which
+// matches vector.ErrUnavailable already, is only given the context.
 func unavailable(op string, k key, err error) error {
+	if errors.Is(err, ErrNotPrivate) {
+		return fmt.Errorf("%s collection %s: %w", op, k, err)
+	}
 	if isNoSpace(err) {
 		return fmt.Errorf("%s collection %s: %w (%w)", op, k, vector.ErrNoSpace, err)
 	}
@@ -301,13 +413,21 @@ func (s *Store) evict() {
 
 // load reads and verifies h's snapshot, then replays its log (dropping a
 // torn tail), and records both files' sizes in h. The caller holds h.mu
-// for writing.
+// for writing. This is where the checks New does not make happen, each
+// time a collection is read from disk (first use, reload after eviction,
+// the write that follows a failed one): a format-1 file of the tenant
+// (vector.ErrUnavailable, see checkNoLegacy), a snapshot or log that is not
+// a private regular file (ErrNotPrivate, see readPrivate), both before a
+// byte of the collection is read.
 func (s *Store) load(ctx context.Context, h *coll) (*data, error) {
 	k := h.key
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(s.path(k))
+	if err := s.checkNoLegacy(k); err != nil {
+		return nil, err
+	}
+	b, err := readPrivate(s.path(k))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("collection %s: %w", k, vector.ErrNotFound)
 	}
@@ -444,9 +564,13 @@ func (s *Store) CreateCollection(ctx context.Context, c vector.Collection, dim i
 // snapshot goes first: once it is gone the collection is (a log without
 // its snapshot is never read), and a log left by a crash in between is
 // removed by CreateCollection before it makes a new snapshot, never
-// replayed into it.
+// replayed into it. A tenant with a format-1 file is refused
+// (vector.ErrUnavailable, see New) and nothing is removed.
 func (s *Store) DropCollection(ctx context.Context, c vector.Collection) error {
 	return s.exclusive(ctx, c, func(h *coll) error {
+		if err := s.checkNoLegacy(h.key); err != nil {
+			return err
+		}
 		s.install(h, nil)
 		err := os.Remove(s.path(h.key))
 		missing := errors.Is(err, fs.ErrNotExist)

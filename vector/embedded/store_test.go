@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/vector"
@@ -25,6 +27,11 @@ func mustOpen(t *testing.T, dir string, opts ...Option) *Store {
 		t.Fatalf("New(%s): %v", dir, err)
 	}
 	t.Cleanup(func() { s.Close() })
+	// The sweep of temporary files New starts pins the collections whose
+	// files it removes, which delays their eviction: tests that count on
+	// eviction start once it is done (TestSweepSparesAWriteInProgress
+	// tests it against a write).
+	s.sweeping.Wait()
 	return s
 }
 
@@ -288,30 +295,79 @@ func TestFileOfAnotherGenerationRefused(t *testing.T) {
 	}
 }
 
-// TestFormat1FileRefusesOpen: a "<tenant>.vec" file from before generations
-// is neither read nor ignored (ignoring it would serve its tenant as having
-// no collection): New refuses the directory.
-func TestFormat1FileRefusesOpen(t *testing.T) {
+// TestFormat1FileRefusesItsTenant: a "<tenant>.vec" file from before
+// generations is neither read nor ignored (ignoring it would serve its
+// tenant as having no collection): New opens the directory, every call on
+// that tenant's collections fails with ErrUnavailable naming the file,
+// CreateCollection included (no collection is made beside it) and
+// DropCollection too (nothing is removed), while another tenant is served.
+// Once the file is removed the tenant is served again.
+func TestFormat1FileRefusesItsTenant(t *testing.T) {
 	dir := t.TempDir()
-	tenant := uuid.New()
-	if err := os.WriteFile(filepath.Join(dir, tenant.String()+".vec"), []byte("format 1"), 0o600); err != nil {
+	s := mustOpen(t, dir)
+	e := vectortest.NewEnv(t, s)
+	ptsA, ptsB := randomPoints(1, 50, 16), randomPoints(2, 50, 16)
+	mustCreate(t, e.CtxA, e.Router, e.CollA, 16, ptsA)
+	mustCreate(t, e.CtxB, e.Router, e.CollB, 16, ptsB)
+	s.Close()
+	legacy := filepath.Join(dir, e.TenantA.String()+".vec")
+	if err := os.WriteFile(legacy, []byte("format 1"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(dir); !errors.Is(err, vector.ErrUnavailable) || !strings.Contains(err.Error(), tenant.String()+".vec") {
-		t.Fatalf("New on a directory with a format-1 file: %v; want ErrUnavailable naming the file", err)
-	}
-	// The lock was released: once the file is gone the directory opens.
-	if err := os.Remove(filepath.Join(dir, tenant.String()+".vec")); err != nil {
-		t.Fatal(err)
-	}
-	mustOpen(t, dir)
-	for _, n := range []string{"x.vec", tenant.String() + ".g1.vec", strings.ToUpper(tenant.String()) + ".vec", "." + tenant.String() + ".vec" + tmpMarker + "1"} {
-		if isLegacy(n) {
-			t.Errorf("isLegacy(%q) = true", n)
+	snapA, logA := readFile(t, pathOf(dir, e.TenantA, 1)), readFile(t, logPathOf(dir, e.TenantA, 1))
+
+	s2 := mustOpen(t, dir)
+	e2 := vectortest.NewEnv(t, s2)
+	e2.Regions.Set(e.TenantA, e2.RegionName)
+	e2.Regions.Set(e.TenantB, e2.RegionName)
+	ctxA, collA := e2.Scoped(t, e.TenantA)
+	ctxB, collB := e2.Scoped(t, e.TenantB)
+	collA2 := mustGeneration(t, collA, 2)
+	refused := func(op string, err error) {
+		t.Helper()
+		if !errors.Is(err, vector.ErrUnavailable) || errors.Is(err, vector.ErrNotFound) || !strings.Contains(err.Error(), e.TenantA.String()+".vec") {
+			t.Errorf("%s for a tenant with a format-1 file: %v; want ErrUnavailable naming the file", op, err)
 		}
+	}
+	_, err := e2.Router.Search(ctxA, collA, ptsA[0].Vector, 3)
+	refused("Search", err)
+	_, err = e2.Router.Stats(ctxA, collA)
+	refused("Stats", err)
+	_, err = e2.Router.Scroll(ctxA, collA, uuid.Nil, 10)
+	refused("Scroll", err)
+	refused("Upsert", e2.Router.Upsert(ctxA, collA, randomPoints(3, 5, 16)))
+	refused("Delete", e2.Router.Delete(ctxA, collA, []uuid.UUID{ptsA[0].ID}))
+	refused("CreateCollection of an existing generation", e2.Router.CreateCollection(ctxA, collA, 16))
+	refused("CreateCollection of a new generation", e2.Router.CreateCollection(ctxA, collA2, 16))
+	refused("DropCollection", e2.Router.DropCollection(ctxA, collA))
+	if _, err := os.Stat(pathOf(dir, e.TenantA, 2)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a collection was created beside the format-1 file: %v", err)
+	}
+	if !bytes.Equal(snapA, readFile(t, pathOf(dir, e.TenantA, 1))) || !bytes.Equal(logA, readFile(t, logPathOf(dir, e.TenantA, 1))) {
+		t.Error("A's files changed")
+	}
+	if st, err := e2.Router.Stats(ctxB, collB); err != nil || st.Points != 50 {
+		t.Fatalf("B beside A's format-1 file: %+v, %v; want 50 points", st, err)
+	}
+	if err := e2.Router.Upsert(ctxB, collB, randomPoints(4, 5, 16)); err != nil {
+		t.Fatalf("B's upsert beside A's format-1 file: %v", err)
+	}
+
+	// Once the file is gone, A is served as it was.
+	if err := os.Remove(legacy); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := e2.Router.Stats(ctxA, collA); err != nil || st.Points != 50 {
+		t.Fatalf("A once its format-1 file is removed: %+v, %v; want 50 points", st, err)
 	}
 }
 
+// TestLeftoverTempFilesNeverReplaceTheCollection: temporary files a crash
+// leaves (complete or truncated, a snapshot's or a log's, of a collection
+// or of a tenant without one, or named as format 1 did) are removed by the
+// sweep New starts, and never read: a collection loaded beside them is
+// its own files, and a tenant with only a temporary file has no
+// collection.
 func TestLeftoverTempFilesNeverReplaceTheCollection(t *testing.T) {
 	dir, other := t.TempDir(), t.TempDir()
 	s1, err := New(dir)
@@ -334,27 +390,42 @@ func TestLeftoverTempFilesNeverReplaceTheCollection(t *testing.T) {
 	}
 	mustCreate(t, e.CtxA, s3, e.CollA, 16, randomPoints(5, 50, 16))
 	s3.Close()
-	newer := readFile(t, pathOf(other, e.TenantA, 1))
+	newer, newerLog := readFile(t, pathOf(other, e.TenantA, 1)), readFile(t, logPathOf(other, e.TenantA, 1))
 	// What a crash leaves: full and truncated temp files, never renamed.
 	temps := map[string][]byte{
 		"." + e.TenantA.String() + ".g1.vec" + tmpMarker + "111": newer,
 		"." + e.TenantA.String() + ".g1.vec" + tmpMarker + "222": newer[:len(newer)/2],
 		"." + e.TenantB.String() + ".g1.vec" + tmpMarker + "333": newer, // B has no collection
 		"." + e.TenantA.String() + tmpMarker + "444":             newer, // named as format 1 wrote them
+		"." + e.TenantA.String() + ".g1.log" + tmpMarker + "555": newerLog,
 	}
-	for n, b := range temps {
-		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
-			t.Fatal(err)
+	leave := func() {
+		for n, b := range temps {
+			if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	leave()
 
-	e2 := vectortest.NewEnv(t, mustOpen(t, dir))
+	// The sweep New starts removes them (mustOpen waits for it; New
+	// does not).
+	s2 := mustOpen(t, dir)
+	for n := range temps {
+		if _, err := os.Stat(filepath.Join(dir, n)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("leftover %s not removed by the sweep New starts: %v", n, err)
+		}
+	}
+	// They are never read: left again after the sweep, they are there
+	// when A is first loaded, and A is its own file.
+	leave()
+	e2 := vectortest.NewEnv(t, s2)
 	e2.Regions.Set(e.TenantA, e2.RegionName)
 	e2.Regions.Set(e.TenantB, e2.RegionName)
 	ctxA, collA := e2.Scoped(t, e.TenantA)
 	ctxB, collB := e2.Scoped(t, e.TenantB)
 	if diff := cmp.Diff(want, mustSearch(t, ctxA, e2.Router, collA, q, 10)); diff != "" {
-		t.Fatalf("A after restart with temp files (-want +got):\n%s", diff)
+		t.Fatalf("A loaded beside temp files (-want +got):\n%s", diff)
 	}
 	if _, err := e2.Router.Stats(ctxB, collB); !errors.Is(err, vector.ErrNotFound) {
 		t.Fatalf("B from a stray temp file: %v; want ErrNotFound", err)
@@ -362,9 +433,135 @@ func TestLeftoverTempFilesNeverReplaceTheCollection(t *testing.T) {
 	if !bytes.Equal(before, readFile(t, real)) {
 		t.Fatal("the collection file changed")
 	}
-	for n := range temps {
-		if _, err := os.Stat(filepath.Join(dir, n)); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("leftover %s not removed at open: %v", n, err)
+}
+
+// TestTempOwner: the sweep takes a collection's lock for exactly the
+// temporary names this build's writers make (a snapshot's by persist, a
+// log's by createLog); other names have no owner.
+func TestTempOwner(t *testing.T) {
+	k := key{tenant: uuid.New(), gen: 7}
+	for name, want := range map[string]bool{
+		"." + fileName(k) + tmpMarker + "123456":                               true,
+		"." + logName(k) + tmpMarker + "9":                                     true,
+		fileName(k):                                                            false,
+		"." + fileName(k):                                                      false,
+		"." + k.tenant.String() + ".vec" + tmpMarker + "1":                     false, // format 1
+		"." + k.tenant.String() + tmpMarker + "1":                              false,
+		"." + strings.ToUpper(k.tenant.String()) + ".g7.vec" + tmpMarker + "1": false,
+		"." + k.tenant.String() + ".g07.vec" + tmpMarker + "1":                 false,
+		"." + k.tenant.String() + ".g7.bak" + tmpMarker + "1":                  false,
+		"." + k.tenant.String() + ".g99999999999.vec" + tmpMarker + "1":        false,
+	} {
+		got, ok := tempOwner(name)
+		if ok != want || (ok && got != k) {
+			t.Errorf("tempOwner(%q) = %v, %v; want %v", name, got, ok, want)
+		}
+	}
+	for _, pattern := range []string{"." + fileName(k) + tmpMarker + "*", "." + logName(k) + tmpMarker + "*"} {
+		f, err := os.CreateTemp(t.TempDir(), pattern) // as persist and createLog make them
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if got, ok := tempOwner(filepath.Base(f.Name())); !ok || got != k || !isTemp(filepath.Base(f.Name())) {
+			t.Errorf("tempOwner(%q) = %v, %v; want %v", filepath.Base(f.Name()), got, ok, k)
+		}
+	}
+}
+
+// TestCloseWaitsForTheSweep: once Close returns, the sweep New started
+// touches the directory no more (another Store may own it by then): what
+// Close leaves stays as it is. Close comes while the sweep is in its first
+// batch of names.
+func TestCloseWaitsForTheSweep(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 1000 {
+		// Format-1 temporary names: the sweep removes them without a
+		// collection lock, so only Close can stop it.
+		name := "." + uuid.NewString() + tmpMarker + strconv.Itoa(i)
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := f.Readdirnames(1) // the sweep reads in the same order
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Lstat(filepath.Join(dir, first[0])); errors.Is(err, os.ErrNotExist) {
+			break // the sweep is at work
+		}
+	}
+	s.Close()
+	after := dirNames(t, dir)
+	time.Sleep(20 * time.Millisecond) // room for a sweep still running
+	if later := dirNames(t, dir); len(later) != len(after) {
+		t.Fatalf("%d files when Close returned, %d later: the sweep outlived Close", len(after), len(later))
+	}
+}
+
+// TestSweepSparesAWriteInProgress: the sweep New starts never removes the
+// temporary file of a write in progress (it waits for the collection's
+// lock, and finds the file renamed), so the write succeeds; it removes
+// only what crashed writes left.
+func TestSweepSparesAWriteInProgress(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir)
+	s.sweeping.Wait()
+	e := vectortest.NewEnv(t, s)
+	reached, release := make(chan string), make(chan struct{})
+	s.hook = func(step, path string) error {
+		if step == stepSnapshotSynced {
+			reached <- path
+			<-release
+		}
+		return nil
+	}
+	created := make(chan error, 1)
+	go func() { created <- e.Router.CreateCollection(e.CtxA, e.CollA, 16) }()
+	tmp := <-reached // the write holds A's lock, its temporary file complete
+
+	s.sweeping.Add(1)
+	go s.sweepTemps() // what a start finds if the write is in progress
+	swept := make(chan struct{})
+	go func() { s.sweeping.Wait(); close(swept) }()
+	// Wait until the sweep is at A's lock (its pin beside the write's), or
+	// done (the bug this test is for: it removed the file).
+	for waiting := false; !waiting; {
+		select {
+		case <-swept:
+			waiting = true
+		case <-time.After(time.Millisecond):
+			s.mu.Lock()
+			waiting = s.colls[keyOf(e.CollA)].pins > 1
+			s.mu.Unlock()
+		}
+	}
+	time.Sleep(10 * time.Millisecond) // room for a sweep that does not wait to remove the file
+	if _, err := os.Stat(tmp); err != nil {
+		t.Errorf("the write's temporary file, with the write in progress: %v", err)
+	}
+	close(release)
+	if err := <-created; err != nil {
+		t.Fatalf("CreateCollection while the sweep ran: %v", err)
+	}
+	<-swept
+	s.hook = nil
+	if st, err := e.Router.Stats(e.CtxA, e.CollA); err != nil || st.Dimension != 16 {
+		t.Fatalf("A after the sweep: %+v, %v", st, err)
+	}
+	for _, n := range dirNames(t, dir) {
+		if isTemp(n) {
+			t.Errorf("temporary file %s left", n)
 		}
 	}
 }

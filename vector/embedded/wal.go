@@ -38,11 +38,13 @@ func (s *Store) at(step, path string) error {
 func (s *Store) logPath(k key) string { return filepath.Join(s.dir, logName(k)) }
 
 // readLog replays k's log into d, loaded from the snapshot, and returns the
-// log's size (0: no log). A torn tail (see decodeLog) is truncated away,
-// durably, so the next append follows the last valid record.
+// log's size (0: no log). A log that is not a private regular file is
+// ErrNotPrivate, before a byte of it is read (readPrivate). A torn tail
+// (see decodeLog) is truncated away, durably, so the next append follows
+// the last valid record.
 func (s *Store) readLog(k key, d *data) (int64, error) {
 	path := s.logPath(k)
-	b, err := os.ReadFile(path)
+	b, err := readPrivate(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
@@ -128,6 +130,9 @@ func (s *Store) appendLog(h *coll, rec []byte) (err error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat log: %w", err)
+	}
+	if err := checkPrivate(path, fi); err != nil {
+		return err // made looser since it was read: append nothing to it
 	}
 	size := fi.Size()
 	defer func() {
