@@ -45,8 +45,8 @@ func (r *Result) Markdown(w io.Writer, command string) {
 	fmt.Fprintf(w, "| nothing | %s | %.3f |\n", us(r.Context.None), float64(r.Context.None)/float64(r.Context.SetConfig))
 	fmt.Fprintf(w, "| `set_config` ×3 (before issue 11; forgeable) | %s | 1.000 |\n", us(r.Context.SetConfig))
 	fmt.Fprintf(w, "| `bulkhead.enter(token)` (signed, verified in C; signing in Go included) | %s | **%.3f** |\n", us(r.Context.Signed), r.Context.Ratio())
-	fmt.Fprintf(w, "| RLS point read (policies on), context by `set_config` on plain settings (old) | %s | 1.000 (reference) |\n", us(r.Context.OldRLS))
-	fmt.Fprintf(w, "| RLS point read (policies on), context by `enter(token)` | %s | **%.3f** |\n", us(r.Context.NewRLS), r.Context.RLSRatio())
+	fmt.Fprintf(w, "| RLS point read (policies on), context by `set_config` on plain settings, PL/pgSQL membership helper (old) | %s | 1.000 (reference) |\n", us(r.Context.OldRLS))
+	fmt.Fprintf(w, "| RLS point read (policies on), context by `enter(token)`, native membership look-up (now) | %s | **%.3f** |\n", us(r.Context.NewRLS), r.Context.RLSRatio())
 	fmt.Fprintf(w, "\nTime PostgreSQL spends inside `bulkhead.enter` (HMAC check + three settings; `pg_stat_user_functions`, mean of %d calls): %s µs.\n", r.Config.Ops+200, us(r.Context.EnterServer))
 	if pb := r.PGBench; pb != nil {
 		fmt.Fprintf(w, "\nThe point read cross-checked with pgbench (`%s`; each side alone for %d s per round, sides alternating; the context entered in the same pipeline, one round trip; pgbench's latency average in µs):\n\n", pb.Command, pb.Seconds)
@@ -71,7 +71,7 @@ func (r *Result) Table(w io.Writer) {
 	}
 	fmt.Fprintf(w, "context: read alone %s µs, after set_config (old) %s µs, after enter(token) %s µs (%.3fx set_config); inside enter() %s µs per call\n",
 		us(r.Context.None), us(r.Context.SetConfig), us(r.Context.Signed), r.Context.Ratio(), us(r.Context.EnterServer))
-	fmt.Fprintf(w, "context under RLS (point read): old set_config %s µs, enter(token) %s µs (%.3fx)\n", us(r.Context.OldRLS), us(r.Context.NewRLS), r.Context.RLSRatio())
+	fmt.Fprintf(w, "context under RLS (point read): old set_config + PL/pgSQL membership %s µs, enter(token) + native membership %s µs (%.3fx)\n", us(r.Context.OldRLS), us(r.Context.NewRLS), r.Context.RLSRatio())
 	if pb := r.PGBench; pb != nil {
 		for i := range pb.RLS {
 			fmt.Fprintf(w, "pgbench point read, round %d: RLS %s µs, baseline %s µs, app-side %s µs (%.3fx, %.3fx)\n", i+1, us(pb.RLS[i]), us(pb.Plain[i]), us(pb.App[i]), pb.RLSPlain[i], pb.RLSApp[i])

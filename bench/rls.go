@@ -439,7 +439,8 @@ func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error
 
 	// A third copy keeps the policies but reads the context from plain
 	// settings of another prefix, as bulkhead did before the signed
-	// context: the same-run reference for what enter() costs under RLS.
+	// context: the same-run reference for what enter() and the native
+	// membership look-up together change under RLS.
 	fmt.Fprintln(cfg.Progress, "copying the dataset for the old-context reference")
 	root, err = pgx.Connect(ctx, cl.SuperuserDSN("postgres"))
 	if err != nil {
@@ -453,13 +454,25 @@ func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error
 	if err := postgres.PrepareDatabase(ctx, cl.SuperuserDSN("postgres"), oldContextDB); err != nil {
 		return nil, err
 	}
+	// Its membership helper is the PL/pgSQL one (the native one reads
+	// bulkhead's settings only): the reference is bulkhead before both the
+	// signed context and the native membership look-up.
 	oldCfg := postgres.RLSConfig
 	oldCfg.TenantSetting, oldCfg.EntitySetting, oldCfg.ActingForSetting = oldTenant, oldEntity, oldActingFor
+	oldCfg.NativeMembership = false
 	fns, err := rls.ContextFunctions(oldCfg)
 	if err != nil {
 		return nil, err
 	}
+	helpers, err := rls.Generate(oldCfg, nil)
+	if err != nil {
+		return nil, err
+	}
 	if err := execAll(ctx, cl.DSN(postgres.Owner, creds.Owner, oldContextDB), fns); err != nil {
+		return nil, err
+	}
+	// As the migrations run them: the definer helpers change owner.
+	if err := execAll(ctx, cl.SuperuserDSN(oldContextDB), helpers); err != nil {
 		return nil, err
 	}
 

@@ -260,6 +260,10 @@ func PrepareDatabase(ctx context.Context, adminDSN, database string) error {
 			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE EXTENSION IF NOT EXISTS %s SCHEMA %s", ContextExtension, Schema)); err != nil {
 				return fmt.Errorf("prepare database %s: create extension %s: %w", database, ContextExtension, err)
 			}
+			// To the version this build installs (migration 00016 needs 1.1).
+			if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER EXTENSION %s UPDATE", ContextExtension)); err != nil {
+				return fmt.Errorf("prepare database %s: update extension %s: %w", database, ContextExtension, err)
+			}
 		}
 		return nil
 	})

@@ -45,6 +45,7 @@ var RLSConfig = rls.Config{
 	TenantSetting:    TenantSetting,
 	EntitySetting:    EntitySetting,
 	ActingForSetting: ActingForSetting,
+	NativeMembership: true,
 }
 
 var readOnly = []rls.Command{rls.Select}

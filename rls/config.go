@@ -13,7 +13,24 @@ type Config struct {
 	TenantSetting    string // e.g. bulkhead.tenant_id
 	EntitySetting    string // e.g. bulkhead.entity_id
 	ActingForSetting string // e.g. bulkhead.acting_for
+
+	// NativeMembership makes member_rooms call bulkhead_context's C
+	// function member_rooms_native (the extension, version 1.1 or later,
+	// must be installed in Schema), which reads the context settings named
+	// below itself: it requires Schema "bulkhead" and the bulkhead.*
+	// settings. The delegation path stays in PL/pgSQL, as
+	// member_rooms_delegated. Without it, member_rooms is the PL/pgSQL
+	// SECURITY DEFINER helper.
+	NativeMembership bool
 }
+
+// The schema and settings bulkhead_context's C functions read.
+const (
+	nativeSchema    = "bulkhead"
+	nativeTenant    = "bulkhead.tenant_id"
+	nativeEntity    = "bulkhead.entity_id"
+	nativeActingFor = "bulkhead.acting_for"
+)
 
 func (c Config) validate() error {
 	for what, v := range map[string]string{"schema": c.Schema, "runtime role": c.Runtime, "maintenance role": c.Maintenance,
@@ -21,6 +38,9 @@ func (c Config) validate() error {
 		if !identRE.MatchString(v) {
 			return fmt.Errorf("rls config: %s %q is not a plain lower-case identifier", what, v)
 		}
+	}
+	if c.NativeMembership && (c.Schema != nativeSchema || c.TenantSetting != nativeTenant || c.EntitySetting != nativeEntity || c.ActingForSetting != nativeActingFor) {
+		return fmt.Errorf("rls config: NativeMembership needs schema %s and the settings %s, %s, %s (what bulkhead_context reads)", nativeSchema, nativeTenant, nativeEntity, nativeActingFor)
 	}
 	settingRE := `^[a-z_]+\.[a-z_]+$`
 	for what, v := range map[string]string{"tenant setting": c.TenantSetting, "entity setting": c.EntitySetting, "acting-for setting": c.ActingForSetting} {

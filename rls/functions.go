@@ -99,7 +99,7 @@ $fn$`, s),
 	// none has an exception block. Each filters by the tenant in context and
 	// answers only about the entity in context (and, with a scope, the
 	// principal it acts for under a delegation holding that scope).
-	for _, d := range definers {
+	for _, d := range cfg.definers() {
 		stmts = append(stmts,
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s(%s) RETURNS %s
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -112,11 +112,42 @@ END
 $fn$`, s, d.name, d.args, d.returns, d.returns, strings.ReplaceAll(d.query, "S.", s+".")),
 			fmt.Sprintf("ALTER FUNCTION %s.%s(%s) OWNER TO %s", s, d.name, argTypes(d.args), cfg.Definer))
 	}
+	if cfg.NativeMembership {
+		// An SQL function the planner inlines: the policies' InitPlan
+		// calls the C function directly, once per statement.
+		stmts = append(stmts, fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s.member_rooms(scope pg_catalog.text) RETURNS pg_catalog.uuid[]
+  LANGUAGE sql STABLE
+  AS $fn$ SELECT %[1]s.member_rooms_native(scope) $fn$`, s),
+			fmt.Sprintf("ALTER FUNCTION %s.member_rooms(text) OWNER TO %s", s, cfg.Owner))
+	}
 	stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.current_actors(text)", s))...)
-	for _, d := range definers {
+	for _, d := range cfg.definers() {
 		stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.%s(%s)", s, d.name, argTypes(d.args)))...)
 	}
+	if cfg.NativeMembership {
+		stmts = append(stmts, grantExecute(cfg, s+".member_rooms(text)")...)
+	}
 	return stmts
+}
+
+// delegatedMembership is the name member_rooms's PL/pgSQL body takes with
+// NativeMembership: the C function calls it when an agent acts for a
+// principal under a scope.
+const delegatedMembership = "member_rooms_delegated"
+
+// definers returns the SECURITY DEFINER helpers cfg installs.
+func (cfg Config) definers() []definer {
+	if !cfg.NativeMembership {
+		return definers
+	}
+	out := make([]definer, len(definers))
+	for i, d := range definers {
+		if d.name == "member_rooms" {
+			d.name = delegatedMembership
+		}
+		out[i] = d
+	}
+	return out
 }
 
 // definer is one SECURITY DEFINER helper: its query stores into result; S.

@@ -15,7 +15,7 @@ func definerNames() []string {
 	for i, d := range definers {
 		out[i] = d.name
 	}
-	return out
+	return append(out, delegatedMembership)
 }
 
 // ContextFunctionNames are the functions ContextFunctions installs.
@@ -63,8 +63,12 @@ func Remove(cfg Config, tables []Table) ([]string, error) {
 		}
 		stmts = append(stmts, "ALTER TABLE "+q+" NO FORCE ROW LEVEL SECURITY", "ALTER TABLE "+q+" DISABLE ROW LEVEL SECURITY")
 	}
-	for i := len(definers) - 1; i >= 0; i-- {
-		stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s(%s)", cfg.Schema, definers[i].name, argTypes(definers[i].args)))
+	ds := cfg.definers()
+	for i := len(ds) - 1; i >= 0; i-- {
+		stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s(%s)", cfg.Schema, ds[i].name, argTypes(ds[i].args)))
+	}
+	if cfg.NativeMembership {
+		stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.member_rooms(text)", cfg.Schema))
 	}
 	stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.current_actors(text)", cfg.Schema))
 	return stmts, nil
