@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/bulkhead-dev/bulkhead"
@@ -468,5 +470,47 @@ func TestRoomMessagesTellsHiddenFromEmpty(t *testing.T) {
 		if ms, _, err := d.DB.RoomMessages(ctx, tn.Room1, postgres.Page{}); !errors.Is(err, bulkhead.ErrNotFound) || len(ms) != 0 {
 			t.Errorf("%s: %v %v, want ErrNotFound", name, ms, err)
 		}
+	}
+}
+
+// TestMembershipLookupFailsClosed: member_rooms_native (C) finds
+// participants' (tenant_id, entity_id) index itself; without it, a read
+// of a strict table is an error, never every row nor a silent empty
+// answer, and Alice's own rooms come back once the index does.
+func TestMembershipLookupFailsClosed(t *testing.T) {
+	t.Parallel()
+	d, demo := seeded(t)
+	tn := demo.T1
+	ctx := as(t, tn.Tenant.ID, tn.Alice, uuid.Nil)
+	if got := ids(t, d.DB, ctx, `SELECT id FROM bulkhead.rooms`); !sameSet(got, []uuid.UUID{tn.Room1}) {
+		t.Fatalf("alice's rooms with the index: %v", got)
+	}
+	admin := mustConnect(t, d.AdminDSN())
+	bg := context.Background()
+	if _, err := admin.Exec(bg, `DROP INDEX bulkhead.participants_entity_id_room_id_idx`); err != nil {
+		t.Fatal(err)
+	}
+	err := d.DB.InScope(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id FROM bulkhead.memories`)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for rows.Next() {
+			n++
+		}
+		if rows.Err() == nil {
+			return fmt.Errorf("read %d memories without the membership index", n)
+		}
+		return rows.Err()
+	})
+	if err == nil || !strings.Contains(err.Error(), "no btree index on (tenant_id, entity_id)") {
+		t.Fatalf("a strict read without the membership index: %v, want the look-up's error", err)
+	}
+	if _, err := admin.Exec(bg, `CREATE INDEX participants_entity_id_room_id_idx ON bulkhead.participants (tenant_id, entity_id, room_id)`); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, d.DB, ctx, `SELECT id FROM bulkhead.rooms`); !sameSet(got, []uuid.UUID{tn.Room1}) {
+		t.Fatalf("alice's rooms with the index back: %v", got)
 	}
 }

@@ -57,6 +57,13 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 			expect: "definer: bulkhead.owned_worlds(): SECURITY DEFINER function has no pinned search_path"},
 		{name: "definer search_path with a schema after pg_temp", admin: true, sql: []string{`ALTER FUNCTION bulkhead.owned_worlds() SET search_path = pg_catalog, pg_temp, public`},
 			expect: "definer: bulkhead.owned_worlds(): SECURITY DEFINER function has no pinned search_path"},
+		// Issue 16: the membership look-up is an SQL call to a C function.
+		{name: "membership wrapper edited", admin: true, sql: []string{`CREATE OR REPLACE FUNCTION bulkhead.member_rooms(scope text) RETURNS uuid[] LANGUAGE sql STABLE AS $$ SELECT ARRAY(SELECT p.room_id FROM bulkhead.participants p) $$`},
+			expect: "function: bulkhead.member_rooms(text): body differs from the generator's"},
+		{name: "native membership replaced", admin: true, sql: []string{
+			`ALTER EXTENSION bulkhead_context DROP FUNCTION bulkhead.member_rooms_native(text)`,
+			`CREATE OR REPLACE FUNCTION bulkhead.member_rooms_native(scope text) RETURNS uuid[] LANGUAGE sql STABLE AS $$ SELECT ARRAY(SELECT p.room_id FROM bulkhead.participants p) $$`},
+			expect: "function: bulkhead.member_rooms_native(text): body differs from the generator's"},
 		{name: "context extension dropped", admin: true, sql: []string{`DROP EXTENSION bulkhead_context`}, expect: "context: bulkhead.enter(bytea): missing"},
 		{name: "TRUNCATE granted", sql: []string{`GRANT TRUNCATE ON bulkhead.memories TO bulkhead_app`}, expect: "runtime role has TRUNCATE"},
 		{name: "CREATE on schema", admin: true, sql: []string{`GRANT CREATE ON SCHEMA bulkhead TO bulkhead_app`}, expect: "schema bulkhead: runtime role has CREATE"},

@@ -210,8 +210,10 @@ func argTypes(args string) string {
 
 // FunctionBodies returns, by "name(argument types)", the body (the text
 // between the $fn$ quotes, as pg_proc.prosrc stores it) of every helper
-// Generate installs that reads a table: current_actors and the definer
-// helpers. The self-check compares the database's bodies with these.
+// Generate installs that reads a table: current_actors, the definer
+// helpers and, with NativeMembership, member_rooms and the C function it
+// calls (its prosrc: the symbol). The self-check compares the database's
+// bodies with these.
 func FunctionBodies(cfg Config) map[string]string {
 	out := map[string]string{}
 	for _, stmt := range functions(cfg) {
@@ -224,6 +226,10 @@ func FunctionBodies(cfg Config) map[string]string {
 		name, args, _ := strings.Cut(sig, "(")
 		args, _, _ = strings.Cut(args, ")")
 		out[name+"("+strings.ReplaceAll(argTypes(strings.ReplaceAll(args, "pg_catalog.", "")), ", ", ",")+")"] = body
+	}
+	if cfg.NativeMembership {
+		// A C function's prosrc is its symbol in bulkhead_context.
+		out["member_rooms_native(text)"] = "bulkhead_member_rooms_native"
 	}
 	return out
 }
