@@ -238,6 +238,7 @@ func newAdoptShadowCmd(cfg *config) *cobra.Command {
 					return err
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), "shadow: policies installed in audit mode; watch `bulkhead adopt report`")
+				fmt.Fprintln(cmd.OutOrStdout(), "note: COPY ... FROM into these tables now fails for roles under row-level security (PostgreSQL refuses it, SQLSTATE 0A000); load with INSERT, or COPY into a staging table and INSERT ... SELECT")
 				return nil
 			})
 		},
