@@ -153,12 +153,30 @@ func (w *workload) one(conn *pgx.Conn) {
 
 // TestZeroDowntime runs plan -> backfill -> shadow -> enforce -> rollback
 // -> enforce -> rollback to original under the legacy workload: no failed
-// request, no lost write, no wrong-tenant row once enforced.
-func TestZeroDowntime(t *testing.T) {
+// request, no lost write, no wrong-tenant row once enforced. Shadow
+// records the forgetful reads through the library Replayer.
+func TestZeroDowntime(t *testing.T) { zeroDowntime(t, false) }
+
+// TestZeroDowntimeThroughTheProxy is the same cycle with the application
+// connected through adopt proxy, replaying every read, from start to end:
+// the proxy fails no request across the transitions, and what shadow
+// records is exactly the other tenants' rows the forgetful reads returned
+// (a replay runs inside the application's transaction, whose lock on the
+// table holds enforce's ALTER POLICY back until it is done).
+func TestZeroDowntimeThroughTheProxy(t *testing.T) { zeroDowntime(t, true) }
+
+func zeroDowntime(t *testing.T, viaProxy bool) {
 	ctx := context.Background()
 	d := newDB(t)
 	op := mustConnect(t, d.adminDSN())
 	w := &workload{dsn: d.appDSN()}
+	var px *Proxy
+	stopProxy := func() {}
+	if viaProxy {
+		// The proxy needs the plan only for the tenant setting, which
+		// Inspect reads from the catalog before any phase.
+		px, w.dsn, stopProxy = startProxy(t, d, reviewedPlan(t, op, d), 1)
+	}
 	wctx, stop := context.WithCancel(ctx)
 	wait := w.run(wctx, 4)
 	defer func() { stop(); wait() }()
@@ -184,21 +202,42 @@ func TestZeroDowntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	rp := NewReplayer(pool, 1)
+	rate := 1.0
+	if viaProxy {
+		rate = 0 // the proxy replays; the Replayer only marks the shadow phase
+	}
+	rp := NewReplayer(pool, rate)
+	defer rp.Close()
+	if viaProxy {
+		// Count every forgetful read's foreign rows from the start: an
+		// upper bound of what the proxy can record.
+		w.replay.Store(rp)
+	}
 	step("shadow", func() error {
 		err := Shadow(ctx, op, p, nil, o)
 		w.replay.Store(rp)
 		return err
 	})
+	recorded := func() int64 {
+		return count(t, op, "SELECT coalesce(sum(n), 0) FROM bulkhead_adopt.violation_count WHERE rel = 'query'")
+	}
 	step("enforce", func() error {
-		w.replay.Store(nil)
-		w.replaying.Lock() // replayed reads in flight have finished
-		w.replaying.Unlock()
-		rp.Close()
-		// Shadow recorded exactly the other tenants' rows the forgetful
-		// reads returned.
-		if n := count(t, op, "SELECT coalesce(sum(n), 0) FROM bulkhead_adopt.violation_count WHERE rel = 'query'"); n != w.foreignSeen.Load() || n == 0 || rp.Dropped() != 0 {
-			t.Errorf("shadow recorded %d hidden rows (%d dropped), the forgetful reads returned %d foreign rows", n, rp.Dropped(), w.foreignSeen.Load())
+		if viaProxy {
+			// The proxy's records are written asynchronously: wait for the
+			// first, a bounded while. They are checked at the end.
+			for deadline := time.Now().Add(5 * time.Second); recorded() == 0 && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+			}
+		} else {
+			w.replay.Store(nil)
+			w.replaying.Lock() // replayed reads in flight have finished
+			w.replaying.Unlock()
+			rp.Close()
+			// Shadow recorded exactly the other tenants' rows the
+			// forgetful reads returned.
+			if n := recorded(); n != w.foreignSeen.Load() || n == 0 || rp.Dropped() != 0 {
+				t.Errorf("shadow recorded %d hidden rows (%d dropped), the forgetful reads returned %d foreign rows", n, rp.Dropped(), w.foreignSeen.Load())
+			}
 		}
 		// The operator has read the report: the forgetful query is the
 		// known bug that enforcement fixes.
@@ -226,6 +265,24 @@ func TestZeroDowntime(t *testing.T) {
 	})
 	stop()
 	wait()
+	stopProxy()
+	if px != nil {
+		if st := px.Stats(); st.Failed != 0 || st.Replayed == 0 || px.Dropped() != 0 {
+			t.Errorf("proxy: %+v, %d records dropped; want replays, none failed or dropped", st, px.Dropped())
+		} else {
+			t.Logf("proxy: %+v", st)
+		}
+		// No false positive: every recorded key is a 'hello 7' row of
+		// another tenant than the one it was recorded under, and no more
+		// rows were recorded than the forgetful reads returned.
+		if n := recorded(); n == 0 || n > w.foreignSeen.Load() {
+			t.Errorf("the proxy recorded %d hidden rows; the forgetful reads returned %d foreign rows in all", n, w.foreignSeen.Load())
+		}
+		if bad := count(t, op, `SELECT count(*) FROM bulkhead_adopt.violation v WHERE v.rel = 'query' AND v.row_key IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.id::text = v.row_key AND m.content = 'hello 7' AND m.server_id::text <> v.tenant)`); bad != 0 {
+			t.Errorf("%d recorded keys are not another tenant's row the forgetful read returned", bad)
+		}
+	}
 	t.Logf("%d requests (%d forgetful), %d failed, %d wrong-tenant rows", w.requests.Load(), w.forgetful.Load(), w.failures.Load(), w.wrongTenant.Load())
 	if w.failures.Load() != 0 {
 		t.Errorf("%d failed requests, e.g. %v", w.failures.Load(), w.errs)
