@@ -115,6 +115,7 @@ func TestProxyRecordsForgetfulReads(t *testing.T) {
 	}
 
 	clean := "SELECT id, content FROM memories WHERE server_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 20"
+	var pgErr *pgconn.PgError
 	var wantHidden, batchesSkipped int64
 	modes := []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol}
 	for _, mode := range modes {
@@ -154,7 +155,6 @@ func TestProxyRecordsForgetfulReads(t *testing.T) {
 				return err
 			}
 			_, err := tx.Exec(ctx, "SELECT * FROM no_such_table")
-			var pgErr *pgconn.PgError
 			if !errors.As(err, &pgErr) || pgErr.Code != "42P01" {
 				return fmt.Errorf("missing table through the proxy: %v", err)
 			}
@@ -204,13 +204,24 @@ func TestProxyRecordsForgetfulReads(t *testing.T) {
 			t.Fatalf("%v: batch: stats before %+v, after %+v", mode, before, after)
 		}
 
-		// A cancel reaches the server.
+		// A cancel reaches the server: the backend stops sleeping. (pgx
+		// gives up on its side either way; without the cancel the backend
+		// would sleep on, not noticing a closed socket.)
 		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		start := time.Now()
-		_, err = app.Exec(cctx, "SELECT pg_sleep(10)")
+		_, err = app.Exec(cctx, "SELECT pg_sleep(10) AS cancelled_through_the_proxy")
 		cancel()
 		if err == nil || time.Since(start) > 5*time.Second {
 			t.Fatalf("%v: a cancelled pg_sleep(10) through the proxy: %v after %s", mode, err, time.Since(start))
+		}
+		sleeping := func() int64 {
+			return count(t, op, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%cancelled_through_the_proxy%' AND pid <> pg_backend_pid()")
+		}
+		for deadline := time.Now().Add(3 * time.Second); sleeping() != 0 && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if sleeping() != 0 {
+			t.Fatalf("%v: the cancelled statement still runs on the server", mode)
 		}
 	}
 	stop()
