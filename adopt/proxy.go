@@ -55,7 +55,7 @@ import (
 type Proxy struct {
 	opts    ProxyOptions
 	setting string
-	rec     *Replayer
+	rec     *recorder
 	ln      net.Listener
 	id      string // prefix of the statement, portal and savepoint names the replay uses
 
@@ -94,8 +94,12 @@ func NewProxy(p *Plan, pool *pgxpool.Pool, o ProxyOptions) (*Proxy, error) {
 	if o.Sample < 0 || o.Sample > 1 {
 		return nil, fmt.Errorf("adopt proxy: sample %v is not between 0 and 1", o.Sample)
 	}
-	if o.Timeout <= 0 {
+	switch {
+	case o.Timeout == 0:
 		o.Timeout = time.Second
+	case o.Timeout < time.Millisecond:
+		// statement_timeout counts milliseconds, and 0 turns it off.
+		return nil, fmt.Errorf("adopt proxy: replay timeout %v is below a millisecond", o.Timeout)
 	}
 	if o.MaxReplays <= 0 {
 		o.MaxReplays = 4
@@ -112,7 +116,7 @@ func NewProxy(p *Plan, pool *pgxpool.Pool, o ProxyOptions) (*Proxy, error) {
 		ln.Close()
 		return nil, err
 	}
-	return &Proxy{opts: o, setting: p.TenantSetting, rec: NewReplayer(pool, 0), ln: ln,
+	return &Proxy{opts: o, setting: p.TenantSetting, rec: newRecorder(pool), ln: ln,
 		id: "bulkhead_adopt_replay_" + hex.EncodeToString(b[:]), conns: map[net.Conn]struct{}{}}, nil
 }
 
@@ -125,20 +129,14 @@ func (px *Proxy) Stats() ProxyStats {
 		px.skipped.Load(), px.failed.Load(), px.hidden.Load()}
 }
 
-// Dropped is the number of records lost (see Replayer.Dropped).
+// Dropped is the number of records lost to a full queue or a failed
+// write.
 func (px *Proxy) Dropped() int64 { return px.rec.Dropped() }
 
 // Serve accepts connections until ctx is done, then closes the listener
 // and every connection and flushes the records.
 func (px *Proxy) Serve(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() {
-		px.ln.Close()
-		px.mu.Lock()
-		for c := range px.conns {
-			c.Close()
-		}
-		px.mu.Unlock()
-	})
+	stop := context.AfterFunc(ctx, px.closeAll)
 	defer stop()
 	var err error
 	for {
@@ -155,18 +153,23 @@ func (px *Proxy) Serve(ctx context.Context) error {
 			px.serve(ctx, c)
 		}()
 	}
-	px.ln.Close()
-	px.mu.Lock()
-	for c := range px.conns {
-		c.Close()
-	}
-	px.mu.Unlock()
+	px.closeAll()
 	px.wg.Wait()
 	px.rec.Close()
 	if ctx.Err() != nil {
 		return nil
 	}
 	return fmt.Errorf("adopt proxy: accept: %w", err)
+}
+
+// closeAll closes the listener and every connection, client and upstream.
+func (px *Proxy) closeAll() {
+	px.ln.Close()
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	for c := range px.conns {
+		c.Close()
+	}
 }
 
 func (px *Proxy) track(c net.Conn, add bool) {
@@ -294,10 +297,11 @@ func (px *Proxy) cancel(ctx context.Context, m *pgproto3.CancelRequest) {
 // readStart is a SELECT or WITH, after comments.
 var readStart = regexp.MustCompile(`(?is)^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:select|with)\b`)
 
-// withEffects names what a replay must not run: writes, row locks, and
-// calls whose effects survive a rollback (sequences, advisory locks,
+// withEffects names what a replay must not run: writes, row locks (FOR
+// UPDATE, FOR NO KEY UPDATE, FOR [KEY] SHARE: the words update and share),
+// and calls whose effects survive a rollback (sequences, advisory locks,
 // dblink, signals) or that only waste time.
-var withEffects = regexp.MustCompile(`(?i)\b(?:insert|update|delete|merge|into|copy|for\s+(?:no\s+key\s+)?update|for\s+(?:key\s+)?share|nextval|setval|pg_advisory\w*|pg_try_advisory\w*|pg_notify|dblink\w*|pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_sleep\w*|lo_\w+|pg_read_\w+|pg_write\w*|txid_current|pg_current_xact_id|set_config|pg_stat_reset\w*)\b`)
+var withEffects = regexp.MustCompile(`(?i)\b(?:insert|update|delete|merge|into|copy|share|nextval|setval|pg_advisory\w*|pg_try_advisory\w*|pg_notify|dblink\w*|pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_sleep\w*|lo_\w+|pg_read_\w+|pg_write\w*|txid_current|pg_current_xact_id|set_config|pg_stat_reset\w*)\b`)
 
 // eligible reports whether sql is one read the proxy may replay.
 func (px *Proxy) eligible(sql string) bool {

@@ -278,7 +278,7 @@ func (s *session) replay(due []replay, status byte) error {
 		if len(got[1]) == 1 && len(got[1][0]) == 2 {
 			tenant = got[1][0][1]
 		}
-		hidden := diff(intersect(got[0], got[4]), got[2])
+		hidden := hiddenRows(got[0], got[2], got[4])
 		px.replayed.Add(1)
 		px.hidden.Add(int64(len(hidden)))
 		px.rec.observe(tenant, r.sql, hidden)
@@ -324,7 +324,7 @@ func (s *session) collect() (replayRows, byte, error) {
 			row := make([]string, len(m.Values))
 			for i, v := range m.Values {
 				if v == nil {
-					row[i] = "\x00NULL" // text output never holds a NUL
+					row[i] = nullText
 				} else {
 					row[i] = string(v)
 				}

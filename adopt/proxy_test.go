@@ -53,6 +53,20 @@ func startProxy(t testing.TB, d *db, p *Plan, sample float64) (*Proxy, string, f
 	return px, fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable", appRole, appPassword, px.Addr(), d.name), stop
 }
 
+// shadowBehindProxy is a fresh fixture in shadow with a proxy replaying
+// every read in front of it: the database, the operator's connection,
+// the plan, the proxy, the application's URL through it and the stop that flushes
+// the records.
+func shadowBehindProxy(t *testing.T) (*db, *pgx.Conn, *Plan, *Proxy, string, func()) {
+	t.Helper()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	toShadow(t, op, p)
+	px, dsn, stop := startProxy(t, d, p, 1)
+	return d, op, p, px, dsn, stop
+}
+
 func connectMode(t testing.TB, dsn string, mode pgx.QueryExecMode) *pgx.Conn {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(dsn)
@@ -90,11 +104,7 @@ func ids(t *testing.T, q querier, sql string, args ...any) []string {
 // rows it returned, under the caller's tenant; clean reads record nothing.
 func TestProxyRecordsForgetfulReads(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
-	toShadow(t, op, p)
-	px, dsn, stop := startProxy(t, d, p, 1)
+	d, op, p, px, dsn, stop := shadowBehindProxy(t)
 	direct := mustConnect(t, d.appDSN())
 	s1 := server(1)
 	room1 := md5UUID("r1.1")
@@ -272,11 +282,7 @@ func countOwn(t *testing.T, op *pgx.Conn, tenant string) int {
 // replay has its own snapshot) and outside transactions, record nothing.
 func TestProxyExactUnderChurn(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
-	toShadow(t, op, p)
-	px, dsn, stop := startProxy(t, d, p, 1)
+	d, op, _, px, dsn, stop := shadowBehindProxy(t)
 	s1, room1 := server(1), md5UUID("r1.1")
 
 	churner := mustConnect(t, d.adminDSN())
@@ -337,11 +343,7 @@ func TestProxyExactUnderChurn(t *testing.T) {
 // protocol and fail the client).
 func TestProxyPipelinedGroups(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
-	toShadow(t, op, p)
-	px, dsn, stop := startProxy(t, d, p, 1)
+	_, op, _, px, dsn, stop := shadowBehindProxy(t)
 	s1 := server(1)
 	foreign := int64(len(ids(t, op, "SELECT id FROM rooms WHERE name = 'room 3' AND server_id <> $1", s1)))
 	app := connectMode(t, dsn, pgx.QueryExecModeCacheStatement)
@@ -402,11 +404,7 @@ func TestProxyPipelinedGroups(t *testing.T) {
 // read; the connection stays usable after each.
 func TestProxyPassesCopyAndNotifications(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
-	toShadow(t, op, p)
-	px, dsn, stop := startProxy(t, d, p, 1)
+	_, op, _, px, dsn, stop := shadowBehindProxy(t)
 	s1, room1 := server(1), md5UUID("r1.1")
 	app := connectMode(t, dsn, pgx.QueryExecModeCacheStatement)
 	if _, err := app.Exec(ctx, "SET app.current_tenant_id = '"+s1+"'"); err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -25,7 +24,20 @@ import (
 // when the queue is full, records are dropped and counted (Dropped).
 // Safe for concurrent use.
 type Replayer struct {
-	rate    float64
+	*recorder
+	rate float64
+}
+
+// NewReplayer samples rate (0..1) of reads and records into pool's
+// database (as a role that may write bulkhead_adopt; the operator's).
+func NewReplayer(pool *pgxpool.Pool, rate float64) *Replayer {
+	return &Replayer{recorder: newRecorder(pool), rate: rate}
+}
+
+// recorder writes what replays found into the violation table, from its
+// own goroutine and pool, so a replay never waits for the write. Replayer
+// and Proxy record through one.
+type recorder struct {
 	out     chan Violation
 	dropped atomic.Int64
 	wg      sync.WaitGroup
@@ -35,18 +47,16 @@ type Replayer struct {
 	closed bool
 }
 
-// NewReplayer samples rate (0..1) of reads and records into pool's
-// database (as a role that may write bulkhead_adopt; the operator's).
-func NewReplayer(pool *pgxpool.Pool, rate float64) *Replayer {
-	r := &Replayer{rate: rate, out: make(chan Violation, 1024), pool: pool}
+func newRecorder(pool *pgxpool.Pool) *recorder {
+	r := &recorder{out: make(chan Violation, 1024), pool: pool}
 	r.wg.Add(1)
 	go r.record()
 	return r
 }
 
-// Close flushes pending records. A Query still running, or called later,
+// Close flushes pending records. A replay still running, or started later,
 // keeps working; its record is dropped (and counted in Dropped).
-func (r *Replayer) Close() {
+func (r *recorder) Close() {
 	r.mu.Lock()
 	if !r.closed {
 		r.closed = true
@@ -57,10 +67,10 @@ func (r *Replayer) Close() {
 }
 
 // Dropped is the number of records lost to a full queue, a closed
-// Replayer, or a write of the record that failed.
-func (r *Replayer) Dropped() int64 { return r.dropped.Load() }
+// recorder, or a write of the record that failed.
+func (r *recorder) Dropped() int64 { return r.dropped.Load() }
 
-func (r *Replayer) record() {
+func (r *recorder) record() {
 	defer r.wg.Done()
 	for v := range r.out {
 		// One row per key (weight 1), and the rest of the count in one row.
@@ -109,9 +119,6 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql stri
 	if err := sp.QueryRow(ctx, "SELECT coalesce(current_setting($1, true), ''), set_config('bulkhead_adopt.strict', 'off', true)", tenantSetting).Scan(&tenant, nil); err != nil {
 		return rows, fmt.Errorf("replay: %w", err)
 	}
-	// In READ COMMITTED each run has its own snapshot: a row a concurrent
-	// transaction changed between the runs is not a policy effect. Only
-	// rows both shadow runs returned count.
 	again, err := textRows(ctx, sp, sql, args...)
 	if err != nil {
 		return rows, fmt.Errorf("replay: %w", err)
@@ -119,14 +126,27 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql stri
 	if err := sp.Rollback(ctx); err != nil {
 		return rows, fmt.Errorf("replay: rollback to savepoint: %w", err)
 	}
-	r.observe(tenant, sql, diff(intersect(rows, again), strict))
+	r.observe(tenant, sql, hiddenRows(rows, strict, again))
 	return rows, nil
 }
+
+// hiddenRows is what a replay records: the rows both shadow runs returned
+// (first and again) that the strict run did not. In READ COMMITTED each
+// run has its own snapshot, and a row a concurrent transaction changed
+// between the runs is missing from one shadow run: not a policy effect,
+// not recorded.
+func hiddenRows(first, strict, again [][]string) [][]string {
+	return diff(intersect(first, again), strict)
+}
+
+// nullText stands for SQL NULL in a replay's text rows: text output never
+// holds a NUL byte.
+const nullText = "\x00NULL"
 
 // observe queues the record of hidden, the rows a read by tenant returned
 // that strict mode hides, keyed by their first column (at most 100 keys;
 // the count is exact).
-func (r *Replayer) observe(tenant, sql string, hidden [][]string) {
+func (r *recorder) observe(tenant, sql string, hidden [][]string) {
 	if len(hidden) == 0 {
 		return
 	}
@@ -134,7 +154,7 @@ func (r *Replayer) observe(tenant, sql string, hidden [][]string) {
 	for _, h := range hidden {
 		if len(v.Keys) < 100 && len(h) > 0 {
 			k := h[0]
-			if strings.HasPrefix(k, "\x00") { // the proxy's NULL
+			if k == nullText {
 				k = "NULL"
 			}
 			v.Keys = append(v.Keys, k)
@@ -202,8 +222,8 @@ func text(v any) string {
 	return fmt.Sprint(v)
 }
 
-// send queues v without blocking; a full queue or a closed Replayer drops it.
-func (r *Replayer) send(v Violation) {
+// send queues v without blocking; a full queue or a closed recorder drops it.
+func (r *recorder) send(v Violation) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {

@@ -396,6 +396,9 @@ under the table "query". --database-url is where records are written (the
 operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if every <= 0 {
+				return fmt.Errorf("--stats-every %v: want a positive duration", every)
+			}
 			p, err := adopt.Load(f.plan)
 			if err != nil {
 				return err

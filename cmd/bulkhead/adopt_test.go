@@ -126,8 +126,14 @@ func adoptProxy(t *testing.T, dir, url, plan string, legacy *pgx.Conn) {
 	if r := run(t, dir, nil, "adopt", "proxy", "--plan", plan, "--database-url", url, "--sample", "2"); r.code != 1 || !strings.Contains(r.stderr, "not between 0 and 1") {
 		t.Fatalf("proxy --sample 2: %s", r)
 	}
-	if r := run(t, dir, nil, "adopt", "proxy", "--plan", plan, "--database-url", url, "--skip", "("); r.code != 1 || !strings.Contains(r.stderr, "--skip") {
-		t.Fatalf("proxy --skip (: %s", r)
+	for _, c := range []struct{ flag, value, want string }{
+		{"--skip", "(", "--skip"},
+		{"--stats-every", "0s", "positive duration"},
+		{"--replay-timeout", "100us", "below a millisecond"},
+	} {
+		if r := run(t, dir, nil, "adopt", "proxy", "--plan", plan, "--database-url", url, c.flag, c.value); r.code != 1 || !strings.Contains(r.stderr, c.want) {
+			t.Fatalf("proxy %s %s: %s", c.flag, c.value, r)
+		}
 	}
 	// The application: a role that is not the tables' owner nor a superuser.
 	for _, q := range []string{"CREATE ROLE cli_app LOGIN PASSWORD 'cli-app-pw'", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO cli_app"} {
