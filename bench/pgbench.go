@@ -22,11 +22,25 @@ import (
 // runs alone for a few seconds per round, the sides alternating, and the
 // figure is pgbench's "latency average" per round.
 type PGBench struct {
-	Command          string          // one side's pgbench command line, as run
-	Scripts          int             // scripts (samples) per side
-	Seconds          int             // per round and side
-	RLS, Plain, App  []time.Duration // per round
-	RLSPlain, RLSApp []float64       // ratios per round
+	Command         string          // one side's pgbench command line, as run
+	Scripts         int             // scripts (samples) per side
+	Seconds         int             // per round and side
+	RLS, Plain, App []time.Duration // per round
+}
+
+// RLSPlain is round i's RLS latency over the baseline's.
+func (p *PGBench) RLSPlain(i int) float64 { return float64(p.RLS[i]) / float64(p.Plain[i]) }
+
+// RLSApp is round i's RLS latency over the app-side checks'.
+func (p *PGBench) RLSApp(i int) float64 { return float64(p.RLS[i]) / float64(p.App[i]) }
+
+// literal substitutes quoted values for $1, $2... in sql (highest first,
+// so $1 never eats the start of $10).
+func literal(sql string, values ...string) string {
+	for i := len(values); i >= 1; i-- {
+		sql = strings.ReplaceAll(sql, "$"+strconv.Itoa(i), "'"+values[i-1]+"'")
+	}
+	return sql
 }
 
 var pgbenchLatency = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
@@ -63,6 +77,13 @@ func pgbenchPointRead(ctx context.Context, env *benchEnv, rlsDB, plainDB string,
 	for round := range rounds {
 		for k := range sides {
 			sd := sides[(k+round)%len(sides)]
+			var check *pgx.Conn
+			if round == 0 {
+				if check, err = pgx.Connect(ctx, env.cl.DSN(postgres.Runtime, env.creds.Runtime, sd.db)); err != nil {
+					return nil, err
+				}
+				defer check.Close(ctx) // three sides: three connections, until the end
+			}
 			var args []string
 			for i, s := range samples {
 				sql, targs, err := env.ctxKey.EnterSQL(bulkhead.Scope{Tenant: s.tenant, Entity: s.member})
@@ -73,15 +94,16 @@ func pgbenchPointRead(ctx context.Context, env *benchEnv, rlsDB, plainDB string,
 				if !ok || !strings.Contains(sql, "$1::bytea") {
 					return nil, fmt.Errorf("pgbench cross-check: unexpected context statement %q", sql)
 				}
-				enter := strings.Replace(sql, "$1", `'\x`+hex.EncodeToString(token)+`'`, 1)
-				read := fmt.Sprintf("SELECT content FROM bulkhead.memories m WHERE m.tenant_id = '%s' AND m.id = '%s'", s.tenant, s.memory)
+				enter := literal(sql, `\x`+hex.EncodeToString(token))
+				read := pointRead
 				if sd.app {
-					read += fmt.Sprintf(" AND EXISTS (SELECT 1 FROM bulkhead.participants p WHERE p.tenant_id = '%s' AND p.room_id = m.room_id AND p.entity_id = '%s')", s.tenant, s.member)
+					read += " AND " + fmt.Sprintf(memberCheck, "m.room_id")
 				}
+				read = literal(read, s.tenant.String(), s.memory.String(), s.member.String())
 				if round == 0 {
 					// The script must read its row: a side that returns
 					// nothing would look fast.
-					if err := checkOneRow(ctx, env.cl.DSN(postgres.Runtime, env.creds.Runtime, sd.db), enter, read); err != nil {
+					if err := checkOneRow(ctx, check, enter, read); err != nil {
 						return nil, fmt.Errorf("pgbench cross-check (%s): sample %d: %w", sd.name, i, err)
 					}
 				}
@@ -115,20 +137,13 @@ func pgbenchPointRead(ctx context.Context, env *benchEnv, rlsDB, plainDB string,
 			ms, _ := strconv.ParseFloat(m[1], 64)
 			*sd.got = append(*sd.got, time.Duration(ms*float64(time.Millisecond)))
 		}
-		res.RLSPlain = append(res.RLSPlain, float64(res.RLS[round])/float64(res.Plain[round]))
-		res.RLSApp = append(res.RLSApp, float64(res.RLS[round])/float64(res.App[round]))
 	}
 	return res, nil
 }
 
-// checkOneRow runs enter and read in one implicit transaction and wants
-// exactly one row from read.
-func checkOneRow(ctx context.Context, dsn, enter, read string) error {
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
+// checkOneRow runs enter and read in one implicit transaction on conn and
+// wants exactly one row from read.
+func checkOneRow(ctx context.Context, conn *pgx.Conn, enter, read string) error {
 	b := &pgx.Batch{}
 	b.Queue(enter)
 	b.Queue(read)

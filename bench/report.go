@@ -53,7 +53,7 @@ func (r *Result) Markdown(w io.Writer, command string) {
 		fmt.Fprintln(w, "| round | RLS | baseline | app-side checks | RLS / baseline | RLS / app-side |")
 		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|")
 		for i := range pb.RLS {
-			fmt.Fprintf(w, "| %d | %s | %s | %s | **%.3f** | **%.3f** |\n", i+1, us(pb.RLS[i]), us(pb.Plain[i]), us(pb.App[i]), pb.RLSPlain[i], pb.RLSApp[i])
+			fmt.Fprintf(w, "| %d | %s | %s | %s | **%.3f** | **%.3f** |\n", i+1, us(pb.RLS[i]), us(pb.Plain[i]), us(pb.App[i]), pb.RLSPlain(i), pb.RLSApp(i))
 		}
 	}
 	fmt.Fprintf(w, "\nParticipant check in a %d-member room (with RLS): one indexed `EXISTS` %s vs loading every participant %s: **%.1f×** faster.\n",
@@ -74,7 +74,7 @@ func (r *Result) Table(w io.Writer) {
 	fmt.Fprintf(w, "context under RLS (point read): old set_config + PL/pgSQL membership %s µs, enter(token) + native membership %s µs (%.3fx)\n", us(r.Context.OldRLS), us(r.Context.NewRLS), r.Context.RLSRatio())
 	if pb := r.PGBench; pb != nil {
 		for i := range pb.RLS {
-			fmt.Fprintf(w, "pgbench point read, round %d: RLS %s µs, baseline %s µs, app-side %s µs (%.3fx, %.3fx)\n", i+1, us(pb.RLS[i]), us(pb.Plain[i]), us(pb.App[i]), pb.RLSPlain[i], pb.RLSApp[i])
+			fmt.Fprintf(w, "pgbench point read, round %d: RLS %s µs, baseline %s µs, app-side %s µs (%.3fx, %.3fx)\n", i+1, us(pb.RLS[i]), us(pb.Plain[i]), us(pb.App[i]), pb.RLSPlain(i), pb.RLSApp(i))
 		}
 	}
 	fmt.Fprintf(w, "participant check %s µs vs load all %s µs (%.1fx)\n", us(r.ParticipantCheck), us(r.LoadAllParticipants), float64(r.LoadAllParticipants)/float64(r.ParticipantCheck))

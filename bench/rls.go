@@ -94,6 +94,15 @@ type RoundTrip struct {
 
 type sample struct{ tenant, room, member, memory uuid.UUID }
 
+// The point read ($1 tenant, $2 memory) and the membership check an
+// application writes into its queries without RLS ($1 tenant, %s the room
+// column or parameter, $3 the entity): the harness and the pgbench
+// cross-check run the same text.
+const (
+	pointRead   = `SELECT content FROM bulkhead.memories m WHERE m.tenant_id = $1 AND m.id = $2`
+	memberCheck = `EXISTS (SELECT 1 FROM bulkhead.participants p WHERE p.tenant_id = $1 AND p.room_id = %s AND p.entity_id = $3)`
+)
+
 // RunRLS builds the dataset on a private cluster and measures every case.
 func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 	cfg.defaults()
@@ -130,7 +139,7 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 	// Each op runs as the sample's member. app: the query carries the
 	// entity checks an application would write without RLS (run on the
 	// database without policies).
-	member := `EXISTS (SELECT 1 FROM bulkhead.participants p WHERE p.tenant_id = $1 AND p.room_id = %s AND p.entity_id = $3)`
+	member := memberCheck
 	readOne := func(db *postgres.DB, s sample, sql string, args ...any) error {
 		return db.Read(scoped(s), func(rows pgx.Rows) error {
 			n := 0
@@ -154,7 +163,7 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 			return readOne(db, s, `SELECT name FROM bulkhead.entities WHERE tenant_id = $1 AND id = $2`, s.tenant, s.member)
 		}},
 		{"point read (memory by id)", func(db *postgres.DB, s sample, app bool) error {
-			q := `SELECT content FROM bulkhead.memories m WHERE m.tenant_id = $1 AND m.id = $2`
+			q := pointRead
 			if app {
 				return readOne(db, s, q+" AND "+fmt.Sprintf(member, "m.room_id"), s.tenant, s.memory, s.member)
 			}
