@@ -92,7 +92,7 @@ var AllowedTriggers = map[string]string{
 // password. No credential hash leaves them: passwords and keyed hashes are
 // compared inside. Like the generator's membership helpers they are owned
 // by Definer and pin their search_path; the self-check accepts exactly
-// these, NotifyFunctions and rls.DefinerFunctions (docs/SECURITY.md lists
+// these, NotifyFunctions and RLSConfig.DefinerFunctions() (docs/SECURITY.md lists
 // what each can reveal).
 var AuthFunctions = []string{"auth_password_params", "auth_password_check", "auth_register", "auth_api_key", "auth_refresh_token", "auth_password_reset", "auth_password_change", "auth_external"}
 

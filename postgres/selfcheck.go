@@ -327,7 +327,7 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 			pinned = pinned || c == "search_path=pg_catalog, pg_temp" || c == "search_path=pg_catalog,pg_temp"
 		}
 		switch {
-		case nsp != Schema || !(slices.Contains(rls.DefinerFunctions, name) || slices.Contains(AuthFunctions, name) || slices.Contains(NotifyFunctions, name)):
+		case nsp != Schema || !(slices.Contains(RLSConfig.DefinerFunctions(), name) || slices.Contains(AuthFunctions, name) || slices.Contains(NotifyFunctions, name)):
 			add("definer", sig, "SECURITY DEFINER function executable by the runtime role is not on the allow-list")
 		case owner != Definer:
 			add("definer", sig, "allow-listed SECURITY DEFINER function is owned by "+owner+", not "+Definer)

@@ -60,6 +60,8 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 		// Issue 16: the membership look-up is an SQL call to a C function.
 		{name: "membership wrapper edited", admin: true, sql: []string{`CREATE OR REPLACE FUNCTION bulkhead.member_rooms(scope text) RETURNS uuid[] LANGUAGE sql STABLE AS $$ SELECT ARRAY(SELECT p.room_id FROM bulkhead.participants p) $$`},
 			expect: "function: bulkhead.member_rooms(text): body differs from the generator's"},
+		{name: "membership wrapper made a definer", admin: true, sql: []string{`ALTER FUNCTION bulkhead.member_rooms(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp`},
+			expect: "definer: bulkhead.member_rooms(text): SECURITY DEFINER function executable by the runtime role is not on the allow-list"},
 		{name: "native membership replaced", admin: true, sql: []string{
 			`ALTER EXTENSION bulkhead_context DROP FUNCTION bulkhead.member_rooms_native(text)`,
 			`CREATE OR REPLACE FUNCTION bulkhead.member_rooms_native(scope text) RETURNS uuid[] LANGUAGE sql STABLE AS $$ SELECT ARRAY(SELECT p.room_id FROM bulkhead.participants p) $$`},

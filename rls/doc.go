@@ -18,7 +18,7 @@
 //
 // The membership helpers must read participants without recursing into
 // participants' own policy, so they are SECURITY DEFINER functions owned by
-// a dedicated NOLOGIN BYPASSRLS role that owns nothing else; DefinerFunctions
+// a dedicated NOLOGIN BYPASSRLS role that owns nothing else; Config.DefinerFunctions
 // lists them for the auditor's allow-list. Each filters by the tenant in
 // context itself and only answers about the caller's own entity.
 //

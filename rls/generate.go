@@ -5,17 +5,18 @@ import (
 	"strings"
 )
 
-// DefinerFunctions are the SECURITY DEFINER helpers Generate installs, by
-// name, owned by Config.Definer. They are the only such functions the
-// runtime role may execute; the auditor treats this list as its allow-list.
-var DefinerFunctions = definerNames()
-
-func definerNames() []string {
-	out := make([]string, len(definers))
-	for i, d := range definers {
+// DefinerFunctions are the SECURITY DEFINER helpers Generate installs
+// with cfg, by name, owned by Config.Definer. They are the only such
+// functions the runtime role may execute; the self-check treats this list
+// as its allow-list (with NativeMembership, member_rooms is not one of
+// them: member_rooms_delegated is).
+func (cfg Config) DefinerFunctions() []string {
+	ds := cfg.definers()
+	out := make([]string, len(ds))
+	for i, d := range ds {
 		out[i] = d.name
 	}
-	return append(out, delegatedMembership)
+	return out
 }
 
 // ContextFunctionNames are the functions ContextFunctions installs.
