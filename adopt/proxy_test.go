@@ -463,3 +463,70 @@ func TestProxyPassesCopyAndNotifications(t *testing.T) {
 		t.Fatalf("clean COPY and reads recorded %d violations", v)
 	}
 }
+
+// TestProxyClosesWhatItCannotRestore: when a replay can't put the
+// application's connection back as it was (here the server ends the
+// backend in the middle of the replay), the proxy closes the client's
+// connection instead of passing on the held ReadyForQuery, so the client
+// is never told its connection is fine; the proxy goes on serving others.
+// restore, the check every replay ends with, refuses a status other than
+// the one the client had.
+func TestProxyClosesWhatItCannotRestore(t *testing.T) {
+	ctx := context.Background()
+	d, op, _, px, dsn, stop := shadowBehindProxy(t)
+	app := connectMode(t, dsn, pgx.QueryExecModeSimpleProtocol)
+	const slow = "SELECT count(*) AS closes_what_it_cannot_restore FROM generate_series(1, 4000000)"
+	read := make(chan error, 1)
+	go func() {
+		var n int64
+		read <- app.QueryRow(ctx, slow).Scan(&n)
+	}()
+	// The proxy replays the read on the same backend once the server has
+	// answered it, holding the client's ReadyForQuery, in a transaction of
+	// its own: unlike the client's implicit one, it started before the
+	// statement did.
+	var killed bool
+	for deadline := time.Now().Add(10 * time.Second); !killed && time.Now().Before(deadline); {
+		killed = count(t, op, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE state = 'active' AND query LIKE '%closes_what_it_cannot_restore%' AND xact_start < query_start AND pid <> pg_backend_pid()`) > 0
+	}
+	if !killed {
+		t.Fatalf("the replay was never seen running (%+v)", px.Stats())
+	}
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Fatal("the client's read completed after its backend was ended in the replay; want its connection closed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client still waits after its backend was ended in the replay")
+	}
+	if st := px.Stats(); st.Replayed != 0 {
+		t.Fatalf("stats %+v: a replay cut off counted as done", st)
+	}
+	// Another connection through the same proxy works.
+	other := connectMode(t, dsn, pgx.QueryExecModeCacheStatement)
+	if got := count(t, other, "SELECT 1"); got != 1 {
+		t.Fatalf("a new connection through the proxy: %d", got)
+	}
+
+	// restore, on a real connection: the status it ends in must be the
+	// client's.
+	direct, err := pgconn.Connect(ctx, d.appDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := direct.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Conn.Close()
+	s := &session{px: px, fe: hc.Frontend}
+	if err := s.restore("BEGIN", 'I'); err == nil || !strings.Contains(err.Error(), "closing the connection") {
+		t.Fatalf("restore leaving a transaction open: %v, want refused", err)
+	}
+	if err := s.restore("ROLLBACK", 'I'); err != nil {
+		t.Fatalf("restore back to idle: %v", err)
+	}
+	stop()
+}
