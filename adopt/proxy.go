@@ -49,6 +49,10 @@ import (
 // replay would interleave with its messages); nor is COPY, nor a failed
 // transaction.
 //
+// Clients are held to PostgreSQL's message-length limits (maxAuthMessage
+// until authenticated, maxClientMessage after) and must finish start-up
+// and authentication within AuthTimeout.
+//
 // Not supported: TLS (an SSLRequest is answered "no": clients must use
 // sslmode=disable or prefer, so run it beside the application or on a
 // trusted network) and GSSAPI authentication.
@@ -74,8 +78,23 @@ type ProxyOptions struct {
 	Timeout    time.Duration  // statement_timeout of each replay; default 1s
 	Skip       *regexp.Regexp // reads never replayed, besides the built-in list (nil: none)
 	MaxReplays int            // replays after one Sync at most; default 4, the rest counted skipped
-	Logger     *slog.Logger   // nil: discard
+	// AuthTimeout bounds start-up and authentication, as PostgreSQL's
+	// authentication_timeout does: a client that hasn't finished them by
+	// then is disconnected. Default 1 minute (PostgreSQL's default).
+	AuthTimeout time.Duration
+	Logger      *slog.Logger // nil: discard
 }
+
+// The longest message bodies the proxy reads from a client: PostgreSQL's
+// own limits (PG_MAX_AUTH_TOKEN_LENGTH during authentication, then
+// PQ_LARGE_MESSAGE_LIMIT). pgproto3's Backend has none by default and
+// allocates the length a message declares before reading it, so without
+// them a client that hasn't authenticated could make the proxy allocate
+// 2 GB with a 5-byte header.
+const (
+	maxAuthMessage   = 65535
+	maxClientMessage = 0x3fffffff - 1
+)
 
 // ProxyStats counts what a Proxy did. Reads counts eligible statements;
 // Sampled those chosen; Replayed those replayed to the end; Skipped those
@@ -103,6 +122,12 @@ func NewProxy(p *Plan, pool *pgxpool.Pool, o ProxyOptions) (*Proxy, error) {
 	}
 	if o.MaxReplays <= 0 {
 		o.MaxReplays = 4
+	}
+	switch {
+	case o.AuthTimeout == 0:
+		o.AuthTimeout = time.Minute
+	case o.AuthTimeout < 0:
+		return nil, fmt.Errorf("adopt proxy: authentication timeout %v is negative", o.AuthTimeout)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -196,6 +221,12 @@ func (px *Proxy) dial(ctx context.Context) (net.Conn, error) {
 func (px *Proxy) serve(ctx context.Context, client net.Conn) {
 	log := px.opts.Logger
 	be := pgproto3.NewBackend(client, client)
+	be.SetMaxBodyLen(maxAuthMessage)
+	// Start-up and authentication end by this time, on both connections.
+	deadline := time.Now().Add(px.opts.AuthTimeout)
+	if client.SetDeadline(deadline) != nil {
+		return
+	}
 	var startup *pgproto3.StartupMessage
 	for startup == nil {
 		m, err := be.ReceiveStartupMessage()
@@ -224,6 +255,9 @@ func (px *Proxy) serve(ctx context.Context, client net.Conn) {
 	}
 	px.track(up, true)
 	defer px.track(up, false)
+	if up.SetDeadline(deadline) != nil {
+		return
+	}
 	px.connections.Add(1)
 	fe := pgproto3.NewFrontend(up, up)
 	fe.Send(startup)
@@ -262,9 +296,10 @@ func (px *Proxy) serve(ctx context.Context, client net.Conn) {
 			ready = true
 		}
 	}
-	if be.Flush() != nil {
+	if be.Flush() != nil || client.SetDeadline(time.Time{}) != nil || up.SetDeadline(time.Time{}) != nil {
 		return
 	}
+	be.SetMaxBodyLen(maxClientMessage)
 	s := &session{px: px, be: be, fe: fe, stmts: map[string]*prepared{}, portals: map[string]*bound{}}
 	done := make(chan struct{})
 	go func() {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -16,12 +17,20 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // startProxy runs a Proxy in front of d's database and returns the
 // application's URL through it and a stop that flushes the records.
 func startProxy(t testing.TB, d *db, p *Plan, sample float64) (*Proxy, string, func()) {
+	t.Helper()
+	return startProxyWith(t, d, p, ProxyOptions{Sample: sample})
+}
+
+// startProxyWith is startProxy with more options; Listen and Upstream are
+// set here.
+func startProxyWith(t testing.TB, d *db, p *Plan, o ProxyOptions) (*Proxy, string, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pool, err := pgxpool.New(ctx, d.adminDSN())
@@ -32,8 +41,9 @@ func startProxy(t testing.TB, d *db, p *Plan, sample float64) (*Proxy, string, f
 	if err != nil {
 		t.Fatal(err)
 	}
-	px, err := NewProxy(p, pool, ProxyOptions{Listen: "127.0.0.1:0", Sample: sample,
-		Upstream: filepath.Join(cfg.Host, fmt.Sprintf(".s.PGSQL.%d", cfg.Port))})
+	o.Listen = "127.0.0.1:0"
+	o.Upstream = filepath.Join(cfg.Host, fmt.Sprintf(".s.PGSQL.%d", cfg.Port))
+	px, err := NewProxy(p, pool, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,4 +539,119 @@ func TestProxyClosesWhatItCannotRestore(t *testing.T) {
 		t.Fatalf("restore back to idle: %v", err)
 	}
 	stop()
+}
+
+// TestProxyBoundsUnauthenticatedClients: before a client has
+// authenticated, the proxy holds it to PostgreSQL's limits: a message
+// longer than an authentication token ends the connection at once (it is
+// never read, nor its declared length allocated), and a client that
+// hasn't finished start-up and authentication within AuthTimeout is
+// disconnected, whether it sent nothing or stopped at the password.
+// Once authenticated, a connection may be idle longer than that.
+func TestProxyBoundsUnauthenticatedClients(t *testing.T) {
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	toShadow(t, op, p)
+	const authTimeout = 1500 * time.Millisecond
+	px, dsn, stop := startProxyWith(t, d, p, ProxyOptions{Sample: 1, AuthTimeout: authTimeout})
+	defer stop()
+
+	// closedWithin: the proxy closes conn within limit (a read ends in
+	// EOF or a reset, not in the test's own timeout).
+	closedWithin := func(t *testing.T, conn net.Conn, limit time.Duration) {
+		t.Helper()
+		conn.SetReadDeadline(time.Now().Add(limit))
+		buf := make([]byte, 4096)
+		for {
+			_, err := conn.Read(buf)
+			var ne net.Error
+			switch {
+			case err == nil:
+				continue // what the server sent before
+			case errors.As(err, &ne) && ne.Timeout():
+				t.Fatalf("the proxy kept the connection open past %s", limit)
+			}
+			return
+		}
+	}
+	// startup sends a start-up message and returns once the server has
+	// asked for the password.
+	startup := func(t *testing.T) net.Conn {
+		t.Helper()
+		conn, err := net.Dial("tcp", px.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fe := pgproto3.NewFrontend(conn, conn)
+		fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": appRole, "database": d.name}})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.(*pgproto3.AuthenticationSASL); !ok {
+			t.Fatalf("the server's first answer: %T, want a SASL challenge", m)
+		}
+		return conn
+	}
+
+	t.Run("oversized password message", func(t *testing.T) {
+		conn := startup(t)
+		// 'p' declaring a body of about 2 GB; nothing follows.
+		if _, err := conn.Write([]byte{'p', 0x7f, 0xff, 0xff, 0xf0}); err != nil {
+			t.Fatal(err)
+		}
+		closedWithin(t, conn, authTimeout/2)
+	})
+	t.Run("silent after connecting", func(t *testing.T) {
+		conn, err := net.Dial("tcp", px.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		start := time.Now()
+		closedWithin(t, conn, authTimeout+3*time.Second)
+		if time.Since(start) < authTimeout-100*time.Millisecond {
+			t.Fatalf("closed after %s, before the authentication timeout", time.Since(start))
+		}
+	})
+	t.Run("silent at the password", func(t *testing.T) {
+		conn := startup(t)
+		closedWithin(t, conn, authTimeout+3*time.Second)
+	})
+	t.Run("oversized message after authenticating", func(t *testing.T) {
+		// Longer than PostgreSQL accepts from anyone (1 GB).
+		c, err := pgconn.Connect(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc, err := c.Hijack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hc.Conn.Close()
+		if _, err := hc.Conn.Write([]byte{'Q', 0x7f, 0xff, 0xff, 0xf0}); err != nil {
+			t.Fatal(err)
+		}
+		closedWithin(t, hc.Conn, authTimeout/2)
+	})
+	t.Run("idle after authenticating", func(t *testing.T) {
+		app := connectMode(t, dsn, pgx.QueryExecModeCacheStatement)
+		time.Sleep(authTimeout + 500*time.Millisecond)
+		if got := count(t, app, "SELECT 1"); got != 1 {
+			t.Fatalf("a query after idling: %d", got)
+		}
+		// Messages longer than an authentication token pass once
+		// authenticated (a 200 KB parameter).
+		if got := count(t, app, "SELECT length($1::text)", strings.Repeat("x", 200_000)); got != 200_000 {
+			t.Fatalf("a 200 KB parameter through the proxy: length %d", got)
+		}
+	})
+	if _, err := NewProxy(p, nil, ProxyOptions{Upstream: "x", AuthTimeout: -time.Second}); err == nil {
+		t.Fatal("a negative authentication timeout accepted")
+	}
 }

@@ -399,6 +399,9 @@ operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 			if every <= 0 {
 				return fmt.Errorf("--stats-every %v: want a positive duration", every)
 			}
+			if o.AuthTimeout <= 0 {
+				return fmt.Errorf("--auth-timeout %v: want a positive duration", o.AuthTimeout)
+			}
 			p, err := adopt.Load(f.plan)
 			if err != nil {
 				return err
@@ -466,6 +469,7 @@ operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 	cmd.Flags().StringVar(&o.Upstream, "upstream", "", "the database server: host:port, or a Unix socket path (default: --database-url's)")
 	cmd.Flags().Float64Var(&o.Sample, "sample", 0.01, "fraction (0..1) of eligible reads replayed")
 	cmd.Flags().DurationVar(&o.Timeout, "replay-timeout", time.Second, "statement_timeout of each replay")
+	cmd.Flags().DurationVar(&o.AuthTimeout, "auth-timeout", time.Minute, "a client that hasn't finished start-up and authentication by then is disconnected (PostgreSQL's authentication_timeout)")
 	cmd.Flags().StringVar(&skip, "skip", "", "reads matching this regular expression are never replayed")
 	cmd.Flags().DurationVar(&every, "stats-every", time.Minute, "how often to print the counters")
 	return cmd

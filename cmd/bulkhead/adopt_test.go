@@ -129,6 +129,7 @@ func adoptProxy(t *testing.T, dir, url, plan string, legacy *pgx.Conn) {
 	for _, c := range []struct{ flag, value, want string }{
 		{"--skip", "(", "--skip"},
 		{"--stats-every", "0s", "positive duration"},
+		{"--auth-timeout", "0s", "positive duration"},
 		{"--replay-timeout", "100us", "below a millisecond"},
 	} {
 		if r := run(t, dir, nil, "adopt", "proxy", "--plan", plan, "--database-url", url, c.flag, c.value); r.code != 1 || !strings.Contains(r.stderr, c.want) {
