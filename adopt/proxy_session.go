@@ -244,18 +244,21 @@ func (s *session) replay(due []replay, status byte) error {
 
 	stmt, mode, portal := sp+"_s", sp+"_m", sp+"_p"
 	s.fe.Send(&pgproto3.Parse{Name: mode, Query: "SELECT pg_catalog.set_config('bulkhead_adopt.strict', $1, true), coalesce(pg_catalog.current_setting($2, true), '')"})
-	run := func(name string, formats []int16, params [][]byte) {
+	run := func(name string, formats []int16, params [][]byte, describe bool) {
 		s.fe.Send(&pgproto3.Bind{DestinationPortal: portal, PreparedStatement: name, ParameterFormatCodes: formats, Parameters: params, ResultFormatCodes: []int16{0}})
+		if describe {
+			s.fe.Send(&pgproto3.Describe{ObjectType: 'P', Name: portal})
+		}
 		s.fe.Send(&pgproto3.Execute{Portal: portal})
 		s.fe.Send(&pgproto3.Close{ObjectType: 'P', Name: portal})
 	}
 	for _, r := range due {
 		s.fe.Send(&pgproto3.Parse{Name: stmt, Query: r.sql, ParameterOIDs: r.oids})
-		run(stmt, r.formats, r.params)
-		run(mode, nil, [][]byte{[]byte("on"), []byte(px.setting)})
-		run(stmt, r.formats, r.params)
-		run(mode, nil, [][]byte{[]byte("off"), []byte(px.setting)})
-		run(stmt, r.formats, r.params)
+		run(stmt, r.formats, r.params, true) // where its first column comes from
+		run(mode, nil, [][]byte{[]byte("on"), []byte(px.setting)}, false)
+		run(stmt, r.formats, r.params, false)
+		run(mode, nil, [][]byte{[]byte("off"), []byte(px.setting)}, false)
+		run(stmt, r.formats, r.params, false)
 		s.fe.Send(&pgproto3.Close{ObjectType: 'S', Name: stmt})
 	}
 	s.fe.Send(&pgproto3.Close{ObjectType: 'S', Name: mode})
@@ -281,7 +284,7 @@ func (s *session) replay(due []replay, status byte) error {
 		hidden := hiddenRows(got[0], got[2], got[4])
 		px.replayed.Add(1)
 		px.hidden.Add(int64(len(hidden)))
-		px.rec.observe(tenant, r.sql, hidden)
+		px.rec.observe(tenant, r.sql, res.first[runs*i], hidden)
 	}
 	return s.restore(end, status)
 }
@@ -302,9 +305,12 @@ func (s *session) restore(end string, status byte) error {
 	return nil
 }
 
-// replayRows are the rows of each completed execution of a replay, in text.
+// replayRows are the rows of each completed execution of a replay, in
+// text, and where each one's first column comes from (when it was
+// described).
 type replayRows struct {
 	rows   [][][]string
+	first  []column
 	failed bool
 }
 
@@ -314,6 +320,7 @@ type replayRows struct {
 func (s *session) collect() (replayRows, byte, error) {
 	var res replayRows
 	var cur [][]string
+	var desc column
 	for {
 		m, err := s.fe.Receive()
 		if err != nil {
@@ -330,9 +337,14 @@ func (s *session) collect() (replayRows, byte, error) {
 				}
 			}
 			cur = append(cur, row)
+		case *pgproto3.RowDescription:
+			if len(m.Fields) > 0 {
+				desc = column{table: m.Fields[0].TableOID, attnum: int16(m.Fields[0].TableAttributeNumber)}
+			}
 		case *pgproto3.CommandComplete, *pgproto3.EmptyQueryResponse:
 			res.rows = append(res.rows, cur)
-			cur = nil
+			res.first = append(res.first, desc)
+			cur, desc = nil, column{}
 		case *pgproto3.ErrorResponse:
 			res.failed = true
 			s.px.opts.Logger.Debug("adopt proxy: replay failed", "code", m.Code)
@@ -341,7 +353,7 @@ func (s *session) collect() (replayRows, byte, error) {
 		case *pgproto3.ReadyForQuery:
 			return res, m.TxStatus, nil
 		case *pgproto3.ParseComplete, *pgproto3.BindComplete, *pgproto3.CloseComplete, *pgproto3.NoticeResponse,
-			*pgproto3.ParameterStatus, *pgproto3.NoData, *pgproto3.RowDescription:
+			*pgproto3.ParameterStatus, *pgproto3.NoData:
 		default:
 			return res, 0, fmt.Errorf("adopt proxy: unexpected %T during a replay", m)
 		}

@@ -655,3 +655,90 @@ func TestProxyBoundsUnauthenticatedClients(t *testing.T) {
 		t.Fatal("a negative authentication timeout accepted")
 	}
 }
+
+// TestReplaysRecordKeysNeverContents: a replayed read records the values
+// of its first column as row keys only when that column is part of its
+// table's primary key. A forgetful read whose first column is another
+// tenant's message text, or an expression, is recorded as a count: no
+// value of it reaches the violation table. Through the proxy (whose
+// replay describes the statement to learn where the column comes from)
+// and through Replayer, with the model's count from the superuser's view.
+func TestReplaysRecordKeysNeverContents(t *testing.T) {
+	ctx := context.Background()
+	d, op, p, _, dsn, stop := shadowBehindProxy(t)
+	s1 := server(1)
+	foreign := count(t, op, "SELECT count(*) FROM memories WHERE content LIKE 'hello%' AND server_id <> $1", s1)
+	if foreign == 0 {
+		t.Fatal("the fixture has no foreign rows to find")
+	}
+	reads := []struct {
+		sql   string
+		keyed bool
+	}{
+		{"SELECT content, id FROM memories WHERE content LIKE 'hello%'", false},
+		{"SELECT upper(id::text) FROM memories WHERE content LIKE 'hello%'", false},
+		{"SELECT id, content FROM memories WHERE content LIKE 'hello%'", true},
+	}
+	// recorded: the count and keys recorded for sql, once the recorder has
+	// flushed.
+	recorded := func(t *testing.T, sql string) (n int64, keys []string) {
+		t.Helper()
+		fp := Fingerprint(sql)
+		n = count(t, op, "SELECT coalesce(sum(weight), 0) FROM bulkhead_adopt.violation WHERE rel = 'query' AND fingerprint = $1", fp)
+		return n, ids(t, op, "SELECT row_key FROM bulkhead_adopt.violation WHERE rel = 'query' AND fingerprint = $1 AND row_key IS NOT NULL", fp)
+	}
+	check := func(t *testing.T, how string) {
+		t.Helper()
+		for _, r := range reads {
+			n, keys := recorded(t, r.sql)
+			if n != foreign {
+				t.Errorf("%s: %q recorded %d hidden rows, want %d", how, r.sql, n, foreign)
+			}
+			if want := 0; !r.keyed && len(keys) != want {
+				t.Errorf("%s: %q recorded %d keys (%.3q…), want a count only", how, r.sql, len(keys), keys[0])
+			}
+			if r.keyed && int64(len(keys)) != min(foreign, 100) {
+				t.Errorf("%s: %q recorded %d keys, want %d", how, r.sql, len(keys), min(foreign, 100))
+			}
+		}
+		if leaked := count(t, op, "SELECT count(*) FROM bulkhead_adopt.violation v WHERE v.row_key IN (SELECT content FROM memories UNION ALL SELECT upper(id::text) FROM memories)"); leaked != 0 {
+			t.Errorf("%s: %d message texts or computed values in the violation table", how, leaked)
+		}
+	}
+
+	app := connectMode(t, dsn, pgx.QueryExecModeCacheStatement)
+	if _, err := app.Exec(ctx, "SET app.current_tenant_id = '"+s1+"'"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reads {
+		if _, err := textRows(ctx, app, r.sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+	check(t, "proxy")
+
+	if _, err := op.Exec(ctx, "TRUNCATE bulkhead_adopt.violation"); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, d.adminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	rp := NewReplayer(pool, 1)
+	direct := mustConnect(t, d.appDSN())
+	err = appTx(ctx, direct, s1, func(tx pgx.Tx) error {
+		for _, r := range reads {
+			if _, err := rp.Query(ctx, tx, p.TenantSetting, r.sql); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp.Close()
+	check(t, "Replayer")
+}

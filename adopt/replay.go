@@ -38,7 +38,7 @@ func NewReplayer(pool *pgxpool.Pool, rate float64) *Replayer {
 // own goroutine and pool, so a replay never waits for the write. Replayer
 // and Proxy record through one.
 type recorder struct {
-	out     chan Violation
+	out     chan observation
 	dropped atomic.Int64
 	wg      sync.WaitGroup
 	pool    *pgxpool.Pool
@@ -48,7 +48,7 @@ type recorder struct {
 }
 
 func newRecorder(pool *pgxpool.Pool) *recorder {
-	r := &recorder{out: make(chan Violation, 1024), pool: pool}
+	r := &recorder{out: make(chan observation, 1024), pool: pool}
 	r.wg.Add(1)
 	go r.record()
 	return r
@@ -72,15 +72,61 @@ func (r *recorder) Dropped() int64 { return r.dropped.Load() }
 
 func (r *recorder) record() {
 	defer r.wg.Done()
-	for v := range r.out {
+	keyCols := map[column]bool{} // this goroutine's only
+	for o := range r.out {
+		v := o.v
+		if len(v.Keys) > 0 {
+			isKey, known := keyCols[o.first]
+			if !known {
+				var err error
+				if isKey, err = r.primaryKeyColumn(o.first); err != nil {
+					r.dropped.Add(1)
+					continue
+				}
+				keyCols[o.first] = isKey
+			}
+			if !isKey {
+				v.Keys = nil // the count only: the values are not row ids
+			}
+		}
 		// One row per key (weight 1), and the rest of the count in one row.
 		_, err := r.pool.Exec(context.Background(), `INSERT INTO `+StateSchema+`.violation (rel, op, tenant, fingerprint, row_key, weight)
   SELECT 'query', 'SELECT', $1, $2, k, 1 FROM unnest($4::text[]) k
-  UNION ALL SELECT 'query', 'SELECT', $1, $2, NULL, $3 - cardinality($4::text[]) WHERE $3 > cardinality($4::text[])`, v.Tenant, v.Fingerprint, v.Count, v.Keys)
+  UNION ALL SELECT 'query', 'SELECT', $1, $2, NULL, $3 - coalesce(cardinality($4::text[]), 0) WHERE $3 > coalesce(cardinality($4::text[]), 0)`, v.Tenant, v.Fingerprint, v.Count, v.Keys)
 		if err != nil {
 			r.dropped.Add(1) // counted, never silently lost
 		}
 	}
+}
+
+// primaryKeyColumn reports whether c is a column of its table's primary
+// key (false for a computed column: table 0).
+func (r *recorder) primaryKeyColumn(c column) (bool, error) {
+	if c.table == 0 || c.attnum <= 0 {
+		return false, nil
+	}
+	var ok bool
+	err := r.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT FROM pg_catalog.pg_index i
+  WHERE i.indrelid = $1::pg_catalog.oid AND i.indisprimary AND $2::pg_catalog.int2 = ANY (i.indkey))`, c.table, c.attnum).Scan(&ok)
+	return ok, err
+}
+
+// column is where a result column comes from, as the protocol's row
+// description says: its table's OID and its attribute number, or 0 for a
+// computed one.
+type column struct {
+	table  uint32
+	attnum int16
+}
+
+// observation is a replay's finding on its way to the recorder: the
+// first column's values are recorded as row keys only when that column is
+// part of its table's primary key. Anything else (a message's content, a
+// name, an expression) would put another tenant's data in the report,
+// which holds counts and row ids, never contents.
+type observation struct {
+	v     Violation
+	first column
 }
 
 var literalRE = regexp.MustCompile(`'[^']*'|\b[0-9]+\b`)
@@ -95,11 +141,12 @@ func Fingerprint(sql string) string {
 // it replays the statement in strict mode (SET LOCAL
 // bulkhead_adopt.strict = on inside a savepoint, rolled back), then once
 // more in shadow mode, and records the rows both shadow runs returned that
-// strict mode hides, keyed by their first column, under the tenant in
-// context. Replay needs tx to be a transaction the caller owns; it adds
+// strict mode hides, under the tenant in context: their count, and their
+// first column's values as keys when it is a primary-key column (see
+// observation). Replay needs tx to be a transaction the caller owns; it adds
 // four round trips to sampled statements only.
 func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql string, args ...any) ([][]string, error) {
-	rows, err := textRows(ctx, tx, sql, args...)
+	rows, first, err := describedRows(ctx, tx, sql, args...)
 	if err != nil || r == nil || r.rate <= 0 || rand.Float64() >= r.rate {
 		return rows, err
 	}
@@ -126,7 +173,7 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql stri
 	if err := sp.Rollback(ctx); err != nil {
 		return rows, fmt.Errorf("replay: rollback to savepoint: %w", err)
 	}
-	r.observe(tenant, sql, hiddenRows(rows, strict, again))
+	r.observe(tenant, sql, first, hiddenRows(rows, strict, again))
 	return rows, nil
 }
 
@@ -144,9 +191,9 @@ func hiddenRows(first, strict, again [][]string) [][]string {
 const nullText = "\x00NULL"
 
 // observe queues the record of hidden, the rows a read by tenant returned
-// that strict mode hides, keyed by their first column (at most 100 keys;
-// the count is exact).
-func (r *recorder) observe(tenant, sql string, hidden [][]string) {
+// that strict mode hides, keyed by their first column when first is a
+// primary-key column (at most 100 keys; the count is exact).
+func (r *recorder) observe(tenant, sql string, first column, hidden [][]string) {
 	if len(hidden) == 0 {
 		return
 	}
@@ -160,7 +207,7 @@ func (r *recorder) observe(tenant, sql string, hidden [][]string) {
 			v.Keys = append(v.Keys, k)
 		}
 	}
-	r.send(v)
+	r.send(observation{v: v, first: first})
 }
 
 // diff returns the rows of a not in b, as multisets.
@@ -194,11 +241,26 @@ type querier interface {
 }
 
 func textRows(ctx context.Context, q querier, sql string, args ...any) ([][]string, error) {
+	rows, _, err := describedRows(ctx, q, sql, args...)
+	return rows, err
+}
+
+// describedRows is textRows and where the first result column comes from.
+func describedRows(ctx context.Context, q querier, sql string, args ...any) ([][]string, column, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, err
+		return nil, column{}, err
 	}
 	defer rows.Close()
+	out, err := collectText(rows)
+	var first column
+	if fd := rows.FieldDescriptions(); len(fd) > 0 {
+		first = column{table: fd[0].TableOID, attnum: int16(fd[0].TableAttributeNumber)}
+	}
+	return out, first, err
+}
+
+func collectText(rows pgx.Rows) ([][]string, error) {
 	var out [][]string
 	for rows.Next() {
 		vals, err := rows.Values()
@@ -222,8 +284,8 @@ func text(v any) string {
 	return fmt.Sprint(v)
 }
 
-// send queues v without blocking; a full queue or a closed recorder drops it.
-func (r *recorder) send(v Violation) {
+// send queues o without blocking; a full queue or a closed recorder drops it.
+func (r *recorder) send(o observation) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {
@@ -231,7 +293,7 @@ func (r *recorder) send(v Violation) {
 		return
 	}
 	select {
-	case r.out <- v:
+	case r.out <- o:
 	default:
 		r.dropped.Add(1)
 	}
