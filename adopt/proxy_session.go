@@ -16,12 +16,14 @@ type prepared struct {
 	eligible bool
 }
 
-// bound is a client's portal; params are kept only when it was sampled.
+// bound is a client's portal; params are kept only when it was sampled
+// and they fit in maxReplayBytes (too: sampled, then skipped).
 type bound struct {
 	stmt    *prepared
 	formats []int16
 	params  [][]byte
 	sampled bool
+	tooBig  bool
 }
 
 // replay is a sampled statement waiting for the ReadyForQuery of the Sync
@@ -99,11 +101,17 @@ func (s *session) note(m pgproto3.FrontendMessage) {
 			px.reads.Add(1)
 			if s.sample() {
 				b.sampled = true
-				b.formats = append([]int16(nil), m.ParameterFormatCodes...)
-				b.params = make([][]byte, len(m.Parameters))
-				for i, p := range m.Parameters {
-					if p != nil {
-						b.params[i] = append([]byte{}, p...)
+				size := len(st.sql)
+				for _, p := range m.Parameters {
+					size += len(p)
+				}
+				if b.tooBig = size > maxReplayBytes; !b.tooBig {
+					b.formats = append([]int16(nil), m.ParameterFormatCodes...)
+					b.params = make([][]byte, len(m.Parameters))
+					for i, p := range m.Parameters {
+						if p != nil {
+							b.params[i] = append([]byte{}, p...)
+						}
 					}
 				}
 			}
@@ -113,6 +121,10 @@ func (s *session) note(m pgproto3.FrontendMessage) {
 		if b := s.portals[m.Portal]; b != nil && b.sampled {
 			b.sampled = false // a portal fetched in parts is replayed once
 			px.sampled.Add(1)
+			if b.tooBig {
+				px.skipped.Add(1)
+				break
+			}
 			s.pending = append(s.pending, replay{group: s.syncs.Load() + 1, sql: b.stmt.sql, oids: b.stmt.oids, formats: b.formats, params: b.params})
 		}
 	case *pgproto3.Close:
@@ -126,6 +138,10 @@ func (s *session) note(m pgproto3.FrontendMessage) {
 			px.reads.Add(1)
 			if s.sample() {
 				px.sampled.Add(1)
+				if len(m.String) > maxReplayBytes {
+					px.skipped.Add(1)
+					break
+				}
 				s.pending = append(s.pending, replay{group: s.syncs.Load() + 1, sql: m.String})
 			}
 		}
@@ -134,7 +150,13 @@ func (s *session) note(m pgproto3.FrontendMessage) {
 
 // maxPending bounds the sampled statements waiting for their Sync: a
 // client that pipelines thousands of reads gets the first ones sampled.
-const maxPending = 64
+// maxReplayBytes bounds what one of them holds (its text and parameters):
+// a larger one is counted sampled and skipped, so a connection holds at
+// most 64 MiB for replays however large the messages PostgreSQL accepts.
+const (
+	maxPending     = 64
+	maxReplayBytes = 1 << 20
+)
 
 // sample draws whether the next eligible read is replayed. Under pmu.
 func (s *session) sample() bool {

@@ -742,3 +742,29 @@ func TestReplaysRecordKeysNeverContents(t *testing.T) {
 	rp.Close()
 	check(t, "Replayer")
 }
+
+// TestProxyBoundsWhatAReplayHolds: a sampled read whose text and
+// parameters pass maxReplayBytes is answered as usual and counted sampled
+// and skipped, never held for a replay (a connection could otherwise hold
+// 64 statements of up to 1 GB each); a small one is replayed.
+func TestProxyBoundsWhatAReplayHolds(t *testing.T) {
+	_, _, _, px, dsn, _ := shadowBehindProxy(t)
+	big := strings.Repeat("x", maxReplayBytes+1)
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+		app := connectMode(t, dsn, mode)
+		before := px.Stats()
+		if got := count(t, app, "SELECT count(*) FROM memories WHERE content = $1", big); got != 0 {
+			t.Fatalf("%v: a read with a large parameter: %d", mode, got)
+		}
+		after := px.Stats()
+		if after.Sampled-before.Sampled != 1 || after.Skipped-before.Skipped != 1 || after.Replayed != before.Replayed {
+			t.Fatalf("%v: stats %+v then %+v: want the large read sampled and skipped", mode, before, after)
+		}
+		if got := count(t, app, "SELECT count(*) FROM memories WHERE content = $1", "hello 7"); got == 0 {
+			t.Fatalf("%v: a small read: %d", mode, got)
+		}
+		if st := px.Stats(); st.Replayed != after.Replayed+1 {
+			t.Fatalf("%v: stats %+v: want the small read replayed", mode, st)
+		}
+	}
+}
