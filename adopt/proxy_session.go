@@ -245,10 +245,13 @@ func (s *session) replayDue(status byte) error {
 func (s *session) replay(due []replay, status byte) error {
 	px := s.px
 	sp := px.id
-	begin := "SAVEPOINT " + sp
+	// Read-only: a write, nextval or temp table behind a function the
+	// eligibility check can't see into fails the replay instead of running
+	// (a sequence would advance for good).
+	begin := "SAVEPOINT " + sp + "; SET LOCAL transaction_read_only = on"
 	end := "ROLLBACK TO SAVEPOINT " + sp + "; RELEASE SAVEPOINT " + sp
 	if status == 'I' {
-		begin, end = "BEGIN ISOLATION LEVEL REPEATABLE READ", "ROLLBACK"
+		begin, end = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "ROLLBACK"
 	}
 	begin += fmt.Sprintf("; SET LOCAL statement_timeout = %d", px.opts.Timeout.Milliseconds())
 	s.fe.Send(&pgproto3.Query{String: begin})
@@ -291,6 +294,22 @@ func (s *session) replay(due []replay, status byte) error {
 	res, _, err = s.collect()
 	if err != nil {
 		return err
+	}
+	if res.failed {
+		// An error made the server skip the rest of the batch, its Closes
+		// included: close what it may have left (closing what doesn't
+		// exist is no error), or the next replay's Parse would find them
+		// and the client's session would keep them.
+		for _, c := range []*pgproto3.Close{{ObjectType: 'P', Name: portal}, {ObjectType: 'S', Name: stmt}, {ObjectType: 'S', Name: mode}} {
+			s.fe.Send(c)
+		}
+		s.fe.Send(&pgproto3.Sync{})
+		if err := s.fe.Flush(); err != nil {
+			return err
+		}
+		if _, _, err := s.collect(); err != nil {
+			return err
+		}
 	}
 	const runs = 5
 	for i, r := range due {

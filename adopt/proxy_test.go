@@ -768,3 +768,94 @@ func TestProxyBoundsWhatAReplayHolds(t *testing.T) {
 		}
 	}
 }
+
+// TestReplaysAreReadOnly: a read the eligibility check passes may still
+// write through a function it can't see into (here nextval behind
+// next_ticket()). The replays run read-only, so such a replay fails and is
+// counted, and the sequence advances once per read the application ran,
+// never for a replay; the application's transaction is writable again
+// afterwards. Through the proxy (outside and inside a transaction) and
+// through Replayer.
+func TestReplaysAreReadOnly(t *testing.T) {
+	ctx := context.Background()
+	d, op, p, px, dsn, stop := shadowBehindProxy(t)
+	s1, room1 := server(1), md5UUID("r1.1")
+	for _, q := range []string{
+		"CREATE SEQUENCE tickets",
+		"CREATE FUNCTION next_ticket() RETURNS bigint LANGUAGE sql VOLATILE AS $$ SELECT nextval('tickets') $$",
+		"GRANT USAGE ON SEQUENCE tickets TO " + appRole,
+	} {
+		if _, err := op.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const read = "SELECT id, next_ticket() FROM memories WHERE server_id = $1 AND room_id = $2 LIMIT 1"
+	if !px.eligible(read) {
+		t.Fatal("the read is not eligible: the test would show nothing")
+	}
+	last := func() int64 { return count(t, op, "SELECT last_value FROM tickets") }
+
+	app := connectMode(t, dsn, pgx.QueryExecModeCacheStatement)
+	if _, err := app.Exec(ctx, "SET app.current_tenant_id = '"+s1+"'"); err != nil {
+		t.Fatal(err)
+	}
+	before := px.Stats()
+	if _, err := textRows(ctx, app, read, s1, room1); err != nil {
+		t.Fatal(err)
+	}
+	err := pgx.BeginFunc(ctx, app, func(tx pgx.Tx) error {
+		if _, err := textRows(ctx, tx, read, s1, room1); err != nil {
+			return err
+		}
+		// The client's transaction is writable after the replay.
+		_, err := tx.Exec(ctx, "INSERT INTO memories (id, server_id, room_id, type, content) VALUES (gen_random_uuid(), $1, $2, 'message', 'after a replay')", s1, room1)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := last(); got != 2 {
+		t.Fatalf("through the proxy: the sequence is at %d after two reads, want 2 (replays must not advance it)", got)
+	}
+	if st := px.Stats(); st.Failed-before.Failed != 2 || st.Replayed != before.Replayed {
+		t.Fatalf("stats %+v then %+v: want both replays failed (read-only), none replayed", before, st)
+	}
+	// A failed replay leaves nothing in the session (the server skips the
+	// rest of a failed batch, its Closes too), and the next replay on the
+	// connection works.
+	mid := px.Stats()
+	if got := ids(t, app, "SELECT name FROM pg_prepared_statements WHERE name LIKE 'bulkhead_adopt_replay%'"); len(got) != 0 {
+		t.Fatalf("the replay's prepared statements stayed in the client's session: %v", got)
+	}
+	if st := px.Stats(); st.Replayed != mid.Replayed+1 {
+		t.Fatalf("stats %+v then %+v: want the read after the failed replays replayed", mid, st)
+	}
+	stop()
+
+	pool, err := pgxpool.New(ctx, d.adminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	rp := NewReplayer(pool, 1)
+	defer rp.Close()
+	direct := mustConnect(t, d.appDSN())
+	err = appTx(ctx, direct, s1, func(tx pgx.Tx) error {
+		got, err := rp.Query(ctx, tx, p.TenantSetting, read, s1, room1)
+		if err != nil || len(got) != 1 {
+			return fmt.Errorf("Replayer: the application's read: %v, %v", got, err)
+		}
+		// Its transaction goes on, writable.
+		_, err = tx.Exec(ctx, "INSERT INTO memories (id, server_id, room_id, type, content) VALUES (gen_random_uuid(), $1, $2, 'message', 'after a replay')", s1, room1)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := last(); got != 3 {
+		t.Fatalf("through Replayer: the sequence is at %d after three reads, want 3", got)
+	}
+	if rp.Failed() != 1 {
+		t.Fatalf("Replayer: %d failed replays, want 1", rp.Failed())
+	}
+}

@@ -25,7 +25,8 @@ import (
 // Safe for concurrent use.
 type Replayer struct {
 	*recorder
-	rate float64
+	rate   float64
+	failed atomic.Int64
 }
 
 // NewReplayer samples rate (0..1) of reads and records into pool's
@@ -139,12 +140,16 @@ func Fingerprint(sql string) string {
 
 // Query runs sql in tx and returns its rows as text values. When sampled,
 // it replays the statement in strict mode (SET LOCAL
-// bulkhead_adopt.strict = on inside a savepoint, rolled back), then once
-// more in shadow mode, and records the rows both shadow runs returned that
-// strict mode hides, under the tenant in context: their count, and their
-// first column's values as keys when it is a primary-key column (see
-// observation). Replay needs tx to be a transaction the caller owns; it adds
-// four round trips to sampled statements only.
+// bulkhead_adopt.strict = on inside a read-only savepoint, rolled back),
+// then once more in shadow mode, and records the rows both shadow runs
+// returned that strict mode hides, under the tenant in context: their
+// count, and their first column's values as keys when it is a primary-key
+// column (see observation). Replay needs tx to be a transaction the caller
+// owns; it adds four round trips to sampled statements only. A replay
+// that fails (a timeout, a function that writes) records nothing and is
+// counted in Failed; the application's read still succeeds. Query returns
+// an error for the read itself, or when the savepoint can't be rolled
+// back (tx is then unusable).
 func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql string, args ...any) ([][]string, error) {
 	rows, first, err := describedRows(ctx, tx, sql, args...)
 	if err != nil || r == nil || r.rate <= 0 || rand.Float64() >= r.rate {
@@ -154,28 +159,37 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql stri
 	if err != nil {
 		return rows, fmt.Errorf("replay: savepoint: %w", err)
 	}
-	defer sp.Rollback(context.Background())
-	if _, err := sp.Exec(ctx, "SET LOCAL bulkhead_adopt.strict = 'on'"); err != nil {
-		return rows, fmt.Errorf("replay: %w", err)
-	}
-	strict, err := textRows(ctx, sp, sql, args...)
-	if err != nil {
-		return rows, fmt.Errorf("replay: %w", err)
-	}
 	var tenant string
-	if err := sp.QueryRow(ctx, "SELECT coalesce(current_setting($1, true), ''), set_config('bulkhead_adopt.strict', 'off', true)", tenantSetting).Scan(&tenant, nil); err != nil {
-		return rows, fmt.Errorf("replay: %w", err)
+	var strict, again [][]string
+	err = func() error {
+		// Read-only, as the proxy's replay: a write behind a function
+		// fails the replay instead of running twice more.
+		if _, err := sp.Exec(ctx, "SET LOCAL transaction_read_only = on; SET LOCAL bulkhead_adopt.strict = 'on'"); err != nil {
+			return err
+		}
+		var err error
+		if strict, err = textRows(ctx, sp, sql, args...); err != nil {
+			return err
+		}
+		if err := sp.QueryRow(ctx, "SELECT coalesce(current_setting($1, true), ''), set_config('bulkhead_adopt.strict', 'off', true)", tenantSetting).Scan(&tenant, nil); err != nil {
+			return err
+		}
+		again, err = textRows(ctx, sp, sql, args...)
+		return err
+	}()
+	if rerr := sp.Rollback(ctx); rerr != nil {
+		return rows, fmt.Errorf("replay: rollback to savepoint: %w", rerr)
 	}
-	again, err := textRows(ctx, sp, sql, args...)
 	if err != nil {
-		return rows, fmt.Errorf("replay: %w", err)
-	}
-	if err := sp.Rollback(ctx); err != nil {
-		return rows, fmt.Errorf("replay: rollback to savepoint: %w", err)
+		r.failed.Add(1)
+		return rows, nil
 	}
 	r.observe(tenant, sql, first, hiddenRows(rows, strict, again))
 	return rows, nil
 }
+
+// Failed is the number of replays that failed and recorded nothing.
+func (r *Replayer) Failed() int64 { return r.failed.Load() }
 
 // hiddenRows is what a replay records: the rows both shadow runs returned
 // (first and again) that the strict run did not. In READ COMMITTED each
