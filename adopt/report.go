@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -83,7 +87,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "%-32s %-11s %s\n", "TABLE", "PHASE", "NOTE")
 	for _, t := range r.Tables {
-		fmt.Fprintf(w, "%-32s %-11s %s\n", t.Table, t.Phase, t.Note)
+		fmt.Fprintf(w, "%-32s %-11s %s\n", printable(t.Table), t.Phase, printable(t.Note))
 	}
 	if len(r.Violations) == 0 {
 		_, err := fmt.Fprintln(w, "\nno violations recorded: strict mode would have hidden or refused nothing that ran")
@@ -92,11 +96,15 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "\n%d violations (strict mode would hide or refuse these):\n", r.Total)
 	fmt.Fprintf(w, "%-28s %-7s %-38s %-16s %8s  %s\n", "TABLE", "OP", "TENANT (caller)", "FINGERPRINT", "COUNT", "KEYS")
 	for _, v := range r.Violations {
-		keys := fmt.Sprint(v.Keys)
-		if len(keys) > 60 {
-			keys = keys[:57] + "..."
+		shown := make([]string, len(v.Keys))
+		for i, k := range v.Keys {
+			shown[i] = printable(k)
 		}
-		tenant := v.Tenant
+		keys := fmt.Sprint(shown)
+		if runes := []rune(keys); len(runes) > 60 {
+			keys = string(runes[:57]) + "..."
+		}
+		tenant := printable(v.Tenant)
 		if tenant == "" {
 			tenant = "(no context)"
 		}
@@ -104,9 +112,20 @@ func (r *Report) WriteText(w io.Writer) error {
 		if v.Approximate {
 			n = "~" + n
 		}
-		fmt.Fprintf(w, "%-28s %-7s %-38s %-16s %8s  %s\n", v.Table, v.Op, tenant, v.Fingerprint, n, keys)
+		fmt.Fprintf(w, "%-28s %-7s %-38s %-16s %8s  %s\n", printable(v.Table), v.Op, tenant, v.Fingerprint, n, keys)
 	}
 	return nil
+}
+
+// printable is s for a terminal: quoted when it holds anything but
+// printable characters. The tenant comes from the application's own
+// setting and keys may be text: either could carry escape sequences
+// that would rewrite the operator's terminal.
+func printable(s string) string {
+	if utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 // WriteStatus writes every table's phase.
