@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -434,6 +435,9 @@ operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 			if err := pool.Ping(ctx); err != nil {
 				return fmt.Errorf("connect to %s: %v", redactURL(cfg.databaseURL), redactErr(err, cfg.databaseURL))
 			}
+			if err := proxyTables(ctx, cmd.ErrOrStderr(), pool, p); err != nil {
+				return err
+			}
 			if o.Logger, err = cfg.logger(); err != nil {
 				return err
 			}
@@ -473,4 +477,36 @@ operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 	cmd.Flags().StringVar(&skip, "skip", "", "reads matching this regular expression are never replayed")
 	cmd.Flags().DurationVar(&every, "stats-every", time.Minute, "how often to print the counters")
 	return cmd
+}
+
+// proxyTables refuses to start a proxy that could record nothing (no
+// table of the plan is in shadow: a strict replay of a table without the
+// shadow policy returns what the application's read did) and says which
+// tables its replays cover.
+func proxyTables(ctx context.Context, w io.Writer, pool *pgxpool.Pool, p *adopt.Plan) error {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	st, err := adopt.Status(ctx, c.Conn(), p)
+	if err != nil {
+		return err
+	}
+	var in, out []string
+	for _, t := range st {
+		if t.Phase == adopt.PhaseShadow {
+			in = append(in, t.Table)
+		} else {
+			out = append(out, t.Table+" ("+string(t.Phase)+")")
+		}
+	}
+	if len(in) == 0 {
+		return errors.New("adopt proxy: no table of the plan is in shadow, so its replays would record nothing: run adopt shadow first (adopt status shows each table's phase)")
+	}
+	fmt.Fprintf(w, "adopt proxy: records reads of the tables in shadow: %s\n", strings.Join(in, ", "))
+	if len(out) > 0 {
+		fmt.Fprintf(w, "adopt proxy: not in shadow, not recorded: %s\n", strings.Join(out, ", "))
+	}
+	return nil
 }

@@ -93,6 +93,9 @@ func TestAdoptCLI(t *testing.T) {
 	if r := adoptRun("enforce", "--plan", plan); r.code != 1 || !strings.Contains(r.stderr, "run adopt backfill first") {
 		t.Fatalf("enforce before backfill: %s", r)
 	}
+	if r := adoptRun("proxy", "--plan", plan, "--listen", "127.0.0.1:0"); r.code != 1 || !strings.Contains(r.stderr, "run adopt shadow first") {
+		t.Fatalf("proxy before shadow: %s", r)
+	}
 	if r := adoptRun("backfill", "--plan", plan); r.code != 0 || !strings.Contains(r.stdout, "from_room 50") {
 		t.Fatalf("backfill: %s", r)
 	}
