@@ -446,6 +446,9 @@ operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: listening on %s, forwarding to %s, replaying %.4g of reads\n", px.Addr(), o.Upstream, o.Sample)
+			if !loopback(px.Addr()) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: warning: %s is not a loopback address and the proxy has no TLS: the application's queries and results cross the network in plain text\n", px.Addr())
+			}
 			report := func() {
 				s := px.Stats()
 				fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: %d connections, %d reads, %d sampled, %d replayed, %d skipped, %d failed, %d hidden rows recorded, %d records dropped\n",
@@ -509,4 +512,12 @@ func proxyTables(ctx context.Context, w io.Writer, pool *pgxpool.Pool, p *adopt.
 		fmt.Fprintf(w, "adopt proxy: not in shadow, not recorded: %s\n", strings.Join(out, ", "))
 	}
 	return nil
+}
+
+// loopback reports whether a is a loopback address (127.0.0.0/8, ::1).
+// An unspecified address (0.0.0.0, ::) listens on every interface: not
+// loopback.
+func loopback(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
 }

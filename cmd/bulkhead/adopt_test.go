@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -228,5 +229,25 @@ func adoptProxy(t *testing.T, dir, url, plan string, legacy *pgx.Conn) {
 	}
 	if _, err := legacy.Exec(ctx, "TRUNCATE bulkhead_adopt.violation"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestProxyListenLoopback: the plain-text warning is due for every
+// address but loopback ones; listening on all interfaces is not loopback.
+func TestProxyListenLoopback(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:6543", true}, {"127.9.9.9:1", true}, {"[::1]:6543", true},
+		{"0.0.0.0:6543", false}, {"[::]:6543", false}, {"10.0.0.5:6543", false}, {"192.168.1.2:5432", false},
+	} {
+		a, err := net.ResolveTCPAddr("tcp", c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := loopback(a); got != c.want {
+			t.Errorf("loopback(%s) = %v, want %v", c.addr, got, c.want)
+		}
 	}
 }
