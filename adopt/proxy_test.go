@@ -77,6 +77,22 @@ func shadowBehindProxy(t *testing.T) (*db, *pgx.Conn, *Plan, *Proxy, string, fun
 	return d, op, p, px, dsn, stop
 }
 
+// hijack connects to dsn (authenticated) and takes the raw connection
+// over, closed at the test's end.
+func hijack(t *testing.T, dsn string) *pgconn.HijackedConn {
+	t.Helper()
+	c, err := pgconn.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := c.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hc.Conn.Close() })
+	return hc
+}
+
 func connectMode(t testing.TB, dsn string, mode pgx.QueryExecMode) *pgx.Conn {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(dsn)
@@ -522,16 +538,7 @@ func TestProxyClosesWhatItCannotRestore(t *testing.T) {
 
 	// restore, on a real connection: the status it ends in must be the
 	// client's.
-	direct, err := pgconn.Connect(ctx, d.appDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc, err := direct.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hc.Conn.Close()
-	s := &session{px: px, fe: hc.Frontend}
+	s := &session{px: px, fe: hijack(t, d.appDSN()).Frontend}
 	if err := s.restore("BEGIN", 'I'); err == nil || !strings.Contains(err.Error(), "closing the connection") {
 		t.Fatalf("restore leaving a transaction open: %v, want refused", err)
 	}
@@ -625,15 +632,7 @@ func TestProxyBoundsUnauthenticatedClients(t *testing.T) {
 	})
 	t.Run("oversized message after authenticating", func(t *testing.T) {
 		// Longer than PostgreSQL accepts from anyone (1 GB).
-		c, err := pgconn.Connect(context.Background(), dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hc, err := c.Hijack()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer hc.Conn.Close()
+		hc := hijack(t, dsn)
 		if _, err := hc.Conn.Write([]byte{'Q', 0x7f, 0xff, 0xff, 0xf0}); err != nil {
 			t.Fatal(err)
 		}
