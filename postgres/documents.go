@@ -20,7 +20,20 @@ type NewDocument struct {
 	Visibility   bulkhead.Visibility // default private
 	RoomID       *uuid.UUID          // required for room visibility, forbidden otherwise
 	Confidential bool
+	// Expect, when set, makes the write conditional on the tenant's
+	// knowledge settings: the rows' transaction reads the tenant's
+	// generation and model (in the same batch as the writes, no extra round
+	// trip) and fails with ErrKnowledgeChanged, writing nothing, unless
+	// they are Expect's. It lets a caller that indexed the document with
+	// settings it remembered (retrieval.Service.Ingest) find out, in the
+	// transaction that would commit the rows, that they moved.
+	Expect *Knowledge
 }
+
+// ErrKnowledgeChanged is returned by CreateDocument, with
+// bulkhead.ErrUnavailable (retry), when NewDocument.Expect no longer holds:
+// the tenant's generation or model moved.
+var ErrKnowledgeChanged = errors.New("the tenant's knowledge settings changed")
 
 // MaxDocumentBytes bounds a document's content.
 const MaxDocumentBytes = 1 << 20
@@ -94,6 +107,10 @@ func (db *DB) CreateDocument(ctx context.Context, in NewDocument, index func(con
 				return nil, err
 			}
 			b.Queue(`INSERT INTO bulkhead.chunks (tenant_id, id, document_id, ord, content, content_sealed) VALUES ($1, $2, $3, $4, $5, $6)`, s.Tenant, chunks[i].ID, d.ID, i, plain, sealed)
+		}
+		if e := in.Expect; e != nil {
+			b.Queue(`SELECT vector_generation, coalesce(embedding_model, '') FROM bulkhead.tenants WHERE id = $1`, s.Tenant).
+				QueryRow(func(r pgx.Row) error { return e.compare(r) })
 		}
 		u.queue(b) // last: after the writes (see keyUse)
 		return b, nil

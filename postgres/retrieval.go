@@ -75,6 +75,20 @@ func (db *DB) Region(ctx context.Context, tenant uuid.UUID) (string, error) {
 	return k.Region, err
 }
 
+// compare scans a tenant's generation and model from r and returns
+// ErrKnowledgeChanged unless they are k's.
+func (k Knowledge) compare(r pgx.Row) error {
+	var gen int32
+	var model string
+	if err := r.Scan(&gen, &model); err != nil {
+		return fmt.Errorf("read the tenant's knowledge settings: %w", err)
+	}
+	if uint32(gen) != k.Generation || model != k.Model {
+		return fmt.Errorf("%w (%w): generation %d, model %q, not %d and %q", bulkhead.ErrUnavailable, ErrKnowledgeChanged, gen, model, k.Generation, k.Model)
+	}
+	return nil
+}
+
 // SetKnowledge records a tenant's active generation and model on the
 // maintenance path, if its generation is still from (compare-and-set:
 // two concurrent re-embeddings can't both flip). It returns ErrConflict if

@@ -36,8 +36,40 @@ const (
 // bulkhead.ErrUnavailable when the vector store fails, and ErrModel or
 // ErrModelResponse when the embedding endpoint does. No database
 // connection is held while the endpoint is waited on.
+//
+// The tenant's settings (generation and model) are remembered from its
+// last ingest, so a document costs no round trip for them; the rows are
+// written on the condition that the tenant's row still holds them, read
+// in the rows' own transaction (postgres.NewDocument.Expect). When they
+// moved (a Reembed switched generations) the points are taken back and
+// the document is ingested again with the settings read afresh.
 func (s *Service) Ingest(ctx context.Context, in postgres.NewDocument) (bulkhead.Document, error) {
-	t, err := s.target(ctx)
+	sc, ok := bulkhead.ScopeFrom(ctx)
+	if !ok {
+		return bulkhead.Document{}, fmt.Errorf("ingest: %w", bulkhead.ErrUnauthenticated)
+	}
+	if k, ok := s.known.get(sc.Tenant); ok {
+		d, err := s.ingest(ctx, in, k)
+		if !errors.Is(err, postgres.ErrKnowledgeChanged) && !errors.Is(err, ErrNotProvisioned) {
+			return d, err
+		}
+		s.known.drop(sc.Tenant, k)
+	}
+	k, err := s.db.Knowledge(ctx)
+	if err != nil {
+		return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
+	}
+	if k.Model == "" {
+		return bulkhead.Document{}, fmt.Errorf("ingest: %w", ErrNotProvisioned)
+	}
+	s.known.put(sc.Tenant, k)
+	return s.ingest(ctx, in, k)
+}
+
+// ingest is Ingest with the tenant's settings k.
+func (s *Service) ingest(ctx context.Context, in postgres.NewDocument, k postgres.Knowledge) (bulkhead.Document, error) {
+	in.Expect = &k
+	t, err := s.targetAt(ctx, k.Generation, k.Model)
 	if err != nil {
 		return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
 	}

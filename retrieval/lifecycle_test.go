@@ -160,6 +160,59 @@ func TestReembed(t *testing.T) {
 	}
 }
 
+// TestIngestFollowsASwitchItRemembersWrongly: Ingest remembers a tenant's
+// settings from its last ingest. When the tenant's row moves to another
+// generation while the old one still exists (a Reembed between its switch
+// and its drop), an ingest that remembers the old generation must not
+// commit rows whose points went there: the catch-up pass may already have
+// run, and the old generation is about to be dropped. The document lands
+// in the new generation, the old one gets nothing, and so for a second
+// tenant whose row did not move, neither generation is touched but its own.
+func TestIngestFollowsASwitchItRemembersWrongly(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	k := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{})
+	w := &world{d: d, k: k}
+	w.a, w.ua = w.tenant(t, "acme")
+	w.b, w.ub = w.tenant(t, "globex")
+	for _, u := range []context.Context{w.ua, w.ub} {
+		ingest(t, k, u, postgres.NewDocument{Title: "first", Content: "The first warehouse report."}) // remembered: generation 1
+	}
+	// Switch acme by hand, as Reembed does, keeping generation 1.
+	sa, _ := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: w.a})
+	c, err := k.Router.Collection(sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, _ := c.AtGeneration(2)
+	model := llm.NewLocal()
+	if err := k.Router.CreateCollection(sa, next, model.Dimension()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DB.SetKnowledge(maint, w.a, 1, 2, model.Model()); err != nil {
+		t.Fatal(err)
+	}
+	doc := ingest(t, k, w.ua, postgres.NewDocument{Title: "after the switch", Content: "A report written after the switch, in five words or more."})
+	if doc.Chunks == 0 {
+		t.Fatal("the document has no chunks: the test proves nothing")
+	}
+	if n := points(t, k, w.ua, 2); n != doc.Chunks {
+		t.Errorf("generation 2 holds %d points, want the new document's %d", n, doc.Chunks)
+	}
+	if n := points(t, k, w.ua, 1); n != 1 {
+		t.Errorf("generation 1 holds %d points, want the first document's 1 (the new one's points taken back)", n)
+	}
+	ingest(t, k, w.ub, postgres.NewDocument{Title: "second", Content: "The second warehouse report."})
+	if n := points(t, k, w.ub, 1); n != 2 {
+		t.Errorf("globex's generation 1 holds %d points, want 2", n)
+	}
+	// The next ingest remembers generation 2 and needs no retry.
+	doc2 := ingest(t, k, w.ua, postgres.NewDocument{Title: "later", Content: "A later report."})
+	if n := points(t, k, w.ua, 2); n != doc.Chunks+doc2.Chunks {
+		t.Errorf("generation 2 holds %d points, want %d", n, doc.Chunks+doc2.Chunks)
+	}
+}
+
 // TestTenantCreateAndDeleteAlwaysFinish (issue 12, finding 4): a create
 // that fails leaves nothing; a delete whose collections can't be dropped
 // deletes nothing unless forced, and forced it completes and records what

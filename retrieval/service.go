@@ -72,6 +72,7 @@ type Service struct {
 	minSim    float32
 	log       *slog.Logger
 	drain     time.Duration
+	known     known // Ingest's remembered settings
 }
 
 // New returns a Service. It returns an error if DB, Vectors or an
