@@ -44,10 +44,14 @@ func token(tenant uuid.UUID, word string) (uint64, bool) {
 	if english.IsStopWord(word) {
 		return 0, false
 	}
-	h := sha256.New()
-	h.Write(tenant[:])
-	h.Write([]byte(stem(word)))
-	return binary.BigEndian.Uint64(h.Sum(nil)), true
+	return stemToken(tenant, stem(word), nil), true
+}
+
+// stemToken is the token of a stem of tenant; buf is scratch space.
+func stemToken(tenant uuid.UUID, stem string, buf []byte) uint64 {
+	buf = append(append(buf[:0], tenant[:]...), stem...)
+	sum := sha256.Sum256(buf)
+	return binary.BigEndian.Uint64(sum[:8])
 }
 
 // stems remembers the stems of up to maxStems words: stemming is most of
@@ -80,14 +84,28 @@ func chunkTerms(tenant uuid.UUID, text string, confidential bool) vector.Terms {
 	if confidential {
 		return t
 	}
+	// Count each stem, then hash each distinct stem once, in the order of
+	// first occurrence (which decides the tokens kept past MaxPointTerms).
+	n := map[string]int{}
+	var order []string
 	eachWord(text, func(w string) {
 		t.Words++
-		if tok, ok := token(tenant, w); ok {
-			if _, seen := t.Counts[tok]; seen || len(t.Counts) < vector.MaxPointTerms {
-				t.Counts[tok]++
-			}
+		if english.IsStopWord(w) {
+			return
 		}
+		s := stem(w)
+		if n[s] == 0 {
+			order = append(order, s)
+		}
+		n[s]++
 	})
+	buf := make([]byte, 0, 16+maxWordBytes)
+	for _, s := range order {
+		tok := stemToken(tenant, s, buf)
+		if _, seen := t.Counts[tok]; seen || len(t.Counts) < vector.MaxPointTerms {
+			t.Counts[tok] += n[s]
+		}
+	}
 	return t
 }
 

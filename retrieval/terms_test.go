@@ -1,7 +1,15 @@
 package retrieval
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"strings"
 	"testing"
+	"unicode"
+
+	"github.com/kljensen/snowball/english"
 
 	"github.com/bulkhead-dev/bulkhead/vector"
 	"github.com/google/uuid"
@@ -41,5 +49,49 @@ func TestTerms(t *testing.T) {
 	}
 	if q := queryTerms(a, "runner runner runners"); len(q) != 1 {
 		t.Errorf("a query's tokens are distinct: %v", q)
+	}
+}
+
+// TestChunkTermsIsTheDefinition: chunkTerms (which hashes each distinct
+// stem once) gives exactly the terms of the definition in terms.go, applied
+// word by word with the stemmer itself (no remembered stems): the same
+// tokens, counts and word count, and past vector.MaxPointTerms distinct
+// tokens the first ones kept, counted over the whole chunk.
+func TestChunkTermsIsTheDefinition(t *testing.T) {
+	tenant := uuid.New()
+	model := func(text string) vector.Terms {
+		want := vector.Terms{Counts: map[uint64]int{}}
+		for _, w := range strings.FieldsFunc(text, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }) {
+			if len(w) > maxWordBytes {
+				continue
+			}
+			w = strings.ToLower(w)
+			want.Words++
+			if english.IsStopWord(w) {
+				continue
+			}
+			sum := sha256.Sum256(append(append([]byte(nil), tenant[:]...), english.Stem(w, false)...))
+			tok := binary.BigEndian.Uint64(sum[:8])
+			if _, seen := want.Counts[tok]; seen || len(want.Counts) < vector.MaxPointTerms {
+				want.Counts[tok]++
+			}
+		}
+		return want
+	}
+	var many strings.Builder
+	for i := range vector.MaxPointTerms + 500 {
+		fmt.Fprintf(&many, "w%dx runs ", i) // "runs" repeats before and after the cap
+	}
+	many.WriteString("w1x w4200x Running")
+	for _, text := range []string{
+		"The runner was Running; runs RUN, and the runners ran.",
+		"Ünïcödé wörds, ÉCOLE école; 東京 東京 and digits 42 42b " + strings.Repeat("x", maxWordBytes+1),
+		many.String(),
+		"",
+	} {
+		got, want := chunkTerms(tenant, text, false), model(text)
+		if got.Words != want.Words || !maps.Equal(got.Counts, want.Counts) {
+			t.Errorf("%.40q: chunkTerms gives %d words, %d tokens; the definition %d words, %d tokens", text, got.Words, len(got.Counts), want.Words, len(want.Counts))
+		}
 	}
 }
