@@ -70,10 +70,21 @@ type IngestSide struct {
 	Chunks  int
 	Elapsed time.Duration
 	Errors  int64
+	cpu     cpuTimes // spent while the side ran
 }
 
 // ChunksPerSec is the side's throughput.
 func (s IngestSide) ChunksPerSec() float64 { return float64(s.Chunks) / s.Elapsed.Seconds() }
+
+// CPUPerDoc is the CPU time the machine spent per document while the side
+// ran, and of it this process's (the rest is PostgreSQL's, and anything
+// else running); false when it could not be read.
+func (s IngestSide) CPUPerDoc() (machine, self time.Duration, ok bool) {
+	if !s.cpu.ok || s.Docs == 0 {
+		return 0, 0, false
+	}
+	return s.cpu.machine / time.Duration(s.Docs), s.cpu.self / time.Duration(s.Docs), true
+}
 
 // RetrievalResult is one run.
 type RetrievalResult struct {
@@ -255,7 +266,7 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 			var next atomic.Int64
 			next.Store(int64(lo))
 			var wg sync.WaitGroup
-			t0 := time.Now()
+			t0, c0 := time.Now(), readCPU()
 			for range cfg.Writers {
 				wg.Add(1)
 				go func() {
@@ -278,6 +289,11 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 			}
 			wg.Wait()
 			sd.side.Elapsed += time.Since(t0)
+			if r == 0 {
+				sd.side.cpu = readCPU().sub(c0)
+			} else {
+				sd.side.cpu = sd.side.cpu.add(readCPU().sub(c0))
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -486,10 +502,10 @@ func (r *RetrievalResult) Markdown(w io.Writer, command string) {
 	fmt.Fprintf(w, "Corpus: %d tenants × %d documents of %d bytes on average (%d chunks of ≤ %d bytes, %.1f per document), generated text over a %d-word vocabulary.\n\n",
 		c.Tenants, c.Docs, r.DocBytes, r.Ingest.Chunks, postgres.ChunkSize, float64(r.Ingest.Chunks)/float64(max(1, r.Ingest.Docs)), len(benchWords))
 	fmt.Fprintf(w, "**Ingestion**, %d concurrent writers, the corpus in 4 slices, each slice written by every side in rotating order. The baseline writes the same documents as rows only (`postgres.DB.CreateDocument` without an index: document, chunks and their full-text index, no embedding, no vectors) into as many other tenants of the same database.\n\n", c.Writers)
-	fmt.Fprintln(w, "| side | documents | chunks | chunks/s | vs baseline |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| side | documents | chunks | chunks/s | vs baseline | CPU per document, machine (of it this process), ms |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
 	for _, s := range []IngestSide{r.Ingest, r.Rows, r.Embed} {
-		fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.2f |\n", s.Name, s.Docs, s.Chunks, s.ChunksPerSec(), s.ChunksPerSec()/r.Rows.ChunksPerSec())
+		fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.2f | %s |\n", s.Name, s.Docs, s.Chunks, s.ChunksPerSec(), s.ChunksPerSec()/r.Rows.ChunksPerSec(), cpuLabel(s))
 	}
 	fmt.Fprintf(w, "\n**Retrieval over HTTP**: the real server on loopback with the knowledge layer, authentication replaced by a fixed scope (RLS on), %d concurrent clients, each request as the user of a random tenant; queries are 2–3 words from the vocabulary (%.0f %% of warm-up queries returned a passage). The baseline is a scoped point read of one of the caller's documents on the same server. Three sides in 4 interleaved rounds, %s per side in all; latencies in µs.\n\n",
 		c.Clients, 100*r.Hits, c.Duration)
@@ -509,6 +525,15 @@ func (r *RetrievalResult) Markdown(w io.Writer, command string) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, r.reading())
+}
+
+// cpuLabel is a side's CPU per document, "machine (self)" in ms.
+func cpuLabel(s IngestSide) string {
+	m, self, ok := s.CPUPerDoc()
+	if !ok {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f (%.2f)", msec(m), msec(self))
 }
 
 // reading is the honest summary of a run, from its own numbers.
@@ -540,7 +565,7 @@ func (r *RetrievalResult) split() string {
 // Table prints a terminal summary.
 func (r *RetrievalResult) Table(w io.Writer) {
 	for _, s := range []IngestSide{r.Ingest, r.Rows, r.Embed} {
-		fmt.Fprintf(w, "%-52s %6d docs %7d chunks %9.0f chunks/s (%.2f of baseline)\n", s.Name, s.Docs, s.Chunks, s.ChunksPerSec(), s.ChunksPerSec()/r.Rows.ChunksPerSec())
+		fmt.Fprintf(w, "%-52s %6d docs %7d chunks %9.0f chunks/s (%.2f of baseline)  CPU/doc %s ms\n", s.Name, s.Docs, s.Chunks, s.ChunksPerSec(), s.ChunksPerSec()/r.Rows.ChunksPerSec(), cpuLabel(s))
 	}
 	base := r.Cases[len(r.Cases)-1]
 	for _, c := range r.Cases {

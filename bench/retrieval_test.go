@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,11 @@ func TestRunRetrievalSmall(t *testing.T) {
 		if s.Docs != 30 || s.Chunks != res.Ingest.Chunks || s.Elapsed <= 0 {
 			t.Errorf("%s: %+v (service wrote %d chunks)", s.Name, s, res.Ingest.Chunks)
 		}
+	}
+	// CPU per document: read on Linux, and this process's share is part of
+	// the machine's (jiffies are 10 ms, so the machine's may round below).
+	if _, self, ok := res.Ingest.CPUPerDoc(); runtime.GOOS == "linux" && (!ok || self <= 0) {
+		t.Errorf("ingest CPU per document not measured: %v %v", self, ok)
 	}
 	if per := float64(res.Ingest.Chunks) / 30; per < 4 || per > 6 {
 		t.Errorf("%.1f chunks per document, want about 5", per)
