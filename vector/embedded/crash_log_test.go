@@ -99,7 +99,7 @@ func TestKilledAtEveryStep(t *testing.T) {
 		runStepKiller(t, v)
 		return
 	}
-	steps := []string{stepLogCreated, stepAppendWritten, stepAppendSynced,
+	steps := []string{stepLogCreated, stepLogExtended, stepAppendWritten, stepAppendSynced,
 		stepSnapshotWritten, stepSnapshotSynced, stepSnapshotRenamed, stepLogTruncated, stepCompacted,
 		stepLogTailDropped}
 	for _, step := range steps {

@@ -24,8 +24,7 @@ import (
 //	28  4   generation (must equal the one in the file name)
 //	32  4   CRC-32C of bytes 0..31
 //
-// Then records, each appended and fsynced before the write it carries is
-// acknowledged:
+// Then records, each durable before the write it carries is acknowledged:
 //
 //	0   4   body length n (at most maxRecord)
 //	4   4   CRC-32C of the 4 length bytes
@@ -40,18 +39,23 @@ import (
 // collection: that is what makes a crash between a compaction's rename and
 // its truncation of the log harmless.
 //
+// The file grows by zero-filled extents, written and fsynced before
+// records go into them (wal.go, growLog), so what follows the last record
+// is zeros: the log's end. A record is written over those zeros and made
+// durable with fdatasync before its write is acknowledged.
+//
 // What a damaged log means (decodeLog):
 //   - A torn tail, what a crash during an append leaves, is discarded: a
-//     remnant shorter than a record header, a tail of zero bytes (or a
-//     record header failing its checksum with only zeros after it), a record
-//     whose verified length runs past the end of the file, or a last record
-//     (ending exactly at the end of the file) whose body fails its checksum.
-//     None of them was acknowledged: an append is acknowledged only after
-//     its fsync.
-//   - Anything else is ErrCorrupt: a bad header, a record header that fails
-//     its checksum with non-zero bytes after it, a record in the middle
-//     that fails its checksum, a body that does not parse. A damaged record
-//     with acknowledged records after it is never skipped silently.
+//     remnant shorter than a record header, a tail of zero bytes, a record
+//     whose verified length runs past the end of the file, or a record (a
+//     header or a body) that fails its checksum with no whole record
+//     anywhere after it (recordAfter). None of them was acknowledged: an
+//     append is acknowledged only after its record is durable, and appends
+//     are serialised, so only the last record can be unfinished.
+//   - Anything else is ErrCorrupt: a bad header, a record that fails its
+//     checksum with a whole record after it, a verified length over the
+//     limit, a body that does not parse. A damaged record with
+//     acknowledged records after it is never skipped silently.
 const (
 	logMagic      = "BHVECLOG"
 	logVersion    = 1
@@ -156,8 +160,8 @@ func decodeLog(b []byte, k key, dim int) ([]logRecord, int, error) {
 		}
 		n := binary.LittleEndian.Uint32(rem[0:])
 		if crc(rem[0:4]) != binary.LittleEndian.Uint32(rem[4:]) {
-			if allZero(rem[recHeaderSize:]) {
-				return recs, pos, nil // torn tail: a header partly written, zeros after it
+			if !recordAfter(b, pos+1) {
+				return recs, pos, nil // torn tail: a header partly written, no record after it
 			}
 			return nil, 0, corrupt(k, "log record at offset %d: header checksum mismatch", pos)
 		}
@@ -170,7 +174,7 @@ func decodeLog(b []byte, k key, dim int) ([]logRecord, int, error) {
 		end := recHeaderSize + int(n)
 		body := rem[recHeaderSize:end]
 		if crc(body) != binary.LittleEndian.Uint32(rem[8:]) {
-			if end == len(rem) {
+			if !recordAfter(b, pos+1) {
 				return recs, pos, nil // torn tail: the last record's body was not all written
 			}
 			return nil, 0, corrupt(k, "log record at offset %d: checksum mismatch with %d bytes after it", pos, len(rem)-end)
@@ -183,6 +187,30 @@ func decodeLog(b []byte, k key, dim int) ([]logRecord, int, error) {
 		pos += end
 	}
 	return recs, pos, nil
+}
+
+// recordAfter reports whether a whole record (its length in bounds, both
+// checksums right) starts at some offset of b at or after from. A record
+// that fails its checksum with none after it is a torn tail: appends are
+// serialised and each is durable before the next is written, so a crash
+// leaves at most one record unfinished, and only the last; its pages may
+// reach the disk in any order (zeros, the log's room, may sit among
+// them). Failing with a record after it is damage. It is only called
+// when a record fails, so scanning every offset is affordable.
+func recordAfter(b []byte, from int) bool {
+	for off := from; off+recHeaderSize < len(b); off++ {
+		n := binary.LittleEndian.Uint32(b[off:])
+		if n == 0 || n > maxRecord || uint64(n) > uint64(len(b)-off-recHeaderSize) {
+			continue
+		}
+		if crc(b[off:off+4]) != binary.LittleEndian.Uint32(b[off+4:]) {
+			continue
+		}
+		if crc(b[off+recHeaderSize:off+recHeaderSize+int(n)]) == binary.LittleEndian.Uint32(b[off+8:]) {
+			return true
+		}
+	}
+	return false
 }
 
 func allZero(b []byte) bool {

@@ -49,9 +49,10 @@ func FuzzDecodeLog(f *testing.F) {
 }
 
 // TestTornLogTailDiscarded: what a crash in the middle of an append leaves
-// at the end of the log (no acknowledged write is in it) is discarded at
-// load, and cut off the file, so the next append follows the last valid
-// record and survives a restart.
+// after the log's last record (no acknowledged write is in it), written
+// over the log's room of zeros as an append writes, is discarded at load
+// and cut off the file (zeros may stay: they are room), so the next append
+// follows the last valid record and survives a restart.
 func TestTornLogTailDiscarded(t *testing.T) {
 	rec := upsertRecord(randomPoints(9, 2, 16), 16)
 	badBody := bytes.Clone(rec)
@@ -64,6 +65,9 @@ func TestTornLogTailDiscarded(t *testing.T) {
 		"whole record, body garbled": badBody,
 		"zeros":                      make([]byte, 300),
 		"garbled header then zeros":  append(partHeader, make([]byte, 100)...),
+		// The record's pages reached the disk out of order: its first
+		// bytes are still the room's zeros.
+		"body without its header": append(make([]byte, recHeaderSize), rec[recHeaderSize:]...),
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -78,7 +82,17 @@ func TestTornLogTailDiscarded(t *testing.T) {
 			s1.Close()
 			logPath := logPathOf(dir, e.TenantA, 1)
 			good := readFile(t, logPath)
-			if err := os.WriteFile(logPath, append(bytes.Clone(good), tail...), 0o600); err != nil {
+			k := key{tenant: e.TenantA, gen: 1}
+			_, end, err := decodeLog(good, k, 16)
+			if err != nil || !allZero(good[end:]) {
+				t.Fatalf("the log before the tear: records end at %d of %d bytes, %v", end, len(good), err)
+			}
+			torn := bytes.Clone(good[:end])
+			torn = append(torn, tail...)
+			if len(torn) < len(good) {
+				torn = append(torn, good[len(torn):]...) // the rest of the room
+			}
+			if err := os.WriteFile(logPath, torn, 0o600); err != nil {
 				t.Fatal(err)
 			}
 
@@ -89,7 +103,7 @@ func TestTornLogTailDiscarded(t *testing.T) {
 			if st, err := e2.Router.Stats(ctxA, collA); err != nil || st.Points != 25 {
 				t.Fatalf("Stats with a torn tail = %+v, %v; want the 25 acknowledged points", st, err)
 			}
-			if !bytes.Equal(good, readFile(t, logPath)) {
+			if after := readFile(t, logPath); len(after) < end || !bytes.Equal(good[:end], after[:end]) || !allZero(after[end:]) {
 				t.Fatal("the torn tail was not cut off the log")
 			}
 			if err := e2.Router.Upsert(ctxA, collA, randomPoints(3, 5, 16)); err != nil {
@@ -162,14 +176,25 @@ func TestCorruptLogRecordIsAnError(t *testing.T) {
 }
 
 // TestAppendCostsTheBatch: below the compaction threshold a write leaves
-// the snapshot untouched and grows the log by exactly its record.
+// the snapshot untouched and grows the log's records by exactly its own;
+// the room of zeros after them stays within the log's size.
 func TestAppendCostsTheBatch(t *testing.T) {
 	dir := t.TempDir()
 	s := mustOpen(t, dir)
 	e := vectortest.NewEnv(t, s)
 	mustCreate(t, e.CtxA, e.Router, e.CollA, 16, randomPoints(1, 500, 16))
 	snap := readFile(t, pathOf(dir, e.TenantA, 1))
-	logBefore := len(readFile(t, logPathOf(dir, e.TenantA, 1)))
+	k := key{tenant: e.TenantA, gen: 1}
+	records := func() (end, size int) {
+		t.Helper()
+		b := readFile(t, logPathOf(dir, e.TenantA, 1))
+		_, end, err := decodeLog(b, k, 16)
+		if err != nil || !allZero(b[end:]) {
+			t.Fatalf("log: records end at %d of %d bytes, %v", end, len(b), err)
+		}
+		return end, len(b)
+	}
+	logBefore, _ := records()
 	batch := randomPoints(2, 3, 16)
 	if err := e.Router.Upsert(e.CtxA, e.CollA, batch); err != nil {
 		t.Fatal(err)
@@ -180,8 +205,12 @@ func TestAppendCostsTheBatch(t *testing.T) {
 	if fi, err := os.Stat(logPathOf(dir, e.TenantA, 1)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("log mode %v (%v), want 0600 like the snapshot", fi.Mode().Perm(), err)
 	}
-	if got, want := len(readFile(t, logPathOf(dir, e.TenantA, 1))), logBefore+len(upsertRecord(batch, 16)); got != want {
-		t.Fatalf("log is %d bytes after the append, want %d", got, want)
+	got, size := records()
+	if want := logBefore + len(upsertRecord(batch, 16)); got != want {
+		t.Fatalf("the log's records end at %d after the append, want %d", got, want)
+	}
+	if size > got+max(got, minLogExtent) {
+		t.Fatalf("the log is %d bytes for %d of records: more room than its size", size, got)
 	}
 }
 

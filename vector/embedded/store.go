@@ -55,6 +55,7 @@ type Store struct {
 	loads atomic.Int64
 
 	compactMin      int64          // see WithCompactMin
+	logRoomMax      int64          // the most room (zeros) a log grows by; tests set 0 (growLog)
 	closing         bool           // Close has begun: no new compactions (mu)
 	compactions     sync.WaitGroup // background compactions running
 	sweeping        sync.WaitGroup // the temporary-file sweep New starts
@@ -78,7 +79,7 @@ type coll struct {
 	d   *data        // nil: not loaded
 
 	snapBytes  int64       // size of the snapshot file, while loaded
-	logBytes   int64       // size of the log file (0: none), while loaded
+	logBytes   int64       // end of the log's last record (0: no log), while loaded
 	compacting atomic.Bool // a background compaction holds a pin
 
 	pins int           // calls using the handle (Store.mu)
@@ -138,7 +139,7 @@ func WithMemoryBudget(bytes int64) Option {
 // (ErrLocked), and ErrNotPrivate when dir can't be made 0700 or LOCK is
 // accessible to others.
 func New(dir string, opts ...Option) (*Store, error) {
-	s := &Store{dir: dir, budget: DefaultMemoryBudget, compactMin: DefaultCompactMin, colls: make(map[key]*coll)}
+	s := &Store{dir: dir, budget: DefaultMemoryBudget, compactMin: DefaultCompactMin, logRoomMax: maxLogExtent, colls: make(map[key]*coll)}
 	for _, o := range opts {
 		o(s)
 	}
