@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/bulkhead-dev/bulkhead/vector"
 	"github.com/google/uuid"
@@ -29,13 +30,57 @@ import (
 // maxWordBytes: longer "words" (base64, hashes) are not indexed.
 const maxWordBytes = 64
 
-// eachWord calls fn with each word of text, lower-cased.
+// eachWord calls fn with each word of text, lower-cased: each maximal run
+// of letters and digits (unicode.IsLetter, unicode.IsDigit) of at most
+// maxWordBytes bytes, through strings.ToLower. ASCII text takes a path of
+// its own that gives the same words without allocating for the split.
 func eachWord(text string, fn func(string)) {
-	for _, w := range strings.FieldsFunc(text, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }) {
-		if len(w) <= maxWordBytes {
-			fn(strings.ToLower(w))
+	if !isASCII(text) {
+		for _, w := range strings.FieldsFunc(text, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }) {
+			if len(w) <= maxWordBytes {
+				fn(strings.ToLower(w))
+			}
+		}
+		return
+	}
+	var buf [maxWordBytes]byte
+	for i := 0; i < len(text); {
+		if !isASCIIWordByte(text[i]) {
+			i++
+			continue
+		}
+		j, upper := i, false
+		for ; j < len(text) && isASCIIWordByte(text[j]); j++ {
+			upper = upper || ('A' <= text[j] && text[j] <= 'Z')
+		}
+		if w := text[i:j]; len(w) <= maxWordBytes {
+			if upper {
+				for k := range len(w) {
+					c := w[k]
+					if 'A' <= c && c <= 'Z' {
+						c += 'a' - 'A'
+					}
+					buf[k] = c
+				}
+				w = string(buf[:len(w)])
+			}
+			fn(w)
+		}
+		i = j
+	}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
 		}
 	}
+	return true
+}
+
+func isASCIIWordByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
 // token is the token of one lower-cased word of tenant, and false for a

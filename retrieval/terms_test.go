@@ -87,6 +87,8 @@ func TestChunkTermsIsTheDefinition(t *testing.T) {
 		"The runner was Running; runs RUN, and the runners ran.",
 		"Ünïcödé wörds, ÉCOLE école; 東京 東京 and digits 42 42b " + strings.Repeat("x", maxWordBytes+1),
 		many.String(),
+		// ASCII (its own path): digits, case, separators, the length bound.
+		"ABC123def x_y-z 42 " + strings.Repeat("Q", maxWordBytes) + " " + strings.Repeat("q", maxWordBytes+1) + "\tEnd.",
 		"",
 	} {
 		got, want := chunkTerms(tenant, text, false), model(text)
