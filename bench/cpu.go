@@ -8,11 +8,11 @@ import (
 	"time"
 )
 
-// cpuTimes is CPU time spent so far: by the whole machine (every process,
-// PostgreSQL's included) and by this process.
+// cpuTimes is CPU time spent: by the whole machine (every process,
+// PostgreSQL's included) and by this process. The zero value is none.
 type cpuTimes struct {
 	machine, self time.Duration
-	ok            bool // both were read
+	unread        bool // a reading failed: the times mean nothing
 }
 
 // userHZ is the unit of /proc/stat (USER_HZ, 100 on Linux).
@@ -22,7 +22,7 @@ const userHZ = 100
 // system, irq, softirq and steal, not idle or iowait) and this process's
 // user and system time (getrusage).
 func readCPU() cpuTimes {
-	var c cpuTimes
+	c := cpuTimes{unread: true}
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return c
@@ -46,15 +46,16 @@ func readCPU() cpuTimes {
 	}
 	c.machine = time.Duration(busy) * time.Second / userHZ
 	c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	c.ok = true
+	c.unread = false
 	return c
 }
 
 // sub is c − o.
 func (c cpuTimes) sub(o cpuTimes) cpuTimes {
-	return cpuTimes{machine: c.machine - o.machine, self: c.self - o.self, ok: c.ok && o.ok}
+	return cpuTimes{machine: c.machine - o.machine, self: c.self - o.self, unread: c.unread || o.unread}
 }
 
+// add is c + o.
 func (c cpuTimes) add(o cpuTimes) cpuTimes {
-	return cpuTimes{machine: c.machine + o.machine, self: c.self + o.self, ok: c.ok && o.ok}
+	return cpuTimes{machine: c.machine + o.machine, self: c.self + o.self, unread: c.unread || o.unread}
 }

@@ -80,7 +80,7 @@ func (s IngestSide) ChunksPerSec() float64 { return float64(s.Chunks) / s.Elapse
 // ran, and of it this process's (the rest is PostgreSQL's, and anything
 // else running); false when it could not be read.
 func (s IngestSide) CPUPerDoc() (machine, self time.Duration, ok bool) {
-	if !s.cpu.ok || s.Docs == 0 {
+	if s.cpu.unread || s.Docs == 0 {
 		return 0, 0, false
 	}
 	return s.cpu.machine / time.Duration(s.Docs), s.cpu.self / time.Duration(s.Docs), true
@@ -289,11 +289,7 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 			}
 			wg.Wait()
 			sd.side.Elapsed += time.Since(t0)
-			if r == 0 {
-				sd.side.cpu = readCPU().sub(c0)
-			} else {
-				sd.side.cpu = sd.side.cpu.add(readCPU().sub(c0))
-			}
+			sd.side.cpu = sd.side.cpu.add(readCPU().sub(c0))
 		}
 	}
 	if err := ctx.Err(); err != nil {

@@ -113,18 +113,17 @@ func (s *Store) createLog(k key) (err error) {
 
 // appendLog appends rec to h's log, creating the log first if there is
 // none, and makes it durable: when it returns nil the record is on disk.
-// On error it tries to cut the log back to the end of its last record, so
-// a partial record never precedes a later one; the caller unloads the
-// collection so the next call re-reads what is on disk. The caller holds
-// h.mu for writing.
+// On error it tries to put the file back as it was (the record's bytes
+// zeroed, any extension it added cut off), so a partial record never
+// precedes a later one; the caller unloads the collection so the next call
+// re-reads what is on disk. The caller holds h.mu for writing.
 //
 // The log grows by zero-filled extents (growLog), each written and
 // fsynced before a record goes into it. A record then overwrites zeros
 // the file already holds and is made durable with fdatasync, which on
 // such a file flushes the record alone: the file's size and blocks don't
 // change, so no metadata (and on ext4 no journal commit) is written per
-// record. Measured with bench retrieval: an fsync per append cost the
-// machine 1.24 ms of CPU per 5-chunk document. What follows the last
+// record (docs/DECISIONS.md has the measurements). What follows the last
 // record is zeros, which a load reads as the log's end (decodeLog).
 func (s *Store) appendLog(h *coll, rec []byte) (err error) {
 	if h.logBytes == 0 {
@@ -154,7 +153,7 @@ func (s *Store) appendLog(h *coll, rec []byte) (err error) {
 		if err != nil {
 			// Back to the file as it was: the room zeros again, the
 			// extension (if any) cut off.
-			zerr := error(nil)
+			var zerr error
 			if n := min(end, size) - at; n > 0 {
 				_, zerr = f.WriteAt(make([]byte, n), at)
 			}
@@ -186,8 +185,8 @@ func (s *Store) appendLog(h *coll, rec []byte) (err error) {
 
 // Log extents: a log that needs to reach n bytes grows to n plus room of
 // n bytes (it doubles), at least minLogExtent and at most maxLogExtent
-// (Store.logRoomMax), so the zeros it holds beyond its records stay below
-// its own size and 1 MiB.
+// (Store.logRoomMax): the zeros it holds beyond its records are at most
+// the larger of their size and 16 KiB, and never more than 1 MiB.
 const (
 	minLogExtent = 16 << 10
 	maxLogExtent = 1 << 20
