@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/bulkhead-dev/bulkhead/vector"
@@ -65,6 +66,9 @@ func TestTornLogTailDiscarded(t *testing.T) {
 		"whole record, body garbled": badBody,
 		"zeros":                      make([]byte, 300),
 		"garbled header then zeros":  append(partHeader, make([]byte, 100)...),
+		// A record after the garbled one, but not whole: still no
+		// acknowledged write after the damage.
+		"garbled record, then part of another": append(bytes.Clone(badBody), rec[:len(rec)-10]...),
 		// The record's pages reached the disk out of order: its first
 		// bytes are still the room's zeros.
 		"body without its header": append(make([]byte, recHeaderSize), rec[recHeaderSize:]...),
@@ -130,6 +134,11 @@ func TestCorruptLogRecordIsAnError(t *testing.T) {
 		"first record length":   logHeaderSize + 1,
 		"first record body":     logHeaderSize + recHeaderSize + 30,
 		"first record body crc": logHeaderSize + 9,
+		// The log cut to the end of its records, as one written before
+		// logs had room: the whole record after the damage ends exactly
+		// at the end of the file.
+		"first record body, no room":   logHeaderSize + recHeaderSize + 30,
+		"first record length, no room": logHeaderSize + 1,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -145,6 +154,16 @@ func TestCorruptLogRecordIsAnError(t *testing.T) {
 			wantB := mustSearch(t, e.CtxB, e.Router, e.CollB, q, 5)
 			s1.Close()
 			logPath := logPathOf(dir, e.TenantA, 1)
+			if strings.HasSuffix(name, ", no room") {
+				b := readFile(t, logPath)
+				_, end, err := decodeLog(b, key{tenant: e.TenantA, gen: 1}, 16)
+				if err != nil || end == len(b) {
+					t.Fatalf("the log has no room to cut (%d of %d bytes): %v", end, len(b), err)
+				}
+				if err := os.Truncate(logPath, int64(end)); err != nil {
+					t.Fatal(err)
+				}
+			}
 			corruptAt(t, logPath, off)
 			tampered := readFile(t, logPath)
 
