@@ -85,7 +85,7 @@ func TestChunkTermsIsTheDefinition(t *testing.T) {
 	many.WriteString("w1x w4200x Running")
 	for _, text := range []string{
 		"The runner was Running; runs RUN, and the runners ran.",
-		"Ünïcödé wörds, ÉCOLE école; 東京 東京 and digits 42 42b " + strings.Repeat("x", maxWordBytes+1),
+		"Ünïcödé wörds, ÉCOLE école; 東京 東京 and digits 42 42b " + strings.Repeat("x", maxWordBytes+1) + " " + strings.Repeat("Y", maxWordBytes),
 		many.String(),
 		// ASCII (its own path): digits, case, separators, the length bound.
 		"ABC123def x_y-z 42 " + strings.Repeat("Q", maxWordBytes) + " " + strings.Repeat("q", maxWordBytes+1) + "\tEnd.",
