@@ -40,6 +40,19 @@ type APICase struct {
 	RPS      float64
 	P50, P99 time.Duration
 	Errors   int64
+	requests int      // answered requests the CPU times cover (0: not measured)
+	cpu      cpuTimes // spent while the side ran
+}
+
+// CPUPerRequest is the CPU time the machine spent per answered request
+// while the side ran, and of it this process's (client and server: the
+// rest is PostgreSQL's, and anything else running); false when it was not
+// measured.
+func (c APICase) CPUPerRequest() (machine, self time.Duration, ok bool) {
+	if c.cpu.unread || c.requests == 0 {
+		return 0, 0, false
+	}
+	return c.cpu.machine / time.Duration(c.requests), c.cpu.self / time.Duration(c.requests), true
 }
 
 // APIResult is one run.

@@ -302,6 +302,16 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 		}
 	}
 
+	// The tables just grew from nothing: analyze them, as autovacuum
+	// would within its next round (autovacuum_naptime, a minute), so the
+	// queries below are planned with statistics. Without them the
+	// read-back of a query's candidates walks every document of the
+	// tenant (docs/BENCHMARKS.md, "Read-backs planned without
+	// statistics").
+	if err := analyze(ctx, env.cl.SuperuserDSN(name)); err != nil {
+		return nil, err
+	}
+
 	// Retrieval over HTTP: the real server on loopback, the knowledge
 	// layer wired in, authentication replaced by a fixed scope.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -377,11 +387,14 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 	lats := make([][]time.Duration, len(hsides))
 	var elapsed [3]time.Duration
 	var done [3]int
+	var cpu [3]cpuTimes
 	for r := range rounds {
 		for k := range hsides {
 			sd := (k + r) % len(hsides)
 			fmt.Fprintf(cfg.Progress, "http round %d/%d: %s\n", r+1, rounds, hsides[sd].name)
+			c0 := readCPU()
 			got, d := load(ctx, client, cfg.Clients, cfg.Duration/rounds, hsides[sd].next, &errs[sd])
+			cpu[sd] = cpu[sd].add(readCPU().sub(c0))
 			lats[sd] = append(lats[sd], got...)
 			done[sd] += len(got)
 			elapsed[sd] += d
@@ -389,7 +402,7 @@ func RunRetrieval(ctx context.Context, cfg RetrievalConfig) (*RetrievalResult, e
 	}
 	for k, sd := range hsides {
 		res.Cases = append(res.Cases, APICase{Name: sd.name, RPS: float64(done[k]) / elapsed[k].Seconds(),
-			P50: pct(lats[k], 50), P99: pct(lats[k], 99), Errors: errs[k].Load()})
+			P50: pct(lats[k], 50), P99: pct(lats[k], 99), Errors: errs[k].Load(), requests: done[k], cpu: cpu[k]})
 	}
 	if err := splitQuery(ctx, cfg, res, env.cl.SuperuserDSN(name), db, svc, know, docIDs, scoped); err != nil {
 		return nil, err
@@ -414,6 +427,17 @@ func (e *benchEnv) openDB(ctx context.Context, name string, conns int, version *
 		admin.Close(ctx)
 	}
 	return db, nil
+}
+
+// analyze runs ANALYZE on the database at dsn as its superuser.
+func analyze(ctx context.Context, dsn string) error {
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(ctx)
+	_, err = admin.Exec(ctx, "ANALYZE")
+	return err
 }
 
 // splitQuery fills res.Parts and res.Matched: the same queries, one call at
@@ -505,11 +529,11 @@ func (r *RetrievalResult) Markdown(w io.Writer, command string) {
 	}
 	fmt.Fprintf(w, "\n**Retrieval over HTTP**: the real server on loopback with the knowledge layer, authentication replaced by a fixed scope (RLS on), %d concurrent clients, each request as the user of a random tenant; queries are 2–3 words from the vocabulary (%.0f %% of warm-up queries returned a passage). The baseline is a scoped point read of one of the caller's documents on the same server. Three sides in 4 interleaved rounds, %s per side in all; latencies in µs.\n\n",
 		c.Clients, 100*r.Hits, c.Duration)
-	fmt.Fprintln(w, "| request | requests/s | p50 | p99 | p50 vs baseline | errors |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| request | requests/s | p50 | p99 | p50 vs baseline | CPU per request, machine (of it this process), µs | errors |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	base := r.Cases[len(r.Cases)-1]
 	for _, k := range r.Cases {
-		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %.1f× | %d |\n", k.Name, k.RPS, us(k.P50), us(k.P99), float64(k.P50)/float64(base.P50), k.Errors)
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %.1f× | %s | %d |\n", k.Name, k.RPS, us(k.P50), us(k.P99), float64(k.P50)/float64(base.P50), reqCPULabel(k), k.Errors)
 	}
 	if len(r.Parts) > 0 {
 		fmt.Fprintf(w, "\n**Where a query's time goes**: the same kind of queries in process, one call at a time, each sample running the three calls in rotating order; latencies in µs.\n\n")
@@ -530,6 +554,15 @@ func cpuLabel(s IngestSide) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.2f (%.2f)", msec(m), msec(self))
+}
+
+// reqCPULabel is a case's CPU per request, "machine (self)" in µs.
+func reqCPULabel(c APICase) string {
+	m, self, ok := c.CPUPerRequest()
+	if !ok {
+		return "n/a"
+	}
+	return us(m) + " (" + us(self) + ")"
 }
 
 // reading is the honest summary of a run, from its own numbers.
@@ -565,7 +598,7 @@ func (r *RetrievalResult) Table(w io.Writer) {
 	}
 	base := r.Cases[len(r.Cases)-1]
 	for _, c := range r.Cases {
-		fmt.Fprintf(w, "%-52s %8.0f req/s  p50 %9s µs  p99 %9s µs  (p50 %.1fx baseline)  errors %d\n", c.Name, c.RPS, us(c.P50), us(c.P99), float64(c.P50)/float64(base.P50), c.Errors)
+		fmt.Fprintf(w, "%-52s %8.0f req/s  p50 %9s µs  p99 %9s µs  (p50 %.1fx baseline)  CPU/req %s µs  errors %d\n", c.Name, c.RPS, us(c.P50), us(c.P99), float64(c.P50)/float64(base.P50), reqCPULabel(c), c.Errors)
 	}
 	for _, c := range r.Parts {
 		fmt.Fprintf(w, "%-52s one at a time  p50 %9s µs  p99 %9s µs\n", c.Name, us(c.P50), us(c.P99))

@@ -38,6 +38,9 @@ func TestRunRetrievalSmall(t *testing.T) {
 		if c.Errors != 0 || c.P50 <= 0 || c.RPS <= 0 {
 			t.Errorf("%s: %+v", c.Name, c)
 		}
+		if _, self, ok := c.CPUPerRequest(); runtime.GOOS == "linux" && (!ok || self <= 0) {
+			t.Errorf("%s: CPU per request not measured: %v %v", c.Name, self, ok)
+		}
 	}
 	if res.Hits < 0.5 {
 		t.Errorf("only %.0f %% of queries returned a passage", 100*res.Hits)
