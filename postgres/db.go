@@ -207,6 +207,13 @@ func (db *DB) InScope(ctx context.Context, fn func(pgx.Tx) error) error {
 // It returns bulkhead.ErrUnauthenticated, before any SQL is sent, if ctx
 // has no scope.
 func (db *DB) Read(ctx context.Context, fn func(pgx.Rows) error, sql string, args ...any) error {
+	return db.readBatch(ctx, func(b *pgx.Batch) { b.Queue(sql, args...).Query(fn) })
+}
+
+// readBatch is Read for the read statements queue adds to the batch: they
+// run after the settings, in order, in the same implicit transaction and
+// round trip.
+func (db *DB) readBatch(ctx context.Context, queue func(*pgx.Batch)) error {
 	s, err := scopeFrom(ctx)
 	if err != nil {
 		return err
@@ -214,7 +221,7 @@ func (db *DB) Read(ctx context.Context, fn func(pgx.Rows) error, sql string, arg
 	b := &pgx.Batch{}
 	b.Queue(contextSQL, db.ctxKey.token(s, time.Now()))
 	st := queueAccess(ctx, b)
-	b.Queue(sql, args...).Query(fn)
+	queue(b)
 	conn, err := db.acquire(ctx, db.app)
 	if err != nil {
 		return err

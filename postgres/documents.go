@@ -109,8 +109,7 @@ func (db *DB) CreateDocument(ctx context.Context, in NewDocument, index func(con
 			b.Queue(`INSERT INTO bulkhead.chunks (tenant_id, id, document_id, ord, content, content_sealed) VALUES ($1, $2, $3, $4, $5, $6)`, s.Tenant, chunks[i].ID, d.ID, i, plain, sealed)
 		}
 		if e := in.Expect; e != nil {
-			b.Queue(`SELECT vector_generation, coalesce(embedding_model, '') FROM bulkhead.tenants WHERE id = $1`, s.Tenant).
-				QueryRow(func(r pgx.Row) error { return e.compare(r) })
+			b.Queue(knowledgeSQL, s.Tenant).QueryRow(e.compare)
 		}
 		u.queue(b) // last: after the writes (see keyUse)
 		return b, nil

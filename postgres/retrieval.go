@@ -75,6 +75,9 @@ func (db *DB) Region(ctx context.Context, tenant uuid.UUID) (string, error) {
 	return k.Region, err
 }
 
+// knowledgeSQL reads the tenant $1's generation and model, for compare.
+const knowledgeSQL = `SELECT vector_generation, coalesce(embedding_model, '') FROM bulkhead.tenants WHERE id = $1`
+
 // compare scans a tenant's generation and model from r and returns
 // ErrKnowledgeChanged unless they are k's.
 func (k Knowledge) compare(r pgx.Row) error {
@@ -166,7 +169,13 @@ func (db *DB) SearchText(ctx context.Context, query string, limit int) ([]TextHi
 // being used. A chunk whose text is damaged (a sealed value that does not
 // open, or a confidential chunk without one) is left out and reported
 // (damaged.go): one tampered chunk never fails a query.
-func (db *DB) Passages(ctx context.Context, ids []uuid.UUID) ([]bulkhead.Passage, error) {
+//
+// With expect, the tenant's knowledge settings are read after the chunks,
+// in the same transaction and round trip (even for no ids), and the call
+// fails with ErrKnowledgeChanged (and bulkhead.ErrUnavailable) unless they
+// are still expect's: a query that searched the collection of remembered
+// settings learns whether they still hold without a round trip of its own.
+func (db *DB) Passages(ctx context.Context, ids []uuid.UUID, expect *Knowledge) ([]bulkhead.Passage, error) {
 	s, err := scopeFrom(ctx)
 	if err != nil {
 		return nil, err
@@ -174,13 +183,13 @@ func (db *DB) Passages(ctx context.Context, ids []uuid.UUID) ([]bulkhead.Passage
 	if len(ids) > MaxTextHits {
 		return nil, bulkhead.Invalid("ids", fmt.Sprintf("at most %d", MaxTextHits))
 	}
-	if len(ids) == 0 {
+	if len(ids) == 0 && expect == nil {
 		return nil, nil
 	}
 	found := make(map[uuid.UUID]bulkhead.Passage, len(ids))
 	sealed := make(map[uuid.UUID][]byte)
 	confidential := make(map[uuid.UUID]bool)
-	err = db.Read(ctx, func(rows pgx.Rows) error {
+	read := func(rows pgx.Rows) error {
 		for rows.Next() {
 			var p bulkhead.Passage
 			var tenant uuid.UUID
@@ -199,9 +208,17 @@ func (db *DB) Passages(ctx context.Context, ids []uuid.UUID) ([]bulkhead.Passage
 			confidential[p.ID] = conf
 		}
 		return rows.Err()
-	}, `SELECT c.tenant_id, c.id, c.document_id, c.ord, c.content, c.content_sealed, d.title, d.confidential
+	}
+	err = db.readBatch(ctx, func(b *pgx.Batch) {
+		if len(ids) > 0 {
+			b.Queue(`SELECT c.tenant_id, c.id, c.document_id, c.ord, c.content, c.content_sealed, d.title, d.confidential
 		FROM bulkhead.chunks c JOIN bulkhead.documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-		WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])`, s.Tenant, ids)
+		WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])`, s.Tenant, ids).Query(read)
+		}
+		if expect != nil {
+			b.Queue(knowledgeSQL, s.Tenant).QueryRow(expect.compare)
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read passages: %w", err)
 	}

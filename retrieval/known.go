@@ -7,12 +7,13 @@ import (
 	"github.com/google/uuid"
 )
 
-// known remembers each tenant's knowledge settings as Ingest last read
-// them, so that a document costs no round trip for them. It is never
-// trusted on its own: Ingest writes the rows on the condition that the
-// tenant's row still holds them (postgres.NewDocument.Expect, checked in
-// the rows' transaction) and drops the entry when they moved. Only
-// Ingest uses it; every other path reads the tenant's row.
+// known remembers each tenant's knowledge settings as Ingest or Query last
+// read them, so that a document or a query costs no round trip for them.
+// It is never trusted on its own: Ingest writes the rows on the condition
+// that the tenant's row still holds them (postgres.NewDocument.Expect,
+// checked in the rows' transaction), Query reads its passages back with
+// the same check (postgres.DB.Passages with expect), and both drop the
+// entry when they moved. Every other path reads the tenant's row.
 type known struct {
 	mu sync.Mutex
 	m  map[uuid.UUID]postgres.Knowledge

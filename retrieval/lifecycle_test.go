@@ -213,6 +213,61 @@ func TestIngestFollowsASwitchItRemembersWrongly(t *testing.T) {
 	}
 }
 
+// TestQueryFollowsASwitchItRemembersWrongly: a query on settings remembered
+// from before a switch answers from the generation the tenant is on. The
+// read-back's check sends it back to read them while the old generation
+// still exists (its answer would be stale), and a failed search sends it
+// back once that generation is dropped. The other tenant's remembered
+// settings are untouched: it keeps its answer.
+func TestQueryFollowsASwitchItRemembersWrongly(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	k := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{})
+	w := &world{d: d, k: k}
+	w.a, w.ua = w.tenant(t, "acme")
+	w.b, w.ub = w.tenant(t, "globex")
+	for _, u := range []context.Context{w.ua, w.ub} {
+		ingest(t, k, u, postgres.NewDocument{Title: "first", Content: "The first warehouse report."}) // remembered: generation 1
+		if ps := query(t, k, u, "warehouse"); len(ps) != 1 {
+			t.Fatalf("before the switch: %d passages, want the tenant's one", len(ps))
+		}
+	}
+	// switchTo moves tenant to an empty generation 2 by hand, as Reembed
+	// does, and returns generation 1.
+	switchTo := func(tenant uuid.UUID) vector.Collection {
+		t.Helper()
+		sc, _ := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: tenant})
+		c, err := k.Router.Collection(sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, _ := c.AtGeneration(2)
+		model := llm.NewLocal()
+		if err := k.Router.CreateCollection(sc, next, model.Dimension()); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.DB.SetKnowledge(maint, tenant, 1, 2, model.Model()); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	switchTo(w.a)
+	if ps := query(t, k, w.ua, "warehouse"); len(ps) != 0 {
+		t.Errorf("acme after the switch: %d passages from generation 1, which it left; generation 2 is empty", len(ps))
+	}
+	if ps := query(t, k, w.ub, "warehouse"); len(ps) != 1 {
+		t.Errorf("globex: %d passages, want its one", len(ps))
+	}
+	old := switchTo(w.b)
+	sb, _ := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: w.b})
+	if err := k.Router.DropCollection(sb, old); err != nil {
+		t.Fatal(err)
+	}
+	if ps := query(t, k, w.ub, "warehouse"); len(ps) != 0 {
+		t.Errorf("globex after the switch and the drop: %d passages, want none", len(ps))
+	}
+}
+
 // TestTenantCreateAndDeleteAlwaysFinish (issue 12, finding 4): a create
 // that fails leaves nothing; a delete whose collections can't be dropped
 // deletes nothing unless forced, and forced it completes and records what

@@ -80,18 +80,56 @@ func candidates(k int) int { return max(4*k, 20) }
 // per list are skipped; docs/SECURITY.md). A visible chunk whose text is
 // damaged is left out like a hidden one (and reported by Passages).
 //
-// It returns bulkhead.ErrInvalid for a bad query, ErrNotProvisioned,
-// ErrModel or ErrModelResponse if the question can't be embedded, and
+// The tenant's settings (generation and model) are remembered from its
+// last query or ingest, so a query costs no round trip for them: the
+// read-back checks, in its own transaction, that the tenant's row still
+// holds them (postgres.DB.Passages with expect). When they moved (a
+// Reembed switched generations) the answer is dropped and the query runs
+// again with the settings read afresh; no answer is ever given from a
+// generation the tenant had left when its passages were read.
+//
+// It returns bulkhead.ErrUnauthenticated without a scope,
+// bulkhead.ErrInvalid for a bad query, ErrNotProvisioned, ErrModel or
+// ErrModelResponse if the question can't be embedded, and
 // bulkhead.ErrUnavailable if either search fails: a failed search is an
 // error, not a one-sided answer.
 func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 	if err := q.validate(); err != nil {
 		return nil, err
 	}
-	n := candidates(q.K)
-	t, err := s.target(ctx)
+	sc, ok := bulkhead.ScopeFrom(ctx)
+	if !ok {
+		return nil, fmt.Errorf("query: %w", bulkhead.ErrUnauthenticated)
+	}
+	if k, ok := s.known.get(sc.Tenant); ok {
+		out, err := s.query(ctx, q, k, true)
+		if !errors.Is(err, postgres.ErrKnowledgeChanged) && !errors.Is(err, ErrNotProvisioned) {
+			return out, err
+		}
+		s.known.drop(sc.Tenant, k)
+	}
+	k, err := s.db.Knowledge(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
+	}
+	if k.Model == "" {
+		return nil, fmt.Errorf("query: %w", ErrNotProvisioned)
+	}
+	s.known.put(sc.Tenant, k)
+	return s.query(ctx, q, k, false)
+}
+
+// query is Query with the tenant's settings k, checked by the read-back
+// when remembered is true (false: they were read by this call).
+func (s *Service) query(ctx context.Context, q Query, k postgres.Knowledge, remembered bool) ([]Passage, error) {
+	n := candidates(q.K)
+	t, err := s.targetAt(ctx, k.Generation, k.Model)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	var expect *postgres.Knowledge
+	if remembered {
+		expect = &k
 	}
 	var text *ranking
 	var terr error
@@ -113,7 +151,7 @@ func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 	// passages fusion will pick from.
 	visible := map[uuid.UUID]bool{}
 	got := map[uuid.UUID]bulkhead.Passage{}
-	if err := s.readPassages(ctx, union(text.unchecked(visible), vec.unchecked(visible)), visible, got); err != nil {
+	if err := s.readPassages(ctx, union(text.unchecked(visible), vec.unchecked(visible)), expect, visible, got); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	th, err := s.visibleTop(ctx, n, text, visible)
@@ -131,7 +169,7 @@ func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 			need = append(need, p.ID)
 		}
 	}
-	if err := s.readPassages(ctx, need, visible, got); err != nil {
+	if err := s.readPassages(ctx, need, nil, visible, got); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	out := make([]Passage, 0, q.K)
@@ -149,12 +187,14 @@ func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 }
 
 // readPassages reads the passages among ids the caller can see into got
-// and records every id's visibility.
-func (s *Service) readPassages(ctx context.Context, ids []uuid.UUID, visible map[uuid.UUID]bool, got map[uuid.UUID]bulkhead.Passage) error {
-	if len(ids) == 0 {
+// and records every id's visibility; with expect, it fails with
+// postgres.ErrKnowledgeChanged unless the tenant's settings still are
+// expect's (checked even for no ids).
+func (s *Service) readPassages(ctx context.Context, ids []uuid.UUID, expect *postgres.Knowledge, visible map[uuid.UUID]bool, got map[uuid.UUID]bulkhead.Passage) error {
+	if len(ids) == 0 && expect == nil {
 		return nil
 	}
-	ps, err := s.db.Passages(ctx, ids)
+	ps, err := s.db.Passages(ctx, ids, expect)
 	if err != nil {
 		return fmt.Errorf("read passages: %w", err)
 	}
