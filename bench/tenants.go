@@ -159,6 +159,12 @@ func RunTenants(ctx context.Context, cfg TenantsConfig) (*TenantsResult, error) 
 	}
 	res.Setup = time.Since(t0)
 	res.Chunks = int(markers.chunks.Load())
+	// Statistics for the queries' plans, as autovacuum would have them
+	// (bench retrieval does the same; see analyze).
+	if err := analyze(ctx, env.cl.SuperuserDSN(name)); err != nil {
+		store.Close()
+		return nil, err
+	}
 	// ask queries tenant i's marker as its user; it fails unless the
 	// answer holds the tenant's marker document.
 	ask := func(svc *retrieval.Service, i int) (time.Duration, error) {
