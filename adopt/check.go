@@ -52,9 +52,13 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 		if !super && !mayAlter {
 			errs = append(errs, fmt.Errorf("table %s: this role is neither a superuser nor a member of the table's owner: it can't alter it", t.Name))
 		}
-		err = q.QueryRow(ctx, `SELECT true, a.atthasdef, a.attnotnull FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped`, oid, t.TenantColumn).Scan(&ti.hasColumn, &ti.hasDefault, &ti.notNull)
+		var typ string
+		err = q.QueryRow(ctx, `SELECT true, a.atthasdef, a.attnotnull, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped`, oid, t.TenantColumn).Scan(&ti.hasColumn, &ti.hasDefault, &ti.notNull, &typ)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return nil, nil, fmt.Errorf("read column %s.%s: %w", t.Name, t.TenantColumn, err)
+		}
+		if ti.hasColumn && tenantTypeOf(typ) != p.tenantType() {
+			errs = append(errs, fmt.Errorf("table %s: column %s is %s, not the plan's tenant_type %s", t.Name, t.TenantColumn, typ, p.tenantType()))
 		}
 		if !ti.hasColumn && !t.AddColumn {
 			errs = append(errs, fmt.Errorf("table %s has no column %s (set add_column: true to have backfill add it)", t.Name, t.TenantColumn))

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/bulkhead-dev/bulkhead/rls"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -291,14 +292,39 @@ func Inspect(ctx context.Context, conn *pgx.Conn, opts InspectOptions) (*Plan, e
 			}
 		}
 	}
+	// The tenant type: the one most of the columns have (ties: by name).
+	types := map[string]int{}
+	for _, t := range c.tables {
+		if cc, ok := t.cols[col]; ok {
+			types[tenantTypeOf(cc.typ)]++
+		}
+	}
+	for _, typ := range rls.TenantTypes() {
+		if types[typ] > types[p.TenantType] || (p.TenantType == "" && types[typ] > 0) {
+			p.TenantType = typ
+		}
+	}
+	if p.TenantType == "" {
+		p.TenantType = "uuid"
+	}
 	for _, name := range c.names {
-		p.Tables = append(p.Tables, proposeTable(c, c.tables[name], col))
+		p.Tables = append(p.Tables, proposeTable(c, c.tables[name], col, p.TenantType))
 	}
 	return p, nil
 }
 
+// tenantTypeOf is the tenant type (Plan.TenantType) a column of SQL type
+// typ (format_type's spelling) is, or "" when it can be none.
+func tenantTypeOf(typ string) string {
+	switch typ {
+	case "uuid", "text", "bigint", "integer":
+		return typ
+	}
+	return ""
+}
+
 // proposeTable classifies one table.
-func proposeTable(c *catalog, t *catTable, col string) Table {
+func proposeTable(c *catalog, t *catTable, col, tenantType string) Table {
 	out := Table{Name: t.name, PrimaryKey: t.pk}
 	note := func(format string, a ...any) { out.Notes = append(out.Notes, fmt.Sprintf(format, a...)) }
 	// Parents that carry the tenant: FKs of one column to a table having it.
@@ -323,8 +349,9 @@ func proposeTable(c *catalog, t *catTable, col string) Table {
 	switch {
 	case has:
 		out.Kind, out.TenantColumn = KindTenant, col
-		if typ := t.cols[col].typ; typ != "uuid" {
-			note("%s is %s, not uuid: enforcement compares it with a uuid context; convert it first", col, typ)
+		if typ := t.cols[col].typ; tenantTypeOf(typ) != tenantType {
+			out.Decide = true
+			note("%s is %s where the plan's tenant_type is %s (one type for every tenant column: the policies compare them all with one context): convert it (from character varying, ALTER COLUMN ... TYPE text rewrites nothing) or make the table global", col, typ, tenantType)
 		}
 		if t.nullTenant > 0 {
 			note("%d rows have no %s", t.nullTenant, col)

@@ -8,8 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/bulkhead-dev/bulkhead/rls"
+	"github.com/google/uuid"
 	"gopkg.in/yaml.v3"
 )
 
@@ -27,6 +31,10 @@ type Plan struct {
 	// TenantSetting is the setting the application puts the tenant in
 	// (transaction-local), e.g. app.current_tenant_id.
 	TenantSetting string `json:"tenant_setting" yaml:"tenant_setting"`
+	// TenantType is the SQL type of every tenant column (and of the
+	// context the policies compare them with): uuid (the default when
+	// empty), text, bigint or integer. Inspect takes it from the columns.
+	TenantType string `json:"tenant_type,omitempty" yaml:"tenant_type,omitempty"`
 	// SettingsSeen lists the context settings found in use (function
 	// bodies, policies, role and database defaults).
 	SettingsSeen []string    `json:"settings_seen,omitempty" yaml:"settings_seen,omitempty"`
@@ -110,6 +118,9 @@ func (p *Plan) Validate() error {
 	if !identRE.MatchString(p.Runtime.Name) {
 		bad("runtime_role.name %q is not a plain lower-case identifier", p.Runtime.Name)
 	}
+	if !slices.Contains(rls.TenantTypes(), p.tenantType()) {
+		bad("tenant_type %q: want one of %s", p.TenantType, strings.Join(rls.TenantTypes(), ", "))
+	}
 	seen := map[string]bool{}
 	for _, t := range p.Tables {
 		if seen[t.Name] {
@@ -138,6 +149,8 @@ func (p *Plan) Validate() error {
 		for _, r := range t.Backfill {
 			if err := r.validate(); err != nil {
 				bad("table %s: %v", t.Name, err)
+			} else if r.Constant != "" && !validTenant(p.tenantType(), r.Constant) {
+				bad("table %s: rule %s: constant %q is not a %s", t.Name, r.Name, r.Constant, p.tenantType())
 			}
 		}
 	}
@@ -145,6 +158,31 @@ func (p *Plan) Validate() error {
 		return fmt.Errorf("%w: %w", ErrPlan, errors.Join(errs...))
 	}
 	return nil
+}
+
+// tenantType is TenantType with its default.
+func (p *Plan) tenantType() string {
+	if p.TenantType == "" {
+		return "uuid"
+	}
+	return p.TenantType
+}
+
+// validTenant reports whether v is a value of the tenant type typ, as
+// PostgreSQL's input function for it would take it.
+func validTenant(typ, v string) bool {
+	switch typ {
+	case "uuid":
+		_, err := uuid.Parse(v)
+		return err == nil && len(v) == 36
+	case "bigint":
+		_, err := strconv.ParseInt(v, 10, 64)
+		return err == nil
+	case "integer":
+		_, err := strconv.ParseInt(v, 10, 32)
+		return err == nil
+	}
+	return !strings.ContainsRune(v, 0) // text: anything PostgreSQL can store
 }
 
 func (r Rule) validate() error {
@@ -241,6 +279,7 @@ func (p *Plan) Encode(json_ bool) ([]byte, error) {
 	comment(&n, "version", "bulkhead adopt plan: review every table, then run backfill, shadow, enforce.")
 	comment(&n, "schema", "the application's schema")
 	comment(&n, "tenant_setting", "the transaction-local setting the application puts the tenant in")
+	comment(&n, "tenant_type", "the SQL type of every tenant column and of the setting's value: uuid, text, bigint or integer.\nA setting that is not one fails the statement (no rows, no write), in shadow mode too.")
 	comment(&n, "runtime_role", "the role the application must connect as once enforced: it owns nothing and bypasses nothing.\nRLS does not apply to a table's owner unless FORCE is on; adopt forces it, but an owner can\nturn it off again: switch the application's connection to this role (ALTER ROLE ... LOGIN PASSWORD ...).")
 	comment(&n, "tables", "kind: tenant (isolated by tenant_column) or global (shared, untouched).\ndecide: true marks a table adopt could not classify: choose a kind and delete the line.\nbackfill rules fill a NULL tenant column: constant, parent (through a key) or expression (SQL over t).")
 	var buf bytes.Buffer

@@ -1,8 +1,10 @@
 package adopt
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -31,4 +33,46 @@ func FuzzLoad(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPlanTenantType: the plan's tenant_type is one of the four, and a
+// constant backfill rule must be a value of it; the SQL the plan implies
+// adds and compares columns of that type.
+func TestPlanTenantType(t *testing.T) {
+	plan := func(typ, constant string) *Plan {
+		return &Plan{Version: 1, Schema: "public", TenantSetting: "app.org", TenantType: typ, Runtime: RuntimeRole{Name: "app_runtime"},
+			Tables: []Table{{Name: "notes", Kind: KindTenant, TenantColumn: "org_id", AddColumn: true, Backfill: []Rule{{Name: "all", Constant: constant}}}}}
+	}
+	for _, c := range []struct {
+		typ, constant string
+		ok            bool
+	}{
+		{"", "0b9d3a2e-8d4c-4c1e-9a57-1f0f3c0c7f11", true},
+		{"uuid", "0b9d3a2e8d4c4c1e9a571f0f3c0c7f11", false},
+		{"text", "org_acme", true},
+		{"text", "a\x00b", false},
+		{"bigint", "9000000001", true},
+		{"bigint", "acme", false},
+		{"integer", "2147483647", true},
+		{"integer", "2147483648", false},
+		{"numeric", "1", false},
+		{"UUID", "0b9d3a2e-8d4c-4c1e-9a57-1f0f3c0c7f11", false},
+	} {
+		err := plan(c.typ, c.constant).Validate()
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrPlan)) {
+			t.Errorf("tenant_type %q, constant %q: %v, want ok %v", c.typ, c.constant, err, c.ok)
+		}
+	}
+	sql, err := SQL(plan("bigint", "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ADD COLUMN org_id bigint", "current_tenant() RETURNS bigint", "::pg_catalog.int8"} {
+		if !strings.Contains(sql, want) {
+			t.Errorf("SQL of a bigint plan lacks %q", want)
+		}
+	}
+	if strings.Contains(sql, "ADD COLUMN org_id uuid") {
+		t.Error("SQL of a bigint plan adds a uuid column")
+	}
 }

@@ -23,6 +23,9 @@ func sqlState(err error) string {
 	return ""
 }
 
+// pgType is each tenant type's name in pg_catalog.
+var pgType = map[string]string{"uuid": "uuid", "text": "text", "bigint": "int8", "integer": "int4"}
+
 // strictExpr is layer 1 from the policy generator: the row's tenant column
 // equals the tenant in context, current_tenant() run once per statement.
 func strictExpr(p *Plan, t Table) (string, error) {
@@ -56,7 +59,7 @@ func backfillPrepareSQL(p *Plan, t Table, hasDefault bool) []string {
 	if t.AddColumn {
 		// No default in ADD COLUMN: a non-volatile default would be stored
 		// as every existing row's value.
-		out = append(out, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s uuid", q, ident(t.TenantColumn)))
+		out = append(out, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", q, ident(t.TenantColumn), p.tenantType()))
 	}
 	if !hasDefault {
 		out = append(out, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET DEFAULT %s.current_tenant()", q, ident(t.TenantColumn), StateSchema))
@@ -87,7 +90,7 @@ func triggerSQL(p *Plan, t Table, pk []string) []string {
 	// there (current_tenant()) re-parses its body each time (measured:
 	// shadow inserts 13 % slower than with this form). Same meaning as
 	// current_tenant(): '' or unset is NULL.
-	cur := fmt.Sprintf("NULLIF(pg_catalog.current_setting(%s, true), '')::pg_catalog.uuid", lit(p.TenantSetting))
+	cur := fmt.Sprintf("NULLIF(pg_catalog.current_setting(%s, true), '')::pg_catalog.%s", lit(p.TenantSetting), pgType[p.tenantType()])
 	args := fmt.Sprintf("%s, %s", lit(t.TenantColumn), lit(strings.Join(pk, ",")))
 	fn := StateSchema + ".record_violation"
 	return []string{

@@ -154,7 +154,7 @@ $fn$`,
 // layer 1, so the others are the runtime role too).
 func rlsConfig(p *Plan) rls.Config {
 	return rls.Config{Schema: StateSchema, Runtime: p.Runtime.Name, Maintenance: p.Runtime.Name, Owner: p.Runtime.Name, Definer: p.Runtime.Name,
-		TenantSetting: p.TenantSetting, EntitySetting: StateSchema + ".entity_id", ActingForSetting: StateSchema + ".acting_for"}
+		TenantSetting: p.TenantSetting, EntitySetting: StateSchema + ".entity_id", ActingForSetting: StateSchema + ".acting_for", TenantType: p.tenantType()}
 }
 
 // TableStatus is one table's recorded state.

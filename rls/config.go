@@ -22,6 +22,28 @@ type Config struct {
 	// member_rooms_delegated. Without it, member_rooms is the PL/pgSQL
 	// SECURITY DEFINER helper.
 	NativeMembership bool
+
+	// TenantType is the SQL type of every tenant column, and so of
+	// current_tenant(): "uuid" (also when empty: bulkhead's own schema) or,
+	// for a database bulkhead adopts, "text", "bigint" or "integer". The
+	// membership helpers and every kind but Tenant compare the tenant with
+	// bulkhead's uuid columns: Generate, and Policies for those kinds,
+	// refuse any other type.
+	TenantType string
+}
+
+// tenantTypes maps each TenantType to the type's name in pg_catalog.
+var tenantTypes = map[string]string{"uuid": "uuid", "text": "text", "bigint": "int8", "integer": "int4"}
+
+// TenantTypes returns the TenantType values accepted, sorted.
+func TenantTypes() []string { return []string{"bigint", "integer", "text", "uuid"} }
+
+// tenantType is TenantType with its default.
+func (c Config) tenantType() string {
+	if c.TenantType == "" {
+		return "uuid"
+	}
+	return c.TenantType
 }
 
 // The schema and settings bulkhead_context's C functions read.
@@ -41,6 +63,9 @@ func (c Config) validate() error {
 	}
 	if c.NativeMembership && (c.Schema != nativeSchema || c.TenantSetting != nativeTenant || c.EntitySetting != nativeEntity || c.ActingForSetting != nativeActingFor) {
 		return fmt.Errorf("rls config: NativeMembership needs schema %s and the settings %s, %s, %s (what bulkhead_context reads)", nativeSchema, nativeTenant, nativeEntity, nativeActingFor)
+	}
+	if _, ok := tenantTypes[c.tenantType()]; !ok {
+		return fmt.Errorf("rls config: tenant type %q: want one of %v", c.TenantType, TenantTypes())
 	}
 	settingRE := `^[a-z_]+\.[a-z_]+$`
 	for what, v := range map[string]string{"tenant setting": c.TenantSetting, "entity setting": c.EntitySetting, "acting-for setting": c.ActingForSetting} {

@@ -21,15 +21,17 @@ func ContextFunctions(cfg Config) ([]string, error) {
 	// plans it once. Nothing can shadow pg_catalog names for the runtime
 	// role, which may create no object in any schema. Semantics are those of
 	// nullif(current_setting(name, true), '')::uuid.
-	setting := func(name, setting string) string {
-		return fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s() RETURNS uuid
+	// With another TenantType, current_tenant casts to that type instead
+	// (a setting that isn't one fails the statement: no rows, no writes).
+	setting := func(name, setting, typ string) string {
+		return fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s() RETURNS %s
   LANGUAGE sql STABLE PARALLEL SAFE
-  AS $fn$ SELECT CASE WHEN pg_catalog.current_setting('%[3]s', true) OPERATOR(pg_catalog.<>) '' THEN pg_catalog.current_setting('%[3]s', true)::pg_catalog.uuid END $fn$`, s, name, setting)
+  AS $fn$ SELECT CASE WHEN pg_catalog.current_setting('%[4]s', true) OPERATOR(pg_catalog.<>) '' THEN pg_catalog.current_setting('%[4]s', true)::pg_catalog.%[5]s END $fn$`, s, name, typ, setting, tenantTypes[typ])
 	}
 	stmts := []string{
-		setting("current_tenant", cfg.TenantSetting),
-		setting("current_entity", cfg.EntitySetting),
-		setting("current_acting_for", cfg.ActingForSetting),
+		setting("current_tenant", cfg.TenantSetting, cfg.tenantType()),
+		setting("current_entity", cfg.EntitySetting, "uuid"),
+		setting("current_acting_for", cfg.ActingForSetting, "uuid"),
 	}
 	for _, f := range ContextFunctionNames {
 		stmts = append(stmts, grantExecute(cfg, s+"."+f+"()")...)

@@ -32,6 +32,9 @@ func Generate(cfg Config, tables []Table) ([]string, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if cfg.tenantType() != "uuid" {
+		return nil, fmt.Errorf("rls config: tenant type %s: the membership helpers compare uuid tenants; only Policies of Tenant tables and ContextFunctions take another type", cfg.TenantType)
+	}
 	stmts := functions(cfg)
 	for _, t := range tables {
 		ts, err := tableStatements(cfg, t)

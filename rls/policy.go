@@ -167,6 +167,9 @@ func Policies(cfg Config, t Table) ([]Policy, error) {
 	if err := t.validate(); err != nil {
 		return nil, err
 	}
+	if cfg.tenantType() != "uuid" && t.Kind != Tenant {
+		return nil, fmt.Errorf("table %s: tenant type %s: only kind Tenant (layer 1) takes a tenant that is not a uuid", t.Name, cfg.TenantType)
+	}
 	e := expr{s: ident(cfg.Schema), row: rel{t.Name}}
 	layer1 := e.row.col(t.tenantColumn()) + " = " + e.tenant()
 	ps := []Policy{{Name: TenantPolicy, Command: "ALL", Permissive: true, Using: layer1, Check: layer1}}

@@ -127,6 +127,48 @@ func TestGenerateRejectsBadDeclarations(t *testing.T) {
 	}
 }
 
+// TestTenantTypeIsLayerOneOnly: a tenant that is not a uuid types
+// current_tenant() (and nothing else) and is taken for layer 1 alone:
+// every other kind, and the membership helpers, compare it with bulkhead's
+// uuid columns, so they are refused; an unknown type is refused everywhere.
+func TestTenantTypeIsLayerOneOnly(t *testing.T) {
+	for _, typ := range []string{"text", "bigint", "integer"} {
+		c := cfg
+		c.TenantType = typ
+		fns, err := rls.ContextFunctions(c)
+		if err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		joined := strings.Join(fns, "\n")
+		if !strings.Contains(joined, "current_tenant() RETURNS "+typ+"\n") || strings.Count(joined, "() RETURNS uuid\n") != 2 {
+			t.Errorf("%s: context functions:\n%s", typ, joined)
+		}
+		if _, err := rls.Policies(c, rls.Table{Name: "notes", Kind: rls.Tenant}); err != nil {
+			t.Errorf("%s: layer 1 refused: %v", typ, err)
+		}
+		if _, err := rls.Policies(c, rls.Table{Name: "bots", Kind: rls.Owned, Entity: "owner_id"}); err == nil {
+			t.Errorf("%s: Policies accepted an owned table", typ)
+		}
+		if _, err := rls.Generate(c, []rls.Table{{Name: "notes", Kind: rls.Tenant}}); err == nil {
+			t.Errorf("%s: Generate accepted it (its helpers compare uuid tenants)", typ)
+		}
+	}
+	def, err := rls.ContextFunctions(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(strings.Join(def, "\n"), "() RETURNS uuid\n") != 3 {
+		t.Errorf("default context functions are not all uuid:\n%s", strings.Join(def, "\n"))
+	}
+	for _, typ := range []string{"numeric", "uuid; DROP TABLE x", "UUID"} {
+		c := cfg
+		c.TenantType = typ
+		if _, err := rls.ContextFunctions(c); err == nil {
+			t.Errorf("ContextFunctions accepted tenant type %q", typ)
+		}
+	}
+}
+
 func TestGenerateIsDeterministic(t *testing.T) {
 	tables := []rls.Table{{Name: "bots", Kind: rls.Owned, Entity: "owner_id", Indexes: []string{"name"}}}
 	a, _ := rls.Generate(cfg, tables)
