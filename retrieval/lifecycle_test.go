@@ -266,6 +266,34 @@ func TestQueryFollowsASwitchItRemembersWrongly(t *testing.T) {
 	if ps := query(t, k, w.ub, "warehouse"); len(ps) != 0 {
 		t.Errorf("globex after the switch and the drop: %d passages, want none", len(ps))
 	}
+	// initech: its document moves to generation 2 and leaves generation 1,
+	// so a query on the remembered generation 1 has no candidate at all:
+	// the check runs anyway, and the answer is generation 2's.
+	c, uc := w.tenant(t, "initech")
+	ingest(t, k, uc, postgres.NewDocument{Title: "first", Content: "The first warehouse report."})
+	if ps := query(t, k, uc, "warehouse"); len(ps) != 1 {
+		t.Fatalf("initech before the switch: %d passages, want 1", len(ps))
+	}
+	old = switchTo(c)
+	sc, _ := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: c})
+	pts, err := k.Router.Scroll(sc, old, uuid.Nil, 100)
+	if err != nil || len(pts) == 0 {
+		t.Fatalf("scroll generation 1: %d points, %v", len(pts), err)
+	}
+	next, _ := old.AtGeneration(2)
+	if err := k.Router.Upsert(sc, next, pts); err != nil {
+		t.Fatal(err)
+	}
+	var moved []uuid.UUID
+	for _, pt := range pts {
+		moved = append(moved, pt.ID)
+	}
+	if err := k.Router.Delete(sc, old, moved); err != nil {
+		t.Fatal(err)
+	}
+	if ps := query(t, k, uc, "warehouse"); len(ps) != 1 {
+		t.Errorf("initech after its document moved to generation 2: %d passages, want 1", len(ps))
+	}
 }
 
 // TestTenantCreateAndDeleteAlwaysFinish (issue 12, finding 4): a create
