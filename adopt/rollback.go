@@ -157,12 +157,17 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 	return fmt.Errorf("%w: nothing to roll back from %s", ErrPhase, from)
 }
 
-// undoBackfill drops the NOT NULL check, sets the keys backfill filled
+// undoBackfill restores the foreign keys Keys replaced, drops the NOT NULL check, sets the keys backfill filled
 // back to NULL (batched), restores the default and drops an added column.
 // from is Backfilled, or Original for a backfill that stopped short.
 func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase, o Options) error {
 	q := qident(p.Schema, t.Name)
 	rel := qualified(p, t.Name)
+	// Tenant-carrying keys need the tenant column: the application's own
+	// keys come back first.
+	if err := undoKeysOf(ctx, conn, p, t, o); err != nil {
+		return fmt.Errorf("restore foreign keys: %w", err)
+	}
 	err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
 		if err := expectPhase(ctx, tx, p, t, from); err != nil {
 			return err

@@ -59,6 +59,11 @@ func schemaSQL(p *Plan) ([]string, error) {
 		`CREATE TABLE IF NOT EXISTS ` + s + `.backfilled (rel text, key jsonb, PRIMARY KEY (rel, key))`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.history (at timestamptz NOT NULL DEFAULT clock_timestamp(), rel text, from_phase text, to_phase text, by_role text DEFAULT current_user)`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.roles (name text PRIMARY KEY, created boolean NOT NULL)`,
+		// What Keys added (kind index or fk) and the foreign key each fk
+		// replaced (its definition, every name qualified), for rollback;
+		// restored: the old key is back, not yet validated.
+		`CREATE TABLE IF NOT EXISTS ` + s + `.keys (name text PRIMARY KEY, kind text NOT NULL CHECK (kind IN ('index', 'fk', 'restored')),
+  rel text NOT NULL, parent text, replaced text, replaced_def text, validated boolean NOT NULL DEFAULT false)`,
 		// The shadow switch, read once per statement by shadow_open.
 		`CREATE TABLE IF NOT EXISTS ` + s + `.mode (rel oid PRIMARY KEY, shadow boolean NOT NULL)`,
 		"GRANT SELECT ON " + s + ".mode TO PUBLIC",

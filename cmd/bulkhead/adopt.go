@@ -44,6 +44,8 @@ downtime and a way back:
   shadow    install the policies in audit mode: nothing is blocked, writes strict
             mode would refuse are recorded (adopt report)
   enforce   make tables strict (refuses while shadow shows violations; --force)
+  keys      make the foreign keys between tenant tables carry the tenant (after
+            backfill): no row can point at another tenant's row
   rollback  one phase back, or --to original: everything adopt changed restored
   status    each table's phase, as recorded in the database
   report    what shadow recorded
@@ -53,7 +55,7 @@ downtime and a way back:
 --database-url names the database, as a superuser or the tables' owner.
 docs/ADOPT.md describes the cycle and the shadow design.`,
 	}
-	cmd.AddCommand(newAdoptPlanCmd(cfg), newAdoptBackfillCmd(cfg), newAdoptShadowCmd(cfg), newAdoptEnforceCmd(cfg),
+	cmd.AddCommand(newAdoptPlanCmd(cfg), newAdoptBackfillCmd(cfg), newAdoptShadowCmd(cfg), newAdoptEnforceCmd(cfg), newAdoptKeysCmd(cfg),
 		newAdoptRollbackCmd(cfg), newAdoptStatusCmd(cfg), newAdoptReportCmd(cfg), newAdoptProxyCmd(cfg))
 	return cmd
 }
@@ -288,6 +290,54 @@ func newAdoptEnforceCmd(cfg *config) *cobra.Command {
 	f.register(cmd, true)
 	cmd.Flags().DurationVar(&o.Window, "window", time.Hour, "violations recorded this recently block enforcement")
 	cmd.Flags().BoolVar(&o.Force, "force", false, "enforce despite recorded violations")
+	return cmd
+}
+
+func newAdoptKeysCmd(cfg *config) *cobra.Command {
+	f := &adoptFlags{}
+	var undo bool
+	cmd := &cobra.Command{
+		Use:   "keys --plan FILE [--tables a,b] [--undo]",
+		Short: "Replace each foreign key between tenant tables by one that carries the tenant (online; --undo restores them)",
+		Long: `keys replaces every single-column foreign key from the named tenant tables (all
+by default) to another tenant table's primary key, child(col) -> parent(id), by
+child(tenant, col) -> parent(tenant, id) with the same actions. Foreign-key
+checks ignore row-level security: without this a tenant can attach its rows to
+another tenant's, and probe which ids exist in other tenants (audit BH702).
+Every tenant table must be backfilled. The parent's (tenant, id) index is built
+concurrently; each key is added NOT VALID, then validated without blocking
+writes. Keys whose rows already point at another tenant's row are left alone
+and reported (exit 1); the others are replaced. Rollback to original, or
+--undo, restores the application's keys exactly.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
+				start := time.Now()
+				if undo {
+					if err := adopt.UndoKeys(ctx, conn, p, f.tables, f.options()); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "keys restored in %s\n", time.Since(start).Round(time.Millisecond))
+					return nil
+				}
+				res, err := adopt.Keys(ctx, conn, p, f.tables, f.options())
+				for _, r := range res {
+					if r.Replacement != "" {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s.%s -> %s: replaced by %s\n", r.Table, r.Constraint, r.References, r.Replacement)
+					} else {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s.%s -> %s: left as it is: %s\n", r.Table, r.Constraint, r.References, r.Note)
+					}
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "keys done in %s\n", time.Since(start).Round(time.Millisecond))
+				return nil
+			})
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().BoolVar(&undo, "undo", false, "restore the application's foreign keys and drop adopt's indexes")
 	return cmd
 }
 

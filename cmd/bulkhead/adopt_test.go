@@ -110,6 +110,9 @@ func TestAdoptCLI(t *testing.T) {
 	if r := adoptRun("enforce", "--plan", plan, "--tables", "memories,rooms"); r.code != 0 || !strings.Contains(r.stdout, "self-check") || !strings.Contains(r.stdout, "audit") {
 		t.Fatalf("enforce: %s", r)
 	}
+	if r := adoptRun("keys", "--plan", plan); r.code != 0 || strings.Count(r.stdout, "replaced by bulkhead_adopt_fk_") == 0 || !strings.Contains(r.stdout, "keys done") {
+		t.Fatalf("keys: %s", r)
+	}
 	r := adoptRun("report", "--plan", plan, "--format", "json")
 	var rep adopt.Report
 	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil || len(rep.Tables) != 7 || rep.Total != 0 {

@@ -1,0 +1,180 @@
+package adopt
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead-dev/bulkhead/audit"
+	"github.com/jackc/pgx/v5"
+)
+
+// foreignKeyDefs is every foreign key of the public schema: "table.name"
+// → its definition.
+func foreignKeyDefs(t testing.TB, conn *pgx.Conn) map[string]string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), `SELECT c.conrelid::regclass::text || '.' || c.conname, pg_get_constraintdef(c.oid)
+  FROM pg_constraint c WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	var k, v string
+	if _, err := pgx.ForEachRow(rows, []any{&k, &v}, func() error { out[k] = v; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// crossTenantFindings counts the audit's BH702 findings (a foreign key
+// between tenant tables without the tenant column).
+func crossTenantFindings(t testing.TB, conn *pgx.Conn, p *Plan) int {
+	t.Helper()
+	rep, err := audit.Run(context.Background(), conn, audit.Options{RuntimeRole: p.Runtime.Name, TenantColumn: "server_id"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range rep.Findings {
+		if f.Check == "BH702" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestKeys: once enforced, a tenant can still attach its rows to another
+// tenant's row through a foreign key (checks ignore row-level security);
+// after Keys it can't, its own rows still can, the audit's BH702 findings
+// are gone, the data is unchanged, and rollback to the original restores
+// every foreign key exactly. Keys before backfill is refused; a rerun
+// changes nothing.
+func TestKeys(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	o := Options{BatchSize: 1000}
+	origKeys := foreignKeyDefs(t, op)
+	orig := checksums(t, op, p)
+	if _, err := Keys(ctx, op, p, nil, o); !errors.Is(err, ErrPhase) {
+		t.Fatalf("keys before backfill: %v, want ErrPhase", err)
+	}
+	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := Shadow(ctx, op, p, nil, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	filled := checksums(t, op, p)
+	app := mustConnect(t, d.appDSN())
+	s1 := server(1)
+	own, theirs := md5UUID("r1.1"), md5UUID("r2.1")
+	attach := func(room string) error {
+		return appTx(ctx, app, s1, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "INSERT INTO memories (id, room_id, type, content) VALUES (gen_random_uuid(), $1, 'message', 'attached')", room)
+			return err
+		})
+	}
+	// The hole: enforced, and still s1 attaches a memory to s2's room.
+	if err := attach(theirs); err != nil {
+		t.Fatalf("enforced, before keys: a memory in another tenant's room was refused (%v): the test shows nothing", err)
+	}
+	if _, err := op.Exec(ctx, "DELETE FROM memories WHERE content = 'attached'"); err != nil {
+		t.Fatal(err)
+	}
+	before := crossTenantFindings(t, op, p)
+	if before == 0 {
+		t.Fatal("the audit finds no foreign key without the tenant: the test shows nothing")
+	}
+
+	res, err := Keys(ctx, op, p, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replaced := 0
+	for _, r := range res {
+		if r.Replacement != "" {
+			replaced++
+		}
+	}
+	if replaced != before || replaced != 8 {
+		t.Errorf("keys replaced %d foreign keys, audit found %d, the fixture has 8 between tenant tables: %+v", replaced, before, res)
+	}
+	if n := crossTenantFindings(t, op, p); n != 0 {
+		t.Errorf("after keys the audit still finds %d foreign keys without the tenant", n)
+	}
+	if err := attach(theirs); sqlState(err) != "23503" {
+		t.Errorf("after keys, a memory in another tenant's room: %v, want a foreign key violation", err)
+	}
+	if err := attach(own); err != nil {
+		t.Errorf("after keys, a memory in its own room: %v", err)
+	}
+	if _, err := op.Exec(ctx, "DELETE FROM memories WHERE content = 'attached'"); err != nil {
+		t.Fatal(err)
+	}
+	if s := diffMaps(filled, checksums(t, op, p)); s != "" {
+		t.Errorf("keys changed data:\n%s", s)
+	}
+	// A rerun finds every key done.
+	if again, err := Keys(ctx, op, p, nil, o); err != nil || len(again) != 0 {
+		t.Errorf("keys again: %+v, %v; want nothing left to do", again, err)
+	}
+
+	if _, err := Rollback(ctx, op, p, nil, PhaseOriginal, o); err != nil {
+		t.Fatal(err)
+	}
+	if s := diffMaps(origKeys, foreignKeyDefs(t, op)); s != "" {
+		t.Errorf("rollback to original: foreign keys differ:\n%s", s)
+	}
+	if s := diffMaps(orig, checksums(t, op, p)); s != "" {
+		t.Errorf("rollback to original: data differs:\n%s", s)
+	}
+	assertOriginalCatalog(t, op, d)
+	if n := count(t, op, "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'bulkhead_adopt%'"); n != 0 {
+		t.Errorf("rollback left %d of adopt's indexes", n)
+	}
+}
+
+// TestKeysRefuseCrossTenantRows: a row that already points at another
+// tenant's row keeps its foreign key as it is and is reported with its
+// value; every other key is replaced.
+func TestKeysRefuseCrossTenantRows(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	o := Options{BatchSize: 1000}
+	theirs := md5UUID("r2.1")
+	if _, err := op.Exec(ctx, "UPDATE memories SET room_id = $1 WHERE id = (SELECT id FROM memories WHERE server_id = $2 ORDER BY id LIMIT 1)", theirs, server(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
+		t.Fatal(err)
+	}
+	origKeys := foreignKeyDefs(t, op)
+	res, err := Keys(ctx, op, p, nil, o)
+	if !errors.Is(err, ErrCrossTenant) || !strings.Contains(err.Error(), theirs) {
+		t.Fatalf("keys over a cross-tenant row: %v, want ErrCrossTenant naming %s", err, theirs)
+	}
+	now := foreignKeyDefs(t, op)
+	if def := now["memories.memories_room_id_fkey"]; def == "" || def != origKeys["memories.memories_room_id_fkey"] {
+		t.Errorf("memories_room_id_fkey: %q, want it unchanged (%q)", def, origKeys["memories.memories_room_id_fkey"])
+	}
+	replaced := 0
+	for _, r := range res {
+		if r.Replacement != "" {
+			replaced++
+			if _, ok := now[r.Table+"."+r.Constraint]; ok {
+				t.Errorf("%s.%s replaced but still there", r.Table, r.Constraint)
+			}
+		}
+	}
+	if replaced != 7 {
+		t.Errorf("replaced %d keys, want the other 7: %+v", replaced, res)
+	}
+}
