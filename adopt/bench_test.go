@@ -400,6 +400,36 @@ func BenchmarkSwitch(b *testing.B) {
 	b.ReportMetric(float64(rollback.Microseconds())/float64(b.N)/1000, "rollback-ms")
 }
 
+// BenchmarkKeys: Keys on every tenant table of the big fixture (memories
+// holds 20 servers x 5 rooms x ADOPT_BENCH_PER_ROOM rows, 1,000,000 by
+// default), then UndoKeys; each step's time.
+func BenchmarkKeys(b *testing.B) {
+	ctx := context.Background()
+	d := benchDB(b)
+	op := mustConnect(b, d.adminDSN())
+	p := reviewedPlan(b, op, d)
+	if _, err := Backfill(ctx, op, p, nil, Options{BatchSize: 20000}); err != nil {
+		b.Fatal(err)
+	}
+	var keys, undo time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		res, err := Keys(ctx, op, p, nil, Options{})
+		if err != nil || len(res) != 8 {
+			b.Fatalf("keys: %d replaced, %v", len(res), err)
+		}
+		t1 := time.Now()
+		if err := UndoKeys(ctx, op, p, nil, Options{}); err != nil {
+			b.Fatal(err)
+		}
+		keys += t1.Sub(t0)
+		undo += time.Since(t1)
+	}
+	b.ReportMetric(float64(keys.Milliseconds())/float64(b.N), "keys-ms")
+	b.ReportMetric(float64(undo.Milliseconds())/float64(b.N), "undo-ms")
+}
+
 // BenchmarkProxyOverhead: the application's clean page reads (its own
 // filter, its own tenant, memories in shadow) directly and through adopt
 // proxy replaying none, 1 % and every read, interleaved on one connection
