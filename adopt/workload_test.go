@@ -152,7 +152,7 @@ func (w *workload) one(conn *pgx.Conn) {
 }
 
 // TestZeroDowntime runs plan -> backfill -> shadow -> enforce -> rollback
-// -> enforce -> rollback to original under the legacy workload: no failed
+// -> enforce -> keys -> rollback to original under the legacy workload: no failed
 // request, no lost write, no wrong-tenant row once enforced. Shadow
 // records the forgetful reads through the library Replayer.
 func TestZeroDowntime(t *testing.T) { zeroDowntime(t, false) }
@@ -258,6 +258,7 @@ func zeroDowntime(t *testing.T, viaProxy bool) {
 		w.setEnforced(err == nil)
 		return err
 	})
+	step("keys", func() error { _, err := Keys(ctx, op, p, nil, o); return err })
 	step("rollback to original", func() error {
 		w.setEnforced(false)
 		_, err := Rollback(ctx, op, p, nil, PhaseOriginal, o)
