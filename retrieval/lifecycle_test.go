@@ -179,19 +179,7 @@ func TestIngestFollowsASwitchItRemembersWrongly(t *testing.T) {
 		ingest(t, k, u, postgres.NewDocument{Title: "first", Content: "The first warehouse report."}) // remembered: generation 1
 	}
 	// Switch acme by hand, as Reembed does, keeping generation 1.
-	sa, _ := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: w.a})
-	c, err := k.Router.Collection(sa)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next, _ := c.AtGeneration(2)
-	model := llm.NewLocal()
-	if err := k.Router.CreateCollection(sa, next, model.Dimension()); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.DB.SetKnowledge(maint, w.a, 1, 2, model.Model()); err != nil {
-		t.Fatal(err)
-	}
+	switchGeneration(t, w, w.a)
 	doc := ingest(t, k, w.ua, postgres.NewDocument{Title: "after the switch", Content: "A report written after the switch, in five words or more."})
 	if doc.Chunks == 0 {
 		t.Fatal("the document has no chunks: the test proves nothing")
@@ -213,6 +201,27 @@ func TestIngestFollowsASwitchItRemembersWrongly(t *testing.T) {
 	}
 }
 
+// switchGeneration moves tenant from generation 1 to a new, empty
+// generation 2 by hand, as Reembed does (the collection created, then the
+// tenant's row switched), keeping generation 1, which it returns.
+func switchGeneration(t *testing.T, w *world, tenant uuid.UUID) vector.Collection {
+	t.Helper()
+	sc, _ := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: tenant})
+	c, err := w.k.Router.Collection(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, _ := c.AtGeneration(2)
+	model := llm.NewLocal()
+	if err := w.k.Router.CreateCollection(sc, next, model.Dimension()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.d.DB.SetKnowledge(maint, tenant, 1, 2, model.Model()); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestQueryFollowsASwitchItRemembersWrongly: a query on settings remembered
 // from before a switch answers from the generation the tenant is on. The
 // read-back's check sends it back to read them while the old generation
@@ -232,33 +241,14 @@ func TestQueryFollowsASwitchItRemembersWrongly(t *testing.T) {
 			t.Fatalf("before the switch: %d passages, want the tenant's one", len(ps))
 		}
 	}
-	// switchTo moves tenant to an empty generation 2 by hand, as Reembed
-	// does, and returns generation 1.
-	switchTo := func(tenant uuid.UUID) vector.Collection {
-		t.Helper()
-		sc, _ := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: tenant})
-		c, err := k.Router.Collection(sc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		next, _ := c.AtGeneration(2)
-		model := llm.NewLocal()
-		if err := k.Router.CreateCollection(sc, next, model.Dimension()); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.DB.SetKnowledge(maint, tenant, 1, 2, model.Model()); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	switchTo(w.a)
+	switchGeneration(t, w, w.a)
 	if ps := query(t, k, w.ua, "warehouse"); len(ps) != 0 {
 		t.Errorf("acme after the switch: %d passages from generation 1, which it left; generation 2 is empty", len(ps))
 	}
 	if ps := query(t, k, w.ub, "warehouse"); len(ps) != 1 {
 		t.Errorf("globex: %d passages, want its one", len(ps))
 	}
-	old := switchTo(w.b)
+	old := switchGeneration(t, w, w.b)
 	sb, _ := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: w.b})
 	if err := k.Router.DropCollection(sb, old); err != nil {
 		t.Fatal(err)
@@ -274,7 +264,7 @@ func TestQueryFollowsASwitchItRemembersWrongly(t *testing.T) {
 	if ps := query(t, k, uc, "warehouse"); len(ps) != 1 {
 		t.Fatalf("initech before the switch: %d passages, want 1", len(ps))
 	}
-	old = switchTo(c)
+	old = switchGeneration(t, w, c)
 	sc, _ := bulkhead.WithScope(context.Background(), bulkhead.Scope{Tenant: c})
 	pts, err := k.Router.Scroll(sc, old, uuid.Nil, 100)
 	if err != nil || len(pts) == 0 {
