@@ -120,6 +120,16 @@ func TestKeys(t *testing.T) {
 	if s := diffMaps(filled, checksums(t, op, p)); s != "" {
 		t.Errorf("keys changed data:\n%s", s)
 	}
+	// Status says which keys carry the tenant: memories has two.
+	st, err := Status(ctx, op, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if s.Table == "memories" && (len(s.Keys) != 2 || !s.Keys[0].Validated || s.Keys[0].Replaced != "memories_entity_id_fkey") {
+			t.Errorf("status of memories: keys %+v, want its two, validated", s.Keys)
+		}
+	}
 	// A rerun finds every key done.
 	if again, err := Keys(ctx, op, p, nil, o); err != nil || len(again) != 0 {
 		t.Errorf("keys again: %+v, %v; want nothing left to do", again, err)

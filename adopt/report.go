@@ -136,7 +136,21 @@ func WriteStatus(w io.Writer, st []TableStatus) error {
 		if t.AddedColumn {
 			col += " (added)"
 		}
-		if _, err := fmt.Fprintf(w, "%-32s %-11s %-14s %s\n", t.Table, t.Phase, col, t.Note); err != nil {
+		note := t.Note
+		if n := len(t.Keys); n > 0 {
+			unvalidated := 0
+			for _, k := range t.Keys {
+				if !k.Validated {
+					unvalidated++
+				}
+			}
+			keys := fmt.Sprintf("%d foreign keys carry the tenant", n)
+			if unvalidated > 0 {
+				keys += fmt.Sprintf(" (%d not validated yet: run adopt keys again)", unvalidated)
+			}
+			note = strings.TrimPrefix(note+"; "+keys, "; ")
+		}
+		if _, err := fmt.Fprintf(w, "%-32s %-11s %-14s %s\n", t.Table, t.Phase, col, note); err != nil {
 			return err
 		}
 	}

@@ -172,6 +172,16 @@ type TableStatus struct {
 	ChecksumAfter  string    `json:"checksum_after,omitempty"`
 	Note           string    `json:"note,omitempty"`
 	UpdatedAt      time.Time `json:"updated_at"`
+	// Keys are the table's foreign keys that adopt keys replaced by
+	// tenant-carrying ones.
+	Keys []KeyState `json:"keys,omitempty"`
+}
+
+// KeyState is one foreign key adopt keys replaced.
+type KeyState struct {
+	Replaced    string `json:"replaced"`    // the application's key
+	Replacement string `json:"replacement"` // adopt's, carrying the tenant
+	Validated   bool   `json:"validated"`   // false: it refuses new rows, old ones not yet checked
 }
 
 // Status returns every tenant table of the plan with its phase; a table
@@ -192,10 +202,31 @@ func Status(ctx context.Context, conn *pgx.Conn, p *Plan) ([]TableStatus, error)
 				return nil, fmt.Errorf("status of %s: %w", t.Name, err)
 			}
 			st.ChecksumBefore, st.ChecksumAfter, st.Note = deref(before), deref(after), deref(note)
+			if st.Keys, err = keyStates(ctx, conn, qualified(p, t.Name)); err != nil {
+				return nil, fmt.Errorf("status of %s: %w", t.Name, err)
+			}
 		}
 		out = append(out, st)
 	}
 	return out, nil
+}
+
+// keyStates reads the foreign keys of rel that adopt keys replaced (none
+// when the keys table doesn't exist yet).
+func keyStates(ctx context.Context, conn *pgx.Conn, rel string) ([]KeyState, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".keys").Scan(&exists); err != nil || !exists {
+		return nil, err
+	}
+	rows, err := conn.Query(ctx, "SELECT replaced, name, validated FROM "+StateSchema+".keys WHERE kind = 'fk' AND rel = $1 ORDER BY replaced", rel)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (KeyState, error) {
+		var k KeyState
+		err := r.Scan(&k.Replaced, &k.Replacement, &k.Validated)
+		return k, err
+	})
 }
 
 func deref(s *string) string {
