@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -232,18 +233,37 @@ func tenantIndex(ctx context.Context, conn *pgx.Conn, p *Plan, parent Table, o O
 		if _, err := conn.Exec(ctx, "INSERT INTO "+StateSchema+".keys (name, kind, rel) VALUES ($1, 'index', $2) ON CONFLICT (name) DO NOTHING", name, qualified(p, parent.Name)); err != nil {
 			return fmt.Errorf("record index %s: %w", name, err)
 		}
-		if _, err := conn.Exec(ctx, fmt.Sprintf("SET lock_timeout = '%dms'", o.LockTimeout.Milliseconds())); err != nil {
-			return err
-		}
-		_, err := conn.Exec(ctx, fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s)", ident(name), q, strings.Join(cols, ", ")))
-		if _, rerr := conn.Exec(ctx, "RESET lock_timeout"); err == nil {
-			err = rerr
-		}
-		if err != nil {
+		if err := buildConcurrently(ctx, conn, fmt.Sprintf("CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s)", ident(name), q, strings.Join(cols, ", ")), qname, o); err != nil {
 			return fmt.Errorf("build index %s on %s: %w", name, parent.Name, err)
 		}
 	}
 	return nil
+}
+
+// buildConcurrently runs create (a CREATE INDEX CONCURRENTLY of index
+// qname) with the options' lock_timeout, retrying a lock timeout like
+// withTx; the invalid index a failed build leaves is dropped first.
+func buildConcurrently(ctx context.Context, conn *pgx.Conn, create, qname string, o Options) error {
+	var err error
+	for attempt := 0; attempt <= o.Retries; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+			if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qname); err != nil {
+				return err
+			}
+		}
+		if _, err = conn.Exec(ctx, fmt.Sprintf("SET lock_timeout = '%dms'", o.LockTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		_, err = conn.Exec(ctx, create)
+		if _, rerr := conn.Exec(ctx, "RESET lock_timeout"); err == nil {
+			err = rerr
+		}
+		if sqlState(err) != "55P03" { // lock_not_available
+			return err
+		}
+	}
+	return fmt.Errorf("gave up after %d lock timeouts: %w", o.Retries+1, err)
 }
 
 // action is a referential action clause for confupdtype/confdeltype c;

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/audit"
 	"github.com/jackc/pgx/v5"
@@ -186,5 +187,44 @@ func TestKeysRefuseCrossTenantRows(t *testing.T) {
 	}
 	if replaced != 7 {
 		t.Errorf("replaced %d keys, want the other 7: %+v", replaced, res)
+	}
+}
+
+// TestKeysUnderAHeldLock: a parent table held by another session's lock
+// makes keys wait lock_timeout per try and give up after its retries,
+// leaving the application's keys as they were and no index behind;
+// released, keys goes through.
+func TestKeysUnderAHeldLock(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	o := Options{BatchSize: 1000, LockTimeout: 100 * time.Millisecond, Retries: 2}
+	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
+		t.Fatal(err)
+	}
+	origKeys := foreignKeyDefs(t, op)
+	other := mustConnect(t, d.adminDSN())
+	tx, err := other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE agents IN SHARE UPDATE EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Keys(ctx, op, p, []string{"worlds"}, o)
+	if err == nil || !strings.Contains(err.Error(), "lock timeouts") {
+		t.Fatalf("keys under a held lock: %v", err)
+	}
+	if s := diffMaps(origKeys, foreignKeyDefs(t, op)); s != "" {
+		t.Errorf("a refused keys changed foreign keys:\n%s", s)
+	}
+	if n := count(t, op, "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'bulkhead_adopt%'"); n != 0 {
+		t.Errorf("a refused keys left %d indexes", n)
+	}
+	tx.Rollback(ctx)
+	res, err := Keys(ctx, op, p, []string{"worlds"}, o)
+	if err != nil || len(res) != 1 || res[0].Replacement == "" {
+		t.Fatalf("keys once released: %+v, %v", res, err)
 	}
 }
