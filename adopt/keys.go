@@ -93,7 +93,9 @@ func Keys(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Option
 	}
 	var errs []error
 	indexed := map[string]bool{}
+	handled := map[string]bool{}
 	for _, fk := range fks {
+		handled[fk.replacement()] = true
 		res := KeyResult{Table: fk.child.Name, Constraint: fk.name, References: fk.parent.Name}
 		if !indexed[fk.parent.Name] {
 			if err := tenantIndex(ctx, conn, p, fk.parent, o); err != nil {
@@ -112,10 +114,58 @@ func Keys(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Option
 		}
 		results = append(results, res)
 	}
+	// Keys a kill left unvalidated (the old key already dropped, so not
+	// listed above).
+	pending, err := unvalidated(ctx, conn, p, names)
+	if err != nil {
+		return results, fmt.Errorf("keys: %w", err)
+	}
+	for _, k := range pending {
+		if handled[k.name] {
+			continue // refused above, and reported
+		}
+		res := KeyResult{Table: k.table, Constraint: k.replaced, References: k.parent, Replacement: k.name, Note: "validated on this run"}
+		if err := validateKey(ctx, conn, p, k.table, k.name, o); err != nil {
+			if !errors.Is(err, ErrCrossTenant) {
+				return results, fmt.Errorf("keys: %s.%s: %w", k.table, k.name, err)
+			}
+			res.Note = err.Error()
+			errs = append(errs, fmt.Errorf("%s.%s: %w", k.table, k.name, err))
+		}
+		results = append(results, res)
+	}
 	if len(errs) > 0 {
 		return results, fmt.Errorf("keys: %w", errors.Join(errs...))
 	}
 	return results, nil
+}
+
+// pendingKey is a tenant-carrying key Keys added but did not validate.
+type pendingKey struct{ name, table, parent, replaced string }
+
+// unvalidated lists the keys of the named child tables (all when empty)
+// that were added but not validated.
+func unvalidated(ctx context.Context, conn *pgx.Conn, p *Plan, names []string) ([]pendingKey, error) {
+	tables, err := pick(p, names)
+	if err != nil {
+		return nil, err
+	}
+	rels := make([]string, len(tables))
+	for i, t := range tables {
+		rels[i] = qualified(p, t.Name)
+	}
+	rows, err := conn.Query(ctx, "SELECT name, rel, parent, replaced FROM "+StateSchema+".keys WHERE kind = 'fk' AND NOT validated AND rel = ANY($1) ORDER BY name", rels)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (pendingKey, error) {
+		var k pendingKey
+		var rel, parent string
+		err := r.Scan(&k.name, &rel, &parent, &k.replaced)
+		k.table = strings.TrimPrefix(rel, p.Schema+".")
+		k.parent = strings.TrimPrefix(parent, p.Schema+".")
+		return k, err
+	})
 }
 
 // foreignKeys lists the application's single-column foreign keys from
@@ -329,6 +379,13 @@ func replaceKey(ctx context.Context, conn *pgx.Conn, p *Plan, fk foreignKey, o O
 	if validated {
 		return nil
 	}
+	return validateKey(ctx, conn, p, fk.child.Name, name, o)
+}
+
+// validateKey validates the tenant-carrying key name on table (a scan
+// that lets writes go on) and records it.
+func validateKey(ctx context.Context, conn *pgx.Conn, p *Plan, table, name string, o Options) error {
+	cq := qident(p.Schema, table)
 	return withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", cq, ident(name))); err != nil {
 			if sqlState(err) == "23503" { // written since the look above; the new key already refuses more

@@ -131,6 +131,31 @@ func TestKeys(t *testing.T) {
 			t.Errorf("status of memories: keys %+v, want its two, validated", s.Keys)
 		}
 	}
+	// A key a kill left unvalidated (added NOT VALID, the old one dropped):
+	// status says so, and a rerun validates it.
+	var pending string
+	for _, s := range st {
+		if s.Table == "memories" && len(s.Keys) > 0 {
+			pending = s.Keys[0].Replacement
+		}
+	}
+	var def string
+	if err := op.QueryRow(ctx, "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = $1", pending).Scan(&def); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"ALTER TABLE memories DROP CONSTRAINT " + pending, "ALTER TABLE memories ADD CONSTRAINT " + pending + " " + def + " NOT VALID",
+		"UPDATE bulkhead_adopt.keys SET validated = false WHERE name = '" + pending + "'"} {
+		if _, err := op.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	res, err = Keys(ctx, op, p, nil, o)
+	if err != nil || len(res) != 1 || res[0].Replacement != pending {
+		t.Errorf("keys with %s unvalidated: %+v, %v; want it validated", pending, res, err)
+	}
+	if n := count(t, op, "SELECT count(*) FROM pg_constraint WHERE conname = $1 AND convalidated", pending); n != 1 {
+		t.Errorf("%s not validated by the rerun", pending)
+	}
 	// A rerun finds every key done.
 	if again, err := Keys(ctx, op, p, nil, o); err != nil || len(again) != 0 {
 		t.Errorf("keys again: %+v, %v; want nothing left to do", again, err)
