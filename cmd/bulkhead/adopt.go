@@ -304,7 +304,9 @@ by default) to another tenant table's primary key, child(col) -> parent(id), by
 child(tenant, col) -> parent(tenant, id) with the same actions. Foreign-key
 checks ignore row-level security: without this a tenant can attach its rows to
 another tenant's, and probe which ids exist in other tenants (audit BH702).
-Every tenant table must be backfilled. The parent's (tenant, id) index is built
+Every tenant table must be backfilled. Unlike shadow it blocks: from then on a
+write pointing at another tenant's row fails, in any phase; run it after enforce,
+or when the application is known not to write such rows. The parent's (tenant, id) index is built
 concurrently; each key is added NOT VALID, then validated without blocking
 writes. Keys whose rows already point at another tenant's row are left alone
 and reported (exit 1); the others are replaced. Rollback to original, or
