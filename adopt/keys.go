@@ -185,7 +185,6 @@ func foreignKeys(ctx context.Context, tx pgx.Tx, p *Plan, children []Table) ([]f
 			name, parent, col     string
 			parentCol, def        string
 			onPK                  int64
-			ncols                 int32
 			upd, del              string
 			deferrable, deferred_ bool
 		}
@@ -193,7 +192,7 @@ func foreignKeys(ctx context.Context, tx pgx.Tx, p *Plan, children []Table) ([]f
 		rows, err := tx.Query(ctx, `SELECT co.oid, co.conname::text, pc.relname::text, a.attname::text, coalesce(pa.attname::text, ''),
   pg_get_constraintdef(co.oid),
   (SELECT count(*) FROM pg_index i WHERE i.indrelid = co.confrelid AND i.indisprimary AND i.indnkeyatts = 1 AND i.indkey[0] = co.confkey[1]),
-  array_length(co.conkey, 1), co.confupdtype::text, co.confdeltype::text, co.condeferrable, co.condeferred
+  co.confupdtype::text, co.confdeltype::text, co.condeferrable, co.condeferred
 FROM pg_constraint co
 JOIN pg_class pc ON pc.oid = co.confrelid
 JOIN pg_attribute a ON a.attrelid = co.conrelid AND a.attnum = co.conkey[1]
@@ -206,7 +205,7 @@ ORDER BY co.conname`, qident(p.Schema, c.Name), p.Schema)
 		}
 		for rows.Next() {
 			var r row
-			if err := rows.Scan(&r.oid, &r.name, &r.parent, &r.col, &r.parentCol, &r.def, &r.onPK, &r.ncols, &r.upd, &r.del, &r.deferrable, &r.deferred_); err != nil {
+			if err := rows.Scan(&r.oid, &r.name, &r.parent, &r.col, &r.parentCol, &r.def, &r.onPK, &r.upd, &r.del, &r.deferrable, &r.deferred_); err != nil {
 				rows.Close()
 				return nil, nil, err
 			}
@@ -224,7 +223,7 @@ ORDER BY co.conname`, qident(p.Schema, c.Name), p.Schema)
 				skipped = append(skipped, KeyResult{Table: c.Name, Constraint: r.name, References: r.parent, Note: why})
 			}
 			switch {
-			case r.ncols != 1 || r.parentCol == "":
+			case r.parentCol == "": // NULL unless the key has one column
 				skip("a key of several columns: left to the operator")
 				continue
 			case r.onPK != 1:

@@ -253,3 +253,53 @@ func TestKeysUnderAHeldLock(t *testing.T) {
 		t.Fatalf("keys once released: %+v, %v", res, err)
 	}
 }
+
+// TestKeysLeaveWhatTheyCannotCarry: a key to a unique key that isn't the
+// primary key, a key of several columns and a key whose ON UPDATE SET NULL
+// would clear the tenant are listed with the reason and left exactly as
+// they were; the plain key beside them is replaced.
+func TestKeysLeaveWhatTheyCannotCarry(t *testing.T) {
+	ctx := context.Background()
+	d := newEmptyDB(t)
+	op := mustConnect(t, d.adminDSN())
+	app := mustConnect(t, d.appDSN())
+	if _, err := app.Exec(ctx, `
+CREATE TABLE parents (id bigint PRIMARY KEY, org_id text NOT NULL, code text NOT NULL UNIQUE);
+CREATE TABLE pairs (a bigint, b bigint, org_id text NOT NULL, PRIMARY KEY (a, b));
+CREATE TABLE children (id bigint PRIMARY KEY, org_id text NOT NULL, parent_id bigint REFERENCES parents (id),
+  parent_code text REFERENCES parents (code), moved_id bigint REFERENCES parents (id) ON UPDATE SET NULL,
+  a bigint, b bigint, FOREIGN KEY (a, b) REFERENCES pairs (a, b));
+INSERT INTO parents VALUES (1, 'acme', 'p1');
+INSERT INTO pairs VALUES (1, 1, 'acme');
+INSERT INTO children VALUES (1, 'acme', 1, 'p1', 1, 1, 1);`); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Inspect(ctx, op, InspectOptions{TenantColumns: []string{"org_id"}, TenantSetting: "app.org", RuntimeRole: d.runtime()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{BatchSize: 100}
+	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
+		t.Fatal(err)
+	}
+	before := foreignKeyDefs(t, op)
+	res, err := Keys(ctx, op, p, []string{"children"}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := map[string]string{}
+	for _, r := range res {
+		notes[r.Constraint] = r.Note
+		if r.Constraint == "children_parent_id_fkey" && r.Replacement == "" {
+			t.Errorf("the plain key was not replaced: %+v", r)
+		}
+	}
+	for con, want := range map[string]string{"children_parent_code_fkey": "unique key", "children_a_b_fkey": "several columns", "children_moved_id_fkey": "ON UPDATE SET NULL"} {
+		if !strings.Contains(notes[con], want) {
+			t.Errorf("%s: note %q, want it left alone because of %q", con, notes[con], want)
+		}
+		if now := foreignKeyDefs(t, op)["children."+con]; now != before["children."+con] || now == "" {
+			t.Errorf("%s: %q, want it unchanged (%q)", con, now, before["children."+con])
+		}
+	}
+}
