@@ -292,20 +292,20 @@ func Inspect(ctx context.Context, conn *pgx.Conn, opts InspectOptions) (*Plan, e
 			}
 		}
 	}
-	// The tenant type: the one most of the columns have (ties: by name).
+	// The tenant type: the supported type most of the columns have (ties:
+	// the first by name); uuid when none has one.
 	types := map[string]int{}
 	for _, t := range c.tables {
 		if cc, ok := t.cols[col]; ok {
 			types[tenantTypeOf(cc.typ)]++
 		}
 	}
+	p.TenantType = "uuid"
+	best := 0
 	for _, typ := range rls.TenantTypes() {
-		if types[typ] > types[p.TenantType] || (p.TenantType == "" && types[typ] > 0) {
-			p.TenantType = typ
+		if types[typ] > best {
+			p.TenantType, best = typ, types[typ]
 		}
-	}
-	if p.TenantType == "" {
-		p.TenantType = "uuid"
 	}
 	for _, name := range c.names {
 		p.Tables = append(p.Tables, proposeTable(c, c.tables[name], col, p.TenantType))

@@ -219,3 +219,47 @@ func newEmptyDB(t testing.TB) *db {
 	t.Helper()
 	return newDBFrom(t, "template0")
 }
+
+// TestInspectTenantTypeMajority: the plan's tenant type is the supported
+// type most tenant columns have; a table whose column has another type,
+// supported or not, is left for the operator to decide, with a note; with
+// no supported type at all the plan says uuid and every table is left.
+func TestInspectTenantTypeMajority(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, schema, want string
+		decide             []string
+	}{
+		{"majority", `CREATE TABLE a (id int PRIMARY KEY, org_id text); CREATE TABLE b (id int PRIMARY KEY, org_id text);
+CREATE TABLE c (id int PRIMARY KEY, org_id bigint); CREATE TABLE d (id int PRIMARY KEY, org_id character varying(20));`, "text", []string{"c", "d"}},
+		{"tie, first by name", `CREATE TABLE a (id int PRIMARY KEY, org_id text); CREATE TABLE b (id int PRIMARY KEY, org_id integer);`, "integer", []string{"a"}},
+		{"none supported", `CREATE TABLE a (id int PRIMARY KEY, org_id numeric); CREATE TABLE b (id int PRIMARY KEY, org_id character varying);`, "uuid", []string{"a", "b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newEmptyDB(t)
+			op := mustConnect(t, d.adminDSN())
+			if _, err := mustConnect(t, d.appDSN()).Exec(ctx, tc.schema); err != nil {
+				t.Fatal(err)
+			}
+			p, err := Inspect(ctx, op, InspectOptions{TenantColumns: []string{"org_id"}, TenantSetting: "app.org", RuntimeRole: d.runtime()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.TenantType != tc.want {
+				t.Errorf("tenant_type %q, want %q", p.TenantType, tc.want)
+			}
+			var decide []string
+			for _, tb := range p.Tables {
+				if tb.Decide {
+					decide = append(decide, tb.Name)
+					if !strings.Contains(strings.Join(tb.Notes, "\n"), "tenant_type is "+tc.want) {
+						t.Errorf("%s: notes %q, want one naming the plan's type", tb.Name, tb.Notes)
+					}
+				}
+			}
+			if fmt.Sprint(decide) != fmt.Sprint(tc.decide) {
+				t.Errorf("left to decide: %v, want %v", decide, tc.decide)
+			}
+		})
+	}
+}
