@@ -135,19 +135,32 @@ func TestKeys(t *testing.T) {
 	// status says so, and a rerun validates it.
 	var pending string
 	for _, s := range st {
-		if s.Table == "memories" && len(s.Keys) > 0 {
-			pending = s.Keys[0].Replacement
+		for _, k := range s.Keys {
+			if k.Replaced == "memories_room_id_fkey" {
+				pending = k.Replacement
+			}
 		}
 	}
 	var def string
 	if err := op.QueryRow(ctx, "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = $1", pending).Scan(&def); err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{"ALTER TABLE memories DROP CONSTRAINT " + pending, "ALTER TABLE memories ADD CONSTRAINT " + pending + " " + def + " NOT VALID",
+	// Meanwhile a row crossing tenants was written (before the key was
+	// added): the rerun refuses to validate, says why, and changes nothing.
+	crossing := "'00000000-0000-0000-0000-0000000000c5'"
+	for _, q := range []string{"ALTER TABLE memories DROP CONSTRAINT " + pending,
+		"INSERT INTO memories (id, server_id, room_id, type, content) VALUES (" + crossing + ", '" + s1 + "', '" + theirs + "', 'message', 'crossing')",
+		"ALTER TABLE memories ADD CONSTRAINT " + pending + " " + def + " NOT VALID",
 		"UPDATE bulkhead_adopt.keys SET validated = false WHERE name = '" + pending + "'"} {
 		if _, err := op.Exec(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
+	}
+	if _, err := Keys(ctx, op, p, nil, o); !errors.Is(err, ErrCrossTenant) {
+		t.Errorf("keys with %s unvalidated over a crossing row: %v, want ErrCrossTenant", pending, err)
+	}
+	if _, err := op.Exec(ctx, "DELETE FROM memories WHERE id = "+crossing); err != nil {
+		t.Fatal(err)
 	}
 	res, err = Keys(ctx, op, p, nil, o)
 	if err != nil || len(res) != 1 || res[0].Replacement != pending {
@@ -301,5 +314,32 @@ INSERT INTO children VALUES (1, 'acme', 1, 'p1', 1, 1, 1);`); err != nil {
 		if now := foreignKeyDefs(t, op)["children."+con]; now != before["children."+con] || now == "" {
 			t.Errorf("%s: %q, want it unchanged (%q)", con, now, before["children."+con])
 		}
+	}
+}
+
+// TestRollbackWithAStateFromBeforeKeys: a database adopted before keys
+// existed has no keys table in its state schema; rollback to the original
+// still works, and status reads it.
+func TestRollbackWithAStateFromBeforeKeys(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	o := Options{BatchSize: 1000}
+	orig := checksums(t, op, p)
+	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Exec(ctx, "DROP TABLE bulkhead_adopt.keys"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Status(ctx, op, p); err != nil {
+		t.Errorf("status without a keys table: %v", err)
+	}
+	if _, err := Rollback(ctx, op, p, nil, PhaseOriginal, o); err != nil {
+		t.Fatalf("rollback without a keys table: %v", err)
+	}
+	if s := diffMaps(orig, checksums(t, op, p)); s != "" {
+		t.Errorf("rollback to original: data differs:\n%s", s)
 	}
 }
