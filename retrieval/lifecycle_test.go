@@ -170,11 +170,8 @@ func TestReembed(t *testing.T) {
 // tenant whose row did not move, neither generation is touched but its own.
 func TestIngestFollowsASwitchItRemembersWrongly(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
-	k := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{})
-	w := &world{d: d, k: k}
-	w.a, w.ua = w.tenant(t, "acme")
-	w.b, w.ub = w.tenant(t, "globex")
+	w := newWorld(t, nil)
+	k := w.k
 	for _, u := range []context.Context{w.ua, w.ub} {
 		ingest(t, k, u, postgres.NewDocument{Title: "first", Content: "The first warehouse report."}) // remembered: generation 1
 	}
@@ -230,11 +227,8 @@ func switchGeneration(t *testing.T, w *world, tenant uuid.UUID) vector.Collectio
 // settings are untouched: it keeps its answer.
 func TestQueryFollowsASwitchItRemembersWrongly(t *testing.T) {
 	t.Parallel()
-	d := testdb.New(t)
-	k := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{})
-	w := &world{d: d, k: k}
-	w.a, w.ua = w.tenant(t, "acme")
-	w.b, w.ub = w.tenant(t, "globex")
+	w := newWorld(t, nil)
+	k := w.k
 	for _, u := range []context.Context{w.ua, w.ub} {
 		ingest(t, k, u, postgres.NewDocument{Title: "first", Content: "The first warehouse report."}) // remembered: generation 1
 		if ps := query(t, k, u, "warehouse"); len(ps) != 1 {
