@@ -187,8 +187,8 @@ func SQL(p *Plan) (string, error) {
 					cols = append(cols, ident(c))
 				}
 			}
-			fmt.Fprintf(&b, "-- tenant-leading key (not run by adopt; after backfill, online, then point foreign keys at it):\n-- CREATE UNIQUE INDEX CONCURRENTLY %s ON %s (%s);\n",
-				ident(t.Name+"_"+t.TenantColumn+"_key"), qident(p.Schema, t.Name), strings.Join(cols, ", "))
+			fmt.Fprintf(&b, "-- keys (adopt keys, optional, after backfill): if other tenant tables reference %s, this index is built\n-- and their foreign keys carry the tenant: child (%s, col) REFERENCES %s (%s); the primary key itself stays.\n-- CREATE UNIQUE INDEX CONCURRENTLY bulkhead_adopt_tk_<oid> ON %s (%s);\n",
+				t.Name, ident(t.TenantColumn), qident(p.Schema, t.Name), strings.Join(cols, ", "), qident(p.Schema, t.Name), strings.Join(cols, ", "))
 		}
 		b.WriteString("-- backfill\n")
 		for _, s := range backfillPrepareSQL(p, t, false) {
