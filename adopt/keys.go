@@ -181,12 +181,12 @@ func foreignKeys(ctx context.Context, tx pgx.Tx, p *Plan, children []Table) ([]f
 	}
 	for _, c := range children {
 		type row struct {
-			oid                   uint32
-			name, parent, col     string
-			parentCol, def        string
-			onPK                  int64
-			upd, del              string
-			deferrable, deferred_ bool
+			oid                           uint32
+			name, parent, col             string
+			parentCol, def                string
+			onPK                          int64
+			upd, del                      string
+			deferrable, initiallyDeferred bool
 		}
 		var found []row
 		rows, err := tx.Query(ctx, `SELECT co.oid, co.conname::text, pc.relname::text, a.attname::text, coalesce(pa.attname::text, ''),
@@ -205,7 +205,7 @@ ORDER BY co.conname`, qident(p.Schema, c.Name), p.Schema)
 		}
 		for rows.Next() {
 			var r row
-			if err := rows.Scan(&r.oid, &r.name, &r.parent, &r.col, &r.parentCol, &r.def, &r.onPK, &r.upd, &r.del, &r.deferrable, &r.deferred_); err != nil {
+			if err := rows.Scan(&r.oid, &r.name, &r.parent, &r.col, &r.parentCol, &r.def, &r.onPK, &r.upd, &r.del, &r.deferrable, &r.initiallyDeferred); err != nil {
 				rows.Close()
 				return nil, nil, err
 			}
@@ -236,7 +236,7 @@ ORDER BY co.conname`, qident(p.Schema, c.Name), p.Schema)
 			fk := foreignKey{oid: r.oid, name: r.name, child: c, parent: parent, col: r.col, parentCol: r.parentCol, def: r.def, upd: r.upd[0], del: r.del[0]}
 			if r.deferrable {
 				fk.deferrable = " DEFERRABLE"
-				if r.deferred_ {
+				if r.initiallyDeferred {
 					fk.deferrable += " INITIALLY DEFERRED"
 				}
 			}
