@@ -231,7 +231,8 @@ func TestKeysRefuseCrossTenantRows(t *testing.T) {
 // TestKeysUnderAHeldLock: a parent table held by another session's lock
 // makes keys wait lock_timeout per try and give up after its retries,
 // leaving the application's keys as they were and no index behind;
-// released, keys goes through.
+// released, keys goes through, rebuilding the invalid index an earlier
+// build left.
 func TestKeysUnderAHeldLock(t *testing.T) {
 	ctx := context.Background()
 	d := newDB(t)
@@ -261,9 +262,25 @@ func TestKeysUnderAHeldLock(t *testing.T) {
 		t.Errorf("a refused keys left %d indexes", n)
 	}
 	tx.Rollback(ctx)
+	// An index build a kill cut short leaves the index invalid: keys drops
+	// and builds it again.
+	var oid uint32
+	if err := op.QueryRow(ctx, "SELECT 'agents'::regclass::oid").Scan(&oid); err != nil {
+		t.Fatal(err)
+	}
+	index := tenantKeyIndex(oid)
+	if _, err := op.Exec(ctx, "CREATE UNIQUE INDEX CONCURRENTLY "+index+" ON agents ((1))"); err == nil {
+		t.Fatal("a unique index on a constant over several rows was built: the test shows nothing")
+	}
+	if n := count(t, op, "SELECT count(*) FROM pg_index WHERE indexrelid = to_regclass($1) AND NOT indisvalid", index); n != 1 {
+		t.Fatalf("no invalid index %s to start from", index)
+	}
 	res, err := Keys(ctx, op, p, []string{"worlds"}, o)
 	if err != nil || len(res) != 1 || res[0].Replacement == "" {
 		t.Fatalf("keys once released: %+v, %v", res, err)
+	}
+	if n := count(t, op, "SELECT count(*) FROM pg_index i JOIN pg_indexes x ON x.indexname = $1 WHERE i.indexrelid = to_regclass($1) AND i.indisvalid AND x.indexdef LIKE '%(server_id, id)'", index); n != 1 {
+		t.Errorf("%s is not the valid (server_id, id) index after keys", index)
 	}
 }
 
