@@ -44,26 +44,13 @@ const (
 // moved (a Reembed switched generations) the points are taken back and
 // the document is ingested again with the settings read afresh.
 func (s *Service) Ingest(ctx context.Context, in postgres.NewDocument) (bulkhead.Document, error) {
-	sc, ok := bulkhead.ScopeFrom(ctx)
-	if !ok {
-		return bulkhead.Document{}, fmt.Errorf("ingest: %w", bulkhead.ErrUnauthenticated)
-	}
-	if k, ok := s.known.get(sc.Tenant); ok {
-		d, err := s.ingest(ctx, in, k)
-		if !errors.Is(err, postgres.ErrKnowledgeChanged) && !errors.Is(err, ErrNotProvisioned) {
-			return d, err
-		}
-		s.known.drop(sc.Tenant, k)
-	}
-	k, err := s.db.Knowledge(ctx)
+	d, err := withKnowledge(ctx, s, func(k postgres.Knowledge, _ bool) (bulkhead.Document, error) {
+		return s.ingest(ctx, in, k) // checks k even when just read (see Expect)
+	})
 	if err != nil {
 		return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
 	}
-	if k.Model == "" {
-		return bulkhead.Document{}, fmt.Errorf("ingest: %w", ErrNotProvisioned)
-	}
-	s.known.put(sc.Tenant, k)
-	return s.ingest(ctx, in, k)
+	return d, nil
 }
 
 // ingest is Ingest with the tenant's settings k.
@@ -71,7 +58,7 @@ func (s *Service) ingest(ctx context.Context, in postgres.NewDocument, k postgre
 	in.Expect = &k
 	t, err := s.targetAt(ctx, k.Generation, k.Model)
 	if err != nil {
-		return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
+		return bulkhead.Document{}, err
 	}
 	// Embed first, outside the rows' transaction and holding no database
 	// connection (a remote model may take as long as its deadline);
@@ -82,7 +69,7 @@ func (s *Service) ingest(ctx context.Context, in postgres.NewDocument, k postgre
 	if len(in.Content) <= postgres.MaxDocumentBytes && utf8.ValidString(in.Content) {
 		texts = postgres.Chunk(in.Content, postgres.ChunkSize, postgres.ChunkOverlap)
 		if vecs, err = embedTexts(ctx, t.embed, texts); err != nil {
-			return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
+			return bulkhead.Document{}, err
 		}
 	}
 	var stored []uuid.UUID
@@ -112,7 +99,7 @@ func (s *Service) ingest(ctx context.Context, in postgres.NewDocument, k postgre
 		}
 	}
 	if err != nil {
-		return bulkhead.Document{}, fmt.Errorf("ingest: %w", err)
+		return bulkhead.Document{}, err
 	}
 	return d, nil
 }

@@ -1,8 +1,11 @@
 package retrieval
 
 import (
+	"context"
+	"errors"
 	"sync"
 
+	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/uuid"
 )
@@ -45,4 +48,32 @@ func (c *known) drop(tenant uuid.UUID, k postgres.Knowledge) {
 	if c.m[tenant] == k {
 		delete(c.m, tenant)
 	}
+}
+
+// withKnowledge runs fn with the caller's tenant's settings: the
+// remembered ones first (remembered true: fn must check them where it
+// uses them), and, when fn finds they moved (postgres.ErrKnowledgeChanged)
+// or their collection gone (ErrNotProvisioned), once more with the
+// settings read afresh and remembered (remembered false). Errors of its
+// own (no scope, the settings' read, a tenant without a model) are
+// returned as they are, for the caller to wrap.
+func withKnowledge[T any](ctx context.Context, s *Service, fn func(k postgres.Knowledge, remembered bool) (T, error)) (T, error) {
+	var zero T
+	sc, ok := bulkhead.ScopeFrom(ctx)
+	if !ok {
+		return zero, bulkhead.ErrUnauthenticated
+	}
+	if k, ok := s.known.get(sc.Tenant); ok {
+		out, err := fn(k, true)
+		if !errors.Is(err, postgres.ErrKnowledgeChanged) && !errors.Is(err, ErrNotProvisioned) {
+			return out, err
+		}
+		s.known.drop(sc.Tenant, k)
+	}
+	k, err := s.knowledge(ctx)
+	if err != nil {
+		return zero, err
+	}
+	s.known.put(sc.Tenant, k)
+	return fn(k, false)
 }

@@ -97,26 +97,13 @@ func (s *Service) Query(ctx context.Context, q Query) ([]Passage, error) {
 	if err := q.validate(); err != nil {
 		return nil, err
 	}
-	sc, ok := bulkhead.ScopeFrom(ctx)
-	if !ok {
-		return nil, fmt.Errorf("query: %w", bulkhead.ErrUnauthenticated)
-	}
-	if k, ok := s.known.get(sc.Tenant); ok {
-		out, err := s.query(ctx, q, k, true)
-		if !errors.Is(err, postgres.ErrKnowledgeChanged) && !errors.Is(err, ErrNotProvisioned) {
-			return out, err
-		}
-		s.known.drop(sc.Tenant, k)
-	}
-	k, err := s.db.Knowledge(ctx)
+	out, err := withKnowledge(ctx, s, func(k postgres.Knowledge, remembered bool) ([]Passage, error) {
+		return s.query(ctx, q, k, remembered)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	if k.Model == "" {
-		return nil, fmt.Errorf("query: %w", ErrNotProvisioned)
-	}
-	s.known.put(sc.Tenant, k)
-	return s.query(ctx, q, k, false)
+	return out, nil
 }
 
 // query is Query with the tenant's settings k, checked by the read-back
@@ -125,7 +112,7 @@ func (s *Service) query(ctx context.Context, q Query, k postgres.Knowledge, reme
 	n := candidates(q.K)
 	t, err := s.targetAt(ctx, k.Generation, k.Model)
 	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
+		return nil, err
 	}
 	var expect *postgres.Knowledge
 	if remembered {
@@ -141,10 +128,10 @@ func (s *Service) query(ctx context.Context, q Query, k postgres.Knowledge, reme
 	vec, verr := s.vectorRanking(ctx, t, q.Text, n)
 	<-done
 	if verr != nil {
-		return nil, fmt.Errorf("query: vector search: %w", verr)
+		return nil, fmt.Errorf("vector search: %w", verr)
 	}
 	if terr != nil {
-		return nil, fmt.Errorf("query: full-text search: %w", terr)
+		return nil, fmt.Errorf("full-text search: %w", terr)
 	}
 	// One statement reads back what the caller can see among both lists'
 	// first candidates: it decides their visibility and fetches the
@@ -152,15 +139,15 @@ func (s *Service) query(ctx context.Context, q Query, k postgres.Knowledge, reme
 	visible := map[uuid.UUID]bool{}
 	got := map[uuid.UUID]bulkhead.Passage{}
 	if err := s.readPassages(ctx, union(text.unchecked(visible), vec.unchecked(visible)), expect, visible, got); err != nil {
-		return nil, fmt.Errorf("query: %w", err)
+		return nil, err
 	}
 	th, err := s.visibleTop(ctx, n, text, visible)
 	if err != nil {
-		return nil, fmt.Errorf("query: full-text search: %w", err)
+		return nil, fmt.Errorf("full-text search: %w", err)
 	}
 	vh, err := s.visibleTop(ctx, n, vec, visible)
 	if err != nil {
-		return nil, fmt.Errorf("query: vector search: %w", err)
+		return nil, fmt.Errorf("vector search: %w", err)
 	}
 	fused := fuse(textHits(th), vh)
 	var need []uuid.UUID // visible hits found by widening, not read yet
@@ -170,7 +157,7 @@ func (s *Service) query(ctx context.Context, q Query, k postgres.Knowledge, reme
 		}
 	}
 	if err := s.readPassages(ctx, need, nil, visible, got); err != nil {
-		return nil, fmt.Errorf("query: %w", err)
+		return nil, err
 	}
 	out := make([]Passage, 0, q.K)
 	for _, p := range fused {

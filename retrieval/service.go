@@ -107,14 +107,24 @@ type target struct {
 // target resolves the caller's collection and embedder from the tenant's
 // own row (read in its scope) and the router.
 func (s *Service) target(ctx context.Context) (target, error) {
-	k, err := s.db.Knowledge(ctx)
+	k, err := s.knowledge(ctx)
 	if err != nil {
 		return target{}, err
 	}
-	if k.Model == "" {
-		return target{}, ErrNotProvisioned
-	}
 	return s.targetAt(ctx, k.Generation, k.Model)
+}
+
+// knowledge reads the caller's tenant's settings in its scope;
+// ErrNotProvisioned for a tenant without an embedding model.
+func (s *Service) knowledge(ctx context.Context) (postgres.Knowledge, error) {
+	k, err := s.db.Knowledge(ctx)
+	if err != nil {
+		return postgres.Knowledge{}, err
+	}
+	if k.Model == "" {
+		return postgres.Knowledge{}, ErrNotProvisioned
+	}
+	return k, nil
 }
 
 func (s *Service) targetAt(ctx context.Context, gen uint32, model string) (target, error) {
