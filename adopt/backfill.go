@@ -253,7 +253,7 @@ func cols(alias string, pk []string) string {
 func ruleValue(p *Plan, r Rule) string {
 	switch {
 	case r.Constant != "":
-		return lit(r.Constant) + "::pg_catalog." + pgType[p.tenantType()]
+		return lit(r.Constant) + "::pg_catalog." + p.catalogType()
 	case r.Parent != nil:
 		pcol := r.Parent.TenantColumn
 		if pt, ok := p.Table(r.Parent.Table); pcol == "" && ok {

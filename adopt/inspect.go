@@ -316,8 +316,7 @@ func Inspect(ctx context.Context, conn *pgx.Conn, opts InspectOptions) (*Plan, e
 // tenantTypeOf is the tenant type (Plan.TenantType) a column of SQL type
 // typ (format_type's spelling) is, or "" when it can be none.
 func tenantTypeOf(typ string) string {
-	switch typ {
-	case "uuid", "text", "bigint", "integer":
+	if _, ok := rls.CatalogType(typ); ok {
 		return typ
 	}
 	return ""

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -118,7 +117,7 @@ func (p *Plan) Validate() error {
 	if !identRE.MatchString(p.Runtime.Name) {
 		bad("runtime_role.name %q is not a plain lower-case identifier", p.Runtime.Name)
 	}
-	if !slices.Contains(rls.TenantTypes(), p.tenantType()) {
+	if _, ok := rls.CatalogType(p.tenantType()); !ok {
 		bad("tenant_type %q: want one of %s", p.TenantType, strings.Join(rls.TenantTypes(), ", "))
 	}
 	seen := map[string]bool{}
@@ -166,6 +165,12 @@ func (p *Plan) tenantType() string {
 		return "uuid"
 	}
 	return p.TenantType
+}
+
+// catalogType is the tenant type's name in pg_catalog (the plan is valid).
+func (p *Plan) catalogType() string {
+	name, _ := rls.CatalogType(p.tenantType())
+	return name
 }
 
 // validTenant reports whether v is a value of the tenant type typ, as

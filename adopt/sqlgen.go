@@ -23,9 +23,6 @@ func sqlState(err error) string {
 	return ""
 }
 
-// pgType is each tenant type's name in pg_catalog.
-var pgType = map[string]string{"uuid": "uuid", "text": "text", "bigint": "int8", "integer": "int4"}
-
 // strictExpr is layer 1 from the policy generator: the row's tenant column
 // equals the tenant in context, current_tenant() run once per statement.
 func strictExpr(p *Plan, t Table) (string, error) {
@@ -90,7 +87,7 @@ func triggerSQL(p *Plan, t Table, pk []string) []string {
 	// there (current_tenant()) re-parses its body each time (measured:
 	// shadow inserts 13 % slower than with this form). Same meaning as
 	// current_tenant(): '' or unset is NULL.
-	cur := fmt.Sprintf("NULLIF(pg_catalog.current_setting(%s, true), '')::pg_catalog.%s", lit(p.TenantSetting), pgType[p.tenantType()])
+	cur := fmt.Sprintf("NULLIF(pg_catalog.current_setting(%s, true), '')::pg_catalog.%s", lit(p.TenantSetting), p.catalogType())
 	args := fmt.Sprintf("%s, %s", lit(t.TenantColumn), lit(strings.Join(pk, ",")))
 	fn := StateSchema + ".record_violation"
 	return []string{

@@ -1,6 +1,10 @@
 package rls
 
-import "fmt"
+import (
+	"fmt"
+	"maps"
+	"slices"
+)
 
 // Config names the schema, roles and settings the generated SQL refers to.
 type Config struct {
@@ -32,11 +36,19 @@ type Config struct {
 	TenantType string
 }
 
-// tenantTypes maps each TenantType to the type's name in pg_catalog.
+// tenantTypes maps each TenantType (spelled as format_type spells the
+// column's type) to the type's name in pg_catalog.
 var tenantTypes = map[string]string{"uuid": "uuid", "text": "text", "bigint": "int8", "integer": "int4"}
 
 // TenantTypes returns the TenantType values accepted, sorted.
-func TenantTypes() []string { return []string{"bigint", "integer", "text", "uuid"} }
+func TenantTypes() []string { return slices.Sorted(maps.Keys(tenantTypes)) }
+
+// CatalogType returns the name in pg_catalog of the tenant type typ, and
+// false when typ is not one.
+func CatalogType(typ string) (string, bool) {
+	name, ok := tenantTypes[typ]
+	return name, ok
+}
 
 // tenantType is TenantType with its default.
 func (c Config) tenantType() string {
