@@ -14,7 +14,7 @@ import (
 type Options struct {
 	BatchSize   int           // rows per backfill batch (key range); default 5000
 	LockTimeout time.Duration // per transaction; default 2s
-	Retries     int           // lock timeouts retried per step; default 5
+	Retries     int           // lock timeouts and deadlocks retried per step; default 5
 	// Progress, when set, is called after each backfill batch.
 	Progress func(table, rule string, done, total int64, rowsPerSec float64)
 }
@@ -98,8 +98,8 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 	res := BackfillResult{Table: t.Name}
 	rel := qualified(p, t.Name)
 	var phase Phase = PhaseOriginal
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".tables").Scan(&exists); err != nil {
+	exists, err := stateTableExists(ctx, conn, "tables")
+	if err != nil {
 		return res, err
 	}
 	if exists {

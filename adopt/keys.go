@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,7 +28,7 @@ type KeyResult struct {
 
 // foreignKey is one single-column foreign key between two tenant tables.
 type foreignKey struct {
-	oid            uint32
+	ids            keyIDs
 	name           string
 	child, parent  Table
 	col, parentCol string
@@ -36,8 +37,16 @@ type foreignKey struct {
 	deferrable     string // "", " DEFERRABLE", " DEFERRABLE INITIALLY DEFERRED"
 }
 
-// replacement is the name of the tenant-carrying key that replaces fk.
-func (fk foreignKey) replacement() string { return fmt.Sprintf("bulkhead_adopt_fk_%d", fk.oid) }
+// keyIDs place a foreign key: the child's oid, its column's number and
+// the parent's oid.
+type keyIDs struct{ child, col, parent uint32 }
+
+// replacement is the name of the tenant-carrying key that replaces fk:
+// from the tables and the column, not fk's own oid, so the same key
+// re-created by an interrupted undo gets the same replacement.
+func (fk foreignKey) replacement() string {
+	return fmt.Sprintf("bulkhead_adopt_fk_%d_%d_%d", fk.ids.child, fk.ids.col, fk.ids.parent)
+}
 
 // tenantKeyIndex names the unique (tenant, key) index on the table with
 // oid: foreign keys need a unique index on the columns they reference.
@@ -92,10 +101,12 @@ func Keys(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Option
 		return nil, fmt.Errorf("keys: %w", err)
 	}
 	var errs []error
+	refuse := func(res *KeyResult, err error) {
+		res.Note = err.Error()
+		errs = append(errs, fmt.Errorf("%s.%s: %w", res.Table, res.Constraint, err))
+	}
 	indexed := map[string]bool{}
-	handled := map[string]bool{}
 	for _, fk := range fks {
-		handled[fk.replacement()] = true
 		res := KeyResult{Table: fk.child.Name, Constraint: fk.name, References: fk.parent.Name}
 		if !indexed[fk.parent.Name] {
 			if err := tenantIndex(ctx, conn, p, fk.parent, o); err != nil {
@@ -103,36 +114,34 @@ func Keys(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Option
 			}
 			indexed[fk.parent.Name] = true
 		}
-		if err := replaceKey(ctx, conn, p, fk, o); err != nil {
-			if !errors.Is(err, ErrCrossTenant) {
-				return results, fmt.Errorf("keys: %s.%s: %w", fk.child.Name, fk.name, err)
-			}
-			res.Note = err.Error()
-			errs = append(errs, fmt.Errorf("%s.%s: %w", fk.child.Name, fk.name, err))
-		} else {
+		switch err := replaceKey(ctx, conn, p, fk, o); {
+		case errors.Is(err, ErrCrossTenant):
+			refuse(&res, err)
+		case err != nil:
+			return results, fmt.Errorf("keys: %s.%s: %w", fk.child.Name, fk.name, err)
+		default:
 			res.Replacement = fk.replacement()
 		}
 		results = append(results, res)
 	}
-	// Keys a kill left unvalidated (the old key already dropped, so not
-	// listed above).
+	// Validate every key added and not validated yet: those added above,
+	// and those a kill left (their old key already gone, so not listed).
 	pending, err := unvalidated(ctx, conn, p, names)
 	if err != nil {
 		return results, fmt.Errorf("keys: %w", err)
 	}
 	for _, k := range pending {
-		if handled[k.name] {
-			continue // refused above, and reported
+		i := slices.IndexFunc(results, func(r KeyResult) bool { return r.Replacement == k.name })
+		if i < 0 {
+			results = append(results, KeyResult{Table: k.table, Constraint: k.replaced, References: k.parent, Replacement: k.name, Note: "added by an earlier run, validated on this one"})
+			i = len(results) - 1
 		}
-		res := KeyResult{Table: k.table, Constraint: k.replaced, References: k.parent, Replacement: k.name, Note: "validated on this run"}
-		if err := validateKey(ctx, conn, p, k.table, k.name, o); err != nil {
-			if !errors.Is(err, ErrCrossTenant) {
-				return results, fmt.Errorf("keys: %s.%s: %w", k.table, k.name, err)
-			}
-			res.Note = err.Error()
-			errs = append(errs, fmt.Errorf("%s.%s: %w", k.table, k.name, err))
+		switch err := validateKey(ctx, conn, p, k.table, k.name, o); {
+		case errors.Is(err, ErrCrossTenant):
+			refuse(&results[i], err)
+		case err != nil:
+			return results, fmt.Errorf("keys: %s.%s: %w", k.table, k.name, err)
 		}
-		results = append(results, res)
 	}
 	if len(errs) > 0 {
 		return results, fmt.Errorf("keys: %w", errors.Join(errs...))
@@ -179,19 +188,18 @@ func foreignKeys(ctx context.Context, tx pgx.Tx, p *Plan, children []Table) ([]f
 	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('search_path', 'pg_catalog', true)"); err != nil {
 		return nil, nil, err
 	}
+	type row struct {
+		ids                           keyIDs
+		name, parent, col             string
+		parentCol, def                string
+		onPK                          bool
+		upd, del                      string
+		deferrable, initiallyDeferred bool
+	}
 	for _, c := range children {
-		type row struct {
-			oid                           uint32
-			name, parent, col             string
-			parentCol, def                string
-			onPK                          int64
-			upd, del                      string
-			deferrable, initiallyDeferred bool
-		}
-		var found []row
-		rows, err := tx.Query(ctx, `SELECT co.oid, co.conname::text, pc.relname::text, a.attname::text, coalesce(pa.attname::text, ''),
+		rows, err := tx.Query(ctx, `SELECT co.conrelid, co.conkey[1]::int4, co.confrelid, co.conname::text, pc.relname::text, a.attname::text, coalesce(pa.attname::text, ''),
   pg_get_constraintdef(co.oid),
-  (SELECT count(*) FROM pg_index i WHERE i.indrelid = co.confrelid AND i.indisprimary AND i.indnkeyatts = 1 AND i.indkey[0] = co.confkey[1]),
+  EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = co.confrelid AND i.indisprimary AND i.indnkeyatts = 1 AND i.indkey[0] = co.confkey[1]),
   co.confupdtype::text, co.confdeltype::text, co.condeferrable, co.condeferred
 FROM pg_constraint co
 JOIN pg_class pc ON pc.oid = co.confrelid
@@ -203,15 +211,12 @@ ORDER BY co.conname`, qident(p.Schema, c.Name), p.Schema)
 		if err != nil {
 			return nil, nil, fmt.Errorf("read foreign keys of %s: %w", c.Name, err)
 		}
-		for rows.Next() {
-			var r row
-			if err := rows.Scan(&r.oid, &r.name, &r.parent, &r.col, &r.parentCol, &r.def, &r.onPK, &r.upd, &r.del, &r.deferrable, &r.initiallyDeferred); err != nil {
-				rows.Close()
-				return nil, nil, err
-			}
-			found = append(found, r)
-		}
-		if err := rows.Err(); err != nil {
+		found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			err := r.Scan(&x.ids.child, &x.ids.col, &x.ids.parent, &x.name, &x.parent, &x.col, &x.parentCol, &x.def, &x.onPK, &x.upd, &x.del, &x.deferrable, &x.initiallyDeferred)
+			return x, err
+		})
+		if err != nil {
 			return nil, nil, fmt.Errorf("read foreign keys of %s: %w", c.Name, err)
 		}
 		for _, r := range found {
@@ -226,14 +231,14 @@ ORDER BY co.conname`, qident(p.Schema, c.Name), p.Schema)
 			case r.parentCol == "": // NULL unless the key has one column
 				skip("a key of several columns: left to the operator")
 				continue
-			case r.onPK != 1:
+			case !r.onPK:
 				skip("references a unique key, not the primary key: left to the operator")
 				continue
 			case r.upd == "n" || r.upd == "d":
 				skip("ON UPDATE SET NULL/DEFAULT would also clear the tenant column: left to the operator")
 				continue
 			}
-			fk := foreignKey{oid: r.oid, name: r.name, child: c, parent: parent, col: r.col, parentCol: r.parentCol, def: r.def, upd: r.upd[0], del: r.del[0]}
+			fk := foreignKey{ids: r.ids, name: r.name, child: c, parent: parent, col: r.col, parentCol: r.parentCol, def: r.def, upd: r.upd[0], del: r.del[0]}
 			if r.deferrable {
 				fk.deferrable = " DEFERRABLE"
 				if r.initiallyDeferred {
@@ -290,8 +295,8 @@ func tenantIndex(ctx context.Context, conn *pgx.Conn, p *Plan, parent Table, o O
 }
 
 // buildConcurrently runs create (a CREATE INDEX CONCURRENTLY of index
-// qname) with the options' lock_timeout, retrying a lock timeout like
-// withTx; the invalid index a failed build leaves is dropped first.
+// qname) with the options' lock_timeout, retrying like withTx; the
+// invalid index a failed build leaves is dropped first.
 func buildConcurrently(ctx context.Context, conn *pgx.Conn, create, qname string, o Options) error {
 	var err error
 	for attempt := 0; attempt <= o.Retries; attempt++ {
@@ -308,11 +313,11 @@ func buildConcurrently(ctx context.Context, conn *pgx.Conn, create, qname string
 		if _, rerr := conn.Exec(ctx, "RESET lock_timeout"); err == nil {
 			err = rerr
 		}
-		if sqlState(err) != "55P03" { // lock_not_available
+		if !retryable(err) {
 			return err
 		}
 	}
-	return fmt.Errorf("gave up after %d lock timeouts: %w", o.Retries+1, err)
+	return fmt.Errorf("gave up after %d lock timeouts or deadlocks: %w", o.Retries+1, err)
 }
 
 // action is a referential action clause for confupdtype/confdeltype c;
@@ -332,53 +337,44 @@ func action(on string, c byte, col string) string {
 	return "" // NO ACTION
 }
 
-// replaceKey replaces fk with its tenant-carrying form (refusing when rows
-// already point at another tenant's row), then validates it.
+// replaceKey replaces fk with its tenant-carrying form, added NOT VALID
+// (it checks new rows at once) in the transaction that drops fk; Keys
+// validates it after. It refuses with ErrCrossTenant when rows already
+// point at another tenant's row. fk being listed means it was not
+// replaced yet: the replacement is added and fk dropped in one
+// transaction. A row left by an undo a kill cut short (kind restored: fk
+// re-added, not yet validated) is taken over, keeping the definition it
+// recorded first.
 func replaceKey(ctx context.Context, conn *pgx.Conn, p *Plan, fk foreignKey, o Options) error {
 	cq, pq := qident(p.Schema, fk.child.Name), qident(p.Schema, fk.parent.Name)
 	name := fk.replacement()
-	var done, validated bool
-	err := conn.QueryRow(ctx, "SELECT true, coalesce(validated, false) FROM "+StateSchema+".keys WHERE name = $1", name).Scan(&done, &validated)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return err
-	}
-	if !done {
-		// Rows that point at another tenant's row: the new key would refuse
-		// them; the operator decides what they are.
-		var n int64
-		var first []string
-		err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce((array_agg(c.%s::text ORDER BY c.%s::text))[1:5], '{}')
+	var n int64
+	var first []string
+	err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce((array_agg(c.%s::text ORDER BY c.%s::text))[1:5], '{}')
   FROM %s c JOIN %s r ON r.%s = c.%s WHERE c.%s IS DISTINCT FROM r.%s`,
-			ident(fk.col), ident(fk.col), cq, pq, ident(fk.parentCol), ident(fk.col), ident(fk.child.TenantColumn), ident(fk.parent.TenantColumn))).Scan(&n, &first)
-		if err != nil {
-			return fmt.Errorf("look for cross-tenant references: %w", err)
+		ident(fk.col), ident(fk.col), cq, pq, ident(fk.parentCol), ident(fk.col), ident(fk.child.TenantColumn), ident(fk.parent.TenantColumn))).Scan(&n, &first)
+	if err != nil {
+		return fmt.Errorf("look for cross-tenant references: %w", err)
+	}
+	if n > 0 {
+		return fmt.Errorf("%w: %d rows of %s point through %s at a row of %s with another %s (values of %s: %s); fix or delete them, then run keys again",
+			ErrCrossTenant, n, fk.child.Name, fk.col, fk.parent.Name, fk.parent.TenantColumn, fk.col, strings.Join(first, ", "))
+	}
+	return withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+		stmt := fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s FOREIGN KEY (%s, %s) REFERENCES %s (%s, %s)%s%s%s NOT VALID",
+			cq, ident(name), ident(fk.child.TenantColumn), ident(fk.col), pq, ident(fk.parent.TenantColumn), ident(fk.parentCol),
+			action("UPDATE", fk.upd, fk.col), action("DELETE", fk.del, fk.col), fk.deferrable)
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("%s: %w", stmt, err)
 		}
-		if n > 0 {
-			return fmt.Errorf("%w: %d rows of %s point through %s at a row of %s with another %s (values of %s: %s); fix or delete them, then run keys again",
-				ErrCrossTenant, n, fk.child.Name, fk.col, fk.parent.Name, fk.parent.TenantColumn, fk.col, strings.Join(first, ", "))
-		}
-		err = withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
-			stmt := fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s FOREIGN KEY (%s, %s) REFERENCES %s (%s, %s)%s%s%s NOT VALID",
-				cq, ident(name), ident(fk.child.TenantColumn), ident(fk.col), pq, ident(fk.parent.TenantColumn), ident(fk.parentCol),
-				action("UPDATE", fk.upd, fk.col), action("DELETE", fk.del, fk.col), fk.deferrable)
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return fmt.Errorf("%s: %w", stmt, err)
-			}
-			if _, err := tx.Exec(ctx, "INSERT INTO "+StateSchema+".keys (name, kind, rel, parent, replaced, replaced_def) VALUES ($1, 'fk', $2, $3, $4, $5)",
-				name, qualified(p, fk.child.Name), qualified(p, fk.parent.Name), fk.name, fk.def); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT %s", cq, ident(fk.name)))
-			return err
-		})
-		if err != nil {
+		if _, err := tx.Exec(ctx, "INSERT INTO "+StateSchema+`.keys (name, kind, rel, parent, replaced, replaced_def) VALUES ($1, 'fk', $2, $3, $4, $5)
+  ON CONFLICT (name) DO UPDATE SET kind = 'fk', validated = false`,
+			name, qualified(p, fk.child.Name), qualified(p, fk.parent.Name), fk.name, fk.def); err != nil {
 			return err
 		}
-	}
-	if validated {
-		return nil
-	}
-	return validateKey(ctx, conn, p, fk.child.Name, name, o)
+		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT %s", cq, ident(fk.name)))
+		return err
+	})
 }
 
 // validateKey validates the tenant-carrying key name on table (a scan
@@ -419,8 +415,7 @@ func UndoKeys(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Op
 // replacement, then validated if it was valid), then t's index goes.
 // Nothing to undo (no state schema, no keys) is not an error.
 func undoKeysOf(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, o Options) error {
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".keys").Scan(&exists); err != nil || !exists {
+	if ok, err := stateTableExists(ctx, conn, "keys"); err != nil || !ok {
 		return err
 	}
 	rel := qualified(p, t.Name)
@@ -429,16 +424,12 @@ func undoKeysOf(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, o Options
 		return err
 	}
 	type fkRow struct{ name, kind, rel, replaced, def string }
-	var fks []fkRow
-	for rows.Next() {
-		var r fkRow
-		if err := rows.Scan(&r.name, &r.kind, &r.rel, &r.replaced, &r.def); err != nil {
-			rows.Close()
-			return err
-		}
-		fks = append(fks, r)
-	}
-	if err := rows.Err(); err != nil {
+	fks, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (fkRow, error) {
+		var x fkRow
+		err := r.Scan(&x.name, &x.kind, &x.rel, &x.replaced, &x.def)
+		return x, err
+	})
+	if err != nil {
 		return err
 	}
 	for _, r := range fks {
@@ -473,12 +464,12 @@ func undoKeysOf(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, o Options
 			return fmt.Errorf("validate %s on %s: %w", r.replaced, r.rel, err)
 		}
 	}
-	var idx []string
 	rows, err = conn.Query(ctx, "SELECT name FROM "+StateSchema+".keys WHERE kind = 'index' AND rel = $1", rel)
 	if err != nil {
 		return err
 	}
-	if idx, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+	idx, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
 		return err
 	}
 	for _, name := range idx {

@@ -360,3 +360,100 @@ func TestRollbackWithAStateFromBeforeKeys(t *testing.T) {
 		t.Errorf("rollback to original: data differs:\n%s", s)
 	}
 }
+
+// TestKeysAfterAnInterruptedUndo: an undo cut short after putting the
+// application's key back (NOT VALID, its replacement dropped) leaves the
+// state row behind; keys takes the key over again, and rollback still
+// restores the key exactly as first recorded (validated).
+func TestKeysAfterAnInterruptedUndo(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	o := Options{BatchSize: 1000}
+	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
+		t.Fatal(err)
+	}
+	origKeys := foreignKeyDefs(t, op)
+	if _, err := Keys(ctx, op, p, []string{"memories"}, o); err != nil {
+		t.Fatal(err)
+	}
+	var name, def string
+	if err := op.QueryRow(ctx, "SELECT name, replaced_def FROM bulkhead_adopt.keys WHERE replaced = 'memories_room_id_fkey'").Scan(&name, &def); err != nil {
+		t.Fatal(err)
+	}
+	// The first step of undo, as undoKeysOf runs it, then a kill.
+	for _, q := range []string{"ALTER TABLE memories ADD CONSTRAINT memories_room_id_fkey " + def + " NOT VALID",
+		"ALTER TABLE memories DROP CONSTRAINT " + name, "UPDATE bulkhead_adopt.keys SET kind = 'restored' WHERE name = '" + name + "'"} {
+		if _, err := op.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	res, err := Keys(ctx, op, p, []string{"memories"}, o)
+	if err != nil || len(res) != 1 || res[0].Replacement != name {
+		t.Fatalf("keys after an interrupted undo: %+v, %v; want %s replaced again", res, err, name)
+	}
+	if n := count(t, op, "SELECT count(*) FROM bulkhead_adopt.keys WHERE name = $1 AND kind = 'fk' AND validated", name); n != 1 {
+		t.Errorf("state of %s: not a validated fk row", name)
+	}
+	if _, err := Rollback(ctx, op, p, nil, PhaseOriginal, o); err != nil {
+		t.Fatal(err)
+	}
+	if s := diffMaps(origKeys, foreignKeyDefs(t, op)); s != "" {
+		t.Errorf("rollback to original: foreign keys differ:\n%s", s)
+	}
+}
+
+// TestStepsRetryADeadlock: an application transaction that writes agents
+// and then message_server_agents, while undoing keys locks them in the
+// other order, deadlocks with it; PostgreSQL aborts the step (it waited
+// first), which is retried whole and goes through, and the application's
+// transaction commits.
+func TestStepsRetryADeadlock(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	p := reviewedPlan(t, op, d)
+	o := Options{BatchSize: 1000}
+	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Keys(ctx, op, p, []string{"message_server_agents"}, o); err != nil {
+		t.Fatal(err)
+	}
+	var ms, agent, srv string
+	if err := op.QueryRow(ctx, `SELECT ms.id::text, a.id::text, a.server_id::text FROM message_servers ms, agents a
+  WHERE NOT EXISTS (SELECT 1 FROM message_server_agents x WHERE x.message_server_id = ms.id AND x.agent_id = a.id) LIMIT 1`).Scan(&ms, &agent, &srv); err != nil {
+		t.Fatal(err)
+	}
+	app := mustConnect(t, d.adminDSN())
+	tx, err := app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "UPDATE agents SET name = name WHERE id = $1", agent); err != nil {
+		t.Fatal(err)
+	}
+	undone := make(chan error, 1)
+	go func() { undone <- UndoKeys(ctx, op, p, []string{"message_server_agents"}, o) }()
+	// The undo holds message_server_agents and waits for agents; then the
+	// application waits for message_server_agents: a cycle.
+	for deadline := time.Now().Add(5 * time.Second); count(t, mustConnect(t, d.adminDSN()), "SELECT count(*) FROM pg_locks WHERE NOT granted") == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the undo never waited for the application's lock")
+		}
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO message_server_agents (message_server_id, agent_id, server_id) VALUES ($1, $2, $3)", ms, agent, srv); err != nil {
+		t.Fatalf("the application's insert: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("the application's commit: %v", err)
+	}
+	if err := <-undone; err != nil {
+		t.Fatalf("undo after a deadlock: %v", err)
+	}
+	if n := count(t, op, "SELECT count(*) FROM bulkhead_adopt.keys WHERE kind <> 'index'"); n != 0 {
+		t.Errorf("%d keys left to undo", n)
+	}
+}

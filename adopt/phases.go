@@ -114,8 +114,8 @@ func ensureRole(ctx context.Context, tx pgx.Tx, p *Plan) error {
 
 // requirePhase fails with ErrPhase when a table is in neither want nor done.
 func requirePhase(ctx context.Context, tx pgx.Tx, p *Plan, tables []Table, want, done Phase) error {
-	var exists bool
-	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".tables").Scan(&exists); err != nil {
+	exists, err := stateTableExists(ctx, tx, "tables")
+	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
 	var errs []error

@@ -47,8 +47,7 @@ func Read(ctx context.Context, conn *pgx.Conn, p *Plan, since time.Time) (*Repor
 		return nil, err
 	}
 	rep := &Report{Since: since, Tables: st, Violations: []Violation{}}
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".violation").Scan(&exists); err != nil || !exists {
+	if ok, err := stateTableExists(ctx, conn, "violation"); err != nil || !ok {
 		return rep, err
 	}
 	rows, err := conn.Query(ctx, `SELECT c.rel, c.op, c.tenant, c.fingerprint, c.n, c.approximate, c.first_at, c.last_at,
@@ -144,11 +143,13 @@ func WriteStatus(w io.Writer, st []TableStatus) error {
 					unvalidated++
 				}
 			}
-			keys := fmt.Sprintf("%d foreign keys carry the tenant", n)
-			if unvalidated > 0 {
-				keys += fmt.Sprintf(" (%d not validated yet: run adopt keys again)", unvalidated)
+			if note != "" {
+				note += "; "
 			}
-			note = strings.TrimPrefix(note+"; "+keys, "; ")
+			note += fmt.Sprintf("%d foreign keys carry the tenant", n)
+			if unvalidated > 0 {
+				note += fmt.Sprintf(" (%d not validated yet: run adopt keys again)", unvalidated)
+			}
 		}
 		if _, err := fmt.Fprintf(w, "%-32s %-11s %-14s %s\n", t.Table, t.Phase, col, note); err != nil {
 			return err

@@ -187,8 +187,12 @@ type KeyState struct {
 // Status returns every tenant table of the plan with its phase; a table
 // with no recorded state is PhaseOriginal. It only reads.
 func Status(ctx context.Context, conn *pgx.Conn, p *Plan) ([]TableStatus, error) {
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".tables").Scan(&exists); err != nil {
+	exists, err := stateTableExists(ctx, conn, "tables")
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	keys, err := keyStates(ctx, conn)
+	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	var out []TableStatus
@@ -202,31 +206,42 @@ func Status(ctx context.Context, conn *pgx.Conn, p *Plan) ([]TableStatus, error)
 				return nil, fmt.Errorf("status of %s: %w", t.Name, err)
 			}
 			st.ChecksumBefore, st.ChecksumAfter, st.Note = deref(before), deref(after), deref(note)
-			if st.Keys, err = keyStates(ctx, conn, qualified(p, t.Name)); err != nil {
-				return nil, fmt.Errorf("status of %s: %w", t.Name, err)
-			}
+			st.Keys = keys[qualified(p, t.Name)]
 		}
 		out = append(out, st)
 	}
 	return out, nil
 }
 
-// keyStates reads the foreign keys of rel that adopt keys replaced (none
-// when the keys table doesn't exist yet).
-func keyStates(ctx context.Context, conn *pgx.Conn, rel string) ([]KeyState, error) {
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+".keys").Scan(&exists); err != nil || !exists {
+// keyStates reads, by table, the foreign keys that adopt keys replaced
+// (none when the keys table doesn't exist yet).
+func keyStates(ctx context.Context, conn *pgx.Conn) (map[string][]KeyState, error) {
+	if ok, err := stateTableExists(ctx, conn, "keys"); err != nil || !ok {
 		return nil, err
 	}
-	rows, err := conn.Query(ctx, "SELECT replaced, name, validated FROM "+StateSchema+".keys WHERE kind = 'fk' AND rel = $1 ORDER BY replaced", rel)
+	rows, err := conn.Query(ctx, "SELECT rel, replaced, name, validated FROM "+StateSchema+".keys WHERE kind = 'fk' ORDER BY rel, replaced")
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (KeyState, error) {
-		var k KeyState
-		err := r.Scan(&k.Replaced, &k.Replacement, &k.Validated)
-		return k, err
+	out := map[string][]KeyState{}
+	var rel string
+	var k KeyState
+	_, err = pgx.ForEachRow(rows, []any{&rel, &k.Replaced, &k.Replacement, &k.Validated}, func() error {
+		out[rel] = append(out[rel], k)
+		return nil
 	})
+	return out, err
+}
+
+// stateTableExists reports whether table (of the state schema) exists:
+// a database adopt never touched, or touched before the table was added,
+// has none.
+func stateTableExists(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, table string) (bool, error) {
+	var exists bool
+	err := q.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+"."+table).Scan(&exists)
+	return exists, err
 }
 
 func deref(s *string) string {
@@ -306,8 +321,8 @@ func installState(ctx context.Context, tx pgx.Tx, p *Plan) error {
 
 // withTx runs fn in one transaction with a lock_timeout, so that DDL waits
 // briefly for a busy table and gives up (rolling everything back) instead
-// of queueing the application's queries behind it. It retries a
-// lock_timeout up to retries times.
+// of queueing the application's queries behind it. It retries up to
+// retries times when the transaction lost its locks (retryable).
 func withTx(ctx context.Context, conn *pgx.Conn, lockTimeout time.Duration, retries int, fn func(pgx.Tx) error) error {
 	var err error
 	for attempt := 0; attempt <= retries; attempt++ {
@@ -317,10 +332,20 @@ func withTx(ctx context.Context, conn *pgx.Conn, lockTimeout time.Duration, retr
 			}
 			return fn(tx)
 		})
-		if sqlState(err) != "55P03" { // lock_not_available
+		if !retryable(err) {
 			return err
 		}
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
 	}
-	return fmt.Errorf("gave up after %d lock timeouts: %w", retries+1, err)
+	return fmt.Errorf("gave up after %d lock timeouts or deadlocks: %w", retries+1, err)
+}
+
+// retryable reports whether err is a step that lost a lock, rolled back
+// whole: a lock timeout (a busy table), or a deadlock with the
+// application's transactions, which a step's DDL can meet when the
+// application writes the same two tables in the other order (PostgreSQL
+// aborts the step, the transaction waiting longest).
+func retryable(err error) bool {
+	s := sqlState(err)
+	return s == "55P03" || s == "40P01" // lock_not_available, deadlock_detected
 }
