@@ -49,10 +49,7 @@ type APICase struct {
 // rest is PostgreSQL's, and anything else running); false when it was not
 // measured.
 func (c APICase) CPUPerRequest() (machine, self time.Duration, ok bool) {
-	if c.cpu.unread || c.requests == 0 {
-		return 0, 0, false
-	}
-	return c.cpu.machine / time.Duration(c.requests), c.cpu.self / time.Duration(c.requests), true
+	return c.cpu.per(c.requests)
 }
 
 // APIResult is one run.

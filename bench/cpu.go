@@ -59,3 +59,13 @@ func (c cpuTimes) sub(o cpuTimes) cpuTimes {
 func (c cpuTimes) add(o cpuTimes) cpuTimes {
 	return cpuTimes{machine: c.machine + o.machine, self: c.self + o.self, unread: c.unread || o.unread}
 }
+
+// per divides c among n units of work (documents, requests): the
+// machine's and this process's share of each, and false when c was not
+// read or there was no work.
+func (c cpuTimes) per(n int) (machine, self time.Duration, ok bool) {
+	if c.unread || n == 0 {
+		return 0, 0, false
+	}
+	return c.machine / time.Duration(n), c.self / time.Duration(n), true
+}

@@ -80,10 +80,7 @@ func (s IngestSide) ChunksPerSec() float64 { return float64(s.Chunks) / s.Elapse
 // ran, and of it this process's (the rest is PostgreSQL's, and anything
 // else running); false when it could not be read.
 func (s IngestSide) CPUPerDoc() (machine, self time.Duration, ok bool) {
-	if s.cpu.unread || s.Docs == 0 {
-		return 0, 0, false
-	}
-	return s.cpu.machine / time.Duration(s.Docs), s.cpu.self / time.Duration(s.Docs), true
+	return s.cpu.per(s.Docs)
 }
 
 // RetrievalResult is one run.
@@ -465,9 +462,8 @@ func splitQuery(ctx context.Context, cfg RetrievalConfig, res *RetrievalResult, 
 	if _, err := admin.Exec(ctx, `CREATE INDEX IF NOT EXISTS bench_chunks_tsv_gin ON bulkhead.chunks USING gin (tsv)`); err != nil {
 		return err
 	}
-	if _, err := admin.Exec(ctx, `ANALYZE bulkhead.chunks`); err != nil {
-		return err
-	}
+	// No second ANALYZE: RunRetrieval analyzed the tables (tsv included)
+	// after ingestion, and nothing has written them since.
 	names := []string{"retrieval.Service.Query (in process)", "retrieval.Service.SearchText (text side, RLS on)", "full-text top 20, superuser, GIN (RLS off)", "postgres.DB.Document (point read)"}
 	lats := make([][]time.Duration, len(names))
 	matched, samples := 0, 0
