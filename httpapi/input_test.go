@@ -49,7 +49,7 @@ func fullAPI(t testing.TB) (*api, string) {
 	tk := tokens{"T1-alice": {Tenant: demo.T1.Tenant.ID, Entity: demo.T1.Alice}}
 	know := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{}, demo.T1.Tenant.ID, demo.T2.Tenant.ID)
 	const op = "operator-token-for-the-input-tests"
-	logs := &bytes.Buffer{}
+	logs := &logBuffer{}
 	srv := httptest.NewServer(httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{
 		Auth: tk, Accounts: accts, OperatorToken: op, Knowledge: know.Service, JWKS: signer.JWKS(), MaxBody: 64 << 10}))
 	t.Cleanup(srv.Close)

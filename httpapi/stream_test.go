@@ -70,7 +70,7 @@ func newStreamEnv(t *testing.T, so httpapi.StreamOptions, authn httpapi.Authenti
 		so.Notifier = postgres.NewNotifier(d.DB, postgres.NotifierConfig{ConnConfig: direct})
 		t.Cleanup(so.Notifier.Close)
 	}
-	logs := &bytes.Buffer{}
+	logs := &logBuffer{}
 	s := httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{Auth: authn, Stream: so})
 	srv := httptest.NewUnstartedServer(s)
 	for _, f := range configure {
