@@ -33,7 +33,9 @@ type Violation struct {
 
 // Report is what shadow recorded, with every table's phase.
 type Report struct {
-	Since      time.Time     `json:"since"`
+	Since time.Time `json:"since"`
+	// Context is ContextLegacy or ContextSigned (adopt status only).
+	Context    string        `json:"context,omitempty"`
 	Tables     []TableStatus `json:"tables"`
 	Violations []Violation   `json:"violations"`
 	Total      int64         `json:"total"`

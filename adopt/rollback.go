@@ -106,7 +106,11 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 			if err := expectPhase(ctx, tx, p, t, PhaseEnforced); err != nil {
 				return err
 			}
-			stmts, err := unenforceSQL(p, t, pk)
+			ep, err := effective(ctx, tx, p)
+			if err != nil {
+				return err
+			}
+			stmts, err := unenforceSQL(ep, t, pk)
 			if err != nil {
 				return err
 			}
@@ -299,7 +303,7 @@ func execAll(ctx context.Context, tx pgx.Tx, stmts []string) error {
 	return nil
 }
 
-func primaryKey(ctx context.Context, conn *pgx.Conn, q string) ([]string, error) {
+func primaryKey(ctx context.Context, conn rowQuerier, q string) ([]string, error) {
 	var pk []string
 	err := conn.QueryRow(ctx, `SELECT coalesce(array(SELECT a.attname FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(n, o), pg_attribute a
   WHERE i.indrelid = $1::regclass AND i.indisprimary AND a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o)::text[], '{}')`, q).Scan(&pk)

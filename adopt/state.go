@@ -236,9 +236,12 @@ func keyStates(ctx context.Context, conn *pgx.Conn) (map[string][]KeyState, erro
 // stateTableExists reports whether table (of the state schema) exists:
 // a database adopt never touched, or touched before the table was added,
 // has none.
-func stateTableExists(ctx context.Context, q interface {
+// rowQuerier is a connection or a transaction.
+type rowQuerier interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
-}, table string) (bool, error) {
+}
+
+func stateTableExists(ctx context.Context, q rowQuerier, table string) (bool, error) {
 	var exists bool
 	err := q.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+"."+table).Scan(&exists)
 	return exists, err
@@ -306,7 +309,12 @@ var reserved = map[string]bool{"user": true, "order": true, "group": true, "tabl
 func lit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // installState creates the state schema and helpers (idempotent) in tx.
+// The helpers read the tenant from the setting in effect (see Harden).
 func installState(ctx context.Context, tx pgx.Tx, p *Plan) error {
+	p, err := effective(ctx, tx, p)
+	if err != nil {
+		return err
+	}
 	stmts, err := schemaSQL(p)
 	if err != nil {
 		return err

@@ -59,36 +59,7 @@ func testTenantType(t *testing.T, typ, a, b, invalid string) {
 	if _, err := app.Exec(ctx, fmt.Sprintf(typedSchema, typ)); err != nil {
 		t.Fatal(err)
 	}
-	// Two tenants, three projects each; every project has two tasks (the
-	// second without org_id) and one note.
-	orgs := []*typedOrg{{id: a}, {id: b}}
-	var next int64
-	for _, o := range orgs {
-		for range 3 {
-			next++
-			pr := next
-			o.projects = append(o.projects, pr)
-			if _, err := app.Exec(ctx, "INSERT INTO projects VALUES ($1, $2, 'p')", pr, o.id); err != nil {
-				t.Fatal(err)
-			}
-			for k := range 2 {
-				next++
-				org := &o.id
-				if k == 1 {
-					org = nil
-				}
-				o.tasks = append(o.tasks, next)
-				if _, err := app.Exec(ctx, "INSERT INTO tasks VALUES ($1, $2, $3, 't')", next, pr, org); err != nil {
-					t.Fatal(err)
-				}
-			}
-			next++
-			o.notes = append(o.notes, next)
-			if _, err := app.Exec(ctx, "INSERT INTO notes VALUES ($1, $2, 'n')", next, pr); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	orgs := seedOrgs(t, app, a, b)
 
 	p, err := Inspect(ctx, op, InspectOptions{TenantColumns: []string{"org_id"}, TenantSetting: "app.org", RuntimeRole: d.runtime()})
 	if err != nil {
@@ -212,6 +183,46 @@ func testTenantType(t *testing.T, typ, a, b, invalid string) {
 	if s := diffMaps(orig, checksums(t, op, p)); s != "" {
 		t.Errorf("a refused backfill changed data:\n%s", s)
 	}
+}
+
+// seedOrgs writes the typed schema's rows for each tenant id and returns
+// the model: three projects each; every project has two tasks (the second
+// without org_id) and one note.
+func seedOrgs(t testing.TB, app *pgx.Conn, ids ...string) []*typedOrg {
+	t.Helper()
+	ctx := context.Background()
+	var orgs []*typedOrg
+	for _, id := range ids {
+		orgs = append(orgs, &typedOrg{id: id})
+	}
+	var next int64
+	for _, o := range orgs {
+		for range 3 {
+			next++
+			pr := next
+			o.projects = append(o.projects, pr)
+			if _, err := app.Exec(ctx, "INSERT INTO projects VALUES ($1, $2, 'p')", pr, o.id); err != nil {
+				t.Fatal(err)
+			}
+			for k := range 2 {
+				next++
+				org := &o.id
+				if k == 1 {
+					org = nil
+				}
+				o.tasks = append(o.tasks, next)
+				if _, err := app.Exec(ctx, "INSERT INTO tasks VALUES ($1, $2, $3, 't')", next, pr, org); err != nil {
+					t.Fatal(err)
+				}
+			}
+			next++
+			o.notes = append(o.notes, next)
+			if _, err := app.Exec(ctx, "INSERT INTO notes VALUES ($1, $2, 'n')", next, pr); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return orgs
 }
 
 // newEmptyDB is an empty database owned by the application's role.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/adopt"
 	"github.com/bulkhead-dev/bulkhead/audit"
+	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
@@ -46,6 +47,8 @@ downtime and a way back:
   enforce   make tables strict (refuses while shadow shows violations; --force)
   keys      make the foreign keys between tenant tables carry the tenant (after
             backfill): no row can point at another tenant's row
+  harden    make the tenant context unforgeable: the policies read bulkhead's
+            signed context instead of the application's setting (--undo)
   rollback  one phase back, or --to original: everything adopt changed restored
   status    each table's phase, as recorded in the database
   report    what shadow recorded
@@ -56,7 +59,7 @@ downtime and a way back:
 docs/ADOPT.md describes the cycle and the shadow design.`,
 	}
 	cmd.AddCommand(newAdoptPlanCmd(cfg), newAdoptBackfillCmd(cfg), newAdoptShadowCmd(cfg), newAdoptEnforceCmd(cfg), newAdoptKeysCmd(cfg),
-		newAdoptRollbackCmd(cfg), newAdoptStatusCmd(cfg), newAdoptReportCmd(cfg), newAdoptProxyCmd(cfg))
+		newAdoptHardenCmd(cfg), newAdoptRollbackCmd(cfg), newAdoptStatusCmd(cfg), newAdoptReportCmd(cfg), newAdoptProxyCmd(cfg))
 	return cmd
 }
 
@@ -343,6 +346,83 @@ and reported (exit 1); the others are replaced. Rollback to original, or
 	return cmd
 }
 
+func newAdoptHardenCmd(cfg *config) *cobra.Command {
+	f := &adoptFlags{}
+	var undo bool
+	cmd := &cobra.Command{
+		Use:   "harden --plan FILE --context-key-file FILE [--undo]",
+		Short: "Make the tenant context unforgeable: policies read bulkhead's signed context, not the application's setting",
+		Long: `harden switches what the adopted tables' policies, column defaults and shadow
+recorder read the tenant from: the plan's tenant_setting (app.current_tenant_id),
+which any SQL on the application's connection can SET to another tenant, becomes
+bulkhead.tenant_id, which only bulkhead.enter(token) sets, with a token signed by
+the context key, one context per transaction (docs/SECURITY.md).
+
+Before it, the application must enter a signed context at the start of each
+transaction, keeping its own SET until harden has run (docs/ADOPT.md,
+"Unforgeable context"); one that doesn't sees nothing afterwards. The server must
+preload bulkhead_context with the key in --context-key-file: harden enters a
+token signed with it as the runtime role and refuses, changing nothing, unless
+the server accepts it. One transaction, online; --undo goes back to the
+application's setting. The plan's tenant_type must be uuid.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
+				w := cmd.OutOrStdout()
+				if undo {
+					changed, err := adopt.Unharden(ctx, conn, p, f.options())
+					if err != nil {
+						return err
+					}
+					if !changed {
+						fmt.Fprintf(w, "the policies already read %s\n", p.TenantSetting)
+						return nil
+					}
+					fmt.Fprintf(w, "the policies read %s again: any role can SET it (the bulkhead_context extension stays)\n", p.TenantSetting)
+					return nil
+				}
+				if cfg.contextKey == "" {
+					return errors.New("--context-key-file is required: the key file the server's bulkhead_context extension verifies contexts with (bulkhead.context_key_file)")
+				}
+				key, err := postgres.LoadContextKey(cfg.contextKey)
+				if err != nil {
+					return err
+				}
+				changed, err := adopt.Harden(ctx, conn, p, key, f.options())
+				if err != nil {
+					return err
+				}
+				if !changed {
+					fmt.Fprintf(w, "already hardened: the policies read %s\n", adopt.SignedTenantSetting)
+				} else {
+					fmt.Fprintf(w, "hardened: the policies read %s (set only by bulkhead.enter with a signed token); %s opens nothing\n", adopt.SignedTenantSetting, p.TenantSetting)
+				}
+				col := ""
+				if ts := p.TenantTables(); len(ts) > 0 {
+					col = ts[0].TenantColumn
+				}
+				rep, err := audit.Run(ctx, conn, audit.Options{RuntimeRole: p.Runtime.Name, TenantColumn: col})
+				if err != nil {
+					return fmt.Errorf("audit after harden: %w", err)
+				}
+				forgeable := 0
+				for _, fd := range rep.Findings {
+					if fd.Check == "BH802" {
+						forgeable++
+						fmt.Fprintf(w, "audit BH802: %s: %s\n", fd.Object.Name, fd.Detail)
+					}
+				}
+				fmt.Fprintf(w, "audit (bulkhead audit --runtime-role %s): %d forgeable context settings (BH802)\n", p.Runtime.Name, forgeable)
+				return nil
+			})
+		},
+	}
+	f.register(cmd, false)
+	cmd.Flags().DurationVar(&f.lockTimeout, "lock-timeout", 2*time.Second, "lock_timeout of the switch's transaction (retried a few times)")
+	cmd.Flags().BoolVar(&undo, "undo", false, "go back to the application's tenant_setting")
+	return cmd
+}
+
 func newAdoptRollbackCmd(cfg *config) *cobra.Command {
 	f := &adoptFlags{}
 	var to string
@@ -387,8 +467,17 @@ func newAdoptStatusCmd(cfg *config) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				mode, err := adopt.ContextMode(ctx, conn, p)
+				if err != nil {
+					return err
+				}
 				if f.format == "json" {
-					return (&adopt.Report{Tables: st, Violations: []adopt.Violation{}}).WriteJSON(cmd.OutOrStdout())
+					return (&adopt.Report{Context: mode, Tables: st, Violations: []adopt.Violation{}}).WriteJSON(cmd.OutOrStdout())
+				}
+				if mode == adopt.ContextSigned {
+					fmt.Fprintf(cmd.OutOrStdout(), "context: signed (%s, set only by bulkhead.enter with a signed token)\n", adopt.SignedTenantSetting)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "context: legacy (%s: any role can SET it; adopt harden makes it unforgeable)\n", p.TenantSetting)
 				}
 				return adopt.WriteStatus(cmd.OutOrStdout(), st)
 			})
@@ -488,6 +577,10 @@ operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 				return fmt.Errorf("connect to %s: %v", redactURL(cfg.databaseURL), redactErr(err, cfg.databaseURL))
 			}
 			if err := proxyTables(ctx, cmd.ErrOrStderr(), pool, p); err != nil {
+				return err
+			}
+			// Replays read the tenant where the policies do (adopt harden).
+			if p, err = adopt.Effective(ctx, pool, p); err != nil {
 				return err
 			}
 			if o.Logger, err = cfg.logger(); err != nil {
