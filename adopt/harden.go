@@ -28,7 +28,7 @@ const (
 
 // Rows of the state schema's settings table that Harden writes.
 const (
-	contextRow   = "context"                   // value ContextSigned; absent: legacy
+	contextRow   = "context"                   // present (value ContextSigned): signed; absent: legacy
 	extensionRow = "context_extension_created" // Harden ran CREATE EXTENSION bulkhead_context
 )
 
@@ -53,8 +53,7 @@ func ContextMode(ctx context.Context, q rowQuerier, p *Plan) (string, error) {
 	// Harden (EXCLUSIVE on the table) never switches between the read and
 	// the DDL the step writes with it.
 	var n int
-	err = q.QueryRow(ctx, "SELECT count(*) FROM (SELECT 1 FROM "+StateSchema+".settings WHERE name = $1 AND value = $2 FOR SHARE) s",
-		contextRow, ContextSigned).Scan(&n)
+	err = q.QueryRow(ctx, "SELECT count(*) FROM (SELECT 1 FROM "+StateSchema+".settings WHERE name = $1 FOR SHARE) s", contextRow).Scan(&n)
 	if err != nil {
 		return "", fmt.Errorf("read context mode: %w", err)
 	}
@@ -88,6 +87,15 @@ func Effective(ctx context.Context, q interface {
 	return effective(ctx, q, p)
 }
 
+// HardenOptions tune Harden.
+type HardenOptions struct {
+	Options
+	// Prepare stops before the switch: the extension is installed and the
+	// key proven, so the application can start entering signed contexts
+	// (bulkhead.enter exists from then on); a later Harden switches.
+	Prepare bool
+}
+
 // Harden makes the tenant context of the adopted database unforgeable. The
 // application's setting (the plan's tenant_setting) is a placeholder any
 // SQL on its connection can SET to another tenant; after Harden the context
@@ -99,7 +107,8 @@ func Effective(ctx context.Context, q interface {
 // The application must enter signed contexts first (postgres.ContextKey
 // EnterSQL, or the token format in docs/ADOPT.md), keeping its own SET
 // until Harden has run; an application that doesn't sees nothing after it
-// (fail closed) until it does or Undo runs.
+// (fail closed) until it does or Unharden runs. Harden with Prepare makes
+// bulkhead.enter available for that without switching anything.
 //
 // In one transaction: the state is installed if missing; the
 // bulkhead_context extension is created if missing (and its schema's
@@ -110,9 +119,10 @@ func Effective(ctx context.Context, q interface {
 // are rewritten; then, with the legacy setting naming another tenant, the
 // context function must answer the signed one. Any failure changes
 // nothing. It needs a uuid tenant (the token carries one) and a server
-// that preloads bulkhead_context. It reports false when already hardened.
-func Harden(ctx context.Context, conn *pgx.Conn, p *Plan, key postgres.ContextKey, o Options) (bool, error) {
-	o = o.withDefaults()
+// that preloads bulkhead_context. It reports whether it switched: false
+// when already hardened, or with Prepare.
+func Harden(ctx context.Context, conn *pgx.Conn, p *Plan, key postgres.ContextKey, ho HardenOptions) (bool, error) {
+	o := ho.Options.withDefaults()
 	if p.tenantType() != "uuid" {
 		return false, fmt.Errorf("%w: harden: the signed context carries a uuid tenant; this plan's tenant_type is %s", ErrPlan, p.tenantType())
 	}
@@ -147,6 +157,9 @@ func Harden(ctx context.Context, conn *pgx.Conn, p *Plan, key postgres.ContextKe
 			if _, err := tx.Exec(ctx, "INSERT INTO "+StateSchema+".settings VALUES ($1, 'true') ON CONFLICT (name) DO UPDATE SET value = 'true'", extensionRow); err != nil {
 				return err
 			}
+		}
+		if ho.Prepare {
+			return nil
 		}
 		if err := switchContext(ctx, tx, p, ContextSigned); err != nil {
 			return err

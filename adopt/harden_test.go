@@ -157,7 +157,7 @@ func TestHarden(t *testing.T) {
 		t.Fatalf("mode before harden: %q, %v", mode, err)
 	}
 
-	changed, err := Harden(ctx, w.op, w.p, w.key, Options{})
+	changed, err := Harden(ctx, w.op, w.p, w.key, HardenOptions{})
 	if err != nil || !changed {
 		t.Fatalf("harden: %v, %v", changed, err)
 	}
@@ -167,7 +167,7 @@ func TestHarden(t *testing.T) {
 	if got := forgeableSettings(t, w); slices.Contains(got, "app.org") || slices.Contains(got, SignedTenantSetting) || len(got) > 1 {
 		t.Errorf("audit after harden: forgeable settings %v, want at most bulkhead_adopt.strict", got)
 	}
-	if changed, err := Harden(ctx, w.op, w.p, w.key, Options{}); err != nil || changed {
+	if changed, err := Harden(ctx, w.op, w.p, w.key, HardenOptions{}); err != nil || changed {
 		t.Errorf("harden again: %v, %v, want no change", changed, err)
 	}
 
@@ -339,7 +339,7 @@ func TestHardenRefuses(t *testing.T) {
 		{"no key", w.p, postgres.ContextKey{}, ErrContextModule},
 		{"another key", w.p, wrong, ErrContextModule},
 	} {
-		changed, err := Harden(ctx, w.op, tc.p, tc.key, Options{})
+		changed, err := Harden(ctx, w.op, tc.p, tc.key, HardenOptions{})
 		if changed || !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, %v, want %v", tc.name, changed, err, tc.want)
 		}

@@ -334,9 +334,10 @@ var readStart = regexp.MustCompile(`(?is)^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:
 
 // withEffects names what a replay must not run: writes, row locks (FOR
 // UPDATE, FOR NO KEY UPDATE, FOR [KEY] SHARE: the words update and share),
-// and calls whose effects survive a rollback (sequences, advisory locks,
-// dblink, signals) or that only waste time.
-var withEffects = regexp.MustCompile(`(?i)\b(?:insert|update|delete|merge|into|copy|share|nextval|setval|pg_advisory\w*|pg_try_advisory\w*|pg_notify|dblink\w*|pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_sleep\w*|lo_\w+|pg_read_\w+|pg_write\w*|txid_current|pg_current_xact_id|set_config|pg_stat_reset\w*)\b`)
+// calls whose effects survive a rollback (sequences, advisory locks,
+// dblink, signals) or that only waste time, and bulkhead.enter (adopt
+// harden), which admits one context per transaction: a replay of it fails.
+var withEffects = regexp.MustCompile(`(?i)\b(?:insert|update|delete|merge|into|copy|share|enter|nextval|setval|pg_advisory\w*|pg_try_advisory\w*|pg_notify|dblink\w*|pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_sleep\w*|lo_\w+|pg_read_\w+|pg_write\w*|txid_current|pg_current_xact_id|set_config|pg_stat_reset\w*)\b`)
 
 // eligible reports whether sql is one read the proxy may replay.
 func (px *Proxy) eligible(sql string) bool {

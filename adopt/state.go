@@ -338,6 +338,15 @@ func withTx(ctx context.Context, conn *pgx.Conn, lockTimeout time.Duration, retr
 			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", lockTimeout.Milliseconds())); err != nil {
 				return err
 			}
+			// In a deadlock with the application, the backend whose
+			// deadlock_timeout ends first checks, finds it and aborts its
+			// own transaction: make that adopt's step, which is retried,
+			// rather than the application's request. Superuser-only
+			// (PGC_SUSET): an operator that owns the tables without being
+			// one keeps the server's.
+			if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('deadlock_timeout', '100ms', true) FROM pg_catalog.pg_roles WHERE rolname = current_user AND rolsuper"); err != nil {
+				return err
+			}
 			return fn(tx)
 		})
 		if !retryable(err) {

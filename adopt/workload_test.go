@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -31,6 +33,11 @@ type workload struct {
 	replay      atomic.Pointer[Replayer]
 	replaying   sync.RWMutex // held for reading by a replayed read in flight
 	foreignSeen atomic.Int64
+
+	// key, when set, is entered as a signed context in every transaction
+	// besides the application's own setting (the application's part of
+	// adopt harden).
+	key atomic.Pointer[postgres.ContextKey]
 
 	requests, failures, wrongTenant atomic.Int64
 	forgetful                       atomic.Int64
@@ -90,6 +97,15 @@ func (w *workload) one(conn *pgx.Conn) {
 	var mem string
 	var link [2]string
 	err := appTx(ctx, conn, tenant, func(tx pgx.Tx) error {
+		if k := w.key.Load(); k != nil {
+			sql, args, err := k.EnterSQL(bulkhead.Scope{Tenant: uuid.MustParse(tenant)})
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, sql, args...); err != nil {
+				return err
+			}
+		}
 		switch {
 		case op < 50: // the application's own filtered read
 			rows, err := textRows(ctx, tx, "SELECT id, server_id FROM memories WHERE server_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 20", tenant, room)
@@ -152,7 +168,8 @@ func (w *workload) one(conn *pgx.Conn) {
 }
 
 // TestZeroDowntime runs plan -> backfill -> shadow -> enforce -> rollback
-// -> enforce -> keys -> rollback to original under the legacy workload: no failed
+// -> enforce -> harden (prepare, then the application signs, then the
+// switch) -> keys -> harden --undo -> rollback to original under the legacy workload: no failed
 // request, no lost write, no wrong-tenant row once enforced. Shadow
 // records the forgetful reads through the library Replayer.
 func TestZeroDowntime(t *testing.T) { zeroDowntime(t, false) }
@@ -258,7 +275,31 @@ func zeroDowntime(t *testing.T, viaProxy bool) {
 		w.setEnforced(err == nil)
 		return err
 	})
+	raw, err := cluster.ContextKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := postgres.NewContextKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step("harden --prepare", func() error {
+		_, err := Harden(ctx, op, p, key, HardenOptions{Options: o, Prepare: true})
+		w.key.Store(&key) // the application signs from now on
+		return err
+	})
+	step("harden", func() error {
+		switched, err := Harden(ctx, op, p, key, HardenOptions{Options: o})
+		if err == nil && !switched {
+			err = errors.New("harden did not switch")
+		}
+		return err
+	})
 	step("keys", func() error { _, err := Keys(ctx, op, p, nil, o); return err })
+	step("harden --undo", func() error {
+		_, err := Unharden(ctx, op, p, o)
+		return err
+	})
 	step("rollback to original", func() error {
 		w.setEnforced(false)
 		_, err := Rollback(ctx, op, p, nil, PhaseOriginal, o)

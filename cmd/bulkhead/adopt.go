@@ -348,9 +348,9 @@ and reported (exit 1); the others are replaced. Rollback to original, or
 
 func newAdoptHardenCmd(cfg *config) *cobra.Command {
 	f := &adoptFlags{}
-	var undo bool
+	var undo, prepare bool
 	cmd := &cobra.Command{
-		Use:   "harden --plan FILE --context-key-file FILE [--undo]",
+		Use:   "harden --plan FILE --context-key-file FILE [--prepare | --undo]",
 		Short: "Make the tenant context unforgeable: policies read bulkhead's signed context, not the application's setting",
 		Long: `harden switches what the adopted tables' policies, column defaults and shadow
 recorder read the tenant from: the plan's tenant_setting (app.current_tenant_id),
@@ -358,13 +358,16 @@ which any SQL on the application's connection can SET to another tenant, becomes
 bulkhead.tenant_id, which only bulkhead.enter(token) sets, with a token signed by
 the context key, one context per transaction (docs/SECURITY.md).
 
-Before it, the application must enter a signed context at the start of each
-transaction, keeping its own SET until harden has run (docs/ADOPT.md,
-"Unforgeable context"); one that doesn't sees nothing afterwards. The server must
-preload bulkhead_context with the key in --context-key-file: harden enters a
-token signed with it as the runtime role and refuses, changing nothing, unless
-the server accepts it. One transaction, online; --undo goes back to the
-application's setting. The plan's tenant_type must be uuid.`,
+The order, with no downtime (docs/ADOPT.md, "Unforgeable context"):
+  1. adopt harden --prepare: installs bulkhead_context in the database and
+     proves the key, switching nothing;
+  2. the application enters a signed context at the start of each transaction
+     (SELECT bulkhead.enter($token)), keeping its own SET;
+  3. adopt harden: the switch. An application that doesn't sign sees nothing.
+The server must preload bulkhead_context with the key in --context-key-file:
+harden enters a token signed with it as the runtime role and refuses, changing
+nothing, unless the server accepts it. One transaction, online; --undo goes back
+to the application's setting. The plan's tenant_type must be uuid.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
@@ -388,9 +391,13 @@ application's setting. The plan's tenant_type must be uuid.`,
 				if err != nil {
 					return err
 				}
-				changed, err := adopt.Harden(ctx, conn, p, key, f.options())
+				changed, err := adopt.Harden(ctx, conn, p, key, adopt.HardenOptions{Options: f.options(), Prepare: prepare})
 				if err != nil {
 					return err
+				}
+				if prepare {
+					fmt.Fprintf(w, "prepared: bulkhead_context is installed and verifies the key; the application can enter signed contexts now (keeping its own SET of %s), then run adopt harden\n", p.TenantSetting)
+					return nil
 				}
 				if !changed {
 					fmt.Fprintf(w, "already hardened: the policies read %s\n", adopt.SignedTenantSetting)
@@ -407,12 +414,19 @@ application's setting. The plan's tenant_type must be uuid.`,
 				}
 				forgeable := 0
 				for _, fd := range rep.Findings {
-					if fd.Check == "BH802" {
-						forgeable++
-						fmt.Fprintf(w, "audit BH802: %s: %s\n", fd.Object.Name, fd.Detail)
+					if fd.Check != "BH802" {
+						continue
 					}
+					if fd.Object.Name == adopt.StateSchema+".strict" {
+						// The shadow switch's replay setting: forging it can
+						// only close the switch, for the forger's own reads.
+						fmt.Fprintf(w, "audit BH802: %s (shadow tables' replay switch: it can only hide rows from whoever sets it)\n", fd.Object.Name)
+						continue
+					}
+					forgeable++
+					fmt.Fprintf(w, "audit BH802: %s: %s\n", fd.Object.Name, fd.Detail)
 				}
-				fmt.Fprintf(w, "audit (bulkhead audit --runtime-role %s): %d forgeable context settings (BH802)\n", p.Runtime.Name, forgeable)
+				fmt.Fprintf(w, "audit (bulkhead audit --runtime-role %s): %d forgeable tenant settings (BH802)\n", p.Runtime.Name, forgeable)
 				return nil
 			})
 		},
@@ -420,6 +434,8 @@ application's setting. The plan's tenant_type must be uuid.`,
 	f.register(cmd, false)
 	cmd.Flags().DurationVar(&f.lockTimeout, "lock-timeout", 2*time.Second, "lock_timeout of the switch's transaction (retried a few times)")
 	cmd.Flags().BoolVar(&undo, "undo", false, "go back to the application's tenant_setting")
+	cmd.Flags().BoolVar(&prepare, "prepare", false, "only install bulkhead_context and prove the key: the application can then enter signed contexts")
+	cmd.MarkFlagsMutuallyExclusive("undo", "prepare")
 	return cmd
 }
 

@@ -113,6 +113,22 @@ func TestAdoptCLI(t *testing.T) {
 	if r := adoptRun("keys", "--plan", plan); r.code != 0 || strings.Count(r.stdout, "replaced by bulkhead_adopt_fk_") == 0 || !strings.Contains(r.stdout, "keys done") {
 		t.Fatalf("keys: %s", r)
 	}
+	if r := adoptRun("harden", "--plan", plan); r.code != 1 || !strings.Contains(r.stderr, "--context-key-file is required") {
+		t.Fatalf("harden without a key: %s", r)
+	}
+	key := filepath.Join(dir, "pg", "bulkhead_context.key")
+	if r := adoptRun("harden", "--plan", plan, "--context-key-file", key); r.code != 0 || !strings.Contains(r.stdout, "hardened: the policies read bulkhead.tenant_id") || !strings.Contains(r.stdout, "0 forgeable tenant settings") {
+		t.Fatalf("harden: %s", r)
+	}
+	if r := adoptRun("status", "--plan", plan); r.code != 0 || !strings.Contains(r.stdout, "context: signed") {
+		t.Fatalf("status after harden: %s", r)
+	}
+	if r := adoptRun("harden", "--plan", plan, "--undo"); r.code != 0 || !strings.Contains(r.stdout, "again: any role can SET it") {
+		t.Fatalf("harden --undo: %s", r)
+	}
+	if r := adoptRun("status", "--plan", plan); r.code != 0 || !strings.Contains(r.stdout, "context: legacy (app.current_tenant_id") {
+		t.Fatalf("status after harden --undo: %s", r)
+	}
 	r := adoptRun("report", "--plan", plan, "--format", "json")
 	var rep adopt.Report
 	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil || len(rep.Tables) != 7 || rep.Total != 0 {
