@@ -117,6 +117,12 @@ func TestAdoptCLI(t *testing.T) {
 		t.Fatalf("harden without a key: %s", r)
 	}
 	key := filepath.Join(dir, "pg", "bulkhead_context.key")
+	if r := adoptRun("harden", "--plan", plan, "--context-key-file", key, "--prepare"); r.code != 0 || !strings.Contains(r.stdout, "prepared: bulkhead_context is installed") {
+		t.Fatalf("harden --prepare: %s", r)
+	}
+	if r := adoptRun("status", "--plan", plan); r.code != 0 || !strings.Contains(r.stdout, "context: legacy") {
+		t.Fatalf("status after harden --prepare: %s", r)
+	}
 	if r := adoptRun("harden", "--plan", plan, "--context-key-file", key); r.code != 0 || !strings.Contains(r.stdout, "hardened: the policies read bulkhead.tenant_id") || !strings.Contains(r.stdout, "0 forgeable tenant settings") {
 		t.Fatalf("harden: %s", r)
 	}
