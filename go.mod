@@ -17,13 +17,13 @@ require (
 require github.com/coder/websocket v1.8.15
 
 require (
+	github.com/kljensen/snowball v0.10.0
 	github.com/pb33f/libopenapi v0.42.5
 	github.com/pb33f/libopenapi-validator v0.16.3
 	github.com/qdrant/go-client v1.17.1
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
+	github.com/vgarvardt/pgx-google-uuid/v5 v5.6.0
 )
-
-require github.com/kljensen/snowball v0.10.0 // indirect
 
 require (
 	github.com/bahlo/generic-list-go v0.2.0 // indirect
