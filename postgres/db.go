@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 )
@@ -137,7 +138,12 @@ func newPool(ctx context.Context, dsn string, cfg Config) (*pgxpool.Pool, error)
 // before 1.21) never fetch: without this, an []uuid.UUID argument (c.id =
 // ANY($2)) can't be encoded there. It runs locally, with no round trip.
 func registerTypes(_ context.Context, c *pgx.Conn) error {
-	m := c.TypeMap()
+	uuidTypes(c.TypeMap())
+	return nil
+}
+
+// uuidTypes teaches m uuid.UUID and []uuid.UUID.
+func uuidTypes(m *pgtype.Map) {
 	// uuid.UUID as 16 bytes both ways. Without it pgx encodes each one
 	// through driver.Valuer (a string, parsed again) and scans it through
 	// sql.Scanner: 40 ids for a read-back cost 58 µs and 823 allocations
@@ -145,7 +151,6 @@ func registerTypes(_ context.Context, c *pgx.Conn) error {
 	pgxuuid.Register(m)
 	m.RegisterDefaultPgType(uuid.UUID{}, "uuid")
 	m.RegisterDefaultPgType([]uuid.UUID{}, "_uuid")
-	return nil
 }
 
 // Close closes the pools.
