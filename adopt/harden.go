@@ -26,11 +26,9 @@ const (
 	ContextSigned = "signed"
 )
 
-// Rows of the state schema's settings table that Harden writes.
-const (
-	contextRow   = "context"                   // present (value ContextSigned): signed; absent: legacy
-	extensionRow = "context_extension_created" // Harden ran CREATE EXTENSION bulkhead_context
-)
+// contextRow is the state schema's settings row that Harden writes: present
+// (value ContextSigned) means signed, absent legacy.
+const contextRow = "context"
 
 // ErrContextModule is wrapped when the server can't verify a signed
 // context: bulkhead_context isn't preloaded, or its key isn't the one
@@ -63,28 +61,20 @@ func ContextMode(ctx context.Context, q rowQuerier, p *Plan) (string, error) {
 	return ContextLegacy, nil
 }
 
-// effective is p with the tenant setting in effect: SignedTenantSetting
-// once Harden ran. Every step that writes SQL reading the tenant (the
-// context functions, the shadow recorder's triggers) takes its setting
-// from here, in the transaction that writes it, so no later step undoes
-// Harden.
-func effective(ctx context.Context, q rowQuerier, p *Plan) (*Plan, error) {
+// Effective is p as the database runs it: its tenant_setting replaced by
+// SignedTenantSetting once Harden ran. Every step that writes SQL reading
+// the tenant (the context functions, the shadow recorder's triggers) takes
+// its setting from here, in the transaction that writes it, so no later
+// step undoes Harden; so do tools that read the tenant the way the
+// policies do (adopt proxy).
+func Effective(ctx context.Context, q rowQuerier, p *Plan) (*Plan, error) {
 	mode, err := ContextMode(ctx, q, p)
-	if err != nil || mode == ContextLegacy || p.TenantSetting == SignedTenantSetting {
+	if err != nil || mode == ContextLegacy {
 		return p, err
 	}
 	cp := *p
 	cp.TenantSetting = SignedTenantSetting
 	return &cp, nil
-}
-
-// Effective is p as the database runs it: its tenant_setting replaced by
-// SignedTenantSetting once Harden ran. Tools that read the tenant the way
-// the policies do (adopt proxy) need it.
-func Effective(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, p *Plan) (*Plan, error) {
-	return effective(ctx, q, p)
 }
 
 // HardenOptions tune Harden.
@@ -145,18 +135,12 @@ func Harden(ctx context.Context, conn *pgx.Conn, p *Plan, key postgres.ContextKe
 		if err != nil || mode == ContextSigned {
 			return err
 		}
-		created, err := ensureContextExtension(ctx, tx)
-		if err != nil {
+		if err := ensureContextExtension(ctx, tx); err != nil {
 			return err
 		}
 		probe := uuid.New()
 		if err := proveKey(ctx, tx, p, key, probe); err != nil {
 			return err
-		}
-		if created {
-			if _, err := tx.Exec(ctx, "INSERT INTO "+StateSchema+".settings VALUES ($1, 'true') ON CONFLICT (name) DO UPDATE SET value = 'true'", extensionRow); err != nil {
-				return err
-			}
 		}
 		if ho.Prepare {
 			return nil
@@ -237,7 +221,7 @@ func switchContext(ctx context.Context, tx pgx.Tx, p *Plan, mode string) error {
 	if err := installState(ctx, tx, p); err != nil {
 		return err
 	}
-	ep, err := effective(ctx, tx, p)
+	ep, err := Effective(ctx, tx, p)
 	if err != nil {
 		return err
 	}
@@ -288,23 +272,19 @@ func describeSettingContext(s *string) string {
 }
 
 // ensureContextExtension creates bulkhead_context in this database when
-// missing, reporting whether it did. Its schema's USAGE goes to PUBLIC
-// then: enter() grants nothing a valid signature doesn't.
-func ensureContextExtension(ctx context.Context, tx pgx.Tx) (bool, error) {
+// missing. Its schema's USAGE goes to PUBLIC then: enter() grants nothing
+// a valid signature doesn't. An extension already there is left as it is
+// (proveKey shows whether the runtime role can use it).
+func ensureContextExtension(ctx context.Context, tx pgx.Tx) error {
 	var exists bool
-	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'bulkhead_context')").Scan(&exists); err != nil {
-		return false, err
-	}
-	if exists {
-		return false, nil
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'bulkhead_context')").Scan(&exists); err != nil || exists {
+		return err
 	}
 	if _, err := tx.Exec(ctx, "CREATE EXTENSION bulkhead_context"); err != nil {
-		return false, fmt.Errorf("%w: CREATE EXTENSION bulkhead_context: %v", ErrContextModule, err)
+		return fmt.Errorf("%w: CREATE EXTENSION bulkhead_context: %v", ErrContextModule, err)
 	}
-	if _, err := tx.Exec(ctx, "GRANT USAGE ON SCHEMA bulkhead TO PUBLIC"); err != nil {
-		return false, err
-	}
-	return true, nil
+	_, err := tx.Exec(ctx, "GRANT USAGE ON SCHEMA bulkhead TO PUBLIC")
+	return err
 }
 
 // proveKey enters a token for probe signed with key, as the runtime role

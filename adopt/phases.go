@@ -55,7 +55,7 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
   FROM pg_class c WHERE c.oid = $3::regclass) WHERE rel = $1`, qualified(p, t.Name), p.Runtime.Name, q); err != nil {
 				return fmt.Errorf("record original state: %w", err)
 			}
-			ep, err := effective(ctx, tx, p)
+			ep, err := Effective(ctx, tx, p)
 			if err != nil {
 				return err
 			}

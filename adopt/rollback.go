@@ -106,7 +106,7 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 			if err := expectPhase(ctx, tx, p, t, PhaseEnforced); err != nil {
 				return err
 			}
-			ep, err := effective(ctx, tx, p)
+			ep, err := Effective(ctx, tx, p)
 			if err != nil {
 				return err
 			}

@@ -236,8 +236,9 @@ func keyStates(ctx context.Context, conn *pgx.Conn) (map[string][]KeyState, erro
 // stateTableExists reports whether table (of the state schema) exists:
 // a database adopt never touched, or touched before the table was added,
 // has none.
-// rowQuerier is a connection or a transaction.
-type rowQuerier interface {
+// rowQuerier is a connection, a pool or a transaction (an alias, so that
+// exported functions taking one show what they need).
+type rowQuerier = interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }
 
@@ -311,7 +312,7 @@ func lit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" 
 // installState creates the state schema and helpers (idempotent) in tx.
 // The helpers read the tenant from the setting in effect (see Harden).
 func installState(ctx context.Context, tx pgx.Tx, p *Plan) error {
-	p, err := effective(ctx, tx, p)
+	p, err := Effective(ctx, tx, p)
 	if err != nil {
 		return err
 	}
@@ -335,16 +336,16 @@ func withTx(ctx context.Context, conn *pgx.Conn, lockTimeout time.Duration, retr
 	var err error
 	for attempt := 0; attempt <= retries; attempt++ {
 		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", lockTimeout.Milliseconds())); err != nil {
-				return err
-			}
 			// In a deadlock with the application, the backend whose
 			// deadlock_timeout ends first checks, finds it and aborts its
 			// own transaction: make that adopt's step, which is retried,
-			// rather than the application's request. Superuser-only
-			// (PGC_SUSET): an operator that owns the tables without being
-			// one keeps the server's.
-			if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('deadlock_timeout', '100ms', true) FROM pg_catalog.pg_roles WHERE rolname = current_user AND rolsuper"); err != nil {
+			// rather than the application's request. deadlock_timeout is
+			// superuser-only (PGC_SUSET): an operator that owns the tables
+			// without being one keeps the server's. One statement, one
+			// round trip per step.
+			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1, true),
+  (SELECT pg_catalog.set_config('deadlock_timeout', '100ms', true) FROM pg_catalog.pg_roles WHERE rolname = current_user AND rolsuper)`,
+				fmt.Sprintf("%dms", lockTimeout.Milliseconds())); err != nil {
 				return err
 			}
 			return fn(tx)
