@@ -273,11 +273,7 @@ func newAdoptEnforceCmd(cfg *config) *cobra.Command {
 					return fmt.Errorf("self-check after enforce: %w", err)
 				}
 				fmt.Fprintln(w, "self-check: RLS enabled and forced, strict policy only, recorder removed")
-				col := ""
-				if ts := p.TenantTables(); len(ts) > 0 {
-					col = ts[0].TenantColumn
-				}
-				rep, err := audit.Run(ctx, conn, audit.Options{RuntimeRole: p.Runtime.Name, TenantColumn: col})
+				rep, col, err := auditAdopted(ctx, conn, p)
 				if err != nil {
 					return fmt.Errorf("audit after enforce: %w", err)
 				}
@@ -294,6 +290,18 @@ func newAdoptEnforceCmd(cfg *config) *cobra.Command {
 	cmd.Flags().DurationVar(&o.Window, "window", time.Hour, "violations recorded this recently block enforcement")
 	cmd.Flags().BoolVar(&o.Force, "force", false, "enforce despite recorded violations")
 	return cmd
+}
+
+// auditAdopted runs bulkhead audit on the adopted database as enforce and
+// harden report it: the plan's runtime role, the first tenant table's
+// column (returned, for the message).
+func auditAdopted(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) (*audit.Report, string, error) {
+	col := ""
+	if ts := p.TenantTables(); len(ts) > 0 {
+		col = ts[0].TenantColumn
+	}
+	rep, err := audit.Run(ctx, conn, audit.Options{RuntimeRole: p.Runtime.Name, TenantColumn: col})
+	return rep, col, err
 }
 
 func newAdoptKeysCmd(cfg *config) *cobra.Command {
@@ -404,11 +412,7 @@ to the application's setting. The plan's tenant_type must be uuid.`,
 				} else {
 					fmt.Fprintf(w, "hardened: the policies read %s (set only by bulkhead.enter with a signed token); %s opens nothing\n", adopt.SignedTenantSetting, p.TenantSetting)
 				}
-				col := ""
-				if ts := p.TenantTables(); len(ts) > 0 {
-					col = ts[0].TenantColumn
-				}
-				rep, err := audit.Run(ctx, conn, audit.Options{RuntimeRole: p.Runtime.Name, TenantColumn: col})
+				rep, _, err := auditAdopted(ctx, conn, p)
 				if err != nil {
 					return fmt.Errorf("audit after harden: %w", err)
 				}
