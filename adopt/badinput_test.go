@@ -114,9 +114,7 @@ func TestBadInput(t *testing.T) {
 // each table is all along.
 func TestBackfillResume(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	_, op, p := newReviewed(t)
 	nulls := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL")
 	kctx, kill := context.WithCancel(ctx)
 	batches := 0
@@ -155,9 +153,7 @@ func TestBackfillResume(t *testing.T) {
 // guessed; the table stays original (status says why) and shadow refuses it.
 func TestBackfillUncovered(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	d, op, p := newReviewed(t)
 	for i := range p.Tables {
 		if p.Tables[i].Name == "memories" {
 			p.Tables[i].Backfill[0].Where = "t.content <> 'hello 0'"

@@ -70,9 +70,7 @@ func appTx(ctx context.Context, conn *pgx.Conn, tenant string, fn func(pgx.Tx) e
 // rollback to the original restores every table exactly.
 func TestCycle(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	d, op, p := newReviewed(t)
 	o := Options{BatchSize: 1000}
 	orig := checksums(t, op, p)
 	allIn(t, op, p, PhaseOriginal)

@@ -129,6 +129,15 @@ func mustConnect(t testing.TB, dsn string) *pgx.Conn {
 	return conn
 }
 
+// newReviewed is a fresh copy of the fixture, the operator's connection
+// to it and the reviewed plan: where most tests start.
+func newReviewed(t testing.TB) (*db, *pgx.Conn, *Plan) {
+	t.Helper()
+	d := newDB(t)
+	op := mustConnect(t, d.adminDSN())
+	return d, op, reviewedPlan(t, op, d)
+}
+
 // reviewedPlan is what an operator makes of Inspect's proposal for the
 // fixture: the decisions Inspect left open, made explicitly.
 func reviewedPlan(t testing.TB, conn *pgx.Conn, d *db) *Plan {

@@ -53,9 +53,7 @@ func crossTenantFindings(t testing.TB, conn *pgx.Conn, p *Plan) int {
 // changes nothing.
 func TestKeys(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	d, op, p := newReviewed(t)
 	o := Options{BatchSize: 1000}
 	origKeys := foreignKeyDefs(t, op)
 	orig := checksums(t, op, p)
@@ -194,9 +192,7 @@ func TestKeys(t *testing.T) {
 // value; every other key is replaced.
 func TestKeysRefuseCrossTenantRows(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	_, op, p := newReviewed(t)
 	o := Options{BatchSize: 1000}
 	theirs := md5UUID("r2.1")
 	if _, err := op.Exec(ctx, "UPDATE memories SET room_id = $1 WHERE id = (SELECT id FROM memories WHERE server_id = $2 ORDER BY id LIMIT 1)", theirs, server(1)); err != nil {
@@ -235,9 +231,7 @@ func TestKeysRefuseCrossTenantRows(t *testing.T) {
 // build left.
 func TestKeysUnderAHeldLock(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	d, op, p := newReviewed(t)
 	o := Options{BatchSize: 1000, LockTimeout: 100 * time.Millisecond, Retries: 2}
 	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
 		t.Fatal(err)
@@ -339,9 +333,7 @@ INSERT INTO children VALUES (1, 'acme', 1, 'p1', 1, 1, 1);`); err != nil {
 // still works, and status reads it.
 func TestRollbackWithAStateFromBeforeKeys(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	_, op, p := newReviewed(t)
 	o := Options{BatchSize: 1000}
 	orig := checksums(t, op, p)
 	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
@@ -367,9 +359,7 @@ func TestRollbackWithAStateFromBeforeKeys(t *testing.T) {
 // restores the key exactly as first recorded (validated).
 func TestKeysAfterAnInterruptedUndo(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	_, op, p := newReviewed(t)
 	o := Options{BatchSize: 1000}
 	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
 		t.Fatal(err)
@@ -411,9 +401,7 @@ func TestKeysAfterAnInterruptedUndo(t *testing.T) {
 // transaction commits.
 func TestStepsRetryADeadlock(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	d, op, p := newReviewed(t)
 	o := Options{BatchSize: 1000}
 	if _, err := Backfill(ctx, op, p, nil, o); err != nil {
 		t.Fatal(err)

@@ -69,9 +69,7 @@ func startProxyWith(t testing.TB, d *db, p *Plan, o ProxyOptions) (*Proxy, strin
 // the records.
 func shadowBehindProxy(t *testing.T) (*db, *pgx.Conn, *Plan, *Proxy, string, func()) {
 	t.Helper()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	d, op, p := newReviewed(t)
 	toShadow(t, op, p)
 	px, dsn, stop := startProxy(t, d, p, 1)
 	return d, op, p, px, dsn, stop
@@ -556,9 +554,7 @@ func TestProxyClosesWhatItCannotRestore(t *testing.T) {
 // disconnected, whether it sent nothing or stopped at the password.
 // Once authenticated, a connection may be idle longer than that.
 func TestProxyBoundsUnauthenticatedClients(t *testing.T) {
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	d, op, p := newReviewed(t)
 	toShadow(t, op, p)
 	const authTimeout = 1500 * time.Millisecond
 	px, dsn, stop := startProxyWith(t, d, p, ProxyOptions{Sample: 1, AuthTimeout: authTimeout})

@@ -17,9 +17,7 @@ import (
 // in and says so.
 func TestRuntimeRole(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	d, op, p := newReviewed(t)
 	toShadow(t, op, p)
 	if _, err := op.Exec(ctx, fmt.Sprintf("ALTER ROLE %s LOGIN PASSWORD 'rt-pw'", d.runtime())); err != nil {
 		t.Fatal(err)
@@ -80,9 +78,7 @@ func TestRuntimeRole(t *testing.T) {
 // change.
 func TestConcurrentDDL(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	d, op, p := newReviewed(t)
 	toShadow(t, op, p)
 	other := mustConnect(t, d.adminDSN())
 	tx, err := other.Begin(ctx)

@@ -46,9 +46,7 @@ func count(t testing.TB, conn *pgx.Conn, sql string, args ...any) int64 {
 // and parallel plans keep working; a storm keeps at most the cap of keys.
 func TestShadowExact(t *testing.T) {
 	ctx := context.Background()
-	d := newDB(t)
-	op := mustConnect(t, d.adminDSN())
-	p := reviewedPlan(t, op, d)
+	d, op, p := newReviewed(t)
 	toShadow(t, op, p)
 	app := mustConnect(t, d.appDSN())
 	s1, s2 := server(1), server(2)
