@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -52,7 +53,8 @@ func (*Local) Dimension() int { return LocalDimension }
 func (*Local) Embed(ctx context.Context, texts []string) ([][]float32, error) {
 	out := make([][]float32, len(texts))
 	backing := make([]float32, len(texts)*LocalDimension)
-	var s localScratch
+	s := scratchPool.Get().(*localScratch)
+	defer s.release()
 	for i, text := range texts {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("llm: local embed: %w", err)
@@ -64,14 +66,27 @@ func (*Local) Embed(ctx context.Context, texts []string) ([][]float32, error) {
 	return out, nil
 }
 
+// scratchPool keeps localScratch buffers between Embed calls: a query
+// embeds one short text, and allocating the buffers was most of its cost.
+var scratchPool = sync.Pool{New: func() any { return new(localScratch) }}
+
 // localScratch holds the buffers of one Embed call, reused across its texts.
 type localScratch struct {
-	word  []byte   // the current word, lower-cased, UTF-8
-	pad   []byte   // "<" + word + ">"
-	offs  []int    // rune start offsets in pad, plus len(pad)
-	words []uint64 // hashes of word features
-	grams []uint64 // hashes of trigram features
-	acc   [LocalDimension]float64
+	word   []byte   // the current word, lower-cased, UTF-8
+	pad    []byte   // "<" + word + ">"
+	offs   []int    // rune start offsets in pad, plus len(pad)
+	words  []uint64 // hashes of word features
+	grams  []uint64 // hashes of trigram features
+	sorted []uint64 // accumulate's hashes, bucketed by dimension
+	acc    [LocalDimension]float64
+}
+
+// release returns s to scratchPool, unless a long text grew its buffers
+// past what a typical chunk needs: those are left to the collector.
+func (s *localScratch) release() {
+	if cap(s.grams) <= 1<<14 && cap(s.word) <= 1<<12 {
+		scratchPool.Put(s)
+	}
 }
 
 // embed writes text's vector into v (len LocalDimension, all zero).
@@ -142,25 +157,73 @@ func (s *localScratch) addWord(word []byte) {
 }
 
 // accumulate adds each distinct feature of hashes once, with weight
-// w·(1+ln tf) and the sign its hash gives, to its hashed dimension. Sorting
-// first makes the order of the floating-point additions, and so the result,
-// independent of anything but the input.
+// w·(1+ln tf) and the sign its hash gives, to its hashed dimension. The
+// features of each dimension are added in ascending hash order, which makes
+// the order of the floating-point additions, and so the result, independent
+// of anything but the input. Only the order within a dimension matters, so
+// the hashes are bucketed by dimension (a counting sort) and each small
+// bucket is sorted on its own: the same sums as sorting all of them
+// (TestAccumulateSumsInHashOrder), for less (docs/BENCHMARKS.md).
 func (s *localScratch) accumulate(hashes []uint64, w float64) {
-	slices.Sort(hashes)
-	for i := 0; i < len(hashes); {
-		h := hashes[i]
-		j := i + 1
-		for j < len(hashes) && hashes[j] == h {
-			j++
+	var start [LocalDimension + 1]int32
+	for _, h := range hashes {
+		start[h%LocalDimension+1]++
+	}
+	for d := 1; d <= LocalDimension; d++ {
+		start[d] += start[d-1]
+	}
+	s.sorted = slices.Grow(s.sorted[:0], len(hashes))[:len(hashes)]
+	next := start
+	for _, h := range hashes {
+		d := h % LocalDimension
+		s.sorted[next[d]] = h
+		next[d]++
+	}
+	for d := range LocalDimension {
+		bucket := s.sorted[start[d]:start[d+1]]
+		insertionSort(bucket)
+		for i := 0; i < len(bucket); {
+			h := bucket[i]
+			j := i + 1
+			for j < len(bucket) && bucket[j] == h {
+				j++
+			}
+			// Rounded explicitly, like the squares in embed, so that it is
+			// never fused into the addition below.
+			x := float64(w * (1 + logCount(j-i)))
+			if h>>63 == 1 {
+				x = -x
+			}
+			s.acc[d] += x
+			i = j
 		}
-		// Rounded explicitly, like the squares in embed, so that it is
-		// never fused into the addition below.
-		x := float64(w * (1 + math.Log(float64(j-i))))
-		if h>>63 == 1 {
-			x = -x
+	}
+}
+
+// logs holds math.Log(n) for the small counts most features have, so that
+// accumulate takes them from a table: the same values, without the call.
+var logs = func() (t [64]float64) {
+	for n := range t {
+		t[n] = math.Log(float64(n))
+	}
+	return t
+}()
+
+// logCount is math.Log(float64(n)) for n ≥ 1.
+func logCount(n int) float64 {
+	if n < len(logs) {
+		return logs[n]
+	}
+	return math.Log(float64(n))
+}
+
+// insertionSort sorts a short slice in place: a bucket of accumulate holds
+// a few hashes (a 1 KB chunk has about 1,000 features over 384 buckets).
+func insertionSort(a []uint64) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
 		}
-		s.acc[h%LocalDimension] += x
-		i = j
 	}
 }
 

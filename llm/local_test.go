@@ -3,10 +3,13 @@ package llm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -383,5 +386,99 @@ func BenchmarkLocalEmbed(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestAccumulateSumsInHashOrder holds accumulate to its definition: each
+// dimension's features added in ascending hash order, so that the vectors
+// stay bit for bit those of a plain sort of all the hashes (the order the
+// golden vectors and every stored collection were computed in).
+func TestAccumulateSumsInHashOrder(t *testing.T) {
+	texts := []string{"", "a", benchChunk, strings.Repeat("vector ", 1000), "Straße 東京 Αθήνα Москва नमस्ते"}
+	for _, tc := range goldenLocal {
+		texts = append(texts, tc.text)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	words := strings.Fields("tenant row policy vector collection key chunk query embed index Zürich naïve 数据 the a of")
+	for range 200 {
+		var b strings.Builder
+		for range rng.IntN(400) {
+			b.WriteString(words[rng.IntN(len(words))])
+			b.WriteString(" ")
+			if rng.IntN(10) == 0 {
+				fmt.Fprintf(&b, "%x ", rng.Uint64()) // a rare word
+			}
+		}
+		texts = append(texts, b.String())
+	}
+	for _, text := range texts {
+		var s localScratch
+		s.tokenize(text, s.addWord)
+		want := sortedSums(slices.Clone(s.words), slices.Clone(s.grams))
+		s.accumulate(s.words, 1)
+		s.accumulate(s.grams, trigramWeight)
+		for d := range s.acc {
+			if math.Float64bits(s.acc[d]) != math.Float64bits(want[d]) {
+				t.Fatalf("text %.40q: dimension %d = %v, summed in hash order %v", text, d, s.acc[d], want[d])
+			}
+		}
+	}
+}
+
+// sortedSums is accumulate as first written: all hashes sorted, each
+// distinct one added to its dimension in that order.
+func sortedSums(words, grams []uint64) (acc [LocalDimension]float64) {
+	for _, f := range []struct {
+		hashes []uint64
+		w      float64
+	}{{words, 1}, {grams, trigramWeight}} {
+		slices.Sort(f.hashes)
+		for i := 0; i < len(f.hashes); {
+			j := i + 1
+			for j < len(f.hashes) && f.hashes[j] == f.hashes[i] {
+				j++
+			}
+			x := float64(f.w * (1 + math.Log(float64(j-i))))
+			if f.hashes[i]>>63 == 1 {
+				x = -x
+			}
+			acc[f.hashes[i]%LocalDimension] += x
+			i = j
+		}
+	}
+	return acc
+}
+
+// TestLocalConcurrent embeds different texts from several goroutines at
+// once (Embed reuses pooled buffers) and expects each text's vector to be
+// the one it gets alone.
+func TestLocalConcurrent(t *testing.T) {
+	texts := []string{"a", benchChunk, strings.Repeat("x", 100000), "Straße 東京", "tenant isolation by row-level security"}
+	want := make([][]float32, len(texts))
+	for i, text := range texts {
+		want[i] = mustEmbed(t, NewLocal(), text)[0]
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8*len(texts))
+	for g := range 8 {
+		wg.Go(func() {
+			for r := range 50 {
+				i := (g + r) % len(texts)
+				got, err := NewLocal().Embed(context.Background(), []string{texts[i], texts[(i+1)%len(texts)]})
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				if !slices.Equal(got[0], want[i]) || !slices.Equal(got[1], want[(i+1)%len(texts)]) {
+					errs <- fmt.Sprintf("goroutine %d round %d: text %d's vector differs from its vector alone", g, r, i)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
