@@ -12,14 +12,22 @@ import (
 	"github.com/viterin/vek/vek32"
 )
 
-// data is one loaded collection: vectors stored contiguously, row i at
-// vecs[i*dim:(i+1)*dim], with the inverse of its norm precomputed so that a
-// cosine score costs one SIMD dot product and one multiply. Mutations need
-// the collection's write lock; searches its read lock.
+// blockRows is how many rows a block of data's vectors holds.
+const blockRows = 256
+
+// data is one loaded collection. Its vectors are stored in blocks of
+// blockRows rows, each block dimension-major: component k of the block's
+// row j is at blocks[b][k*c+j], where c = len(blocks[b])/dim is the block's
+// capacity. Every block but the last holds blockRows rows; the last one
+// grows by doubling from 16. A search scores a whole block with one SIMD
+// matrix product (the query times the block), and for a sparse query
+// reads only the components where the query is not zero. Each row's
+// inverse norm is precomputed. Mutations need the collection's write
+// lock; searches its read lock.
 type data struct {
 	dim      int
 	ids      []uuid.UUID
-	vecs     []float32
+	blocks   [][]float32
 	inv      []float32
 	payloads []map[string]string
 	index    map[uuid.UUID]int
@@ -29,21 +37,80 @@ type data struct {
 	byID atomic.Pointer[[]int32] // row numbers in ascending id order, built by Scroll, reset by writes
 }
 
+// newData returns an empty collection with room for capacity rows.
 func newData(dim, capacity int) *data {
-	return &data{
+	d := &data{
 		dim:      dim,
 		ids:      make([]uuid.UUID, 0, capacity),
-		vecs:     make([]float32, 0, capacity*dim),
 		inv:      make([]float32, 0, capacity),
 		payloads: make([]map[string]string, 0, capacity),
 		index:    make(map[uuid.UUID]int, capacity),
 		lex:      newLexicon(),
 	}
+	for n := capacity; n > 0; n -= blockRows {
+		d.blocks = append(d.blocks, make([]float32, min(n, blockRows)*dim))
+	}
+	return d
 }
 
 func (d *data) len() int { return len(d.ids) }
 
-func (d *data) vector(i int) []float32 { return d.vecs[i*d.dim : (i+1)*d.dim : (i+1)*d.dim] }
+// capacity is how many rows the blocks hold.
+func (d *data) capacity() int {
+	if len(d.blocks) == 0 {
+		return 0
+	}
+	return (len(d.blocks)-1)*blockRows + len(d.blocks[len(d.blocks)-1])/d.dim
+}
+
+// cell returns the block holding row i, its capacity and i's place in it.
+func (d *data) cell(i int) (block []float32, c, j int) {
+	block = d.blocks[i/blockRows]
+	return block, len(block) / d.dim, i % blockRows
+}
+
+// appendVector appends row i's vector to dst.
+func (d *data) appendVector(dst []float32, i int) []float32 {
+	b, c, j := d.cell(i)
+	for k := range d.dim {
+		dst = append(dst, b[k*c+j])
+	}
+	return dst
+}
+
+// setVector writes v as row i's vector.
+func (d *data) setVector(i int, v []float32) {
+	b, c, j := d.cell(i)
+	for k, x := range v {
+		b[k*c+j] = x
+	}
+}
+
+// grow makes room for one more row: the last block doubles (16 rows
+// first) until it holds blockRows, then a new block starts. Doubling, where
+// append grows a large slice by a quarter: with ingestion adding a few
+// points per write, a quarter meant copying (and faulting in) the
+// collection about four times over; 16 rows, so that with thousands of
+// small tenants spare capacity isn't most of what resident collections
+// hold.
+func (d *data) grow() {
+	if d.len() < d.capacity() {
+		return
+	}
+	last := len(d.blocks) - 1
+	if last < 0 || len(d.blocks[last]) == blockRows*d.dim {
+		d.blocks = append(d.blocks, make([]float32, 16*d.dim))
+		return
+	}
+	old := d.blocks[last]
+	c := len(old) / d.dim
+	nc := min(2*c, blockRows)
+	grown := make([]float32, nc*d.dim)
+	for k := range d.dim {
+		copy(grown[k*nc:k*nc+c], old[k*c:(k+1)*c])
+	}
+	d.blocks[last] = grown
+}
 
 // size estimates the memory d holds, for the eviction budget.
 func (d *data) size() int64 {
@@ -51,10 +118,10 @@ func (d *data) size() int64 {
 	return 256 + int64(d.len())*(perPoint+int64(4*d.dim)) + d.payBytes + d.lex.size()
 }
 
-// resident is size plus the spare capacity add keeps for growth, what the
-// memory budget counts.
+// resident is size plus the spare capacity grow keeps, what the memory
+// budget counts.
 func (d *data) resident() int64 {
-	return d.size() + 4*int64(cap(d.vecs)-len(d.vecs))
+	return d.size() + 4*int64(d.dim)*int64(d.capacity()-d.len())
 }
 
 func payloadSize(m map[string]string) int64 {
@@ -79,21 +146,12 @@ func invNorm(v []float32) float32 {
 // add appends p, which must be valid and new; its vector and payload are
 // copied.
 func (d *data) add(p vector.Point) {
-	if len(d.vecs)+d.dim > cap(d.vecs) {
-		// Double, where append grows a large slice by a quarter: with
-		// ingestion adding a few points per write, a quarter meant copying
-		// (and faulting in) the whole collection about four times over.
-		// Start at 16 rows: with thousands of small tenants a larger first
-		// step (it was 64 rows, 96 KiB at 384 dimensions) made spare
-		// capacity most of what resident collections held.
-		grown := make([]float32, len(d.vecs), max(2*cap(d.vecs), 16*d.dim))
-		copy(grown, d.vecs)
-		d.vecs = grown
-	}
-	d.index[p.ID] = len(d.ids)
-	d.lex.add(len(d.ids), p.Payload)
+	d.grow()
+	i := d.len()
+	d.index[p.ID] = i
+	d.lex.add(i, p.Payload)
 	d.ids = append(d.ids, p.ID)
-	d.vecs = append(d.vecs, p.Vector...)
+	d.setVector(i, p.Vector)
 	d.inv = append(d.inv, invNorm(p.Vector))
 	d.payloads = append(d.payloads, maps.Clone(p.Payload))
 	d.payBytes += payloadSize(p.Payload)
@@ -107,7 +165,7 @@ func (d *data) put(p vector.Point) {
 		d.add(p)
 		return
 	}
-	copy(d.vector(i), p.Vector)
+	d.setVector(i, p.Vector)
 	d.inv[i] = invNorm(p.Vector)
 	d.lex.replace(i, p.Payload)
 	d.payBytes += payloadSize(p.Payload) - payloadSize(d.payloads[i])
@@ -125,14 +183,20 @@ func (d *data) remove(id uuid.UUID) {
 	d.payBytes -= payloadSize(d.payloads[i])
 	if i != last {
 		d.ids[i] = d.ids[last]
-		copy(d.vector(i), d.vector(last))
+		b, c, j := d.cell(i)
+		lb, lc, lj := d.cell(last)
+		for k := range d.dim {
+			b[k*c+j] = lb[k*lc+lj]
+		}
 		d.inv[i] = d.inv[last]
 		d.payloads[i] = d.payloads[last]
 		d.index[d.ids[i]] = i
 	}
 	delete(d.index, id)
 	d.ids = d.ids[:last]
-	d.vecs = d.vecs[:last*d.dim]
+	if last%blockRows == 0 {
+		d.blocks = d.blocks[:len(d.blocks)-1] // its only row left
+	}
 	d.inv = d.inv[:last]
 	d.payloads[last] = nil
 	d.payloads = d.payloads[:last]
@@ -154,7 +218,7 @@ func (d *data) reindexIfStale() {
 }
 
 func (d *data) point(i int) vector.Point {
-	return vector.Point{ID: d.ids[i], Vector: slices.Clone(d.vector(i)), Payload: maps.Clone(d.payloads[i])}
+	return vector.Point{ID: d.ids[i], Vector: d.appendVector(make([]float32, 0, d.dim), i), Payload: maps.Clone(d.payloads[i])}
 }
 
 // search is the exact scan: the cosine of query with every row, keeping
@@ -163,18 +227,61 @@ func (d *data) point(i int) vector.Point {
 func (d *data) search(query []float32, k int, check func() error) ([]scored, error) {
 	q := make([]float32, len(query))
 	vek32.MulNumber_Into(q, query, invNorm(query))
+	return d.scan(q, sparseComponents(q), k, check)
+}
+
+// sparseComponents returns the components where q is not zero when they
+// are fewer than half (the local embedder's questions have a few dozen of
+// 384), nil when q is dense.
+func sparseComponents(q []float32) []int {
+	var nz []int
+	for c, x := range q {
+		if x != 0 {
+			if 2*(len(nz)+1) > len(q) {
+				return nil
+			}
+			nz = append(nz, c)
+		}
+	}
+	return nz
+}
+
+// scan scores every row against q, normalised, one block at a time with
+// one matrix product. Given nz, the components where q is not zero, it
+// gathers only the block's rows for those components first. The scores
+// are the same either way: a skipped zero component would add 0·x = 0 to
+// a running sum, which leaves it unchanged.
+func (d *data) scan(q []float32, nz []int, k int, check func() error) ([]scored, error) {
+	qnz := make([]float32, len(nz))
+	for t, c := range nz {
+		qnz[t] = q[c]
+	}
+	gathered := make([]float32, len(nz)*blockRows)
+	scores := make([]float32, blockRows)
 	top := topK{k: min(k, d.len()), ids: d.ids}
-	for i := range d.len() {
-		if i&4095 == 4095 {
+	for b, block := range d.blocks {
+		if b%16 == 15 {
 			if err := check(); err != nil {
 				return nil, err
 			}
 		}
-		s := vek32.Dot(q, d.vecs[i*d.dim:(i+1)*d.dim]) * d.inv[i]
-		if len(top.h) == top.k && s < top.h[0].score {
-			continue // cheaper than the worst kept: the common case
+		c := len(block) / d.dim
+		if nz != nil {
+			for t, comp := range nz {
+				copy(gathered[t*c:(t+1)*c], block[comp*c:(comp+1)*c])
+			}
+			vek32.MatMul_Into(scores, qnz, gathered[:len(nz)*c], len(nz))
+		} else {
+			vek32.MatMul_Into(scores, q, block, d.dim)
 		}
-		top.offer(scored{row: int32(i), score: s})
+		base := b * blockRows
+		for j := range min(c, d.len()-base) {
+			s := scores[j] * d.inv[base+j]
+			if len(top.h) == top.k && s < top.h[0].score {
+				continue // cheaper than the worst kept: the common case
+			}
+			top.offer(scored{row: int32(base + j), score: s})
+		}
 	}
 	return top.sorted(), nil
 }

@@ -2,7 +2,7 @@
 // generation of one tenant's vectors) is a snapshot file and a log in a
 // data directory,
 // loaded on first use, kept in memory under a budget and searched exactly
-// with SIMD dot products (github.com/viterin/vek). It implements
+// with SIMD matrix products (github.com/viterin/vek). It implements
 // vector.Store and passes vectortest.Run.
 //
 // Guarantees:
@@ -102,8 +102,10 @@
 //     reloaded, and re-verified, on demand. Collections in use are never
 //     evicted.
 //   - Search is an exact scan (cosine via a precomputed inverse norm per
-//     point and one vek32.Dot per point, best k kept in a bounded heap), so
-//     recall is 1.0. There is deliberately no approximate index; see the
+//     point; vectors kept dimension-major in blocks of 256 points, each
+//     block scored by one vek32.MatMul_Into, only over the query's nonzero
+//     components when they are fewer than half; best k kept in a bounded
+//     heap), so recall is 1.0. There is deliberately no approximate index; see the
 //     vector package documentation for the measurements behind that.
 //   - Concurrency: a Store is safe for concurrent use. Searches of one
 //     collection run in parallel under its read lock; writes to it are

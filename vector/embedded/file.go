@@ -176,9 +176,11 @@ func encode(w io.Writer, k key, d *data) error {
 	binary.LittleEndian.PutUint64(hdr[36:], uint64(len(d.ids)))
 	bw.Write(hdr[:])
 	buf := make([]byte, 0, 16+4*d.dim+64)
+	vec := make([]float32, 0, d.dim)
 	for i, id := range d.ids {
 		buf = append(buf[:0], id[:]...)
-		for _, x := range d.vector(i) {
+		vec = d.appendVector(vec[:0], i)
+		for _, x := range vec {
 			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
 		}
 		buf = appendPayload(buf, d.payloads[i])
