@@ -449,7 +449,7 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		conns := []*pgx.Conn{mustConnect(b, d.appDSN())}
 		names := []string{"direct"}
 		for _, rate := range []float64{0, 0.01, 1} {
-			_, dsn, _ := startProxy(b, d, p, rate)
+			_, dsn, _ := startProxy(b, d, rate)
 			conns = append(conns, connectMode(b, dsn, pgx.QueryExecModeCacheStatement))
 			names = append(names, fmt.Sprintf("proxy-%g", rate))
 		}

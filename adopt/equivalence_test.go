@@ -39,7 +39,7 @@ func results(t testing.TB, conn *pgx.Conn, tenant, room string, rp *Replayer) (f
 			filtered = append(filtered, strings.Join(lines, "\n"))
 		}
 		var err error
-		forgetful, err = rp.Query(ctx, tx, "app.current_tenant_id", forgetfulQuery)
+		forgetful, err = rp.Query(ctx, tx, forgetfulQuery)
 		return err
 	})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // hardenWorld is the typed schema with uuid tenants, adopted: projects and
@@ -158,11 +159,15 @@ func TestHarden(t *testing.T) {
 		t.Fatalf("mode before harden: %q, %v", mode, err)
 	}
 
+	// A proxy started before harden, in legacy mode, keeps serving after.
+	_, proxyDSN, stopProxy := startProxy(t, w.d, 1)
+
 	changed, err := Harden(ctx, w.op, w.p, w.key, HardenOptions{})
 	if err != nil || !changed {
 		t.Fatalf("harden: %v, %v", changed, err)
 	}
 	checkHardened(t, w)
+	checkReplaysRecordSigned(t, w, proxyDSN, stopProxy)
 	if got := forgeableSettings(t, w); fmt.Sprint(got) != "[bulkhead_adopt.strict]" {
 		t.Errorf("audit after harden: forgeable settings %v, want only bulkhead_adopt.strict", got)
 	}
@@ -311,6 +316,73 @@ func checkShadowRecordsSigned(t *testing.T, w *hardenWorld, prior int) {
 	want := []string{fmt.Sprintf("%s/%s/%d", a.id, b.id, id), fmt.Sprintf("/%s/%d", a.id, id+1)}
 	if len(got) != prior+2 || fmt.Sprint(got[prior:]) != fmt.Sprint(want) {
 		t.Errorf("shadow records: %v, want %d earlier then %v", got, prior, want)
+	}
+}
+
+// checkReplaysRecordSigned reads notes (in shadow) forgetting the tenant
+// filter, signed for a with the legacy setting naming b, through a
+// Replayer and through the proxy behind proxyDSN (started before harden),
+// and checks each recorded exactly the model's hidden rows, b's notes,
+// under the signed tenant a: replays record the tenant the policies read,
+// not the legacy setting the application may still set.
+func checkReplaysRecordSigned(t *testing.T, w *hardenWorld, proxyDSN string, stopProxy func()) {
+	t.Helper()
+	ctx := context.Background()
+	a, b := w.orgs[0], w.orgs[1]
+	var want []string
+	for _, id := range b.notes {
+		want = append(want, fmt.Sprintf("%s/%d", a.id, id))
+	}
+	pool, err := pgxpool.New(ctx, w.d.adminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	rp := NewReplayer(pool, 1)
+	const direct, proxied = "SELECT id FROM notes ORDER BY id", "SELECT id FROM notes WHERE id > 0 ORDER BY id"
+	if err := w.as(a.id, b.id, func(tx pgx.Tx) error {
+		_, err := rp.Query(ctx, tx, direct)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rp.Close()
+	conn := mustConnect(t, proxyDSN)
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		sql, args, err := w.key.EnterSQL(bulkhead.Scope{Tenant: uuid.MustParse(a.id)})
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, sql, args...); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "SELECT set_config('app.org', $1, true)", b.id); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, proxied)
+		if err != nil {
+			return err
+		}
+		rows.Close()
+		return rows.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	stopProxy() // flushes its records
+	for _, sql := range []string{direct, proxied} {
+		rows, err := w.op.Query(ctx, "SELECT coalesce(tenant, '') || '/' || row_key FROM "+StateSchema+".violation WHERE rel = 'query' AND fingerprint = $1 ORDER BY row_key::bigint", Fingerprint(sql))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("replay of %q signed for a, legacy b: recorded %v, want b's notes under a: %v", sql, got, want)
+		}
 	}
 }
 

@@ -33,7 +33,8 @@ import (
 //     transaction it rolls back;
 //   - three times: shadow, strict (bulkhead_adopt.strict = on), shadow
 //     again; the rows both shadow runs returned that the strict run did not
-//     are recorded, like Replayer's, under the tenant in the plan's setting.
+//     are recorded, like Replayer's, under the tenant the policies read
+//     (tenantInContext).
 //     In READ COMMITTED each run has its own snapshot, and a row a
 //     concurrent transaction changed between the runs is missing from one
 //     of the shadow runs, so it is not recorded: no false positive but a
@@ -57,11 +58,10 @@ import (
 // sslmode=disable or prefer, so run it beside the application or on a
 // trusted network) and GSSAPI authentication.
 type Proxy struct {
-	opts    ProxyOptions
-	setting string
-	rec     *recorder
-	ln      net.Listener
-	id      string // prefix of the statement, portal and savepoint names the replay uses
+	opts ProxyOptions
+	rec  *recorder
+	ln   net.Listener
+	id   string // prefix of the statement, portal and savepoint names the replay uses
 
 	connections, reads, sampled, replayed, skipped, failed, hidden atomic.Int64
 
@@ -99,14 +99,15 @@ const (
 // ProxyStats counts what a Proxy did. Reads counts eligible statements;
 // Sampled those chosen; Replayed those replayed to the end; Skipped those
 // chosen but not replayed (pipelined client, failed transaction, over
-// MaxReplays); Failed replays that errored; Hidden rows recorded.
+// MaxReplays, no adopt state in the database: nothing in shadow); Failed
+// replays that errored; Hidden rows recorded.
 type ProxyStats struct {
 	Connections, Reads, Sampled, Replayed, Skipped, Failed, Hidden int64
 }
 
 // NewProxy listens on o.Listen; records go to pool's database (as a role
 // that may write bulkhead_adopt: the operator's). Serve runs it.
-func NewProxy(p *Plan, pool *pgxpool.Pool, o ProxyOptions) (*Proxy, error) {
+func NewProxy(pool *pgxpool.Pool, o ProxyOptions) (*Proxy, error) {
 	if o.Upstream == "" {
 		return nil, errors.New("adopt proxy: the upstream database address is required")
 	}
@@ -141,7 +142,7 @@ func NewProxy(p *Plan, pool *pgxpool.Pool, o ProxyOptions) (*Proxy, error) {
 		ln.Close()
 		return nil, err
 	}
-	return &Proxy{opts: o, setting: p.TenantSetting, rec: newRecorder(pool), ln: ln,
+	return &Proxy{opts: o, rec: newRecorder(pool), ln: ln,
 		id: "bulkhead_adopt_replay_" + hex.EncodeToString(b[:]), conns: map[net.Conn]struct{}{}}, nil
 }
 

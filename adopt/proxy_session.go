@@ -253,7 +253,7 @@ func (s *session) replay(due []replay, status byte) error {
 	if status == 'I' {
 		begin, end = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "ROLLBACK"
 	}
-	begin += fmt.Sprintf("; SET LOCAL statement_timeout = %d", px.opts.Timeout.Milliseconds())
+	begin += fmt.Sprintf("; SET LOCAL statement_timeout = %d; SELECT %s", px.opts.Timeout.Milliseconds(), statePresent)
 	s.fe.Send(&pgproto3.Query{String: begin})
 	if err := s.fe.Flush(); err != nil {
 		return err
@@ -266,9 +266,13 @@ func (s *session) replay(due []replay, status byte) error {
 		px.failed.Add(int64(len(due)))
 		return s.restore(end, status)
 	}
+	if n := len(res.rows); n == 0 || len(res.rows[n-1]) != 1 || len(res.rows[n-1][0]) != 1 || res.rows[n-1][0][0] != "t" {
+		px.skipped.Add(int64(len(due))) // no adopt state: nothing in shadow
+		return s.restore(end, status)
+	}
 
 	stmt, mode, portal := sp+"_s", sp+"_m", sp+"_p"
-	s.fe.Send(&pgproto3.Parse{Name: mode, Query: "SELECT pg_catalog.set_config('bulkhead_adopt.strict', $1, true), coalesce(pg_catalog.current_setting($2, true), '')"})
+	s.fe.Send(&pgproto3.Parse{Name: mode, Query: "SELECT pg_catalog.set_config('bulkhead_adopt.strict', $1, true), " + tenantInContext})
 	run := func(name string, formats []int16, params [][]byte, describe bool) {
 		s.fe.Send(&pgproto3.Bind{DestinationPortal: portal, PreparedStatement: name, ParameterFormatCodes: formats, Parameters: params, ResultFormatCodes: []int16{0}})
 		if describe {
@@ -280,9 +284,9 @@ func (s *session) replay(due []replay, status byte) error {
 	for _, r := range due {
 		s.fe.Send(&pgproto3.Parse{Name: stmt, Query: r.sql, ParameterOIDs: r.oids})
 		run(stmt, r.formats, r.params, true) // where its first column comes from
-		run(mode, nil, [][]byte{[]byte("on"), []byte(px.setting)}, false)
+		run(mode, nil, [][]byte{[]byte("on")}, false)
 		run(stmt, r.formats, r.params, false)
-		run(mode, nil, [][]byte{[]byte("off"), []byte(px.setting)}, false)
+		run(mode, nil, [][]byte{[]byte("off")}, false)
 		run(stmt, r.formats, r.params, false)
 		s.fe.Send(&pgproto3.Close{ObjectType: 'S', Name: stmt})
 	}

@@ -23,14 +23,14 @@ import (
 
 // startProxy runs a Proxy in front of d's database and returns the
 // application's URL through it and a stop that flushes the records.
-func startProxy(t testing.TB, d *db, p *Plan, sample float64) (*Proxy, string, func()) {
+func startProxy(t testing.TB, d *db, sample float64) (*Proxy, string, func()) {
 	t.Helper()
-	return startProxyWith(t, d, p, ProxyOptions{Sample: sample})
+	return startProxyWith(t, d, ProxyOptions{Sample: sample})
 }
 
 // startProxyWith is startProxy with more options; Listen and Upstream are
 // set here.
-func startProxyWith(t testing.TB, d *db, p *Plan, o ProxyOptions) (*Proxy, string, func()) {
+func startProxyWith(t testing.TB, d *db, o ProxyOptions) (*Proxy, string, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pool, err := pgxpool.New(ctx, d.adminDSN())
@@ -43,7 +43,7 @@ func startProxyWith(t testing.TB, d *db, p *Plan, o ProxyOptions) (*Proxy, strin
 	}
 	o.Listen = "127.0.0.1:0"
 	o.Upstream = filepath.Join(cfg.Host, fmt.Sprintf(".s.PGSQL.%d", cfg.Port))
-	px, err := NewProxy(p, pool, o)
+	px, err := NewProxy(pool, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func shadowBehindProxy(t *testing.T) (*db, *pgx.Conn, *Plan, *Proxy, string, fun
 	t.Helper()
 	d, op, p := newReviewed(t)
 	toShadow(t, op, p)
-	px, dsn, stop := startProxy(t, d, p, 1)
+	px, dsn, stop := startProxy(t, d, 1)
 	return d, op, p, px, dsn, stop
 }
 
@@ -557,7 +557,7 @@ func TestProxyBoundsUnauthenticatedClients(t *testing.T) {
 	d, op, p := newReviewed(t)
 	toShadow(t, op, p)
 	const authTimeout = 1500 * time.Millisecond
-	px, dsn, stop := startProxyWith(t, d, p, ProxyOptions{Sample: 1, AuthTimeout: authTimeout})
+	px, dsn, stop := startProxyWith(t, d, ProxyOptions{Sample: 1, AuthTimeout: authTimeout})
 	defer stop()
 
 	// closedWithin: the proxy closes conn within limit (a read ends in
@@ -646,7 +646,7 @@ func TestProxyBoundsUnauthenticatedClients(t *testing.T) {
 			t.Fatalf("a 200 KB parameter through the proxy: length %d", got)
 		}
 	})
-	if _, err := NewProxy(p, nil, ProxyOptions{Upstream: "x", AuthTimeout: -time.Second}); err == nil {
+	if _, err := NewProxy(nil, ProxyOptions{Upstream: "x", AuthTimeout: -time.Second}); err == nil {
 		t.Fatal("a negative authentication timeout accepted")
 	}
 }
@@ -660,7 +660,7 @@ func TestProxyBoundsUnauthenticatedClients(t *testing.T) {
 // and through Replayer, with the model's count from the superuser's view.
 func TestReplaysRecordKeysNeverContents(t *testing.T) {
 	ctx := context.Background()
-	d, op, p, _, dsn, stop := shadowBehindProxy(t)
+	d, op, _, _, dsn, stop := shadowBehindProxy(t)
 	s1 := server(1)
 	foreign := count(t, op, "SELECT count(*) FROM memories WHERE content LIKE 'hello%' AND server_id <> $1", s1)
 	if foreign == 0 {
@@ -725,7 +725,7 @@ func TestReplaysRecordKeysNeverContents(t *testing.T) {
 	direct := mustConnect(t, d.appDSN())
 	err = appTx(ctx, direct, s1, func(tx pgx.Tx) error {
 		for _, r := range reads {
-			if _, err := rp.Query(ctx, tx, p.TenantSetting, r.sql); err != nil {
+			if _, err := rp.Query(ctx, tx, r.sql); err != nil {
 				return err
 			}
 		}
@@ -773,7 +773,7 @@ func TestProxyBoundsWhatAReplayHolds(t *testing.T) {
 // through Replayer.
 func TestReplaysAreReadOnly(t *testing.T) {
 	ctx := context.Background()
-	d, op, p, px, dsn, stop := shadowBehindProxy(t)
+	d, op, _, px, dsn, stop := shadowBehindProxy(t)
 	s1, room1 := server(1), md5UUID("r1.1")
 	for _, q := range []string{
 		"CREATE SEQUENCE tickets",
@@ -836,7 +836,7 @@ func TestReplaysAreReadOnly(t *testing.T) {
 	defer rp.Close()
 	direct := mustConnect(t, d.appDSN())
 	err = appTx(ctx, direct, s1, func(tx pgx.Tx) error {
-		got, err := rp.Query(ctx, tx, p.TenantSetting, read, s1, room1)
+		got, err := rp.Query(ctx, tx, read, s1, room1)
 		if err != nil || len(got) != 1 {
 			return fmt.Errorf("Replayer: the application's read: %v, %v", got, err)
 		}

@@ -150,7 +150,7 @@ func Fingerprint(sql string) string {
 // counted in Failed; the application's read still succeeds. Query returns
 // an error for the read itself, or when the savepoint can't be rolled
 // back (tx is then unusable).
-func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql string, args ...any) ([][]string, error) {
+func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([][]string, error) {
 	rows, first, err := describedRows(ctx, tx, sql, args...)
 	if err != nil || r == nil || r.rate <= 0 || rand.Float64() >= r.rate {
 		return rows, err
@@ -160,18 +160,19 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql stri
 		return rows, fmt.Errorf("replay: savepoint: %w", err)
 	}
 	var tenant string
+	var present bool
 	var strict, again [][]string
 	err = func() error {
 		// Read-only, as the proxy's replay: a write behind a function
 		// fails the replay instead of running twice more.
-		if _, err := sp.Exec(ctx, "SET LOCAL transaction_read_only = on; SET LOCAL bulkhead_adopt.strict = 'on'"); err != nil {
+		err := sp.QueryRow(ctx, "SELECT "+statePresent+", pg_catalog.set_config('transaction_read_only', 'on', true), pg_catalog.set_config('bulkhead_adopt.strict', 'on', true)").Scan(&present, nil, nil)
+		if err != nil || !present {
 			return err
 		}
-		var err error
 		if strict, err = textRows(ctx, sp, sql, args...); err != nil {
 			return err
 		}
-		if err := sp.QueryRow(ctx, "SELECT coalesce(current_setting($1, true), ''), set_config('bulkhead_adopt.strict', 'off', true)", tenantSetting).Scan(&tenant, nil); err != nil {
+		if err := sp.QueryRow(ctx, "SELECT pg_catalog.set_config('bulkhead_adopt.strict', 'off', true), "+tenantInContext).Scan(nil, &tenant); err != nil {
 			return err
 		}
 		again, err = textRows(ctx, sp, sql, args...)
@@ -184,9 +185,23 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, tenantSetting, sql stri
 		r.failed.Add(1)
 		return rows, nil
 	}
+	if !present {
+		return rows, nil
+	}
 	r.observe(tenant, sql, first, hiddenRows(rows, strict, again))
 	return rows, nil
 }
+
+// tenantInContext is the SQL expression of the tenant a replay records
+// its hidden rows under, as text (empty for none): what the policies read,
+// so the application's setting before adopt harden and the signed context
+// after it, whatever was in force when the proxy or Replayer started.
+const tenantInContext = "coalesce(" + StateSchema + ".current_tenant()::text, '')"
+
+// statePresent is an SQL expression, true when adopt's state (the function
+// tenantInContext calls) exists. Without it no table is in shadow, so a
+// replay could find nothing: it is not run.
+const statePresent = "pg_catalog.to_regprocedure('" + StateSchema + ".current_tenant()') IS NOT NULL"
 
 // Failed is the number of replays that failed and recorded nothing.
 func (r *Replayer) Failed() int64 { return r.failed.Load() }

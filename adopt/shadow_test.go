@@ -61,13 +61,13 @@ func TestShadowExact(t *testing.T) {
 
 	// Clean traffic: the application's own filters, its own tenant.
 	err = appTx(ctx, app, s1, func(tx pgx.Tx) error {
-		if _, err := rp.Query(ctx, tx, p.TenantSetting, "SELECT id, content FROM memories WHERE server_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 20", s1, room1); err != nil {
+		if _, err := rp.Query(ctx, tx, "SELECT id, content FROM memories WHERE server_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 20", s1, room1); err != nil {
 			return err
 		}
 		// A non-leakproof filter after the tenant filter: an in-policy
 		// counter would count every foreign row the policy saw; replay
 		// compares results and records nothing.
-		if _, err := rp.Query(ctx, tx, p.TenantSetting, "SELECT id FROM memories WHERE server_id = $1 AND content LIKE 'hello 7%'", s1); err != nil {
+		if _, err := rp.Query(ctx, tx, "SELECT id FROM memories WHERE server_id = $1 AND content LIKE 'hello 7%'", s1); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "INSERT INTO memories (id, server_id, room_id, type, content) VALUES (gen_random_uuid(), $1, $2, 'message', 'hi')", s1, room1); err != nil {
@@ -104,7 +104,7 @@ func TestShadowExact(t *testing.T) {
 		if _, err := tx.Exec(ctx, "DELETE FROM participants WHERE id = $1", foreignPart); err != nil {
 			return err
 		}
-		_, err := rp.Query(ctx, tx, p.TenantSetting, "SELECT id FROM memories WHERE content = 'hello 7'")
+		_, err := rp.Query(ctx, tx, "SELECT id FROM memories WHERE content = 'hello 7'")
 		return err
 	})
 	if err != nil {
@@ -115,7 +115,7 @@ func TestShadowExact(t *testing.T) {
 		if _, err := tx.Exec(ctx, "SELECT set_config('app.current_tenant_id', $1, true)", s1); err != nil {
 			return err
 		}
-		_, err := rp.Query(ctx, tx, p.TenantSetting, "SELECT id FROM rooms WHERE name = 'room 3'")
+		_, err := rp.Query(ctx, tx, "SELECT id FROM rooms WHERE name = 'room 3'")
 		return err
 	})
 	if err != nil {

@@ -599,14 +599,10 @@ operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 			if err := proxyTables(ctx, cmd.ErrOrStderr(), pool, p); err != nil {
 				return err
 			}
-			// Replays read the tenant where the policies do (adopt harden).
-			if p, err = adopt.Effective(ctx, pool, p); err != nil {
-				return err
-			}
 			if o.Logger, err = cfg.logger(); err != nil {
 				return err
 			}
-			px, err := adopt.NewProxy(p, pool, o)
+			px, err := adopt.NewProxy(pool, o)
 			if err != nil {
 				return err
 			}
