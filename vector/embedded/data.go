@@ -13,7 +13,7 @@ import (
 )
 
 // blockRows is how many rows a block of data's vectors holds.
-const blockRows = 256
+const blockRows = 1024
 
 // data is one loaded collection. Its vectors are stored in blocks of
 // blockRows rows, each block dimension-major: component k of the block's

@@ -30,8 +30,8 @@ func TestBlocksFollowAModel(t *testing.T) {
 		return v
 	}
 	// Grow past three blocks, shrink to nothing, grow again.
-	phases := []struct{ ops, addPct int }{{1200, 85}, {1600, 5}, {400, 70}}
-	step := 0
+	phases := []struct{ ops, addPct int }{{4*blockRows + 200, 85}, {7 * blockRows, 5}, {blockRows + 400, 70}}
+	step, maxBlocks, emptied := 0, 0, false
 	for _, ph := range phases {
 		for range ph.ops {
 			step++
@@ -57,8 +57,13 @@ func TestBlocksFollowAModel(t *testing.T) {
 			if step%97 == 0 {
 				checkAgainstModel(t, d, model, rng)
 			}
+			maxBlocks = max(maxBlocks, len(d.blocks))
+			emptied = emptied || (maxBlocks > 1 && d.len() == 0)
 		}
 		checkAgainstModel(t, d, model, rng)
+	}
+	if maxBlocks < 3 || !emptied {
+		t.Fatalf("the operations reached %d blocks and emptied them: %v; want at least 3, and emptied", maxBlocks, emptied)
 	}
 }
 

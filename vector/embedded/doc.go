@@ -102,7 +102,7 @@
 //     reloaded, and re-verified, on demand. Collections in use are never
 //     evicted.
 //   - Search is an exact scan (cosine via a precomputed inverse norm per
-//     point; vectors kept dimension-major in blocks of 256 points, each
+//     point; vectors kept dimension-major in blocks of 1,024 points, each
 //     block scored by one vek32.MatMul_Into, only over the query's nonzero
 //     components when they are fewer than half; best k kept in a bounded
 //     heap), so recall is 1.0. There is deliberately no approximate index; see the

@@ -122,7 +122,7 @@ func (l *lexicon) size() int64 {
 // context stops a long search.
 func (l *lexicon) search(ids []uuid.UUID, query []uint64, k int, check func() error) ([]scored, error) {
 	acc := make([]float32, len(l.slotRow))
-	var touched []int32
+	touched := make([]int32, 0, len(l.slotRow)) // a slot at most once: one allocation
 	n := 0
 	for _, q := range vector.DistinctTerms(query) {
 		for _, p := range l.post[q] {
@@ -139,6 +139,9 @@ func (l *lexicon) search(ids []uuid.UUID, query []uint64, k int, check func() er
 	}
 	top := topK{k: k, ids: ids}
 	for _, slot := range touched {
+		if len(top.h) == top.k && acc[slot] < top.h[0].score {
+			continue // cheaper than the worst kept: the common case
+		}
 		if row := l.slotRow[slot]; row >= 0 {
 			top.offer(scored{row: row, score: acc[slot]})
 		}
