@@ -68,8 +68,13 @@ func newHardenWorld(t *testing.T) *hardenWorld {
 // application's own setting and a context signed for signed entered
 // first (either "" for none).
 func (w *hardenWorld) as(signed, legacy string, fn func(pgx.Tx) error) error {
+	return w.asOn(w.app, signed, legacy, fn)
+}
+
+// asOn is as on conn (through the proxy, say).
+func (w *hardenWorld) asOn(conn *pgx.Conn, signed, legacy string, fn func(pgx.Tx) error) error {
 	ctx := context.Background()
-	return pgx.BeginFunc(ctx, w.app, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if signed != "" {
 			sql, args, err := w.key.EnterSQL(bulkhead.Scope{Tenant: uuid.MustParse(signed)})
 			if err != nil {
@@ -348,17 +353,7 @@ func checkReplaysRecordSigned(t *testing.T, w *hardenWorld, proxyDSN string, sto
 	}
 	rp.Close()
 	conn := mustConnect(t, proxyDSN)
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		sql, args, err := w.key.EnterSQL(bulkhead.Scope{Tenant: uuid.MustParse(a.id)})
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, sql, args...); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, "SELECT set_config('app.org', $1, true)", b.id); err != nil {
-			return err
-		}
+	err = w.asOn(conn, a.id, b.id, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, proxied)
 		if err != nil {
 			return err
