@@ -20,7 +20,8 @@ const blockRows = 1024
 // blockRows rows, each block dimension-major: component k of the block's
 // row j is at blocks[b][k*c+j], where c = len(blocks[b])/dim is the block's
 // capacity. Every block but the last holds blockRows rows; the last one
-// grows by doubling from 16. A search scores a whole block with one SIMD
+// starts at 16 rows (a loaded collection's, at what it holds) and grows by
+// doubling. A search scores a whole block with one SIMD
 // matrix product (the query times the block), and for a sparse query
 // reads only the components where the query is not zero. Each row's
 // inverse norm is precomputed. Mutations need the collection's write
