@@ -12,11 +12,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/httpapi"
+	"github.com/bulkhead-dev/bulkhead/internal/syncbuf"
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/go-cmp/cmp"
@@ -38,31 +38,11 @@ func (tk tokens) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 	return bulkhead.Scope{}, fmt.Errorf("%w: unknown token", bulkhead.ErrUnauthenticated)
 }
 
-// logBuffer collects the server's log lines, which its handlers' goroutines
-// write while a test reads them (a request's access line is written after
-// the client has its response).
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type api struct {
 	t    testing.TB
 	srv  *httptest.Server
 	demo postgres.Demo
-	logs *logBuffer
+	logs *syncbuf.Buffer
 	know *testdb.Knowledge
 	db   *testdb.Database // set by newAPI
 }
@@ -82,7 +62,7 @@ func newAPI(t *testing.T) *api {
 		tk[name+"-charlie"] = bulkhead.Scope{Tenant: tn.Tenant.ID, Entity: tn.Charlie}
 		tk[name+"-agent-for-alice"] = bulkhead.Scope{Tenant: tn.Tenant.ID, Entity: tn.Agent, ActingFor: tn.Alice}
 	}
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	know := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{}, demo.T1.Tenant.ID, demo.T2.Tenant.ID)
 	srv := httptest.NewServer(httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{Auth: tk, MaxBody: 64 << 10, JWKS: []byte(`{"keys":[]}`), Knowledge: know.Service}))
 	t.Cleanup(srv.Close)

@@ -17,6 +17,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/httpapi"
+	"github.com/bulkhead-dev/bulkhead/internal/syncbuf"
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/token"
@@ -49,7 +50,7 @@ func fullAPI(t testing.TB) (*api, string) {
 	tk := tokens{"T1-alice": {Tenant: demo.T1.Tenant.ID, Entity: demo.T1.Alice}}
 	know := testdb.NewKnowledge(t, d.DB, testdb.KnowledgeOptions{}, demo.T1.Tenant.ID, demo.T2.Tenant.ID)
 	const op = "operator-token-for-the-input-tests"
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	srv := httptest.NewServer(httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{
 		Auth: tk, Accounts: accts, OperatorToken: op, Knowledge: know.Service, JWKS: signer.JWKS(), MaxBody: 64 << 10}))
 	t.Cleanup(srv.Close)

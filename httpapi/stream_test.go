@@ -24,6 +24,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/auth"
 	"github.com/bulkhead-dev/bulkhead/httpapi"
+	"github.com/bulkhead-dev/bulkhead/internal/syncbuf"
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 )
@@ -70,7 +71,7 @@ func newStreamEnv(t *testing.T, so httpapi.StreamOptions, authn httpapi.Authenti
 		so.Notifier = postgres.NewNotifier(d.DB, postgres.NotifierConfig{ConnConfig: direct})
 		t.Cleanup(so.Notifier.Close)
 	}
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	s := httpapi.NewServer(d.DB, slog.New(slog.NewJSONHandler(logs, nil)), nil, httpapi.Options{Auth: authn, Stream: so})
 	srv := httptest.NewUnstartedServer(s)
 	for _, f := range configure {

@@ -7,32 +7,14 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead/internal/syncbuf"
 	"github.com/bulkhead-dev/bulkhead/pgcluster"
 	"github.com/jackc/pgx/v5"
 )
-
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // waitFor polls cond every 20 ms until it holds or limit passes (a bound
 // against hanging, not a timing assertion).
@@ -51,7 +33,7 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 // supervisor and the new postmaster, leaving no process behind.
 func TestSuperviseRestartsKilledPostmaster(t *testing.T) {
 	dir := mustDataDir(t)
-	var log lockedBuffer
+	var log syncbuf.Buffer
 	c := mustStart(t, pgcluster.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err := c.Supervise(pgcluster.SuperviseConfig{MinBackoff: 10 * time.Millisecond}); err != nil {
 		t.Fatal(err)
@@ -106,7 +88,7 @@ func TestSuperviseRestartsKilledPostmaster(t *testing.T) {
 // running. While any postmaster runs, no second one is started.
 func TestSuperviseRespectsCleanShutdown(t *testing.T) {
 	dir := mustDataDir(t)
-	var log lockedBuffer
+	var log syncbuf.Buffer
 	c := mustStart(t, pgcluster.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err := c.Supervise(pgcluster.SuperviseConfig{MinBackoff: 10 * time.Millisecond}); err != nil {
 		t.Fatal(err)
@@ -161,7 +143,7 @@ func TestSuperviseRespectsCleanShutdown(t *testing.T) {
 func TestSuperviseBacksOff(t *testing.T) {
 	dir := mustDataDir(t)
 	port := freePort(t)
-	var log lockedBuffer
+	var log syncbuf.Buffer
 	c := mustStart(t, pgcluster.Config{DataDir: dir, Port: port, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err := c.Supervise(pgcluster.SuperviseConfig{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead/internal/syncbuf"
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 	"github.com/jackc/pgx/v5"
 )
@@ -234,7 +235,7 @@ func TestKEKRotationKilledMidway(t *testing.T) {
 		return true
 	})
 	rot := command(context.Background(), dir, vault.env, "keys", "rotate-kek", "--to-uri", vault.uri)
-	var rotErr syncBuffer
+	var rotErr syncbuf.Buffer
 	rot.Stdout, rot.Stderr = &rotErr, &rotErr
 	if err := rot.Start(); err != nil {
 		t.Fatal(err)
@@ -390,7 +391,7 @@ func (e *heldEmbeddings) unhold() {
 // killAt starts cmd (its output going to out), waits until point is closed, kills cmd with SIGKILL
 // and waits for it; it fails the test if cmd ends first or the point does
 // not come within a minute.
-func killAt(t *testing.T, cmd *exec.Cmd, out *syncBuffer, point <-chan struct{}) string {
+func killAt(t *testing.T, cmd *exec.Cmd, out *syncbuf.Buffer, point <-chan struct{}) string {
 	t.Helper()
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -458,7 +459,7 @@ func TestTenantImportKilledMidway(t *testing.T) {
 	mustRun(t, dirA, "tenant", "export", tenant, "--to", pubB, "--out", archive)
 
 	emb.setHold(func() bool { return true })
-	out := killAt(t, command(context.Background(), dirB, envB, "tenant", "import", archive, "--reembed"), &syncBuffer{}, emb.arrived)
+	out := killAt(t, command(context.Background(), dirB, envB, "tenant", "import", archive, "--reembed"), &syncbuf.Buffer{}, emb.arrived)
 	emb.unhold()
 	assertNoProcesses(t, dirB)
 	t.Logf("import killed while waiting on the embedding model; it had printed: %q", lastLine(out))
@@ -637,7 +638,7 @@ func TestReembedKilledMidway(t *testing.T) {
 	// Kill 1: building generation 2, after a page of chunks was embedded
 	// (and stored: the next page's request comes after the store).
 	emb.setHold(func() bool { return emb.embedded() >= 64 })
-	out := killAt(t, reembed(), &syncBuffer{}, emb.arrived)
+	out := killAt(t, reembed(), &syncbuf.Buffer{}, emb.arrived)
 	emb.unhold()
 	assertNoProcesses(t, dir)
 	t.Logf("kill 1 after %d texts embedded for generation 2; reembed had printed: %q", emb.embedded(), lastLine(out))
@@ -645,7 +646,7 @@ func TestReembedKilledMidway(t *testing.T) {
 	answers("killed while building")
 
 	// Kill 2: the same command again, killed once it says it switched.
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	switched := make(chan struct{})
 	stop := make(chan struct{})
 	go func() {

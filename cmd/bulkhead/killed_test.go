@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/syncbuf"
 )
 
 // Issue 17, scenario 2: bulkhead itself killed (SIGKILL) in the middle of
@@ -138,7 +140,7 @@ func TestServeKilledMidIngestionAndRotation(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rot := command(ctx, dir, nil, "keys", "rotate", "--tenant", tenant, "--batch", "5")
-	var rotErr syncBuffer
+	var rotErr syncbuf.Buffer
 	rot.Stderr = &rotErr
 	if err := rot.Start(); err != nil {
 		t.Fatal(err)

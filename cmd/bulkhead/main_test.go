@@ -13,11 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead/internal/syncbuf"
 	"github.com/bulkhead-dev/bulkhead/pgcluster"
 )
 
@@ -187,29 +187,11 @@ func assertNoProcesses(t *testing.T, dataDir string) {
 	t.Fatalf("processes left running on %s: %v", dataDir, left)
 }
 
-// syncBuffer is a bytes.Buffer safe to read while a process writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // server is a running bulkhead serve.
 type server struct {
 	cmd            *exec.Cmd
 	base           string // http://addr
-	stdout, stderr *syncBuffer
+	stdout, stderr *syncbuf.Buffer
 	done           chan struct{} // closed when the process has exited
 }
 
@@ -222,7 +204,7 @@ func (s *server) output() string {
 // if it is still running.
 func startServe(t *testing.T, dataDir, addr string, env []string, args ...string) *server {
 	t.Helper()
-	s := &server{base: "http://" + addr, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	s := &server{base: "http://" + addr, stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	s.cmd = command(context.Background(), dataDir, env, append([]string{"serve"}, args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	if err := s.cmd.Start(); err != nil {
@@ -457,7 +439,7 @@ func TestServeInterruptedStart(t *testing.T) {
 	dir := mustDataDir(t)
 	addr := freeAddr(t)
 	cmd := command(context.Background(), dir, nil, "serve", "--addr", addr)
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

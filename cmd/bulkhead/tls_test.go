@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/syncbuf"
 )
 
 // selfSigned writes a fresh self-signed certificate for 127.0.0.1 and its
@@ -68,7 +70,7 @@ func TestServeTLS(t *testing.T) {
 	a := selfSigned(t, cert, key)
 
 	addr := freeAddr(t)
-	stderr := &syncBuffer{}
+	stderr := &syncbuf.Buffer{}
 	cmd := command(context.Background(), dir, nil, "serve", "--addr", addr, "--tls-cert", cert, "--tls-key", key)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

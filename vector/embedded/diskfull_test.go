@@ -1,19 +1,18 @@
 package embedded
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/internal/smallfs"
+	"github.com/bulkhead-dev/bulkhead/internal/syncbuf"
 	"github.com/bulkhead-dev/bulkhead/vector"
 	"github.com/bulkhead-dev/bulkhead/vector/vectortest"
 	"github.com/google/uuid"
@@ -84,7 +83,7 @@ func TestDiskFull(t *testing.T) {
 
 	// A compaction out of space: one small record fits, its snapshot not.
 	s.compactMin = 1
-	var logged syncBuffer
+	var logged syncbuf.Buffer
 	s.SetLogger(slog.New(slog.NewTextHandler(&logged, nil)))
 	small := randomPoints(102, 1, dim)
 	if err := e.Router.Upsert(e.CtxA, e.CollA, small); err != nil {
@@ -190,22 +189,4 @@ func assertNoTemp(t *testing.T, dir string) {
 			t.Errorf("temporary file %s left behind", en.Name())
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a background compaction's log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
