@@ -65,8 +65,8 @@ func ContextMode(ctx context.Context, q rowQuerier, p *Plan) (string, error) {
 // SignedTenantSetting once Harden ran. Every step that writes SQL reading
 // the tenant (the context functions, the shadow recorder's triggers) takes
 // its setting from here, in the transaction that writes it, so no later
-// step undoes Harden; so do tools that read the tenant the way the
-// policies do (adopt proxy).
+// step undoes Harden. (Replays call current_tenant() instead: see
+// tenantInContext.)
 func Effective(ctx context.Context, q rowQuerier, p *Plan) (*Plan, error) {
 	mode, err := ContextMode(ctx, q, p)
 	if err != nil || mode == ContextLegacy {
@@ -128,10 +128,7 @@ func Harden(ctx context.Context, conn *pgx.Conn, p *Plan, key postgres.ContextKe
 		if err := installState(ctx, tx, p); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "LOCK TABLE "+StateSchema+".settings IN EXCLUSIVE MODE"); err != nil {
-			return err
-		}
-		mode, err := ContextMode(ctx, tx, p)
+		mode, err := lockedMode(ctx, tx, p)
 		if err != nil || mode == ContextSigned {
 			return err
 		}
@@ -185,10 +182,7 @@ func Unharden(ctx context.Context, conn *pgx.Conn, p *Plan, o Options) (bool, er
 		if err != nil || !ok {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "LOCK TABLE "+StateSchema+".settings IN EXCLUSIVE MODE"); err != nil {
-			return err
-		}
-		mode, err := ContextMode(ctx, tx, p)
+		mode, err := lockedMode(ctx, tx, p)
 		if err != nil || mode == ContextLegacy {
 			return err
 		}
@@ -202,6 +196,16 @@ func Unharden(ctx context.Context, conn *pgx.Conn, p *Plan, o Options) (bool, er
 		return false, fmt.Errorf("harden --undo: %w", err)
 	}
 	return changed, nil
+}
+
+// lockedMode locks the settings table EXCLUSIVE in tx (steps reading the
+// mode hold it FOR SHARE until they commit: see ContextMode) and returns
+// the mode.
+func lockedMode(ctx context.Context, tx pgx.Tx, p *Plan) (string, error) {
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+StateSchema+".settings IN EXCLUSIVE MODE"); err != nil {
+		return "", err
+	}
+	return ContextMode(ctx, tx, p)
 }
 
 // switchContext records mode and rewrites what reads the tenant: the

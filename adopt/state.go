@@ -233,15 +233,15 @@ func keyStates(ctx context.Context, conn *pgx.Conn) (map[string][]KeyState, erro
 	return out, err
 }
 
-// stateTableExists reports whether table (of the state schema) exists:
-// a database adopt never touched, or touched before the table was added,
-// has none.
 // rowQuerier is a connection, a pool or a transaction (an alias, so that
 // exported functions taking one show what they need).
 type rowQuerier = interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }
 
+// stateTableExists reports whether table (of the state schema) exists:
+// a database adopt never touched, or touched before the table was added,
+// has none.
 func stateTableExists(ctx context.Context, q rowQuerier, table string) (bool, error) {
 	var exists bool
 	err := q.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", StateSchema+"."+table).Scan(&exists)
