@@ -10,12 +10,9 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/fieldcrypt"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
-	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 )
 
 // Config configures the server's connection pools.
@@ -140,17 +137,6 @@ func newPool(ctx context.Context, dsn string, cfg Config) (*pgxpool.Pool, error)
 func registerTypes(_ context.Context, c *pgx.Conn) error {
 	uuidTypes(c.TypeMap())
 	return nil
-}
-
-// uuidTypes teaches m uuid.UUID and []uuid.UUID.
-func uuidTypes(m *pgtype.Map) {
-	// uuid.UUID as 16 bytes both ways. Without it pgx encodes each one
-	// through driver.Valuer (a string, parsed again) and scans it through
-	// sql.Scanner: 40 ids for a read-back cost 58 µs and 823 allocations
-	// to encode, 2.8 µs and 85 with it (docs/DECISIONS.md).
-	pgxuuid.Register(m)
-	m.RegisterDefaultPgType(uuid.UUID{}, "uuid")
-	m.RegisterDefaultPgType([]uuid.UUID{}, "_uuid")
 }
 
 // Close closes the pools.

@@ -39,3 +39,32 @@ func BenchmarkUUIDEncode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUUIDScan scans what a read-back returns per row (a tenant, a
+// chunk and a document id) with pgx's default type map (uuid.UUID through
+// sql.Scanner, a string each) and with uuidTypes' map:
+// go test ./postgres -run XX -bench UUIDScan -benchmem
+func BenchmarkUUIDScan(b *testing.B) {
+	src := uuid.New()
+	for _, bc := range []struct {
+		name     string
+		register bool
+	}{{"scanner", false}, {"registered", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			m := pgtype.NewMap()
+			if bc.register {
+				uuidTypes(m)
+			}
+			var dst uuid.UUID
+			plan := m.PlanScan(pgtype.UUIDOID, pgtype.BinaryFormatCode, &dst)
+			b.ReportAllocs()
+			for b.Loop() {
+				for range 3 {
+					if err := plan.Scan(src[:], &dst); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
