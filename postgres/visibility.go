@@ -31,13 +31,6 @@ func (db *DB) VisibleChunks(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID
 	if len(ids) == 0 {
 		return out, nil
 	}
-	// The ids travel as text and are cast in SQL: a []uuid.UUID has no
-	// text encoding for an unknown parameter type, which the exec query
-	// mode (PgBouncer before 1.21) needs.
-	strs := make([]string, len(ids))
-	for i, id := range ids {
-		strs[i] = id.String()
-	}
 	err = db.Read(ctx, func(rows pgx.Rows) error {
 		for rows.Next() {
 			var tenant, id uuid.UUID
@@ -50,7 +43,7 @@ func (db *DB) VisibleChunks(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID
 			out[id] = true
 		}
 		return rows.Err()
-	}, `SELECT c.tenant_id, c.id FROM bulkhead.chunks c WHERE c.tenant_id = $1 AND c.id = ANY($2::text[]::uuid[])`, s.Tenant, strs)
+	}, `SELECT c.tenant_id, c.id FROM bulkhead.chunks c WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])`, s.Tenant, ids)
 	if err != nil {
 		return nil, fmt.Errorf("visible chunks: %w", err)
 	}
