@@ -48,28 +48,39 @@ type Stats struct {
 // for a nil id, a zero, NaN, infinite or absurdly scaled vector (norm outside
 // [1e-12, 1e12]), an oversized payload, or terms ParseTerms refuses.
 func (p Point) Validate(dim int) error {
+	_, _, err := p.ValidateTerms(dim)
+	return err
+}
+
+// ValidateTerms is Validate that also returns p's terms as ParseTerms
+// parses them, and whether p has any (false: no PayloadTerms): a store
+// that indexes them parses each point once.
+func (p Point) ValidateTerms(dim int) (Terms, bool, error) {
 	if p.ID == uuid.Nil {
-		return bulkhead.Invalid("id", "required")
+		return Terms{}, false, bulkhead.Invalid("id", "required")
 	}
 	if len(p.Vector) != dim {
-		return fmt.Errorf("point %s has %d dimensions, collection has %d: %w", p.ID, len(p.Vector), dim, ErrDimension)
+		return Terms{}, false, fmt.Errorf("point %s has %d dimensions, collection has %d: %w", p.ID, len(p.Vector), dim, ErrDimension)
 	}
 	if err := checkVector("vector", p.Vector); err != nil {
-		return err
+		return Terms{}, false, err
 	}
 	n := 0
 	for k, v := range p.Payload {
 		n += len(k) + len(v)
 	}
 	if n > MaxPayload {
-		return bulkhead.Invalid("payload", fmt.Sprintf("%d bytes, more than %d", n, MaxPayload))
+		return Terms{}, false, bulkhead.Invalid("payload", fmt.Sprintf("%d bytes, more than %d", n, MaxPayload))
 	}
-	if t, ok := p.Payload[PayloadTerms]; ok {
-		if _, err := ParseTerms(t); err != nil {
-			return err
-		}
+	s, ok := p.Payload[PayloadTerms]
+	if !ok {
+		return Terms{}, false, nil
 	}
-	return nil
+	t, err := ParseTerms(s)
+	if err != nil {
+		return Terms{}, false, err
+	}
+	return t, true, nil
 }
 
 // CheckQuery reports whether a Search for the top k of query can run on a

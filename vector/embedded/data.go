@@ -146,12 +146,12 @@ func invNorm(v []float32) float32 {
 }
 
 // add appends p, which must be valid and new; its vector and payload are
-// copied.
-func (d *data) add(p vector.Point) {
+// copied. t and ok are its payload's terms (terms).
+func (d *data) add(p vector.Point, t vector.Terms, ok bool) {
 	d.grow()
 	i := d.len()
 	d.index[p.ID] = i
-	d.lex.add(i, p.Payload)
+	d.lex.add(i, t, ok)
 	d.ids = append(d.ids, p.ID)
 	d.setVector(i, p.Vector)
 	d.inv = append(d.inv, invNorm(p.Vector))
@@ -160,16 +160,23 @@ func (d *data) add(p vector.Point) {
 	d.byID.Store(nil)
 }
 
-// put inserts or replaces p, which must be valid.
+// put inserts or replaces p, which must be valid, parsing its terms.
 func (d *data) put(p vector.Point) {
-	i, ok := d.index[p.ID]
-	if !ok {
-		d.add(p)
+	t, ok := terms(p.Payload)
+	d.putTerms(p, t, ok)
+}
+
+// putTerms is put with p's terms parsed already (terms, or
+// vector.Point.ValidateTerms).
+func (d *data) putTerms(p vector.Point, t vector.Terms, ok bool) {
+	i, found := d.index[p.ID]
+	if !found {
+		d.add(p, t, ok)
 		return
 	}
 	d.setVector(i, p.Vector)
 	d.inv[i] = invNorm(p.Vector)
-	d.lex.replace(i, p.Payload)
+	d.lex.replace(i, t, ok)
 	d.payBytes += payloadSize(p.Payload) - payloadSize(d.payloads[i])
 	d.payloads[i] = maps.Clone(p.Payload)
 	d.reindexIfStale()
@@ -215,7 +222,8 @@ func (d *data) reindexIfStale() {
 	}
 	d.lex = newLexicon()
 	for i := range d.ids {
-		d.lex.add(i, d.payloads[i])
+		t, ok := terms(d.payloads[i])
+		d.lex.add(i, t, ok)
 	}
 }
 

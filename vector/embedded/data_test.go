@@ -38,7 +38,7 @@ func TestBlocksFollowAModel(t *testing.T) {
 			switch r := rng.IntN(100); {
 			case r < ph.addPct || len(ids) == 0:
 				p := vector.Point{ID: uuid.New(), Vector: newVec()}
-				d.add(p)
+				d.put(p)
 				model[p.ID] = slices.Clone(p.Vector)
 				ids = append(ids, p.ID)
 			case r < ph.addPct+(100-ph.addPct)/3:
@@ -143,7 +143,7 @@ func TestSparseScanScoresAsDense(t *testing.T) {
 	const dim = 384
 	d := newData(dim, 0)
 	for _, p := range randomPoints(11, 1000, dim) {
-		d.add(p)
+		d.put(p)
 	}
 	rng := rand.New(rand.NewPCG(1, 1))
 	for _, n := range []int{1, 19, 100, dim / 2} {

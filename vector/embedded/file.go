@@ -243,13 +243,14 @@ func decode(b []byte, k key) (*data, error) {
 		if p.Payload, rest, err = readPayload(rest); err != nil {
 			return nil, corrupt(k, "point %d: %v", i, err)
 		}
-		if err := p.Validate(dim); err != nil {
+		t, ok, err := p.ValidateTerms(dim)
+		if err != nil {
 			return nil, corrupt(k, "point %d: %v", i, err)
 		}
 		if _, dup := d.index[p.ID]; dup {
 			return nil, corrupt(k, "point %s stored twice", p.ID)
 		}
-		d.add(p)
+		d.add(p, t, ok)
 	}
 	if len(rest) != 0 {
 		return nil, corrupt(k, "%d trailing bytes", len(rest))

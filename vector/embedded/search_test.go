@@ -78,7 +78,7 @@ func TestTopKMatchesSort(t *testing.T) {
 		pts[i+100].Vector = slices.Clone(pts[i].Vector)
 	}
 	for _, p := range pts {
-		d.add(p)
+		d.put(p)
 	}
 	q := pts[5].Vector
 	for _, k := range []int{1, 2, 7, 100, 499, 500} {
@@ -106,7 +106,7 @@ func FuzzDecode(f *testing.F) {
 	for _, n := range []int{0, 1, 3} {
 		d := newData(3, 0)
 		for _, p := range randomPoints(uint64(n), n, 3) {
-			d.add(p)
+			d.put(p)
 		}
 		var b bytes.Buffer
 		if err := encode(&b, k, d); err != nil {

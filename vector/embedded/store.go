@@ -610,8 +610,11 @@ func (s *Store) Upsert(ctx context.Context, c vector.Collection, points []vector
 			return loadErr
 		}
 		seen := make(map[uuid.UUID]struct{}, len(points))
-		for _, p := range points {
-			if err := p.Validate(d.dim); err != nil {
+		parsed := make([]vector.Terms, len(points))
+		hasTerms := make([]bool, len(points))
+		for i, p := range points {
+			var err error
+			if parsed[i], hasTerms[i], err = p.ValidateTerms(d.dim); err != nil {
 				return fmt.Errorf("upsert into collection %s: %w", h.key, err)
 			}
 			if _, dup := seen[p.ID]; dup {
@@ -623,8 +626,8 @@ func (s *Store) Upsert(ctx context.Context, c vector.Collection, points []vector
 			return nil
 		}
 		return s.appendAndApply(h, d, upsertRecord(points, d.dim), func() {
-			for _, p := range points {
-				d.put(p)
+			for i, p := range points {
+				d.putTerms(p, parsed[i], hasTerms[i])
 			}
 		}, "upsert into")
 	})

@@ -687,7 +687,7 @@ func TestEvictionAndReloadGiveIdenticalResults(t *testing.T) {
 	const tenants, n, dim = 6, 300, 32
 	one := newData(dim, 0)
 	for _, p := range randomPoints(0, n, dim) {
-		one.add(p)
+		one.put(p)
 	}
 	budget := 2*one.size() + one.size()/2 // room for two collections
 	s := mustOpen(t, t.TempDir(), WithMemoryBudget(budget))
@@ -738,7 +738,7 @@ func TestConcurrentSearchesAndWrites(t *testing.T) {
 	const dim = 16
 	one := newData(dim, 0)
 	for _, p := range randomPoints(0, 200, dim) {
-		one.add(p)
+		one.put(p)
 	}
 	s := mustOpen(t, t.TempDir(), WithMemoryBudget(one.size()*2)) // forces eviction churn
 	e := vectortest.NewEnv(t, s)
