@@ -3,7 +3,10 @@
 #
 #   make mutate                          # every listed package (hours: postgres alone is slow)
 #   make mutate PKGS="./auth ./rls"      # some packages
-#   make mutate DIFF=origin/main         # only lines changed since a commit: the before-stop habit
+#   make mutate DIFF=origin/main         # the listed packages with Go files changed since a commit:
+#                                        # the before-stop habit (whole packages: gremlins v0.6.0's
+#                                        # own --diff compares package-relative mutant paths with
+#                                        # repository-relative diff paths and so skips every mutant)
 #
 # Go code: gremlins v0.6.0 (arithmetic, boundary, negation, ++/--, sign and
 # &&/|| mutants) run against each package's own tests, one worker, on real
@@ -17,15 +20,23 @@ if [ ! -x "$GREMLINS" ]; then
 	go install github.com/go-gremlins/gremlins/cmd/gremlins@v0.6.0
 fi
 PKGS=${PKGS:-"./rls ./fieldcrypt ./auth ./vector ./vector/embedded ./retrieval ./httpapi ./postgres"}
+if [ -n "${DIFF:-}" ]; then
+	changed=$(git diff --name-only "$DIFF" -- '*.go' | { grep -v '_test\.go$' || true; } | xargs -r -n1 dirname | sort -u | sed 's|^|./|')
+	keep=""
+	for p in $PKGS; do
+		if echo "$changed" | grep -qx -- "$p"; then
+			keep="$keep $p"
+		fi
+	done
+	echo "== packages changed since $DIFF:${keep:- none}"
+	PKGS=$keep
+fi
 mkdir -p .mutate
 summary=.mutate/summary.txt
 : > "$summary"
 for p in $PKGS; do
 	name=$(echo "${p#./}" | tr / _)
 	args=(unleash --workers 1 --test-cpu 1 --timeout-coefficient 10 --invert-logical -o ".mutate/$name.json")
-	if [ -n "${DIFF:-}" ]; then
-		args+=(--diff "$DIFF")
-	fi
 	echo "== gremlins $p"
 	start=$(date +%s)
 	"$GREMLINS" "${args[@]}" "$p" | tee ".mutate/$name.log" | grep -E '^\s*(LIVED|TIMED OUT)|Killed:|Mutator coverage|Test efficacy' || true
