@@ -215,3 +215,29 @@ func TestSearchTermsRefusesAPartialIndex(t *testing.T) {
 		t.Errorf("no terms: %v, want ErrInvalid", err)
 	}
 }
+
+// BenchmarkLexiconSearch is the lexical search of a retrieval query at
+// 10,000 chunks: three tokens of a skewed vocabulary (the common ones in
+// most chunks, as bench retrieval's words are), the best 20:
+// go test ./vector/embedded -run '^$' -bench LexiconSearch -benchmem
+func BenchmarkLexiconSearch(b *testing.B) {
+	const n, vocab = 10_000, 150
+	rng := rand.New(rand.NewPCG(3, 5))
+	tok := func(i int) uint64 { return uint64(i) * 0x9e3779b97f4a7c15 }
+	word := func() uint64 { return tok(int(float64(vocab) * rng.Float64() * rng.Float64())) } // skewed to the first words
+	d := newData(4, 0)
+	for range n {
+		t := vector.Terms{Words: 120, Counts: map[uint64]int{}}
+		for range t.Words {
+			t.Counts[word()]++
+		}
+		d.put(vector.Point{ID: uuid.New(), Vector: []float32{1, 0, 0, 1}, Payload: map[string]string{vector.PayloadTerms: t.Encode()}})
+	}
+	query := []uint64{tok(0), tok(1), tok(7)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.lex.search(d.ids, query, 20, func() error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
