@@ -181,7 +181,7 @@ func (s *localScratch) accumulate(hashes []uint64, w float64) {
 	}
 	for d := range LocalDimension {
 		bucket := s.sorted[start[d]:start[d+1]]
-		insertionSort(bucket)
+		sortBucket(bucket)
 		for i := 0; i < len(bucket); {
 			h := bucket[i]
 			j := i + 1
@@ -217,9 +217,16 @@ func logCount(n int) float64 {
 	return math.Log(float64(n))
 }
 
-// insertionSort sorts a short slice in place: a bucket of accumulate holds
-// a few hashes (a 1 KB chunk has about 1,000 features over 384 buckets).
-func insertionSort(a []uint64) {
+// sortBucket sorts a bucket of accumulate in place. A bucket usually holds
+// a few hashes (a 1 KB chunk has about 1,000 features over 384 buckets),
+// which an insertion sort orders for less than slices.Sort's call; past 16
+// (a long text, or features that hash alike) slices.Sort, so that a bucket
+// is never sorted in quadratic time.
+func sortBucket(a []uint64) {
+	if len(a) > 16 {
+		slices.Sort(a)
+		return
+	}
 	for i := 1; i < len(a); i++ {
 		for j := i; j > 0 && a[j] < a[j-1]; j-- {
 			a[j], a[j-1] = a[j-1], a[j]
