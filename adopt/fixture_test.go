@@ -44,7 +44,19 @@ func run(m *testing.M) int {
 	os.Chmod(dir, 0o755)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cluster, err = pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true})
+	// TLS on TCP, for the proxy's TLS tests (proxy_tls_test.go); the other
+	// tests connect through the Unix socket.
+	if pki, err = newPKI(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "adopt tests: certificates:", err)
+		return 1
+	}
+	port, err := freeTCPPort()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "adopt tests:", err)
+		return 1
+	}
+	tcpAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	cluster, err = pgcluster.Start(ctx, pgcluster.Config{DataDir: dir, Ephemeral: true, Port: port, TLSCert: pki.serverCert, TLSKey: pki.serverKey})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "adopt tests: cannot start PostgreSQL (install postgresql, see FACTS.md):", err)
 		return 1

@@ -1,11 +1,14 @@
 package adopt
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"regexp"
@@ -54,9 +57,20 @@ import (
 // until authenticated, maxClientMessage after) and must finish start-up
 // and authentication within AuthTimeout.
 //
-// Not supported: TLS (an SSLRequest is answered "no": clients must use
-// sslmode=disable or prefer, so run it beside the application or on a
-// trusted network) and GSSAPI authentication.
+// TLS: with ProxyOptions.TLS the proxy answers a client's SSLRequest
+// "yes" and terminates TLS itself (RequireTLS refuses clients without
+// it); with UpstreamTLS it speaks TLS to the database, cancel requests
+// included, and never falls back to plain text. Each leg's TLS is its
+// own, so SCRAM's channel binding, which ties the password exchange to one
+// TLS connection end to end, can't pass when both legs are TLS: the
+// server offers it and checks it, and a client that binds (libpq's and
+// pgx's default channel_binding=prefer does) is refused by the proxy with
+// a message saying to connect with channel_binding=disable. With a
+// plain-text leg to the database (the proxy beside it, on a Unix socket)
+// the server offers no binding and clients connect as they are.
+//
+// Not supported: GSSAPI authentication and encryption, and TLS started
+// without an SSLRequest (PostgreSQL 17's sslnegotiation=direct).
 type Proxy struct {
 	opts ProxyOptions
 	rec  *recorder
@@ -82,6 +96,16 @@ type ProxyOptions struct {
 	// authentication_timeout does: a client that hasn't finished them by
 	// then is disconnected. Default 1 minute (PostgreSQL's default).
 	AuthTimeout time.Duration
+	// TLS, when set, is offered to clients (an SSLRequest is answered
+	// "yes" and the connection upgraded); nil answers "no".
+	TLS *tls.Config
+	// RequireTLS refuses a client that starts without TLS, as
+	// PostgreSQL's hostssl does. It needs TLS.
+	RequireTLS bool
+	// UpstreamTLS, when set, is used on every connection to the database:
+	// the proxy sends an SSLRequest and stops if the server declines. It
+	// needs a TCP Upstream (PostgreSQL has no TLS on Unix sockets).
+	UpstreamTLS *tls.Config
 	Logger      *slog.Logger // nil: discard
 }
 
@@ -129,6 +153,12 @@ func NewProxy(pool *pgxpool.Pool, o ProxyOptions) (*Proxy, error) {
 		o.AuthTimeout = time.Minute
 	case o.AuthTimeout < 0:
 		return nil, fmt.Errorf("adopt proxy: authentication timeout %v is negative", o.AuthTimeout)
+	}
+	if o.RequireTLS && o.TLS == nil {
+		return nil, errors.New("adopt proxy: requiring TLS needs a certificate to offer")
+	}
+	if o.UpstreamTLS != nil && strings.HasPrefix(o.Upstream, "/") {
+		return nil, fmt.Errorf("adopt proxy: TLS to a Unix socket (%s): PostgreSQL has none there; give a host:port", o.Upstream)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -209,12 +239,65 @@ func (px *Proxy) track(c net.Conn, add bool) {
 	}
 }
 
+// dial connects to the database, in TLS with UpstreamTLS (the SSLRequest
+// answered "yes" and the handshake done within 10 seconds): a server that
+// declines is an error, never a plain-text connection.
 func (px *Proxy) dial(ctx context.Context) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	if strings.HasPrefix(px.opts.Upstream, "/") {
 		return d.DialContext(ctx, "unix", px.opts.Upstream)
 	}
-	return d.DialContext(ctx, "tcp", px.opts.Upstream)
+	c, err := d.DialContext(ctx, "tcp", px.opts.Upstream)
+	if err != nil || px.opts.UpstreamTLS == nil {
+		return c, err
+	}
+	tc, err := startTLS(ctx, c, px.opts.UpstreamTLS)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// startTLS asks the server on c for TLS and does the handshake.
+func startTLS(ctx context.Context, c net.Conn, cfg *tls.Config) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	req, err := (&pgproto3.SSLRequest{}).Encode(nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write(req); err != nil {
+		return nil, fmt.Errorf("ask the database for TLS: %w", err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return nil, fmt.Errorf("ask the database for TLS: %w", err)
+	}
+	if b[0] != 'S' {
+		return nil, errUpstreamNoTLS
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("TLS with the database: %w", err)
+	}
+	c.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// errUpstreamNoTLS: the database answered an SSLRequest "no".
+var errUpstreamNoTLS = errors.New("the database does not accept TLS")
+
+// bindsChannel reports whether a client's first SCRAM message binds, or
+// offers to bind, the exchange to its TLS connection: the mechanism
+// SCRAM-SHA-256-PLUS, or the GS2 flag "y" (the client could bind but
+// thinks the server can't, which a server in TLS refuses as a downgrade).
+func bindsChannel(m pgproto3.FrontendMessage) bool {
+	ir, ok := m.(*pgproto3.SASLInitialResponse)
+	return ok && (ir.AuthMechanism == "SCRAM-SHA-256-PLUS" || bytes.HasPrefix(ir.Data, []byte("y,")))
 }
 
 // serve runs one client connection: start-up and authentication in lock
@@ -235,7 +318,25 @@ func (px *Proxy) serve(ctx context.Context, client net.Conn) {
 			return
 		}
 		switch m := m.(type) {
-		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+		case *pgproto3.SSLRequest:
+			_, upgraded := client.(*tls.Conn)
+			if px.opts.TLS == nil || upgraded {
+				if _, err := client.Write([]byte{'N'}); err != nil {
+					return
+				}
+				continue
+			}
+			if _, err := client.Write([]byte{'S'}); err != nil {
+				return
+			}
+			tc := tls.Server(client, px.opts.TLS)
+			if err := tc.Handshake(); err != nil { // within the deadline set above
+				return
+			}
+			client = tc
+			be = pgproto3.NewBackend(client, client)
+			be.SetMaxBodyLen(maxAuthMessage)
+		case *pgproto3.GSSEncRequest:
 			if _, err := client.Write([]byte{'N'}); err != nil {
 				return
 			}
@@ -246,11 +347,20 @@ func (px *Proxy) serve(ctx context.Context, client net.Conn) {
 			startup = &pgproto3.StartupMessage{ProtocolVersion: m.ProtocolVersion, Parameters: m.Parameters}
 		}
 	}
+	if _, secure := client.(*tls.Conn); px.opts.RequireTLS && !secure {
+		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "28000",
+			Message: "bulkhead adopt proxy: TLS is required (connect with sslmode=require or stronger)"})
+		be.Flush()
+		return
+	}
 	up, err := px.dial(ctx)
 	if err != nil {
 		log.Warn("adopt proxy: upstream unreachable", "err", err)
-		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "08006",
-			Message: "bulkhead adopt proxy: the database is unreachable"})
+		msg := "bulkhead adopt proxy: the database is unreachable"
+		if errors.Is(err, errUpstreamNoTLS) {
+			msg = "bulkhead adopt proxy: the database does not accept TLS, which the proxy is set to require"
+		}
+		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "08006", Message: msg})
 		be.Flush()
 		return
 	}
@@ -279,6 +389,12 @@ func (px *Proxy) serve(ctx context.Context, client net.Conn) {
 			}
 			cm, err := be.Receive()
 			if err != nil {
+				return
+			}
+			if px.opts.UpstreamTLS != nil && bindsChannel(cm) {
+				be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "28000",
+					Message: "bulkhead adopt proxy: SCRAM channel binding can't pass a proxy that ends TLS on both sides: connect with channel_binding=disable"})
+				be.Flush()
 				return
 			}
 			fe.Send(cm)

@@ -28,8 +28,8 @@ func startProxy(t testing.TB, d *db, sample float64) (*Proxy, string, func()) {
 	return startProxyWith(t, d, ProxyOptions{Sample: sample})
 }
 
-// startProxyWith is startProxy with more options; Listen and Upstream are
-// set here.
+// startProxyWith is startProxy with more options; Listen is set here, and
+// Upstream (d's Unix socket) unless o has one.
 func startProxyWith(t testing.TB, d *db, o ProxyOptions) (*Proxy, string, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -42,7 +42,9 @@ func startProxyWith(t testing.TB, d *db, o ProxyOptions) (*Proxy, string, func()
 		t.Fatal(err)
 	}
 	o.Listen = "127.0.0.1:0"
-	o.Upstream = filepath.Join(cfg.Host, fmt.Sprintf(".s.PGSQL.%d", cfg.Port))
+	if o.Upstream == "" {
+		o.Upstream = filepath.Join(cfg.Host, fmt.Sprintf(".s.PGSQL.%d", cfg.Port))
+	}
 	px, err := NewProxy(pool, o)
 	if err != nil {
 		t.Fatal(err)

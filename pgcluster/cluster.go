@@ -45,6 +45,11 @@ type Config struct {
 	Detach bool
 	// Settings are extra server settings (name -> value), e.g. shared_buffers.
 	Settings map[string]string
+	// TLSCert and TLSKey (PEM), when set, turn TLS on for TCP connections
+	// (Port): they are written into DataDir, readable by the server's user
+	// only. Unix-socket connections never use TLS. A cluster found running
+	// keeps the TLS it was started with.
+	TLSCert, TLSKey []byte
 	// RunAs is the OS user that runs PostgreSQL when this process is root
 	// (default "postgres"); PostgreSQL refuses to run as root.
 	RunAs string
@@ -78,6 +83,9 @@ type Cluster struct {
 // Errors name the cause and the fix: ErrNoBinaries, a data dir of another
 // major version, a data dir that is not writable, a port in use.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	if (len(cfg.TLSCert) == 0) != (len(cfg.TLSKey) == 0) {
+		return nil, errors.New("TLS needs both a certificate and its key")
+	}
 	c, err := prepare(cfg, true)
 	if err != nil {
 		return nil, err
@@ -386,6 +394,11 @@ func (c *Cluster) start(ctx context.Context, cfg Config, limit time.Duration) er
 	if runtime.GOOS == "linux" && c.bin.Major >= 14 {
 		args = append(args, "-c", "recovery_init_sync_method=syncfs")
 	}
+	tlsArgs, err := c.writeTLS(cfg, cred)
+	if err != nil {
+		return err
+	}
+	args = append(args, tlsArgs...)
 	args = append(args, "-c", "log_error_verbosity=terse", "-c", "log_min_error_statement=panic",
 		"-c", "log_parameter_max_length=0", "-c", "log_parameter_max_length_on_error=0")
 	preload := ContextExtension

@@ -412,6 +412,27 @@ func TestTCPPort(t *testing.T) {
 	mustConnect(t, again).Close(context.Background())
 }
 
+// TestTLSHalfGiven: a certificate without its key (or the other way
+// round) is refused before anything is created or started.
+func TestTLSHalfGiven(t *testing.T) {
+	for _, cfg := range []pgcluster.Config{{TLSCert: []byte("cert")}, {TLSKey: []byte("key")}} {
+		dir := mustDataDir(t)
+		cfg.DataDir, cfg.Ephemeral = dir, true
+		c, err := pgcluster.Start(context.Background(), cfg)
+		if err == nil {
+			c.Shutdown()
+			t.Fatal("Start with half of TLS succeeded")
+		}
+		if !strings.Contains(err.Error(), "both a certificate and its key") {
+			t.Errorf("error %q", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "pg")); err == nil {
+			t.Error("the cluster was initialised anyway")
+		}
+		assertNoProcesses(t, dir)
+	}
+}
+
 func TestDataDirNotWritable(t *testing.T) {
 	parent := mustDataDir(t)
 	file := filepath.Join(parent, "file")

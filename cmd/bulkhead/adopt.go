@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -541,21 +542,29 @@ func newAdoptReportCmd(cfg *config) *cobra.Command {
 func newAdoptProxyCmd(cfg *config) *cobra.Command {
 	f := &adoptFlags{}
 	var o adopt.ProxyOptions
-	var skip string
+	var skip, tlsCert, tlsKey string
 	var every time.Duration
 	cmd := &cobra.Command{
-		Use:   "proxy --plan FILE [--listen 127.0.0.1:6543] [--upstream HOST:PORT|SOCKET] [--sample 0.01]",
+		Use:   "proxy --plan FILE [--listen 127.0.0.1:6543] [--upstream HOST:PORT|SOCKET] [--sample 0.01] [--tls-cert FILE --tls-key FILE [--require-tls]]",
 		Short: "Record the reads strict mode would hide: a proxy the application connects through during shadow",
 		Long: `proxy is the read side of shadow mode. Point the application's database URL
-at it (sslmode=disable or prefer: the proxy speaks no TLS, so run it beside
-the application). Every message passes unchanged, authentication included;
+at it. Every message passes unchanged, authentication included;
 for a sampled fraction of single SELECT/WITH reads, after the results reach
 the application and before its ReadyForQuery does, the proxy replays the
 statement on the same connection (shadow, strict, shadow; in a savepoint, or
 a REPEATABLE READ transaction outside one; rolled back) and records the rows
 both shadow runs returned that strict mode hides: adopt report lists them
 under the table "query". --database-url is where records are written (the
-operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
+operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.
+
+TLS: with --tls-cert and --tls-key the proxy offers TLS to the application
+(--require-tls refuses clients without it). Towards the database it uses TLS
+when --database-url's sslmode is require, verify-ca or verify-full, with that
+URL's certificate settings, and never falls back to plain text; any other
+sslmode (prefer, the default, included) connects in plain text. With TLS on
+both sides, SCRAM's channel binding can't pass the proxy: clients connect with
+channel_binding=disable (the proxy refuses others with that message). Run
+beside the database on its Unix socket, clients keep their defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if every <= 0 {
@@ -587,6 +596,20 @@ operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 					o.Upstream = filepath.Join(h, fmt.Sprintf(".s.PGSQL.%d", port))
 				}
 			}
+			o.UpstreamTLS = upstreamTLS(pc.ConnConfig)
+			if o.RequireTLS && tlsCert == "" {
+				return errors.New("--require-tls needs --tls-cert and --tls-key: the certificate to offer")
+			}
+			if tlsCert != "" || tlsKey != "" {
+				if tlsCert == "" || tlsKey == "" {
+					return errors.New("--tls-cert and --tls-key go together")
+				}
+				cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
+				if err != nil {
+					return fmt.Errorf("--tls-cert, --tls-key: %v", err)
+				}
+				o.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			}
 			ctx := cmd.Context()
 			pool, err := pgxpool.NewWithConfig(ctx, pc)
 			if err != nil {
@@ -606,9 +629,19 @@ operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: listening on %s, forwarding to %s, replaying %.4g of reads\n", px.Addr(), o.Upstream, o.Sample)
-			if !loopback(px.Addr()) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: warning: %s is not a loopback address and the proxy has no TLS: the application's queries and results cross the network in plain text\n", px.Addr())
+			clientTLS, upTLS := "plain text", "plain text"
+			if o.TLS != nil {
+				clientTLS = "TLS offered"
+				if o.RequireTLS {
+					clientTLS = "TLS required"
+				}
+			}
+			if o.UpstreamTLS != nil {
+				upTLS = "TLS"
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: listening on %s (%s), forwarding to %s (%s), replaying %.4g of reads\n", px.Addr(), clientTLS, o.Upstream, upTLS, o.Sample)
+			if !loopback(px.Addr()) && !o.RequireTLS {
+				fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: warning: %s is not a loopback address and TLS is not required (--require-tls): an application's queries and results may cross the network in plain text\n", px.Addr())
 			}
 			report := func() {
 				s := px.Stats()
@@ -639,6 +672,9 @@ operator); --upstream defaults to its server. Stops on SIGINT or SIGTERM.`,
 	cmd.Flags().DurationVar(&o.Timeout, "replay-timeout", time.Second, "statement_timeout of each replay")
 	cmd.Flags().DurationVar(&o.AuthTimeout, "auth-timeout", time.Minute, "a client that hasn't finished start-up and authentication by then is disconnected (PostgreSQL's authentication_timeout)")
 	cmd.Flags().StringVar(&skip, "skip", "", "reads matching this regular expression are never replayed")
+	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "certificate (PEM) the proxy offers the application in TLS")
+	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
+	cmd.Flags().BoolVar(&o.RequireTLS, "require-tls", false, "refuse applications that connect without TLS (needs --tls-cert)")
 	cmd.Flags().DurationVar(&every, "stats-every", time.Minute, "how often to print the counters")
 	return cmd
 }
@@ -673,6 +709,22 @@ func proxyTables(ctx context.Context, w io.Writer, pool *pgxpool.Pool, p *adopt.
 		fmt.Fprintf(w, "adopt proxy: not in shadow, not recorded: %s\n", strings.Join(out, ", "))
 	}
 	return nil
+}
+
+// upstreamTLS is the TLS the proxy uses towards the database: the
+// database URL's when its sslmode requires TLS (require, verify-ca,
+// verify-full: pgx builds no plain-text fallback for them), none for the
+// others, which allow plain text anyway.
+func upstreamTLS(c *pgx.ConnConfig) *tls.Config {
+	if c.TLSConfig == nil {
+		return nil
+	}
+	for _, f := range c.Fallbacks {
+		if f.TLSConfig == nil {
+			return nil // prefer or allow
+		}
+	}
+	return c.TLSConfig.Clone()
 }
 
 // loopback reports whether a is a loopback address (127.0.0.0/8, ::1).

@@ -160,6 +160,8 @@ func adoptProxy(t *testing.T, dir, url, plan string, legacy *pgx.Conn) {
 		{"--stats-every", "0s", "positive duration"},
 		{"--auth-timeout", "0s", "positive duration"},
 		{"--replay-timeout", "100us", "below a millisecond"},
+		{"--tls-cert", filepath.Join(dir, "missing.pem"), "go together"},
+		{"--require-tls=true", "--sample=1", "needs --tls-cert"},
 	} {
 		if r := run(t, dir, nil, "adopt", "proxy", "--plan", plan, "--database-url", url, c.flag, c.value); r.code != 1 || !strings.Contains(r.stderr, c.want) {
 			t.Fatalf("proxy %s %s: %s", c.flag, c.value, r)
@@ -194,7 +196,7 @@ func adoptProxy(t *testing.T, dir, url, plan string, legacy *pgx.Conn) {
 	var addr string
 	for addr == "" && lines.Scan() {
 		if a, ok := strings.CutPrefix(lines.Text(), "adopt proxy: listening on "); ok {
-			addr, _, _ = strings.Cut(a, ",")
+			addr, _, _ = strings.Cut(a, " ")
 		}
 	}
 	if addr == "" {
@@ -278,6 +280,29 @@ func TestProxyListenLoopback(t *testing.T) {
 		}
 		if got := loopback(a); got != c.want {
 			t.Errorf("loopback(%s) = %v, want %v", c.addr, got, c.want)
+		}
+	}
+}
+
+// TestUpstreamTLSFollowsSSLMode: the proxy speaks TLS to the database
+// exactly when the database URL's sslmode requires it, with that URL's
+// verification (verify-full checks the host name).
+func TestUpstreamTLSFollowsSSLMode(t *testing.T) {
+	for mode, want := range map[string]bool{"disable": false, "allow": false, "prefer": false, "": false, "require": true, "verify-ca": true, "verify-full": true} {
+		url := "postgres://u:p@db.example:5432/d"
+		if mode != "" {
+			url += "?sslmode=" + mode
+		}
+		c, err := pgx.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := upstreamTLS(c)
+		if (got != nil) != want {
+			t.Fatalf("sslmode=%q: upstream TLS %v, want %v", mode, got != nil, want)
+		}
+		if mode == "verify-full" && (got.ServerName != "db.example" || got.InsecureSkipVerify) {
+			t.Fatalf("verify-full: server name %q, skip verify %v", got.ServerName, got.InsecureSkipVerify)
 		}
 	}
 }
