@@ -263,9 +263,8 @@ func (px *Proxy) dial(ctx context.Context) (net.Conn, error) {
 func startTLS(ctx context.Context, c net.Conn, cfg *tls.Config) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
+	dl, _ := ctx.Deadline()
+	c.SetDeadline(dl) // the request and its answer; the handshake follows ctx
 	req, err := (&pgproto3.SSLRequest{}).Encode(nil)
 	if err != nil {
 		return nil, err

@@ -597,9 +597,6 @@ beside the database on its Unix socket, clients keep their defaults.`,
 				}
 			}
 			o.UpstreamTLS = upstreamTLS(pc.ConnConfig)
-			if o.RequireTLS && tlsCert == "" {
-				return errors.New("--require-tls needs --tls-cert and --tls-key: the certificate to offer")
-			}
 			if tlsCert != "" || tlsKey != "" {
 				if tlsCert == "" || tlsKey == "" {
 					return errors.New("--tls-cert and --tls-key go together")
@@ -674,7 +671,7 @@ beside the database on its Unix socket, clients keep their defaults.`,
 	cmd.Flags().StringVar(&skip, "skip", "", "reads matching this regular expression are never replayed")
 	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "certificate (PEM) the proxy offers the application in TLS")
 	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
-	cmd.Flags().BoolVar(&o.RequireTLS, "require-tls", false, "refuse applications that connect without TLS (needs --tls-cert)")
+	cmd.Flags().BoolVar(&o.RequireTLS, "require-tls", false, "refuse applications that connect without TLS (needs --tls-cert and --tls-key)")
 	cmd.Flags().DurationVar(&every, "stats-every", time.Minute, "how often to print the counters")
 	return cmd
 }

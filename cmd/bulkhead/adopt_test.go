@@ -161,7 +161,7 @@ func adoptProxy(t *testing.T, dir, url, plan string, legacy *pgx.Conn) {
 		{"--auth-timeout", "0s", "positive duration"},
 		{"--replay-timeout", "100us", "below a millisecond"},
 		{"--tls-cert", filepath.Join(dir, "missing.pem"), "go together"},
-		{"--require-tls=true", "--sample=1", "needs --tls-cert"},
+		{"--require-tls=true", "--sample=1", "needs a certificate"},
 	} {
 		if r := run(t, dir, nil, "adopt", "proxy", "--plan", plan, "--database-url", url, c.flag, c.value); r.code != 1 || !strings.Contains(r.stderr, c.want) {
 			t.Fatalf("proxy %s %s: %s", c.flag, c.value, r)
