@@ -19,7 +19,7 @@ func TestRunRLSSmall(t *testing.T) {
 		t.Fatalf("%d cases, want 5", len(res.Cases))
 	}
 	for _, c := range res.Cases {
-		if c.RLS <= 0 || c.Plain <= 0 {
+		if c.RLS <= 0 || c.Plain <= 0 || c.App <= 0 || c.AA <= 0 {
 			t.Errorf("%s: empty measurement %+v", c.Name, c)
 		}
 	}
