@@ -21,13 +21,19 @@ func (r *Result) Markdown(w io.Writer, command string) {
 	}
 	sort.Strings(rows)
 	fmt.Fprintf(w, "Dataset: %d tenants; rows per table: %s. Setup took %s.\n\n", r.Config.Tenants, strings.Join(rows, ", "), r.Setup.Round(time.Second))
-	fmt.Fprintln(w, "Each operation runs through the same Go code (`postgres.DB`, as the runtime role, context set in the same round trip) on two")
-	fmt.Fprintln(w, "identical copies of the data: one with bulkhead's policies (RLS + FORCE), one with the policies removed, where the query's")
-	fmt.Fprintln(w, "own `WHERE tenant_id = $1` is the only filter (the baseline the issue asks for). A third side runs on the copy")
-	fmt.Fprintln(w, "without policies with the entity checks written into the query, as an application enforcing membership in code would")
+	fmt.Fprintln(w, "Each operation runs through the same Go code (`postgres.DB`, context set in the same round trip) on the same database:")
+	fmt.Fprintln(w, "as the runtime role under bulkhead's policies (RLS + FORCE), and as a role with the runtime role's privileges that bypasses")
+	fmt.Fprintln(w, "row-level security, where the query's own `WHERE tenant_id = $1` is the only filter (the baseline the issue asks for). A third")
+	fmt.Fprintln(w, "side runs as that role with the entity checks written into the query, as an application enforcing membership in code would")
 	fmt.Fprintln(w, "(\"app-side checks\"). A fourth side, the control, runs the baseline's query again: its ratio to the baseline (\"A/A\") is")
 	fmt.Fprintln(w, "what this harness reports when nothing differs, the bias and noise every other ratio of the run carries. Each side has its own")
-	fmt.Fprintf(w, "connection pool. %d samples per case, each run on all four sides in rotating order (paired, interleaved); medians and p95 in µs.\n\n", r.Config.Ops)
+	pin := "not pinned"
+	if r.Config.PinPostgres >= 0 {
+		pin = fmt.Sprintf("pinned to CPU %d", r.Config.PinPostgres)
+	}
+	fmt.Fprintf(w, "connection pool; PostgreSQL's backends are %s. %d samples per case, each run on all four sides in an order drawn at random per sample\n", pin, r.Config.Ops)
+	fmt.Fprintln(w, "(paired, interleaved); medians and p95 in µs.")
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| operation | RLS median | baseline median | ratio (target ≤ 1.05) | app-side checks median | RLS / app-side | A/A control | RLS p95 | baseline p95 |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, c := range r.Cases {

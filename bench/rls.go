@@ -30,7 +30,15 @@ type Config struct {
 	// (default 3; negative: none), PGBenchSeconds per side and round
 	// (default 4).
 	PGBenchRounds, PGBenchSeconds int
-	Progress                      io.Writer // progress lines; nil discards them
+	// PinPostgres is the CPU that PostgreSQL's backends run on while the
+	// operations are measured (the postmaster is pinned after the data
+	// is generated; backends inherit it); negative leaves the scheduler
+	// free. Two backends running the same query on the same data
+	// measured up to 14 % apart when the scheduler placed them (the A/A
+	// control), within 3 % when pinned. `bulkhead bench rls` pins to the
+	// machine's last CPU.
+	PinPostgres int
+	Progress    io.Writer // progress lines; nil discards them
 }
 
 func (c *Config) defaults() {
@@ -124,10 +132,26 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 	cl, creds, samples, big := env.cl, env.creds, env.samples, env.big
 	const withRLS, plain = "bench_rls", "bench_plain"
 	res.Setup = time.Since(start)
+	if cfg.PinPostgres >= 0 {
+		if err := pinProcess(cl.PID(), cfg.PinPostgres); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(cfg.Progress, "PostgreSQL's backends pinned to CPU %d\n", cfg.PinPostgres)
+	}
 
 	var trips atomic.Int64
-	open := func(db string) (*postgres.DB, error) {
-		return postgres.Open(ctx, postgres.Config{AppDSN: cl.DSN(postgres.Runtime, creds.Runtime, db), ContextKey: env.ctxKey, MaxConns: 2, Dial: CountingDial(&trips)})
+	// The baseline sides read the same database as the RLS side, as a
+	// role that bypasses row-level security (baselineRole): the same
+	// pages, indexes and statistics, the policies the only difference.
+	// On a copy of the database (as before 2026-12-07) every RLS sample
+	// read pages the previous side had not touched while the baseline
+	// sides mostly followed one another on theirs.
+	baselineDSN, err := env.baselineRole(ctx, withRLS)
+	if err != nil {
+		return nil, err
+	}
+	open := func(dsn string) (*postgres.DB, error) {
+		return postgres.Open(ctx, postgres.Config{AppDSN: dsn, ContextKey: env.ctxKey, MaxConns: 2, Dial: CountingDial(&trips)})
 	}
 	// One pool per side, never shared: a side that ran on the connection
 	// the previous sample had just used measured 15-30 % faster than one
@@ -136,8 +160,8 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 	// of five operations). The A/A side is that control, kept in every
 	// run: the baseline's query through a pool of its own.
 	var pools [4]*postgres.DB
-	for i, name := range []string{withRLS, plain, plain, plain} {
-		if pools[i], err = open(name); err != nil {
+	for i, dsn := range []string{cl.DSN(postgres.Runtime, creds.Runtime, withRLS), baselineDSN, baselineDSN, baselineDSN} {
+		if pools[i], err = open(dsn); err != nil {
 			return nil, err
 		}
 		defer pools[i].Close()
@@ -229,12 +253,16 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 				}
 			}
 		}
-		// Paired and interleaved: every sample runs on all three sides in a
-		// rotating order, so drift and cache effects hit every side alike.
-		for i := range cfg.Ops {
+		// Paired and interleaved: every sample runs on all four sides, in
+		// an order drawn at random for each sample, so drift hits every
+		// side alike and so does whatever one operation leaves behind for
+		// the next (the row it read, a backend it woke). A rotating order
+		// did not: each side then mostly followed the same other side, and
+		// two sides running the same query differed by up to 20 %.
+		for range cfg.Ops {
 			s := samples[rnd.IntN(len(samples))]
-			for k := range sides {
-				sd := sides[(k+i)%len(sides)]
+			for _, k := range rnd.Perm(len(sides)) {
+				sd := sides[k]
 				t0 := time.Now()
 				if err := c.op(sd.db, s, sd.app); err != nil {
 					return nil, fmt.Errorf("%s: %w", c.name, err)
@@ -525,6 +553,23 @@ func newCluster(ctx context.Context, progress io.Writer, settings map[string]str
 		return nil, err
 	}
 	return e, nil
+}
+
+// baselineRole creates (once per cluster) a login role that has the
+// runtime role's privileges and bypasses row-level security, and returns
+// its DSN for database: the bench's "policies off" sides on the same data.
+func (e *benchEnv) baselineRole(ctx context.Context, database string) (string, error) {
+	const role = "bench_baseline"
+	password := rand.Text()
+	conn, err := pgx.Connect(ctx, e.cl.SuperuserDSN(database))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s LOGIN BYPASSRLS INHERIT IN ROLE %s PASSWORD '%s'`, role, postgres.Runtime, password)); err != nil {
+		return "", fmt.Errorf("create the baseline role: %w", err)
+	}
+	return e.cl.DSN(role, password, database), nil
 }
 
 // migrated creates database name with bulkhead's roles and schema.

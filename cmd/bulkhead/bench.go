@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -84,6 +85,7 @@ that markdown file (docs/BENCHMARKS.md).`,
 	f.IntVar(&bc.Ops, "ops", 3000, "measured operations per case and side")
 	f.IntVar(&bc.PGBenchRounds, "pgbench-rounds", 3, "rounds of the pgbench cross-check of the point read (negative: skip it)")
 	f.IntVar(&bc.PGBenchSeconds, "pgbench-seconds", 4, "seconds per side and round of the pgbench cross-check")
+	f.IntVar(&bc.PinPostgres, "pin-postgres", runtime.NumCPU()-1, "CPU that PostgreSQL's backends run on while measuring (negative: not pinned)")
 	f.StringVar(&write, "write", "", "markdown file whose RLS section to replace with the results")
 	var cc bench.CryptoConfig
 	var cryptoWrite string
