@@ -35,7 +35,7 @@ type Config struct {
 	// is generated; backends inherit it); negative leaves the scheduler
 	// free. Two backends running the same query on the same data
 	// measured up to 14 % apart when the scheduler placed them (the A/A
-	// control), within 3 % when pinned. `bulkhead bench rls` pins to the
+	// control), within 5 % when pinned. `bulkhead bench rls` pins to the
 	// machine's last CPU.
 	PinPostgres int
 	Progress    io.Writer // progress lines; nil discards them
