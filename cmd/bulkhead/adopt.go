@@ -637,8 +637,8 @@ beside the database on its Unix socket, clients keep their defaults.`,
 				upTLS = "TLS"
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: listening on %s (%s), forwarding to %s (%s), replaying %.4g of reads\n", px.Addr(), clientTLS, o.Upstream, upTLS, o.Sample)
-			if !loopback(px.Addr()) && !o.RequireTLS {
-				fmt.Fprintf(cmd.ErrOrStderr(), "adopt proxy: warning: %s is not a loopback address and TLS is not required (--require-tls): an application's queries and results may cross the network in plain text\n", px.Addr())
+			if w := plainTextWarning(px.Addr(), o.RequireTLS); w != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), w)
 			}
 			report := func() {
 				s := px.Stats()
@@ -722,6 +722,16 @@ func upstreamTLS(c *pgx.ConnConfig) *tls.Config {
 		}
 	}
 	return c.TLSConfig.Clone()
+}
+
+// plainTextWarning is the warning the proxy prints when it listens at
+// addr: "" on a loopback address or when TLS is required, since only then
+// can no application's traffic reach it in plain text over a network.
+func plainTextWarning(addr net.Addr, requireTLS bool) string {
+	if loopback(addr) || requireTLS {
+		return ""
+	}
+	return fmt.Sprintf("adopt proxy: warning: %s is not a loopback address and TLS is not required (--require-tls): an application's queries and results may cross the network in plain text", addr)
 }
 
 // loopback reports whether a is a loopback address (127.0.0.0/8, ::1).

@@ -281,6 +281,19 @@ func TestProxyListenLoopback(t *testing.T) {
 		if got := loopback(a); got != c.want {
 			t.Errorf("loopback(%s) = %v, want %v", c.addr, got, c.want)
 		}
+		// The warning: exactly where plain text could cross a network.
+		if w := plainTextWarning(a, false); (w == "") != c.want || (w != "" && !strings.Contains(w, "plain text")) {
+			t.Errorf("plainTextWarning(%s, TLS not required) = %q", c.addr, w)
+		}
+		if w := plainTextWarning(a, true); w != "" {
+			t.Errorf("plainTextWarning(%s, TLS required) = %q, want none", c.addr, w)
+		}
+	}
+	// The default listen address is a loopback one.
+	def := newAdoptProxyCmd(&config{}).Flags().Lookup("listen").DefValue
+	a, err := net.ResolveTCPAddr("tcp", def)
+	if err != nil || !loopback(a) {
+		t.Errorf("default --listen %q is not a loopback address (%v)", def, err)
 	}
 }
 
