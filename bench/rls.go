@@ -65,11 +65,12 @@ func (c *Config) defaults() {
 	}
 }
 
-// Case is one operation measured four ways: with the policies, on the
-// copy without them (the baseline), with the application's checks in the
-// query instead, and the baseline again through a pool of its own (AA, the
-// harness's control: its ratio to the baseline shows the bias and noise
-// that any other ratio of the same run carries).
+// Case is one operation measured four ways on one database: under the
+// policies, as a role that bypasses them (the baseline), as that role with
+// the application's checks in the query instead, and the baseline again
+// through a pool of its own (AA, the harness's control: its ratio to the
+// baseline shows the bias and noise that any other ratio of the same run
+// carries).
 type Case struct {
 	Name                string
 	RLS, Plain, App, AA time.Duration // medians
@@ -80,8 +81,8 @@ type Case struct {
 // pools, over itself. Away from 1 it is the harness, not the policies.
 func (c Case) AARatio() float64 { return float64(c.AA) / float64(c.Plain) }
 
-// Ratio is the RLS median over the baseline median (policies removed,
-// WHERE tenant_id only).
+// Ratio is the RLS median over the baseline median (row-level security
+// bypassed, WHERE tenant_id only).
 func (c Case) Ratio() float64 { return float64(c.RLS) / float64(c.Plain) }
 
 // AppRatio is the RLS median over the median of the same operation with
@@ -173,8 +174,8 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 		return c
 	}
 	// Each op runs as the sample's member. app: the query carries the
-	// entity checks an application would write without RLS (run on the
-	// database without policies).
+	// entity checks an application would write without RLS (run as the
+	// role that bypasses the policies).
 	member := memberCheck
 	readOne := func(db *postgres.DB, s sample, sql string, args ...any) error {
 		return db.Read(scoped(s), func(rows pgx.Rows) error {
@@ -555,9 +556,13 @@ func newCluster(ctx context.Context, progress io.Writer, settings map[string]str
 	return e, nil
 }
 
-// baselineRole creates (once per cluster) a login role that has the
-// runtime role's privileges and bypasses row-level security, and returns
-// its DSN for database: the bench's "policies off" sides on the same data.
+// baselineRole creates a login role that has the runtime role's
+// privileges and bypasses row-level security, and returns its DSN for
+// database: the bench's "policies off" sides on the same data. It checks
+// both sides before any measurement: without a context the baseline role
+// reads memories and the runtime role reads none. Otherwise the baseline
+// would silently measure the policies too (a member reads its own rows
+// under them as well).
 func (e *benchEnv) baselineRole(ctx context.Context, database string) (string, error) {
 	const role = "bench_baseline"
 	password := rand.Text()
@@ -569,7 +574,26 @@ func (e *benchEnv) baselineRole(ctx context.Context, database string) (string, e
 	if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s LOGIN BYPASSRLS INHERIT IN ROLE %s PASSWORD '%s'`, role, postgres.Runtime, password)); err != nil {
 		return "", fmt.Errorf("create the baseline role: %w", err)
 	}
-	return e.cl.DSN(role, password, database), nil
+	dsn := e.cl.DSN(role, password, database)
+	for _, side := range []struct {
+		dsn  string
+		want bool
+	}{{dsn, true}, {e.cl.DSN(postgres.Runtime, e.creds.Runtime, database), false}} {
+		c, err := pgx.Connect(ctx, side.dsn)
+		if err != nil {
+			return "", err
+		}
+		var reads bool
+		err = c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM bulkhead.memories)`).Scan(&reads)
+		c.Close(ctx)
+		if err != nil {
+			return "", fmt.Errorf("check %s: %w", c.Config().User, err)
+		}
+		if reads != side.want {
+			return "", fmt.Errorf("%s reads memories without a context: %v, want %v (the baseline must bypass row-level security, the RLS side must not)", c.Config().User, reads, side.want)
+		}
+	}
+	return dsn, nil
 }
 
 // migrated creates database name with bulkhead's roles and schema.
