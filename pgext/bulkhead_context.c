@@ -369,7 +369,7 @@ uuid_column(Relation rel, const char *name)
 	if (att == InvalidAttrNumber || get_atttype(RelationGetRelid(rel), att) != UUIDOID)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("bulkhead.member_rooms: %s has no uuid column %s", RelationGetRelationName(rel), name)));
+				 errmsg("bulkhead: %s has no uuid column %s", RelationGetRelationName(rel), name)));
 	return att;
 }
 
@@ -386,10 +386,11 @@ relation_am(Oid relid)
 	return am;
 }
 
-/* membership_index returns a valid btree index of rel whose first two
- * columns are att1 and att2, without expressions or predicate. */
+/* membership_index returns a valid btree index of rel whose leading key
+ * columns are atts[0..n), without expressions or predicate; fn and cols name
+ * the caller and the columns in the error when there is none. */
 static Oid
-membership_index(Relation rel, AttrNumber att1, AttrNumber att2)
+membership_index(Relation rel, const AttrNumber *atts, int n, const char *fn, const char *cols)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
@@ -400,15 +401,19 @@ membership_index(Relation rel, AttrNumber att1, AttrNumber att2)
 		Oid			oid = lfirst_oid(lc);
 		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(oid));
 		Form_pg_index ix;
+		bool		match;
+		int			i;
 
 		if (!HeapTupleIsValid(tup))
 			continue;
 		ix = (Form_pg_index) GETSTRUCT(tup);
-		if (ix->indisvalid && ix->indisready && ix->indislive && ix->indnkeyatts >= 2 &&
-			ix->indkey.values[0] == att1 && ix->indkey.values[1] == att2 &&
+		match = ix->indisvalid && ix->indisready && ix->indislive && ix->indnkeyatts >= n &&
 			heap_attisnull(tup, Anum_pg_index_indexprs, NULL) &&
 			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
-			relation_am(oid) == BTREE_AM_OID)
+			relation_am(oid) == BTREE_AM_OID;
+		for (i = 0; match && i < n; i++)
+			match = ix->indkey.values[i] == atts[i];
+		if (match)
 			found = oid;
 		ReleaseSysCache(tup);
 		if (OidIsValid(found))
@@ -418,8 +423,28 @@ membership_index(Relation rel, AttrNumber att1, AttrNumber att2)
 	if (!OidIsValid(found))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("bulkhead.member_rooms: %s has no btree index on (tenant_id, entity_id)", RelationGetRelationName(rel))));
+				 errmsg("bulkhead.%s: %s has no btree index on (%s)", fn, RelationGetRelationName(rel), cols)));
 	return found;
+}
+
+/* participants opens <schema nsp>.participants for a scan with the
+ * statement's snapshot, or fails (fn names the caller in the error). */
+static Relation
+participants(Oid nsp, const char *fn)
+{
+	Oid			relid;
+
+	if (!ActiveSnapshotSet())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bulkhead.%s: no active snapshot", fn)));
+	relid = get_relname_relid("participants", nsp);
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("bulkhead.%s: no table participants in schema %s", fn, get_namespace_name(nsp))));
+	/* Held to the end of the transaction, as a query's lock would be. */
+	return table_open(relid, AccessShareLock);
 }
 
 PG_FUNCTION_INFO_V1(bulkhead_member_rooms_native);
@@ -430,10 +455,8 @@ bulkhead_member_rooms_native(PG_FUNCTION_ARGS)
 	Oid			nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
 	pg_uuid_t  *tenant = context_id(tenant_setting);
 	pg_uuid_t  *entity = context_id(entity_setting);
-	Oid			relid;
 	Relation	rel;
-	AttrNumber	a_tenant,
-				a_entity,
+	AttrNumber	atts[2],
 				a_room;
 	ScanKeyData keys[2];
 	SysScanDesc scan;
@@ -457,23 +480,13 @@ bulkhead_member_rooms_native(PG_FUNCTION_ARGS)
 		return OidFunctionCall1Coll(fn, PG_GET_COLLATION(), PG_GETARG_DATUM(0));
 	}
 
-	if (!ActiveSnapshotSet())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("bulkhead.member_rooms: no active snapshot")));
-	relid = get_relname_relid("participants", nsp);
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("bulkhead.member_rooms: no table participants in schema %s", get_namespace_name(nsp))));
-	/* Held to the end of the transaction, as a query's lock would be. */
-	rel = table_open(relid, AccessShareLock);
-	a_tenant = uuid_column(rel, "tenant_id");
-	a_entity = uuid_column(rel, "entity_id");
+	rel = participants(nsp, "member_rooms");
+	atts[0] = uuid_column(rel, "tenant_id");
+	atts[1] = uuid_column(rel, "entity_id");
 	a_room = uuid_column(rel, "room_id");
-	ScanKeyInit(&keys[0], a_tenant, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(tenant));
-	ScanKeyInit(&keys[1], a_entity, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(entity));
-	scan = systable_beginscan(rel, membership_index(rel, a_tenant, a_entity), true, GetActiveSnapshot(), 2, keys);
+	ScanKeyInit(&keys[0], atts[0], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(tenant));
+	ScanKeyInit(&keys[1], atts[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(entity));
+	scan = systable_beginscan(rel, membership_index(rel, atts, 2, "member_rooms", "tenant_id, entity_id"), true, GetActiveSnapshot(), 2, keys);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		bool		isnull;
@@ -500,4 +513,86 @@ bulkhead_member_rooms_native(PG_FUNCTION_ARGS)
 		if (i == 0 || memcmp(&rooms[i], &rooms[i - 1], UUID_LEN) != 0)
 			elems[kept++] = UUIDPGetDatum(&rooms[i]);
 	PG_RETURN_ARRAYTYPE_P(construct_array(elems, kept, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+}
+
+/*
+ * can_author_native(room, author, scope) is bulkhead.can_author without
+ * PL/pgSQL: whether author may write in room, that is, author is one of the
+ * caller's actors for scope (the entity in context, or the principal it acts
+ * for under a valid delegation holding scope) and participates in room, in
+ * the tenant in context. The write policies of memories call it once per
+ * row. Semantics are those of the SQL helper:
+ *
+ *   tenant or entity empty, room or author NULL -> false
+ *   author is the entity in context             -> whether <schema>.participants
+ *                                                  has (tenant, entity, room),
+ *                                                  through its btree index on
+ *                                                  (tenant_id, entity_id, room_id)
+ *   acting-for set and scope not NULL            -> <schema>.can_author_delegated(room, author, scope)
+ *                                                  (the delegation check, in PL/pgSQL)
+ *   otherwise                                    -> false
+ *
+ * The entity alone is one of its own actors whatever the scope
+ * (current_actors), so the first case needs no delegation look-up. Like
+ * member_rooms_native it reads past row-level security and answers only
+ * about the caller's own actors: one bit, and false for any author that is
+ * not the caller or its principal.
+ */
+PG_FUNCTION_INFO_V1(bulkhead_can_author_native);
+
+Datum
+bulkhead_can_author_native(PG_FUNCTION_ARGS)
+{
+	Oid			nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
+	pg_uuid_t  *tenant = context_id(tenant_setting);
+	pg_uuid_t  *entity = context_id(entity_setting);
+	pg_uuid_t  *author;
+	Relation	rel;
+	AttrNumber	atts[3];
+	ScanKeyData keys[3];
+	SysScanDesc scan;
+	bool		found;
+
+	if (tenant == NULL || entity == NULL || PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	author = PG_GETARG_UUID_P(1);
+
+	if (memcmp(author, entity, UUID_LEN) != 0)
+	{
+		Oid			argtypes[3] = {UUIDOID, UUIDOID, TEXTOID};
+		List	   *name;
+		FmgrInfo	flinfo;
+		Datum		result;
+
+		LOCAL_FCINFO(call, 3);
+
+		if (acting_for_setting == NULL || acting_for_setting[0] == '\0' || PG_ARGISNULL(2))
+			PG_RETURN_BOOL(false);
+		name = list_make2(makeString(get_namespace_name(nsp)), makeString("can_author_delegated"));
+		fmgr_info(LookupFuncName(name, 3, argtypes, false), &flinfo);
+		InitFunctionCallInfoData(*call, &flinfo, 3, PG_GET_COLLATION(), NULL, NULL);
+		call->args[0].value = PG_GETARG_DATUM(0);
+		call->args[0].isnull = false;
+		call->args[1].value = PG_GETARG_DATUM(1);
+		call->args[1].isnull = false;
+		call->args[2].value = PG_GETARG_DATUM(2);
+		call->args[2].isnull = false;
+		result = FunctionCallInvoke(call);
+		if (call->isnull)
+			PG_RETURN_NULL();
+		PG_RETURN_DATUM(result);
+	}
+
+	rel = participants(nsp, "can_author");
+	atts[0] = uuid_column(rel, "tenant_id");
+	atts[1] = uuid_column(rel, "entity_id");
+	atts[2] = uuid_column(rel, "room_id");
+	ScanKeyInit(&keys[0], atts[0], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(tenant));
+	ScanKeyInit(&keys[1], atts[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(entity));
+	ScanKeyInit(&keys[2], atts[2], BTEqualStrategyNumber, F_UUID_EQ, PG_GETARG_DATUM(0));
+	scan = systable_beginscan(rel, membership_index(rel, atts, 3, "can_author", "tenant_id, entity_id, room_id"), true, GetActiveSnapshot(), 3, keys);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, NoLock);
+	PG_RETURN_BOOL(found);
 }

@@ -12,15 +12,16 @@ import (
 
 // PolicyMigration is the migration the policy generator's current output
 // lives in. Earlier generated migrations (00001_context.sql,
-// 00006_policies.sql, 00008_policies.sql and 00015_policies.sql) are
+// 00006_policies.sql, 00008_policies.sql, 00015_policies.sql and
+// 00017_policies.sql) are
 // applied history and never change; when the
 // generator changes after this one has been released, the next change gets a
 // new file and this one is frozen in turn.
-const PolicyMigration = "00017_policies.sql"
+const PolicyMigration = "00019_policies.sql"
 
 // frozenPolicies is the previous generated migration, whose Up section is
 // this one's Down.
-const frozenPolicies = "00015_policies.sql"
+const frozenPolicies = "00017_policies.sql"
 
 // legacyFunctions are helper signatures earlier generated migrations
 // installed that the current generator no longer does.

@@ -473,10 +473,12 @@ func TestRoomMessagesTellsHiddenFromEmpty(t *testing.T) {
 	}
 }
 
-// TestMembershipLookupFailsClosed: member_rooms_native (C) finds
-// participants' (tenant_id, entity_id) index itself; without it, a read
-// of a strict table is an error, never every row nor a silent empty
-// answer, and Alice's own rooms come back once the index does.
+// TestMembershipLookupFailsClosed: member_rooms_native and
+// can_author_native (C) find participants' (tenant_id, entity_id[,
+// room_id]) index themselves; without it, a read of a strict table and a
+// write of a memory are errors, never every row, a silent empty answer or
+// a write let through, and Alice's own rooms and writes come back once the
+// index does.
 func TestMembershipLookupFailsClosed(t *testing.T) {
 	t.Parallel()
 	d, demo := seeded(t)
@@ -507,10 +509,18 @@ func TestMembershipLookupFailsClosed(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no btree index on (tenant_id, entity_id)") {
 		t.Fatalf("a strict read without the membership index: %v, want the look-up's error", err)
 	}
+	// No RETURNING: only the insert's own check (can_author) runs.
+	insert := `INSERT INTO bulkhead.memories (id, room_id, author_id, content) VALUES ($1, $2, $3, 'x')`
+	if n, err := exec(t, d.DB, ctx, insert, uuid.New(), tn.Room1, tn.Alice); err == nil || !strings.Contains(err.Error(), "bulkhead.can_author: participants has no btree index on (tenant_id, entity_id, room_id)") {
+		t.Fatalf("a memory written without the membership index: %d rows, %v, want can_author's error", n, err)
+	}
 	if _, err := admin.Exec(bg, `CREATE INDEX participants_entity_id_room_id_idx ON bulkhead.participants (tenant_id, entity_id, room_id)`); err != nil {
 		t.Fatal(err)
 	}
 	if got := ids(t, d.DB, ctx, `SELECT id FROM bulkhead.rooms`); !sameSet(got, []uuid.UUID{tn.Room1}) {
 		t.Fatalf("alice's rooms with the index back: %v", got)
+	}
+	if n, err := exec(t, d.DB, ctx, insert, uuid.New(), tn.Room1, tn.Alice); err != nil || n != 1 {
+		t.Fatalf("alice's memory with the index back: %d rows, %v", n, err)
 	}
 }

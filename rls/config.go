@@ -18,13 +18,14 @@ type Config struct {
 	EntitySetting    string // e.g. bulkhead.entity_id
 	ActingForSetting string // e.g. bulkhead.acting_for
 
-	// NativeMembership makes member_rooms call bulkhead_context's C
-	// function member_rooms_native (the extension, version 1.1 or later,
-	// must be installed in Schema), which reads the context settings named
-	// below itself: it requires Schema "bulkhead" and the bulkhead.*
-	// settings. The delegation path stays in PL/pgSQL, as
-	// member_rooms_delegated. Without it, member_rooms is the PL/pgSQL
-	// SECURITY DEFINER helper.
+	// NativeMembership makes member_rooms and can_author call
+	// bulkhead_context's C functions member_rooms_native and
+	// can_author_native (the extension, version 1.2 or later, must be
+	// installed in Schema), which read the context settings named below
+	// themselves: it requires Schema "bulkhead" and the bulkhead.*
+	// settings. The delegation paths stay in PL/pgSQL, as
+	// member_rooms_delegated and can_author_delegated. Without it,
+	// member_rooms and can_author are the PL/pgSQL SECURITY DEFINER helpers.
 	NativeMembership bool
 
 	// TenantType is the SQL type of every tenant column, and so of

@@ -115,27 +115,77 @@ $fn$`, s, d.name, d.args, d.returns, d.returns, strings.ReplaceAll(d.query, "S."
 			fmt.Sprintf("ALTER FUNCTION %s.%s(%s) OWNER TO %s", s, d.name, argTypes(d.args), cfg.Definer))
 	}
 	if cfg.NativeMembership {
-		// An SQL function the planner inlines: the policies' InitPlan
-		// calls the C function directly, once per statement.
-		stmts = append(stmts, fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s.member_rooms(scope pg_catalog.text) RETURNS pg_catalog.uuid[]
+		// SQL functions the planner inlines: the policies call the C
+		// functions directly (member_rooms once per statement, as an
+		// InitPlan; can_author once per written row).
+		for _, n := range natives {
+			d := definerNamed(n.name)
+			stmts = append(stmts, fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s.%[2]s(%[3]s) RETURNS %[4]s
   LANGUAGE sql STABLE
-  AS $fn$ SELECT %[1]s.member_rooms_native(scope) $fn$`, s),
-			fmt.Sprintf("ALTER FUNCTION %s.member_rooms(text) OWNER TO %s", s, cfg.Owner))
+  AS $fn$ SELECT %[1]s.%[5]s(%[6]s) $fn$`, s, n.name, catalogArgs(d.args), catalogType(d.returns), n.native, argNames(d.args)),
+				fmt.Sprintf("ALTER FUNCTION %s.%s(%s) OWNER TO %s", s, n.name, argTypes(d.args), cfg.Owner))
+		}
 	}
 	stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.current_actors(text)", s))...)
 	for _, d := range cfg.definers() {
 		stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.%s(%s)", s, d.name, argTypes(d.args)))...)
 	}
 	if cfg.NativeMembership {
-		stmts = append(stmts, grantExecute(cfg, s+".member_rooms(text)")...)
+		for _, n := range natives {
+			stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.%s(%s)", s, n.name, argTypes(definerNamed(n.name).args)))...)
+		}
 	}
 	return stmts
 }
 
-// delegatedMembership is the name member_rooms's PL/pgSQL body takes with
-// NativeMembership: the C function calls it when an agent acts for a
-// principal under a scope.
-const delegatedMembership = "member_rooms_delegated"
+// natives are the helpers NativeMembership implements in bulkhead_context's
+// C: name, the helper the policies call, becomes an inlined SQL call to
+// native, and name's PL/pgSQL definer body is installed as delegated, which
+// the C function calls when an agent acts for a principal under a scope.
+var natives = []struct{ name, native, delegated string }{
+	{"member_rooms", "member_rooms_native", "member_rooms_delegated"},
+	{"can_author", "can_author_native", "can_author_delegated"},
+}
+
+// definerNamed returns the definer helper called name.
+func definerNamed(name string) definer {
+	for _, d := range definers {
+		if d.name == name {
+			return d
+		}
+	}
+	panic("rls: no definer helper " + name)
+}
+
+// catalogTypes qualifies the types the helpers' signatures use.
+var catalogTypes = map[string]string{"uuid": "pg_catalog.uuid", "text": "pg_catalog.text", "boolean": "pg_catalog.bool", "uuid[]": "pg_catalog.uuid[]"}
+
+func catalogType(t string) string {
+	if q, ok := catalogTypes[t]; ok {
+		return q
+	}
+	panic("rls: no qualified name for type " + t)
+}
+
+// catalogArgs turns "room uuid, scope text" into "room pg_catalog.uuid,
+// scope pg_catalog.text".
+func catalogArgs(args string) string {
+	parts := strings.Split(args, ",")
+	for i, p := range parts {
+		f := strings.Fields(p)
+		parts[i] = f[0] + " " + catalogType(f[1])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// argNames turns "room uuid, scope text" into "room, scope".
+func argNames(args string) string {
+	parts := strings.Split(args, ",")
+	for i, p := range parts {
+		parts[i] = strings.Fields(p)[0]
+	}
+	return strings.Join(parts, ", ")
+}
 
 // definers returns the SECURITY DEFINER helpers cfg installs.
 func (cfg Config) definers() []definer {
@@ -144,8 +194,10 @@ func (cfg Config) definers() []definer {
 	}
 	out := make([]definer, len(definers))
 	for i, d := range definers {
-		if d.name == "member_rooms" {
-			d.name = delegatedMembership
+		for _, n := range natives {
+			if d.name == n.name {
+				d.name = n.delegated
+			}
 		}
 		out[i] = d
 	}
@@ -213,8 +265,8 @@ func argTypes(args string) string {
 // FunctionBodies returns, by "name(argument types)", the body (the text
 // between the $fn$ quotes, as pg_proc.prosrc stores it) of every helper
 // Generate installs that reads a table: current_actors, the definer
-// helpers and, with NativeMembership, member_rooms and the C function it
-// calls (its prosrc: the symbol). The self-check compares the database's
+// helpers and, with NativeMembership, member_rooms and can_author and the
+// C functions they call (their prosrc: the symbol). The self-check compares the database's
 // bodies with these.
 func FunctionBodies(cfg Config) map[string]string {
 	out := map[string]string{}
@@ -231,7 +283,9 @@ func FunctionBodies(cfg Config) map[string]string {
 	}
 	if cfg.NativeMembership {
 		// A C function's prosrc is its symbol in bulkhead_context.
-		out["member_rooms_native(text)"] = "bulkhead_member_rooms_native"
+		for _, n := range natives {
+			out[n.native+"("+strings.ReplaceAll(argTypes(definerNamed(n.name).args), ", ", ",")+")"] = "bulkhead_" + n.native
+		}
 	}
 	return out
 }

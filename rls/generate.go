@@ -8,8 +8,8 @@ import (
 // DefinerFunctions are the SECURITY DEFINER helpers Generate installs
 // with cfg, by name, owned by Config.Definer. They are the only such
 // functions the runtime role may execute; the self-check treats this list
-// as its allow-list (with NativeMembership, member_rooms is not one of
-// them: member_rooms_delegated is).
+// as its allow-list (with NativeMembership, member_rooms and can_author
+// are not among them: member_rooms_delegated and can_author_delegated are).
 func (cfg Config) DefinerFunctions() []string {
 	ds := cfg.definers()
 	out := make([]string, len(ds))
@@ -72,7 +72,9 @@ func Remove(cfg Config, tables []Table) ([]string, error) {
 		stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s(%s)", cfg.Schema, ds[i].name, argTypes(ds[i].args)))
 	}
 	if cfg.NativeMembership {
-		stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.member_rooms(text)", cfg.Schema))
+		for i := len(natives) - 1; i >= 0; i-- {
+			stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s(%s)", cfg.Schema, natives[i].name, argTypes(definerNamed(natives[i].name).args)))
+		}
 	}
 	stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.current_actors(text)", cfg.Schema))
 	return stmts, nil

@@ -14,10 +14,11 @@ var native = rls.Config{
 	NativeMembership: true,
 }
 
-// TestNativeMembership: with NativeMembership, member_rooms is an
-// invoker SQL call to the C function, its PL/pgSQL body becomes the
-// definer member_rooms_delegated, the allow-list and the self-check's
-// bodies follow, and Remove drops both; without it, nothing of that.
+// TestNativeMembership: with NativeMembership, member_rooms and
+// can_author are invoker SQL calls to the C functions, their PL/pgSQL
+// bodies become the definers member_rooms_delegated and
+// can_author_delegated, the allow-list and the self-check's bodies follow,
+// and Remove drops all four; without it, nothing of that.
 func TestNativeMembership(t *testing.T) {
 	stmts, err := rls.Generate(native, nil)
 	if err != nil {
@@ -31,6 +32,12 @@ func TestNativeMembership(t *testing.T) {
 		"ALTER FUNCTION bulkhead.member_rooms(text) OWNER TO owner",
 		"GRANT EXECUTE ON FUNCTION bulkhead.member_rooms(text) TO rt, maint, owner, definer",
 		"GRANT EXECUTE ON FUNCTION bulkhead.member_rooms_delegated(text) TO rt, maint, owner, definer",
+		"CREATE OR REPLACE FUNCTION bulkhead.can_author_delegated(room uuid, author uuid, scope text) RETURNS boolean\n  LANGUAGE plpgsql STABLE SECURITY DEFINER",
+		"ALTER FUNCTION bulkhead.can_author_delegated(uuid, uuid, text) OWNER TO definer",
+		"AS $fn$ SELECT bulkhead.can_author_native(room, author, scope) $fn$",
+		"ALTER FUNCTION bulkhead.can_author(uuid, uuid, text) OWNER TO owner",
+		"GRANT EXECUTE ON FUNCTION bulkhead.can_author(uuid, uuid, text) TO rt, maint, owner, definer",
+		"GRANT EXECUTE ON FUNCTION bulkhead.can_author_delegated(uuid, uuid, text) TO rt, maint, owner, definer",
 	} {
 		if !strings.Contains(sql, want) {
 			t.Errorf("native: missing %q", want)
@@ -39,19 +46,29 @@ func TestNativeMembership(t *testing.T) {
 	if strings.Contains(sql, "FUNCTION bulkhead.member_rooms(scope text) RETURNS uuid[]\n  LANGUAGE plpgsql") {
 		t.Error("native: member_rooms is still the PL/pgSQL definer")
 	}
+	if strings.Contains(sql, "FUNCTION bulkhead.can_author(room uuid, author uuid, scope text) RETURNS boolean\n  LANGUAGE plpgsql") {
+		t.Error("native: can_author is still the PL/pgSQL definer")
+	}
 	defs := native.DefinerFunctions()
-	if slices.Contains(defs, "member_rooms") || !slices.Contains(defs, "member_rooms_delegated") {
-		t.Errorf("native allow-list %v: want member_rooms_delegated, not member_rooms", defs)
+	for _, n := range []string{"member_rooms", "can_author"} {
+		if slices.Contains(defs, n) || !slices.Contains(defs, n+"_delegated") {
+			t.Errorf("native allow-list %v: want %s_delegated, not %[2]s", defs, n)
+		}
 	}
 	bodies := rls.FunctionBodies(native)
 	if bodies["member_rooms_native(text)"] != "bulkhead_member_rooms_native" || !strings.Contains(bodies["member_rooms(text)"], "member_rooms_native(scope)") {
 		t.Errorf("native bodies: member_rooms %q, member_rooms_native %q", bodies["member_rooms(text)"], bodies["member_rooms_native(text)"])
 	}
+	if bodies["can_author_native(uuid,uuid,text)"] != "bulkhead_can_author_native" || !strings.Contains(bodies["can_author(uuid,uuid,text)"], "can_author_native(room, author, scope)") ||
+		!strings.Contains(bodies["can_author_delegated(uuid,uuid,text)"], "current_actors(scope)") {
+		t.Errorf("native bodies: can_author %q, can_author_native %q, can_author_delegated %q", bodies["can_author(uuid,uuid,text)"], bodies["can_author_native(uuid,uuid,text)"], bodies["can_author_delegated(uuid,uuid,text)"])
+	}
 	down, err := rls.Remove(native, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"DROP FUNCTION IF EXISTS bulkhead.member_rooms_delegated(text)", "DROP FUNCTION IF EXISTS bulkhead.member_rooms(text)"} {
+	for _, want := range []string{"DROP FUNCTION IF EXISTS bulkhead.member_rooms_delegated(text)", "DROP FUNCTION IF EXISTS bulkhead.member_rooms(text)",
+		"DROP FUNCTION IF EXISTS bulkhead.can_author_delegated(uuid, uuid, text)", "DROP FUNCTION IF EXISTS bulkhead.can_author(uuid, uuid, text)"} {
 		if !slices.Contains(down, want) {
 			t.Errorf("native Remove: missing %q", want)
 		}
@@ -64,11 +81,15 @@ func TestNativeMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	sql = strings.Join(stmts, ";\n")
-	if strings.Contains(sql, "member_rooms_native") || strings.Contains(sql, "member_rooms_delegated") {
+	if strings.Contains(sql, "_native") || strings.Contains(sql, "_delegated") {
 		t.Error("without NativeMembership the C function or the delegated helper appears")
 	}
-	if defs := plain.DefinerFunctions(); !slices.Contains(defs, "member_rooms") || slices.Contains(defs, "member_rooms_delegated") {
-		t.Errorf("plain allow-list %v: want member_rooms, not member_rooms_delegated", defs)
+	if defs := plain.DefinerFunctions(); !slices.Contains(defs, "member_rooms") || slices.Contains(defs, "member_rooms_delegated") ||
+		!slices.Contains(defs, "can_author") || slices.Contains(defs, "can_author_delegated") {
+		t.Errorf("plain allow-list %v: want member_rooms and can_author, not their _delegated", defs)
+	}
+	if _, ok := rls.FunctionBodies(plain)["can_author_native(uuid,uuid,text)"]; ok {
+		t.Error("plain bodies name can_author's C function")
 	}
 	if _, ok := rls.FunctionBodies(plain)["member_rooms_native(text)"]; ok {
 		t.Error("plain bodies name the C function")
