@@ -31,7 +31,11 @@ type APIConfig struct {
 	Memories int           // default 200,000
 	Clients  int           // concurrent clients; default 32
 	Duration time.Duration // per side; default 10 s
-	Progress io.Writer
+	Rounds   int           // slices per side, in a random order per round; default 5
+	// PinPostgres is the CPU PostgreSQL's backends run on while the sides
+	// are measured (as in Config); negative leaves the scheduler free.
+	PinPostgres int
+	Progress    io.Writer
 }
 
 // APICase is one side's throughput and latency.
@@ -55,7 +59,7 @@ func (c APICase) CPUPerRequest() (machine, self time.Duration, ok bool) {
 // APIResult is one run.
 type APIResult struct {
 	Config             APIConfig
-	Cases              []APICase // full stack, fixed scope (RLS on), fixed scope (RLS off)
+	Cases              []APICase // full stack, fixed scope (RLS on), fixed scope (RLS bypassed: the baseline), the baseline again (A/A)
 	QuietP99, StormP99 time.Duration
 	Logins, StormReads int64
 	LoginP50           time.Duration
@@ -74,11 +78,14 @@ func (f fixedScope) Authenticate(r *http.Request) (bulkhead.Scope, error) {
 }
 
 // RunAPI measures the HTTP API on loopback: room history reads (80 %) and
-// message posts (20 %) by many concurrent clients against three servers in
-// the same process: the full stack (JWT verification + RLS), the same with
-// authentication replaced by a fixed scope (RLS on), and that on the copy
-// without policies (the baseline). Then the p99 of reads with and without
-// a storm of argon2id logins.
+// message posts (20 %) by many concurrent clients against four servers in
+// the same process, each with a pool of its own: the full stack (JWT
+// verification + signed context + RLS), the same with authentication
+// replaced by a fixed scope (RLS on), that as a role that bypasses
+// row-level security on the same database (the baseline), and the
+// baseline again (the A/A control: what the harness reads between two
+// identical sides). Then the p99 of reads with and without a storm of
+// argon2id logins.
 func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 	if cfg.Tenants <= 0 {
 		cfg.Tenants = 200
@@ -92,6 +99,9 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 	if cfg.Duration <= 0 {
 		cfg.Duration = 10 * time.Second
 	}
+	if cfg.Rounds <= 0 {
+		cfg.Rounds = 5
+	}
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
 	}
@@ -101,20 +111,35 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 		return nil, err
 	}
 	defer env.close()
-	open := func(name string) (*postgres.DB, error) {
-		return postgres.Open(ctx, postgres.Config{AppDSN: env.cl.DSN(postgres.Runtime, env.creds.Runtime, name),
-			MaintenanceDSN: env.cl.DSN(postgres.Maintenance, env.creds.Maintenance, name), ContextKey: env.ctxKey, MaxConns: int32(2 * runtime.NumCPU())})
-	}
-	dbRLS, err := open("bench_rls")
+	const database = "bench_rls"
+	// The baseline reads the same database as a role that bypasses
+	// row-level security (as bench rls does, and for the same reason: a
+	// copy's pages are warmed differently).
+	baselineDSN, err := env.baselineRole(ctx, database)
 	if err != nil {
 		return nil, err
 	}
-	defer dbRLS.Close()
-	dbPlain, err := open("bench_plain")
-	if err != nil {
-		return nil, err
+	if cfg.PinPostgres >= 0 {
+		if err := pinProcess(env.cl.PID(), cfg.PinPostgres); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(cfg.Progress, "PostgreSQL's backends pinned to CPU %d\n", cfg.PinPostgres)
 	}
-	defer dbPlain.Close()
+	open := func(appDSN string) (*postgres.DB, error) {
+		return postgres.Open(ctx, postgres.Config{AppDSN: appDSN,
+			MaintenanceDSN: env.cl.DSN(postgres.Maintenance, env.creds.Maintenance, database), ContextKey: env.ctxKey, MaxConns: int32(2 * runtime.NumCPU())})
+	}
+	// One pool per side, never shared (bench rls: a side that follows
+	// another on the same backends is favoured).
+	runtimeDSN := env.cl.DSN(postgres.Runtime, env.creds.Runtime, database)
+	var pools [4]*postgres.DB
+	for i, dsn := range []string{runtimeDSN, runtimeDSN, baselineDSN, baselineDSN} {
+		if pools[i], err = open(dsn); err != nil {
+			return nil, err
+		}
+		defer pools[i].Close()
+	}
+	dbFull, dbRLS, dbBase, dbAA := pools[0], pools[1], pools[2], pools[3]
 	signer, err := token.LoadOrCreate(filepath.Join(env.dir, "token-key.json"), "bulkhead")
 	if err != nil {
 		return nil, err
@@ -126,7 +151,7 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 	defer verifier.Close()
 	pepper := make([]byte, 32)
 	rand.Read(pepper)
-	accounts, err := auth.NewAccounts(dbRLS, signer, auth.NewHasher(0), pepper)
+	accounts, err := auth.NewAccounts(dbFull, signer, auth.NewHasher(0), pepper)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +176,7 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 	// refuses what exceeds its admission bound (bench overload measures
 	// that).
 	admit := httpapi.Admission{MaxInFlight: cfg.Clients, MaxQueue: cfg.Clients, QueueTimeout: time.Minute}
-	full, stopFull, err := serve(httpapi.NewServer(dbRLS, quiet, nil, httpapi.Options{Auth: auth.NewAuthenticator(verifier, "bulkhead"), Accounts: accounts, Admission: admit}))
+	full, stopFull, err := serve(httpapi.NewServer(dbFull, quiet, nil, httpapi.Options{Auth: auth.NewAuthenticator(verifier, "bulkhead"), Accounts: accounts, Admission: admit}))
 	if err != nil {
 		return nil, err
 	}
@@ -161,11 +186,16 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 		return nil, err
 	}
 	defer stopRLS()
-	fixedPlain, stopPlain, err := serve(httpapi.NewServer(dbPlain, quiet, nil, httpapi.Options{Auth: fixedScope(env.samples), Admission: admit}))
+	fixedBase, stopBase, err := serve(httpapi.NewServer(dbBase, quiet, nil, httpapi.Options{Auth: fixedScope(env.samples), Admission: admit}))
 	if err != nil {
 		return nil, err
 	}
-	defer stopPlain()
+	defer stopBase()
+	fixedAA, stopAA, err := serve(httpapi.NewServer(dbAA, quiet, nil, httpapi.Options{Auth: fixedScope(env.samples), Admission: admit}))
+	if err != nil {
+		return nil, err
+	}
+	defer stopAA()
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients * 2, MaxConnsPerHost: cfg.Clients * 2}}
 	type side struct {
@@ -173,20 +203,21 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 		token      func(i int) string
 	}
 	sides := []side{
-		{"full stack (JWT + RLS)", full, func(i int) string { return jwts[i] }},
+		{"full stack (JWT + signed context + RLS)", full, func(i int) string { return jwts[i] }},
 		{"fixed scope, RLS on", fixedRLS, strconv.Itoa},
-		{"fixed scope, RLS off (baseline)", fixedPlain, strconv.Itoa},
+		{"fixed scope, RLS bypassed (baseline)", fixedBase, strconv.Itoa},
+		{"baseline again (A/A control)", fixedAA, strconv.Itoa},
 	}
 	lats := make([][]time.Duration, len(sides))
-	var errs [3]atomic.Int64
-	var done [3]atomic.Int64
-	var elapsed [3]time.Duration
-	const rounds = 3
-	for r := range rounds {
-		for k := range sides {
-			sd := (k + r) % len(sides)
+	errs := make([]atomic.Int64, len(sides))
+	done := make([]int64, len(sides))
+	elapsed := make([]time.Duration, len(sides))
+	order := mrand.New(mrand.NewPCG(1, uint64(time.Now().UnixNano())))
+	for r := range cfg.Rounds {
+		// A random order per round: no side always follows the same other.
+		for _, sd := range order.Perm(len(sides)) {
 			fmt.Fprintf(cfg.Progress, "round %d: %s\n", r+1, sides[sd].name)
-			got, d := load(ctx, client, cfg.Clients, cfg.Duration/rounds, func(rnd *mrand.Rand) (*http.Request, error) {
+			got, d := load(ctx, client, cfg.Clients, cfg.Duration/time.Duration(cfg.Rounds), func(rnd *mrand.Rand) (*http.Request, error) {
 				i := rnd.IntN(len(env.samples))
 				s := env.samples[i]
 				path := sides[sd].base + "/v1/rooms/" + s.room.String() + "/messages"
@@ -201,19 +232,19 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 				return req, nil
 			}, &errs[sd])
 			lats[sd] = append(lats[sd], got...)
-			done[sd].Add(int64(len(got)))
+			done[sd] += int64(len(got))
 			elapsed[sd] += d
 		}
 	}
 	for k, sd := range sides {
-		res.Cases = append(res.Cases, APICase{Name: sd.name, RPS: float64(done[k].Load()) / elapsed[k].Seconds(),
+		res.Cases = append(res.Cases, APICase{Name: sd.name, RPS: float64(done[k]) / elapsed[k].Seconds(),
 			P50: pct(lats[k], 50), P99: pct(lats[k], 99), Errors: errs[k].Load()})
 	}
 
 	// Reads during a login storm, against reads alone.
 	s0 := env.samples[0]
 	mctx := bulkhead.AsMaintenance(ctx, "bench api: registration for the login storm")
-	if err := dbRLS.SetOpenRegistration(mctx, s0.tenant, true); err != nil {
+	if err := dbFull.SetOpenRegistration(mctx, s0.tenant, true); err != nil {
 		return nil, err
 	}
 	if err := accounts.Register(ctx, s0.tenant, "storm@example.com", "storm", "correct horse battery"); err != nil {
@@ -307,14 +338,18 @@ func load(ctx context.Context, client *http.Client, clients int, d time.Duration
 	return all, time.Since(start)
 }
 
+// baseline is the side every ratio divides by: the fixed scope as the
+// role that bypasses row-level security.
+func (r *APIResult) baseline() APICase { return r.Cases[2] }
+
 // Markdown writes r as the docs/BENCHMARKS.md API section.
 func (r *APIResult) Markdown(w io.Writer, command string) {
 	fmt.Fprintf(w, "## HTTP API (`%s`)\n\n", command)
-	fmt.Fprintf(w, "Measured %s on %d CPU cores, client and server in one process on loopback: %d concurrent clients, 80 %% room-history reads (20 messages) and 20 %% message posts, each as a random participant of a random room of %d tenants; three sides in 3 interleaved rounds, %s per side in all.\n\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), r.Config.Clients, r.Config.Tenants, r.Config.Duration)
-	fmt.Fprintln(w, "| side | requests/s | vs baseline (target ≥ 0.90) | p50 | p99 | errors |")
+	fmt.Fprintf(w, "Measured %s on %d CPU cores, client and server in one process on loopback: %d concurrent clients, 80 %% room-history reads (20 messages) and 20 %% message posts, each as a random participant of a random room of %d tenants. Four servers, each with a pool of its own, on one database; the baseline connects as a role that bypasses row-level security, and the A/A control is the baseline again, through its own server and pool: its ratio is what the harness reads between two identical sides. %d rounds, the sides in a random order in each, %s per side in all. PostgreSQL's backends %s.\n\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), r.Config.Clients, r.Config.Tenants, r.Config.Rounds, r.Config.Duration, pinned(r.Config.PinPostgres))
+	fmt.Fprintln(w, "| side | requests/s | vs baseline (target ≥ 0.95 for the full stack) | p50 | p99 | errors |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
-	base := r.Cases[len(r.Cases)-1]
+	base := r.baseline()
 	for _, c := range r.Cases {
 		fmt.Fprintf(w, "| %s | %.0f | %.3f | %s µs | %s µs | %d |\n", c.Name, c.RPS, c.RPS/base.RPS, us(c.P50), us(c.P99), c.Errors)
 	}
@@ -322,11 +357,18 @@ func (r *APIResult) Markdown(w io.Writer, command string) {
 		r.Logins, float64(r.LoginP50)/float64(time.Millisecond), us(r.StormP99), us(r.QuietP99), float64(r.StormP99)/float64(r.QuietP99))
 }
 
+func pinned(cpu int) string {
+	if cpu < 0 {
+		return "not pinned"
+	}
+	return fmt.Sprintf("pinned to CPU %d", cpu)
+}
+
 // Table prints a terminal summary.
 func (r *APIResult) Table(w io.Writer) {
-	base := r.Cases[len(r.Cases)-1]
+	base := r.baseline()
 	for _, c := range r.Cases {
-		fmt.Fprintf(w, "%-34s %8.0f req/s (%.3f of baseline)  p50 %8s µs  p99 %8s µs  errors %d\n", c.Name, c.RPS, c.RPS/base.RPS, us(c.P50), us(c.P99), c.Errors)
+		fmt.Fprintf(w, "%-42s %8.0f req/s (%.3f of baseline)  p50 %8s µs  p99 %8s µs  errors %d\n", c.Name, c.RPS, c.RPS/base.RPS, us(c.P50), us(c.P99), c.Errors)
 	}
 	fmt.Fprintf(w, "login storm: %d logins; read p99 %s µs vs %s µs quiet\n", r.Logins, us(r.StormP99), us(r.QuietP99))
 }

@@ -45,14 +45,14 @@ func literal(sql string, values ...string) string {
 
 var pgbenchLatency = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
 
-// pgbenchPointRead runs the point read (memory by id, as the runtime role,
-// the signed context entered in the same transaction: \startpipeline, so
-// one round trip like postgres.DB.Read) with pgbench -M prepared on the
-// copy with policies, the copy without (WHERE tenant_id only) and the copy
-// without with the membership EXISTS written into the query, rounds times.
-// Every script is one sample's literal query; tokens are signed just before
-// each run (they live 10 s).
-func pgbenchPointRead(ctx context.Context, env *benchEnv, rlsDB, plainDB string, rounds, seconds int) (*PGBench, error) {
+// pgbenchPointRead runs the point read (the signed context entered in the
+// same transaction: \startpipeline, so one round trip like
+// postgres.DB.Read) with pgbench -M prepared on db: as the runtime role
+// (the policies), and as the role of baselineDSN, which bypasses row-level
+// security, with WHERE tenant_id only and with the membership EXISTS
+// written into the query, rounds times. Every script is one sample's
+// literal query; tokens are signed just before each run (they live 10 s).
+func pgbenchPointRead(ctx context.Context, env *benchEnv, db, baselineDSN string, rounds, seconds int) (*PGBench, error) {
 	pgbench := env.cl.Binaries().Path("pgbench")
 	if _, err := os.Stat(pgbench); err != nil {
 		return nil, fmt.Errorf("pgbench cross-check: %s not found (it comes with the PostgreSQL server package): %w", pgbench, err)
@@ -67,19 +67,24 @@ func pgbenchPointRead(ctx context.Context, env *benchEnv, rlsDB, plainDB string,
 	if len(samples) > nScripts {
 		samples = samples[:nScripts]
 	}
+	baseline, err := pgx.ParseConfig(baselineDSN)
+	if err != nil {
+		return nil, err
+	}
 	type side struct {
-		name, db string
-		app      bool
-		got      *[]time.Duration
+		name, user, password string
+		app                  bool
+		got                  *[]time.Duration
 	}
 	res := &PGBench{Scripts: len(samples), Seconds: seconds}
-	sides := []side{{"rls", rlsDB, false, &res.RLS}, {"plain", plainDB, false, &res.Plain}, {"app", plainDB, true, &res.App}}
+	sides := []side{{"rls", postgres.Runtime, env.creds.Runtime, false, &res.RLS},
+		{"plain", baseline.User, baseline.Password, false, &res.Plain}, {"app", baseline.User, baseline.Password, true, &res.App}}
 	for round := range rounds {
 		for k := range sides {
 			sd := sides[(k+round)%len(sides)]
 			var check *pgx.Conn
 			if round == 0 {
-				if check, err = pgx.Connect(ctx, env.cl.DSN(postgres.Runtime, env.creds.Runtime, sd.db)); err != nil {
+				if check, err = pgx.Connect(ctx, env.cl.DSN(sd.user, sd.password, db)); err != nil {
 					return nil, err
 				}
 				defer check.Close(ctx) // three sides: three connections, until the end
@@ -116,12 +121,12 @@ func pgbenchPointRead(ctx context.Context, env *benchEnv, rlsDB, plainDB string,
 			}
 			flags := []string{"-n", "-M", "prepared", "-c", "1", "-T", strconv.Itoa(seconds)}
 			if res.Command == "" {
-				res.Command = fmt.Sprintf("pgbench %s -f <script>@1 (×%d, one per sample) %s", strings.Join(flags, " "), len(samples), sd.db)
+				res.Command = fmt.Sprintf("pgbench %s -f <script>@1 (×%d, one per sample) %s", strings.Join(flags, " "), len(samples), db)
 			}
 			args = append(flags, args...)
-			cmd := exec.CommandContext(ctx, pgbench, append(args, sd.db)...)
+			cmd := exec.CommandContext(ctx, pgbench, append(args, db)...)
 			cmd.Env = append(os.Environ(), "PGHOST="+env.cl.SocketDir(), "PGPORT="+strconv.Itoa(env.cl.Port()),
-				"PGUSER="+postgres.Runtime, "PGPASSWORD="+env.creds.Runtime, "PGSSLMODE=disable")
+				"PGUSER="+sd.user, "PGPASSWORD="+sd.password, "PGSSLMODE=disable")
 			var out, errOut bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &errOut
 			if err := cmd.Run(); err != nil {

@@ -57,7 +57,7 @@ func (r *Result) Markdown(w io.Writer, command string) {
 	fmt.Fprintf(w, "| RLS point read (policies on), context by `enter(token)`, native membership look-up (now) | %s | **%.3f** |\n", us(r.Context.NewRLS), r.Context.RLSRatio())
 	fmt.Fprintf(w, "\nTime PostgreSQL spends inside `bulkhead.enter` (HMAC check + three settings; `pg_stat_user_functions`, mean of %d calls): %s µs.\n", r.Config.Ops+200, us(r.Context.EnterServer))
 	if pb := r.PGBench; pb != nil {
-		fmt.Fprintf(w, "\nThe point read cross-checked with pgbench (`%s`; each side alone for %d s per round, sides alternating; the context entered in the same pipeline, one round trip; pgbench's latency average in µs):\n\n", pb.Command, pb.Seconds)
+		fmt.Fprintf(w, "\nThe point read cross-checked with pgbench (`%s`; each side alone for %d s per round, sides alternating; the baseline and app-side sides as the role that bypasses row-level security, on the same database; the context entered in the same pipeline, one round trip; pgbench's latency average in µs):\n\n", pb.Command, pb.Seconds)
 		fmt.Fprintln(w, "| round | RLS | baseline | app-side checks | RLS / baseline | RLS / app-side |")
 		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|")
 		for i := range pb.RLS {

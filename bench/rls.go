@@ -308,7 +308,7 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 
 	if cfg.PGBenchRounds > 0 {
 		fmt.Fprintln(cfg.Progress, "cross-checking the point read with pgbench")
-		if res.PGBench, err = pgbenchPointRead(ctx, env, withRLS, plain, cfg.PGBenchRounds, cfg.PGBenchSeconds); err != nil {
+		if res.PGBench, err = pgbenchPointRead(ctx, env, withRLS, baselineDSN, cfg.PGBenchRounds, cfg.PGBenchSeconds); err != nil {
 			return nil, err
 		}
 	}

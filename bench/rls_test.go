@@ -64,11 +64,15 @@ func TestRunCryptoSmall(t *testing.T) {
 }
 
 // TestRunAPISmall runs the HTTP benchmark briefly: the harness works, every
-// request of every side succeeds, and the login storm logs in.
+// request of every side (four: the A/A control among them) succeeds, and
+// the login storm logs in.
 func TestRunAPISmall(t *testing.T) {
-	res, err := RunAPI(context.Background(), APIConfig{Tenants: 10, Memories: 2000, Clients: 4, Duration: 1500 * time.Millisecond})
+	res, err := RunAPI(context.Background(), APIConfig{Tenants: 10, Memories: 2000, Clients: 4, Duration: 1500 * time.Millisecond, Rounds: 2, PinPostgres: -1})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(res.Cases) != 4 {
+		t.Fatalf("%d sides, want 4", len(res.Cases))
 	}
 	for _, c := range res.Cases {
 		if c.Errors != 0 || c.RPS <= 0 {

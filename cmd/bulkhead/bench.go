@@ -115,7 +115,7 @@ that markdown file (docs/BENCHMARKS.md).`,
 	var apiWrite string
 	apiCmd := &cobra.Command{
 		Use:   "api",
-		Short: "HTTP API throughput and latency: full stack (JWT + RLS) vs fixed scope (RLS on) vs RLS off; reads during a login storm",
+		Short: "HTTP API throughput and latency: full stack (JWT + signed context + RLS) vs fixed scope (RLS on) vs RLS bypassed, with an A/A control; reads during a login storm",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ac.Progress = cmd.ErrOrStderr()
@@ -128,7 +128,7 @@ that markdown file (docs/BENCHMARKS.md).`,
 				return nil
 			}
 			var b bytes.Buffer
-			res.Markdown(&b, fmt.Sprintf("bulkhead bench api --tenants %d --memories %d --clients %d --duration %s", ac.Tenants, ac.Memories, ac.Clients, ac.Duration))
+			res.Markdown(&b, fmt.Sprintf("bulkhead bench api --tenants %d --memories %d --clients %d --duration %s --rounds %d", ac.Tenants, ac.Memories, ac.Clients, ac.Duration, ac.Rounds))
 			return replaceSection(apiWrite, "## HTTP API", b.String())
 		},
 	}
@@ -136,6 +136,8 @@ that markdown file (docs/BENCHMARKS.md).`,
 	apiCmd.Flags().IntVar(&ac.Memories, "memories", 200_000, "memories in the dataset")
 	apiCmd.Flags().IntVar(&ac.Clients, "clients", 32, "concurrent clients")
 	apiCmd.Flags().DurationVar(&ac.Duration, "duration", 15*time.Second, "measuring time per side")
+	apiCmd.Flags().IntVar(&ac.Rounds, "rounds", 5, "slices per side, the sides in a random order in each")
+	apiCmd.Flags().IntVar(&ac.PinPostgres, "pin-postgres", runtime.NumCPU()-1, "CPU that PostgreSQL's backends run on while measuring (negative: not pinned)")
 	apiCmd.Flags().StringVar(&apiWrite, "write", "", "markdown file whose HTTP API section to replace")
 	var vc bench.VectorConfig
 	var vectorWrite string
