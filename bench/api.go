@@ -355,6 +355,7 @@ func (r *APIResult) Markdown(w io.Writer, command string) {
 	}
 	fmt.Fprintf(w, "\nReads during an argon2id login storm (%d logins, median %.1f ms each, hashing bounded to half the CPUs): read p99 **%s µs** vs %s µs without the storm (%.2f×).\n",
 		r.Logins, float64(r.LoginP50)/float64(time.Millisecond), us(r.StormP99), us(r.QuietP99), float64(r.StormP99)/float64(r.QuietP99))
+	fmt.Fprintln(w)
 }
 
 func pinned(cpu int) string {
