@@ -54,6 +54,13 @@ func TestHardenAndAConcurrentStep(t *testing.T) {
 		t.Fatalf("the shadow step finished while harden held the switch: %v", err)
 	default:
 	}
+	// The step waits for the settings before it locks notes' phase row,
+	// which harden locks next: the other order deadlocks, and PostgreSQL
+	// then aborts whichever transaction's deadlock_timeout ends first,
+	// harden's included.
+	if _, err := tx.Exec(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1 FOR UPDATE NOWAIT", qualified(w.p, "notes")); err != nil {
+		t.Fatalf("the shadow step holds notes' phase row while it waits for the settings (a lock-order inversion with harden): %v", err)
+	}
 	if err := ensureContextExtension(ctx, tx); err != nil {
 		t.Fatal(err)
 	}

@@ -255,8 +255,15 @@ func deref(s *string) string {
 	return *s
 }
 
-// phaseOf reads one table's phase inside tx, locking its state row.
+// phaseOf reads one table's phase inside tx, locking its state row. It
+// reads the context mode first (ContextMode: FOR SHARE on the settings
+// row, which Harden locks EXCLUSIVE), so every transaction takes the two in
+// one order, the settings before any phase row, as Harden does: a step and
+// Harden wait for each other, never deadlock.
 func phaseOf(ctx context.Context, tx pgx.Tx, p *Plan, table string) (Phase, error) {
+	if _, err := ContextMode(ctx, tx, p); err != nil {
+		return "", err
+	}
 	var ph Phase
 	err := tx.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1 FOR UPDATE", qualified(p, table)).Scan(&ph)
 	if errors.Is(err, pgx.ErrNoRows) {
