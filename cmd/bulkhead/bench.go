@@ -128,7 +128,7 @@ that markdown file (docs/BENCHMARKS.md).`,
 				return nil
 			}
 			var b bytes.Buffer
-			res.Markdown(&b, fmt.Sprintf("bulkhead bench api --tenants %d --memories %d --clients %d --duration %s --rounds %d", ac.Tenants, ac.Memories, ac.Clients, ac.Duration, ac.Rounds))
+			res.Markdown(&b, fmt.Sprintf("bulkhead bench api --tenants %d --memories %d --clients %d --duration %s --rounds %d --pin-postgres %d", ac.Tenants, ac.Memories, ac.Clients, ac.Duration, ac.Rounds, ac.PinPostgres))
 			return replaceSection(apiWrite, "## HTTP API", b.String())
 		},
 	}
@@ -137,7 +137,7 @@ that markdown file (docs/BENCHMARKS.md).`,
 	apiCmd.Flags().IntVar(&ac.Clients, "clients", 32, "concurrent clients")
 	apiCmd.Flags().DurationVar(&ac.Duration, "duration", 15*time.Second, "measuring time per side")
 	apiCmd.Flags().IntVar(&ac.Rounds, "rounds", 5, "slices per side, the sides in a random order in each")
-	apiCmd.Flags().IntVar(&ac.PinPostgres, "pin-postgres", runtime.NumCPU()-1, "CPU that PostgreSQL's backends run on while measuring (negative: not pinned)")
+	apiCmd.Flags().IntVar(&ac.PinPostgres, "pin-postgres", -1, "CPU that PostgreSQL's backends run on while measuring (negative: not pinned, the default: clients, server and PostgreSQL load every core)")
 	apiCmd.Flags().StringVar(&apiWrite, "write", "", "markdown file whose HTTP API section to replace")
 	var vc bench.VectorConfig
 	var vectorWrite string
