@@ -119,11 +119,8 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.PinPostgres >= 0 {
-		if err := pinProcess(env.cl.PID(), cfg.PinPostgres); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(cfg.Progress, "PostgreSQL's backends pinned to CPU %d\n", cfg.PinPostgres)
+	if err := pinPostgres(env.cl.PID(), cfg.PinPostgres, cfg.Progress); err != nil {
+		return nil, err
 	}
 	open := func(appDSN string) (*postgres.DB, error) {
 		return postgres.Open(ctx, postgres.Config{AppDSN: appDSN,
@@ -176,26 +173,20 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 	// refuses what exceeds its admission bound (bench overload measures
 	// that).
 	admit := httpapi.Admission{MaxInFlight: cfg.Clients, MaxQueue: cfg.Clients, QueueTimeout: time.Minute}
-	full, stopFull, err := serve(httpapi.NewServer(dbFull, quiet, nil, httpapi.Options{Auth: auth.NewAuthenticator(verifier, "bulkhead"), Accounts: accounts, Admission: admit}))
-	if err != nil {
-		return nil, err
+	fixed := httpapi.Options{Auth: fixedScope(env.samples), Admission: admit}
+	var base [4]string
+	for i, sv := range []struct {
+		db   *postgres.DB
+		opts httpapi.Options
+	}{{dbFull, httpapi.Options{Auth: auth.NewAuthenticator(verifier, "bulkhead"), Accounts: accounts, Admission: admit}},
+		{dbRLS, fixed}, {dbBase, fixed}, {dbAA, fixed}} {
+		var stop func()
+		if base[i], stop, err = serve(httpapi.NewServer(sv.db, quiet, nil, sv.opts)); err != nil {
+			return nil, err
+		}
+		defer stop()
 	}
-	defer stopFull()
-	fixedRLS, stopRLS, err := serve(httpapi.NewServer(dbRLS, quiet, nil, httpapi.Options{Auth: fixedScope(env.samples), Admission: admit}))
-	if err != nil {
-		return nil, err
-	}
-	defer stopRLS()
-	fixedBase, stopBase, err := serve(httpapi.NewServer(dbBase, quiet, nil, httpapi.Options{Auth: fixedScope(env.samples), Admission: admit}))
-	if err != nil {
-		return nil, err
-	}
-	defer stopBase()
-	fixedAA, stopAA, err := serve(httpapi.NewServer(dbAA, quiet, nil, httpapi.Options{Auth: fixedScope(env.samples), Admission: admit}))
-	if err != nil {
-		return nil, err
-	}
-	defer stopAA()
+	full := base[0]
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients * 2, MaxConnsPerHost: cfg.Clients * 2}}
 	type side struct {
@@ -204,9 +195,9 @@ func RunAPI(ctx context.Context, cfg APIConfig) (*APIResult, error) {
 	}
 	sides := []side{
 		{"full stack (JWT + signed context + RLS)", full, func(i int) string { return jwts[i] }},
-		{"fixed scope, RLS on", fixedRLS, strconv.Itoa},
-		{"fixed scope, RLS bypassed (baseline)", fixedBase, strconv.Itoa},
-		{"baseline again (A/A control)", fixedAA, strconv.Itoa},
+		{"fixed scope, RLS on", base[1], strconv.Itoa},
+		{"fixed scope, RLS bypassed (baseline)", base[2], strconv.Itoa},
+		{"baseline again (A/A control)", base[3], strconv.Itoa},
 	}
 	lats := make([][]time.Duration, len(sides))
 	errs := make([]atomic.Int64, len(sides))

@@ -133,11 +133,8 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 	cl, creds, samples, big := env.cl, env.creds, env.samples, env.big
 	const withRLS, plain = "bench_rls", "bench_plain"
 	res.Setup = time.Since(start)
-	if cfg.PinPostgres >= 0 {
-		if err := pinProcess(cl.PID(), cfg.PinPostgres); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(cfg.Progress, "PostgreSQL's backends pinned to CPU %d\n", cfg.PinPostgres)
+	if err := pinPostgres(cl.PID(), cfg.PinPostgres, cfg.Progress); err != nil {
+		return nil, err
 	}
 
 	var trips atomic.Int64

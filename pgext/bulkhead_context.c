@@ -447,6 +447,40 @@ participants(Oid nsp, const char *fn)
 	return table_open(relid, AccessShareLock);
 }
 
+/* membership_scan begins a scan of rel (participants) for the rows of
+ * entity in tenant and, with room not NULL, in *room, through a btree index
+ * leading with those columns, with the statement's snapshot; fn names the
+ * caller in errors. */
+static SysScanDesc
+membership_scan(Relation rel, pg_uuid_t *tenant, pg_uuid_t *entity, Datum *room, const char *fn)
+{
+	AttrNumber	atts[3];
+	ScanKeyData keys[3];
+	int			n = room == NULL ? 2 : 3;
+
+	atts[0] = uuid_column(rel, "tenant_id");
+	atts[1] = uuid_column(rel, "entity_id");
+	ScanKeyInit(&keys[0], atts[0], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(tenant));
+	ScanKeyInit(&keys[1], atts[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(entity));
+	if (room != NULL)
+	{
+		atts[2] = uuid_column(rel, "room_id");
+		ScanKeyInit(&keys[2], atts[2], BTEqualStrategyNumber, F_UUID_EQ, *room);
+	}
+	/* systable_beginscan copies the keys. */
+	return systable_beginscan(rel, membership_index(rel, atts, n, fn, n == 2 ? "tenant_id, entity_id" : "tenant_id, entity_id, room_id"),
+							  true, GetActiveSnapshot(), n, keys);
+}
+
+/* delegated returns <schema nsp>.name(argtypes), the PL/pgSQL helper that
+ * decides the delegated case (an agent acting for a principal under a
+ * scope), or fails. */
+static Oid
+delegated(Oid nsp, const char *name, int nargs, const Oid *argtypes)
+{
+	return LookupFuncName(list_make2(makeString(get_namespace_name(nsp)), makeString(pstrdup(name))), nargs, argtypes, false);
+}
+
 PG_FUNCTION_INFO_V1(bulkhead_member_rooms_native);
 
 Datum
@@ -456,9 +490,7 @@ bulkhead_member_rooms_native(PG_FUNCTION_ARGS)
 	pg_uuid_t  *tenant = context_id(tenant_setting);
 	pg_uuid_t  *entity = context_id(entity_setting);
 	Relation	rel;
-	AttrNumber	atts[2],
-				a_room;
-	ScanKeyData keys[2];
+	AttrNumber	a_room;
 	SysScanDesc scan;
 	HeapTuple	tup;
 	pg_uuid_t  *rooms = NULL;
@@ -474,19 +506,13 @@ bulkhead_member_rooms_native(PG_FUNCTION_ARGS)
 	if (acting_for_setting != NULL && acting_for_setting[0] != '\0' && !PG_ARGISNULL(0))
 	{
 		Oid			argtypes[1] = {TEXTOID};
-		List	   *name = list_make2(makeString(get_namespace_name(nsp)), makeString("member_rooms_delegated"));
-		Oid			fn = LookupFuncName(name, 1, argtypes, false);
 
-		return OidFunctionCall1Coll(fn, PG_GET_COLLATION(), PG_GETARG_DATUM(0));
+		return OidFunctionCall1Coll(delegated(nsp, "member_rooms_delegated", 1, argtypes), PG_GET_COLLATION(), PG_GETARG_DATUM(0));
 	}
 
 	rel = participants(nsp, "member_rooms");
-	atts[0] = uuid_column(rel, "tenant_id");
-	atts[1] = uuid_column(rel, "entity_id");
 	a_room = uuid_column(rel, "room_id");
-	ScanKeyInit(&keys[0], atts[0], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(tenant));
-	ScanKeyInit(&keys[1], atts[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(entity));
-	scan = systable_beginscan(rel, membership_index(rel, atts, 2, "member_rooms", "tenant_id, entity_id"), true, GetActiveSnapshot(), 2, keys);
+	scan = membership_scan(rel, tenant, entity, NULL, "member_rooms");
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		bool		isnull;
@@ -547,50 +573,29 @@ bulkhead_can_author_native(PG_FUNCTION_ARGS)
 	pg_uuid_t  *tenant = context_id(tenant_setting);
 	pg_uuid_t  *entity = context_id(entity_setting);
 	pg_uuid_t  *author;
+	Datum		room;
 	Relation	rel;
-	AttrNumber	atts[3];
-	ScanKeyData keys[3];
 	SysScanDesc scan;
 	bool		found;
 
 	if (tenant == NULL || entity == NULL || PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_BOOL(false);
+	room = PG_GETARG_DATUM(0);
 	author = PG_GETARG_UUID_P(1);
 
 	if (memcmp(author, entity, UUID_LEN) != 0)
 	{
 		Oid			argtypes[3] = {UUIDOID, UUIDOID, TEXTOID};
-		List	   *name;
-		FmgrInfo	flinfo;
-		Datum		result;
-
-		LOCAL_FCINFO(call, 3);
 
 		if (acting_for_setting == NULL || acting_for_setting[0] == '\0' || PG_ARGISNULL(2))
 			PG_RETURN_BOOL(false);
-		name = list_make2(makeString(get_namespace_name(nsp)), makeString("can_author_delegated"));
-		fmgr_info(LookupFuncName(name, 3, argtypes, false), &flinfo);
-		InitFunctionCallInfoData(*call, &flinfo, 3, PG_GET_COLLATION(), NULL, NULL);
-		call->args[0].value = PG_GETARG_DATUM(0);
-		call->args[0].isnull = false;
-		call->args[1].value = PG_GETARG_DATUM(1);
-		call->args[1].isnull = false;
-		call->args[2].value = PG_GETARG_DATUM(2);
-		call->args[2].isnull = false;
-		result = FunctionCallInvoke(call);
-		if (call->isnull)
-			PG_RETURN_NULL();
-		PG_RETURN_DATUM(result);
+		/* Never NULL for these arguments; were it, the call fails (closed). */
+		return OidFunctionCall3Coll(delegated(nsp, "can_author_delegated", 3, argtypes), PG_GET_COLLATION(),
+									room, PG_GETARG_DATUM(1), PG_GETARG_DATUM(2));
 	}
 
 	rel = participants(nsp, "can_author");
-	atts[0] = uuid_column(rel, "tenant_id");
-	atts[1] = uuid_column(rel, "entity_id");
-	atts[2] = uuid_column(rel, "room_id");
-	ScanKeyInit(&keys[0], atts[0], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(tenant));
-	ScanKeyInit(&keys[1], atts[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(entity));
-	ScanKeyInit(&keys[2], atts[2], BTEqualStrategyNumber, F_UUID_EQ, PG_GETARG_DATUM(0));
-	scan = systable_beginscan(rel, membership_index(rel, atts, 3, "can_author", "tenant_id, entity_id, room_id"), true, GetActiveSnapshot(), 3, keys);
+	scan = membership_scan(rel, tenant, entity, &room, "can_author");
 	found = HeapTupleIsValid(systable_getnext(scan));
 	systable_endscan(scan);
 	table_close(rel, NoLock);

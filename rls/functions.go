@@ -119,7 +119,7 @@ $fn$`, s, d.name, d.args, d.returns, d.returns, strings.ReplaceAll(d.query, "S."
 		// functions directly (member_rooms once per statement, as an
 		// InitPlan; can_author once per written row).
 		for _, n := range natives {
-			d := definerNamed(n.name)
+			d := n.definer()
 			stmts = append(stmts, fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s.%[2]s(%[3]s) RETURNS %[4]s
   LANGUAGE sql STABLE
   AS $fn$ SELECT %[1]s.%[5]s(%[6]s) $fn$`, s, n.name, catalogArgs(d.args), catalogType(d.returns), n.native, argNames(d.args)),
@@ -132,7 +132,7 @@ $fn$`, s, d.name, d.args, d.returns, d.returns, strings.ReplaceAll(d.query, "S."
 	}
 	if cfg.NativeMembership {
 		for _, n := range natives {
-			stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.%s(%s)", s, n.name, argTypes(definerNamed(n.name).args)))...)
+			stmts = append(stmts, grantExecute(cfg, fmt.Sprintf("%s.%s(%s)", s, n.name, argTypes(n.definer().args)))...)
 		}
 	}
 	return stmts
@@ -142,19 +142,21 @@ $fn$`, s, d.name, d.args, d.returns, d.returns, strings.ReplaceAll(d.query, "S."
 // C: name, the helper the policies call, becomes an inlined SQL call to
 // native, and name's PL/pgSQL definer body is installed as delegated, which
 // the C function calls when an agent acts for a principal under a scope.
-var natives = []struct{ name, native, delegated string }{
+var natives = []native{
 	{"member_rooms", "member_rooms_native", "member_rooms_delegated"},
 	{"can_author", "can_author_native", "can_author_delegated"},
 }
 
-// definerNamed returns the definer helper called name.
-func definerNamed(name string) definer {
+type native struct{ name, native, delegated string }
+
+// definer returns the definer helper n replaces (its signature is n's).
+func (n native) definer() definer {
 	for _, d := range definers {
-		if d.name == name {
+		if d.name == n.name {
 			return d
 		}
 	}
-	panic("rls: no definer helper " + name)
+	panic("rls: no definer helper " + n.name)
 }
 
 // catalogTypes qualifies the types the helpers' signatures use.
@@ -284,7 +286,7 @@ func FunctionBodies(cfg Config) map[string]string {
 	if cfg.NativeMembership {
 		// A C function's prosrc is its symbol in bulkhead_context.
 		for _, n := range natives {
-			out[n.native+"("+strings.ReplaceAll(argTypes(definerNamed(n.name).args), ", ", ",")+")"] = "bulkhead_" + n.native
+			out[n.native+"("+strings.ReplaceAll(argTypes(n.definer().args), ", ", ",")+")"] = "bulkhead_" + n.native
 		}
 	}
 	return out

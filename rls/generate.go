@@ -73,7 +73,7 @@ func Remove(cfg Config, tables []Table) ([]string, error) {
 	}
 	if cfg.NativeMembership {
 		for i := len(natives) - 1; i >= 0; i-- {
-			stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s(%s)", cfg.Schema, natives[i].name, argTypes(definerNamed(natives[i].name).args)))
+			stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s(%s)", cfg.Schema, natives[i].name, argTypes(natives[i].definer().args)))
 		}
 	}
 	stmts = append(stmts, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.current_actors(text)", cfg.Schema))
