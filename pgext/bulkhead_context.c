@@ -46,6 +46,7 @@
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
@@ -361,16 +362,24 @@ context_id(const char *value)
 	return DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(value)));
 }
 
+/* typed_column returns rel's column name, which must be of type typid
+ * (typname in the error), or fails. */
 static AttrNumber
-uuid_column(Relation rel, const char *name)
+typed_column(Relation rel, const char *name, Oid typid, const char *typname)
 {
 	AttrNumber	att = get_attnum(RelationGetRelid(rel), name);
 
-	if (att == InvalidAttrNumber || get_atttype(RelationGetRelid(rel), att) != UUIDOID)
+	if (att == InvalidAttrNumber || get_atttype(RelationGetRelid(rel), att) != typid)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("bulkhead: %s has no uuid column %s", RelationGetRelationName(rel), name)));
+				 errmsg("bulkhead: %s has no %s column %s", RelationGetRelationName(rel), typname, name)));
 	return att;
+}
+
+static AttrNumber
+uuid_column(Relation rel, const char *name)
+{
+	return typed_column(rel, name, UUIDOID, "uuid");
 }
 
 static Oid
@@ -386,11 +395,11 @@ relation_am(Oid relid)
 	return am;
 }
 
-/* membership_index returns a valid btree index of rel whose leading key
- * columns are atts[0..n), without expressions or predicate; fn and cols name
- * the caller and the columns in the error when there is none. */
+/* keyed_index returns a valid btree index of rel whose leading key columns
+ * are atts[0..n), without expressions or predicate; fn and cols name the
+ * caller and the columns in the error when there is none. */
 static Oid
-membership_index(Relation rel, const AttrNumber *atts, int n, const char *fn, const char *cols)
+keyed_index(Relation rel, const AttrNumber *atts, int n, const char *fn, const char *cols)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
@@ -427,10 +436,10 @@ membership_index(Relation rel, const AttrNumber *atts, int n, const char *fn, co
 	return found;
 }
 
-/* participants opens <schema nsp>.participants for a scan with the
- * statement's snapshot, or fails (fn names the caller in the error). */
+/* open_table opens <schema nsp>.name for a scan with the statement's
+ * snapshot, or fails (fn names the caller in the error). */
 static Relation
-participants(Oid nsp, const char *fn)
+open_table(Oid nsp, const char *name, const char *fn)
 {
 	Oid			relid;
 
@@ -438,38 +447,55 @@ participants(Oid nsp, const char *fn)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("bulkhead.%s: no active snapshot", fn)));
-	relid = get_relname_relid("participants", nsp);
+	relid = get_relname_relid(name, nsp);
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("bulkhead.%s: no table participants in schema %s", fn, get_namespace_name(nsp))));
+				 errmsg("bulkhead.%s: no table %s in schema %s", fn, name, get_namespace_name(nsp))));
 	/* Held to the end of the transaction, as a query's lock would be. */
 	return table_open(relid, AccessShareLock);
 }
 
+#define MAX_KEYS 3
+
+/* keyed_scan begins a scan of rel for the rows whose uuid columns cols[0..n)
+ * equal vals[0..n), through a btree index leading with those columns, with
+ * the statement's snapshot; fn names the caller in errors. */
+static SysScanDesc
+keyed_scan(Relation rel, int n, const char *const *cols, const Datum *vals, const char *fn)
+{
+	AttrNumber	atts[MAX_KEYS];
+	ScanKeyData keys[MAX_KEYS];
+	char		names[NAMEDATALEN * MAX_KEYS + 2 * MAX_KEYS];
+	int			i;
+
+	Assert(n > 0 && n <= MAX_KEYS);
+	names[0] = '\0';
+	for (i = 0; i < n; i++)
+	{
+		atts[i] = uuid_column(rel, cols[i]);
+		ScanKeyInit(&keys[i], atts[i], BTEqualStrategyNumber, F_UUID_EQ, vals[i]);
+		if (i > 0)
+			strlcat(names, ", ", sizeof(names));
+		strlcat(names, cols[i], sizeof(names));
+	}
+	/* systable_beginscan copies the keys. */
+	return systable_beginscan(rel, keyed_index(rel, atts, n, fn, names), true, GetActiveSnapshot(), n, keys);
+}
+
 /* membership_scan begins a scan of rel (participants) for the rows of
- * entity in tenant and, with room not NULL, in *room, through a btree index
- * leading with those columns, with the statement's snapshot; fn names the
- * caller in errors. */
+ * entity in tenant and, with room not NULL, in *room. */
 static SysScanDesc
 membership_scan(Relation rel, pg_uuid_t *tenant, pg_uuid_t *entity, Datum *room, const char *fn)
 {
-	AttrNumber	atts[3];
-	ScanKeyData keys[3];
-	int			n = room == NULL ? 2 : 3;
+	static const char *const cols[3] = {"tenant_id", "entity_id", "room_id"};
+	Datum		vals[3];
 
-	atts[0] = uuid_column(rel, "tenant_id");
-	atts[1] = uuid_column(rel, "entity_id");
-	ScanKeyInit(&keys[0], atts[0], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(tenant));
-	ScanKeyInit(&keys[1], atts[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(entity));
+	vals[0] = UUIDPGetDatum(tenant);
+	vals[1] = UUIDPGetDatum(entity);
 	if (room != NULL)
-	{
-		atts[2] = uuid_column(rel, "room_id");
-		ScanKeyInit(&keys[2], atts[2], BTEqualStrategyNumber, F_UUID_EQ, *room);
-	}
-	/* systable_beginscan copies the keys. */
-	return systable_beginscan(rel, membership_index(rel, atts, n, fn, n == 2 ? "tenant_id, entity_id" : "tenant_id, entity_id, room_id"),
-							  true, GetActiveSnapshot(), n, keys);
+		vals[2] = *room;
+	return keyed_scan(rel, room == NULL ? 2 : 3, cols, vals, fn);
 }
 
 /* delegated returns <schema nsp>.name(argtypes), the PL/pgSQL helper that
@@ -510,7 +536,7 @@ bulkhead_member_rooms_native(PG_FUNCTION_ARGS)
 		return OidFunctionCall1Coll(delegated(nsp, "member_rooms_delegated", 1, argtypes), PG_GET_COLLATION(), PG_GETARG_DATUM(0));
 	}
 
-	rel = participants(nsp, "member_rooms");
+	rel = open_table(nsp, "participants", "member_rooms");
 	a_room = uuid_column(rel, "room_id");
 	scan = membership_scan(rel, tenant, entity, NULL, "member_rooms");
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
@@ -594,10 +620,181 @@ bulkhead_can_author_native(PG_FUNCTION_ARGS)
 									room, PG_GETARG_DATUM(1), PG_GETARG_DATUM(2));
 	}
 
-	rel = participants(nsp, "can_author");
+	rel = open_table(nsp, "participants", "can_author");
 	scan = membership_scan(rel, tenant, entity, &room, "can_author");
 	found = HeapTupleIsValid(systable_getnext(scan));
 	systable_endscan(scan);
 	table_close(rel, NoLock);
 	PG_RETURN_BOOL(found);
+}
+
+/*
+ * access_check_native(session, issued_at, api_key, require_entity) is
+ * bulkhead.access_check without PL/pgSQL: the per-request revocation check
+ * that postgres.DB sends in the batch that enters the context. It raises
+ * SQLSTATE 28000 "access revoked" (nothing else) unless
+ *
+ *   - the tenant in context has a row in <schema>.tenants (by its primary
+ *     key) and its disabled_at is NULL;
+ *   - with an entity in context: its row in <schema>.entities (tenant_id,
+ *     id) exists, or require_entity is false (external principals need no
+ *     row), and its disabled_at is NULL; then
+ *       with session:  <schema>.refresh_tokens has a row of that family
+ *                      (tenant_id, family_id) for the entity with
+ *                      revoked_at NULL;
+ *       with api_key:  <schema>.api_keys (tenant_id, id) holds it, for the
+ *                      entity, with revoked_at NULL and expires_at NULL or
+ *                      after the transaction's start (now());
+ *       with neither:  the entity's tokens_not_before is NULL, or issued_at
+ *                      is not NULL and not before it;
+ *
+ * and returns true. Semantics are those of the PL/pgSQL body of migration
+ * 00014 (00020 replaces it). Like the membership functions it reads past
+ * row-level security, with the statement's snapshot, and only the rows the
+ * context names: the context's own tenant and entity, and that entity's
+ * own session or key. What it tells a caller is one bit about its own
+ * credentials, which its own policies let it read anyway.
+ */
+static void
+revoked(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("access revoked")));
+}
+
+/* attr_null reports whether tup's column att of rel is NULL. */
+static bool
+attr_null(HeapTuple tup, Relation rel, AttrNumber att)
+{
+	bool		isnull;
+
+	(void) heap_getattr(tup, att, RelationGetDescr(rel), &isnull);
+	return isnull;
+}
+
+/* attr_uuid_is reports whether tup's uuid column att of rel is id. */
+static bool
+attr_uuid_is(HeapTuple tup, Relation rel, AttrNumber att, const pg_uuid_t *id)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tup, att, RelationGetDescr(rel), &isnull);
+
+	return !isnull && memcmp(DatumGetUUIDP(d), id, UUID_LEN) == 0;
+}
+
+/* credential_live reports whether table (refresh_tokens or api_keys) has a
+ * row whose uuid column key is id, in tenant, of entity, not revoked, and,
+ * with check_expiry, whose expires_at is NULL or after now(). */
+static bool
+credential_live(Oid nsp, const char *table, const char *key, Datum id, pg_uuid_t *tenant, pg_uuid_t *entity, bool check_expiry)
+{
+	const char *const cols[2] = {"tenant_id", key};
+	Datum		vals[2];
+	Relation	rel = open_table(nsp, table, "access_check");
+	AttrNumber	a_entity = uuid_column(rel, "entity_id");
+	AttrNumber	a_revoked = typed_column(rel, "revoked_at", TIMESTAMPTZOID, "timestamptz");
+	AttrNumber	a_expires = check_expiry ? typed_column(rel, "expires_at", TIMESTAMPTZOID, "timestamptz") : InvalidAttrNumber;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		live = false;
+
+	vals[0] = UUIDPGetDatum(tenant);
+	vals[1] = id;
+	scan = keyed_scan(rel, 2, cols, vals, "access_check");
+	while (!live && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		expires;
+
+		if (!attr_uuid_is(tup, rel, a_entity, entity) || !attr_null(tup, rel, a_revoked))
+			continue;
+		if (check_expiry)
+		{
+			expires = heap_getattr(tup, a_expires, RelationGetDescr(rel), &isnull);
+			if (!isnull && DatumGetTimestampTz(expires) <= now)
+				continue;
+		}
+		live = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, NoLock);
+	return live;
+}
+
+PG_FUNCTION_INFO_V1(bulkhead_access_check_native);
+
+Datum
+bulkhead_access_check_native(PG_FUNCTION_ARGS)
+{
+	static const char *const tenant_cols[1] = {"id"};
+	static const char *const entity_cols[2] = {"tenant_id", "id"};
+	Oid			nsp = get_func_namespace(fcinfo->flinfo->fn_oid);
+	pg_uuid_t  *tenant = context_id(tenant_setting);
+	pg_uuid_t  *entity = context_id(entity_setting);
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Datum		vals[2];
+	bool		ok,
+				found,
+				has_nbf = false;
+	TimestampTz nbf = 0;
+
+	if (tenant == NULL)
+		revoked();
+
+	rel = open_table(nsp, "tenants", "access_check");
+	vals[0] = UUIDPGetDatum(tenant);
+	scan = keyed_scan(rel, 1, tenant_cols, vals, "access_check");
+	tup = systable_getnext(scan);
+	ok = HeapTupleIsValid(tup) && attr_null(tup, rel, typed_column(rel, "disabled_at", TIMESTAMPTZOID, "timestamptz"));
+	systable_endscan(scan);
+	table_close(rel, NoLock);
+	if (!ok)
+		revoked();
+	if (entity == NULL)
+		PG_RETURN_BOOL(true);
+
+	rel = open_table(nsp, "entities", "access_check");
+	vals[1] = UUIDPGetDatum(entity);
+	scan = keyed_scan(rel, 2, entity_cols, vals, "access_check");
+	tup = systable_getnext(scan);
+	found = HeapTupleIsValid(tup);
+	ok = true;
+	if (found)
+	{
+		bool		isnull;
+		Datum		d;
+
+		ok = attr_null(tup, rel, typed_column(rel, "disabled_at", TIMESTAMPTZOID, "timestamptz"));
+		d = heap_getattr(tup, typed_column(rel, "tokens_not_before", TIMESTAMPTZOID, "timestamptz"), RelationGetDescr(rel), &isnull);
+		if (!isnull)
+		{
+			has_nbf = true;
+			nbf = DatumGetTimestampTz(d);
+		}
+	}
+	systable_endscan(scan);
+	table_close(rel, NoLock);
+	if (!found)
+	{
+		/* require_entity NULL counts as true, as `$4 IS NOT FALSE` did. */
+		if (PG_ARGISNULL(3) || PG_GETARG_BOOL(3))
+			revoked();
+		PG_RETURN_BOOL(true);
+	}
+	if (!ok)
+		revoked();
+
+	if (!PG_ARGISNULL(0))
+		ok = credential_live(nsp, "refresh_tokens", "family_id", PG_GETARG_DATUM(0), tenant, entity, false);
+	else if (!PG_ARGISNULL(2))
+		ok = credential_live(nsp, "api_keys", "id", PG_GETARG_DATUM(2), tenant, entity, true);
+	else
+		ok = !has_nbf || (!PG_ARGISNULL(1) && PG_GETARG_TIMESTAMPTZ(1) >= nbf);
+	if (!ok)
+		revoked();
+	PG_RETURN_BOOL(true);
 }

@@ -52,6 +52,22 @@ func TestAccessCheck(t *testing.T) {
 	if _, err := db.InsertAPIKey(alice, key, "k", []byte("h3"), nil, nil); err != nil {
 		t.Fatal(err)
 	}
+	// Keys that expire: one an hour from now, one a minute ago; and one of
+	// bob's, presented for alice.
+	soon, gone, bobsKey := uuid.New(), uuid.New(), uuid.New()
+	later, past := time.Now().Add(time.Hour), time.Now().Add(-time.Minute)
+	if _, err := db.InsertAPIKey(alice, soon, "soon", []byte("h5"), nil, &later); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.InsertAPIKey(alice, gone, "gone", []byte("h6"), nil, &past); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.InsertAPIKey(as(t, t1.Tenant.ID, t1.Bob, uuid.Nil), bobsKey, "bob", []byte("h7"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	keyed := func(k uuid.UUID) context.Context {
+		return checked(t, t1.Tenant.ID, t1.Alice, postgres.Access{APIKey: k})
+	}
 	type c struct {
 		name string
 		ctx  context.Context
@@ -85,7 +101,11 @@ func TestAccessCheck(t *testing.T) {
 		c{"a pre-authentication scope", postgres.WithAccess(as(t, t1.Tenant.ID, uuid.Nil, uuid.Nil), postgres.Access{}), true},
 		c{"an unknown session", sess(uuid.New()), false},
 		c{"bob's session presented for alice", sess(otherFamily), false},
-		c{"an unknown API key", checked(t, t1.Tenant.ID, t1.Alice, postgres.Access{APIKey: uuid.New()}), false},
+		c{"an unknown API key", keyed(uuid.New()), false},
+		c{"alice's key that expires in an hour", keyed(soon), true},
+		c{"alice's key that expired a minute ago", keyed(gone), false},
+		c{"bob's key presented for alice", keyed(bobsKey), false},
+		c{"bob's key presented by bob", checked(t, t1.Tenant.ID, t1.Bob, postgres.Access{APIKey: bobsKey}), true},
 		c{"alice's key presented in T2", checked(t, t2.Tenant.ID, t1.Alice, postgres.Access{APIKey: key}), false},
 		c{"an entity without a row", checked(t, t1.Tenant.ID, uuid.New(), postgres.Access{}), false},
 		c{"an external entity without a row", checked(t, t1.Tenant.ID, uuid.New(), postgres.Access{ExternalEntity: true}), true},
