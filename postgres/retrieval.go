@@ -160,57 +160,48 @@ func (db *DB) SearchText(ctx context.Context, query string, limit int) ([]TextHi
 	return out, nil
 }
 
-// Passages reads back which chunks among ids are visible to the caller
-// and, for those also in text, their passages: the chunk's text
-// (confidential chunks opened with the caller's tenant key) and its
-// document's title, in the order of ids. It returns the passages, and in
-// seen the other visible ids: those whose text was not asked for, and
-// those whose text is damaged (a sealed value that does not open, or a
-// confidential chunk without one), which are reported (damaged.go): one
-// tampered chunk never fails a query. Ids the caller can't see are in
-// neither. This is the check every vector hit passes before use: row-level
-// security decides, and the tenant of every row is compared with the
-// scope's again, so a row of another tenant fails the call instead of
-// being used. Text not asked for is neither sent by PostgreSQL nor opened.
+// Passages reads back the chunks among ids that are visible to the caller,
+// with their documents' titles and their text (confidential chunks opened
+// with the caller's tenant key), in the order of ids; ids the caller can't
+// see are left out. This is the check every vector hit passes before use:
+// row-level security decides, and the tenant of every row is compared with
+// the scope's again, so a row of another tenant fails the call instead of
+// being used. A chunk whose text is damaged (a sealed value that does not
+// open, or a confidential chunk without one) is left out and reported
+// (damaged.go): one tampered chunk never fails a query.
 //
 // With expect, the tenant's knowledge settings are read after the chunks,
 // in the same transaction and round trip (even for no ids), and the call
 // fails with ErrKnowledgeChanged (and bulkhead.ErrUnavailable) unless they
 // are still expect's: a query that searched the collection of remembered
 // settings learns whether they still hold without a round trip of its own.
-func (db *DB) Passages(ctx context.Context, ids, text []uuid.UUID, expect *Knowledge) (passages []bulkhead.Passage, seen []uuid.UUID, err error) {
+func (db *DB) Passages(ctx context.Context, ids []uuid.UUID, expect *Knowledge) ([]bulkhead.Passage, error) {
 	s, err := scopeFrom(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if len(ids) > MaxTextHits || len(text) > MaxTextHits {
-		return nil, nil, bulkhead.Invalid("ids", fmt.Sprintf("at most %d", MaxTextHits))
+	if len(ids) > MaxTextHits {
+		return nil, bulkhead.Invalid("ids", fmt.Sprintf("at most %d", MaxTextHits))
 	}
 	if len(ids) == 0 && expect == nil {
-		return nil, nil, nil
+		return nil, nil
 	}
 	found := make(map[uuid.UUID]bulkhead.Passage, len(ids))
-	withText := make(map[uuid.UUID]bool, len(ids))
 	sealed := make(map[uuid.UUID][]byte)
 	confidential := make(map[uuid.UUID]bool)
 	read := func(rows pgx.Rows) error {
 		for rows.Next() {
 			var p bulkhead.Passage
 			var tenant uuid.UUID
-			var content *string
 			var v []byte
-			var conf, asked bool
-			if err := rows.Scan(&tenant, &p.ID, &p.DocumentID, &p.Ord, &asked, &content, &v, &p.Title, &conf); err != nil {
+			var conf bool
+			if err := rows.Scan(&tenant, &p.ID, &p.DocumentID, &p.Ord, &p.Content, &v, &p.Title, &conf); err != nil {
 				return err
 			}
 			if tenant != s.Tenant {
 				return errForeignRow
 			}
-			if content != nil {
-				p.Content = *content
-			}
 			found[p.ID] = p
-			withText[p.ID] = asked
 			if v != nil {
 				sealed[p.ID] = v
 			}
@@ -220,40 +211,34 @@ func (db *DB) Passages(ctx context.Context, ids, text []uuid.UUID, expect *Knowl
 	}
 	err = db.readBatch(ctx, func(b *pgx.Batch) {
 		if len(ids) > 0 {
-			b.Queue(`SELECT c.tenant_id, c.id, c.document_id, c.ord, t.asked,
-			CASE WHEN t.asked THEN c.content END, CASE WHEN t.asked THEN c.content_sealed END, d.title, d.confidential
-		FROM bulkhead.chunks c JOIN bulkhead.documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id,
-			LATERAL (SELECT c.id = ANY($3::uuid[]) AS asked) t
-		WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])`, s.Tenant, ids, text).Query(read)
+			b.Queue(`SELECT c.tenant_id, c.id, c.document_id, c.ord, c.content, c.content_sealed, d.title, d.confidential
+		FROM bulkhead.chunks c JOIN bulkhead.documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+		WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])`, s.Tenant, ids).Query(read)
 		}
 		if expect != nil {
 			b.Queue(knowledgeSQL, s.Tenant).QueryRow(expect.compare)
 		}
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read passages: %w", err)
+		return nil, fmt.Errorf("read passages: %w", err)
 	}
+	out := make([]bulkhead.Passage, 0, len(found))
 	for _, id := range ids {
 		p, ok := found[id]
 		if !ok {
 			continue
 		}
 		delete(found, id) // an id given twice is returned once
-		if !withText[id] {
-			seen = append(seen, id)
-			continue
-		}
 		err := db.openChunk(ctx, &p.Chunk, sealed[id], confidential[id])
 		if errors.Is(err, bulkhead.ErrDamaged) {
-			seen = append(seen, id) // reported; the other passages still answer
-			continue
+			continue // reported; the other passages still answer
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		passages = append(passages, p)
+		out = append(out, p)
 	}
-	return passages, seen, nil
+	return out, nil
 }
 
 // errForeignRow: a query filtered on the scope's tenant returned a row of

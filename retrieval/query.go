@@ -62,14 +62,12 @@ func (q *Query) validate() error {
 func candidates(k int) int { return max(4*k, 20) }
 
 // Query runs a hybrid search for the caller: a lexical search and a
-// vector search of the tenant's collection run concurrently; which of both
-// lists' candidates the caller can see is read back in one statement
-// (Passages, in the caller's scope), with the text of the few that fusion
-// would pick were they all visible; each list is ranked over the visible
-// ones alone (widened while hidden chunks crowd its top), the two rankings
-// are fused by reciprocal rank, and the first q.K fused passages are
-// returned, best first (their text read by a second statement only when
-// hidden chunks moved others into the first q.K). A collection holding points stored without
+// vector search of the tenant's collection run concurrently; the caller's
+// visible chunks among both lists' candidates are read back in one
+// statement (Passages, in the caller's scope), each list is ranked over
+// those alone (widened while hidden chunks crowd its top), the two
+// rankings are fused by reciprocal rank, and the first q.K fused passages
+// are returned, best first. A collection holding points stored without
 // lexical terms (before they existed; Reconcile adds them) is searched
 // lexically by PostgreSQL's full-text search instead, in the caller's
 // scope (postgres.DB.SearchText).
@@ -80,8 +78,7 @@ func candidates(k int) int { return max(4*k, 20) }
 // room it is not in) changes nothing in its answer: not a rank, not a
 // score, not how many passages come back (up to vector.MaxK hidden hits
 // per list are skipped; docs/SECURITY.md). A visible chunk whose text is
-// damaged keeps its rank and is left out of the answer (and reported by
-// Passages).
+// damaged is left out like a hidden one (and reported by Passages).
 //
 // The tenant's settings (generation and model) are remembered from its
 // last query or ingest, so a query costs no round trip for them: the
@@ -137,83 +134,59 @@ func (s *Service) query(ctx context.Context, q Query, k postgres.Knowledge, reme
 		return nil, fmt.Errorf("full-text search: %w", terr)
 	}
 	// One statement reads back what the caller can see among both lists'
-	// first candidates, with the text of those fusion would pick if all
-	// were visible (and a few more): in the common case they are, and this
-	// is the query's only read-back.
+	// first candidates: it decides their visibility and fetches the
+	// passages fusion will pick from.
 	visible := map[uuid.UUID]bool{}
 	got := map[uuid.UUID]bulkhead.Passage{}
-	guess := fuse(textHits(text.first(n)), vec.first(n))
-	want := make([]uuid.UUID, 0, q.K+textMargin)
-	for _, p := range guess[:min(len(guess), q.K+textMargin)] {
-		want = append(want, p.ID)
-	}
-	read := map[uuid.UUID]bool{} // ids whose text was asked for
-	if err := s.readPassages(ctx, union(text.unchecked(visible), vec.unchecked(visible)), want, expect, visible, read, got); err != nil {
+	if err := s.readPassages(ctx, union(text.unchecked(visible), vec.unchecked(visible)), expect, visible, got); err != nil {
 		return nil, err
 	}
-	// Then, until the first q.K fused passages are all read: rank each list
-	// over the visible chunks (widening where hidden ones crowd its top),
-	// fuse, and read the text of the first ones not read yet, passing over
-	// those read whose text is damaged. Each round reads the text of chunks
-	// not read before, so the loop ends.
-	for {
-		th, err := s.visibleTop(ctx, n, text, visible)
-		if err != nil {
-			return nil, fmt.Errorf("full-text search: %w", err)
-		}
-		vh, err := s.visibleTop(ctx, n, vec, visible)
-		if err != nil {
-			return nil, fmt.Errorf("vector search: %w", err)
-		}
-		fused := fuse(textHits(th), vh)
-		out := make([]Passage, 0, q.K)
-		var need []uuid.UUID // visible, among the first q.K, text not read
-		for _, p := range fused {
-			if len(out)+len(need) == q.K {
-				break
-			}
-			if v, ok := got[p.ID]; ok {
-				p.Passage = v
-				out = append(out, p)
-			} else if !read[p.ID] {
-				need = append(need, p.ID)
-			}
-		}
-		if len(need) == 0 {
-			return out, nil
-		}
-		if err := s.readPassages(ctx, need, need, nil, visible, read, got); err != nil {
-			return nil, err
+	th, err := s.visibleTop(ctx, n, text, visible)
+	if err != nil {
+		return nil, fmt.Errorf("full-text search: %w", err)
+	}
+	vh, err := s.visibleTop(ctx, n, vec, visible)
+	if err != nil {
+		return nil, fmt.Errorf("vector search: %w", err)
+	}
+	fused := fuse(textHits(th), vh)
+	var need []uuid.UUID // visible hits found by widening, not read yet
+	for _, p := range fused {
+		if _, ok := got[p.ID]; !ok {
+			need = append(need, p.ID)
 		}
 	}
+	if err := s.readPassages(ctx, need, nil, visible, got); err != nil {
+		return nil, err
+	}
+	out := make([]Passage, 0, q.K)
+	for _, p := range fused {
+		v, ok := got[p.ID]
+		if !ok {
+			continue
+		}
+		p.Passage = v
+		if out = append(out, p); len(out) == q.K {
+			break
+		}
+	}
+	return out, nil
 }
 
-// textMargin is how many passages beyond k the first read-back fetches
-// the text of, so that a hidden chunk or two among the first fused
-// candidates costs no second read-back.
-const textMargin = 2
-
-// readPassages reads back the visibility of ids into visible and the
-// passages of those in text into got, and marks text's ids read; with
-// expect, it fails with postgres.ErrKnowledgeChanged unless the tenant's
-// settings still are expect's (checked even for no ids). A visible chunk
-// in text whose text is damaged is visible, read, and not in got.
-func (s *Service) readPassages(ctx context.Context, ids, text []uuid.UUID, expect *postgres.Knowledge, visible, read map[uuid.UUID]bool, got map[uuid.UUID]bulkhead.Passage) error {
+// readPassages reads the passages among ids the caller can see into got
+// and records every id's visibility; with expect, it fails with
+// postgres.ErrKnowledgeChanged unless the tenant's settings still are
+// expect's (checked even for no ids).
+func (s *Service) readPassages(ctx context.Context, ids []uuid.UUID, expect *postgres.Knowledge, visible map[uuid.UUID]bool, got map[uuid.UUID]bulkhead.Passage) error {
 	if len(ids) == 0 && expect == nil {
 		return nil
 	}
-	ps, seen, err := s.db.Passages(ctx, ids, text, expect)
+	ps, err := s.db.Passages(ctx, ids, expect)
 	if err != nil {
 		return fmt.Errorf("read passages: %w", err)
 	}
 	for _, id := range ids {
 		visible[id] = false
-	}
-	for _, id := range text {
-		read[id] = true
-	}
-	for _, id := range seen {
-		visible[id] = true
 	}
 	for _, p := range ps {
 		visible[p.ID] = true
@@ -292,18 +265,6 @@ func (r *ranking) unchecked(visible map[uuid.UUID]bool) []uuid.UUID {
 		if _, ok := visible[h.ID]; !ok && h.Score >= r.floor {
 			out = append(out, h.ID)
 		}
-	}
-	return out
-}
-
-// first returns r's first n usable hits, visible or not.
-func (r *ranking) first(n int) []vector.Hit {
-	out := make([]vector.Hit, 0, n)
-	for _, h := range r.hits {
-		if h.Score < r.floor || len(out) == n {
-			break
-		}
-		out = append(out, h)
 	}
 	return out
 }

@@ -13,14 +13,12 @@ import (
 	"github.com/bulkhead-dev/bulkhead/llm"
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/bulkhead-dev/bulkhead/retrieval"
-	"github.com/google/uuid"
 )
 
 // TestQueryReadsBackOnce: when the candidates fusion puts first are all
 // visible, a query whose tenant settings are remembered is one round trip
-// to PostgreSQL, and every passage it returns carries its text; the read-back
-// sends text only for the ids asked (postgres.DB.Passages), and the answer
-// equals that of a service whose every read is counted the same way.
+// to PostgreSQL, and every passage it returns carries its text and title;
+// the answer equals that of another service over the same data.
 func TestQueryReadsBackOnce(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
@@ -68,26 +66,4 @@ func TestQueryReadsBackOnce(t *testing.T) {
 		t.Errorf("the two services answer differently:\n%+v\n%+v", ps, ref)
 	}
 
-	// Passages: text for the ids asked, visibility alone for the others,
-	// nothing for an id the caller can't see.
-	ids := []uuid.UUID{ps[0].ID, ps[1].ID, ps[2].ID}
-	foreign := query(t, w.k, w.ub, "quartz") // none of T2's, so nothing
-	if len(foreign) != 0 {
-		t.Fatalf("the other tenant's user found %d passages", len(foreign))
-	}
-	other := ingest(t, w.k, w.ub, postgres.NewDocument{Title: "theirs", Content: "harbour lantern quartz, the other tenant's"})
-	theirs := chunkIDs(t, w, w.ub, other.ID)
-	for id := range theirs {
-		ids = append(ids, id)
-	}
-	got, seen, err := db.Passages(w.ua, ids, ids[:1], nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 || got[0].ID != ids[0] || got[0].Content != ps[0].Content {
-		t.Errorf("passages asked for %v: got %+v", ids[:1], got)
-	}
-	if !slices.Equal(seen, ids[1:3]) {
-		t.Errorf("seen %v, want %v (visible, text not asked; the other tenant's chunk in neither)", seen, ids[1:3])
-	}
 }
