@@ -130,6 +130,9 @@ func RunRLS(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	defer env.close()
+	if err := env.references(ctx, cfg.Progress); err != nil {
+		return nil, err
+	}
 	cl, creds, samples, big := env.cl, env.creds, env.samples, env.big
 	const withRLS, plain = "bench_rls", "bench_plain"
 	res.Setup = time.Since(start)
@@ -413,8 +416,8 @@ func (c *rtConn) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
-// benchEnv is a private cluster holding the generated dataset twice: with
-// policies (bench_rls) and without (bench_plain).
+// benchEnv is a private cluster holding the generated dataset in
+// bench_rls (and, for bench rls, the reference copies of references).
 type benchEnv struct {
 	dir     string
 	cl      *pgcluster.Cluster
@@ -431,7 +434,8 @@ func (e *benchEnv) close() {
 	os.RemoveAll(e.dir)
 }
 
-// setup starts the cluster, generates the dataset and makes the baseline copy.
+// setup starts the cluster and generates the dataset in bench_rls (bench
+// rls adds its reference copies with references).
 func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error) {
 	e, err := newCluster(ctx, cfg.Progress, map[string]string{"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"})
 	if err != nil {
@@ -442,12 +446,10 @@ func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error
 			e.close()
 		}
 	}()
-	const withRLS, plain = "bench_rls", "bench_plain"
-	if err := e.migrated(ctx, withRLS); err != nil {
+	if err := e.migrated(ctx, "bench_rls"); err != nil {
 		return nil, err
 	}
-	cl, creds := e.cl, e.creds
-	admin, err := pgx.Connect(ctx, cl.SuperuserDSN(withRLS))
+	admin, err := pgx.Connect(ctx, e.cl.SuperuserDSN("bench_rls"))
 	if err != nil {
 		return nil, err
 	}
@@ -461,45 +463,33 @@ func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error
 	if err != nil {
 		return nil, err
 	}
+	e.samples, e.big = samples, big
+	return e, nil
+}
 
-	// The baseline: an identical copy whose policies are removed.
-	fmt.Fprintln(cfg.Progress, "copying the dataset for the baseline (policies removed)")
-	root, err := pgx.Connect(ctx, cl.SuperuserDSN("postgres"))
-	if err != nil {
-		return nil, err
-	}
-	_, err = root.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s OWNER %s", plain, withRLS, postgres.Owner))
-	root.Close(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := postgres.PrepareDatabase(ctx, cl.SuperuserDSN("postgres"), plain); err != nil {
-		return nil, err
+// references makes bench rls's two reference copies of the dataset:
+// bench_plain, its policies removed (for the context comparison), and
+// oldContextDB, which keeps the policies but reads the context from plain
+// settings of another prefix, as bulkhead did before the signed context:
+// the same-run reference for what enter() and the native membership
+// look-up together change under RLS.
+func (e *benchEnv) references(ctx context.Context, progress io.Writer) error {
+	cl, creds := e.cl, e.creds
+	fmt.Fprintln(progress, "copying the dataset for the baseline (policies removed)")
+	if err := e.copyDataset(ctx, "bench_plain"); err != nil {
+		return err
 	}
 	down, err := rls.Remove(postgres.RLSConfig, postgres.Tables)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := execAll(ctx, cl.DSN(postgres.Owner, creds.Owner, plain), down); err != nil {
-		return nil, err
+	if err := execAll(ctx, cl.DSN(postgres.Owner, creds.Owner, "bench_plain"), down); err != nil {
+		return err
 	}
 
-	// A third copy keeps the policies but reads the context from plain
-	// settings of another prefix, as bulkhead did before the signed
-	// context: the same-run reference for what enter() and the native
-	// membership look-up together change under RLS.
-	fmt.Fprintln(cfg.Progress, "copying the dataset for the old-context reference")
-	root, err = pgx.Connect(ctx, cl.SuperuserDSN("postgres"))
-	if err != nil {
-		return nil, err
-	}
-	_, err = root.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s OWNER %s", oldContextDB, withRLS, postgres.Owner))
-	root.Close(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := postgres.PrepareDatabase(ctx, cl.SuperuserDSN("postgres"), oldContextDB); err != nil {
-		return nil, err
+	fmt.Fprintln(progress, "copying the dataset for the old-context reference")
+	if err := e.copyDataset(ctx, oldContextDB); err != nil {
+		return err
 	}
 	// Its membership helper is the PL/pgSQL one (the native one reads
 	// bulkhead's settings only): the reference is bulkhead before both the
@@ -509,22 +499,32 @@ func setup(ctx context.Context, cfg Config, res *Result) (_ *benchEnv, err error
 	oldCfg.NativeMembership = false
 	fns, err := rls.ContextFunctions(oldCfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	helpers, err := rls.Generate(oldCfg, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := execAll(ctx, cl.DSN(postgres.Owner, creds.Owner, oldContextDB), fns); err != nil {
-		return nil, err
+		return err
 	}
 	// As the migrations run them: the definer helpers change owner.
-	if err := execAll(ctx, cl.SuperuserDSN(oldContextDB), helpers); err != nil {
-		return nil, err
-	}
+	return execAll(ctx, cl.SuperuserDSN(oldContextDB), helpers)
+}
 
-	e.samples, e.big = samples, big
-	return e, nil
+// copyDataset creates database name as a copy of bench_rls, with the
+// privileges PrepareDatabase sets.
+func (e *benchEnv) copyDataset(ctx context.Context, name string) error {
+	root, err := pgx.Connect(ctx, e.cl.SuperuserDSN("postgres"))
+	if err != nil {
+		return err
+	}
+	_, err = root.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE bench_rls OWNER %s", name, postgres.Owner))
+	root.Close(ctx)
+	if err != nil {
+		return fmt.Errorf("copy the dataset to %s: %w", name, err)
+	}
+	return postgres.PrepareDatabase(ctx, e.cl.SuperuserDSN("postgres"), name)
 }
 
 // newCluster starts a throwaway cluster (fsync off) with random role

@@ -628,33 +628,7 @@ bulkhead_can_author_native(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(found);
 }
 
-/*
- * access_check_native(session, issued_at, api_key, require_entity) is
- * bulkhead.access_check without PL/pgSQL: the per-request revocation check
- * that postgres.DB sends in the batch that enters the context. It raises
- * SQLSTATE 28000 "access revoked" (nothing else) unless
- *
- *   - the tenant in context has a row in <schema>.tenants (by its primary
- *     key) and its disabled_at is NULL;
- *   - with an entity in context: its row in <schema>.entities (tenant_id,
- *     id) exists, or require_entity is false (external principals need no
- *     row), and its disabled_at is NULL; then
- *       with session:  <schema>.refresh_tokens has a row of that family
- *                      (tenant_id, family_id) for the entity with
- *                      revoked_at NULL;
- *       with api_key:  <schema>.api_keys (tenant_id, id) holds it, for the
- *                      entity, with revoked_at NULL and expires_at NULL or
- *                      after the transaction's start (now());
- *       with neither:  the entity's tokens_not_before is NULL, or issued_at
- *                      is not NULL and not before it;
- *
- * and returns true. Semantics are those of the PL/pgSQL body of migration
- * 00014 (00020 replaces it). Like the membership functions it reads past
- * row-level security, with the statement's snapshot, and only the rows the
- * context names: the context's own tenant and entity, and that entity's
- * own session or key. What it tells a caller is one bit about its own
- * credentials, which its own policies let it read anyway.
- */
+/* revoked raises access_check's one refusal. */
 static void
 revoked(void)
 {
@@ -671,6 +645,19 @@ attr_null(HeapTuple tup, Relation rel, AttrNumber att)
 
 	(void) heap_getattr(tup, att, RelationGetDescr(rel), &isnull);
 	return isnull;
+}
+
+/* attr_timestamptz reads tup's timestamptz column att of rel into *ts and
+ * reports whether it is not NULL. */
+static bool
+attr_timestamptz(HeapTuple tup, Relation rel, AttrNumber att, TimestampTz *ts)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tup, att, RelationGetDescr(rel), &isnull);
+
+	if (!isnull)
+		*ts = DatumGetTimestampTz(d);
+	return !isnull;
 }
 
 /* attr_uuid_is reports whether tup's uuid column att of rel is id. */
@@ -705,24 +692,43 @@ credential_live(Oid nsp, const char *table, const char *key, Datum id, pg_uuid_t
 	scan = keyed_scan(rel, 2, cols, vals, "access_check");
 	while (!live && HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
-		bool		isnull;
-		Datum		expires;
+		TimestampTz expires;
 
-		if (!attr_uuid_is(tup, rel, a_entity, entity) || !attr_null(tup, rel, a_revoked))
-			continue;
-		if (check_expiry)
-		{
-			expires = heap_getattr(tup, a_expires, RelationGetDescr(rel), &isnull);
-			if (!isnull && DatumGetTimestampTz(expires) <= now)
-				continue;
-		}
-		live = true;
+		live = attr_uuid_is(tup, rel, a_entity, entity) && attr_null(tup, rel, a_revoked) &&
+			!(check_expiry && attr_timestamptz(tup, rel, a_expires, &expires) && expires <= now);
 	}
 	systable_endscan(scan);
 	table_close(rel, NoLock);
 	return live;
 }
 
+/*
+ * access_check_native(session, issued_at, api_key, require_entity) is
+ * bulkhead.access_check without PL/pgSQL: the per-request revocation check
+ * that postgres.DB sends in the batch that enters the context. It raises
+ * SQLSTATE 28000 "access revoked" (nothing else) unless
+ *
+ *   - the tenant in context has a row in <schema>.tenants (by its primary
+ *     key) and its disabled_at is NULL;
+ *   - with an entity in context: its row in <schema>.entities (tenant_id,
+ *     id) exists, or require_entity is false (external principals need no
+ *     row), and its disabled_at is NULL; then
+ *       with session:  <schema>.refresh_tokens has a row of that family
+ *                      (tenant_id, family_id) for the entity with
+ *                      revoked_at NULL;
+ *       with api_key:  <schema>.api_keys (tenant_id, id) holds it, for the
+ *                      entity, with revoked_at NULL and expires_at NULL or
+ *                      after the transaction's start (now());
+ *       with neither:  the entity's tokens_not_before is NULL, or issued_at
+ *                      is not NULL and not before it;
+ *
+ * and returns true. Semantics are those of the PL/pgSQL body of migration
+ * 00014 (00020 replaces it). Like the membership functions it reads past
+ * row-level security, with the statement's snapshot, and only the rows the
+ * context names: the context's own tenant and entity, and that entity's
+ * own session or key. What it tells a caller is one bit about its own
+ * credentials, which its own policies let it read anyway.
+ */
 PG_FUNCTION_INFO_V1(bulkhead_access_check_native);
 
 Datum
@@ -765,16 +771,8 @@ bulkhead_access_check_native(PG_FUNCTION_ARGS)
 	ok = true;
 	if (found)
 	{
-		bool		isnull;
-		Datum		d;
-
 		ok = attr_null(tup, rel, typed_column(rel, "disabled_at", TIMESTAMPTZOID, "timestamptz"));
-		d = heap_getattr(tup, typed_column(rel, "tokens_not_before", TIMESTAMPTZOID, "timestamptz"), RelationGetDescr(rel), &isnull);
-		if (!isnull)
-		{
-			has_nbf = true;
-			nbf = DatumGetTimestampTz(d);
-		}
+		has_nbf = attr_timestamptz(tup, rel, typed_column(rel, "tokens_not_before", TIMESTAMPTZOID, "timestamptz"), &nbf);
 	}
 	systable_endscan(scan);
 	table_close(rel, NoLock);

@@ -172,19 +172,24 @@ func catalogType(t string) string {
 // catalogArgs turns "room uuid, scope text" into "room pg_catalog.uuid,
 // scope pg_catalog.text".
 func catalogArgs(args string) string {
-	parts := strings.Split(args, ",")
-	for i, p := range parts {
-		f := strings.Fields(p)
-		parts[i] = f[0] + " " + catalogType(f[1])
-	}
-	return strings.Join(parts, ", ")
+	return mapArgs(args, func(name, typ string) string { return name + " " + catalogType(typ) })
 }
 
 // argNames turns "room uuid, scope text" into "room, scope".
 func argNames(args string) string {
+	return mapArgs(args, func(name, _ string) string { return name })
+}
+
+// mapArgs applies f to the name and type of each argument of a signature
+// ("room uuid, scope text") and joins the results with ", ".
+func mapArgs(args string, f func(name, typ string) string) string {
+	if args == "" {
+		return ""
+	}
 	parts := strings.Split(args, ",")
 	for i, p := range parts {
-		parts[i] = strings.Fields(p)[0]
+		w := strings.Fields(p)
+		parts[i] = f(w[0], w[len(w)-1])
 	}
 	return strings.Join(parts, ", ")
 }
@@ -253,15 +258,13 @@ var definers = []definer{
 
 // argTypes turns "room uuid, entity uuid" into "uuid, uuid".
 func argTypes(args string) string {
-	if args == "" {
-		return ""
-	}
-	parts := strings.Split(args, ",")
-	for i, p := range parts {
-		f := strings.Fields(p)
-		parts[i] = f[len(f)-1]
-	}
-	return strings.Join(parts, ", ")
+	return mapArgs(args, func(_, typ string) string { return typ })
+}
+
+// bodyKey is FunctionBodies' key of helper name with arguments args:
+// "name(type,type)", as the self-check reads pg_proc.
+func bodyKey(name, args string) string {
+	return name + "(" + strings.ReplaceAll(argTypes(args), ", ", ",") + ")"
 }
 
 // FunctionBodies returns, by "name(argument types)", the body (the text
@@ -281,12 +284,12 @@ func FunctionBodies(cfg Config) map[string]string {
 		sig := strings.TrimPrefix(head, "CREATE OR REPLACE FUNCTION "+cfg.Schema+".")
 		name, args, _ := strings.Cut(sig, "(")
 		args, _, _ = strings.Cut(args, ")")
-		out[name+"("+strings.ReplaceAll(argTypes(strings.ReplaceAll(args, "pg_catalog.", "")), ", ", ",")+")"] = body
+		out[bodyKey(name, strings.ReplaceAll(args, "pg_catalog.", ""))] = body
 	}
 	if cfg.NativeMembership {
 		// A C function's prosrc is its symbol in bulkhead_context.
 		for _, n := range natives {
-			out[n.native+"("+strings.ReplaceAll(argTypes(n.definer().args), ", ", ",")+")"] = "bulkhead_" + n.native
+			out[bodyKey(n.native, n.definer().args)] = "bulkhead_" + n.native
 		}
 	}
 	return out
