@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -322,5 +323,39 @@ func TestPasswordDefinerFunctionsStayInTheirLane(t *testing.T) {
 	}
 	if got := call(preauth, reset, t1.Bob, resetHash); got != "NULL" {
 		t.Errorf("the same reset again: %s, want NULL", got)
+	}
+}
+
+// TestAccessCheckFailsClosed: access_check_native (C) finds the indexes it
+// reads through itself; without refresh_tokens' (tenant_id, family_id)
+// index a request carrying a session is an error, never let through, and
+// it passes again once an index is back.
+func TestAccessCheckFailsClosed(t *testing.T) {
+	t.Parallel()
+	d, demo := seeded(t)
+	t1 := demo.T1
+	alice := as(t, t1.Tenant.ID, t1.Alice, uuid.Nil)
+	family := uuid.New()
+	if err := d.DB.InsertRefreshToken(alice, uuid.New(), family, []byte("h"), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	sess := checked(t, t1.Tenant.ID, t1.Alice, postgres.Access{Session: family})
+	if err := accessOutcome(t, d.DB, sess); err != nil {
+		t.Fatalf("alice's session with the index: %v", err)
+	}
+	admin := mustConnect(t, d.AdminDSN())
+	bg := context.Background()
+	if _, err := admin.Exec(bg, `DROP INDEX IF EXISTS bulkhead.refresh_tokens_family_idx; DROP INDEX IF EXISTS bulkhead.refresh_tokens_family_id_idx`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := d.DB.CurrentTenant(sess)
+	if err == nil || errors.Is(err, bulkhead.ErrUnauthenticated) || !strings.Contains(err.Error(), "bulkhead.access_check: refresh_tokens has no btree index on (tenant_id, family_id)") {
+		t.Fatalf("a session checked without the family index: %v, want the look-up's error", err)
+	}
+	if _, err := admin.Exec(bg, `CREATE INDEX refresh_tokens_family_idx ON bulkhead.refresh_tokens (tenant_id, family_id)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := accessOutcome(t, d.DB, sess); err != nil {
+		t.Fatalf("alice's session with the index back: %v", err)
 	}
 }
