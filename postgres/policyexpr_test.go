@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-var update = flag.Bool("update", false, "rewrite policies_expected.json from a freshly migrated database")
+var update = flag.Bool("update", false, "rewrite policies_expected.json and functions_expected.json from a freshly migrated database")
 
 // TestExpectedPoliciesAreTheGenerators checks the self-check's expectations:
 // policies_expected.json must be exactly what PostgreSQL made of the

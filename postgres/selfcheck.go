@@ -43,6 +43,11 @@ type Querier interface {
 //     each policy's USING and WITH CHECK, as PostgreSQL deparses them, is
 //     the generator's (ExpectedPolicies); each generated helper function's
 //     body is the generator's;
+//   - every function of the schema is one the migrations make, with their
+//     body, owner, result, language, SECURITY DEFINER, LEAKPROOF and SET
+//     clauses (ExpectedFunctions): the context functions every policy
+//     calls, the access check, the authentication definers and the
+//     extension's C functions included, and nothing added;
 //   - the context settings can be set only through bulkhead.enter (the
 //     bulkhead_context extension is preloaded and created);
 //   - no SECURITY DEFINER function it can execute is outside the generator's
@@ -307,6 +312,15 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 		bodies[r[0].(string)] = r[1].(string)
 	}
 	compareFunctions(bodies, add)
+	recorded, err := LoadExpectedFunctions()
+	if err != nil {
+		return nil, err
+	}
+	liveFns, err := ReadFunctions(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("self-check: %w", err)
+	}
+	compareRecordedFunctions(liveFns, recorded.Functions, add)
 
 	// SECURITY DEFINER functions the runtime role can run.
 	rows, err = rowsOf(`

@@ -66,6 +66,18 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 			`ALTER EXTENSION bulkhead_context DROP FUNCTION bulkhead.member_rooms_native(text)`,
 			`CREATE OR REPLACE FUNCTION bulkhead.member_rooms_native(scope text) RETURNS uuid[] LANGUAGE sql STABLE AS $$ SELECT ARRAY(SELECT p.room_id FROM bulkhead.participants p) $$`},
 			expect: "function: bulkhead.member_rooms_native(text): body differs from the generator's"},
+		// The functions the policies and the request path call, which no
+		// generator writes: a context function reading a setting any role
+		// can SET, a revocation check that always passes, an
+		// authentication definer returning more than it should.
+		{name: "context function reads a forgeable setting", sql: []string{`CREATE OR REPLACE FUNCTION bulkhead.current_tenant() RETURNS uuid LANGUAGE sql STABLE PARALLEL SAFE AS $fn$ SELECT nullif(pg_catalog.current_setting('app.tenant_id', true), '')::pg_catalog.uuid $fn$`},
+			expect: "function: bulkhead.current_tenant(): body differs from the migrations'"},
+		{name: "access check always passes", sql: []string{`CREATE OR REPLACE FUNCTION bulkhead.access_check(uuid, timestamptz, uuid, boolean) RETURNS boolean LANGUAGE sql STABLE AS $fn$ SELECT true $fn$`},
+			expect: "function: bulkhead.access_check(uuid,timestamp with time zone,uuid,boolean): body differs from the migrations'"},
+		{name: "authentication definer edited", admin: true, sql: []string{`CREATE OR REPLACE FUNCTION bulkhead.auth_api_key(uuid, bytea) RETURNS TABLE (entity_id uuid, scopes text[], expires_at timestamptz, revoked_at timestamptz) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$ SELECT k.entity_id, k.scopes, k.expires_at, k.revoked_at FROM bulkhead.api_keys k WHERE k.id = $1 $fn$`},
+			expect: "function: bulkhead.auth_api_key(uuid,bytea): body differs from the migrations'"},
+		{name: "function added to the schema", sql: []string{`CREATE FUNCTION bulkhead.tenant_hint() RETURNS uuid LANGUAGE sql STABLE AS $fn$ SELECT nullif(pg_catalog.current_setting('app.tenant_id', true), '')::pg_catalog.uuid $fn$`},
+			expect: "function: bulkhead.tenant_hint(): not made by the migrations"},
 		{name: "context extension dropped", admin: true, sql: []string{`DROP EXTENSION bulkhead_context`}, expect: "context: bulkhead.enter(bytea): missing"},
 		{name: "TRUNCATE granted", sql: []string{`GRANT TRUNCATE ON bulkhead.memories TO bulkhead_app`}, expect: "runtime role has TRUNCATE"},
 		{name: "CREATE on schema", admin: true, sql: []string{`GRANT CREATE ON SCHEMA bulkhead TO bulkhead_app`}, expect: "schema bulkhead: runtime role has CREATE"},
