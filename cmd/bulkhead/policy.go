@@ -116,8 +116,8 @@ database (--database-url; the matrix then needs a superuser URL and
 			if err := os.WriteFile(src.lockFile, b, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tables, %d policies, %d grants, %d definer functions, %d matrix tables\n",
-				src.lockFile, len(l.Tables), len(l.Policies), len(l.Grants), len(l.Definers), len(l.Matrix))
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tables, %d policies, %d grants, %d definer functions, %d functions policies call, %d matrix tables\n",
+				src.lockFile, len(l.Tables), len(l.Policies), len(l.Grants), len(l.Definers), len(l.PolicyFunctions), len(l.Matrix))
 			return nil
 		},
 	}
@@ -150,8 +150,8 @@ review sees.`,
 			diff := policylock.Compare(locked, cur)
 			w := cmd.OutOrStdout()
 			if len(diff) == 0 {
-				fmt.Fprintf(w, "policy check: matches %s (%d tables, %d policies, %d grants, %d definer functions, %d matrix tables)\n",
-					src.lockFile, len(cur.Tables), len(cur.Policies), len(cur.Grants), len(cur.Definers), len(cur.Matrix))
+				fmt.Fprintf(w, "policy check: matches %s (%d tables, %d policies, %d grants, %d definer functions, %d functions policies call, %d matrix tables)\n",
+					src.lockFile, len(cur.Tables), len(cur.Policies), len(cur.Grants), len(cur.Definers), len(cur.PolicyFunctions), len(cur.Matrix))
 				return nil
 			}
 			fmt.Fprintf(w, "policy check: %d differences from %s:\n", len(diff), src.lockFile)

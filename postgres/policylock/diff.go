@@ -10,7 +10,8 @@ import (
 
 // Compare returns every difference between the locked state and the
 // current one, one human-readable line (or short block) each, in a stable
-// order: tables, policies, grants, definer functions, then the matrix as
+// order: tables, policies, grants, definer functions, the functions
+// policies call, then the matrix as
 // "table / COMMAND / caller [relation]: row: before → after". No lines
 // means no difference.
 func Compare(locked, current *Lock) []string {
@@ -22,7 +23,8 @@ func Compare(locked, current *Lock) []string {
 	compareTables(locked.Tables, current.Tables, add)
 	comparePolicies(locked.Policies, current.Policies, add)
 	compareGrants(locked.Grants, current.Grants, add)
-	compareDefiners(locked.Definers, current.Definers, add)
+	compareFunctions("SECURITY DEFINER function", "(or no longer SECURITY DEFINER)", locked.Definers, current.Definers, add)
+	compareFunctions("function called by a policy", "(or no policy calls it)", locked.PolicyFunctions, current.PolicyFunctions, add)
 	switch {
 	case len(locked.Matrix) > 0 && len(current.Matrix) == 0:
 		add("matrix: the lock has a visibility matrix, this run observed none")
@@ -145,7 +147,10 @@ func compareGrants(locked, current []Grant, add func(string, ...any)) {
 	}
 }
 
-func compareDefiners(locked, current []Function, add func(string, ...any)) {
+// compareFunctions reports the differences between two lists of
+// functions; what names the kind in each line, gone says what a removal
+// may also mean.
+func compareFunctions(what, gone string, locked, current []Function, add func(string, ...any)) {
 	cur := map[string]Function{}
 	for _, f := range current {
 		cur[f.Signature] = f
@@ -155,25 +160,25 @@ func compareDefiners(locked, current []Function, add func(string, ...any)) {
 		seen[l.Signature] = true
 		c, ok := cur[l.Signature]
 		if !ok {
-			add("SECURITY DEFINER function %s: removed (or no longer SECURITY DEFINER)", l.Signature)
+			add("%s %s: removed %s", what, l.Signature, gone)
 			continue
 		}
 		if l.Owner != c.Owner {
-			add("SECURITY DEFINER function %s: owner %s → %s", l.Signature, l.Owner, c.Owner)
+			add("%s %s: owner %s → %s", what, l.Signature, l.Owner, c.Owner)
 		}
 		if a, b := strings.Join(l.Config, " "), strings.Join(c.Config, " "); a != b {
-			add("SECURITY DEFINER function %s: settings %q → %q", l.Signature, a, b)
+			add("%s %s: settings %q → %q", what, l.Signature, a, b)
 		}
 		if l.BodyMD5 != c.BodyMD5 {
-			add("SECURITY DEFINER function %s: body changed", l.Signature)
+			add("%s %s: body changed", what, l.Signature)
 		}
 		if a, b := strings.Join(l.Executors, ","), strings.Join(c.Executors, ","); a != b {
-			add("SECURITY DEFINER function %s: executable by %s → %s", l.Signature, a, b)
+			add("%s %s: executable by %s → %s", what, l.Signature, a, b)
 		}
 	}
 	for _, c := range current {
 		if !seen[c.Signature] {
-			add("SECURITY DEFINER function %s: new (owner %s, settings %q, executable by %s)", c.Signature, c.Owner, strings.Join(c.Config, " "), strings.Join(c.Executors, ","))
+			add("%s %s: new (owner %s, settings %q, executable by %s)", what, c.Signature, c.Owner, strings.Join(c.Config, " "), strings.Join(c.Executors, ","))
 		}
 	}
 }

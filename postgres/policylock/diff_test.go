@@ -14,11 +14,12 @@ func TestCompareCatalog(t *testing.T) {
 	base := func() *policylock.Lock {
 		return &policylock.Lock{
 			Format: policylock.FormatVersion, ServerMajor: 15,
-			Tables:   []policylock.Table{{Name: "s.t", Kind: "table", Owner: "own", RLS: true, Force: true}},
-			Policies: []policylock.Policy{{Table: "s.t", Name: "p", Permissive: "PERMISSIVE", Roles: []string{"public"}, Command: "ALL", Using: "(a = b)"}},
-			Grants:   []policylock.Grant{{Object: "table s.t", Grantee: "app", Privilege: "SELECT"}},
-			Definers: []policylock.Function{{Signature: "s.f()", Owner: "definer", Config: []string{"search_path=pg_catalog"}, BodyMD5: "x", Executors: []string{"app"}}},
-			Matrix:   []model.TableMatrix{{Table: "t", Cells: []model.Cell{{Caller: "bob", Relation: "r1 admin", Sees: []string{"m1"}, Refused: []string{"DELETE"}}}}},
+			Tables:          []policylock.Table{{Name: "s.t", Kind: "table", Owner: "own", RLS: true, Force: true}},
+			Policies:        []policylock.Policy{{Table: "s.t", Name: "p", Permissive: "PERMISSIVE", Roles: []string{"public"}, Command: "ALL", Using: "(a = b)"}},
+			Grants:          []policylock.Grant{{Object: "table s.t", Grantee: "app", Privilege: "SELECT"}},
+			Definers:        []policylock.Function{{Signature: "s.f()", Owner: "definer", Config: []string{"search_path=pg_catalog"}, BodyMD5: "x", Executors: []string{"app"}}},
+			PolicyFunctions: []policylock.Function{{Signature: "s.current_tenant()", Owner: "own", BodyMD5: "x", Executors: []string{"app"}}},
+			Matrix:          []model.TableMatrix{{Table: "t", Cells: []model.Cell{{Caller: "bob", Relation: "r1 admin", Sees: []string{"m1"}, Refused: []string{"DELETE"}}}}},
 		}
 	}
 	if d := policylock.Compare(base(), base()); len(d) != 0 {
@@ -48,6 +49,9 @@ func TestCompareCatalog(t *testing.T) {
 		{"definer search_path", func(l *policylock.Lock) { l.Definers[0].Config = nil }, "SECURITY DEFINER function s.f(): settings"},
 		{"definer body", func(l *policylock.Lock) { l.Definers[0].BodyMD5 = "y" }, "SECURITY DEFINER function s.f(): body changed"},
 		{"definer owner", func(l *policylock.Lock) { l.Definers[0].Owner = "postgres" }, "SECURITY DEFINER function s.f(): owner definer → postgres"},
+		{"policy function body", func(l *policylock.Lock) { l.PolicyFunctions[0].BodyMD5 = "y" }, "function called by a policy s.current_tenant(): body changed"},
+		{"policy function removed", func(l *policylock.Lock) { l.PolicyFunctions = nil }, "function called by a policy s.current_tenant(): removed"},
+		{"policy function executors", func(l *policylock.Lock) { l.PolicyFunctions[0].Executors = []string{"PUBLIC"} }, "function called by a policy s.current_tenant(): executable by app → PUBLIC"},
 		{"server", func(l *policylock.Lock) { l.ServerMajor = 16 }, "server: the lock was made on PostgreSQL 15, this is 16"},
 		{"sees", func(l *policylock.Lock) { l.Matrix[0].Cells[0].Sees = nil }, "t / SELECT / bob [r1 admin]: m1: visible → hidden"},
 		{"deletes", func(l *policylock.Lock) { l.Matrix[0].Cells[0].Deletes = []string{"m1"} }, "t / DELETE / bob [r1 admin]: m1: refused → allowed"},

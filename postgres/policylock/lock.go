@@ -19,14 +19,19 @@ const FormatVersion = 1
 
 // Lock is the reviewed state of a database's isolation rules.
 type Lock struct {
-	Format      int                 `json:"format"`
-	Comment     string              `json:"comment"`
-	ServerMajor int                 `json:"server_major"`
-	Tables      []Table             `json:"tables"`
-	Policies    []Policy            `json:"policies"`
-	Grants      []Grant             `json:"grants"`
-	Definers    []Function          `json:"definer_functions"`
-	Matrix      []model.TableMatrix `json:"matrix,omitempty"`
+	Format      int        `json:"format"`
+	Comment     string     `json:"comment"`
+	ServerMajor int        `json:"server_major"`
+	Tables      []Table    `json:"tables"`
+	Policies    []Policy   `json:"policies"`
+	Grants      []Grant    `json:"grants"`
+	Definers    []Function `json:"definer_functions"`
+	// PolicyFunctions are the functions outside the system schemas that a
+	// policy's expression calls and that are not SECURITY DEFINER (those
+	// are in Definers): the context functions above all. A policy whose
+	// text is unchanged means something else when one of them does.
+	PolicyFunctions []Function          `json:"policy_functions"`
+	Matrix          []model.TableMatrix `json:"matrix,omitempty"`
 }
 
 // Table is one table with row-level security or policies.
@@ -57,7 +62,7 @@ type Grant struct {
 	Grantable bool   `json:"grantable,omitempty"`
 }
 
-// Function is one SECURITY DEFINER function.
+// Function is one SECURITY DEFINER function, or one a policy calls.
 type Function struct {
 	Signature string   `json:"signature"`
 	Owner     string   `json:"owner"`
@@ -154,7 +159,24 @@ FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespa
 WHERE p.prosecdef AND ` + systemSchemas + `
 ORDER BY 1`
 
-// ReadCatalog reads the tables, policies, grants and definer functions of
+// policyFunctionsSQL lists the functions policy expressions call directly
+// (pg_depend records them when a policy is created), other than
+// PostgreSQL's own and the SECURITY DEFINER ones definersSQL lists. What
+// those call in turn is not recorded by PostgreSQL for a body kept as text.
+const policyFunctionsSQL = `
+SELECT DISTINCT p.oid::regprocedure::text, pg_catalog.pg_get_userbyid(p.proowner),
+       coalesce(p.proconfig, '{}'), md5(p.prosrc),
+       ARRAY(SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END
+             FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+             WHERE a.privilege_type = 'EXECUTE' ORDER BY 1)
+FROM pg_catalog.pg_depend d
+JOIN pg_catalog.pg_proc p ON d.refclassid = 'pg_catalog.pg_proc'::regclass AND p.oid = d.refobjid
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE d.classid = 'pg_catalog.pg_policy'::regclass AND NOT p.prosecdef AND ` + systemSchemas + `
+ORDER BY 1`
+
+// ReadCatalog reads the tables, policies, grants, definer functions and
+// the functions policies call of
 // the database conn is connected to, in a READ ONLY transaction. Any role
 // that can read the system catalogs can run it.
 func ReadCatalog(ctx context.Context, conn *pgx.Conn) (*Lock, error) {
@@ -198,6 +220,14 @@ func ReadCatalog(ctx context.Context, conn *pgx.Conn) (*Lock, error) {
 		if err != nil {
 			return fmt.Errorf("read definer functions: %w", explain(err))
 		}
+		rows, _ = tx.Query(ctx, policyFunctionsSQL)
+		l.PolicyFunctions, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (f Function, err error) {
+			err = r.Scan(&f.Signature, &f.Owner, &f.Config, &f.BodyMD5, &f.Executors)
+			return
+		})
+		if err != nil {
+			return fmt.Errorf("read policy functions: %w", explain(err))
+		}
 		return nil
 	})
 	if err != nil {
@@ -212,9 +242,11 @@ func sortLock(l *Lock) {
 	for i := range l.Policies {
 		sort.Strings(l.Policies[i].Roles)
 	}
-	for i := range l.Definers {
-		sort.Strings(l.Definers[i].Config)
-		sort.Strings(l.Definers[i].Executors)
+	for _, fs := range [][]Function{l.Definers, l.PolicyFunctions} {
+		for i := range fs {
+			sort.Strings(fs[i].Config)
+			sort.Strings(fs[i].Executors)
+		}
 	}
 	sort.Slice(l.Grants, func(i, j int) bool {
 		a, b := l.Grants[i], l.Grants[j]

@@ -62,6 +62,37 @@ func TestCommittedLockIsCurrent(t *testing.T) {
 // a reviewer needs, and the policy line that caused it.
 func TestCheckFindsAWeakenedPolicy(t *testing.T) {
 	locked := mustBulkheadLock(t)
+	diff := diffWithMigration(t, locked, "99999_weaken_memories.sql")
+	for _, want := range []string{
+		"memories / INSERT / dave [r2 member, not in r1, owns s2]: author_id=dave room_id=r1: refused → allowed",
+		"policy bulkhead_insert on bulkhead.memories: WITH CHECK changed",
+	} {
+		if !slices.ContainsFunc(diff, func(d string) bool { return strings.HasPrefix(d, want) }) {
+			t.Errorf("no %q in the diff:\n%s", want, strings.Join(diff, "\n"))
+		}
+	}
+	for _, d := range diff {
+		if !strings.HasPrefix(d, "memories / INSERT / ") && !strings.HasPrefix(d, "policy bulkhead_insert on bulkhead.memories") {
+			t.Errorf("a change to one policy shows elsewhere: %s", d)
+		}
+	}
+}
+
+// A migration that makes current_tenant() honour a setting any role can
+// SET, while it still answers bulkhead's own: no policy's text and no cell
+// of the matrix changes, and check fails on the function.
+func TestCheckFindsAForgeableContext(t *testing.T) {
+	diff := diffWithMigration(t, mustBulkheadLock(t), "99999_forgeable_tenant.sql")
+	want := "function called by a policy bulkhead.current_tenant(): body changed"
+	if len(diff) != 1 || diff[0] != want {
+		t.Errorf("check found %q, want exactly %q", diff, want)
+	}
+}
+
+// diffWithMigration returns the differences between locked and the lock
+// of bulkhead's migrations followed by testdata/name.
+func diffWithMigration(t *testing.T, locked *policylock.Lock, name string) []string {
+	t.Helper()
 	dir := t.TempDir()
 	srcs, err := filepath.Glob("../migrations/*.sql")
 	if err != nil || len(srcs) == 0 {
@@ -76,29 +107,16 @@ func TestCheckFindsAWeakenedPolicy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	broken, err := os.ReadFile("testdata/99999_weaken_memories.sql")
+	broken, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "99999_weaken_memories.sql"), broken, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name), broken, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cur, err := policylock.FromMigrations(context.Background(), dir, policylock.Options{Matrix: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	diff := policylock.Compare(locked, cur)
-	for _, want := range []string{
-		"memories / INSERT / dave [r2 member, not in r1, owns s2]: author_id=dave room_id=r1: refused → allowed",
-		"policy bulkhead_insert on bulkhead.memories: WITH CHECK changed",
-	} {
-		if !slices.ContainsFunc(diff, func(d string) bool { return strings.HasPrefix(d, want) }) {
-			t.Errorf("no %q in the diff:\n%s", want, strings.Join(diff, "\n"))
-		}
-	}
-	for _, d := range diff {
-		if !strings.HasPrefix(d, "memories / INSERT / ") && !strings.HasPrefix(d, "policy bulkhead_insert on bulkhead.memories") {
-			t.Errorf("a change to one policy shows elsewhere: %s", d)
-		}
-	}
+	return policylock.Compare(locked, cur)
 }
