@@ -121,7 +121,7 @@ func compareRecordedFunctions(live, want []LiveFunction, add func(check, obj, de
 				g.Extension, g.Language, g.Result, g.Definer, g.Leakproof, g.Config, w.Extension, w.Language, w.Result, w.Definer, w.Leakproof, w.Config))
 		}
 	}
-	extra := make([]string, 0)
+	var extra []string
 	for sig := range got {
 		if !seen[sig] {
 			extra = append(extra, sig)
