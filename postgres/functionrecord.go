@@ -15,8 +15,8 @@ import (
 // LiveFunction is one function of bulkhead's schema as pg_proc holds it:
 // what decides what it does and with whose rights.
 type LiveFunction struct {
-	// Signature is name(argument types), as regprocedure prints them
-	// without the schema.
+	// Signature is name(argument types), the types as format_type prints
+	// them, comma-separated without spaces.
 	Signature string `json:"signature"`
 	Result    string `json:"result"`
 	Language  string `json:"language"`
@@ -33,6 +33,9 @@ type LiveFunction struct {
 	// PL/pgSQL body (stored verbatim), or a C function's symbol and
 	// library.
 	Body string `json:"body_sha256"`
+	// Source is prosrc itself, which the self-check also compares with the
+	// generator's helpers; not recorded.
+	Source string `json:"-"`
 }
 
 // ExpectedFunctions is every function the migrations leave in bulkhead's
@@ -63,7 +66,7 @@ func LoadExpectedFunctions() (ExpectedFunctions, error) {
 // liveFunctionsSQL reads every function of schema $1. Every role may read
 // pg_proc, the runtime role included.
 const liveFunctionsSQL = `
-	SELECT replace(p.oid::regprocedure::text, n.nspname || '.', ''), pg_get_function_result(p.oid), l.lanname,
+	SELECT p.proname || '(' || replace(oidvectortypes(p.proargtypes), ', ', ',') || ')', pg_get_function_result(p.oid), l.lanname,
 	       pg_get_userbyid(p.proowner), p.prosecdef, p.proleakproof, coalesce(p.proconfig, '{}'),
 	       p.prosrc, coalesce(p.probin, ''), coalesce(e.extname, '')
 	FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
@@ -80,8 +83,8 @@ func ReadFunctions(ctx context.Context, q Querier) ([]LiveFunction, error) {
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (LiveFunction, error) {
 		var f LiveFunction
-		var src, bin string
-		if err := r.Scan(&f.Signature, &f.Result, &f.Language, &f.Owner, &f.Definer, &f.Leakproof, &f.Config, &src, &bin, &f.Extension); err != nil {
+		var bin string
+		if err := r.Scan(&f.Signature, &f.Result, &f.Language, &f.Owner, &f.Definer, &f.Leakproof, &f.Config, &f.Source, &bin, &f.Extension); err != nil {
 			return f, err
 		}
 		if f.Extension != "" {
@@ -90,7 +93,7 @@ func ReadFunctions(ctx context.Context, q Querier) ([]LiveFunction, error) {
 		if len(f.Config) == 0 {
 			f.Config = nil
 		}
-		sum := sha256.Sum256([]byte(src + "\x00" + bin))
+		sum := sha256.Sum256([]byte(f.Source + "\x00" + bin))
 		f.Body = hex.EncodeToString(sum[:])
 		return f, nil
 	})

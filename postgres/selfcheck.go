@@ -302,23 +302,18 @@ func SelfCheck(ctx context.Context, q Querier) ([]Finding, error) {
 		}
 		comparePolicies(livePolicies(rows), expected.Policies, add)
 	}
-	rows, err = rowsOf(`SELECT p.proname || '(' || replace(oidvectortypes(p.proargtypes), ', ', ',') || ')', p.prosrc
-		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1`, Schema)
+	liveFns, err := ReadFunctions(ctx, q)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("self-check: %w", err)
 	}
 	bodies := map[string]string{}
-	for _, r := range rows {
-		bodies[r[0].(string)] = r[1].(string)
+	for _, f := range liveFns {
+		bodies[f.Signature] = f.Source
 	}
 	compareFunctions(bodies, add)
 	recorded, err := LoadExpectedFunctions()
 	if err != nil {
 		return nil, err
-	}
-	liveFns, err := ReadFunctions(ctx, q)
-	if err != nil {
-		return nil, fmt.Errorf("self-check: %w", err)
 	}
 	compareRecordedFunctions(liveFns, recorded.Functions, add)
 
