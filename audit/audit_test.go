@@ -49,3 +49,30 @@ func TestBulkheadIsClean(t *testing.T) {
 var _ = pgx.Identifier{}
 
 func pgxConnect(dsn string) (*pgx.Conn, error) { return pgx.Connect(context.Background(), dsn) }
+
+// TestBulkheadContextSettingsAreAudited: the audit finds bulkhead's own
+// context settings behind its context functions (since migration 00021,
+// SQL calls to bulkhead_context's C functions, whose bodies name no
+// setting), so a tenant given to the runtime role by ALTER ROLE ... SET is
+// reported (BH801) on bulkhead's database as on any other.
+func TestBulkheadContextSettingsAreAudited(t *testing.T) {
+	d := testdb.New(t)
+	admin := testdb.MustConnect(t, d.AdminDSN())
+	for _, name := range []string{"bulkhead.tenant_id", "bulkhead.entity_id", "bulkhead.acting_for"} {
+		if _, err := admin.Exec(context.Background(), "ALTER ROLE "+postgres.Runtime+" IN DATABASE "+pgx.Identifier{d.Name}.Sanitize()+" SET "+name+" = '6f0c3c39-6d1b-4f5c-9a43-3b1f8f3f0a11'"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := mustAudit(t, d.AdminDSN(), Options{RuntimeRole: postgres.Runtime, Migrations: "../postgres/migrations"})
+	found := map[string]bool{}
+	for _, f := range rep.Findings {
+		if f.Check == "BH801" {
+			found[strings.Split(f.Object.Name, "@")[0]] = true
+		}
+	}
+	for _, name := range []string{"bulkhead.tenant_id", "bulkhead.entity_id", "bulkhead.acting_for"} {
+		if !found[name] {
+			t.Errorf("no BH801 for %s given to the runtime role:\n%s", name, text(rep))
+		}
+	}
+}

@@ -96,6 +96,7 @@ type function struct {
 	volatile           string
 	config             []string
 	src                string
+	lib                string // probin: a C function's library
 	owner              uint32
 	ext                bool
 	publicExec         bool
@@ -414,7 +415,7 @@ FROM pg_catalog.pg_policy p ORDER BY p.polrelid, p.polname`)
 		rows, err := q.Query(ctx, `
 SELECT p.oid, n.nspname::text, p.proname::text, pg_get_function_identity_arguments(p.oid), coalesce(p.proargnames, '{}')::text[],
   ARRAY(SELECT format_type(t.x, NULL) FROM unnest(p.proargtypes) WITH ORDINALITY AS t(x, i) ORDER BY t.i),
-  l.lanname::text, p.prosecdef, p.proleakproof, p.provolatile::text, coalesce(p.proconfig, '{}'), coalesce(p.prosrc, ''), p.proowner,
+  l.lanname::text, p.prosecdef, p.proleakproof, p.provolatile::text, coalesce(p.proconfig, '{}'), coalesce(p.prosrc, ''), coalesce(p.probin, ''), p.proowner,
   EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'),
   p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'),
   has_function_privilege($1, p.oid, 'EXECUTE') AND has_schema_privilege($1, n.oid, 'USAGE')
@@ -425,7 +426,7 @@ WHERE p.prokind IN ('f', 'p') AND `+userSchemas, who)
 		}
 		var f function
 		_, err = pgx.ForEachRow(rows, []any{&f.oid, &f.schema, &f.name, &f.args, &f.argNames, &f.argTypes, &f.lang, &f.definer, &f.leakproof,
-			&f.volatile, &f.config, &f.src, &f.owner, &f.ext, &f.publicExec, &f.runtimeExec}, func() error {
+			&f.volatile, &f.config, &f.src, &f.lib, &f.owner, &f.ext, &f.publicExec, &f.runtimeExec}, func() error {
 			c := f
 			s.funcs[c.oid] = &c
 			s.funcByName[c.qname()] = append(s.funcByName[c.qname()], &c)

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"path"
 	"regexp"
 	"sort"
 	"strings"
@@ -98,7 +99,7 @@ func (s *snapshot) calledBy(f *function) []*function {
 func (s *snapshot) contextFuncs() map[uint32]bool {
 	out := map[uint32]bool{}
 	for id, f := range s.funcs {
-		if strings.Contains(strings.ToLower(blankLiterals(f.src)), "current_setting") {
+		if strings.Contains(strings.ToLower(blankLiterals(f.src)), "current_setting") || nativeSetting(f) != "" {
 			out[id] = true
 		}
 	}
@@ -120,6 +121,26 @@ func (s *snapshot) contextFuncs() map[uint32]bool {
 	return out
 }
 
+// nativeSettings are the C functions of bulkhead's own extension,
+// bulkhead_context, that return a context setting (by C symbol, as
+// pg_proc.prosrc holds it): their body is a symbol, not SQL that names the
+// setting, so the audit knows them by name. bulkhead's context functions
+// are SQL calls to them since migration 00021.
+var nativeSettings = map[string]string{
+	"bulkhead_current_tenant_native":     "bulkhead.tenant_id",
+	"bulkhead_current_entity_native":     "bulkhead.entity_id",
+	"bulkhead_current_acting_for_native": "bulkhead.acting_for",
+}
+
+// nativeSetting returns the setting f returns when f is one of
+// nativeSettings in bulkhead_context's library, else "".
+func nativeSetting(f *function) string {
+	if f.lang != "c" || path.Base(f.lib) != "bulkhead_context" && path.Base(f.lib) != "bulkhead_context.so" {
+		return ""
+	}
+	return nativeSettings[f.src]
+}
+
 var settingName = regexp.MustCompile(`(?i)current_setting\s*\(\s*'([^']+)'`)
 
 // contextSettings returns the names of the settings the policies read,
@@ -136,6 +157,9 @@ func (s *snapshot) contextSettings() []string {
 	for _, f := range s.policyFuncClosure() {
 		for _, m := range settingName.FindAllStringSubmatch(f.src, -1) {
 			set[m[1]] = true
+		}
+		if n := nativeSetting(f); n != "" {
+			set[n] = true
 		}
 	}
 	var out []string

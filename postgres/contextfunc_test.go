@@ -1,0 +1,95 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/bulkhead-dev/bulkhead"
+	"github.com/bulkhead-dev/bulkhead/internal/testdb"
+	"github.com/google/uuid"
+)
+
+// TestContextFunctionsReadTheEnteredContext checks current_tenant(),
+// current_entity() and current_acting_for() (inlined calls to
+// bulkhead_context's C functions since migration 00021) against their
+// definition: nullif(current_setting(name, true), '')::uuid, the ids
+// enter() was given, NULL for none. Three distinct ids catch a function
+// reading another's setting; the last case reads them in a parallel worker,
+// where the settings arrive through PostgreSQL's copy of the leader's.
+func TestContextFunctionsReadTheEnteredContext(t *testing.T) {
+	d := testdb.New(t)
+	ctx := context.Background()
+	conn := testdb.MustConnect(t, d.AppDSN())
+	full := bulkhead.Scope{Tenant: uuid.New(), Entity: uuid.New(), ActingFor: uuid.New()}
+	tenantOnly := bulkhead.Scope{Tenant: uuid.New()}
+	for _, c := range []struct {
+		name     string
+		scope    *bulkhead.Scope
+		parallel bool
+	}{
+		{name: "no context"},
+		{name: "tenant, entity and acting-for", scope: &full},
+		{name: "tenant only", scope: &tenantOnly},
+		{name: "in a parallel worker", scope: &full, parallel: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			want := [3]*uuid.UUID{}
+			if c.scope != nil {
+				enter(t, tx, *c.scope)
+				want[0] = &c.scope.Tenant
+				for i, id := range []uuid.UUID{c.scope.Entity, c.scope.ActingFor} {
+					if id != uuid.Nil {
+						want[i+1] = &id
+					}
+				}
+			}
+			q := `SELECT bulkhead.current_tenant(), bulkhead.current_entity(), bulkhead.current_acting_for(),
+				nullif(current_setting('bulkhead.tenant_id', true), '')::uuid,
+				nullif(current_setting('bulkhead.entity_id', true), '')::uuid,
+				nullif(current_setting('bulkhead.acting_for', true), '')::uuid`
+			if c.parallel {
+				for _, set := range []string{"SET LOCAL force_parallel_mode = on", "SET LOCAL parallel_setup_cost = 0", "SET LOCAL parallel_tuple_cost = 0"} {
+					if _, err := tx.Exec(ctx, set); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var plan string
+				if err := tx.QueryRow(ctx, "EXPLAIN (COSTS OFF, VERBOSE) "+q+" FROM generate_series(1, 2)").Scan(&plan); err != nil {
+					t.Fatal(err)
+				}
+				if plan[:6] != "Gather" {
+					t.Fatalf("the query is not run by a worker: %s", plan)
+				}
+				q += " FROM generate_series(1, 2) LIMIT 1"
+			}
+			var got, model [3]*uuid.UUID
+			if err := tx.QueryRow(ctx, q).Scan(&got[0], &got[1], &got[2], &model[0], &model[1], &model[2]); err != nil {
+				t.Fatal(err)
+			}
+			for i, name := range []string{"current_tenant", "current_entity", "current_acting_for"} {
+				if !sameID(got[i], want[i]) || !sameID(model[i], want[i]) {
+					t.Errorf("%s() = %v, its setting reads %v; want %v", name, show(got[i]), show(model[i]), show(want[i]))
+				}
+			}
+		})
+	}
+}
+
+func sameID(a, b *uuid.UUID) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func show(id *uuid.UUID) string {
+	if id == nil {
+		return "NULL"
+	}
+	return id.String()
+}
