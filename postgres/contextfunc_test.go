@@ -12,7 +12,7 @@ import (
 // TestContextFunctionsReadTheEnteredContext checks current_tenant(),
 // current_entity() and current_acting_for() (inlined calls to
 // bulkhead_context's C functions since migration 00021) against their
-// definition: nullif(current_setting(name, true), ”)::uuid, the ids
+// definition: the setting read with current_setting as a uuid, the ids
 // enter() was given, NULL for none. Three distinct ids catch a function
 // reading another's setting; the last case reads them in a parallel worker,
 // where the settings arrive through PostgreSQL's copy of the leader's.
