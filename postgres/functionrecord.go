@@ -33,20 +33,17 @@ type LiveFunction struct {
 	// PL/pgSQL body (stored verbatim), or a C function's symbol and
 	// library.
 	Body string `json:"body_sha256"`
-	// Source is prosrc itself, which the self-check also compares with the
-	// generator's helpers; not recorded.
-	Source string `json:"-"`
 }
 
 // ExpectedFunctions is every function the migrations leave in bulkhead's
 // schema, recorded by TestExpectedFunctionsAreTheMigrations on a freshly
 // migrated database (go test ./postgres -run
 // TestExpectedFunctionsAreTheMigrations -update rewrites it; the test fails
-// whenever it differs). The generator's helpers are compared with the
-// generator itself as well (compareFunctions); this record covers the rest:
-// the context functions every policy calls, the per-request access check,
-// the authentication and notification definers, the extension's C
-// functions.
+// whenever it differs). It is the self-check's one comparison of functions:
+// the generator's helpers (TestGeneratedMigrationsUpToDate keeps the
+// migrations equal to the generator), the context functions every policy
+// calls, the per-request access check, the authentication and notification
+// definers, the extension's C functions.
 type ExpectedFunctions struct {
 	Functions []LiveFunction `json:"functions"`
 }
@@ -83,8 +80,8 @@ func ReadFunctions(ctx context.Context, q Querier) ([]LiveFunction, error) {
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (LiveFunction, error) {
 		var f LiveFunction
-		var bin string
-		if err := r.Scan(&f.Signature, &f.Result, &f.Language, &f.Owner, &f.Definer, &f.Leakproof, &f.Config, &f.Source, &bin, &f.Extension); err != nil {
+		var src, bin string
+		if err := r.Scan(&f.Signature, &f.Result, &f.Language, &f.Owner, &f.Definer, &f.Leakproof, &f.Config, &src, &bin, &f.Extension); err != nil {
 			return f, err
 		}
 		if f.Extension != "" {
@@ -93,7 +90,7 @@ func ReadFunctions(ctx context.Context, q Querier) ([]LiveFunction, error) {
 		if len(f.Config) == 0 {
 			f.Config = nil
 		}
-		sum := sha256.Sum256([]byte(f.Source + "\x00" + bin))
+		sum := sha256.Sum256([]byte(src + "\x00" + bin))
 		f.Body = hex.EncodeToString(sum[:])
 		return f, nil
 	})

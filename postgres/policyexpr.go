@@ -5,10 +5,8 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 
-	"github.com/bulkhead-dev/bulkhead/rls"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -89,25 +87,5 @@ func comparePolicies(live, want []LivePolicy, add func(check, obj, detail string
 		diff("command", g.Command, w.Command)
 		diff("mode", g.Permissive, w.Permissive)
 		diff("roles", strings.Join(g.Roles, ","), strings.Join(w.Roles, ","))
-	}
-}
-
-// compareFunctions reports helper functions whose body differs from the
-// generator's (bodies are stored verbatim, so this is exact).
-func compareFunctions(live map[string]string, add func(check, obj, detail string)) {
-	want := rls.FunctionBodies(RLSConfig)
-	names := make([]string, 0, len(want))
-	for n := range want {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		got, ok := live[n]
-		switch {
-		case !ok:
-			add("function", Schema+"."+n, "generated helper function is missing")
-		case got != want[n]:
-			add("function", Schema+"."+n, "body differs from the generator's (a policy helper was edited by hand)")
-		}
 	}
 }

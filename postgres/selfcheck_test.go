@@ -49,7 +49,7 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 		{name: "the review's p.room_id = room_id", sql: []string{`ALTER POLICY bulkhead_insert ON bulkhead.memories WITH CHECK (EXISTS (SELECT 1 FROM bulkhead.participants p WHERE p.room_id = room_id AND p.entity_id = author_id))`},
 			expect: "policy bulkhead_insert: WITH CHECK differs"},
 		{name: "helper function body changed", admin: true, sql: []string{`CREATE OR REPLACE FUNCTION bulkhead.owned_worlds() RETURNS uuid[] LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN (SELECT array_agg(id) FROM bulkhead.worlds); END $$`},
-			expect: "function: bulkhead.owned_worlds(): body differs from the generator's"},
+			expect: "function: bulkhead.owned_worlds(): body differs from the migrations'"},
 		// Issue 18: the check on a definer's search_path had no test.
 		{name: "definer search_path unpinned", admin: true, sql: []string{`ALTER FUNCTION bulkhead.owned_worlds() RESET search_path`},
 			expect: "definer: bulkhead.owned_worlds(): SECURITY DEFINER function has no pinned search_path"},
@@ -59,13 +59,13 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 			expect: "definer: bulkhead.owned_worlds(): SECURITY DEFINER function has no pinned search_path"},
 		// Issue 16: the membership look-up is an SQL call to a C function.
 		{name: "membership wrapper edited", admin: true, sql: []string{`CREATE OR REPLACE FUNCTION bulkhead.member_rooms(scope text) RETURNS uuid[] LANGUAGE sql STABLE AS $$ SELECT ARRAY(SELECT p.room_id FROM bulkhead.participants p) $$`},
-			expect: "function: bulkhead.member_rooms(text): body differs from the generator's"},
+			expect: "function: bulkhead.member_rooms(text): body differs from the migrations'"},
 		{name: "membership wrapper made a definer", admin: true, sql: []string{`ALTER FUNCTION bulkhead.member_rooms(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp`},
 			expect: "definer: bulkhead.member_rooms(text): SECURITY DEFINER function executable by the runtime role is not on the allow-list"},
 		{name: "native membership replaced", admin: true, sql: []string{
 			`ALTER EXTENSION bulkhead_context DROP FUNCTION bulkhead.member_rooms_native(text)`,
 			`CREATE OR REPLACE FUNCTION bulkhead.member_rooms_native(scope text) RETURNS uuid[] LANGUAGE sql STABLE AS $$ SELECT ARRAY(SELECT p.room_id FROM bulkhead.participants p) $$`},
-			expect: "function: bulkhead.member_rooms_native(text): body differs from the generator's"},
+			expect: "function: bulkhead.member_rooms_native(text): body differs from the migrations'"},
 		// The functions the policies and the request path call, which no
 		// generator writes: a context function reading a setting any role
 		// can SET, a revocation check that always passes, an

@@ -271,8 +271,9 @@ func bodyKey(name, args string) string {
 // between the $fn$ quotes, as pg_proc.prosrc stores it) of every helper
 // Generate installs that reads a table: current_actors, the definer
 // helpers and, with NativeMembership, member_rooms and can_author and the
-// C functions they call (their prosrc: the symbol). The self-check compares the database's
-// bodies with these.
+// C functions they call (their prosrc: the symbol). The generator's own
+// tests read them; the self-check compares a database with the migrations'
+// record of functions, which the generated migration makes.
 func FunctionBodies(cfg Config) map[string]string {
 	out := map[string]string{}
 	for _, stmt := range functions(cfg) {
