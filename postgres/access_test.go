@@ -11,6 +11,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // checked returns ctx in scope (tenant, entity) carrying acc.
@@ -357,5 +358,48 @@ func TestAccessCheckFailsClosed(t *testing.T) {
 	}
 	if err := accessOutcome(t, d.DB, sess); err != nil {
 		t.Fatalf("alice's session with the index back: %v", err)
+	}
+}
+
+// TestAccessCheckExpiryBoundary: an API key is live while its expires_at
+// is after the transaction's start (now()) and refused from that instant
+// on: expires_at equal to now() is refused, one microsecond later is
+// accepted. Both are set in the transaction that checks, so now() is
+// exactly the instant compared.
+func TestAccessCheckExpiryBoundary(t *testing.T) {
+	d, demo := seeded(t)
+	ctx := context.Background()
+	t1 := demo.T1
+	key := uuid.New()
+	if _, err := d.DB.InsertAPIKey(as(t, t1.Tenant.ID, t1.Alice, uuid.Nil), key, "k", []byte("h"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	admin := mustConnect(t, d.AdminDSN())
+	for _, c := range []struct {
+		expires string
+		live    bool
+	}{
+		{"now()", false},
+		{"now() + interval '1 microsecond'", true},
+		{"now() - interval '1 microsecond'", false},
+	} {
+		tx, err := admin.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE bulkhead.api_keys SET expires_at = "+c.expires+" WHERE id = $1", key); err != nil {
+			t.Fatal(err)
+		}
+		enter(t, tx, bulkhead.Scope{Tenant: t1.Tenant.ID, Entity: t1.Alice})
+		var ok bool
+		err = tx.QueryRow(ctx, "SELECT bulkhead.access_check(NULL, NULL, $1, true)", key).Scan(&ok)
+		var pgErr *pgconn.PgError
+		switch {
+		case c.live && (err != nil || !ok):
+			t.Errorf("expires_at = %s: %v, %v; want live", c.expires, ok, err)
+		case !c.live && !(errors.As(err, &pgErr) && pgErr.Code == "28000"):
+			t.Errorf("expires_at = %s: %v, %v; want 28000 access revoked", c.expires, ok, err)
+		}
+		tx.Rollback(ctx)
 	}
 }
