@@ -80,6 +80,52 @@ func TestContextFunctionsReadTheEnteredContext(t *testing.T) {
 	}
 }
 
+// TestContextFunctionsParseAsUUIDIn: the C functions decode the canonical
+// form enter() writes themselves and hand every other value to uuid_in, so
+// whatever a superuser puts into a setting reads exactly as the setting's
+// own cast: the same uuid, or the same refusal. Set by hand as the
+// superuser, the one role that can.
+func TestContextFunctionsParseAsUUIDIn(t *testing.T) {
+	d := testdb.New(t)
+	ctx := context.Background()
+	admin := testdb.MustConnect(t, d.AdminDSN())
+	for _, v := range []string{
+		"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+		"A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+		"{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+		"a0eebc999c0b4ef8bb6d6bb9bd380a11",
+		"a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+		"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+		"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
+		"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+		"a0eebc99x9c0b-4ef8-bb6d-6bb9bd380a11",
+		"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 ",
+		" a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+		"-",
+	} {
+		for _, fn := range []struct{ name, setting string }{{"current_tenant", "bulkhead.tenant_id"}, {"current_entity", "bulkhead.entity_id"}, {"current_acting_for", "bulkhead.acting_for"}} {
+			read := func(q string) (string, error) {
+				tx, err := admin.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tx.Rollback(ctx)
+				if _, err := tx.Exec(ctx, "SELECT set_config($1, $2, true)", fn.setting, v); err != nil {
+					t.Fatal(err)
+				}
+				var got string
+				err = tx.QueryRow(ctx, q).Scan(&got)
+				return got, err
+			}
+			got, gotErr := read("SELECT bulkhead." + fn.name + "()::text")
+			want, wantErr := read("SELECT current_setting('" + fn.setting + "')::uuid::text")
+			if got != want || (gotErr == nil) != (wantErr == nil) {
+				t.Errorf("%s = %q: %s() = %q, %v; the cast reads %q, %v", fn.setting, v, fn.name, got, gotErr, want, wantErr)
+			}
+		}
+	}
+}
+
 func sameID(a, b *uuid.UUID) bool {
 	if a == nil || b == nil {
 		return a == b
