@@ -54,6 +54,7 @@
 #include "catalog/pg_type.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/pg_list.h"
@@ -96,6 +97,7 @@ static bool key_loaded = false;
 /* The local transaction id of the last successful enter() in this backend. */
 static LocalTransactionId entered_lxid = InvalidLocalTransactionId;
 
+/* hexval returns the value of the hexadecimal digit c, or -1. */
 static int
 hexval(char c)
 {
@@ -354,19 +356,6 @@ uuid_order(const void *a, const void *b)
 	return memcmp(a, b, UUID_LEN);
 }
 
-/* hex_digit returns the value of the hexadecimal digit c, or -1. */
-static int
-hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * context_id returns the uuid a context setting holds, or NULL when it is
  * unset or empty. The canonical form (8-4-4-4-12 hex digits, which is what
@@ -397,8 +386,8 @@ context_id(const char *value)
 				break;
 			p++;
 		}
-		hi = hex_digit(p[0]);
-		lo = hi < 0 ? -1 : hex_digit(p[1]);
+		hi = hexval(p[0]);
+		lo = hi < 0 ? -1 : hexval(p[1]);
 		if (lo < 0)
 			break;
 		id->data[i] = (uint8) (hi << 4 | lo);
@@ -444,10 +433,10 @@ relation_am(Oid relid)
 }
 
 /* keyed_index returns a valid btree index of rel whose leading key columns
- * are atts[0..n), without expressions or predicate; fn and cols name the
- * caller and the columns in the error when there is none. */
+ * are atts[0..n), without expressions or predicate; fn and cols[0..n) name
+ * the caller and the columns in the error when there is none. */
 static Oid
-keyed_index(Relation rel, const AttrNumber *atts, int n, const char *fn, const char *cols)
+keyed_index(Relation rel, const AttrNumber *atts, int n, const char *fn, const char *const *cols)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
@@ -478,9 +467,16 @@ keyed_index(Relation rel, const AttrNumber *atts, int n, const char *fn, const c
 	}
 	list_free(indexes);
 	if (!OidIsValid(found))
+	{
+		StringInfoData names;
+
+		initStringInfo(&names);
+		for (int i = 0; i < n; i++)
+			appendStringInfo(&names, "%s%s", i > 0 ? ", " : "", cols[i]);
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("bulkhead.%s: %s has no btree index on (%s)", fn, RelationGetRelationName(rel), cols)));
+				 errmsg("bulkhead.%s: %s has no btree index on (%s)", fn, RelationGetRelationName(rel), names.data)));
+	}
 	return found;
 }
 
@@ -514,21 +510,16 @@ keyed_scan(Relation rel, int n, const char *const *cols, const Datum *vals, cons
 {
 	AttrNumber	atts[MAX_KEYS];
 	ScanKeyData keys[MAX_KEYS];
-	char		names[NAMEDATALEN * MAX_KEYS + 2 * MAX_KEYS];
 	int			i;
 
 	Assert(n > 0 && n <= MAX_KEYS);
-	names[0] = '\0';
 	for (i = 0; i < n; i++)
 	{
 		atts[i] = uuid_column(rel, cols[i]);
 		ScanKeyInit(&keys[i], atts[i], BTEqualStrategyNumber, F_UUID_EQ, vals[i]);
-		if (i > 0)
-			strlcat(names, ", ", sizeof(names));
-		strlcat(names, cols[i], sizeof(names));
 	}
 	/* systable_beginscan copies the keys. */
-	return systable_beginscan(rel, keyed_index(rel, atts, n, fn, names), true, GetActiveSnapshot(), n, keys);
+	return systable_beginscan(rel, keyed_index(rel, atts, n, fn, cols), true, GetActiveSnapshot(), n, keys);
 }
 
 /* membership_scan begins a scan of rel (participants) for the rows of

@@ -2,11 +2,14 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/internal/testdb"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestContextFunctionsReadTheEnteredContext checks current_tenant(),
@@ -62,7 +65,7 @@ func TestContextFunctionsReadTheEnteredContext(t *testing.T) {
 				if err := tx.QueryRow(ctx, "EXPLAIN (COSTS OFF, VERBOSE) "+q+" FROM generate_series(1, 2)").Scan(&plan); err != nil {
 					t.Fatal(err)
 				}
-				if plan[:6] != "Gather" {
+				if !strings.HasPrefix(plan, "Gather") {
 					t.Fatalf("the query is not run by a worker: %s", plan)
 				}
 				q += " FROM generate_series(1, 2) LIMIT 1"
@@ -104,7 +107,9 @@ func TestContextFunctionsParseAsUUIDIn(t *testing.T) {
 		"-",
 	} {
 		for _, fn := range []struct{ name, setting string }{{"current_tenant", "bulkhead.tenant_id"}, {"current_entity", "bulkhead.entity_id"}, {"current_acting_for", "bulkhead.acting_for"}} {
-			read := func(q string) (string, error) {
+			// The outcome of q: its text (NULL: "NULL"), or the SQLSTATE
+			// that refused it, so a NULL in place of a refusal shows.
+			read := func(q string) string {
 				tx, err := admin.Begin(ctx)
 				if err != nil {
 					t.Fatal(err)
@@ -113,14 +118,41 @@ func TestContextFunctionsParseAsUUIDIn(t *testing.T) {
 				if _, err := tx.Exec(ctx, "SELECT set_config($1, $2, true)", fn.setting, v); err != nil {
 					t.Fatal(err)
 				}
-				var got string
-				err = tx.QueryRow(ctx, q).Scan(&got)
-				return got, err
+				var got *string
+				var pgErr *pgconn.PgError
+				switch err := tx.QueryRow(ctx, q).Scan(&got); {
+				case errors.As(err, &pgErr):
+					return "SQLSTATE " + pgErr.Code
+				case err != nil:
+					t.Fatal(err)
+				case got == nil:
+					return "NULL"
+				}
+				return *got
 			}
-			got, gotErr := read("SELECT bulkhead." + fn.name + "()::text")
-			want, wantErr := read("SELECT current_setting('" + fn.setting + "')::uuid::text")
-			if got != want || (gotErr == nil) != (wantErr == nil) {
-				t.Errorf("%s = %q: %s() = %q, %v; the cast reads %q, %v", fn.setting, v, fn.name, got, gotErr, want, wantErr)
+			got := read("SELECT bulkhead." + fn.name + "()::text")
+			want := read("SELECT current_setting('" + fn.setting + "')::uuid::text")
+			if got != want {
+				t.Errorf("%s = %q: %s() reads %s; the cast reads %s", fn.setting, v, fn.name, got, want)
+			}
+		}
+	}
+}
+
+// TestContextFunctionsCannotBeReplaced: the C context functions belong to
+// the extension, whose members the bootstrap superuser owns; neither the
+// migrations' owner role nor the runtime role can replace one with a body
+// of its own (42501), so what current_tenant() calls stays the C.
+func TestContextFunctionsCannotBeReplaced(t *testing.T) {
+	d := testdb.New(t)
+	ctx := context.Background()
+	for _, role := range []struct{ name, dsn string }{{"owner", d.OwnerDSN()}, {"runtime", d.AppDSN()}} {
+		c := testdb.MustConnect(t, role.dsn)
+		for _, fn := range []string{"current_tenant_native", "current_entity_native", "current_acting_for_native"} {
+			_, err := c.Exec(ctx, "CREATE OR REPLACE FUNCTION bulkhead."+fn+"() RETURNS uuid LANGUAGE sql STABLE AS $$ SELECT NULL::uuid $$")
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+				t.Errorf("the %s role replacing %s: %v, want 42501", role.name, fn, err)
 			}
 		}
 	}

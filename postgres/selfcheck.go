@@ -41,13 +41,12 @@ type Querier interface {
 //     RLS enabled and forced, is declared in Tables, and carries exactly the
 //     generator's policies (names, commands, permissive/restrictive), and
 //     each policy's USING and WITH CHECK, as PostgreSQL deparses them, is
-//     the generator's (ExpectedPolicies); each generated helper function's
-//     body is the generator's;
+//     the generator's (ExpectedPolicies);
 //   - every function of the schema is one the migrations make, with their
 //     body, owner, result, language, SECURITY DEFINER, LEAKPROOF and SET
-//     clauses (ExpectedFunctions): the context functions every policy
-//     calls, the access check, the authentication definers and the
-//     extension's C functions included, and nothing added;
+//     clauses (ExpectedFunctions): the generated helpers, the context
+//     functions every policy calls, the access check, the authentication
+//     definers and the extension's C functions, and nothing added;
 //   - the context settings can be set only through bulkhead.enter (the
 //     bulkhead_context extension is preloaded and created);
 //   - no SECURITY DEFINER function it can execute is outside the generator's

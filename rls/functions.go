@@ -262,7 +262,7 @@ func argTypes(args string) string {
 }
 
 // bodyKey is FunctionBodies' key of helper name with arguments args:
-// "name(type,type)", as the self-check reads pg_proc.
+// "name(type,type)", as postgres.ReadFunctions spells a signature.
 func bodyKey(name, args string) string {
 	return name + "(" + strings.ReplaceAll(argTypes(args), ", ", ",") + ")"
 }
