@@ -68,6 +68,14 @@ func TestBadInput(t *testing.T) {
 		{"parent column missing", edit(func(p *Plan) {
 			set(p, "participants", func(tb *Table) { tb.Backfill[0].Parent.Column = "chat_id" })
 		}), ErrDatabase, "no column chat_id"},
+		{"owner column missing", edit(func(p *Plan) {
+			p.EntitySetting = "app.current_entity_id"
+			set(p, "memories", func(tb *Table) { tb.Kind, tb.OwnerColumn = KindOwned, "author_id" })
+		}), ErrDatabase, "memories has no column author_id (its owner_column)"},
+		{"owner column not a uuid", edit(func(p *Plan) {
+			p.EntitySetting = "app.current_entity_id"
+			set(p, "memories", func(tb *Table) { tb.Kind, tb.OwnerColumn = KindPrivate, "content" })
+		}), ErrDatabase, "owner_column content is text"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -78,6 +86,30 @@ func TestBadInput(t *testing.T) {
 			untouched(t, op, d, base, before)
 		})
 	}
+	t.Run("entity kinds without what they need", func(t *testing.T) {
+		for _, c := range []struct {
+			f   func(p *Plan)
+			msg string
+		}{
+			{func(p *Plan) {
+				p.EntitySetting = "app.current_entity_id"
+				set(p, "memories", func(tb *Table) { tb.Kind = KindOwned })
+			}, "kind owned needs owner_column"},
+			{func(p *Plan) {
+				set(p, "memories", func(tb *Table) { tb.Kind, tb.OwnerColumn = KindPrivate, "entity_id" })
+			}, "kind private needs the plan's entity_setting"},
+			{func(p *Plan) {
+				p.EntitySetting, p.TenantType = "app.current_entity_id", "text"
+				set(p, "memories", func(tb *Table) { tb.Kind, tb.OwnerColumn = KindOwned, "entity_id" })
+			}, "kind owned needs tenant_type uuid"},
+			{func(p *Plan) { set(p, "rooms", func(tb *Table) { tb.OwnerColumn = "world_id" }) }, "owner_column is for kinds owned and private"},
+			{func(p *Plan) { p.EntitySetting = p.TenantSetting }, "differ from tenant_setting"},
+		} {
+			if err := edit(c.f).Validate(); !errors.Is(err, ErrPlan) || !strings.Contains(err.Error(), c.msg) {
+				t.Errorf("got %v, want %q", err, c.msg)
+			}
+		}
+	})
 	t.Run("undecided plan", func(t *testing.T) {
 		p := edit(func(p *Plan) { set(p, "servers", func(tb *Table) { tb.Decide = true }) })
 		if err := p.Validate(); !errors.Is(err, ErrPlan) || !strings.Contains(err.Error(), "servers is marked decide") {

@@ -60,6 +60,18 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 		if ti.hasColumn && tenantTypeOf(typ) != p.tenantType() {
 			errs = append(errs, fmt.Errorf("table %s: column %s is %s, not the plan's tenant_type %s", t.Name, t.TenantColumn, typ, p.tenantType()))
 		}
+		if t.OwnerColumn != "" {
+			var otyp string
+			err := q.QueryRow(ctx, `SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped`, oid, t.OwnerColumn).Scan(&otyp)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				errs = append(errs, fmt.Errorf("table %s has no column %s (its owner_column)", t.Name, t.OwnerColumn))
+			case err != nil:
+				return nil, nil, fmt.Errorf("read column %s.%s: %w", t.Name, t.OwnerColumn, err)
+			case otyp != "uuid":
+				errs = append(errs, fmt.Errorf("table %s: owner_column %s is %s: kind %s compares it with the entity in context, a uuid", t.Name, t.OwnerColumn, otyp, t.Kind))
+			}
+		}
 		if !ti.hasColumn && !t.AddColumn {
 			errs = append(errs, fmt.Errorf("table %s has no column %s (set add_column: true to have backfill add it)", t.Name, t.TenantColumn))
 		}
@@ -70,7 +82,7 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 		if len(ti.pk) == 0 {
 			errs = append(errs, fmt.Errorf("table %s has no primary key: batching, resuming and recording row keys need one; add it first", t.Name))
 		}
-		if err := q.QueryRow(ctx, `SELECT coalesce(array_agg(polname::text ORDER BY polname), '{}') FROM pg_policy WHERE polrelid = $1 AND polname <> $2`, oid, PolicyName).Scan(&ti.policies); err != nil {
+		if err := q.QueryRow(ctx, `SELECT coalesce(array_agg(polname::text ORDER BY polname), '{}') FROM pg_policy WHERE polrelid = $1 AND polname <> ALL($2)`, oid, policyNames).Scan(&ti.policies); err != nil {
 			return nil, nil, fmt.Errorf("read policies of %s: %w", t.Name, err)
 		}
 		if len(ti.policies) > 0 {
@@ -122,8 +134,8 @@ func pick(p *Plan, names []string) ([]Table, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w: table %s is not in the plan", ErrPlan, n)
 		}
-		if t.Kind != KindTenant {
-			return nil, fmt.Errorf("%w: table %s is %q in the plan, not %s", ErrPlan, n, t.Kind, KindTenant)
+		if !t.isolated() {
+			return nil, fmt.Errorf("%w: table %s is %q in the plan: adopt isolates only %s, %s and %s tables", ErrPlan, n, t.Kind, KindTenant, KindOwned, KindPrivate)
 		}
 		out = append(out, t)
 	}

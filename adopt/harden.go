@@ -18,6 +18,12 @@ import (
 // (docs/SECURITY.md, "Unforgeable context").
 const SignedTenantSetting = "bulkhead.tenant_id"
 
+// SignedEntitySetting is the entity setting of bulkhead's signed context,
+// set, like the tenant, only by bulkhead.enter(token). Once hardened, the
+// owned and private tables' policies read it instead of the plan's
+// entity_setting.
+const SignedEntitySetting = "bulkhead.entity_id"
+
 // How an adopted database's policies read the tenant.
 const (
 	// ContextLegacy: the plan's tenant_setting, which any role can SET.
@@ -74,6 +80,9 @@ func Effective(ctx context.Context, q rowQuerier, p *Plan) (*Plan, error) {
 	}
 	cp := *p
 	cp.TenantSetting = SignedTenantSetting
+	if p.EntitySetting != "" {
+		cp.EntitySetting = SignedEntitySetting
+	}
 	return &cp, nil
 }
 
@@ -86,7 +95,8 @@ type HardenOptions struct {
 	Prepare bool
 }
 
-// Harden makes the tenant context of the adopted database unforgeable. The
+// Harden makes the tenant context of the adopted database unforgeable (and
+// the entity context, for a plan with an entity_setting). The
 // application's setting (the plan's tenant_setting) is a placeholder any
 // SQL on its connection can SET to another tenant; after Harden the context
 // functions, and so every policy and column default of every phase, and
@@ -135,7 +145,7 @@ func Harden(ctx context.Context, conn *pgx.Conn, p *Plan, key postgres.ContextKe
 		if err := ensureContextExtension(ctx, tx); err != nil {
 			return err
 		}
-		probe := uuid.New()
+		probe := bulkhead.Scope{Tenant: uuid.New(), Entity: uuid.New()}
 		if err := proveKey(ctx, tx, p, key, probe); err != nil {
 			return err
 		}
@@ -145,17 +155,22 @@ func Harden(ctx context.Context, conn *pgx.Conn, p *Plan, key postgres.ContextKe
 		if err := switchContext(ctx, tx, p, ContextSigned); err != nil {
 			return err
 		}
-		// The proof that the switch took: with the legacy setting naming
-		// another tenant, the context function answers the signed one.
-		var got *uuid.UUID
-		if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, $2, true)", p.TenantSetting, uuid.NewString()); err != nil {
+		// The proof that the switch took: with the legacy settings naming
+		// another tenant and entity, the context functions answer the
+		// signed ones.
+		var got, gotEntity *uuid.UUID
+		if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, $2, true), pg_catalog.set_config($3, $4, true)",
+			p.TenantSetting, uuid.NewString(), p.entitySetting(), uuid.NewString()); err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, "SELECT "+StateSchema+".current_tenant()").Scan(&got); err != nil {
+		if err := tx.QueryRow(ctx, "SELECT "+StateSchema+".current_tenant(), "+StateSchema+".current_entity()").Scan(&got, &gotEntity); err != nil {
 			return fmt.Errorf("check the switch: %w", err)
 		}
-		if got == nil || *got != probe {
-			return fmt.Errorf("check the switch: current_tenant() answered %v with the legacy setting forged, want the signed %v", got, probe)
+		if got == nil || *got != probe.Tenant {
+			return fmt.Errorf("check the switch: current_tenant() answered %v with the legacy setting forged, want the signed %v", got, probe.Tenant)
+		}
+		if p.EntitySetting != "" && (gotEntity == nil || *gotEntity != probe.Entity) {
+			return fmt.Errorf("check the switch: current_entity() answered %v with the legacy setting forged, want the signed %v", gotEntity, probe.Entity)
 		}
 		changed = true
 		return nil
@@ -296,7 +311,7 @@ func ensureContextExtension(ctx context.Context, tx pgx.Tx) error {
 // the server set the signed tenant: the server verifies with key, and the
 // role may call enter. The role is reset afterwards; the context stays
 // for the rest of tx (one per transaction).
-func proveKey(ctx context.Context, tx pgx.Tx, p *Plan, key postgres.ContextKey, probe uuid.UUID) error {
+func proveKey(ctx context.Context, tx pgx.Tx, p *Plan, key postgres.ContextKey, probe bulkhead.Scope) error {
 	var member bool
 	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1) AND pg_catalog.pg_has_role(current_user, $1, 'MEMBER')",
 		p.Runtime.Name).Scan(&member); err != nil {
@@ -307,7 +322,7 @@ func proveKey(ctx context.Context, tx pgx.Tx, p *Plan, key postgres.ContextKey, 
 			return err
 		}
 	}
-	sql, args, err := key.EnterSQL(bulkhead.Scope{Tenant: probe})
+	sql, args, err := key.EnterSQL(probe)
 	if err != nil {
 		return err
 	}
@@ -318,8 +333,8 @@ func proveKey(ctx context.Context, tx pgx.Tx, p *Plan, key postgres.ContextKey, 
 	if err := tx.QueryRow(ctx, "SELECT pg_catalog.current_setting($1)", SignedTenantSetting).Scan(&got); err != nil {
 		return err
 	}
-	if got != probe.String() {
-		return fmt.Errorf("%w: after enter, %s is %q, want %s", ErrContextModule, SignedTenantSetting, got, probe)
+	if got != probe.Tenant.String() {
+		return fmt.Errorf("%w: after enter, %s is %q, want %s", ErrContextModule, SignedTenantSetting, got, probe.Tenant)
 	}
 	if member {
 		if _, err := tx.Exec(ctx, "RESET ROLE"); err != nil {

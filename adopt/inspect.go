@@ -19,6 +19,9 @@ type InspectOptions struct {
 	TenantColumns []string
 	// TenantSetting overrides the detected context setting.
 	TenantSetting string
+	// EntitySetting overrides the detected entity setting (what tables of
+	// kind owned and private compare their owner column with).
+	EntitySetting string
 	RuntimeRole   string // default "<schema>_runtime" ... "app_runtime"
 }
 
@@ -247,6 +250,13 @@ func Inspect(ctx context.Context, conn *pgx.Conn, opts InspectOptions) (*Plan, e
 			}
 		}
 	}
+	p.EntitySetting = opts.EntitySetting
+	for _, s := range p.SettingsSeen {
+		if p.EntitySetting == "" && strings.Contains(s, "entity") && s != p.TenantSetting {
+			p.EntitySetting = s // what owned and private tables compare with
+			break
+		}
+	}
 	p.Runtime.Name = opts.RuntimeRole
 	if p.Runtime.Name == "" {
 		p.Runtime.Name = "app_runtime"
@@ -392,11 +402,14 @@ func proposeTable(c *catalog, t *catTable, col, tenantType string) Table {
 				note("unique index %s (%s) is an existence oracle across tenants: add %s to it", ix.name, strings.Join(ix.cols, ", "), col)
 			}
 		}
-		for _, name := range []string{"room_id", "entity_id", "author_id", "owner_id"} {
+		for _, name := range []string{"entity_id", "author_id", "owner_id", "user_id"} {
 			if _, ok := t.cols[name]; ok {
-				note("has %s: a layer-2 (entity/room) rule may apply later; adopt enforces the tenant only", name)
+				note("has %s: kind %s (only that entity writes a row) or %s (only it reads one) with owner_column %s may apply, with the plan's entity_setting; left %s", name, KindOwned, KindPrivate, name, KindTenant)
 				break
 			}
+		}
+		if _, ok := t.cols["room_id"]; ok {
+			note("has room_id: room membership rules are not something adopt installs (docs/ADOPT.md, Gaps)")
 		}
 	}
 	if len(t.policies) > 0 || t.rls {

@@ -221,7 +221,7 @@ ORDER BY co.conname`, qident(p.Schema, c.Name), p.Schema)
 		}
 		for _, r := range found {
 			parent, ok := p.Table(r.parent)
-			if !ok || parent.Kind != KindTenant || r.col == c.TenantColumn {
+			if !ok || !parent.isolated() || r.col == c.TenantColumn {
 				continue // to a global table, or the tenant column's own key
 			}
 			skip := func(why string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -211,6 +212,9 @@ func Enforce(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Enf
 			if err != nil || ph == PhaseEnforced {
 				return err
 			}
+			if err := samePolicies(ctx, tx, p, t); err != nil {
+				return err
+			}
 			stmts, err := enforceSQL(p, t)
 			if err != nil {
 				return err
@@ -230,9 +234,10 @@ func Enforce(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Enf
 }
 
 // Verify checks that every named PhaseEnforced table (all when empty) is
-// strict: RLS enabled and forced, adopt's policy present with no shadow
-// switch in it and no other policy, no recorder trigger, switch closed,
-// and the runtime role neither owner, superuser nor BYPASSRLS.
+// strict: RLS enabled and forced, exactly the policies the plan's kind
+// implies (adopt's layer-1 policy the only permissive one) with no shadow
+// switch in any, no recorder trigger, switch closed, and the runtime role
+// neither owner, superuser nor BYPASSRLS.
 func Verify(ctx context.Context, conn *pgx.Conn, p *Plan, names []string) error {
 	tables, err := pick(p, names)
 	if err != nil {
@@ -244,22 +249,33 @@ func Verify(ctx context.Context, conn *pgx.Conn, p *Plan, names []string) error 
 		if err := conn.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1", qualified(p, t.Name)).Scan(&ph); err != nil || ph != PhaseEnforced {
 			continue
 		}
+		want, err := strictPolicies(p, t)
+		if err != nil {
+			return err
+		}
+		var wantNames []string
+		for _, w := range want {
+			wantNames = append(wantNames, w.Name)
+		}
 		var rlsOn, force, ownerIsRuntime, shadowArm bool
-		var policies, triggers, modes int
-		err := conn.QueryRow(ctx, `SELECT c.relrowsecurity, c.relforcerowsecurity, pg_has_role($2, c.relowner, 'USAGE'),
-    (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid),
-    coalesce((SELECT pg_get_expr(p.polqual, p.polrelid) || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') LIKE '%shadow_open%' FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $3), true),
+		var policies []string
+		var permissive, triggers, modes int
+		err = conn.QueryRow(ctx, `SELECT c.relrowsecurity, c.relforcerowsecurity, pg_has_role($2, c.relowner, 'USAGE'),
+    coalesce((SELECT array_agg(p.polname::text ORDER BY p.polname) FROM pg_policy p WHERE p.polrelid = c.oid), '{}'),
+    (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid AND p.polpermissive AND p.polname <> $3),
+    coalesce((SELECT bool_or(coalesce(pg_get_expr(p.polqual, p.polrelid), '') || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') LIKE '%shadow_open%') FROM pg_policy p WHERE p.polrelid = c.oid), false),
     (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname LIKE 'bulkhead_adopt_%'),
     (SELECT count(*) FROM `+StateSchema+`.mode m WHERE m.rel = c.oid)
-  FROM pg_class c WHERE c.oid = $1::regclass`, qident(p.Schema, t.Name), p.Runtime.Name, PolicyName).Scan(&rlsOn, &force, &ownerIsRuntime, &policies, &shadowArm, &triggers, &modes)
+  FROM pg_class c WHERE c.oid = $1::regclass`, qident(p.Schema, t.Name), p.Runtime.Name, PolicyName).Scan(&rlsOn, &force, &ownerIsRuntime, &policies, &permissive, &shadowArm, &triggers, &modes)
 		if err != nil {
 			return fmt.Errorf("verify %s: %w", t.Name, err)
 		}
+		slices.Sort(wantNames)
 		switch {
 		case !rlsOn || !force:
 			errs = append(errs, fmt.Errorf("%s: row-level security enabled=%v forced=%v", t.Name, rlsOn, force))
-		case policies != 1 || shadowArm:
-			errs = append(errs, fmt.Errorf("%s: want exactly the strict policy %s, found %d policies (shadow arm %v)", t.Name, PolicyName, policies, shadowArm))
+		case !slices.Equal(policies, wantNames) || permissive != 0 || shadowArm:
+			errs = append(errs, fmt.Errorf("%s: want exactly the strict policies %v (only %s permissive), found %v (%d other permissive, shadow arm %v)", t.Name, wantNames, PolicyName, policies, permissive, shadowArm))
 		case triggers != 0 || modes != 0:
 			errs = append(errs, fmt.Errorf("%s: shadow recorder or switch still present", t.Name))
 		case ownerIsRuntime:
@@ -271,4 +287,27 @@ func Verify(ctx context.Context, conn *pgx.Conn, p *Plan, names []string) error 
 		errs = append(errs, fmt.Errorf("runtime role %s bypasses row-level security", p.Runtime.Name))
 	}
 	return errors.Join(errs...)
+}
+
+// samePolicies refuses when adopt's policies on t are not the ones the
+// plan's kind implies (the kind was changed after shadow): ALTER POLICY
+// would fail on a missing one, or leave another behind.
+func samePolicies(ctx context.Context, tx pgx.Tx, p *Plan, t Table) error {
+	want, err := strictPolicies(p, t)
+	if err != nil {
+		return err
+	}
+	var wantNames, have []string
+	for _, w := range want {
+		wantNames = append(wantNames, w.Name)
+	}
+	slices.Sort(wantNames)
+	if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(polname::text ORDER BY polname), '{}') FROM pg_policy WHERE polrelid = $1::regclass AND polname = ANY($2)`,
+		qident(p.Schema, t.Name), policyNames).Scan(&have); err != nil {
+		return fmt.Errorf("read policies of %s: %w", t.Name, err)
+	}
+	if !slices.Equal(have, wantNames) {
+		return fmt.Errorf("%w: %s has adopt's policies %v, but kind %s needs %v: roll it back to %s and run shadow again", ErrPhase, t.Name, have, t.Kind, wantNames, PhaseBackfilled)
+	}
+	return nil
 }

@@ -19,8 +19,20 @@ import (
 // Kinds a table may have in a plan.
 const (
 	KindTenant = "tenant" // layer-1 isolation on the tenant column (rls.Tenant)
-	KindGlobal = "global" // shared by every tenant: adopt leaves it alone
+	// KindOwned: layer 1, and only the entity in the owner column writes
+	// a row; every entity of the tenant reads it (rls.Owned).
+	KindOwned = "owned"
+	// KindPrivate: layer 1, and only the entity in the owner column reads
+	// or writes a row (rls.Private).
+	KindPrivate = "private"
+	KindGlobal  = "global" // shared by every tenant: adopt leaves it alone
 )
+
+// layerTwo maps the plan's entity kinds onto the generator's.
+var layerTwo = map[string]rls.Kind{KindOwned: rls.Owned, KindPrivate: rls.Private}
+
+// isolated reports whether adopt isolates t (every kind but global).
+func (t Table) isolated() bool { return !t.Decide && (t.Kind == KindTenant || layerTwo[t.Kind] != 0) }
 
 // Plan is the reviewed description of an adoption. It lives in the
 // operator's repository; every phase reads it.
@@ -34,6 +46,10 @@ type Plan struct {
 	// context the policies compare them with): uuid (the default when
 	// empty), text, bigint or integer. Inspect takes it from the columns.
 	TenantType string `json:"tenant_type,omitempty" yaml:"tenant_type,omitempty"`
+	// EntitySetting is the setting the application puts the acting entity
+	// (a uuid) in, e.g. app.current_entity_id. Tables of kind owned or
+	// private need it; their policies compare the owner column with it.
+	EntitySetting string `json:"entity_setting,omitempty" yaml:"entity_setting,omitempty"`
 	// SettingsSeen lists the context settings found in use (function
 	// bodies, policies, role and database defaults).
 	SettingsSeen []string    `json:"settings_seen,omitempty" yaml:"settings_seen,omitempty"`
@@ -56,8 +72,11 @@ type RuntimeRole struct {
 // Table is one table's part of a plan.
 type Table struct {
 	Name string `json:"name" yaml:"name"`
-	// Kind is KindTenant or KindGlobal; empty while Decide is set.
+	// Kind is KindTenant, KindOwned, KindPrivate or KindGlobal; empty
+	// while Decide is set.
 	Kind string `json:"kind,omitempty" yaml:"kind,omitempty"`
+	// OwnerColumn (owned and private) holds the owning entity, a uuid.
+	OwnerColumn string `json:"owner_column,omitempty" yaml:"owner_column,omitempty"`
 	// Decide marks a table Inspect could not classify: the operator sets
 	// Kind and clears it.
 	Decide       bool   `json:"decide,omitempty" yaml:"decide,omitempty"`
@@ -114,6 +133,9 @@ func (p *Plan) Validate() error {
 	if !settingRE.MatchString(p.TenantSetting) {
 		bad("tenant_setting %q must look like prefix.name", p.TenantSetting)
 	}
+	if p.EntitySetting != "" && (!settingRE.MatchString(p.EntitySetting) || p.EntitySetting == p.TenantSetting) {
+		bad("entity_setting %q must look like prefix.name and differ from tenant_setting", p.EntitySetting)
+	}
 	if !identRE.MatchString(p.Runtime.Name) {
 		bad("runtime_role.name %q is not a plain lower-case identifier", p.Runtime.Name)
 	}
@@ -131,15 +153,28 @@ func (p *Plan) Validate() error {
 			continue
 		}
 		if t.Decide {
-			bad("table %s is marked decide: set kind (%s or %s) and remove decide", t.Name, KindTenant, KindGlobal)
+			bad("table %s is marked decide: set kind (%s, %s, %s or %s) and remove decide", t.Name, KindTenant, KindOwned, KindPrivate, KindGlobal)
 			continue
 		}
 		switch t.Kind {
 		case KindGlobal:
 			continue
 		case KindTenant:
+			if t.OwnerColumn != "" {
+				bad("table %s: owner_column is for kinds %s and %s", t.Name, KindOwned, KindPrivate)
+			}
+		case KindOwned, KindPrivate:
+			if !identRE.MatchString(t.OwnerColumn) {
+				bad("table %s: kind %s needs owner_column, a plain lower-case identifier (got %q)", t.Name, t.Kind, t.OwnerColumn)
+			}
+			if !settingRE.MatchString(p.EntitySetting) {
+				bad("table %s: kind %s needs the plan's entity_setting (like app.current_entity_id), got %q", t.Name, t.Kind, p.EntitySetting)
+			}
+			if p.tenantType() != "uuid" {
+				bad("table %s: kind %s needs tenant_type uuid (the generator's entity kinds compare uuids), not %s", t.Name, t.Kind, p.tenantType())
+			}
 		default:
-			bad("table %s: kind %q: want %s or %s", t.Name, t.Kind, KindTenant, KindGlobal)
+			bad("table %s: kind %q: want %s, %s, %s or %s", t.Name, t.Kind, KindTenant, KindOwned, KindPrivate, KindGlobal)
 			continue
 		}
 		if !identRE.MatchString(t.TenantColumn) {
@@ -157,6 +192,15 @@ func (p *Plan) Validate() error {
 		return fmt.Errorf("%w: %w", ErrPlan, errors.Join(errs...))
 	}
 	return nil
+}
+
+// entitySetting is EntitySetting, or, for a plan without entity kinds, a
+// setting of adopt's own that nothing sets (current_entity() is then NULL).
+func (p *Plan) entitySetting() string {
+	if p.EntitySetting == "" {
+		return StateSchema + ".entity_id"
+	}
+	return p.EntitySetting
 }
 
 // tenantType is TenantType with its default.
@@ -220,11 +264,11 @@ func (r Rule) validate() error {
 	return nil
 }
 
-// TenantTables returns the plan's tables of KindTenant.
+// TenantTables returns the tables adopt isolates: every kind but global.
 func (p *Plan) TenantTables() []Table {
 	var out []Table
 	for _, t := range p.Tables {
-		if t.Kind == KindTenant && !t.Decide {
+		if t.isolated() {
 			out = append(out, t)
 		}
 	}
@@ -286,7 +330,8 @@ func (p *Plan) Encode(json_ bool) ([]byte, error) {
 	comment(&n, "tenant_setting", "the transaction-local setting the application puts the tenant in")
 	comment(&n, "tenant_type", "the SQL type of every tenant column and of the setting's value: uuid, text, bigint or integer.\nA setting that is not one fails the statement (no rows, no write), in shadow mode too.")
 	comment(&n, "runtime_role", "the role the application must connect as once enforced: it owns nothing and bypasses nothing.\nRLS does not apply to a table's owner unless FORCE is on; adopt forces it, but an owner can\nturn it off again: switch the application's connection to this role (ALTER ROLE ... LOGIN PASSWORD ...).")
-	comment(&n, "tables", "kind: tenant (isolated by tenant_column) or global (shared, untouched).\ndecide: true marks a table adopt could not classify: choose a kind and delete the line.\nbackfill rules fill a NULL tenant column: constant, parent (through a key) or expression (SQL over t).")
+	comment(&n, "entity_setting", "the transaction-local setting the application puts the acting entity (a uuid) in;\ntables of kind owned or private compare their owner_column with it")
+	comment(&n, "tables", "kind: tenant (isolated by tenant_column), owned (tenant, and only the entity in owner_column writes a row),\nprivate (tenant, and only the entity in owner_column reads or writes a row) or global (shared, untouched).\ndecide: true marks a table adopt could not classify: choose a kind and delete the line.\nbackfill rules fill a NULL tenant column: constant, parent (through a key) or expression (SQL over t).")
 	var buf bytes.Buffer
 	e := yaml.NewEncoder(&buf)
 	e.SetIndent(2)

@@ -17,9 +17,11 @@ import (
 // Violation is one group of recorded violations: what strict mode would
 // have hidden (reads) or refused or not reached (writes).
 type Violation struct {
-	Table       string `json:"table"` // schema.table, or "query" for a replayed read
-	Op          string `json:"op"`    // SELECT, INSERT, UPDATE, DELETE
-	Tenant      string `json:"tenant"`
+	Table  string `json:"table"` // schema.table, or "query" for a replayed read
+	Op     string `json:"op"`    // SELECT, INSERT, UPDATE, DELETE
+	Tenant string `json:"tenant"`
+	// Entity is the entity in context (owned and private tables), when set.
+	Entity      string `json:"entity,omitempty"`
 	Fingerprint string `json:"fingerprint"`
 	Count       int64  `json:"count"`
 	// Approximate: a storm was sampled (see keys_per_transaction,
@@ -52,9 +54,9 @@ func Read(ctx context.Context, conn *pgx.Conn, p *Plan, since time.Time) (*Repor
 	if ok, err := stateTableExists(ctx, conn, "violation"); err != nil || !ok {
 		return rep, err
 	}
-	rows, err := conn.Query(ctx, `SELECT c.rel, c.op, c.tenant, c.fingerprint, c.n, c.approximate, c.first_at, c.last_at,
+	rows, err := conn.Query(ctx, `SELECT c.rel, c.op, c.tenant, c.entity, c.fingerprint, c.n, c.approximate, c.first_at, c.last_at,
     coalesce((SELECT array_agg(v.row_key ORDER BY v.at) FROM (SELECT * FROM `+StateSchema+`.violation v
-      WHERE v.rel = c.rel AND v.op = c.op AND v.tenant = c.tenant AND v.fingerprint = c.fingerprint AND v.row_key IS NOT NULL ORDER BY v.at LIMIT 20) v), '{}')
+      WHERE v.rel = c.rel AND v.op = c.op AND v.tenant = c.tenant AND v.entity = c.entity AND v.fingerprint = c.fingerprint AND v.row_key IS NOT NULL ORDER BY v.at LIMIT 20) v), '{}')
   FROM `+StateSchema+`.violation_count c WHERE c.last_at >= $1 ORDER BY c.rel, c.op, c.n DESC, c.tenant`, since)
 	if err != nil {
 		return nil, fmt.Errorf("read violations: %w", err)
@@ -63,7 +65,7 @@ func Read(ctx context.Context, conn *pgx.Conn, p *Plan, since time.Time) (*Repor
 	for rows.Next() {
 		var v Violation
 		var keys []*string
-		if err := rows.Scan(&v.Table, &v.Op, &v.Tenant, &v.Fingerprint, &v.Count, &v.Approximate, &v.FirstAt, &v.LastAt, &keys); err != nil {
+		if err := rows.Scan(&v.Table, &v.Op, &v.Tenant, &v.Entity, &v.Fingerprint, &v.Count, &v.Approximate, &v.FirstAt, &v.LastAt, &keys); err != nil {
 			return nil, fmt.Errorf("read violations: %w", err)
 		}
 		for _, k := range keys {
@@ -108,6 +110,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		tenant := printable(v.Tenant)
 		if tenant == "" {
 			tenant = "(no context)"
+		}
+		if v.Entity != "" {
+			tenant += " entity " + printable(v.Entity)
 		}
 		n := fmt.Sprint(v.Count)
 		if v.Approximate {

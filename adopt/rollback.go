@@ -110,6 +110,9 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 			if err != nil {
 				return err
 			}
+			if err := samePolicies(ctx, tx, p, t); err != nil {
+				return err
+			}
 			stmts, err := unenforceSQL(ep, t, pk)
 			if err != nil {
 				return err
@@ -137,8 +140,10 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 				return fmt.Errorf("read original state: %w", err)
 			}
 			stmts := dropTriggerSQL(p, t)
+			for _, name := range policyNames {
+				stmts = append(stmts, fmt.Sprintf("DROP POLICY IF EXISTS %s ON %s", name, q))
+			}
 			stmts = append(stmts,
-				fmt.Sprintf("DROP POLICY IF EXISTS %s ON %s", PolicyName, q),
 				fmt.Sprintf("DELETE FROM %s.mode WHERE rel = %s::regclass::oid", StateSchema, lit(q)),
 				fmt.Sprintf("REVOKE ALL ON %s FROM %s", q, ident(p.Runtime.Name)))
 			if len(orig.Privs) > 0 {

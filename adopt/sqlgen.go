@@ -3,14 +3,21 @@ package adopt
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/bulkhead-dev/bulkhead/rls"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// PolicyName is the one policy adopt installs on each tenant table.
+// PolicyName is adopt's layer-1 policy, the one permissive policy it
+// installs on each table it isolates. Tables of kind owned or private get
+// the generator's restrictive layer-2 policies as well, named
+// bulkhead_adopt_<command> (policyNames).
 const PolicyName = "bulkhead_adopt_tenant"
+
+// policyNames is every policy name adopt may install on a table.
+var policyNames = []string{PolicyName, "bulkhead_adopt_select", "bulkhead_adopt_insert", "bulkhead_adopt_update", "bulkhead_adopt_delete"}
 
 // Trigger names of the shadow write recorder.
 var shadowTriggers = []string{"bulkhead_adopt_shadow_ins", "bulkhead_adopt_shadow_upd", "bulkhead_adopt_shadow_del"}
@@ -23,28 +30,74 @@ func sqlState(err error) string {
 	return ""
 }
 
-// strictExpr is layer 1 from the policy generator: the row's tenant column
-// equals the tenant in context, current_tenant() run once per statement.
-func strictExpr(p *Plan, t Table) (string, error) {
-	ps, err := rls.Policies(rlsConfig(p), rls.Table{Name: t.Name, Kind: rls.Tenant, TenantColumn: t.TenantColumn})
+// strictPolicies are t's policies from the policy generator, renamed for
+// adopt: layer 1 first (the row's tenant column equals the tenant in
+// context, current_tenant() run once per statement), then, for kinds owned
+// and private, the restrictive policies comparing the owner column with
+// current_entity().
+func strictPolicies(p *Plan, t Table) ([]rls.Policy, error) {
+	rt := rls.Table{Name: t.Name, Kind: rls.Tenant, TenantColumn: t.TenantColumn}
+	if k, ok := layerTwo[t.Kind]; ok {
+		rt.Kind, rt.Entity = k, t.OwnerColumn
+	}
+	ps, err := rls.Policies(rlsConfig(p), rt)
 	if err != nil {
-		return "", fmt.Errorf("policy for %s: %w", t.Name, err)
+		return nil, fmt.Errorf("policy for %s: %w", t.Name, err)
 	}
-	if len(ps) != 1 || ps[0].Using == "" || ps[0].Using != ps[0].Check {
-		return "", fmt.Errorf("policy for %s: the generator's layer 1 changed shape", t.Name)
+	if len(ps) == 0 || ps[0].Name != rls.TenantPolicy || !ps[0].Permissive || ps[0].Using == "" || ps[0].Using != ps[0].Check {
+		return nil, fmt.Errorf("policy for %s: the generator's layer 1 changed shape", t.Name)
 	}
-	return ps[0].Using, nil
+	for i := range ps {
+		ps[i].Name = "bulkhead_adopt_" + strings.TrimPrefix(ps[i].Name, "bulkhead_")
+		if i > 0 && (ps[i].Permissive || !slices.Contains(policyNames[1:], ps[i].Name)) {
+			return nil, fmt.Errorf("policy for %s: unexpected generated policy %s", t.Name, ps[i].Name)
+		}
+	}
+	return ps, nil
 }
 
-// shadowExpr is strict OR the table's shadow switch, evaluated once per
-// statement as an InitPlan: clean rows pass the first arm; in shadow mode
-// the switch passes every other row.
-func shadowExpr(p *Plan, t Table) (string, error) {
-	s, err := strictExpr(p, t)
+// shadowPolicies are strictPolicies with each clause ORed with the table's
+// shadow switch, evaluated once per statement as an InitPlan: clean rows
+// pass the first arm; in shadow mode the switch passes every other row.
+func shadowPolicies(p *Plan, t Table) ([]rls.Policy, error) {
+	ps, err := strictPolicies(p, t)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return fmt.Sprintf("(%s) OR (SELECT %s.shadow_open(%s::regclass::oid))", s, StateSchema, lit(qident(p.Schema, t.Name))), nil
+	open := fmt.Sprintf("(SELECT %s.shadow_open(%s::regclass::oid))", StateSchema, lit(qident(p.Schema, t.Name)))
+	for i := range ps {
+		for _, c := range []*string{&ps[i].Using, &ps[i].Check} {
+			if *c != "" {
+				*c = "(" + *c + ") OR " + open
+			}
+		}
+	}
+	return ps, nil
+}
+
+// createPolicySQL and alterPolicySQL install pol on the table q, or set
+// its clauses.
+func createPolicySQL(q string, pol rls.Policy) string {
+	as := "RESTRICTIVE"
+	if pol.Permissive {
+		as = "PERMISSIVE"
+	}
+	return fmt.Sprintf("CREATE POLICY %s ON %s AS %s FOR %s TO PUBLIC", pol.Name, q, as, pol.Command) + clauses(pol)
+}
+
+func alterPolicySQL(q string, pol rls.Policy) string {
+	return fmt.Sprintf("ALTER POLICY %s ON %s", pol.Name, q) + clauses(pol)
+}
+
+func clauses(pol rls.Policy) string {
+	var s string
+	if pol.Using != "" {
+		s += " USING (" + pol.Using + ")"
+	}
+	if pol.Check != "" {
+		s += " WITH CHECK (" + pol.Check + ")"
+	}
+	return s
 }
 
 // backfillPrepareSQL adds the tenant column (when the plan says so) and
@@ -78,7 +131,10 @@ func backfillFinishSQL(p *Plan, t Table) []string {
 }
 
 // triggerSQL creates the WHEN-guarded AFTER ROW triggers: the trigger
-// function runs only for rows strict mode would refuse or not reach.
+// function runs only for rows strict mode would refuse (WITH CHECK) or not
+// reach (USING): another tenant's, and for kinds owned and private a row
+// whose owner is not the entity in context (NULL included: strict mode
+// refuses it too).
 func triggerSQL(p *Plan, t Table, pk []string) []string {
 	q := qident(p.Schema, t.Name)
 	c := ident(t.TenantColumn)
@@ -88,12 +144,20 @@ func triggerSQL(p *Plan, t Table, pk []string) []string {
 	// shadow inserts 13 % slower than with this form). Same meaning as
 	// current_tenant(): '' or unset is NULL.
 	cur := fmt.Sprintf("NULLIF(pg_catalog.current_setting(%s, true), '')::pg_catalog.%s", lit(p.TenantSetting), p.catalogType())
+	bad := func(row string) string { return fmt.Sprintf("%s.%s IS DISTINCT FROM %s", row, c, cur) }
+	if _, ok := layerTwo[t.Kind]; ok {
+		ent := fmt.Sprintf("NULLIF(pg_catalog.current_setting(%s, true), '')::pg_catalog.uuid", lit(p.entitySetting()))
+		tenantBad := bad
+		bad = func(row string) string {
+			return fmt.Sprintf("%s OR (%s.%s OPERATOR(pg_catalog.=) %s) IS NOT TRUE", tenantBad(row), row, ident(t.OwnerColumn), ent)
+		}
+	}
 	args := fmt.Sprintf("%s, %s", lit(t.TenantColumn), lit(strings.Join(pk, ",")))
 	fn := StateSchema + ".record_violation"
 	return []string{
-		fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT ON %s FOR EACH ROW WHEN (NEW.%s IS DISTINCT FROM %s) EXECUTE FUNCTION %s(%s)", shadowTriggers[0], q, c, cur, fn, args),
-		fmt.Sprintf("CREATE TRIGGER %s AFTER UPDATE ON %s FOR EACH ROW WHEN (OLD.%s IS DISTINCT FROM %s OR NEW.%s IS DISTINCT FROM %s) EXECUTE FUNCTION %s(%s)", shadowTriggers[1], q, c, cur, c, cur, fn, args),
-		fmt.Sprintf("CREATE TRIGGER %s AFTER DELETE ON %s FOR EACH ROW WHEN (OLD.%s IS DISTINCT FROM %s) EXECUTE FUNCTION %s(%s)", shadowTriggers[2], q, c, cur, fn, args),
+		fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s(%s)", shadowTriggers[0], q, bad("NEW"), fn, args),
+		fmt.Sprintf("CREATE TRIGGER %s AFTER UPDATE ON %s FOR EACH ROW WHEN (%s OR %s) EXECUTE FUNCTION %s(%s)", shadowTriggers[1], q, bad("OLD"), bad("NEW"), fn, args),
+		fmt.Sprintf("CREATE TRIGGER %s AFTER DELETE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s(%s)", shadowTriggers[2], q, bad("OLD"), fn, args),
 	}
 }
 
@@ -106,50 +170,55 @@ func dropTriggerSQL(p *Plan, t Table) []string {
 }
 
 // shadowSQL turns RLS on (forced: the legacy application may connect as
-// the owner) with the shadow policy, opens the switch, installs the write
+// the owner) with the shadow policies, opens the switch, installs the write
 // recorder and grants the runtime role DML.
 func shadowSQL(p *Plan, t Table, pk []string) ([]string, error) {
 	q := qident(p.Schema, t.Name)
-	expr, err := shadowExpr(p, t)
+	ps, err := shadowPolicies(p, t)
 	if err != nil {
 		return nil, err
 	}
-	out := []string{
-		fmt.Sprintf("CREATE POLICY %s ON %s AS PERMISSIVE FOR ALL TO PUBLIC USING (%s) WITH CHECK (%s)", PolicyName, q, expr, expr),
-		fmt.Sprintf("INSERT INTO %s.mode VALUES (%s::regclass::oid, true) ON CONFLICT (rel) DO UPDATE SET shadow = true", StateSchema, lit(q)),
-		"ALTER TABLE " + q + " ENABLE ROW LEVEL SECURITY",
-		"ALTER TABLE " + q + " FORCE ROW LEVEL SECURITY",
-		fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s", q, ident(p.Runtime.Name)),
+	var out []string
+	for _, pol := range ps {
+		out = append(out, createPolicySQL(q, pol))
 	}
+	out = append(out,
+		fmt.Sprintf("INSERT INTO %s.mode VALUES (%s::regclass::oid, true) ON CONFLICT (rel) DO UPDATE SET shadow = true", StateSchema, lit(q)),
+		"ALTER TABLE "+q+" ENABLE ROW LEVEL SECURITY",
+		"ALTER TABLE "+q+" FORCE ROW LEVEL SECURITY",
+		fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s", q, ident(p.Runtime.Name)),
+	)
 	return append(out, triggerSQL(p, t, pk)...), nil
 }
 
-// enforceSQL makes the policy strict (one ALTER POLICY), closes the switch
-// and drops the recorder, which strict mode makes useless.
+// enforceSQL makes the policies strict (one ALTER POLICY each), closes the
+// switch and drops the recorder, which strict mode makes useless.
 func enforceSQL(p *Plan, t Table) ([]string, error) {
 	q := qident(p.Schema, t.Name)
-	s, err := strictExpr(p, t)
+	ps, err := strictPolicies(p, t)
 	if err != nil {
 		return nil, err
 	}
-	out := []string{
-		fmt.Sprintf("ALTER POLICY %s ON %s USING (%s) WITH CHECK (%s)", PolicyName, q, s, s),
-		fmt.Sprintf("DELETE FROM %s.mode WHERE rel = %s::regclass::oid", StateSchema, lit(q)),
+	var out []string
+	for _, pol := range ps {
+		out = append(out, alterPolicySQL(q, pol))
 	}
+	out = append(out, fmt.Sprintf("DELETE FROM %s.mode WHERE rel = %s::regclass::oid", StateSchema, lit(q)))
 	return append(out, dropTriggerSQL(p, t)...), nil
 }
 
 // unenforceSQL is enforceSQL undone: back to shadow.
 func unenforceSQL(p *Plan, t Table, pk []string) ([]string, error) {
 	q := qident(p.Schema, t.Name)
-	expr, err := shadowExpr(p, t)
+	ps, err := shadowPolicies(p, t)
 	if err != nil {
 		return nil, err
 	}
-	out := []string{
-		fmt.Sprintf("ALTER POLICY %s ON %s USING (%s) WITH CHECK (%s)", PolicyName, q, expr, expr),
-		fmt.Sprintf("INSERT INTO %s.mode VALUES (%s::regclass::oid, true) ON CONFLICT (rel) DO UPDATE SET shadow = true", StateSchema, lit(q)),
+	var out []string
+	for _, pol := range ps {
+		out = append(out, alterPolicySQL(q, pol))
 	}
+	out = append(out, fmt.Sprintf("INSERT INTO %s.mode VALUES (%s::regclass::oid, true) ON CONFLICT (rel) DO UPDATE SET shadow = true", StateSchema, lit(q)))
 	return append(out, triggerSQL(p, t, pk)...), nil
 }
 

@@ -70,11 +70,15 @@ func schemaSQL(p *Plan) ([]string, error) {
 		`CREATE TABLE IF NOT EXISTS ` + s + `.violation (
   at timestamptz NOT NULL DEFAULT clock_timestamp(), rel text NOT NULL, op text NOT NULL, tenant text NOT NULL,
   row_tenant text, fingerprint text NOT NULL, row_key text, weight bigint NOT NULL DEFAULT 1)`,
-		// Counts per (table, operation, tenant, fingerprint); approximate
-		// when a storm was sampled.
+		// The entity in context when the violation was recorded (owned and
+		// private tables; '' when none). Added after the table's first
+		// version, so IF NOT EXISTS.
+		`ALTER TABLE ` + s + `.violation ADD COLUMN IF NOT EXISTS entity text NOT NULL DEFAULT ''`,
+		// Counts per (table, operation, tenant, fingerprint, entity);
+		// approximate when a storm was sampled.
 		`CREATE OR REPLACE VIEW ` + s + `.violation_count AS SELECT v.rel, v.op, v.tenant, v.fingerprint, sum(v.weight)::bigint AS n,
-  min(v.at) AS first_at, max(v.at) AS last_at, bool_or(v.weight > 1) AS approximate
-  FROM ` + s + `.violation v GROUP BY v.rel, v.op, v.tenant, v.fingerprint`,
+  min(v.at) AS first_at, max(v.at) AS last_at, bool_or(v.weight > 1) AS approximate, v.entity
+  FROM ` + s + `.violation v GROUP BY v.rel, v.op, v.tenant, v.fingerprint, v.entity`,
 		`CREATE INDEX IF NOT EXISTS violation_rel_at ON ` + s + `.violation (rel, at)`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.settings (name text PRIMARY KEY, value text NOT NULL)`,
 		`INSERT INTO ` + s + `.settings VALUES ('keys_per_transaction', '100'), ('storm_sample', '100') ON CONFLICT DO NOTHING`,
@@ -128,9 +132,9 @@ BEGIN
     SELECT string_agg(to_jsonb(v_row) ->> kc, ',') INTO v_key FROM unnest(string_to_array(TG_ARGV[1], ',')) kc;
     v_row_tenant := to_jsonb(v_row) ->> TG_ARGV[0];
   END IF;
-  INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key, weight)
+  INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key, weight, entity)
     VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_OP, coalesce(current_setting('` + p.TenantSetting + `', true), ''),
-      v_row_tenant, ` + s + `.fingerprint(), v_key, v_weight);
+      v_row_tenant, ` + s + `.fingerprint(), v_key, v_weight, coalesce(current_setting('` + p.entitySetting() + `', true), ''));
   RETURN NULL;
 END
 $fn$`,
@@ -156,10 +160,11 @@ $fn$`,
 // rlsConfig maps a plan onto the policy generator's configuration: the
 // helpers live in the state schema; the roles are the runtime role (the
 // generator needs four names; adopt only uses the context functions and
-// layer 1, so the others are the runtime role too).
+// the layer-1, owned and private policies, so the others are the runtime
+// role too).
 func rlsConfig(p *Plan) rls.Config {
 	return rls.Config{Schema: StateSchema, Runtime: p.Runtime.Name, Maintenance: p.Runtime.Name, Owner: p.Runtime.Name, Definer: p.Runtime.Name,
-		TenantSetting: p.TenantSetting, EntitySetting: StateSchema + ".entity_id", ActingForSetting: StateSchema + ".acting_for", TenantType: p.tenantType()}
+		TenantSetting: p.TenantSetting, EntitySetting: p.entitySetting(), ActingForSetting: StateSchema + ".acting_for", TenantType: p.tenantType()}
 }
 
 // TableStatus is one table's recorded state.

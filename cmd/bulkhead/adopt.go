@@ -166,6 +166,7 @@ func newAdoptPlanCmd(cfg *config) *cobra.Command {
 	f.StringVar(&opts.Schema, "schema", "public", "the application's schema")
 	f.StringSliceVar(&opts.TenantColumns, "tenant-column", []string{"server_id", "tenant_id"}, "candidate tenant column names, in preference order")
 	f.StringVar(&opts.TenantSetting, "tenant-setting", "", "the setting the application puts the tenant in (default: detected, else app.current_tenant_id)")
+	f.StringVar(&opts.EntitySetting, "entity-setting", "", "the setting the application puts the acting entity in, for tables of kind owned or private (default: detected, else none)")
 	f.StringVar(&opts.RuntimeRole, "runtime-role", "app_runtime", "the role the application should connect as once enforced")
 	f.StringVar(&out, "out", "adopt-plan.yaml", "plan file to write (- for stdout)")
 	f.StringVar(&sqlOut, "sql", "", "also write the SQL the plan implies to this file (- for stdout)")
