@@ -307,7 +307,7 @@ func samePolicies(ctx context.Context, tx pgx.Tx, p *Plan, t Table) error {
 		return fmt.Errorf("read policies of %s: %w", t.Name, err)
 	}
 	if !slices.Equal(have, wantNames) {
-		return fmt.Errorf("%w: %s has adopt's policies %v, but kind %s needs %v: roll it back to %s and run shadow again", ErrPhase, t.Name, have, t.Kind, wantNames, PhaseBackfilled)
+		return fmt.Errorf("%w: %s has adopt's policies %v, but kind %s needs %v: the plan's kind changed after shadow; put the old kind back, roll the table back to %s, then change the kind and run shadow again", ErrPhase, t.Name, have, t.Kind, wantNames, PhaseBackfilled)
 	}
 	return nil
 }
