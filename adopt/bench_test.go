@@ -138,8 +138,10 @@ func BenchmarkBackfill(b *testing.B) {
 // statement, order alternating), and returns each statement's latency per
 // table and kind. Pairing on one connection, and comparing medians,
 // cancels most of the load other processes put on this shared machine,
-// which dwarfs a few percent when phases are measured apart.
-func paired(b *testing.B, dsn, ta, tb string, workers int, d time.Duration) (reads, inserts [2][]time.Duration) {
+// which dwarfs a few percent when phases are measured apart. With entity,
+// each statement also runs as one of the tenant's entities (its setting
+// set, its inserts owned by it): clean traffic for an owned table.
+func paired(b *testing.B, dsn, ta, tb string, workers int, d time.Duration, entity bool) (reads, inserts [2][]time.Duration) {
 	b.Helper()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -161,11 +163,21 @@ func paired(b *testing.B, dsn, ta, tb string, workers int, d time.Duration) (rea
 				tenant := server(s)
 				room := md5UUID(fmt.Sprintf("r%d.%d", s, 1+rand.IntN(5)))
 				insert := rand.IntN(5) == 0
+				var ent *string
+				if entity {
+					e := md5UUID(fmt.Sprintf("e%d.%d", s, 1+rand.IntN(10)))
+					ent = &e
+				}
 				one := func(table string) time.Duration {
 					t0 := time.Now()
 					err := appTx(ctx, conn, tenant, func(tx pgx.Tx) error {
+						if ent != nil {
+							if _, err := tx.Exec(ctx, "SELECT set_config('app.current_entity_id', $1, true)", *ent); err != nil {
+								return err
+							}
+						}
 						if insert {
-							_, err := tx.Exec(ctx, "INSERT INTO "+table+" (id, server_id, room_id, type, content) VALUES (gen_random_uuid(), $1, $2, 'message', 'bench')", tenant, room)
+							_, err := tx.Exec(ctx, "INSERT INTO "+table+" (id, server_id, room_id, entity_id, type, content) VALUES (gen_random_uuid(), $1, $2, $3, 'message', 'bench')", tenant, room, ent)
 							return err
 						}
 						rows, err := tx.Query(ctx, "SELECT id, content FROM "+table+" WHERE server_id = $1 AND room_id = $2 ORDER BY created_at DESC LIMIT 20", tenant, room)
@@ -217,8 +229,16 @@ func median(ds []time.Duration) time.Duration {
 // enforced, against an identical copy without RLS, in the same run: both
 // copies are made from the backfilled memories (same rows, same physical
 // order, same indexes), and statements are paired on the same connections.
-// Ratios are of median latencies (throughput ratio = off / shadow).
+// Ratios are of median latencies (throughput ratio = off / shadow). The
+// copy under RLS is of kind tenant, or owned (owner entity_id; the
+// traffic then runs as the tenant's entities, each writing its own rows).
 func BenchmarkShadowOverhead(b *testing.B) {
+	for _, kind := range []string{KindTenant, KindOwned} {
+		b.Run(kind, func(b *testing.B) { benchShadowOverhead(b, kind) })
+	}
+}
+
+func benchShadowOverhead(b *testing.B, kind string) {
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		d := benchDB(b)
@@ -244,6 +264,10 @@ func BenchmarkShadowOverhead(b *testing.B) {
 			if p.Tables[j].Name == "mem_off" {
 				p.Tables[j].Kind = KindGlobal
 			}
+			if p.Tables[j].Name == "mem_on" && kind == KindOwned {
+				p.Tables[j].Kind, p.Tables[j].OwnerColumn = KindOwned, "entity_id"
+				p.EntitySetting = "app.current_entity_id"
+			}
 		}
 		if _, err := Backfill(ctx, op, p, []string{"mem_on"}, Options{}); err != nil {
 			b.Fatal(err)
@@ -253,7 +277,7 @@ func BenchmarkShadowOverhead(b *testing.B) {
 		}
 		dur := 8 * time.Second
 		report := func(phase string) {
-			r, ins := paired(b, d.appDSN(), "mem_off", "mem_on", 2, dur)
+			r, ins := paired(b, d.appDSN(), "mem_off", "mem_on", 2, dur, kind == KindOwned)
 			b.ReportMetric(float64(median(r[0]))/float64(median(r[1])), phase+"-read/off")
 			b.ReportMetric(float64(median(ins[0]))/float64(median(ins[1])), phase+"-insert/off")
 			b.ReportMetric(float64(median(r[0]).Microseconds()), "off-read-µs")
