@@ -264,10 +264,9 @@ func benchShadowOverhead(b *testing.B, kind string) {
 			if p.Tables[j].Name == "mem_off" {
 				p.Tables[j].Kind = KindGlobal
 			}
-			if p.Tables[j].Name == "mem_on" && kind == KindOwned {
-				p.Tables[j].Kind, p.Tables[j].OwnerColumn = KindOwned, "entity_id"
-				p.EntitySetting = "app.current_entity_id"
-			}
+		}
+		if kind == KindOwned {
+			setKind(p, "mem_on", KindOwned, "entity_id")
 		}
 		if _, err := Backfill(ctx, op, p, []string{"mem_on"}, Options{}); err != nil {
 			b.Fatal(err)

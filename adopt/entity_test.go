@@ -10,7 +10,6 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/audit"
-	"github.com/bulkhead-dev/bulkhead/postgres"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -107,12 +106,7 @@ func TestEntityKinds(t *testing.T) {
 func testEntityKind(t *testing.T, kind string) {
 	ctx := context.Background()
 	d, op, p := newReviewed(t)
-	for i := range p.Tables {
-		if p.Tables[i].Name == "memories" {
-			p.Tables[i].Kind, p.Tables[i].OwnerColumn = kind, "entity_id"
-		}
-	}
-	p.EntitySetting = "app.current_entity_id"
+	setKind(p, "memories", kind, "entity_id")
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +129,20 @@ func testEntityKind(t *testing.T, kind string) {
 		t.Fatal(err)
 	}
 	m := loadEntityModel(t, op, kind)
+	// Status counts the rows without an owner, as the model does.
+	ownerless := 0
+	for _, r := range m.rows {
+		if r.owner == "" {
+			ownerless++
+		}
+	}
+	st, err := Status(ctx, op, &Plan{Version: 1, Schema: p.Schema, TenantSetting: p.TenantSetting, Runtime: p.Runtime, Tables: []Table{mustTable(p, "memories")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%d rows have no entity_id", ownerless); len(st) != 1 || !strings.HasPrefix(st[0].Note, want) {
+		t.Errorf("status of memories: %+v, want a note starting %q", st, want)
+	}
 	app := mustConnect(t, d.appDSN())
 	callers := []caller{{s1, e11}, {s1, e12}, {s2, e21}, {s1, ""}, {"", ""}}
 
@@ -485,24 +493,12 @@ func checkWrite(t *testing.T, name string, shadow, allowed bool, err error) {
 func TestEntityKindsHardened(t *testing.T) {
 	ctx := context.Background()
 	d, op, p := newReviewed(t)
-	for i := range p.Tables {
-		if p.Tables[i].Name == "memories" {
-			p.Tables[i].Kind, p.Tables[i].OwnerColumn = KindOwned, "entity_id"
-		}
-	}
-	p.EntitySetting = "app.current_entity_id"
+	setKind(p, "memories", KindOwned, "entity_id")
 	toShadow(t, op, p)
 	if err := Enforce(ctx, op, p, []string{"memories"}, EnforceOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := cluster.ContextKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := postgres.NewContextKey(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := contextKey(t)
 	if changed, err := Harden(ctx, op, p, key, HardenOptions{}); err != nil || !changed {
 		t.Fatalf("harden: %v, %v", changed, err)
 	}
@@ -545,7 +541,7 @@ func TestEntityKindsHardened(t *testing.T) {
 	if n, err := write(&bulkhead.Scope{Tenant: uuid.MustParse(s1), Entity: uuid.MustParse(e11)}); err != nil || n != owned {
 		t.Errorf("signed for e1.1: %d rows, %v (want %d)", n, err, owned)
 	}
-	err = pgx.BeginFunc(ctx, app, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, app, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "SELECT set_config($1, $2, true)", SignedEntitySetting, e11)
 		return err
 	})

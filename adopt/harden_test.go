@@ -53,13 +53,7 @@ func newHardenWorld(t *testing.T) *hardenWorld {
 	if err := Enforce(ctx, w.op, p, []string{"projects", "tasks"}, EnforceOptions{Options: o}); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := cluster.ContextKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.key, err = postgres.NewContextKey(raw); err != nil {
-		t.Fatal(err)
-	}
+	w.key = contextKey(t)
 	return w
 }
 

@@ -3,7 +3,10 @@ package adopt
 import (
 	"crypto/md5"
 	"encoding/hex"
+	"testing"
 	"time"
+
+	"github.com/bulkhead-dev/bulkhead/postgres"
 )
 
 func md5UUID(s string) string {
@@ -13,3 +16,28 @@ func md5UUID(s string) string {
 }
 
 var timeZero = time.Time{}
+
+// contextKey is the key the test cluster's bulkhead_context verifies with.
+func contextKey(t testing.TB) postgres.ContextKey {
+	t.Helper()
+	raw, err := cluster.ContextKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := postgres.NewContextKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// setKind makes table of p kind (owned or private) with its owner in
+// owner, and gives p the entity setting the tests' application uses.
+func setKind(p *Plan, table, kind, owner string) {
+	for i := range p.Tables {
+		if p.Tables[i].Name == table {
+			p.Tables[i].Kind, p.Tables[i].OwnerColumn = kind, owner
+		}
+	}
+	p.EntitySetting = "app.current_entity_id"
+}

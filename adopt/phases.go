@@ -69,6 +69,9 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 					return fmt.Errorf("%s: %w", s, err)
 				}
 			}
+			if err := noteOwnerless(ctx, tx, p, t); err != nil {
+				return err
+			}
 			return setPhase(ctx, tx, p, t.Name, PhaseBackfilled, PhaseShadow)
 		})
 		if err != nil {
@@ -76,6 +79,29 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 		}
 	}
 	return nil
+}
+
+// noteOwnerless records in t's status how many of its rows have no owner
+// (kinds owned and private): once enforced nobody writes them, and under
+// private nobody reads them. Backfill fills tenants, not owners.
+func noteOwnerless(ctx context.Context, tx pgx.Tx, p *Plan, t Table) error {
+	if t.OwnerColumn == "" {
+		return nil
+	}
+	var n int64
+	if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s IS NULL", qident(p.Schema, t.Name), ident(t.OwnerColumn))).Scan(&n); err != nil {
+		return fmt.Errorf("count rows without an owner: %w", err)
+	}
+	var note *string
+	if n > 0 {
+		s := fmt.Sprintf("%d rows have no %s: once enforced nobody writes them", n, t.OwnerColumn)
+		if t.Kind == KindPrivate {
+			s += " or reads them"
+		}
+		note = &s
+	}
+	_, err := tx.Exec(ctx, "UPDATE "+StateSchema+".tables SET note = $2 WHERE rel = $1", qualified(p, t.Name), note)
+	return err
 }
 
 // ensureRole creates the runtime role when the plan asks for it and

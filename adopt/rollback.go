@@ -158,6 +158,10 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 			if err := execAll(ctx, tx, stmts); err != nil {
 				return err
 			}
+			// The shadow step's note (rows without an owner) is shadow's.
+			if _, err := tx.Exec(ctx, "UPDATE "+StateSchema+".tables SET note = NULL WHERE rel = $1", rel); err != nil {
+				return err
+			}
 			return setPhase(ctx, tx, p, t.Name, PhaseShadow, PhaseBackfilled)
 		})
 	case PhaseBackfilled:

@@ -275,14 +275,7 @@ func zeroDowntime(t *testing.T, viaProxy bool) {
 		w.setEnforced(err == nil)
 		return err
 	})
-	raw, err := cluster.ContextKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := postgres.NewContextKey(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := contextKey(t)
 	step("harden --prepare", func() error {
 		_, err := Harden(ctx, op, p, key, HardenOptions{Options: o, Prepare: true})
 		w.key.Store(&key) // the application signs from now on
