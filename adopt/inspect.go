@@ -252,9 +252,11 @@ func Inspect(ctx context.Context, conn *pgx.Conn, opts InspectOptions) (*Plan, e
 	}
 	p.EntitySetting = opts.EntitySetting
 	for _, s := range p.SettingsSeen {
-		if p.EntitySetting == "" && strings.Contains(s, "entity") && s != p.TenantSetting {
-			p.EntitySetting = s // what owned and private tables compare with
+		if p.EntitySetting != "" {
 			break
+		}
+		if strings.Contains(s, "entity") && s != p.TenantSetting {
+			p.EntitySetting = s // what owned and private tables compare with
 		}
 	}
 	p.Runtime.Name = opts.RuntimeRole

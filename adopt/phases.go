@@ -38,7 +38,13 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 		return err
 	}
 	for _, t := range tables {
-		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+		// Counted before the step's transaction, whose DDL holds the table
+		// ACCESS EXCLUSIVE: a scan there would stop the application.
+		ownerless, err := countOwnerless(ctx, conn, p, t)
+		if err != nil {
+			return fmt.Errorf("shadow %s: %w", t.Name, err)
+		}
+		err = withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
 			ph, err := phaseOf(ctx, tx, p, t.Name)
 			if err != nil || ph == PhaseShadow {
 				return err
@@ -69,7 +75,7 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 					return fmt.Errorf("%s: %w", s, err)
 				}
 			}
-			if err := noteOwnerless(ctx, tx, p, t); err != nil {
+			if err := noteOwnerless(ctx, tx, p, t, ownerless); err != nil {
 				return err
 			}
 			return setPhase(ctx, tx, p, t.Name, PhaseBackfilled, PhaseShadow)
@@ -81,16 +87,25 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 	return nil
 }
 
-// noteOwnerless records in t's status how many of its rows have no owner
-// (kinds owned and private): once enforced nobody writes them, and under
-// private nobody reads them. Backfill fills tenants, not owners.
-func noteOwnerless(ctx context.Context, tx pgx.Tx, p *Plan, t Table) error {
-	if t.OwnerColumn == "" {
-		return nil
+// countOwnerless counts t's rows without an owner (kinds owned and
+// private; 0 for the others).
+func countOwnerless(ctx context.Context, conn *pgx.Conn, p *Plan, t Table) (int64, error) {
+	if !t.entityKind() {
+		return 0, nil
 	}
 	var n int64
-	if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s IS NULL", qident(p.Schema, t.Name), ident(t.OwnerColumn))).Scan(&n); err != nil {
-		return fmt.Errorf("count rows without an owner: %w", err)
+	if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s IS NULL", qident(p.Schema, t.Name), ident(t.OwnerColumn))).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count rows without an owner: %w", err)
+	}
+	return n, nil
+}
+
+// noteOwnerless records in t's status that n of its rows have no owner:
+// once enforced nobody writes them, and under private nobody reads them.
+// Backfill fills tenants, not owners.
+func noteOwnerless(ctx context.Context, tx pgx.Tx, p *Plan, t Table, n int64) error {
+	if !t.entityKind() {
+		return nil
 	}
 	var note *string
 	if n > 0 {
@@ -275,13 +290,9 @@ func Verify(ctx context.Context, conn *pgx.Conn, p *Plan, names []string) error 
 		if err := conn.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1", qualified(p, t.Name)).Scan(&ph); err != nil || ph != PhaseEnforced {
 			continue
 		}
-		want, err := strictPolicies(p, t)
+		wantNames, err := kindPolicyNames(p, t)
 		if err != nil {
 			return err
-		}
-		var wantNames []string
-		for _, w := range want {
-			wantNames = append(wantNames, w.Name)
 		}
 		var rlsOn, force, ownerIsRuntime, shadowArm bool
 		var policies []string
@@ -296,7 +307,6 @@ func Verify(ctx context.Context, conn *pgx.Conn, p *Plan, names []string) error 
 		if err != nil {
 			return fmt.Errorf("verify %s: %w", t.Name, err)
 		}
-		slices.Sort(wantNames)
 		switch {
 		case !rlsOn || !force:
 			errs = append(errs, fmt.Errorf("%s: row-level security enabled=%v forced=%v", t.Name, rlsOn, force))
@@ -319,15 +329,11 @@ func Verify(ctx context.Context, conn *pgx.Conn, p *Plan, names []string) error 
 // plan's kind implies (the kind was changed after shadow): ALTER POLICY
 // would fail on a missing one, or leave another behind.
 func samePolicies(ctx context.Context, tx pgx.Tx, p *Plan, t Table) error {
-	want, err := strictPolicies(p, t)
+	wantNames, err := kindPolicyNames(p, t)
 	if err != nil {
 		return err
 	}
-	var wantNames, have []string
-	for _, w := range want {
-		wantNames = append(wantNames, w.Name)
-	}
-	slices.Sort(wantNames)
+	var have []string
 	if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(polname::text ORDER BY polname), '{}') FROM pg_policy WHERE polrelid = $1::regclass AND polname = ANY($2)`,
 		qident(p.Schema, t.Name), policyNames).Scan(&have); err != nil {
 		return fmt.Errorf("read policies of %s: %w", t.Name, err)
@@ -336,4 +342,18 @@ func samePolicies(ctx context.Context, tx pgx.Tx, p *Plan, t Table) error {
 		return fmt.Errorf("%w: %s has adopt's policies %v, but kind %s needs %v: the plan's kind changed after shadow; put the old kind back, roll the table back to %s, then change the kind and run shadow again", ErrPhase, t.Name, have, t.Kind, wantNames, PhaseBackfilled)
 	}
 	return nil
+}
+
+// kindPolicyNames is the names of the policies t's kind implies, sorted.
+func kindPolicyNames(p *Plan, t Table) ([]string, error) {
+	ps, err := strictPolicies(p, t)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ps))
+	for i, pol := range ps {
+		names[i] = pol.Name
+	}
+	slices.Sort(names)
+	return names, nil
 }

@@ -31,8 +31,15 @@ const (
 // layerTwo maps the plan's entity kinds onto the generator's.
 var layerTwo = map[string]rls.Kind{KindOwned: rls.Owned, KindPrivate: rls.Private}
 
+// entityKind reports whether t's kind is owned or private: its rows have
+// an owner (OwnerColumn) as well as a tenant.
+func (t Table) entityKind() bool {
+	_, ok := layerTwo[t.Kind]
+	return ok
+}
+
 // isolated reports whether adopt isolates t (every kind but global).
-func (t Table) isolated() bool { return !t.Decide && (t.Kind == KindTenant || layerTwo[t.Kind] != 0) }
+func (t Table) isolated() bool { return !t.Decide && (t.Kind == KindTenant || t.entityKind()) }
 
 // Plan is the reviewed description of an adoption. It lives in the
 // operator's repository; every phase reads it.

@@ -144,7 +144,7 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 				stmts = append(stmts, fmt.Sprintf("DROP POLICY IF EXISTS %s ON %s", name, q))
 			}
 			stmts = append(stmts,
-				fmt.Sprintf("DELETE FROM %s.mode WHERE rel = %s::regclass::oid", StateSchema, lit(q)),
+				closeSwitchSQL(q),
 				fmt.Sprintf("REVOKE ALL ON %s FROM %s", q, ident(p.Runtime.Name)))
 			if len(orig.Privs) > 0 {
 				stmts = append(stmts, fmt.Sprintf("GRANT %s ON %s TO %s", strings.Join(orig.Privs, ", "), q, ident(p.Runtime.Name)))

@@ -144,13 +144,13 @@ func triggerSQL(p *Plan, t Table, pk []string) []string {
 	// shadow inserts 13 % slower than with this form). Same meaning as
 	// current_tenant(): '' or unset is NULL.
 	cur := fmt.Sprintf("NULLIF(pg_catalog.current_setting(%s, true), '')::pg_catalog.%s", lit(p.TenantSetting), p.catalogType())
-	bad := func(row string) string { return fmt.Sprintf("%s.%s IS DISTINCT FROM %s", row, c, cur) }
-	if _, ok := layerTwo[t.Kind]; ok {
-		ent := fmt.Sprintf("NULLIF(pg_catalog.current_setting(%s, true), '')::pg_catalog.uuid", lit(p.entitySetting()))
-		tenantBad := bad
-		bad = func(row string) string {
-			return fmt.Sprintf("%s OR (%s.%s OPERATOR(pg_catalog.=) %s) IS NOT TRUE", tenantBad(row), row, ident(t.OwnerColumn), ent)
+	ent := fmt.Sprintf("NULLIF(pg_catalog.current_setting(%s, true), '')::pg_catalog.uuid", lit(p.entitySetting()))
+	bad := func(row string) string {
+		s := fmt.Sprintf("%s.%s IS DISTINCT FROM %s", row, c, cur)
+		if t.entityKind() {
+			s += fmt.Sprintf(" OR (%s.%s OPERATOR(pg_catalog.=) %s) IS NOT TRUE", row, ident(t.OwnerColumn), ent)
 		}
+		return s
 	}
 	args := fmt.Sprintf("%s, %s", lit(t.TenantColumn), lit(strings.Join(pk, ",")))
 	fn := StateSchema + ".record_violation"
@@ -169,6 +169,16 @@ func dropTriggerSQL(p *Plan, t Table) []string {
 	return out
 }
 
+// openSwitchSQL and closeSwitchSQL open and close the shadow switch of the
+// table q (the row of the mode table that shadow_open reads).
+func openSwitchSQL(q string) string {
+	return fmt.Sprintf("INSERT INTO %s.mode VALUES (%s::regclass::oid, true) ON CONFLICT (rel) DO UPDATE SET shadow = true", StateSchema, lit(q))
+}
+
+func closeSwitchSQL(q string) string {
+	return fmt.Sprintf("DELETE FROM %s.mode WHERE rel = %s::regclass::oid", StateSchema, lit(q))
+}
+
 // shadowSQL turns RLS on (forced: the legacy application may connect as
 // the owner) with the shadow policies, opens the switch, installs the write
 // recorder and grants the runtime role DML.
@@ -183,7 +193,7 @@ func shadowSQL(p *Plan, t Table, pk []string) ([]string, error) {
 		out = append(out, createPolicySQL(q, pol))
 	}
 	out = append(out,
-		fmt.Sprintf("INSERT INTO %s.mode VALUES (%s::regclass::oid, true) ON CONFLICT (rel) DO UPDATE SET shadow = true", StateSchema, lit(q)),
+		openSwitchSQL(q),
 		"ALTER TABLE "+q+" ENABLE ROW LEVEL SECURITY",
 		"ALTER TABLE "+q+" FORCE ROW LEVEL SECURITY",
 		fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s", q, ident(p.Runtime.Name)),
@@ -203,7 +213,7 @@ func enforceSQL(p *Plan, t Table) ([]string, error) {
 	for _, pol := range ps {
 		out = append(out, alterPolicySQL(q, pol))
 	}
-	out = append(out, fmt.Sprintf("DELETE FROM %s.mode WHERE rel = %s::regclass::oid", StateSchema, lit(q)))
+	out = append(out, closeSwitchSQL(q))
 	return append(out, dropTriggerSQL(p, t)...), nil
 }
 
@@ -218,7 +228,7 @@ func unenforceSQL(p *Plan, t Table, pk []string) ([]string, error) {
 	for _, pol := range ps {
 		out = append(out, alterPolicySQL(q, pol))
 	}
-	out = append(out, fmt.Sprintf("INSERT INTO %s.mode VALUES (%s::regclass::oid, true) ON CONFLICT (rel) DO UPDATE SET shadow = true", StateSchema, lit(q)))
+	out = append(out, openSwitchSQL(q))
 	return append(out, triggerSQL(p, t, pk)...), nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
@@ -116,7 +117,7 @@ func compareRecordedFunctions(live, want []LiveFunction, add func(check, obj, de
 			add("function", obj, "body differs from the migrations' (edited by hand or by an unknown migration)")
 		case g.Owner != w.Owner:
 			add("function", obj, "owned by "+g.Owner+", the migrations' owner is "+w.Owner)
-		case g.Extension != w.Extension || g.Language != w.Language || g.Result != w.Result || g.Definer != w.Definer || g.Leakproof != w.Leakproof || fmt.Sprint(g.Config) != fmt.Sprint(w.Config):
+		case g.Extension != w.Extension || g.Language != w.Language || g.Result != w.Result || g.Definer != w.Definer || g.Leakproof != w.Leakproof || !slices.Equal(g.Config, w.Config):
 			add("function", obj, fmt.Sprintf("differs from the migrations' (extension %q, language %s, returns %s, security definer %t, leakproof %t, config %v; the migrations': %q, %s, %s, %t, %t, %v)",
 				g.Extension, g.Language, g.Result, g.Definer, g.Leakproof, g.Config, w.Extension, w.Language, w.Result, w.Definer, w.Leakproof, w.Config))
 		}
