@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead/rls"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -40,30 +41,111 @@ type RuleResult struct {
 
 // BackfillResult is one table's backfill.
 type BackfillResult struct {
-	Table          string       `json:"table"`
-	Rules          []RuleResult `json:"rules"`
-	Uncovered      int64        `json:"uncovered"`
-	UncoveredKeys  []string     `json:"uncovered_keys,omitempty"`
-	ChecksumBefore string       `json:"checksum_before"` // every column but the tenant column
-	ChecksumAfter  string       `json:"checksum_after"`
-	Phase          Phase        `json:"phase"`
-	RowsPerSec     float64      `json:"rows_per_sec"`
-	Duration       string       `json:"duration"`
+	Table         string       `json:"table"`
+	Rules         []RuleResult `json:"rules"`
+	Uncovered     int64        `json:"uncovered"`
+	UncoveredKeys []string     `json:"uncovered_keys,omitempty"`
+	// OwnerRules, OwnerUncovered: the same for the owner column (kinds
+	// owned and private). Rows without an owner don't hold the table back.
+	OwnerRules         []RuleResult `json:"owner_rules,omitempty"`
+	OwnerUncovered     int64        `json:"owner_uncovered,omitempty"`
+	OwnerUncoveredKeys []string     `json:"owner_uncovered_keys,omitempty"`
+	// Checksums cover every column but the tenant column and, for kinds
+	// owned and private, the owner column.
+	ChecksumBefore string  `json:"checksum_before"`
+	ChecksumAfter  string  `json:"checksum_after"`
+	Phase          Phase   `json:"phase"`
+	RowsPerSec     float64 `json:"rows_per_sec"`
+	Duration       string  `json:"duration"`
 }
 
-// ErrRule is wrapped when a rule matches no row or gives a row two tenants.
+// ErrRule is wrapped when a rule matches no row or gives a row two tenants
+// (or two owners).
 var ErrRule = errors.New("backfill rule refused")
+
+// fillTarget is the column a list of rules fills: the tenant column (the
+// table's backfill rules) or, for kinds owned and private, the owner
+// column (its owner_backfill rules).
+type fillTarget struct {
+	column string
+	owner  bool
+	rules  []Rule
+}
+
+func tenantTarget(t Table) fillTarget {
+	return fillTarget{column: t.TenantColumn, rules: t.Backfill}
+}
+
+func ownerTarget(t Table) fillTarget {
+	return fillTarget{column: t.OwnerColumn, owner: true, rules: t.OwnerBackfill}
+}
+
+// what names the filled value in messages.
+func (g fillTarget) what() string {
+	if g.owner {
+		return "owner"
+	}
+	return "tenant"
+}
+
+// planType is the filled column's type as the plan spells it: an owner
+// is an entity, a uuid.
+func (g fillTarget) planType(p *Plan) string {
+	if g.owner {
+		return "uuid"
+	}
+	return p.tenantType()
+}
+
+// parentColumn is the parent's column a parent rule copies: the rule's
+// own, else the plan's tenant (or owner) column of the parent table.
+func (g fillTarget) parentColumn(p *Plan, pr *ParentRule) string {
+	col := pr.TenantColumn
+	if g.owner {
+		col = pr.OwnerColumn
+	}
+	if pt, ok := p.Table(pr.Table); col == "" && ok {
+		col = pt.TenantColumn
+		if g.owner {
+			col = pt.OwnerColumn
+		}
+	}
+	return col
+}
+
+// recordSQL keeps the keys of the rows in u (the batch's update) so that
+// rollback sets exactly these back to NULL.
+func (g fillTarget) recordSQL(rel string, pk []string) string {
+	if g.owner {
+		return fmt.Sprintf("INSERT INTO %s.owner_backfilled SELECT %s, %s, %s FROM u ON CONFLICT DO NOTHING RETURNING 1", StateSchema, lit(rel), lit(g.column), keyJSON("u", pk))
+	}
+	return fmt.Sprintf("INSERT INTO %s.backfilled SELECT %s, %s FROM u ON CONFLICT DO NOTHING RETURNING 1", StateSchema, lit(rel), keyJSON("u", pk))
+}
+
+// checksumExcept is what backfill may change, which its checksums leave
+// out: the tenant column and, for kinds owned and private, the owner.
+func checksumExcept(t Table) []string {
+	if t.entityKind() {
+		return []string{t.TenantColumn, t.OwnerColumn}
+	}
+	return []string{t.TenantColumn}
+}
 
 // Backfill fills the tenant column of the named tables (all when empty)
 // from the plan's rules and, when no row is left without a tenant, moves
 // the table to PhaseBackfilled (a NOT NULL check, validated online, and the
-// context as the column's default). Each batch is one transaction that
-// also records its progress, so a killed run resumes where it stopped.
-// Before writing anything it refuses (ErrRule) a rule that matches no row
-// or any row two rules (or two parent rows) would give different tenants.
-// Rows no rule covers are counted and listed, never guessed; the table
-// then stays PhaseOriginal. It returns ErrPlan, ErrDatabase, ErrPhase or
-// ErrRule (wrapped) for bad input, having changed nothing.
+// context as the column's default). Tables of kind owned or private then
+// have their NULL owners filled from their owner rules (also in a table
+// already backfilled, so owner rules may come later); rows those cover
+// not are reported, and the table's status says how many. Each batch is
+// one transaction that also records its progress, so a killed run resumes
+// where it stopped. Before writing anything it refuses (ErrRule) a rule
+// that matches no row or any row two rules (or two parent rows) would give
+// different values; owner rules are checked again once the table's
+// tenants are filled, since an owner rule may read the tenant. Rows no
+// tenant rule covers are counted and listed, never guessed; the table then
+// stays PhaseOriginal. It returns ErrPlan, ErrDatabase, ErrPhase or ErrRule
+// (wrapped) for bad input, having changed nothing.
 func Backfill(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Options) ([]BackfillResult, error) {
 	o = o.withDefaults()
 	var tables []Table
@@ -78,7 +160,11 @@ func Backfill(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Op
 	}
 	// Refuse bad rules on every table before writing anything anywhere.
 	for _, t := range tables {
-		if err := precheckRules(ctx, conn, p, t, info[t.Name]); err != nil {
+		ti := info[t.Name]
+		if err := precheckRules(ctx, conn, p, t, tenantTarget(t), ti.pk, ti.hasColumn); err != nil {
+			return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
+		}
+		if err := precheckRules(ctx, conn, p, t, ownerTarget(t), ti.pk, true); err != nil {
 			return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
 		}
 	}
@@ -107,11 +193,14 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 			return res, err
 		}
 	}
+	if phase == PhaseBackfilled && len(t.OwnerBackfill) > 0 {
+		return backfillOwners(ctx, conn, p, t, ti, o)
+	}
 	if phase != PhaseOriginal {
 		res.Phase = phase
 		return res, nil // already done: idempotent
 	}
-	before, err := checksum(ctx, conn, p, t.Name, t.TenantColumn)
+	before, err := checksum(ctx, conn, p, t.Name, checksumExcept(t)...)
 	if err != nil {
 		return res, err
 	}
@@ -126,16 +215,9 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 			rel, t.TenantColumn, added, ti.hasDefault, before, ti.notNull); err != nil {
 			return fmt.Errorf("record state: %w", err)
 		}
-		// A resumed run finds the column (and default) there already.
-		var had bool
-		var addedBefore bool
-		if err := tx.QueryRow(ctx, "SELECT (original->>'had_default')::boolean, added_column FROM "+StateSchema+".tables WHERE rel = $1", rel).Scan(&had, &addedBefore); err != nil {
-			return err
-		}
 		tt := t
 		tt.AddColumn = added
-		stmts := backfillPrepareSQL(p, tt, ti.hasDefault)
-		for _, s := range stmts {
+		for _, s := range backfillPrepareSQL(p, tt, ti.hasDefault) {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				return fmt.Errorf("%s: %w", s, err)
 			}
@@ -145,6 +227,8 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 	if err != nil {
 		return res, err
 	}
+	// A resumed run finds the column (and default) there already: whether
+	// backfill added it is what the first run recorded.
 	var addedCol bool
 	if err := conn.QueryRow(ctx, "SELECT added_column FROM "+StateSchema+".tables WHERE rel = $1", rel).Scan(&addedCol); err != nil {
 		return res, err
@@ -153,20 +237,20 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+qident(p.Schema, t.Name)).Scan(&total); err != nil {
 		return res, err
 	}
-	var filled int64
-	for _, r := range t.Backfill {
-		n, err := runRule(ctx, conn, p, t, ti.pk, r, !addedCol, total, o)
-		if err != nil {
-			return res, fmt.Errorf("rule %s: %w", r.Name, err)
-		}
-		filled += n
-		res.Rules = append(res.Rules, RuleResult{Rule: r.Name, Rows: n})
+	res.Rules, err = runRules(ctx, conn, p, t, tenantTarget(t), ti.pk, !addedCol, total, o)
+	if err != nil {
+		return res, err
 	}
-	q := qident(p.Schema, t.Name)
-	c := "t." + ident(t.TenantColumn)
-	if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count(*), coalesce((SELECT array_agg(k) FROM (SELECT %s::text AS k FROM %s t WHERE %s IS NULL ORDER BY 1 LIMIT 10) x), '{}') FROM %s t WHERE %s IS NULL",
-		keyJSON("t", ti.pk), q, c, q, c)).Scan(&res.Uncovered, &res.UncoveredKeys); err != nil {
-		return res, fmt.Errorf("count uncovered rows: %w", err)
+	if res.OwnerRules, err = fillOwners(ctx, conn, p, t, ti.pk, total, o); err != nil {
+		return res, err
+	}
+	if res.Uncovered, res.UncoveredKeys, err = countNull(ctx, conn, p, t.Name, ti.pk, t.TenantColumn); err != nil {
+		return res, err
+	}
+	if t.entityKind() {
+		if res.OwnerUncovered, res.OwnerUncoveredKeys, err = countNull(ctx, conn, p, t.Name, ti.pk, t.OwnerColumn); err != nil {
+			return res, err
+		}
 	}
 	el := time.Since(start)
 	res.Duration = el.Round(time.Millisecond).String()
@@ -179,7 +263,7 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 			fmt.Sprintf("backfill incomplete: %d rows no rule covers", res.Uncovered))
 		return res, err
 	}
-	after, err := checksum(ctx, conn, p, t.Name, t.TenantColumn)
+	after, err := checksum(ctx, conn, p, t.Name, checksumExcept(t)...)
 	if err != nil {
 		return res, err
 	}
@@ -222,6 +306,9 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 		if _, err := tx.Exec(ctx, "UPDATE "+StateSchema+".tables SET checksum_after = $2, note = NULL WHERE rel = $1", rel, after); err != nil {
 			return err
 		}
+		if err := noteOwnerless(ctx, tx, p, t, res.OwnerUncovered); err != nil {
+			return err
+		}
 		return setPhase(ctx, tx, p, t.Name, PhaseOriginal, PhaseBackfilled)
 	})
 	if err != nil {
@@ -229,6 +316,83 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 	}
 	res.Phase = PhaseBackfilled
 	return res, nil
+}
+
+// backfillOwners runs the owner rules of a table already backfilled: the
+// tenant column is filled and NOT NULL, and nothing else changes.
+func backfillOwners(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tableInfo, o Options) (BackfillResult, error) {
+	start := time.Now()
+	res := BackfillResult{Table: t.Name, Phase: PhaseBackfilled}
+	var err error
+	if res.ChecksumBefore, err = checksum(ctx, conn, p, t.Name, checksumExcept(t)...); err != nil {
+		return res, err
+	}
+	var total int64
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+qident(p.Schema, t.Name)).Scan(&total); err != nil {
+		return res, err
+	}
+	if res.OwnerRules, err = fillOwners(ctx, conn, p, t, ti.pk, total, o); err != nil {
+		return res, err
+	}
+	if res.OwnerUncovered, res.OwnerUncoveredKeys, err = countNull(ctx, conn, p, t.Name, ti.pk, t.OwnerColumn); err != nil {
+		return res, err
+	}
+	if res.ChecksumAfter, err = checksum(ctx, conn, p, t.Name, checksumExcept(t)...); err != nil {
+		return res, err
+	}
+	el := time.Since(start)
+	res.Duration = el.Round(time.Millisecond).String()
+	if el > 0 {
+		res.RowsPerSec = float64(total) / el.Seconds()
+	}
+	err = withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+		if err := expectPhase(ctx, tx, p, t, PhaseBackfilled); err != nil {
+			return err
+		}
+		return noteOwnerless(ctx, tx, p, t, res.OwnerUncovered)
+	})
+	return res, err
+}
+
+// fillOwners runs t's owner rules (kinds owned and private), once its
+// tenants are filled: an owner rule may read the tenant, so the rules are
+// checked again first.
+func fillOwners(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, pk []string, total int64, o Options) ([]RuleResult, error) {
+	g := ownerTarget(t)
+	if !t.entityKind() || len(g.rules) == 0 {
+		return nil, nil
+	}
+	if err := precheckRules(ctx, conn, p, t, g, pk, true); err != nil {
+		return nil, err
+	}
+	return runRules(ctx, conn, p, t, g, pk, true, total, o)
+}
+
+// runRules runs g's rules in order.
+func runRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fillTarget, pk []string, record bool, total int64, o Options) ([]RuleResult, error) {
+	var out []RuleResult
+	for _, r := range g.rules {
+		n, err := runRule(ctx, conn, p, t, g, pk, r, record, total, o)
+		if err != nil {
+			return out, fmt.Errorf("rule %s: %w", r.Name, err)
+		}
+		out = append(out, RuleResult{Rule: r.Name, Rows: n})
+	}
+	return out, nil
+}
+
+// countNull counts table's rows whose column is NULL, with the first ten
+// keys.
+func countNull(ctx context.Context, conn *pgx.Conn, p *Plan, table string, pk []string, column string) (int64, []string, error) {
+	q := qident(p.Schema, table)
+	c := "t." + ident(column)
+	var n int64
+	var keys []string
+	if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count(*), coalesce((SELECT array_agg(k) FROM (SELECT %s::text AS k FROM %s t WHERE %s IS NULL ORDER BY 1 LIMIT 10) x), '{}') FROM %s t WHERE %s IS NULL",
+		keyJSON("t", pk), q, c, q, c)).Scan(&n, &keys); err != nil {
+		return 0, nil, fmt.Errorf("count rows without a %s: %w", column, err)
+	}
+	return n, keys, nil
 }
 
 // keyJSON is a row's primary key as a jsonb object (what progress and the
@@ -249,54 +413,47 @@ func cols(alias string, pk []string) string {
 	return strings.Join(parts, ", ")
 }
 
-// ruleValue is the tenant a rule gives row t (NULL when it gives none).
-func ruleValue(p *Plan, r Rule) string {
+// ruleValue is the value a rule of g gives row t (NULL when it gives none).
+func ruleValue(p *Plan, g fillTarget, r Rule) string {
 	switch {
 	case r.Constant != "":
-		return lit(r.Constant) + "::pg_catalog." + p.catalogType()
+		typ, _ := rls.CatalogType(g.planType(p))
+		return lit(r.Constant) + "::pg_catalog." + typ
 	case r.Parent != nil:
-		pcol := r.Parent.TenantColumn
-		if pt, ok := p.Table(r.Parent.Table); pcol == "" && ok {
-			pcol = pt.TenantColumn
-		}
-		return fmt.Sprintf("(SELECT bh_p.%s FROM %s bh_p WHERE bh_p.%s = t.%s)", ident(pcol), qident(p.Schema, r.Parent.Table), ident(r.Parent.key()), ident(r.Parent.Column))
+		return fmt.Sprintf("(SELECT bh_p.%s FROM %s bh_p WHERE bh_p.%s = t.%s)", ident(g.parentColumn(p, r.Parent)), qident(p.Schema, r.Parent.Table), ident(r.Parent.key()), ident(r.Parent.Column))
 	}
 	return "(" + r.Expression + ")"
 }
 
-// ruleRows is SELECT key, tenant for every row the rule would fill. A
+// ruleRows is SELECT key, value for every row the rule would fill. A
 // parent rule joins (rather than a scalar sub-query), so a parent key
-// matching two rows shows up as two tenants.
-func ruleRows(p *Plan, t Table, pk []string, r Rule, colExists bool) string {
+// matching two rows shows up as two values.
+func ruleRows(p *Plan, t Table, g fillTarget, pk []string, r Rule, colExists bool) string {
 	q := qident(p.Schema, t.Name)
 	cond := "true"
 	if colExists {
-		cond = "t." + ident(t.TenantColumn) + " IS NULL"
+		cond = "t." + ident(g.column) + " IS NULL"
 	}
 	if r.Where != "" {
 		cond += " AND (" + r.Where + ")"
 	}
 	if r.Parent != nil {
-		pcol := r.Parent.TenantColumn
-		if pt, ok := p.Table(r.Parent.Table); pcol == "" && ok {
-			pcol = pt.TenantColumn
-		}
-		return fmt.Sprintf("SELECT %s AS k, bh_p.%s AS v FROM %s t JOIN %s bh_p ON bh_p.%s = t.%s WHERE %s", keyJSON("t", pk), ident(pcol), q,
+		return fmt.Sprintf("SELECT %s AS k, bh_p.%s AS v FROM %s t JOIN %s bh_p ON bh_p.%s = t.%s WHERE %s", keyJSON("t", pk), ident(g.parentColumn(p, r.Parent)), q,
 			qident(p.Schema, r.Parent.Table), ident(r.Parent.key()), ident(r.Parent.Column), cond)
 	}
-	return fmt.Sprintf("SELECT %s AS k, %s AS v FROM %s t WHERE %s", keyJSON("t", pk), ruleValue(p, r), q, cond)
+	return fmt.Sprintf("SELECT %s AS k, %s AS v FROM %s t WHERE %s", keyJSON("t", pk), ruleValue(p, g, r), q, cond)
 }
 
-// precheckRules refuses, before any write, a rule matching no row (on a
-// first run) and rows given two different tenants.
-func precheckRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tableInfo) error {
-	if len(t.Backfill) == 0 {
+// precheckRules refuses, before any write, a rule of g matching no row (on
+// a first run) and rows given two different values.
+func precheckRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fillTarget, pk []string, colExists bool) error {
+	if len(g.rules) == 0 {
 		return nil
 	}
 	var parts []string
 	var errs []error
-	for _, r := range t.Backfill {
-		sub := ruleRows(p, t, ti.pk, r, ti.hasColumn)
+	for _, r := range g.rules {
+		sub := ruleRows(p, t, g, pk, r, colExists)
 		parts = append(parts, sub)
 		var started bool
 		if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL AND EXISTS (SELECT 1 FROM "+StateSchema+".progress WHERE rel = $2 AND rule = $3)",
@@ -313,7 +470,7 @@ func precheckRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 			return fmt.Errorf("%w: rule %s: %w", ErrRule, r.Name, err)
 		}
 		if n == 0 {
-			errs = append(errs, fmt.Errorf("rule %s (%s) matches no row without a tenant", r.Name, ruleText(r)))
+			errs = append(errs, fmt.Errorf("rule %s (%s) matches no row without a%s %s", r.Name, ruleText(r), article(g.what()), g.what()))
 		}
 	}
 	var n int64
@@ -324,7 +481,7 @@ func precheckRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 		return fmt.Errorf("%w: check rules: %w", ErrRule, err)
 	}
 	if n > 0 {
-		errs = append(errs, fmt.Errorf("%d rows would get two different tenants from the rules (e.g. %s): make the rules disjoint", n, strings.Join(keys, ", ")))
+		errs = append(errs, fmt.Errorf("%d rows would get two different %ss from the rules (e.g. %s): make the rules disjoint", n, g.what(), strings.Join(keys, ", ")))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrRule, errors.Join(errs...))
@@ -332,10 +489,18 @@ func precheckRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 	return nil
 }
 
-// runRule applies one rule batch by batch over primary-key ranges,
+// article is "n" before owner, "" before tenant.
+func article(word string) string {
+	if strings.HasPrefix(word, "o") {
+		return "n"
+	}
+	return ""
+}
+
+// runRule applies one rule of g batch by batch over primary-key ranges,
 // resuming after the last committed batch. record keeps the keys it fills
 // (an existing column) so that rollback can set them back to NULL.
-func runRule(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, pk []string, r Rule, record bool, total int64, o Options) (int64, error) {
+func runRule(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fillTarget, pk []string, r Rule, record bool, total int64, o Options) (int64, error) {
 	rel := qualified(p, t.Name)
 	q := qident(p.Schema, t.Name)
 	if _, err := conn.Exec(ctx, "INSERT INTO "+StateSchema+".progress (rel, rule) VALUES ($1, $2) ON CONFLICT DO NOTHING", rel, r.Name); err != nil {
@@ -349,7 +514,7 @@ func runRule(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, pk []string,
 	if done {
 		return filled, nil
 	}
-	cond := "t." + ident(t.TenantColumn) + " IS NULL"
+	cond := "t." + ident(g.column) + " IS NULL"
 	if r.Where != "" {
 		cond += " AND (" + r.Where + ")"
 	}
@@ -359,9 +524,9 @@ func runRule(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, pk []string,
 	}
 	rec := "SELECT 1 WHERE false"
 	if record {
-		rec = fmt.Sprintf("INSERT INTO %s.backfilled SELECT %s, %s FROM u ON CONFLICT DO NOTHING RETURNING 1", StateSchema, lit(rel), keyJSON("u", pk))
+		rec = g.recordSQL(rel, pk)
 	}
-	val := ruleValue(p, r)
+	val := ruleValue(p, g, r)
 	batch := fmt.Sprintf(`WITH r AS (
   SELECT %[1]s FROM %[2]s t
   WHERE $1::jsonb IS NULL OR (%[1]s) > (SELECT %[3]s FROM jsonb_populate_record(NULL::%[2]s, $1::jsonb) j)
@@ -369,7 +534,7 @@ func runRule(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, pk []string,
 u AS (UPDATE %[2]s t SET %[4]s = %[5]s FROM r WHERE %[6]s AND %[7]s AND %[5]s IS NOT NULL RETURNING %[8]s),
 b AS (%[9]s)
 SELECT (SELECT %[10]s FROM r ORDER BY %[11]s LIMIT 1), (SELECT count(*) FROM u), (SELECT count(*) FROM r)`,
-		cols("t", pk), q, cols("j", pk), ident(t.TenantColumn), val, strings.Join(join, " AND "), cond, cols("t", pk), rec,
+		cols("t", pk), q, cols("j", pk), ident(g.column), val, strings.Join(join, " AND "), cond, cols("t", pk), rec,
 		keyJSON("r", pk), descCols("r", pk))
 	start := time.Now()
 	var scanned int64
@@ -422,11 +587,11 @@ func descCols(alias string, pk []string) string {
 }
 
 // checksum is count and an order-independent sum of row hashes over every
-// column but except (the tenant column, which backfill changes).
-func checksum(ctx context.Context, conn *pgx.Conn, p *Plan, table, except string) (string, error) {
+// column but except (what backfill changes: see checksumExcept).
+func checksum(ctx context.Context, conn *pgx.Conn, p *Plan, table string, except ...string) (string, error) {
 	var names []string
 	err := conn.QueryRow(ctx, `SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}') FROM pg_attribute a
-  WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> $2`, qident(p.Schema, table), except).Scan(&names)
+  WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> ALL($2)`, qident(p.Schema, table), except).Scan(&names)
 	if err != nil {
 		return "", fmt.Errorf("checksum %s: %w", table, err)
 	}
@@ -441,5 +606,5 @@ func checksum(ctx context.Context, conn *pgx.Conn, p *Plan, table, except string
 
 // Checksum is the checksum of every column of table (see Backfill).
 func Checksum(ctx context.Context, conn *pgx.Conn, p *Plan, table string) (string, error) {
-	return checksum(ctx, conn, p, table, "")
+	return checksum(ctx, conn, p, table)
 }

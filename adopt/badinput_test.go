@@ -104,6 +104,28 @@ func TestBadInput(t *testing.T) {
 			}, "kind owned needs tenant_type uuid"},
 			{func(p *Plan) { set(p, "rooms", func(tb *Table) { tb.OwnerColumn = "world_id" }) }, "owner_column is for kinds owned and private"},
 			{func(p *Plan) { p.EntitySetting = p.TenantSetting }, "differ from tenant_setting"},
+			{func(p *Plan) {
+				set(p, "rooms", func(tb *Table) { tb.OwnerBackfill = []Rule{{Name: "x", Constant: md5UUID("e1.1")}} })
+			}, "rooms: owner_backfill is for kinds owned and private"},
+			{func(p *Plan) {
+				setKind(p, "memories", KindOwned, "entity_id")
+				set(p, "memories", func(tb *Table) {
+					tb.OwnerBackfill = []Rule{{Name: "up", Parent: &ParentRule{Column: "room_id", Table: "rooms", TenantColumn: "server_id"}}}
+				})
+			}, "an owner rule copies the parent's owner_column, not its tenant_column"},
+			{func(p *Plan) {
+				set(p, "rooms", func(tb *Table) {
+					tb.Backfill = []Rule{{Name: "up", Parent: &ParentRule{Column: "world_id", Table: "worlds", OwnerColumn: "agent_id"}}}
+				})
+			}, "a tenant rule copies the parent's tenant_column, not its owner_column"},
+			{func(p *Plan) {
+				setKind(p, "memories", KindOwned, "entity_id")
+				set(p, "memories", func(tb *Table) { tb.OwnerBackfill = []Rule{{Name: "one", Constant: "42"}} })
+			}, `rule one: constant "42" is not a uuid`},
+			{func(p *Plan) {
+				setKind(p, "memories", KindOwned, "entity_id")
+				set(p, "memories", func(tb *Table) { tb.OwnerBackfill = []Rule{{Name: "from_room", Constant: md5UUID("e1.1")}} })
+			}, "rule name from_room used twice"},
 		} {
 			if err := edit(c.f).Validate(); !errors.Is(err, ErrPlan) || !strings.Contains(err.Error(), c.msg) {
 				t.Errorf("got %v, want %q", err, c.msg)

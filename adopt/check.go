@@ -88,25 +88,23 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 		if len(ti.policies) > 0 {
 			errs = append(errs, fmt.Errorf("table %s already has policies %v: adopt would OR its policy with them; remove them or leave the table out", t.Name, ti.policies))
 		}
-		for _, r := range t.Backfill {
-			if r.Parent == nil {
-				continue
-			}
-			pt, ok := p.Table(r.Parent.Table)
-			pcol := r.Parent.TenantColumn
-			if pcol == "" && ok {
-				pcol = pt.TenantColumn
-			}
-			var n int
-			if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace s ON s.oid = c.relnamespace
+		for _, g := range []fillTarget{tenantTarget(t), ownerTarget(t)} {
+			for _, r := range g.rules {
+				if r.Parent == nil {
+					continue
+				}
+				pcol := g.parentColumn(p, r.Parent)
+				var n int
+				if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace s ON s.oid = c.relnamespace
   WHERE s.nspname = $1 AND c.relname = $2 AND a.attname = ANY($3) AND NOT a.attisdropped`, p.Schema, r.Parent.Table, []string{r.Parent.key(), pcol}).Scan(&n); err != nil {
-				return nil, nil, fmt.Errorf("read parent of rule %s: %w", r.Name, err)
-			}
-			if pcol == "" || n != 2 && !(n == 1 && pcol == r.Parent.key()) {
-				errs = append(errs, fmt.Errorf("table %s rule %s: parent %s.%s must have columns %s and %s", t.Name, r.Name, p.Schema, r.Parent.Table, r.Parent.key(), pcol))
-			}
-			if _, ok := ti.colOK(ctx, q, oid, r.Parent.Column); !ok {
-				errs = append(errs, fmt.Errorf("table %s rule %s: no column %s", t.Name, r.Name, r.Parent.Column))
+					return nil, nil, fmt.Errorf("read parent of rule %s: %w", r.Name, err)
+				}
+				if pcol == "" || n != 2 && !(n == 1 && pcol == r.Parent.key()) {
+					errs = append(errs, fmt.Errorf("table %s rule %s: parent %s.%s must have columns %s and %s (the %s it gives)", t.Name, r.Name, p.Schema, r.Parent.Table, r.Parent.key(), pcol, g.what()))
+				}
+				if _, ok := ti.colOK(ctx, q, oid, r.Parent.Column); !ok {
+					errs = append(errs, fmt.Errorf("table %s rule %s: no column %s", t.Name, r.Name, r.Parent.Column))
+				}
 			}
 		}
 		info[t.Name] = ti

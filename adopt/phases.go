@@ -102,7 +102,7 @@ func countOwnerless(ctx context.Context, conn *pgx.Conn, p *Plan, t Table) (int6
 
 // noteOwnerless records in t's status that n of its rows have no owner:
 // once enforced nobody writes them, and under private nobody reads them.
-// Backfill fills tenants, not owners.
+// The plan's owner_backfill rules fill owners; these are what is left.
 func noteOwnerless(ctx context.Context, tx pgx.Tx, p *Plan, t Table, n int64) error {
 	if !t.entityKind() {
 		return nil

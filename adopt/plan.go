@@ -93,13 +93,19 @@ type Table struct {
 	// PrimaryKey as found (read-only information).
 	PrimaryKey []string `json:"primary_key,omitempty" yaml:"primary_key,omitempty"`
 	Backfill   []Rule   `json:"backfill,omitempty" yaml:"backfill,omitempty"`
+	// OwnerBackfill (owned and private) fills a NULL owner column, after
+	// Backfill has filled the tenant column. Rows no rule covers keep no
+	// owner and are reported: once enforced nobody writes them (and, under
+	// private, nobody reads them). Rule names are unique across both lists.
+	OwnerBackfill []Rule `json:"owner_backfill,omitempty" yaml:"owner_backfill,omitempty"`
 	// Notes are Inspect's findings for the reviewer (keys and indexes to
 	// make tenant-leading, layer-2 candidates, existing policies).
 	Notes []string `json:"notes,omitempty" yaml:"notes,omitempty"`
 }
 
-// Rule fills the tenant column of rows where it is NULL. Exactly one of
-// Constant, Parent and Expression is set; Where narrows the rows.
+// Rule fills the tenant column (in Backfill) or the owner column (in
+// OwnerBackfill) of rows where it is NULL. Exactly one of Constant, Parent
+// and Expression is set; Where narrows the rows.
 type Rule struct {
 	Name     string      `json:"name" yaml:"name"`
 	Constant string      `json:"constant,omitempty" yaml:"constant,omitempty"`
@@ -110,14 +116,17 @@ type Rule struct {
 	Where      string `json:"where,omitempty" yaml:"where,omitempty"`
 }
 
-// ParentRule takes the tenant from the row Column references in Table
-// (through Table's Key, default "id"; the parent's tenant column is
-// TenantColumn, default the plan's column of that table).
+// ParentRule takes the value from the row Column references in Table
+// (through Table's Key, default "id"). A tenant rule copies the parent's
+// TenantColumn (default the plan's tenant column of that table); an owner
+// rule copies its OwnerColumn (default the plan's owner column of that
+// table). Each rule sets only the field of its own list.
 type ParentRule struct {
 	Column       string `json:"column" yaml:"column"`
 	Table        string `json:"table" yaml:"table"`
 	Key          string `json:"key,omitempty" yaml:"key,omitempty"`
 	TenantColumn string `json:"tenant_column,omitempty" yaml:"tenant_column,omitempty"`
+	OwnerColumn  string `json:"owner_column,omitempty" yaml:"owner_column,omitempty"`
 }
 
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -187,11 +196,21 @@ func (p *Plan) Validate() error {
 		if !identRE.MatchString(t.TenantColumn) {
 			bad("table %s: tenant_column %q is not a plain lower-case identifier", t.Name, t.TenantColumn)
 		}
-		for _, r := range t.Backfill {
-			if err := r.validate(); err != nil {
-				bad("table %s: %v", t.Name, err)
-			} else if r.Constant != "" && !validTenant(p.tenantType(), r.Constant) {
-				bad("table %s: rule %s: constant %q is not a %s", t.Name, r.Name, r.Constant, p.tenantType())
+		if len(t.OwnerBackfill) > 0 && !t.entityKind() {
+			bad("table %s: owner_backfill is for kinds %s and %s", t.Name, KindOwned, KindPrivate)
+		}
+		names := map[string]bool{}
+		for _, g := range []fillTarget{tenantTarget(t), ownerTarget(t)} {
+			for _, r := range g.rules {
+				if names[r.Name] {
+					bad("table %s: rule name %s used twice (names are unique across backfill and owner_backfill)", t.Name, r.Name)
+				}
+				names[r.Name] = true
+				if err := r.validate(g); err != nil {
+					bad("table %s: %v", t.Name, err)
+				} else if typ := g.planType(p); r.Constant != "" && !validTenant(typ, r.Constant) {
+					bad("table %s: rule %s: constant %q is not a %s", t.Name, r.Name, r.Constant, typ)
+				}
 			}
 		}
 	}
@@ -241,7 +260,7 @@ func validTenant(typ, v string) bool {
 	return !strings.ContainsRune(v, 0) // text: anything PostgreSQL can store
 }
 
-func (r Rule) validate() error {
+func (r Rule) validate(g fillTarget) error {
 	if !identRE.MatchString(r.Name) {
 		return fmt.Errorf("rule name %q is not a plain lower-case identifier", r.Name)
 	}
@@ -256,10 +275,16 @@ func (r Rule) validate() error {
 				return fmt.Errorf("rule %s: parent %s %q is not a plain identifier", r.Name, what, v)
 			}
 		}
-		for what, v := range map[string]string{"key": r.Parent.Key, "tenant_column": r.Parent.TenantColumn} {
+		for what, v := range map[string]string{"key": r.Parent.Key, "tenant_column": r.Parent.TenantColumn, "owner_column": r.Parent.OwnerColumn} {
 			if v != "" && !identRE.MatchString(v) {
 				return fmt.Errorf("rule %s: parent %s %q is not a plain identifier", r.Name, what, v)
 			}
+		}
+		if g.owner && r.Parent.TenantColumn != "" {
+			return fmt.Errorf("rule %s: an owner rule copies the parent's owner_column, not its tenant_column", r.Name)
+		}
+		if !g.owner && r.Parent.OwnerColumn != "" {
+			return fmt.Errorf("rule %s: a tenant rule copies the parent's tenant_column, not its owner_column", r.Name)
 		}
 	}
 	if r.Expression != "" {
@@ -338,7 +363,7 @@ func (p *Plan) Encode(json_ bool) ([]byte, error) {
 	comment(&n, "tenant_type", "the SQL type of every tenant column and of the setting's value: uuid, text, bigint or integer.\nA setting that is not one fails the statement (no rows, no write), in shadow mode too.")
 	comment(&n, "runtime_role", "the role the application must connect as once enforced: it owns nothing and bypasses nothing.\nRLS does not apply to a table's owner unless FORCE is on; adopt forces it, but an owner can\nturn it off again: switch the application's connection to this role (ALTER ROLE ... LOGIN PASSWORD ...).")
 	comment(&n, "entity_setting", "the transaction-local setting the application puts the acting entity (a uuid) in;\ntables of kind owned or private compare their owner_column with it")
-	comment(&n, "tables", "kind: tenant (isolated by tenant_column), owned (tenant, and only the entity in owner_column writes a row),\nprivate (tenant, and only the entity in owner_column reads or writes a row) or global (shared, untouched).\ndecide: true marks a table adopt could not classify: choose a kind and delete the line.\nbackfill rules fill a NULL tenant column: constant, parent (through a key) or expression (SQL over t).")
+	comment(&n, "tables", "kind: tenant (isolated by tenant_column), owned (tenant, and only the entity in owner_column writes a row),\nprivate (tenant, and only the entity in owner_column reads or writes a row) or global (shared, untouched).\ndecide: true marks a table adopt could not classify: choose a kind and delete the line.\nbackfill rules fill a NULL tenant column: constant, parent (through a key) or expression (SQL over t);\nowner_backfill rules (owned, private) fill a NULL owner_column the same way, once the tenants are filled.")
 	var buf bytes.Buffer
 	e := yaml.NewEncoder(&buf)
 	e.SetIndent(2)

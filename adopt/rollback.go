@@ -170,8 +170,9 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 	return fmt.Errorf("%w: nothing to roll back from %s", ErrPhase, from)
 }
 
-// undoBackfill restores the foreign keys Keys replaced, drops the NOT NULL check, sets the keys backfill filled
-// back to NULL (batched), restores the default and drops an added column.
+// undoBackfill restores the foreign keys Keys replaced, drops the NOT NULL
+// check, sets the tenants and owners backfill filled back to NULL
+// (batched), restores the default and drops an added column.
 // from is Backfilled, or Original for a backfill that stopped short.
 func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase, o Options) error {
 	q := qident(p.Schema, t.Name)
@@ -208,29 +209,27 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Ph
 			return fmt.Errorf("drop NOT NULL: %w", err)
 		}
 	}
+	pk, err := primaryKey(ctx, conn, q)
+	if err != nil {
+		return err
+	}
 	if !added {
-		pk, err := primaryKey(ctx, conn, q)
-		if err != nil {
+		if err := restoreNull(ctx, conn, q, rel, pk, "backfilled", t.TenantColumn, o); err != nil {
+			return fmt.Errorf("restore NULL tenants: %w", err)
+		}
+	}
+	owners, err := stateTableExists(ctx, conn, "owner_backfilled")
+	if err != nil {
+		return err
+	}
+	if owners {
+		var ownerCols []string
+		if err := conn.QueryRow(ctx, "SELECT coalesce(array_agg(DISTINCT col), '{}') FROM "+StateSchema+".owner_backfilled WHERE rel = $1", rel).Scan(&ownerCols); err != nil {
 			return err
 		}
-		// The recorded key is a jsonb object of the primary key columns.
-		match := make([]string, len(pk))
-		for i, c := range pk {
-			match[i] = fmt.Sprintf("t.%s = (SELECT j.%s FROM jsonb_populate_record(NULL::%s, b.key) j)", ident(c), ident(c), q)
-		}
-		batch := fmt.Sprintf(`WITH b AS (DELETE FROM %s.backfilled WHERE ctid = ANY(ARRAY(SELECT ctid FROM %s.backfilled WHERE rel = $1 LIMIT $2)) RETURNING key),
-u AS (UPDATE %s t SET %s = NULL FROM b WHERE %s RETURNING 1)
-SELECT (SELECT count(*) FROM b)`, StateSchema, StateSchema, q, ident(t.TenantColumn), strings.Join(match, " AND "))
-		for {
-			var n int64
-			err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
-				return tx.QueryRow(ctx, batch, rel, o.BatchSize).Scan(&n)
-			})
-			if err != nil {
-				return fmt.Errorf("restore NULL tenants: %w", err)
-			}
-			if n == 0 {
-				break
+		for _, c := range ownerCols {
+			if err := restoreNull(ctx, conn, q, rel, pk, "owner_backfilled", c, o); err != nil {
+				return fmt.Errorf("restore NULL owners: %w", err)
 			}
 		}
 	}
@@ -247,6 +246,9 @@ SELECT (SELECT count(*) FROM b)`, StateSchema, StateSchema, q, ident(t.TenantCol
 		stmts = append(stmts,
 			fmt.Sprintf("DELETE FROM %s.progress WHERE rel = %s", StateSchema, lit(rel)),
 			fmt.Sprintf("DELETE FROM %s.backfilled WHERE rel = %s", StateSchema, lit(rel)))
+		if owners {
+			stmts = append(stmts, fmt.Sprintf("DELETE FROM %s.owner_backfilled WHERE rel = %s", StateSchema, lit(rel)))
+		}
 		if err := execAll(ctx, tx, stmts); err != nil {
 			return err
 		}
@@ -257,6 +259,33 @@ SELECT (SELECT count(*) FROM b)`, StateSchema, StateSchema, q, ident(t.TenantCol
 		_, err := tx.Exec(ctx, "DELETE FROM "+StateSchema+".tables WHERE rel = $1", rel)
 		return err
 	})
+}
+
+// restoreNull sets column back to NULL in the rows of q (state rel) whose
+// keys the state table record holds, deleting the records as it goes: in
+// batches, each one transaction, so a killed rollback resumes.
+func restoreNull(ctx context.Context, conn *pgx.Conn, q, rel string, pk []string, record, column string, o Options) error {
+	// The recorded key is a jsonb object of the primary key columns.
+	match := make([]string, len(pk))
+	for i, c := range pk {
+		match[i] = fmt.Sprintf("t.%s = (SELECT j.%s FROM jsonb_populate_record(NULL::%s, b.key) j)", ident(c), ident(c), q)
+	}
+	col := ""
+	if record == "owner_backfilled" {
+		col = " AND col = " + lit(column)
+	}
+	batch := fmt.Sprintf(`WITH b AS (DELETE FROM %[1]s.%[2]s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %[1]s.%[2]s WHERE rel = $1%[3]s LIMIT $2)) RETURNING key),
+u AS (UPDATE %[4]s t SET %[5]s = NULL FROM b WHERE %[6]s RETURNING 1)
+SELECT (SELECT count(*) FROM b)`, StateSchema, record, col, q, ident(column), strings.Join(match, " AND "))
+	for {
+		var n int64
+		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, batch, rel, o.BatchSize).Scan(&n)
+		})
+		if err != nil || n == 0 {
+			return err
+		}
+	}
 }
 
 // dropRoleIfUnused drops the runtime role adopt created once no table is

@@ -273,6 +273,9 @@ func SQL(p *Plan) (string, error) {
 		for _, r := range t.Backfill {
 			fmt.Fprintf(&b, "-- rule %s: %s (batched by primary key)\n", r.Name, ruleText(r))
 		}
+		for _, r := range t.OwnerBackfill {
+			fmt.Fprintf(&b, "-- owner rule %s: %s into %s, after the tenants (batched by primary key)\n", r.Name, ruleText(r), t.OwnerColumn)
+		}
 		for _, s := range backfillFinishSQL(p, t) {
 			b.WriteString(s + ";\n")
 		}

@@ -41,8 +41,9 @@ downtime and a way back:
 
   plan      inspect the schema, write a plan to review (YAML with comments, or JSON)
             and the SQL it implies
-  backfill  fill missing tenant values from the plan's explicit rules (batched,
-            resumable, checksummed); rows no rule covers are reported
+  backfill  fill missing tenant values (and owners, for kinds owned and private)
+            from the plan's explicit rules (batched, resumable, checksummed);
+            rows no rule covers are reported
   shadow    install the policies in audit mode: nothing is blocked, writes strict
             mode would refuse are recorded (adopt report)
   enforce   make tables strict (refuses while shadow shows violations; --force)
@@ -189,7 +190,7 @@ func newAdoptBackfillCmd(cfg *config) *cobra.Command {
 	f := &adoptFlags{}
 	cmd := &cobra.Command{
 		Use:   "backfill --plan FILE [--tables a,b] [--batch-size 5000]",
-		Short: "Fill missing tenant values from the plan's rules (batched by key range, resumable, checksummed)",
+		Short: "Fill missing tenant (and owner) values from the plan's rules (batched by key range, resumable, checksummed)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
@@ -217,6 +218,12 @@ func newAdoptBackfillCmd(cfg *config) *cobra.Command {
 					if r.Uncovered > 0 {
 						incomplete++
 						fmt.Fprintf(w, "  rows no rule covers (first keys): %s\n", strings.Join(r.UncoveredKeys, " "))
+					}
+					if len(r.OwnerRules) > 0 || r.OwnerUncovered > 0 {
+						fmt.Fprintf(w, "  owners: filled %v, without an owner %d\n", r.OwnerRules, r.OwnerUncovered)
+					}
+					if r.OwnerUncovered > 0 {
+						fmt.Fprintf(w, "  rows without an owner (first keys; once enforced nobody writes them): %s\n", strings.Join(r.OwnerUncoveredKeys, " "))
 					}
 				}
 				if err != nil {

@@ -1,0 +1,244 @@
+package adopt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// fullRow is the test's model of one memory: every column backfill must
+// leave alone, and the two it may fill ("" for NULL).
+type fullRow struct{ tenant, owner, room, content string }
+
+func loadFullRows(t *testing.T, op *pgx.Conn) map[string]fullRow {
+	t.Helper()
+	rows, err := op.Query(context.Background(), "SELECT id::text, coalesce(server_id::text, ''), coalesce(entity_id::text, ''), room_id::text, content FROM memories")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]fullRow{}
+	for rows.Next() {
+		var id string
+		var r fullRow
+		if err := rows.Scan(&id, &r.tenant, &r.owner, &r.room, &r.content); err != nil {
+			t.Fatal(err)
+		}
+		out[id] = r
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// sameRows fails on the first rows (up to five) where got differs from
+// want, and on rows one has and the other hasn't.
+func sameRows(t *testing.T, what string, want, got map[string]fullRow) {
+	t.Helper()
+	bad := 0
+	for id, w := range want {
+		if g, ok := got[id]; !ok || g != w {
+			if bad++; bad <= 5 {
+				t.Errorf("%s: memory %s is %+v, want %+v", what, id, g, w)
+			}
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%s: %d memories, want %d", what, len(got), len(want))
+	}
+	if bad > 5 {
+		t.Errorf("%s: %d memories differ in all", what, bad)
+	}
+}
+
+// TestOwnerBackfill adopts memories as kind owned after making a fifth of
+// them ownerless (among them every row without a tenant, so the owner
+// rule must run after the tenant rule: it reads the tenant). Bad owner
+// rules are refused with nothing written. A run killed inside the owner
+// rule resumes; the result is compared, row by row and column by column,
+// with the test's model: tenants from the room's server, owners the
+// tenant's first user except the rows the rule's WHERE leaves out, which
+// are reported and counted into the status. A rule added once the table
+// is backfilled fills those; rollback to original restores every value,
+// NULLs included.
+func TestOwnerBackfill(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	setKind(p, "memories", KindOwned, "entity_id")
+	if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = NULL WHERE right(content, 1) IN ('0', '3')"); err != nil {
+		t.Fatal(err)
+	}
+	orig := loadFullRows(t, op)
+	before := checksums(t, op, p)
+	firstUser := map[string]string{} // tenant -> its entity "user 1"
+	for i := 1; i <= fixtureServers; i++ {
+		firstUser[server(i)] = md5UUID(fmt.Sprintf("e%d.1", i))
+	}
+	roomServer := map[string]string{}
+	for i := 1; i <= fixtureServers; i++ {
+		for j := 1; j <= 5; j++ {
+			roomServer[md5UUID(fmt.Sprintf("r%d.%d", i, j))] = server(i)
+		}
+	}
+	// The model: what backfill must leave.
+	want := map[string]fullRow{}
+	var wantFilled, wantOwnerless, tenantless int64
+	for id, r := range orig {
+		w := r
+		if w.tenant == "" {
+			w.tenant = roomServer[r.room]
+			tenantless++
+		}
+		if w.owner == "" {
+			if r.content != "hello 3" {
+				w.owner = firstUser[w.tenant]
+				wantFilled++
+			} else {
+				wantOwnerless++
+			}
+		}
+		want[id] = w
+	}
+	if tenantless == 0 || wantFilled == 0 || wantOwnerless == 0 {
+		t.Fatalf("model: %d rows without a tenant, %d owners to fill, %d to leave", tenantless, wantFilled, wantOwnerless)
+	}
+	firstUserRule := Rule{Name: "first_user", Expression: "(SELECT e.id FROM entities e WHERE e.server_id = t.server_id AND e.names = ARRAY['user 1'])",
+		Where: "t.content <> 'hello 3'"}
+	withOwnerRules := func(rules ...Rule) *Plan {
+		q := *p
+		q.Tables = append([]Table(nil), p.Tables...)
+		for i := range q.Tables {
+			if q.Tables[i].Name == "memories" {
+				q.Tables[i].OwnerBackfill = rules
+			}
+		}
+		if err := q.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		return &q
+	}
+
+	t.Run("bad owner rules change nothing", func(t *testing.T) {
+		for _, c := range []struct {
+			rule Rule
+			want error
+			msg  string
+		}{
+			// A room has three participants: three owners for each row.
+			{Rule{Name: "a_participant", Parent: &ParentRule{Column: "room_id", Table: "participants", Key: "room_id", OwnerColumn: "entity_id"}},
+				ErrRule, "two different owners"},
+			{Rule{Name: "bots", Constant: md5UUID("e1.1"), Where: "t.type = 'bot'"}, ErrRule, "bots (constant " + md5UUID("e1.1") + ") matches no row without an owner"},
+			// rooms has no owner column in the plan, and the rule names none.
+			{Rule{Name: "room_owner", Parent: &ParentRule{Column: "room_id", Table: "rooms"}}, ErrDatabase, "must have columns id and  (the owner it gives)"},
+		} {
+			_, err := Backfill(ctx, op, withOwnerRules(c.rule), nil, Options{})
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.msg) {
+				t.Errorf("rule %s: got %v, want %v containing %q", c.rule.Name, err, c.want, c.msg)
+			}
+			untouched(t, op, d, p, before)
+		}
+	})
+
+	// Killed inside the owner rule, after the tenants were filled.
+	q := withOwnerRules(firstUserRule)
+	kctx, kill := context.WithCancel(ctx)
+	batches := 0
+	o := Options{BatchSize: 300, Progress: func(table, rule string, done, total int64, rps float64) {
+		if rule == "first_user" {
+			if batches++; batches == 2 {
+				kill()
+			}
+		}
+	}}
+	if _, err := Backfill(kctx, op, q, []string{"memories"}, o); !errors.Is(err, context.Canceled) {
+		t.Fatalf("killed backfill: %v", err)
+	}
+	if ph := phases(t, op, q)["memories"]; ph != PhaseOriginal {
+		t.Fatalf("killed backfill: memories is %s", ph)
+	}
+	if n := count(t, op, "SELECT count(*) FROM bulkhead_adopt.owner_backfilled WHERE rel = 'public.memories'"); n == 0 || n >= wantFilled {
+		t.Fatalf("after the kill %d of %d owners filled", n, wantFilled)
+	}
+	o.Progress = nil
+	res, err := Backfill(ctx, op, q, []string{"memories"}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res[0]
+	if r.Phase != PhaseBackfilled || r.Rules[0].Rows != tenantless || len(r.OwnerRules) != 1 || r.OwnerRules[0].Rows != wantFilled ||
+		r.OwnerUncovered != wantOwnerless || len(r.OwnerUncoveredKeys) != 10 {
+		t.Fatalf("resumed: %+v; want %d tenants and %d owners filled, %d left", r, tenantless, wantFilled, wantOwnerless)
+	}
+	if r.ChecksumBefore != r.ChecksumAfter {
+		t.Errorf("checksum of the other columns %s -> %s", r.ChecksumBefore, r.ChecksumAfter)
+	}
+	sameRows(t, "backfilled", want, loadFullRows(t, op))
+	if n := count(t, op, "SELECT count(*) FROM bulkhead_adopt.owner_backfilled WHERE rel = 'public.memories' AND col = 'entity_id'"); n != wantFilled {
+		t.Errorf("recorded %d filled owners, want %d", n, wantFilled)
+	}
+	note := func() string {
+		t.Helper()
+		st, err := Status(ctx, op, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st {
+			if s.Table == "memories" {
+				return s.Note
+			}
+		}
+		t.Fatal("no status for memories")
+		return ""
+	}
+	if n, w := note(), fmt.Sprintf("%d rows have no entity_id", wantOwnerless); !strings.HasPrefix(n, w) {
+		t.Errorf("status note %q, want one starting %q", n, w)
+	}
+
+	// A rule added later, on the backfilled table, fills the rest.
+	later := Rule{Name: "hello_3", Expression: "(SELECT e.id FROM entities e WHERE e.server_id = t.server_id AND e.names = ARRAY['user 2'])"}
+	res, err = Backfill(ctx, op, withOwnerRules(firstUserRule, later), []string{"memories"}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res[0]; r.Phase != PhaseBackfilled || len(r.OwnerRules) != 2 || r.OwnerRules[1].Rows != wantOwnerless || r.OwnerUncovered != 0 || r.ChecksumBefore != r.ChecksumAfter {
+		t.Fatalf("later rule: %+v; want %d filled, none left", r, wantOwnerless)
+	}
+	for id, w := range want {
+		if w.owner == "" {
+			w.owner = secondUser(w.tenant)
+			want[id] = w
+		}
+	}
+	sameRows(t, "after the later rule", want, loadFullRows(t, op))
+	if n := note(); n != "" {
+		t.Errorf("status note %q once every row has an owner", n)
+	}
+
+	// Rollback to original: every tenant and owner backfill wrote is NULL
+	// again, and nothing else changed.
+	if _, err := Rollback(ctx, op, q, []string{"memories"}, PhaseOriginal, Options{BatchSize: 250}); err != nil {
+		t.Fatal(err)
+	}
+	sameRows(t, "rolled back", orig, loadFullRows(t, op))
+	if s := diffMaps(before, checksums(t, op, p)); s != "" {
+		t.Errorf("after rollback:\n%s", s)
+	}
+	if n := count(t, op, "SELECT count(*) FROM bulkhead_adopt.owner_backfilled"); n != 0 {
+		t.Errorf("%d owner records left after rollback", n)
+	}
+}
+
+// secondUser is tenant's entity "user 2" in the fixture.
+func secondUser(tenant string) string {
+	for i := 1; i <= fixtureServers; i++ {
+		if server(i) == tenant {
+			return md5UUID(fmt.Sprintf("e%d.2", i))
+		}
+	}
+	return ""
+}
