@@ -179,7 +179,7 @@ func testEntityKind(t *testing.T, kind string) {
 			if k != nil {
 				keys = append(keys, *k)
 			}
-			if rel != "query" && (ent != c.entity || tenant != c.tenant) {
+			if ent != c.entity || tenant != c.tenant {
 				t.Errorf("violation recorded under tenant %q, entity %q, want the caller's %q, %q", tenant, ent, c.tenant, c.entity)
 			}
 		}

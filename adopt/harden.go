@@ -71,8 +71,8 @@ func ContextMode(ctx context.Context, q rowQuerier, p *Plan) (string, error) {
 // SignedTenantSetting once Harden ran. Every step that writes SQL reading
 // the tenant (the context functions, the shadow recorder's triggers) takes
 // its setting from here, in the transaction that writes it, so no later
-// step undoes Harden. (Replays call current_tenant() instead: see
-// tenantInContext.)
+// step undoes Harden. (Replays call current_tenant() and
+// current_entity() instead: see contextInReplay.)
 func Effective(ctx context.Context, q rowQuerier, p *Plan) (*Plan, error) {
 	mode, err := ContextMode(ctx, q, p)
 	if err != nil || mode == ContextLegacy {

@@ -36,8 +36,8 @@ import (
 //     transaction it rolls back;
 //   - three times: shadow, strict (bulkhead_adopt.strict = on), shadow
 //     again; the rows both shadow runs returned that the strict run did not
-//     are recorded, like Replayer's, under the tenant the policies read
-//     (tenantInContext).
+//     are recorded, like Replayer's, under the tenant and entity the
+//     policies read (contextInReplay).
 //     In READ COMMITTED each run has its own snapshot, and a row a
 //     concurrent transaction changed between the runs is missing from one
 //     of the shadow runs, so it is not recorded: no false positive but a

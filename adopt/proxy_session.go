@@ -272,7 +272,7 @@ func (s *session) replay(due []replay, status byte) error {
 	}
 
 	stmt, mode, portal := sp+"_s", sp+"_m", sp+"_p"
-	s.fe.Send(&pgproto3.Parse{Name: mode, Query: "SELECT pg_catalog.set_config('bulkhead_adopt.strict', $1, true), " + tenantInContext})
+	s.fe.Send(&pgproto3.Parse{Name: mode, Query: "SELECT pg_catalog.set_config('bulkhead_adopt.strict', $1, true), " + contextInReplay})
 	run := func(name string, formats []int16, params [][]byte, describe bool) {
 		s.fe.Send(&pgproto3.Bind{DestinationPortal: portal, PreparedStatement: name, ParameterFormatCodes: formats, Parameters: params, ResultFormatCodes: []int16{0}})
 		if describe {
@@ -322,14 +322,14 @@ func (s *session) replay(due []replay, status byte) error {
 			break
 		}
 		got := res.rows[runs*i : runs*(i+1)]
-		tenant := ""
-		if len(got[1]) == 1 && len(got[1][0]) == 2 {
-			tenant = got[1][0][1]
+		tenant, entity := "", ""
+		if len(got[1]) == 1 && len(got[1][0]) == 3 {
+			tenant, entity = got[1][0][1], got[1][0][2]
 		}
 		hidden := hiddenRows(got[0], got[2], got[4])
 		px.replayed.Add(1)
 		px.hidden.Add(int64(len(hidden)))
-		px.rec.observe(tenant, r.sql, res.first[runs*i], hidden)
+		px.rec.observe(tenant, entity, r.sql, res.first[runs*i], hidden)
 	}
 	return s.restore(end, status)
 }

@@ -856,3 +856,84 @@ func TestReplaysAreReadOnly(t *testing.T) {
 		t.Fatalf("Replayer: %d failed replays, want 1", rp.Failed())
 	}
 }
+
+// TestProxyRecordsTheEntity: with memories adopted as kind private, a read
+// through the proxy that forgets the owner filter is recorded under the
+// caller's tenant and entity, once per replay, with exactly the rows the
+// model says private hides from that entity (another entity of the same
+// tenant, and a tenant without an entity, each get their own records).
+func TestProxyRecordsTheEntity(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	setKind(p, "memories", KindPrivate, "entity_id")
+	toShadow(t, op, p)
+	_, dsn, stop := startProxy(t, d, 1)
+	s1, room := server(1), md5UUID("r1.1")
+	m := loadEntityModel(t, op, KindPrivate)
+	callers := []caller{{s1, md5UUID("e1.1")}, {s1, md5UUID("e1.2")}, {s1, ""}}
+	modes := []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol}
+	for _, mode := range modes {
+		app := connectMode(t, dsn, mode)
+		for _, c := range callers {
+			err := entityTx(ctx, app, c, func(tx pgx.Tx) error {
+				got := ids(t, tx, "SELECT id FROM memories WHERE room_id = $1", room)
+				if all := m.inRoom(room, func(memRow) bool { return true }); len(got) != len(all) {
+					return fmt.Errorf("shadow read %d rows, the room has %d", len(got), len(all))
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("%v %+v: %v", mode, c, err)
+			}
+		}
+	}
+	stop()
+	type record struct {
+		keys  []string
+		total int64
+	}
+	got := map[caller]*record{}
+	rows, err := op.Query(ctx, "SELECT tenant, entity, row_key, weight FROM bulkhead_adopt.violation WHERE rel = 'query'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var c caller
+		var k *string
+		var w int64
+		if err := rows.Scan(&c.tenant, &c.entity, &k, &w); err != nil {
+			t.Fatal(err)
+		}
+		if got[c] == nil {
+			got[c] = &record{}
+		}
+		got[c].total += w
+		if k != nil {
+			got[c].keys = append(got[c].keys, *k)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range callers {
+		hidden := m.inRoom(room, func(r memRow) bool { return !m.visible(c, r) })
+		r := got[c]
+		if r == nil {
+			t.Errorf("%+v: nothing recorded, the model hides %d rows", c, len(hidden))
+			continue
+		}
+		// Each replay keeps the first 100 keys, and the count.
+		n := int64(len(modes))
+		if r.total != n*int64(len(hidden)) || int64(len(r.keys)) != n*int64(min(100, len(hidden))) {
+			t.Errorf("%+v: recorded %d rows (%d keys) in %d replays, the model hides %d", c, r.total, len(r.keys), n, len(hidden))
+		}
+		for _, k := range r.keys {
+			if _, ok := slices.BinarySearch(hidden, k); !ok {
+				t.Errorf("%+v: recorded %s, which the model shows the caller", c, k)
+			}
+		}
+	}
+	if len(got) != len(callers) {
+		t.Errorf("records under %d contexts, want the %d callers'", len(got), len(callers))
+	}
+}

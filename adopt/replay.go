@@ -91,9 +91,9 @@ func (r *recorder) record() {
 			}
 		}
 		// One row per key (weight 1), and the rest of the count in one row.
-		_, err := r.pool.Exec(context.Background(), `INSERT INTO `+StateSchema+`.violation (rel, op, tenant, fingerprint, row_key, weight)
-  SELECT 'query', 'SELECT', $1, $2, k, 1 FROM unnest($4::text[]) k
-  UNION ALL SELECT 'query', 'SELECT', $1, $2, NULL, $3 - coalesce(cardinality($4::text[]), 0) WHERE $3 > coalesce(cardinality($4::text[]), 0)`, v.Tenant, v.Fingerprint, v.Count, v.Keys)
+		_, err := r.pool.Exec(context.Background(), `INSERT INTO `+StateSchema+`.violation (rel, op, tenant, entity, fingerprint, row_key, weight)
+  SELECT 'query', 'SELECT', $1, $5, $2, k, 1 FROM unnest($4::text[]) k
+  UNION ALL SELECT 'query', 'SELECT', $1, $5, $2, NULL, $3 - coalesce(cardinality($4::text[]), 0) WHERE $3 > coalesce(cardinality($4::text[]), 0)`, v.Tenant, v.Fingerprint, v.Count, v.Keys, v.Entity)
 		if err != nil {
 			r.dropped.Add(1) // counted, never silently lost
 		}
@@ -159,7 +159,7 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, sql string, args ...any
 	if err != nil {
 		return rows, fmt.Errorf("replay: savepoint: %w", err)
 	}
-	var tenant string
+	var tenant, entity string
 	var present bool
 	var strict, again [][]string
 	err = func() error {
@@ -172,7 +172,7 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, sql string, args ...any
 		if strict, err = textRows(ctx, sp, sql, args...); err != nil {
 			return err
 		}
-		if err := sp.QueryRow(ctx, "SELECT pg_catalog.set_config('bulkhead_adopt.strict', 'off', true), "+tenantInContext).Scan(nil, &tenant); err != nil {
+		if err := sp.QueryRow(ctx, "SELECT pg_catalog.set_config('bulkhead_adopt.strict', 'off', true), "+contextInReplay).Scan(nil, &tenant, &entity); err != nil {
 			return err
 		}
 		again, err = textRows(ctx, sp, sql, args...)
@@ -188,18 +188,20 @@ func (r *Replayer) Query(ctx context.Context, tx pgx.Tx, sql string, args ...any
 	if !present {
 		return rows, nil
 	}
-	r.observe(tenant, sql, first, hiddenRows(rows, strict, again))
+	r.observe(tenant, entity, sql, first, hiddenRows(rows, strict, again))
 	return rows, nil
 }
 
-// tenantInContext is the SQL expression of the tenant a replay records
-// its hidden rows under, as text (empty for none): what the policies read,
-// so the application's setting before adopt harden and the signed context
-// after it, whatever was in force when the proxy or Replayer started.
-const tenantInContext = "coalesce(" + StateSchema + ".current_tenant()::text, '')"
+// contextInReplay is the SQL of the tenant and the entity a replay records
+// its hidden rows under, two text columns (empty for none): what the
+// policies read, so the application's settings before adopt harden and
+// the signed context after it, whatever was in force when the proxy or
+// Replayer started. The context functions come from rls.ContextFunctions,
+// which has always made both.
+const contextInReplay = "coalesce(" + StateSchema + ".current_tenant()::text, ''), coalesce(" + StateSchema + ".current_entity()::text, '')"
 
 // statePresent is an SQL expression, true when adopt's state (the function
-// tenantInContext calls) exists. Without it no table is in shadow, so a
+// contextInReplay calls) exists. Without it no table is in shadow, so a
 // replay could find nothing: it is not run.
 const statePresent = "pg_catalog.to_regprocedure('" + StateSchema + ".current_tenant()') IS NOT NULL"
 
@@ -219,14 +221,14 @@ func hiddenRows(first, strict, again [][]string) [][]string {
 // holds a NUL byte.
 const nullText = "\x00NULL"
 
-// observe queues the record of hidden, the rows a read by tenant returned
-// that strict mode hides, keyed by their first column when first is a
-// primary-key column (at most 100 keys; the count is exact).
-func (r *recorder) observe(tenant, sql string, first column, hidden [][]string) {
+// observe queues the record of hidden, the rows a read by tenant and
+// entity returned that strict mode hides, keyed by their first column when
+// first is a primary-key column (at most 100 keys; the count is exact).
+func (r *recorder) observe(tenant, entity, sql string, first column, hidden [][]string) {
 	if len(hidden) == 0 {
 		return
 	}
-	v := Violation{Tenant: tenant, Fingerprint: Fingerprint(sql), Count: int64(len(hidden))}
+	v := Violation{Tenant: tenant, Entity: entity, Fingerprint: Fingerprint(sql), Count: int64(len(hidden))}
 	for _, h := range hidden {
 		if len(v.Keys) < 100 && len(h) > 0 {
 			k := h[0]
