@@ -18,8 +18,10 @@ import (
 )
 
 // workload plays the legacy application: connected as the tables' owner,
-// the tenant in app.current_tenant_id, its own WHERE server_id filters,
-// reads and writes for many tenants, and a query that forgets the filter.
+// the tenant in app.current_tenant_id and the acting entity (the tenant's
+// first user) in app.current_entity_id, its own WHERE server_id filters,
+// reads and writes for many tenants, a query that forgets the filter, and
+// an update of another entity's memory (memories is kind owned).
 type workload struct {
 	dsn      string
 	enforced atomic.Bool // set only while every table is enforced
@@ -41,6 +43,10 @@ type workload struct {
 
 	requests, failures, wrongTenant atomic.Int64
 	forgetful                       atomic.Int64
+	// wrongEntity counts rows of another entity an update changed while
+	// memories was enforced from before the update began to after it
+	// committed; foreignWrites counts those updates at any time.
+	wrongEntity, foreignWrites atomic.Int64
 
 	mu      sync.Mutex
 	errs    []error
@@ -88,17 +94,19 @@ func (w *workload) run(ctx context.Context, workers int) func() {
 func (w *workload) one(conn *pgx.Conn) {
 	ctx := context.Background()
 	s := 1 + rand.IntN(fixtureServers)
-	tenant := server(s)
-	room := md5UUID(fmt.Sprintf("r%d.%d", s, 1+rand.IntN(5)))
+	tenant, entity := server(s), md5UUID(fmt.Sprintf("e%d.1", s))
+	j := 1 + rand.IntN(5)
+	room := md5UUID(fmt.Sprintf("r%d.%d", s, j))
 	op := rand.IntN(100)
 	epoch := w.epoch.Load()
 	enforced := w.enforced.Load()
 	var foreign int64 // other tenants' rows a forgetful read returned
 	var mem string
 	var link [2]string
-	err := appTx(ctx, conn, tenant, func(tx pgx.Tx) error {
+	var changed int64 // rows of another entity an update changed
+	err := entityTx(ctx, conn, caller{tenant, entity}, func(tx pgx.Tx) error {
 		if k := w.key.Load(); k != nil {
-			sql, args, err := k.EnterSQL(bulkhead.Scope{Tenant: uuid.MustParse(tenant)})
+			sql, args, err := k.EnterSQL(bulkhead.Scope{Tenant: uuid.MustParse(tenant), Entity: uuid.MustParse(entity)})
 			if err != nil {
 				return err
 			}
@@ -120,7 +128,7 @@ func (w *workload) one(conn *pgx.Conn) {
 		case op < 75:
 			mem = uuid.NewString()
 			_, err := tx.Exec(ctx, "INSERT INTO memories (id, server_id, room_id, entity_id, type, content) VALUES ($1, $2, $3, $4, 'message', 'load')",
-				mem, tenant, room, md5UUID(fmt.Sprintf("e%d.1", s)))
+				mem, tenant, room, entity)
 			return err
 		case op < 85: // a new agent joins a guild: the junction has no server_id
 			link = [2]string{md5UUID(fmt.Sprintf("ms%d", 1+rand.IntN(5))), uuid.NewString()}
@@ -128,6 +136,11 @@ func (w *workload) one(conn *pgx.Conn) {
 				return err
 			}
 			_, err := tx.Exec(ctx, "INSERT INTO message_server_agents (message_server_id, agent_id) VALUES ($1, $2)", link[0], link[1])
+			return err
+		case op < 90: // edits a memory of the tenant's second user (fixture row k = 1)
+			w.foreignWrites.Add(1)
+			tag, err := tx.Exec(ctx, "UPDATE memories SET type = type WHERE id = $1", md5UUID(fmt.Sprintf("m%d.%d.1", s, j)))
+			changed = tag.RowsAffected()
 			return err
 		default: // forgets the tenant filter
 			w.forgetful.Add(1)
@@ -156,6 +169,7 @@ func (w *workload) one(conn *pgx.Conn) {
 	}
 	if enforced && w.epoch.Load() == epoch {
 		w.wrongTenant.Add(foreign) // enforced from before it began to after it committed
+		w.wrongEntity.Add(changed)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -169,9 +183,11 @@ func (w *workload) one(conn *pgx.Conn) {
 
 // TestZeroDowntime runs plan -> backfill -> shadow -> enforce -> rollback
 // -> enforce -> harden (prepare, then the application signs, then the
-// switch) -> keys -> harden --undo -> rollback to original under the legacy workload: no failed
-// request, no lost write, no wrong-tenant row once enforced. Shadow
-// records the forgetful reads through the library Replayer.
+// switch) -> keys -> harden --undo -> rollback to original under the
+// legacy workload, memories adopted as kind owned: no failed request, no
+// lost write, no wrong-tenant row and no change to another entity's row
+// once enforced. Shadow records the forgetful reads through the library
+// Replayer, and the edits of another entity's memory through its trigger.
 func TestZeroDowntime(t *testing.T) { zeroDowntime(t, false) }
 
 // TestZeroDowntimeThroughTheProxy is the same cycle with the application
@@ -212,7 +228,11 @@ func zeroDowntime(t *testing.T, viaProxy bool) {
 		t.Logf("%-22s %6s, %d requests meanwhile", name, time.Since(start).Round(time.Millisecond), w.requests.Load()-before)
 	}
 	var p *Plan
-	step("plan", func() error { p = reviewedPlan(t, op, d); return nil })
+	step("plan", func() error {
+		p = reviewedPlan(t, op, d)
+		setKind(p, "memories", KindOwned, "entity_id")
+		return p.Validate()
+	})
 	step("backfill", func() error { _, err := Backfill(ctx, op, p, nil, o); return err })
 	pool, err := pgxpool.New(ctx, d.adminDSN())
 	if err != nil {
@@ -256,8 +276,14 @@ func zeroDowntime(t *testing.T, viaProxy bool) {
 				t.Errorf("shadow recorded %d hidden rows (%d dropped), the forgetful reads returned %d foreign rows", n, rp.Dropped(), w.foreignSeen.Load())
 			}
 		}
-		// The operator has read the report: the forgetful query is the
-		// known bug that enforcement fixes.
+		// Every edit of another entity's memory in shadow was let through
+		// and recorded (a trigger, synchronous); the count can't exceed
+		// the edits made.
+		if n := count(t, op, "SELECT coalesce(sum(n), 0) FROM bulkhead_adopt.violation_count WHERE rel = 'public.memories' AND op = 'UPDATE'"); n == 0 || n > w.foreignWrites.Load() {
+			t.Errorf("shadow recorded %d edits of another entity's memory; %d were made in all", n, w.foreignWrites.Load())
+		}
+		// The operator has read the report: the forgetful query and the
+		// foreign edit are the known bugs that enforcement fixes.
 		if err := Enforce(ctx, op, p, nil, EnforceOptions{Options: o}); !errors.Is(err, ErrViolations) {
 			return fmt.Errorf("enforce with recorded violations: %v", err)
 		}
@@ -318,12 +344,16 @@ func zeroDowntime(t *testing.T, viaProxy bool) {
 			t.Errorf("%d recorded keys are not another tenant's row the forgetful read returned", bad)
 		}
 	}
-	t.Logf("%d requests (%d forgetful), %d failed, %d wrong-tenant rows", w.requests.Load(), w.forgetful.Load(), w.failures.Load(), w.wrongTenant.Load())
+	t.Logf("%d requests (%d forgetful, %d edits of another entity's memory), %d failed, %d wrong-tenant rows, %d wrong-entity rows",
+		w.requests.Load(), w.forgetful.Load(), w.foreignWrites.Load(), w.failures.Load(), w.wrongTenant.Load(), w.wrongEntity.Load())
 	if w.failures.Load() != 0 {
 		t.Errorf("%d failed requests, e.g. %v", w.failures.Load(), w.errs)
 	}
 	if w.wrongTenant.Load() != 0 {
 		t.Errorf("%d wrong-tenant rows", w.wrongTenant.Load())
+	}
+	if w.wrongEntity.Load() != 0 {
+		t.Errorf("%d rows of another entity changed while enforced", w.wrongEntity.Load())
 	}
 	for i, n := range perStep {
 		if n == 0 {
