@@ -170,15 +170,7 @@ func TestBackfillResume(t *testing.T) {
 	ctx := context.Background()
 	_, op, p := newReviewed(t)
 	nulls := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL")
-	kctx, kill := context.WithCancel(ctx)
-	batches := 0
-	o := Options{BatchSize: 500, Progress: func(table, rule string, done, total int64, rps float64) {
-		if table == "memories" {
-			if batches++; batches == 3 {
-				kill()
-			}
-		}
-	}}
+	kctx, o := killedAfter(3, 500, func(table, rule string) bool { return table == "memories" })
 	_, err := Backfill(kctx, op, p, []string{"memories"}, o)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("killed backfill: %v", err)

@@ -1,6 +1,7 @@
 package adopt
 
 import (
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"testing"
@@ -40,4 +41,19 @@ func setKind(p *Plan, table, kind, owner string) {
 		}
 	}
 	p.EntitySetting = "app.current_entity_id"
+}
+
+// killedAfter is a context cancelled (the process killed, as far as
+// backfill can tell) once n batches of batchSize rows that match ran, and
+// the options that count them.
+func killedAfter(n, batchSize int, match func(table, rule string) bool) (context.Context, Options) {
+	ctx, kill := context.WithCancel(context.Background())
+	batches := 0
+	return ctx, Options{BatchSize: batchSize, Progress: func(table, rule string, done, total int64, rps float64) {
+		if match(table, rule) {
+			if batches++; batches == n {
+				kill()
+			}
+		}
+	}}
 }

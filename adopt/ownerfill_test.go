@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
@@ -64,8 +65,9 @@ func sameRows(t *testing.T, what string, want, got map[string]fullRow) {
 // with the test's model: tenants from the room's server, owners the
 // tenant's first user except the rows the rule's WHERE leaves out, which
 // are reported and counted into the status. A rule added once the table
-// is backfilled fills those; rollback to original restores every value,
-// NULLs included.
+// is backfilled fills those; one added in shadow is refused; rollback to
+// original restores every value, NULLs included, but an owner the
+// application changed since.
 func TestOwnerBackfill(t *testing.T) {
 	ctx := context.Background()
 	d, op, p := newReviewed(t)
@@ -146,15 +148,7 @@ func TestOwnerBackfill(t *testing.T) {
 
 	// Killed inside the owner rule, after the tenants were filled.
 	q := withOwnerRules(firstUserRule)
-	kctx, kill := context.WithCancel(ctx)
-	batches := 0
-	o := Options{BatchSize: 300, Progress: func(table, rule string, done, total int64, rps float64) {
-		if rule == "first_user" {
-			if batches++; batches == 2 {
-				kill()
-			}
-		}
-	}}
+	kctx, o := killedAfter(2, 300, func(table, rule string) bool { return rule == "first_user" })
 	if _, err := Backfill(kctx, op, q, []string{"memories"}, o); !errors.Is(err, context.Canceled) {
 		t.Fatalf("killed backfill: %v", err)
 	}
@@ -219,13 +213,64 @@ func TestOwnerBackfill(t *testing.T) {
 		t.Errorf("status note %q once every row has an owner", n)
 	}
 
+	// In shadow a new owner rule is refused, and changes nothing; rules
+	// already done are not run again.
+	both := withOwnerRules(firstUserRule, later)
+	if err := Shadow(ctx, op, both, []string{"memories"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Backfill(ctx, op, both, []string{"memories"}, o); err != nil {
+		t.Fatalf("backfill of a shadow table whose owner rules are done: %v", err)
+	}
+	// The application writes a memory without an owner: a rule for it
+	// now has a row to fill, and is refused all the same.
+	var cleared string
+	for id, r := range orig {
+		if r.owner != "" && (cleared == "" || id < cleared) {
+			cleared = id
+		}
+	}
+	if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = NULL WHERE id = $1", cleared); err != nil {
+		t.Fatal(err)
+	}
+	cr := want[cleared]
+	cr.owner = ""
+	want[cleared] = cr
+	third := Rule{Name: "third", Expression: "(SELECT e.id FROM entities e WHERE e.server_id = t.server_id AND e.names = ARRAY['user 3'])"}
+	if _, err := Backfill(ctx, op, withOwnerRules(third), []string{"memories"}, o); !errors.Is(err, ErrPhase) || !strings.Contains(err.Error(), "owner rules (third)") {
+		t.Fatalf("a new owner rule on a shadow table: %v", err)
+	}
+	sameRows(t, "after the refused rule", want, loadFullRows(t, op))
+
+	// The application hands one filled memory to another entity: that
+	// owner is the application's now, and rollback keeps it.
+	var moved string
+	for id, r := range orig {
+		if r.owner == "" && (moved == "" || id < moved) {
+			moved = id
+		}
+	}
+	after := maps.Clone(orig)
+	cr = after[cleared]
+	cr.owner = "" // the application's write: rollback leaves it
+	after[cleared] = cr
+	mr := after[moved]
+	mr.owner = md5UUID("e1.9")
+	after[moved] = mr
+	if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = $2 WHERE id = $1", moved, mr.owner); err != nil {
+		t.Fatal(err)
+	}
+
 	// Rollback to original: every tenant and owner backfill wrote is NULL
 	// again, and nothing else changed.
 	if _, err := Rollback(ctx, op, q, []string{"memories"}, PhaseOriginal, Options{BatchSize: 250}); err != nil {
 		t.Fatal(err)
 	}
-	sameRows(t, "rolled back", orig, loadFullRows(t, op))
-	if s := diffMaps(before, checksums(t, op, p)); s != "" {
+	sameRows(t, "rolled back", after, loadFullRows(t, op))
+	now := checksums(t, op, p)
+	delete(now, "memories")
+	delete(before, "memories")
+	if s := diffMaps(before, now); s != "" {
 		t.Errorf("after rollback:\n%s", s)
 	}
 	if n := count(t, op, "SELECT count(*) FROM bulkhead_adopt.owner_backfilled"); n != 0 {

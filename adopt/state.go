@@ -58,8 +58,10 @@ func schemaSQL(p *Plan) ([]string, error) {
 		// sets exactly these back to NULL.
 		`CREATE TABLE IF NOT EXISTS ` + s + `.backfilled (rel text, key jsonb, PRIMARY KEY (rel, key))`,
 		// The same for owners backfill filled (kinds owned and private),
-		// with the column, so rollback needs no plan to find it.
-		`CREATE TABLE IF NOT EXISTS ` + s + `.owner_backfilled (rel text, col text NOT NULL, key jsonb, PRIMARY KEY (rel, key))`,
+		// with the column, so rollback needs no plan to find it, and the
+		// value written: rollback clears an owner only while it is still
+		// that one.
+		`CREATE TABLE IF NOT EXISTS ` + s + `.owner_backfilled (rel text, col text NOT NULL, key jsonb, val text NOT NULL, PRIMARY KEY (rel, key))`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.history (at timestamptz NOT NULL DEFAULT clock_timestamp(), rel text, from_phase text, to_phase text, by_role text DEFAULT current_user)`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.roles (name text PRIMARY KEY, created boolean NOT NULL)`,
 		// What Keys added (kind index or fk) and the foreign key each fk
