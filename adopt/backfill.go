@@ -162,10 +162,12 @@ func Backfill(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Op
 	// Refuse bad rules on every table before writing anything anywhere.
 	for _, t := range tables {
 		ti := info[t.Name]
-		if err := precheckRules(ctx, conn, p, t, tenantTarget(t), ti.pk, ti.hasColumn); err != nil {
+		if err := precheckRules(ctx, conn, p, t, tenantTarget(t), ti.pk, ti.hasColumn, true); err != nil {
 			return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
 		}
-		if err := precheckRules(ctx, conn, p, t, ownerTarget(t), ti.pk, true); err != nil {
+		// An owner rule may read a tenant still to be filled: here it
+		// must select rows, and give them values once the tenants are.
+		if err := precheckRules(ctx, conn, p, t, ownerTarget(t), ti.pk, true, false); err != nil {
 			return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
 		}
 	}
@@ -391,7 +393,7 @@ func fillOwners(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, pk []stri
 	if !t.entityKind() || len(g.rules) == 0 {
 		return nil, nil
 	}
-	if err := precheckRules(ctx, conn, p, t, g, pk, true); err != nil {
+	if err := precheckRules(ctx, conn, p, t, g, pk, true, true); err != nil {
 		return nil, err
 	}
 	return runRules(ctx, conn, p, t, g, pk, true, total, o)
@@ -473,9 +475,11 @@ func ruleRows(p *Plan, t Table, g fillTarget, pk []string, r Rule, colExists boo
 	return fmt.Sprintf("SELECT %s AS k, %s AS v FROM %s t WHERE %s", keyJSON("t", pk), ruleValue(p, g, r), q, cond)
 }
 
-// precheckRules refuses, before any write, a rule of g matching no row (on
-// a first run) and rows given two different values.
-func precheckRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fillTarget, pk []string, colExists bool) error {
+// precheckRules refuses, before any write, rows given two different values
+// and a rule of g matching no row (on a first run): selecting no row, or,
+// when valuesKnown, giving none a value (an owner rule may give values
+// only once the tenants it reads are filled).
+func precheckRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fillTarget, pk []string, colExists, valuesKnown bool) error {
 	if len(g.rules) == 0 {
 		return nil
 	}
@@ -494,8 +498,12 @@ func precheckRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fill
 		if started {
 			continue
 		}
+		matched := "SELECT count(*) FROM (" + sub + ") x"
+		if valuesKnown {
+			matched += " WHERE x.v IS NOT NULL"
+		}
 		var n int64
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM ("+sub+") x WHERE x.v IS NOT NULL").Scan(&n); err != nil {
+		if err := conn.QueryRow(ctx, matched).Scan(&n); err != nil {
 			return fmt.Errorf("%w: rule %s: %w", ErrRule, r.Name, err)
 		}
 		if n == 0 {

@@ -287,3 +287,77 @@ func secondUser(tenant string) string {
 	}
 	return ""
 }
+
+// TestOwnerRulesReadTheTenant: owner rules that read the tenant, on rows
+// whose tenant backfill has yet to fill. Two such rules give no value
+// before the tenants are filled, so they can't disagree yet; once filled
+// they would give every row two owners, and are refused before either
+// writes one (the tenants stay filled: resumable). One of them alone
+// passes the checks before and after, and fills every row with the owner
+// the model expects.
+func TestOwnerRulesReadTheTenant(t *testing.T) {
+	ctx := context.Background()
+	_, op, p := newReviewed(t)
+	setKind(p, "memories", KindOwned, "entity_id")
+	tenantless := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL")
+	if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = NULL WHERE server_id IS NULL"); err != nil {
+		t.Fatal(err)
+	}
+	user := func(n int) Rule {
+		return Rule{Name: fmt.Sprintf("user_%d", n), Expression: fmt.Sprintf("(SELECT e.id FROM entities e WHERE e.server_id = t.server_id AND e.names = ARRAY['user %d'])", n)}
+	}
+	set := func(rules ...Rule) {
+		for i := range p.Tables {
+			if p.Tables[i].Name == "memories" {
+				p.Tables[i].OwnerBackfill = rules
+			}
+		}
+		if err := p.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(user(1), user(2))
+	_, err := Backfill(ctx, op, p, []string{"memories"}, Options{})
+	if !errors.Is(err, ErrRule) || !strings.Contains(err.Error(), fmt.Sprintf("%d rows would get two different owners", tenantless)) {
+		t.Fatalf("two owner rules disagreeing once the tenants are filled: %v", err)
+	}
+	if n := count(t, op, "SELECT count(*) FROM memories WHERE entity_id IS NULL"); n != tenantless {
+		t.Fatalf("after the refusal %d memories have no owner, want all %d", n, tenantless)
+	}
+	if n := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL"); n != 0 {
+		t.Fatalf("after the refusal %d memories have no tenant: the tenant rule should have run", n)
+	}
+
+	set(user(1))
+	res, err := Backfill(ctx, op, p, []string{"memories"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res[0]; r.Phase != PhaseBackfilled || len(r.OwnerRules) != 1 || r.OwnerRules[0].Rows != tenantless || r.OwnerUncovered != 0 {
+		t.Fatalf("one owner rule: %+v, want %d owners filled", r, tenantless)
+	}
+	firstUser := map[string]string{}
+	for i := 1; i <= fixtureServers; i++ {
+		firstUser[server(i)] = md5UUID(fmt.Sprintf("e%d.1", i))
+	}
+	filled, err := op.Query(ctx, "SELECT m.server_id::text, m.entity_id::text FROM memories m JOIN bulkhead_adopt.owner_backfilled b ON b.key->>'id' = m.id::text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for filled.Next() {
+		var tenant, owner string
+		if err := filled.Scan(&tenant, &owner); err != nil {
+			t.Fatal(err)
+		}
+		if n++; owner != firstUser[tenant] {
+			t.Errorf("a memory of %s got owner %s, want its first user %s", tenant, owner, firstUser[tenant])
+		}
+	}
+	if err := filled.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n != tenantless {
+		t.Errorf("%d filled owners recorded, want %d", n, tenantless)
+	}
+}
