@@ -59,6 +59,15 @@ type BackfillResult struct {
 	Duration       string  `json:"duration"`
 }
 
+// timed sets the run's duration since start and its rate over total rows.
+func (r *BackfillResult) timed(start time.Time, total int64) {
+	el := time.Since(start)
+	r.Duration = el.Round(time.Millisecond).String()
+	if el > 0 {
+		r.RowsPerSec = float64(total) / el.Seconds()
+	}
+}
+
 // ErrRule is wrapped when a rule matches no row or gives a row two tenants
 // (or two owners).
 var ErrRule = errors.New("backfill rule refused")
@@ -80,12 +89,19 @@ func ownerTarget(t Table) fillTarget {
 	return fillTarget{column: t.OwnerColumn, owner: true, rules: t.OwnerBackfill}
 }
 
-// what names the filled value in messages.
+// what names the filled value in messages; aWhat with its article.
 func (g fillTarget) what() string {
 	if g.owner {
 		return "owner"
 	}
 	return "tenant"
+}
+
+func (g fillTarget) aWhat() string {
+	if g.owner {
+		return "an owner"
+	}
+	return "a tenant"
 }
 
 // planType is the filled column's type as the plan spells it: an owner
@@ -136,17 +152,19 @@ func checksumExcept(t Table) []string {
 // from the plan's rules and, when no row is left without a tenant, moves
 // the table to PhaseBackfilled (a NOT NULL check, validated online, and the
 // context as the column's default). Tables of kind owned or private then
-// have their NULL owners filled from their owner rules (also in a table
-// already backfilled, so owner rules may come later); rows those cover
-// not are reported, and the table's status says how many. Each batch is
-// one transaction that also records its progress, so a killed run resumes
-// where it stopped. Before writing anything it refuses (ErrRule) a rule
-// that matches no row or any row two rules (or two parent rows) would give
-// different values; owner rules are checked again once the table's
-// tenants are filled, since an owner rule may read the tenant. Rows no
-// tenant rule covers are counted and listed, never guessed; the table then
-// stays PhaseOriginal. It returns ErrPlan, ErrDatabase, ErrPhase or ErrRule
-// (wrapped) for bad input, having changed nothing.
+// have their NULL owners filled from their owner rules, also in a table
+// already backfilled (owner rules may come later); rows no owner rule
+// covers are reported, and the table's status says how many. Each batch
+// is one transaction that checks the table's phase and records its
+// progress, so a killed run resumes where it stopped and a concurrent
+// phase change stops it. Before writing anything it refuses (ErrRule) a
+// rule that matches no row or any row two rules (or two parent rows) would
+// give different values. Owner rules are checked again once the table's
+// tenants are filled, since an owner rule may read the tenant: refused
+// then, the tenants stay filled (resumable) and no owner is written. Rows
+// no tenant rule covers are counted and listed, never guessed; the table
+// then stays PhaseOriginal. It returns ErrPlan, ErrDatabase, ErrPhase or
+// ErrRule (wrapped) for bad input, having changed nothing unless said.
 func Backfill(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Options) ([]BackfillResult, error) {
 	o = o.withDefaults()
 	var tables []Table
@@ -249,11 +267,11 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+qident(p.Schema, t.Name)).Scan(&total); err != nil {
 		return res, err
 	}
-	res.Rules, err = runRules(ctx, conn, p, t, tenantTarget(t), ti.pk, !addedCol, total, o)
+	res.Rules, err = runRules(ctx, conn, p, t, tenantTarget(t), PhaseOriginal, ti.pk, !addedCol, total, o)
 	if err != nil {
 		return res, err
 	}
-	if res.OwnerRules, err = fillOwners(ctx, conn, p, t, ti.pk, total, o); err != nil {
+	if res.OwnerRules, err = fillOwners(ctx, conn, p, t, PhaseOriginal, ti.pk, total, o); err != nil {
 		return res, err
 	}
 	if res.Uncovered, res.UncoveredKeys, err = countNull(ctx, conn, p, t.Name, ti.pk, t.TenantColumn); err != nil {
@@ -264,11 +282,7 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 			return res, err
 		}
 	}
-	el := time.Since(start)
-	res.Duration = el.Round(time.Millisecond).String()
-	if el > 0 {
-		res.RowsPerSec = float64(total) / el.Seconds()
-	}
+	res.timed(start, total)
 	if res.Uncovered > 0 {
 		res.Phase = PhaseOriginal
 		_, err := conn.Exec(ctx, "UPDATE "+StateSchema+".tables SET note = $2, updated_at = now() WHERE rel = $1", rel,
@@ -362,7 +376,7 @@ func backfillOwners(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti ta
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+qident(p.Schema, t.Name)).Scan(&total); err != nil {
 		return res, err
 	}
-	if res.OwnerRules, err = fillOwners(ctx, conn, p, t, ti.pk, total, o); err != nil {
+	if res.OwnerRules, err = fillOwners(ctx, conn, p, t, PhaseBackfilled, ti.pk, total, o); err != nil {
 		return res, err
 	}
 	if res.OwnerUncovered, res.OwnerUncoveredKeys, err = countNull(ctx, conn, p, t.Name, ti.pk, t.OwnerColumn); err != nil {
@@ -371,11 +385,7 @@ func backfillOwners(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti ta
 	if res.ChecksumAfter, err = checksum(ctx, conn, p, t.Name, checksumExcept(t)...); err != nil {
 		return res, err
 	}
-	el := time.Since(start)
-	res.Duration = el.Round(time.Millisecond).String()
-	if el > 0 {
-		res.RowsPerSec = float64(total) / el.Seconds()
-	}
+	res.timed(start, total)
 	err = withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
 		if err := expectPhase(ctx, tx, p, t, PhaseBackfilled); err != nil {
 			return err
@@ -387,8 +397,8 @@ func backfillOwners(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti ta
 
 // fillOwners runs t's owner rules (kinds owned and private), once its
 // tenants are filled: an owner rule may read the tenant, so the rules are
-// checked again first.
-func fillOwners(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, pk []string, total int64, o Options) ([]RuleResult, error) {
+// checked again first. The table stays in phase (see runRule).
+func fillOwners(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, phase Phase, pk []string, total int64, o Options) ([]RuleResult, error) {
 	g := ownerTarget(t)
 	if !t.entityKind() || len(g.rules) == 0 {
 		return nil, nil
@@ -396,14 +406,14 @@ func fillOwners(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, pk []stri
 	if err := precheckRules(ctx, conn, p, t, g, pk, true, true); err != nil {
 		return nil, err
 	}
-	return runRules(ctx, conn, p, t, g, pk, true, total, o)
+	return runRules(ctx, conn, p, t, g, phase, pk, true, total, o)
 }
 
-// runRules runs g's rules in order.
-func runRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fillTarget, pk []string, record bool, total int64, o Options) ([]RuleResult, error) {
+// runRules runs g's rules in order, t in phase (see runRule).
+func runRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fillTarget, phase Phase, pk []string, record bool, total int64, o Options) ([]RuleResult, error) {
 	var out []RuleResult
 	for _, r := range g.rules {
-		n, err := runRule(ctx, conn, p, t, g, pk, r, record, total, o)
+		n, err := runRule(ctx, conn, p, t, g, phase, pk, r, record, total, o)
 		if err != nil {
 			return out, fmt.Errorf("rule %s: %w", r.Name, err)
 		}
@@ -507,7 +517,7 @@ func precheckRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fill
 			return fmt.Errorf("%w: rule %s: %w", ErrRule, r.Name, err)
 		}
 		if n == 0 {
-			errs = append(errs, fmt.Errorf("rule %s (%s) matches no row without a%s %s", r.Name, ruleText(r), article(g.what()), g.what()))
+			errs = append(errs, fmt.Errorf("rule %s (%s) matches no row without %s", r.Name, ruleText(r), g.aWhat()))
 		}
 	}
 	var n int64
@@ -526,18 +536,13 @@ func precheckRules(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fill
 	return nil
 }
 
-// article is "n" before owner, "" before tenant.
-func article(word string) string {
-	if strings.HasPrefix(word, "o") {
-		return "n"
-	}
-	return ""
-}
-
 // runRule applies one rule of g batch by batch over primary-key ranges,
 // resuming after the last committed batch. record keeps the keys it fills
-// (an existing column) so that rollback can set them back to NULL.
-func runRule(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fillTarget, pk []string, r Rule, record bool, total int64, o Options) (int64, error) {
+// (an existing column) so that rollback can set them back to NULL. Each
+// batch locks t's state row and refuses (ErrPhase) unless t is in phase,
+// so a phase change by another run (shadow of a table whose owners are
+// being filled) waits for the batch and stops the rule after it.
+func runRule(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, g fillTarget, phase Phase, pk []string, r Rule, record bool, total int64, o Options) (int64, error) {
 	rel := qualified(p, t.Name)
 	q := qident(p.Schema, t.Name)
 	if _, err := conn.Exec(ctx, "INSERT INTO "+StateSchema+".progress (rel, rule) VALUES ($1, $2) ON CONFLICT DO NOTHING", rel, r.Name); err != nil {
@@ -578,6 +583,9 @@ SELECT (SELECT %[10]s FROM r ORDER BY %[11]s LIMIT 1), (SELECT count(*) FROM u),
 	for {
 		var n, seen int64
 		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+			if err := expectPhase(ctx, tx, p, t, phase); err != nil {
+				return err
+			}
 			var last []byte
 			if err := tx.QueryRow(ctx, "SELECT last_key FROM "+StateSchema+".progress WHERE rel = $1 AND rule = $2 FOR UPDATE", rel, r.Name).Scan(&last); err != nil {
 				return err

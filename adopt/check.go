@@ -90,21 +90,11 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 		}
 		for _, g := range []fillTarget{tenantTarget(t), ownerTarget(t)} {
 			for _, r := range g.rules {
-				if r.Parent == nil {
-					continue
+				bad, err := checkParent(ctx, q, p, t, g, r, oid)
+				if err != nil {
+					return nil, nil, err
 				}
-				pcol := g.parentColumn(p, r.Parent)
-				var n int
-				if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace s ON s.oid = c.relnamespace
-  WHERE s.nspname = $1 AND c.relname = $2 AND a.attname = ANY($3) AND NOT a.attisdropped`, p.Schema, r.Parent.Table, []string{r.Parent.key(), pcol}).Scan(&n); err != nil {
-					return nil, nil, fmt.Errorf("read parent of rule %s: %w", r.Name, err)
-				}
-				if pcol == "" || n != 2 && !(n == 1 && pcol == r.Parent.key()) {
-					errs = append(errs, fmt.Errorf("table %s rule %s: parent %s.%s must have columns %s and %s (the %s it gives)", t.Name, r.Name, p.Schema, r.Parent.Table, r.Parent.key(), pcol, g.what()))
-				}
-				if _, ok := ti.colOK(ctx, q, oid, r.Parent.Column); !ok {
-					errs = append(errs, fmt.Errorf("table %s rule %s: no column %s", t.Name, r.Name, r.Parent.Column))
-				}
+				errs = append(errs, bad...)
 			}
 		}
 		info[t.Name] = ti
@@ -115,10 +105,34 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 	return info, tables, nil
 }
 
-func (tableInfo) colOK(ctx context.Context, q pgx.Tx, oid uint32, col string) (struct{}, bool) {
-	var ok bool
-	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)`, oid, col).Scan(&ok)
-	return struct{}{}, err == nil && ok
+// checkParent returns what is wrong with a parent rule r of g on t (oid):
+// the parent must have its key and the column the rule copies, and t the
+// column that references it.
+func checkParent(ctx context.Context, q pgx.Tx, p *Plan, t Table, g fillTarget, r Rule, oid uint32) ([]error, error) {
+	if r.Parent == nil {
+		return nil, nil
+	}
+	var errs []error
+	if pcol := g.parentColumn(p, r.Parent); pcol == "" {
+		errs = append(errs, fmt.Errorf("table %s rule %s: the plan gives parent %s no %s column: name it in the rule (parent %s_column)", t.Name, r.Name, r.Parent.Table, g.what(), g.what()))
+	} else {
+		var n int
+		if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace s ON s.oid = c.relnamespace
+  WHERE s.nspname = $1 AND c.relname = $2 AND a.attname = ANY($3) AND NOT a.attisdropped`, p.Schema, r.Parent.Table, []string{r.Parent.key(), pcol}).Scan(&n); err != nil {
+			return nil, fmt.Errorf("read parent of rule %s: %w", r.Name, err)
+		}
+		if n != 2 && !(n == 1 && pcol == r.Parent.key()) {
+			errs = append(errs, fmt.Errorf("table %s rule %s: parent %s.%s must have columns %s and %s (the %s it gives)", t.Name, r.Name, p.Schema, r.Parent.Table, r.Parent.key(), pcol, g.what()))
+		}
+	}
+	var has bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped)`, oid, r.Parent.Column).Scan(&has); err != nil {
+		return nil, fmt.Errorf("read column %s.%s: %w", t.Name, r.Parent.Column, err)
+	}
+	if !has {
+		errs = append(errs, fmt.Errorf("table %s rule %s: no column %s", t.Name, r.Name, r.Parent.Column))
+	}
+	return errs, nil
 }
 
 // pick returns the plan's tenant tables named (all when names is empty).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -77,10 +78,6 @@ func TestOwnerBackfill(t *testing.T) {
 	}
 	orig := loadFullRows(t, op)
 	before := checksums(t, op, p)
-	firstUser := map[string]string{} // tenant -> its entity "user 1"
-	for i := 1; i <= fixtureServers; i++ {
-		firstUser[server(i)] = md5UUID(fmt.Sprintf("e%d.1", i))
-	}
 	roomServer := map[string]string{}
 	for i := 1; i <= fixtureServers; i++ {
 		for j := 1; j <= 5; j++ {
@@ -98,7 +95,7 @@ func TestOwnerBackfill(t *testing.T) {
 		}
 		if w.owner == "" {
 			if r.content != "hello 3" {
-				w.owner = firstUser[w.tenant]
+				w.owner = fixtureUser(w.tenant, 1)
 				wantFilled++
 			} else {
 				wantOwnerless++
@@ -109,21 +106,9 @@ func TestOwnerBackfill(t *testing.T) {
 	if tenantless == 0 || wantFilled == 0 || wantOwnerless == 0 {
 		t.Fatalf("model: %d rows without a tenant, %d owners to fill, %d to leave", tenantless, wantFilled, wantOwnerless)
 	}
-	firstUserRule := Rule{Name: "first_user", Expression: "(SELECT e.id FROM entities e WHERE e.server_id = t.server_id AND e.names = ARRAY['user 1'])",
-		Where: "t.content <> 'hello 3'"}
-	withOwnerRules := func(rules ...Rule) *Plan {
-		q := *p
-		q.Tables = append([]Table(nil), p.Tables...)
-		for i := range q.Tables {
-			if q.Tables[i].Name == "memories" {
-				q.Tables[i].OwnerBackfill = rules
-			}
-		}
-		if err := q.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		return &q
-	}
+	firstUserRule := userRule("first_user", 1)
+	firstUserRule.Where = "t.content <> 'hello 3'"
+	withOwnerRules := func(rules ...Rule) *Plan { return withMemoryOwnerRules(t, p, rules...) }
 
 	t.Run("bad owner rules change nothing", func(t *testing.T) {
 		for _, c := range []struct {
@@ -136,7 +121,7 @@ func TestOwnerBackfill(t *testing.T) {
 				ErrRule, "two different owners"},
 			{Rule{Name: "bots", Constant: md5UUID("e1.1"), Where: "t.type = 'bot'"}, ErrRule, "bots (constant " + md5UUID("e1.1") + ") matches no row without an owner"},
 			// rooms has no owner column in the plan, and the rule names none.
-			{Rule{Name: "room_owner", Parent: &ParentRule{Column: "room_id", Table: "rooms"}}, ErrDatabase, "must have columns id and  (the owner it gives)"},
+			{Rule{Name: "room_owner", Parent: &ParentRule{Column: "room_id", Table: "rooms"}}, ErrDatabase, "the plan gives parent rooms no owner column"},
 		} {
 			_, err := Backfill(ctx, op, withOwnerRules(c.rule), nil, Options{})
 			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.msg) {
@@ -194,7 +179,7 @@ func TestOwnerBackfill(t *testing.T) {
 	}
 
 	// A rule added later, on the backfilled table, fills the rest.
-	later := Rule{Name: "hello_3", Expression: "(SELECT e.id FROM entities e WHERE e.server_id = t.server_id AND e.names = ARRAY['user 2'])"}
+	later := userRule("hello_3", 2)
 	res, err = Backfill(ctx, op, withOwnerRules(firstUserRule, later), []string{"memories"}, o)
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +189,7 @@ func TestOwnerBackfill(t *testing.T) {
 	}
 	for id, w := range want {
 		if w.owner == "" {
-			w.owner = secondUser(w.tenant)
+			w.owner = fixtureUser(w.tenant, 2)
 			want[id] = w
 		}
 	}
@@ -236,7 +221,7 @@ func TestOwnerBackfill(t *testing.T) {
 	cr := want[cleared]
 	cr.owner = ""
 	want[cleared] = cr
-	third := Rule{Name: "third", Expression: "(SELECT e.id FROM entities e WHERE e.server_id = t.server_id AND e.names = ARRAY['user 3'])"}
+	third := userRule("third", 3)
 	if _, err := Backfill(ctx, op, withOwnerRules(third), []string{"memories"}, o); !errors.Is(err, ErrPhase) || !strings.Contains(err.Error(), "owner rules (third)") {
 		t.Fatalf("a new owner rule on a shadow table: %v", err)
 	}
@@ -278,14 +263,37 @@ func TestOwnerBackfill(t *testing.T) {
 	}
 }
 
-// secondUser is tenant's entity "user 2" in the fixture.
-func secondUser(tenant string) string {
+// fixtureUser is the fixture's entity "user n" of tenant.
+func fixtureUser(tenant string, n int) string {
 	for i := 1; i <= fixtureServers; i++ {
 		if server(i) == tenant {
-			return md5UUID(fmt.Sprintf("e%d.2", i))
+			return md5UUID(fmt.Sprintf("e%d.%d", i, n))
 		}
 	}
 	return ""
+}
+
+// userRule is an owner rule giving each row its tenant's "user n" (it
+// reads the row's tenant).
+func userRule(name string, n int) Rule {
+	return Rule{Name: name, Expression: fmt.Sprintf("(SELECT e.id FROM entities e WHERE e.server_id = t.server_id AND e.names = ARRAY['user %d'])", n)}
+}
+
+// withMemoryOwnerRules is a copy of p (validated) whose memories table
+// has the owner rules given.
+func withMemoryOwnerRules(t *testing.T, p *Plan, rules ...Rule) *Plan {
+	t.Helper()
+	q := *p
+	q.Tables = slices.Clone(p.Tables)
+	for i := range q.Tables {
+		if q.Tables[i].Name == "memories" {
+			q.Tables[i].OwnerBackfill = rules
+		}
+	}
+	if err := q.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &q
 }
 
 // TestOwnerRulesReadTheTenant: owner rules that read the tenant, on rows
@@ -303,21 +311,7 @@ func TestOwnerRulesReadTheTenant(t *testing.T) {
 	if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = NULL WHERE server_id IS NULL"); err != nil {
 		t.Fatal(err)
 	}
-	user := func(n int) Rule {
-		return Rule{Name: fmt.Sprintf("user_%d", n), Expression: fmt.Sprintf("(SELECT e.id FROM entities e WHERE e.server_id = t.server_id AND e.names = ARRAY['user %d'])", n)}
-	}
-	set := func(rules ...Rule) {
-		for i := range p.Tables {
-			if p.Tables[i].Name == "memories" {
-				p.Tables[i].OwnerBackfill = rules
-			}
-		}
-		if err := p.Validate(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	set(user(1), user(2))
-	_, err := Backfill(ctx, op, p, []string{"memories"}, Options{})
+	_, err := Backfill(ctx, op, withMemoryOwnerRules(t, p, userRule("user_1", 1), userRule("user_2", 2)), []string{"memories"}, Options{})
 	if !errors.Is(err, ErrRule) || !strings.Contains(err.Error(), fmt.Sprintf("%d rows would get two different owners", tenantless)) {
 		t.Fatalf("two owner rules disagreeing once the tenants are filled: %v", err)
 	}
@@ -328,17 +322,12 @@ func TestOwnerRulesReadTheTenant(t *testing.T) {
 		t.Fatalf("after the refusal %d memories have no tenant: the tenant rule should have run", n)
 	}
 
-	set(user(1))
-	res, err := Backfill(ctx, op, p, []string{"memories"}, Options{})
+	res, err := Backfill(ctx, op, withMemoryOwnerRules(t, p, userRule("user_1", 1)), []string{"memories"}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r := res[0]; r.Phase != PhaseBackfilled || len(r.OwnerRules) != 1 || r.OwnerRules[0].Rows != tenantless || r.OwnerUncovered != 0 {
 		t.Fatalf("one owner rule: %+v, want %d owners filled", r, tenantless)
-	}
-	firstUser := map[string]string{}
-	for i := 1; i <= fixtureServers; i++ {
-		firstUser[server(i)] = md5UUID(fmt.Sprintf("e%d.1", i))
 	}
 	filled, err := op.Query(ctx, "SELECT m.server_id::text, m.entity_id::text FROM memories m JOIN bulkhead_adopt.owner_backfilled b ON b.key->>'id' = m.id::text")
 	if err != nil {
@@ -350,8 +339,8 @@ func TestOwnerRulesReadTheTenant(t *testing.T) {
 		if err := filled.Scan(&tenant, &owner); err != nil {
 			t.Fatal(err)
 		}
-		if n++; owner != firstUser[tenant] {
-			t.Errorf("a memory of %s got owner %s, want its first user %s", tenant, owner, firstUser[tenant])
+		if n++; owner != fixtureUser(tenant, 1) {
+			t.Errorf("a memory of %s got owner %s, want its first user %s", tenant, owner, fixtureUser(tenant, 1))
 		}
 	}
 	if err := filled.Err(); err != nil {
@@ -359,5 +348,46 @@ func TestOwnerRulesReadTheTenant(t *testing.T) {
 	}
 	if n != tenantless {
 		t.Errorf("%d filled owners recorded, want %d", n, tenantless)
+	}
+}
+
+// TestOwnerRulesStopAtAPhaseChange: owner rules running on a backfilled
+// table while another run moves it to shadow stop after the batch in
+// flight, with ErrPhase: no owner is written once the table is in shadow
+// (the recorder would take the operator's updates for the application's).
+func TestOwnerRulesStopAtAPhaseChange(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	setKind(p, "memories", KindOwned, "entity_id")
+	if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = NULL WHERE right(content, 1) = '3'"); err != nil {
+		t.Fatal(err)
+	}
+	ownerless := count(t, op, "SELECT count(*) FROM memories WHERE entity_id IS NULL")
+	if _, err := Backfill(ctx, op, p, nil, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	other := mustConnect(t, d.adminDSN())
+	shadowed := false
+	o := Options{BatchSize: 500, Progress: func(table, rule string, done, total int64, rps float64) {
+		if rule == "u1" && !shadowed {
+			shadowed = true
+			if err := Shadow(ctx, other, p, []string{"memories"}, Options{}); err != nil {
+				t.Errorf("shadow beside the owner rule: %v", err)
+			}
+		}
+	}}
+	_, err := Backfill(ctx, op, withMemoryOwnerRules(t, p, userRule("u1", 1)), []string{"memories"}, o)
+	if !errors.Is(err, ErrPhase) {
+		t.Fatalf("owner rule across a move to shadow: %v", err)
+	}
+	filled := count(t, op, "SELECT count(*) FROM bulkhead_adopt.owner_backfilled")
+	if filled == 0 || filled >= ownerless {
+		t.Errorf("%d of %d owners filled: want those of the first batch only", filled, ownerless)
+	}
+	if n := count(t, op, "SELECT count(*) FROM memories WHERE entity_id IS NULL"); n != ownerless-filled {
+		t.Errorf("%d memories without an owner, want %d - %d filled", n, ownerless, filled)
+	}
+	if ph := phases(t, op, p)["memories"]; ph != PhaseShadow {
+		t.Errorf("memories is %s, want shadow", ph)
 	}
 }

@@ -52,7 +52,9 @@ func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to P
 	}
 	var notes []string
 	for _, t := range tables {
-		st, err := Status(ctx, conn, &Plan{Version: p.Version, Schema: p.Schema, TenantSetting: p.TenantSetting, Runtime: p.Runtime, Tables: []Table{t}})
+		one := *p
+		one.Tables = []Table{t}
+		st, err := Status(ctx, conn, &one)
 		if err != nil {
 			return notes, err
 		}
