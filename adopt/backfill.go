@@ -129,14 +129,15 @@ func (g fillTarget) parentColumn(p *Plan, pr *ParentRule) string {
 	return col
 }
 
-// recordSQL keeps the keys of the rows in u (the batch's update) so that
-// rollback sets exactly these back to NULL; for owners with the value
-// written, so that rollback leaves an owner the application changed since.
+// recordSQL keeps the keys of the rows in u (the batch's update) and the
+// value written, so that rollback sets exactly these back to NULL, and
+// only while they still hold that value: a tenant or owner the
+// application changed since is its own.
 func (g fillTarget) recordSQL(rel string, pk []string) string {
 	if g.owner {
 		return fmt.Sprintf("INSERT INTO %s.owner_backfilled SELECT %s, %s, %s, u.bh_value FROM u ON CONFLICT DO NOTHING RETURNING 1", StateSchema, lit(rel), lit(g.column), keyJSON("u", pk))
 	}
-	return fmt.Sprintf("INSERT INTO %s.backfilled SELECT %s, %s FROM u ON CONFLICT DO NOTHING RETURNING 1", StateSchema, lit(rel), keyJSON("u", pk))
+	return fmt.Sprintf("INSERT INTO %s.backfilled (rel, key, val) SELECT %s, %s, u.bh_value FROM u ON CONFLICT DO NOTHING RETURNING 1", StateSchema, lit(rel), keyJSON("u", pk))
 }
 
 // checksumExcept is what backfill may change, which its checksums leave

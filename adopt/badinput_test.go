@@ -197,6 +197,7 @@ func TestBackfillResume(t *testing.T) {
 
 // TestBackfillUncovered: rows no rule covers are counted and listed, not
 // guessed; the table stays original (status says why) and shadow refuses it.
+// Rollback restores it exactly, also from state with no recorded values.
 func TestBackfillUncovered(t *testing.T) {
 	ctx := context.Background()
 	d, op, p := newReviewed(t)
@@ -229,7 +230,11 @@ func TestBackfillUncovered(t *testing.T) {
 	if n := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL"); n != want {
 		t.Fatalf("%d rows without a tenant, want the %d uncovered", n, want)
 	}
-	// Rolling the partial backfill back restores the original exactly.
+	// Rolling the partial backfill back restores the original exactly, from
+	// state as a version that recorded no values left it, too.
+	if _, err := op.Exec(ctx, "ALTER TABLE bulkhead_adopt.backfilled DROP COLUMN val"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Rollback(ctx, op, p, nil, PhaseOriginal, Options{}); err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,8 @@
 //   - Rollback restores what adopt changed exactly: policies, RLS flags,
 //     grants, the runtime role it created, defaults, constraints and added
 //     columns; values it backfilled into existing columns are set back to
-//     NULL. Other data is not touched (checksums show it).
+//     NULL, each while it is still the value backfill wrote. Other data is
+//     not touched (checksums show it).
 //
 // Only layer 1 (tenant) isolation is enforced: the rls package's other
 // Kinds call helpers over bulkhead's own tables (participants, entities,

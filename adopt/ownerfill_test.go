@@ -67,8 +67,8 @@ func sameRows(t *testing.T, what string, want, got map[string]fullRow) {
 // tenant's first user except the rows the rule's WHERE leaves out, which
 // are reported and counted into the status. A rule added once the table
 // is backfilled fills those; one added in shadow is refused; rollback to
-// original restores every value, NULLs included, but an owner the
-// application changed since.
+// original restores every value, NULLs included, but a tenant and an
+// owner the application changed since.
 func TestOwnerBackfill(t *testing.T) {
 	ctx := context.Background()
 	d, op, p := newReviewed(t)
@@ -243,6 +243,23 @@ func TestOwnerBackfill(t *testing.T) {
 	mr.owner = md5UUID("e1.9")
 	after[moved] = mr
 	if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = $2 WHERE id = $1", moved, mr.owner); err != nil {
+		t.Fatal(err)
+	}
+	// And moves a memory whose tenant backfill filled to another tenant:
+	// that tenant is kept too.
+	var rehomed string
+	for id, r := range orig {
+		if r.tenant == "" && id != moved && id != cleared && (rehomed == "" || id < rehomed) {
+			rehomed = id
+		}
+	}
+	rr := after[rehomed]
+	rr.tenant = server(1)
+	if want[rehomed].tenant == rr.tenant {
+		rr.tenant = server(2)
+	}
+	after[rehomed] = rr
+	if _, err := op.Exec(ctx, "UPDATE memories SET server_id = $2 WHERE id = $1", rehomed, rr.tenant); err != nil {
 		t.Fatal(err)
 	}
 

@@ -216,6 +216,15 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Ph
 		return err
 	}
 	if !added {
+		// A state schema from before backfill recorded values has no val
+		// column: add it (its keys then have none, and are cleared).
+		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "ALTER TABLE "+StateSchema+".backfilled ADD COLUMN IF NOT EXISTS val text")
+			return err
+		})
+		if err != nil {
+			return err
+		}
 		if err := restoreNull(ctx, conn, q, rel, pk, "backfilled", t.TenantColumn, o); err != nil {
 			return fmt.Errorf("restore NULL tenants: %w", err)
 		}
@@ -264,23 +273,24 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Ph
 }
 
 // restoreNull sets column back to NULL in the rows of q (state rel) whose
-// keys the state table record holds (for owner_backfilled, while the
-// column still holds the value backfill wrote), deleting the records as it
-// goes: in batches, each one transaction, so a killed rollback resumes.
+// keys the state table record holds, while the column still holds the
+// value backfill wrote (a tenant key recorded before values were has
+// none, and is cleared), deleting the records as it goes: in batches,
+// each one transaction, so a killed rollback resumes.
 func restoreNull(ctx context.Context, conn *pgx.Conn, q, rel string, pk []string, record, column string, o Options) error {
 	// The recorded key is a jsonb object of the primary key columns.
-	match := make([]string, len(pk))
+	match := make([]string, len(pk), len(pk)+1)
 	for i, c := range pk {
 		match[i] = fmt.Sprintf("t.%s = (SELECT j.%s FROM jsonb_populate_record(NULL::%s, b.key) j)", ident(c), ident(c), q)
 	}
-	col, ret := "", "key"
+	col := ""
 	if record == "owner_backfilled" {
-		col, ret = " AND col = "+lit(column), "key, val"
-		match = append(match, fmt.Sprintf("t.%s::text = b.val", ident(column)))
+		col = " AND col = " + lit(column)
 	}
-	batch := fmt.Sprintf(`WITH b AS (DELETE FROM %[1]s.%[2]s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %[1]s.%[2]s WHERE rel = $1%[3]s LIMIT $2)) RETURNING %[7]s),
+	match = append(match, fmt.Sprintf("(b.val IS NULL OR t.%s::text = b.val)", ident(column)))
+	batch := fmt.Sprintf(`WITH b AS (DELETE FROM %[1]s.%[2]s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %[1]s.%[2]s WHERE rel = $1%[3]s LIMIT $2)) RETURNING key, val),
 u AS (UPDATE %[4]s t SET %[5]s = NULL FROM b WHERE %[6]s RETURNING 1)
-SELECT (SELECT count(*) FROM b)`, StateSchema, record, col, q, ident(column), strings.Join(match, " AND "), ret)
+SELECT (SELECT count(*) FROM b)`, StateSchema, record, col, q, ident(column), strings.Join(match, " AND "))
 	for {
 		var n int64
 		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {

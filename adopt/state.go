@@ -57,6 +57,11 @@ func schemaSQL(p *Plan) ([]string, error) {
 		// Keys of rows whose existing tenant column backfill filled: rollback
 		// sets exactly these back to NULL.
 		`CREATE TABLE IF NOT EXISTS ` + s + `.backfilled (rel text, key jsonb, PRIMARY KEY (rel, key))`,
+		// With the value written, so that rollback leaves a tenant the
+		// application changed since. Added after the table's first version:
+		// keys recorded before it have none, and rollback clears them as
+		// that version did.
+		`ALTER TABLE ` + s + `.backfilled ADD COLUMN IF NOT EXISTS val text`,
 		// The same for owners backfill filled (kinds owned and private),
 		// with the column, so rollback needs no plan to find it, and the
 		// value written: rollback clears an owner only while it is still
