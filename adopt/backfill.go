@@ -178,21 +178,43 @@ func Backfill(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Op
 	if err != nil {
 		return nil, err
 	}
-	// Refuse bad rules on every table before writing anything anywhere.
-	for _, t := range tables {
+	// Refuse bad rules on every table before writing anything anywhere. A
+	// table already backfilled is judged only by the owner rules it has
+	// still to run: finished rules are history, not re-read (a rule that
+	// no longer parses, or a table grown large, doesn't stop a re-run).
+	states := make([]fillState, len(tables))
+	for i, t := range tables {
 		ti := info[t.Name]
-		if err := precheckRules(ctx, conn, p, t, tenantTarget(t), ti.pk, ti.hasColumn, true); err != nil {
+		st, err := readFillState(ctx, conn, p, t)
+		if err != nil {
 			return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
 		}
-		// An owner rule may read a tenant still to be filled: here it
-		// must select rows, and give them values once the tenants are.
-		if err := precheckRules(ctx, conn, p, t, ownerTarget(t), ti.pk, true, false); err != nil {
-			return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
+		states[i] = st
+		switch {
+		case st.phase == PhaseOriginal:
+			if err := precheckRules(ctx, conn, p, t, tenantTarget(t), ti.pk, ti.hasColumn, true); err != nil {
+				return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
+			}
+			// An owner rule may read a tenant still to be filled: here it
+			// must select rows, and give them values once the tenants are.
+			if err := precheckRules(ctx, conn, p, t, ownerTarget(t), ti.pk, true, false); err != nil {
+				return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
+			}
+		case len(st.pending) == 0:
+		case st.phase != PhaseBackfilled:
+			// The shadow recorder and the strict policies would judge the
+			// operator's updates; the owners are settled before shadow.
+			return nil, fmt.Errorf("backfill %s: %w: %s is %s: owner rules (%s) run on a table that is original or backfilled: roll it back to backfilled first",
+				t.Name, ErrPhase, t.Name, st.phase, strings.Join(st.pending, ", "))
+		default:
+			if err := precheckRules(ctx, conn, p, t, ownerTarget(t), ti.pk, true, true); err != nil {
+				return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
+			}
 		}
 	}
 	var out []BackfillResult
-	for _, t := range tables {
-		r, err := backfillTable(ctx, conn, p, t, info[t.Name], o)
+	for i, t := range tables {
+		r, err := backfillTable(ctx, conn, p, t, info[t.Name], states[i], o)
 		if err != nil {
 			return out, fmt.Errorf("backfill %s: %w", t.Name, err)
 		}
@@ -201,34 +223,46 @@ func Backfill(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Op
 	return out, nil
 }
 
-func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tableInfo, o Options) (BackfillResult, error) {
+// fillState is where a table's backfill stands: its phase and, past
+// PhaseOriginal, the owner rules not yet finished.
+type fillState struct {
+	phase   Phase
+	pending []string
+}
+
+// readFillState reads t's fillState (PhaseOriginal when adopt has no state
+// yet).
+func readFillState(ctx context.Context, conn *pgx.Conn, p *Plan, t Table) (fillState, error) {
+	st := fillState{phase: PhaseOriginal}
+	exists, err := stateTableExists(ctx, conn, "tables")
+	if err != nil || !exists {
+		return st, err
+	}
+	rel := qualified(p, t.Name)
+	if err := conn.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1", rel).Scan(&st.phase); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return st, err
+	}
+	if st.phase != PhaseOriginal {
+		st.pending, err = pendingRules(ctx, conn, rel, t.OwnerBackfill)
+	}
+	return st, err
+}
+
+// backfillTable fills t from state st (read by Backfill, which refused
+// the cases it can't run): a table already backfilled gets its pending
+// owner rules, one further on is left as it is.
+func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tableInfo, st fillState, o Options) (BackfillResult, error) {
 	start := time.Now()
 	res := BackfillResult{Table: t.Name}
 	rel := qualified(p, t.Name)
-	var phase Phase = PhaseOriginal
-	exists, err := stateTableExists(ctx, conn, "tables")
-	if err != nil {
-		return res, err
-	}
-	if exists {
-		if err := conn.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1", rel).Scan(&phase); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return res, err
-		}
-	}
-	if phase != PhaseOriginal {
-		pending, err := pendingRules(ctx, conn, rel, t.OwnerBackfill)
-		switch {
-		case err != nil:
-			return res, err
-		case len(pending) > 0 && phase == PhaseBackfilled:
-			return backfillOwners(ctx, conn, p, t, ti, o)
-		case len(pending) > 0:
-			// The shadow recorder and the strict policies would judge the
-			// operator's updates; the owners are settled before shadow.
-			return res, fmt.Errorf("%w: %s is %s: owner rules (%s) run on a table that is original or backfilled: roll it back to backfilled first",
-				ErrPhase, t.Name, phase, strings.Join(pending, ", "))
-		}
-		res.Phase = phase
+	switch {
+	case st.phase == PhaseOriginal:
+	case len(st.pending) > 0:
+		// Backfill refused pending rules on a table past backfilled; the
+		// phase is checked again under lock by every batch.
+		return backfillOwners(ctx, conn, p, t, ti, o)
+	default:
+		res.Phase = st.phase
 		return res, nil // already done: idempotent
 	}
 	before, err := checksum(ctx, conn, p, t.Name, checksumExcept(t)...)

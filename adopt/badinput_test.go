@@ -3,6 +3,7 @@ package adopt
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -241,5 +242,53 @@ func TestBackfillUncovered(t *testing.T) {
 	assertOriginalCatalog(t, op, d)
 	if s := diffMaps(before, checksums(t, op, p)); s != "" {
 		t.Fatalf("after rollback:\n%s", s)
+	}
+}
+
+// TestBackfillRerunLeavesFinishedRules: once a table is backfilled, a
+// run of backfill over it doesn't judge its finished rules again: a rule
+// that can no longer run (here it reads a table since dropped) neither
+// stops the run nor changes a row; a table still original is judged in
+// full, and the same rule stops its run before anything is written.
+func TestBackfillRerunLeavesFinishedRules(t *testing.T) {
+	ctx := context.Background()
+	_, op, p := newReviewed(t)
+	if _, err := Backfill(ctx, op, p, []string{"memories"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Exec(ctx, "CREATE TABLE gone (id uuid)"); err != nil {
+		t.Fatal(err)
+	}
+	broken := Rule{Name: "from_gone", Expression: "(SELECT g.id FROM gone g LIMIT 1)"}
+	q := *p
+	q.Tables = slices.Clone(p.Tables)
+	for i := range q.Tables {
+		if n := q.Tables[i].Name; n == "memories" || n == "participants" {
+			q.Tables[i].Backfill = []Rule{broken}
+		}
+	}
+	if err := q.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Exec(ctx, "DROP TABLE gone"); err != nil {
+		t.Fatal(err)
+	}
+	before := checksums(t, op, p)
+	res, err := Backfill(ctx, op, &q, []string{"memories"}, Options{})
+	if err != nil || len(res) != 1 || res[0].Phase != PhaseBackfilled || len(res[0].Rules) != 0 {
+		t.Fatalf("re-run over the backfilled table: %+v, %v", res, err)
+	}
+	if s := diffMaps(before, checksums(t, op, p)); s != "" {
+		t.Errorf("the re-run changed rows:\n%s", s)
+	}
+	// participants is still original: its rule is judged, and refused.
+	if _, err := Backfill(ctx, op, &q, nil, Options{}); !errors.Is(err, ErrRule) || !strings.Contains(err.Error(), "participants") {
+		t.Fatalf("a run with the broken rule on an original table: %v", err)
+	}
+	if s := diffMaps(before, checksums(t, op, p)); s != "" {
+		t.Errorf("the refused run changed rows:\n%s", s)
+	}
+	if ph := phases(t, op, p)["participants"]; ph != PhaseOriginal {
+		t.Errorf("participants is %s", ph)
 	}
 }
