@@ -3,6 +3,7 @@ package adopt
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -217,5 +218,66 @@ func TestShadowExact(t *testing.T) {
 		if v.Table == "public.memories" && v.Op == "UPDATE" && !v.Approximate {
 			t.Errorf("a sampled storm is not marked approximate: %+v", v)
 		}
+	}
+}
+
+// TestRecorderRunsNoCallerCode: the write recorder is SECURITY DEFINER
+// (it runs as the operator, often a superuser), so it must run nothing
+// the application defined. The application owns its tables and their
+// types, and may define a cast from its own type: a recorder that turned
+// the row's key into text through a cast (to_jsonb, ::text) would run it
+// as the operator. Here the key is an enum with casts to json, jsonb and
+// text, each noting who ran it; a violation is recorded with the key's
+// label and no cast ran as anyone but the application. Nor may any role
+// but the operator attach the recorder to a table of its own (it would
+// write violations at will).
+func TestRecorderRunsNoCallerCode(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	app := mustConnect(t, d.appDSN())
+	if _, err := app.Exec(ctx, `CREATE TYPE mood AS ENUM ('calm', 'cross');
+CREATE TABLE cast_runs (by_role text, super boolean);
+CREATE FUNCTION mood_text(m mood) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.cast_runs SELECT current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user;
+  RETURN 'cast';
+END $$;
+CREATE FUNCTION mood_json(m mood) RETURNS json LANGUAGE sql AS $$ SELECT to_json(public.mood_text(m)) $$;
+CREATE FUNCTION mood_jsonb(m mood) RETURNS jsonb LANGUAGE sql AS $$ SELECT to_jsonb(public.mood_text(m)) $$;
+CREATE CAST (mood AS text) WITH FUNCTION mood_text(mood);
+CREATE CAST (mood AS json) WITH FUNCTION mood_json(mood);
+CREATE CAST (mood AS jsonb) WITH FUNCTION mood_jsonb(mood);
+CREATE TABLE moods (server_id uuid, mood mood PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	q := *p
+	q.Tables = append(slices.Clone(p.Tables), Table{Name: "moods", Kind: KindTenant, TenantColumn: "server_id"})
+	if err := q.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Backfill(ctx, op, &q, []string{"moods"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Shadow(ctx, op, &q, []string{"moods"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// As tenant 1, a row of tenant 2: strict mode would refuse it.
+	err := appTx(ctx, app, server(1), func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO moods VALUES ($1, 'cross')", server(2))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key := id(t, op, "SELECT coalesce(string_agg(row_key, ' '), '') FROM bulkhead_adopt.violation WHERE rel = 'public.moods'"); key != "cross" {
+		t.Errorf("recorded key %q, want the enum's label cross", key)
+	}
+	if n := count(t, op, "SELECT count(*) FROM cast_runs WHERE by_role <> 'eliza' OR super"); n != 0 {
+		t.Errorf("the application's cast ran %d times as another role inside the recorder", n)
+	}
+	// Attaching the recorder needs EXECUTE, which only the operator has.
+	_, err = app.Exec(ctx, "CREATE TEMP TABLE mine (server_id uuid, id int PRIMARY KEY); CREATE TRIGGER forge AFTER INSERT ON mine FOR EACH ROW EXECUTE FUNCTION bulkhead_adopt.record_violation('server_id', 'id')")
+	if sqlState(err) != "42501" {
+		t.Errorf("the application attached the recorder to its own table: %v, want 42501", err)
 	}
 }

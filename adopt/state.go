@@ -121,6 +121,8 @@ DECLARE
   v_row record;
   v_key text;
   v_row_tenant text;
+  v_sql text;
+  v_vals text[];
 BEGIN
   PERFORM set_config(v_name, v_n::text, true);
   IF v_n = 1 THEN
@@ -139,8 +141,14 @@ BEGIN
     v_weight := greatest(v_every, 1);
   ELSE
     IF TG_OP = 'DELETE' THEN v_row := OLD; ELSE v_row := NEW; END IF;
-    SELECT string_agg(to_jsonb(v_row) ->> kc, ',') INTO v_key FROM unnest(string_to_array(TG_ARGV[1], ',')) kc;
-    v_row_tenant := to_jsonb(v_row) ->> TG_ARGV[0];
+    -- Values become text through their types' output functions only
+    -- (format's %s): never a cast, which the owner of a type may define
+    -- and which would run here as the definer (to_jsonb and ::text would).
+    SELECT string_agg(format('CASE WHEN ($1).%1$I IS NULL THEN NULL ELSE pg_catalog.format(''%%s'', ($1).%1$I) END', c), ', ')
+      INTO v_sql FROM unnest(string_to_array(TG_ARGV[0] || ',' || TG_ARGV[1], ',')) c;
+    EXECUTE 'SELECT ARRAY[' || v_sql || ']' INTO v_vals USING v_row;
+    v_row_tenant := v_vals[1];
+    v_key := array_to_string(v_vals[2:], ',');
   END IF;
   INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key, weight, entity)
     VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_OP, coalesce(current_setting('` + p.TenantSetting + `', true), ''),
@@ -148,6 +156,9 @@ BEGIN
   RETURN NULL;
 END
 $fn$`,
+		// Only the operator attaches it to a table: EXECUTE is checked when
+		// a trigger is created, not when it fires.
+		"REVOKE EXECUTE ON FUNCTION " + s + ".record_violation() FROM PUBLIC",
 		// The statement's fingerprint: its text with literals replaced, hashed.
 		`CREATE OR REPLACE FUNCTION ` + s + `.fingerprint() RETURNS text
   LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
