@@ -3,6 +3,7 @@ package adopt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -290,5 +291,58 @@ func TestBackfillRerunLeavesFinishedRules(t *testing.T) {
 	}
 	if ph := phases(t, op, p)["participants"]; ph != PhaseOriginal {
 		t.Errorf("participants is %s", ph)
+	}
+}
+
+// TestTableHierarchiesRefused: row-level security applies per table, so a
+// query naming a partition (or an inheritance child) bypasses the
+// policies of its parent (review finding: a forced parent leaked another
+// tenant's rows through its partition). Inspect leaves such tables for the
+// operator to decide, with the reason, and a plan that isolates one is
+// refused before anything is written.
+func TestTableHierarchiesRefused(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	app := mustConnect(t, d.appDSN())
+	if _, err := app.Exec(ctx, fmt.Sprintf(`CREATE TABLE pm (server_id uuid, id int, PRIMARY KEY (server_id, id)) PARTITION BY LIST (server_id);
+CREATE TABLE pm_1 PARTITION OF pm FOR VALUES IN ('%s');
+CREATE TABLE base (server_id uuid, id int PRIMARY KEY);
+CREATE TABLE child (PRIMARY KEY (id)) INHERITS (base)`, server(1))); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"pm": "is partitioned", "base": "has inheritance children", "child": "inherits from another table"}
+	ip, err := Inspect(ctx, op, InspectOptions{RuntimeRole: d.runtime()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, what := range want {
+		tb, ok := ip.Table(name)
+		if !ok || !tb.Decide || !strings.Contains(strings.Join(tb.Notes, "; "), what) {
+			t.Errorf("inspect %s: %+v, want it left to decide, noting it %s", name, tb, what)
+		}
+	}
+	if _, ok := ip.Table("pm_1"); ok {
+		t.Errorf("inspect proposed the partition pm_1")
+	}
+	want["pm_1"] = "is a partition"
+	before := checksums(t, op, p)
+	for name, what := range want {
+		q := *p
+		q.Tables = append(slices.Clone(p.Tables), Table{Name: name, Kind: KindTenant, TenantColumn: "server_id"})
+		if err := q.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Backfill(ctx, op, &q, nil, Options{}); !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), "table "+name+" "+what) {
+			t.Errorf("backfill with %s: %v, want ErrDatabase saying it %s", name, err, what)
+		}
+		if err := Shadow(ctx, op, &q, []string{name}, Options{}); !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), what) {
+			t.Errorf("shadow of %s: %v, want ErrDatabase saying it %s", name, err, what)
+		}
+	}
+	if n := count(t, op, "SELECT count(*) FROM pg_namespace WHERE nspname = 'bulkhead_adopt'"); n != 0 {
+		t.Errorf("the state schema was created")
+	}
+	if s := diffMaps(before, checksums(t, op, p)); s != "" {
+		t.Errorf("data changed:\n%s", s)
 	}
 }

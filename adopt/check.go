@@ -52,6 +52,13 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 		if !super && !mayAlter {
 			errs = append(errs, fmt.Errorf("table %s: this role is neither a superuser nor a member of the table's owner: it can't alter it", t.Name))
 		}
+		h, err := hierarchy(ctx, q, oid)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read table %s: %w", t.Name, err)
+		}
+		if h != "" {
+			errs = append(errs, fmt.Errorf("table %s %s: row-level security applies per table, so a query naming a partition or child table bypasses the parent's policies; adopt does not isolate table hierarchies (leave it out of the plan, or make it global)", t.Name, h))
+		}
 		var typ string
 		err = q.QueryRow(ctx, `SELECT true, a.atthasdef, a.attnotnull, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped`, oid, t.TenantColumn).Scan(&ti.hasColumn, &ti.hasDefault, &ti.notNull, &typ)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
@@ -152,4 +159,16 @@ func pick(p *Plan, names []string) ([]Table, error) {
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// hierarchy says how table oid is part of a partition or inheritance
+// hierarchy ("is partitioned", "is a partition", "has inheritance
+// children", "inherits from another table"), or "" when it is not.
+func hierarchy(ctx context.Context, q rowQuerier, oid uint32) (string, error) {
+	var h string
+	err := q.QueryRow(ctx, `SELECT CASE WHEN c.relkind = 'p' THEN 'is partitioned' WHEN c.relispartition THEN 'is a partition'
+    WHEN EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid) THEN 'has inheritance children'
+    WHEN EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid) THEN 'inherits from another table' ELSE '' END
+  FROM pg_class c WHERE c.oid = $1`, oid).Scan(&h)
+	return h, err
 }

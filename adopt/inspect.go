@@ -42,6 +42,7 @@ type catTable struct {
 	policies     []string
 	nullTenant   int64
 	referencedBy int
+	hierarchy    string // see hierarchy; "" when none
 }
 
 type catColumn struct {
@@ -320,7 +321,11 @@ func Inspect(ctx context.Context, conn *pgx.Conn, opts InspectOptions) (*Plan, e
 		}
 	}
 	for _, name := range c.names {
-		p.Tables = append(p.Tables, proposeTable(c, c.tables[name], col, p.TenantType))
+		t := c.tables[name]
+		if t.hierarchy, err = hierarchy(ctx, conn, t.oid); err != nil {
+			return nil, fmt.Errorf("read table %s: %w", name, err)
+		}
+		p.Tables = append(p.Tables, proposeTable(c, t, col, p.TenantType))
 	}
 	return p, nil
 }
@@ -392,6 +397,10 @@ func proposeTable(c *catalog, t *catTable, col, tenantType string) Table {
 	default:
 		out.Decide = true
 		note("no %s column and no foreign key to a tenant table: global, or give it a tenant column and a rule", col)
+	}
+	if t.hierarchy != "" && (out.Kind == KindTenant || out.Decide) {
+		out.Decide = true
+		note("%s: row-level security applies per table, and a query naming a partition or child table bypasses the parent's policies; adopt does not isolate table hierarchies: leave it out or make it global", t.hierarchy)
 	}
 	if out.Kind == KindTenant || out.Decide {
 		if len(t.pk) == 0 {
