@@ -214,13 +214,23 @@ func Backfill(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Op
 	}
 	var out []BackfillResult
 	for i, t := range tables {
-		r, err := backfillTable(ctx, conn, p, t, info[t.Name], states[i], o)
+		r, err := backfillLocked(ctx, conn, p, t, info[t.Name], states[i], o)
 		if err != nil {
 			return out, fmt.Errorf("backfill %s: %w", t.Name, err)
 		}
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// backfillLocked is backfillTable under t's run lock (lockRun).
+func backfillLocked(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tableInfo, st fillState, o Options) (BackfillResult, error) {
+	unlock, err := lockRun(ctx, conn, p, t)
+	if err != nil {
+		return BackfillResult{Table: t.Name}, err
+	}
+	defer unlock()
+	return backfillTable(ctx, conn, p, t, ti, st, o)
 }
 
 // fillState is where a table's backfill stands: its phase and, past

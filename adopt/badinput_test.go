@@ -346,3 +346,77 @@ CREATE TABLE child (PRIMARY KEY (id)) INHERITS (base)`, server(1))); err != nil 
 		t.Errorf("data changed:\n%s", s)
 	}
 }
+
+// TestRollbackKilledMidway: a rollback to original killed while it sets
+// tenants back to NULL leaves the table original with a note saying so
+// (before, it still said backfilled, with NULL tenants and no NOT NULL,
+// and shadow took it: review finding), so shadow refuses it. While one
+// run works on a table no other backfill or rollback may; a backfill run
+// again fills it as the first did, and a rollback run again restores the
+// original exactly.
+func TestRollbackKilledMidway(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	before := checksums(t, op, p)
+	orig := loadFullRows(t, op)
+	mem := []string{"memories"}
+	if _, err := Backfill(ctx, op, p, mem, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	filled := loadFullRows(t, op)
+	kctx, o := killedAfter(2, 250, func(table, rule string) bool { return rule == "restore server_id" })
+	if _, err := Rollback(kctx, op, p, mem, PhaseOriginal, o); !errors.Is(err, context.Canceled) {
+		t.Fatalf("killed rollback: %v", err)
+	}
+	op = mustConnect(t, d.adminDSN()) // the killed run's session may be gone
+	st, err := Status(ctx, op, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if s.Table == "memories" && (s.Phase != PhaseOriginal || !strings.HasPrefix(s.Note, "rollback to original in progress")) {
+			t.Errorf("after the kill: %+v, want original with a note saying the rollback is in progress", s)
+		}
+	}
+	if n := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL"); n != 500 {
+		t.Errorf("after two batches of 250, %d tenants are NULL again", n)
+	}
+	if err := Shadow(ctx, op, p, mem, Options{}); !errors.Is(err, ErrPhase) {
+		t.Errorf("shadow of a table half rolled back: %v, want ErrPhase", err)
+	}
+
+	// Another session holds the table's run lock: backfill and rollback wait.
+	other := mustConnect(t, d.adminDSN())
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock(hashtextextended('bulkhead_adopt run public.memories', 0))"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Backfill(ctx, op, p, mem, Options{}); !errors.Is(err, ErrPhase) || !strings.Contains(err.Error(), "another adopt run") {
+		t.Errorf("backfill beside another run: %v", err)
+	}
+	if _, err := Rollback(ctx, op, p, mem, PhaseOriginal, Options{}); !errors.Is(err, ErrPhase) || !strings.Contains(err.Error(), "another adopt run") {
+		t.Errorf("rollback beside another run: %v", err)
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Backfill again: as the first run left it.
+	if res, err := Backfill(ctx, op, p, mem, Options{}); err != nil || res[0].Phase != PhaseBackfilled {
+		t.Fatalf("backfill after the killed rollback: %+v, %v", res, err)
+	}
+	sameRows(t, "backfilled again", filled, loadFullRows(t, op))
+	// Killed again, then run to the end: the original, exactly.
+	kctx, o = killedAfter(1, 250, func(table, rule string) bool { return rule == "restore server_id" })
+	if _, err := Rollback(kctx, op, p, mem, PhaseOriginal, o); !errors.Is(err, context.Canceled) {
+		t.Fatalf("killed rollback: %v", err)
+	}
+	op = mustConnect(t, d.adminDSN())
+	if _, err := Rollback(ctx, op, p, mem, PhaseOriginal, Options{BatchSize: 250}); err != nil {
+		t.Fatal(err)
+	}
+	sameRows(t, "rolled back", orig, loadFullRows(t, op))
+	assertOriginalCatalog(t, op, d)
+	if s := diffMaps(before, checksums(t, op, p)); s != "" {
+		t.Errorf("after rollback:\n%s", s)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -37,8 +38,10 @@ func rank(ph Phase) int {
 // is empty, else step by step down to phase to. Each step is one
 // transaction that also records the phase, except undoing a backfill of an
 // existing column, which sets the keys backfill filled back to NULL in
-// batches (resumable: the table stays Backfilled, with a note, until the
-// last step). Data adopt didn't write is not touched. A runtime role adopt
+// batches: the table is Original from the first of them, with a note
+// saying the rollback is in progress, so that no step taking a backfilled
+// table takes it; run again, Rollback finishes the job. Data adopt didn't
+// write is not touched. A runtime role adopt
 // created is dropped once no table needs it, unless it can log in or is
 // connected (then it is kept and reported in the returned notes).
 func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to Phase, o Options) ([]string, error) {
@@ -174,42 +177,53 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 
 // undoBackfill restores the foreign keys Keys replaced, drops the NOT NULL
 // check, sets the tenants and owners backfill filled back to NULL
-// (batched), restores the default and drops an added column.
-// from is Backfilled, or Original for a backfill that stopped short.
+// (batched), restores the default and drops an added column. from is
+// Backfilled, or Original for a backfill that stopped short or a rollback
+// that did. Its first transaction moves the table to Original (with a
+// note saying a rollback is in progress) and forgets backfill's progress:
+// from then on the table is no longer backfilled (it may hold NULLs), so
+// shadow and keys refuse it, a rollback run again finishes the job, and a
+// backfill run again runs its rules afresh. It holds the table's run lock
+// (lockRun) throughout.
 func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase, o Options) error {
 	q := qident(p.Schema, t.Name)
 	rel := qualified(p, t.Name)
+	unlock, err := lockRun(ctx, conn, p, t)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	// Tenant-carrying keys need the tenant column: the application's own
 	// keys come back first.
 	if err := undoKeysOf(ctx, conn, p, t, o); err != nil {
 		return fmt.Errorf("restore foreign keys: %w", err)
 	}
-	err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+	var added, hadDefault, notNull bool
+	err = withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
 		if err := expectPhase(ctx, tx, p, t, from); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", q, ident(notNullName(t))))
-		if err == nil {
-			_, err = tx.Exec(ctx, "UPDATE "+StateSchema+".tables SET note = 'rollback to original in progress' WHERE rel = $1", rel)
+		if err := tx.QueryRow(ctx, "SELECT added_column, coalesce((original->>'had_default')::boolean, false), coalesce((original->>'not_null')::boolean, false) FROM "+StateSchema+".tables WHERE rel = $1",
+			rel).Scan(&added, &hadDefault, &notNull); err != nil {
+			return err
 		}
-		return err
+		stmts := []string{fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", q, ident(notNullName(t)))}
+		if !added && !notNull {
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", q, ident(t.TenantColumn)))
+		}
+		stmts = append(stmts,
+			fmt.Sprintf("DELETE FROM %s.progress WHERE rel = %s", StateSchema, lit(rel)),
+			fmt.Sprintf("UPDATE %s.tables SET note = %s WHERE rel = %s", StateSchema, lit(rollingBackNote), lit(rel)))
+		if err := execAll(ctx, tx, stmts); err != nil {
+			return err
+		}
+		if from == PhaseOriginal {
+			return nil
+		}
+		return setPhase(ctx, tx, p, t.Name, from, PhaseOriginal)
 	})
 	if err != nil {
 		return err
-	}
-	var added, hadDefault, notNull bool
-	if err := conn.QueryRow(ctx, "SELECT added_column, coalesce((original->>'had_default')::boolean, false), coalesce((original->>'not_null')::boolean, false) FROM "+StateSchema+".tables WHERE rel = $1",
-		rel).Scan(&added, &hadDefault, &notNull); err != nil {
-		return err
-	}
-	if !added && !notNull && from == PhaseBackfilled {
-		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", q, ident(t.TenantColumn)))
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("drop NOT NULL: %w", err)
-		}
 	}
 	pk, err := primaryKey(ctx, conn, q)
 	if err != nil {
@@ -225,7 +239,7 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Ph
 		if err != nil {
 			return err
 		}
-		if err := restoreNull(ctx, conn, q, rel, pk, "backfilled", t.TenantColumn, o); err != nil {
+		if err := restoreNull(ctx, conn, t.Name, q, rel, pk, "backfilled", t.TenantColumn, o); err != nil {
 			return fmt.Errorf("restore NULL tenants: %w", err)
 		}
 	}
@@ -239,13 +253,13 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Ph
 			return err
 		}
 		for _, c := range ownerCols {
-			if err := restoreNull(ctx, conn, q, rel, pk, "owner_backfilled", c, o); err != nil {
+			if err := restoreNull(ctx, conn, t.Name, q, rel, pk, "owner_backfilled", c, o); err != nil {
 				return fmt.Errorf("restore NULL owners: %w", err)
 			}
 		}
 	}
 	return withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
-		if err := expectPhase(ctx, tx, p, t, from); err != nil {
+		if err := expectPhase(ctx, tx, p, t, PhaseOriginal); err != nil {
 			return err
 		}
 		var stmts []string
@@ -263,21 +277,42 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Ph
 		if err := execAll(ctx, tx, stmts); err != nil {
 			return err
 		}
-		if err := setPhase(ctx, tx, p, t.Name, from, PhaseOriginal); err != nil {
-			return err
-		}
 		// Original is the absence of state: a later backfill starts afresh.
 		_, err := tx.Exec(ctx, "DELETE FROM "+StateSchema+".tables WHERE rel = $1", rel)
 		return err
 	})
 }
 
-// restoreNull sets column back to NULL in the rows of q (state rel) whose
+// rollingBackNote is the status note of a table whose rollback to
+// original has begun and not finished.
+const rollingBackNote = "rollback to original in progress: run adopt rollback --to original again to finish it, or backfill to fill it again"
+
+// lockRun takes t's run lock: a session-level advisory lock held by the
+// steps that span many transactions (a table's backfill, and undoing it),
+// so that two of them never work on one table at once; the second is
+// refused (ErrPhase). The returned function releases it; a killed run's
+// session ends, and with it the lock.
+func lockRun(ctx context.Context, conn *pgx.Conn, p *Plan, t Table) (func(), error) {
+	key := "bulkhead_adopt run " + qualified(p, t.Name)
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key).Scan(&ok); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", t.Name, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: another adopt run (backfill or rollback) is working on %s: wait for it to end", ErrPhase, t.Name)
+	}
+	return func() {
+		// Best effort: if the session is gone, so is its lock.
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+	}, nil
+}
+
+// restoreNull sets column back to NULL in the rows of q (table, state rel) whose
 // keys the state table record holds, while the column still holds the
 // value backfill wrote (a tenant key recorded before values were has
 // none, and is cleared), deleting the records as it goes: in batches,
 // each one transaction, so a killed rollback resumes.
-func restoreNull(ctx context.Context, conn *pgx.Conn, q, rel string, pk []string, record, column string, o Options) error {
+func restoreNull(ctx context.Context, conn *pgx.Conn, table, q, rel string, pk []string, record, column string, o Options) error {
 	// The recorded key is a jsonb object of the primary key columns.
 	match := make([]string, len(pk), len(pk)+1)
 	for i, c := range pk {
@@ -291,6 +326,13 @@ func restoreNull(ctx context.Context, conn *pgx.Conn, q, rel string, pk []string
 	batch := fmt.Sprintf(`WITH b AS (DELETE FROM %[1]s.%[2]s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %[1]s.%[2]s WHERE rel = $1%[3]s LIMIT $2)) RETURNING key, val),
 u AS (UPDATE %[4]s t SET %[5]s = NULL FROM b WHERE %[6]s RETURNING 1)
 SELECT (SELECT count(*) FROM b)`, StateSchema, record, col, q, ident(column), strings.Join(match, " AND "))
+	var total, done int64
+	if o.Progress != nil {
+		if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s.%s WHERE rel = $1%s", StateSchema, record, col), rel).Scan(&total); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
 	for {
 		var n int64
 		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
@@ -298,6 +340,9 @@ SELECT (SELECT count(*) FROM b)`, StateSchema, record, col, q, ident(column), st
 		})
 		if err != nil || n == 0 {
 			return err
+		}
+		if done += n; o.Progress != nil {
+			o.Progress(table, "restore "+column, done, total, float64(done)/time.Since(start).Seconds())
 		}
 	}
 }

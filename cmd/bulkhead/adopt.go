@@ -186,6 +186,30 @@ func writeOut(cmd *cobra.Command, path string, b []byte) error {
 	return nil
 }
 
+// barProgress returns an adopt.Options.Progress that draws a bar on w for
+// each table and rule in turn, with its rows/s, and the function that ends
+// the last bar.
+func barProgress(w io.Writer) (func(table, rule string, done, total int64, rps float64), func()) {
+	var bar *progressBar
+	var label string
+	progress := func(table, rule string, done, total int64, rps float64) {
+		if l := table + " " + rule; l != label {
+			if bar != nil {
+				bar.done()
+			}
+			label, bar = l, newProgress(w, l)
+		}
+		bar.update(done, total)
+		fmt.Fprintf(w, " %.0f rows/s", rps)
+	}
+	end := func() {
+		if bar != nil {
+			bar.done()
+		}
+	}
+	return progress, end
+}
+
 func newAdoptBackfillCmd(cfg *config) *cobra.Command {
 	f := &adoptFlags{}
 	cmd := &cobra.Command{
@@ -195,22 +219,10 @@ func newAdoptBackfillCmd(cfg *config) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
 				o := f.options()
-				var bar *progressBar
-				var label string
-				o.Progress = func(table, rule string, done, total int64, rps float64) {
-					if l := table + " " + rule; l != label {
-						if bar != nil {
-							bar.done()
-						}
-						label, bar = l, newProgress(cmd.ErrOrStderr(), l)
-					}
-					bar.update(done, total)
-					fmt.Fprintf(cmd.ErrOrStderr(), " %.0f rows/s", rps)
-				}
+				var end func()
+				o.Progress, end = barProgress(cmd.ErrOrStderr())
 				res, err := adopt.Backfill(ctx, conn, p, f.tables, o)
-				if bar != nil {
-					bar.done()
-				}
+				end()
 				w := cmd.OutOrStdout()
 				incomplete := 0
 				for _, r := range res {
@@ -462,7 +474,11 @@ func newAdoptRollbackCmd(cfg *config) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withPlan(cmd, cfg, f, func(ctx context.Context, conn *pgx.Conn, p *adopt.Plan) error {
 				start := time.Now()
-				notes, err := adopt.Rollback(ctx, conn, p, f.tables, adopt.Phase(to), f.options())
+				o := f.options()
+				var end func()
+				o.Progress, end = barProgress(cmd.ErrOrStderr())
+				notes, err := adopt.Rollback(ctx, conn, p, f.tables, adopt.Phase(to), o)
+				end()
 				for _, n := range notes {
 					fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
 				}
