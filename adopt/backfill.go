@@ -345,7 +345,15 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 			qident(p.Schema, t.Name), notNullName(t)).Scan(&exists); err != nil || exists {
 			return err
 		}
+		// From here a row without a tenant is refused, while the table is
+		// still original: the note says so until the phase moves (a run
+		// killed now is finished by running backfill again, or undone by
+		// rollback, which drops the check).
 		_, err := tx.Exec(ctx, backfillFinishSQL(p, t)[0])
+		if err == nil {
+			_, err = tx.Exec(ctx, "UPDATE "+StateSchema+".tables SET note = $2 WHERE rel = $1", rel,
+				"backfill finishing: rows without "+t.TenantColumn+" are refused from now on; run backfill again if it stopped here")
+		}
 		return err
 	})
 	if err != nil {
