@@ -190,6 +190,11 @@ func Backfill(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Op
 			return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
 		}
 		states[i] = st
+		if st.phase == PhaseOriginal || len(st.pending) > 0 {
+			if err := refuseTriggers(ctx, conn, p, t); err != nil {
+				return nil, fmt.Errorf("backfill %s: %w", t.Name, err)
+			}
+		}
 		switch {
 		case st.phase == PhaseOriginal:
 			if err := precheckRules(ctx, conn, p, t, tenantTarget(t), ti.pk, ti.hasColumn, true); err != nil {

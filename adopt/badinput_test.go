@@ -420,3 +420,74 @@ func TestRollbackKilledMidway(t *testing.T) {
 		t.Errorf("after rollback:\n%s", s)
 	}
 }
+
+// TestTriggersFireOnlyWhenAccepted: backfill and rollback update the
+// application's rows as the role running adopt, which fires the table's
+// own UPDATE triggers with that role's rights (review finding: an
+// updated_at or audit trigger moved every row backfill filled, and the
+// application's code ran as the operator). A table with such a trigger is
+// refused by both, nothing written, unless its plan entry says
+// fire_triggers: true; then they fire, once per row filled or restored.
+// Inspect names the trigger.
+func TestTriggersFireOnlyWhenAccepted(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	app := mustConnect(t, d.appDSN())
+	if _, err := app.Exec(ctx, `CREATE TABLE memory_audit (id uuid, by_role text);
+CREATE FUNCTION audit_memory() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.memory_audit VALUES (NEW.id, current_user);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER audit AFTER UPDATE ON memories FOR EACH ROW EXECUTE FUNCTION audit_memory()`); err != nil {
+		t.Fatal(err)
+	}
+	ip, err := Inspect(ctx, op, InspectOptions{RuntimeRole: d.runtime()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tb, _ := ip.Table("memories"); !strings.Contains(strings.Join(tb.Notes, "; "), "triggers fire on UPDATE (audit)") {
+		t.Errorf("inspect's notes on memories: %q", tb.Notes)
+	}
+	audited := func() int64 { t.Helper(); return count(t, op, "SELECT count(*) FROM memory_audit") }
+	tenantless := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL")
+	before := checksums(t, op, p)
+	mem := []string{"memories"}
+	if _, err := Backfill(ctx, op, p, mem, Options{}); !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), "triggers that fire on UPDATE (audit)") {
+		t.Fatalf("backfill of a table with a trigger: %v", err)
+	}
+	if s := diffMaps(before, checksums(t, op, p)); s != "" || audited() != 0 {
+		t.Fatalf("the refused backfill wrote (%d audited):\n%s", audited(), s)
+	}
+	accept := func(on bool) *Plan {
+		q := *p
+		q.Tables = slices.Clone(p.Tables)
+		for i := range q.Tables {
+			if q.Tables[i].Name == "memories" {
+				q.Tables[i].FireTriggers = on
+			}
+		}
+		return &q
+	}
+	if _, err := Backfill(ctx, op, accept(true), mem, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := audited(); n != tenantless || tenantless == 0 {
+		t.Errorf("the trigger fired %d times, want once per row filled (%d)", n, tenantless)
+	}
+	if _, err := Rollback(ctx, op, accept(false), mem, PhaseOriginal, Options{}); !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), "audit") {
+		t.Fatalf("rollback of a table with a trigger: %v", err)
+	}
+	if ph := phases(t, op, p)["memories"]; ph != PhaseBackfilled || audited() != tenantless {
+		t.Fatalf("the refused rollback: memories is %s, %d audited", ph, audited())
+	}
+	if _, err := Rollback(ctx, op, accept(true), mem, PhaseOriginal, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := audited(); n != 2*tenantless {
+		t.Errorf("after rollback the trigger fired %d times, want %d", n, 2*tenantless)
+	}
+	if s := diffMaps(before, checksums(t, op, p)); s != "" {
+		t.Errorf("after rollback:\n%s", s)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -171,4 +172,32 @@ func hierarchy(ctx context.Context, q rowQuerier, oid uint32) (string, error) {
     WHEN EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid) THEN 'inherits from another table' ELSE '' END
   FROM pg_class c WHERE c.oid = $1`, oid).Scan(&h)
 	return h, err
+}
+
+// refuseTriggers returns an error (ErrDatabase) when t has triggers of its
+// own that fire on UPDATE and the plan doesn't accept them firing
+// (Table.FireTriggers): backfill and rollback update rows, as the role
+// running adopt, which may be a superuser running the application's code.
+func refuseTriggers(ctx context.Context, q rowQuerier, p *Plan, t Table) error {
+	if t.FireTriggers {
+		return nil
+	}
+	names, err := updateTriggers(ctx, q, qident(p.Schema, t.Name))
+	if err != nil {
+		return fmt.Errorf("read triggers of %s: %w", t.Name, err)
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("%w: table %s has triggers that fire on UPDATE (%s): adopt's updates of it would fire them, run as this role; set fire_triggers: true in its plan entry to accept that, or disable them while adopt runs", ErrDatabase, t.Name, strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// updateTriggers names the enabled triggers of table q (quoted) that fire
+// on UPDATE, other than adopt's own.
+func updateTriggers(ctx context.Context, q rowQuerier, table string) ([]string, error) {
+	var names []string
+	err := q.QueryRow(ctx, `SELECT coalesce(array_agg(tg.tgname::text ORDER BY tg.tgname), '{}') FROM pg_trigger tg
+  WHERE tg.tgrelid = $1::regclass AND NOT tg.tgisinternal AND tg.tgenabled IN ('O', 'A') AND (tg.tgtype::int & 16) <> 0 AND tg.tgname <> ALL($2)`,
+		table, shadowTriggers).Scan(&names)
+	return names, err
 }

@@ -42,7 +42,8 @@ type catTable struct {
 	policies     []string
 	nullTenant   int64
 	referencedBy int
-	hierarchy    string // see hierarchy; "" when none
+	hierarchy    string   // see hierarchy; "" when none
+	triggers     []string // see updateTriggers
 }
 
 type catColumn struct {
@@ -325,6 +326,9 @@ func Inspect(ctx context.Context, conn *pgx.Conn, opts InspectOptions) (*Plan, e
 		if t.hierarchy, err = hierarchy(ctx, conn, t.oid); err != nil {
 			return nil, fmt.Errorf("read table %s: %w", name, err)
 		}
+		if t.triggers, err = updateTriggers(ctx, conn, qident(opts.Schema, name)); err != nil {
+			return nil, fmt.Errorf("read triggers of %s: %w", name, err)
+		}
 		p.Tables = append(p.Tables, proposeTable(c, t, col, p.TenantType))
 	}
 	return p, nil
@@ -401,6 +405,9 @@ func proposeTable(c *catalog, t *catTable, col, tenantType string) Table {
 	if t.hierarchy != "" && (out.Kind == KindTenant || out.Decide) {
 		out.Decide = true
 		note("%s: row-level security applies per table, and a query naming a partition or child table bypasses the parent's policies; adopt does not isolate table hierarchies: leave it out or make it global", t.hierarchy)
+	}
+	if len(t.triggers) > 0 && (out.Kind == KindTenant || out.Decide) {
+		note("triggers fire on UPDATE (%s): backfill and rollback would fire them, as the role running adopt; set fire_triggers: true to accept that, or disable them while adopt runs", strings.Join(t.triggers, ", "))
 	}
 	if out.Kind == KindTenant || out.Decide {
 		if len(t.pk) == 0 {

@@ -98,6 +98,12 @@ type Table struct {
 	// owner and are reported: once enforced nobody writes them (and, under
 	// private, nobody reads them). Rule names are unique across both lists.
 	OwnerBackfill []Rule `json:"owner_backfill,omitempty" yaml:"owner_backfill,omitempty"`
+	// FireTriggers accepts that the table's own UPDATE triggers fire on the
+	// updates of backfill and of rollback to original, run as the role
+	// running adopt (an updated_at trigger moves every row filled, an audit
+	// trigger logs each). Without it such a table is refused by both,
+	// before they write anything.
+	FireTriggers bool `json:"fire_triggers,omitempty" yaml:"fire_triggers,omitempty"`
 	// Notes are Inspect's findings for the reviewer (keys and indexes to
 	// make tenant-leading, layer-2 candidates, existing policies).
 	Notes []string `json:"notes,omitempty" yaml:"notes,omitempty"`

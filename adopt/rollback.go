@@ -193,6 +193,9 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Ph
 		return err
 	}
 	defer unlock()
+	if err := refuseTriggers(ctx, conn, p, t); err != nil {
+		return err
+	}
 	// Tenant-carrying keys need the tenant column: the application's own
 	// keys come back first.
 	if err := undoKeysOf(ctx, conn, p, t, o); err != nil {
