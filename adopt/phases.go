@@ -53,20 +53,27 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 				return fmt.Errorf("%w: %s is %s, shadow needs %s", ErrPhase, t.Name, ph, PhaseBackfilled)
 			}
 			q := qident(p.Schema, t.Name)
-			// What rollback restores: RLS flags and the runtime role's own
-			// privileges on the table.
+			grant, err := missingPrivileges(ctx, tx, p.Runtime.Name, q)
+			if err != nil {
+				return err
+			}
+			// What rollback restores: RLS flags, and the privileges shadow
+			// grants the runtime role, which rollback revokes (those it
+			// already held, on the table or on any column, are left as
+			// they are: never widened, never lost).
 			if _, err := tx.Exec(ctx, `UPDATE `+StateSchema+`.tables SET original = original || (SELECT jsonb_build_object(
     'rls', c.relrowsecurity, 'force', c.relforcerowsecurity,
     'runtime_privileges', coalesce((SELECT jsonb_agg(a.privilege_type ORDER BY a.privilege_type) FROM aclexplode(c.relacl) a
-      WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $2)), '[]'))
-  FROM pg_class c WHERE c.oid = $3::regclass) WHERE rel = $1`, qualified(p, t.Name), p.Runtime.Name, q); err != nil {
+      WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $2)), '[]'),
+    'granted_privileges', to_jsonb($4::text[]))
+  FROM pg_class c WHERE c.oid = $3::regclass) WHERE rel = $1`, qualified(p, t.Name), p.Runtime.Name, q, grant); err != nil {
 				return fmt.Errorf("record original state: %w", err)
 			}
 			ep, err := Effective(ctx, tx, p)
 			if err != nil {
 				return err
 			}
-			stmts, err := shadowSQL(ep, t, info[t.Name].pk)
+			stmts, err := shadowSQL(ep, t, info[t.Name].pk, grant)
 			if err != nil {
 				return err
 			}
@@ -85,6 +92,24 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 		}
 	}
 	return nil
+}
+
+// dmlPrivileges are the privileges the runtime role needs on a table
+// (what shadow grants when it has none of them).
+var dmlPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE"}
+
+// missingPrivileges returns the dmlPrivileges role holds neither on table
+// q nor on any of its columns: shadow grants only those, so a role whose
+// SELECT was confined to some columns stays confined.
+func missingPrivileges(ctx context.Context, tx pgx.Tx, role, q string) ([]string, error) {
+	var out []string
+	err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(pr ORDER BY o), '{}') FROM unnest($3::text[]) WITH ORDINALITY u(pr, o)
+  WHERE NOT CASE WHEN pr = 'DELETE' THEN has_table_privilege($1, $2::regclass, pr) ELSE has_any_column_privilege($1, $2::regclass, pr) END`,
+		role, q, dmlPrivileges).Scan(&out)
+	if err != nil {
+		return nil, fmt.Errorf("read privileges of %s: %w", role, err)
+	}
+	return out, nil
 }
 
 // countOwnerless counts t's rows without an owner (kinds owned and

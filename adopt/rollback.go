@@ -136,6 +136,10 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 				RLS   bool     `json:"rls"`
 				Force bool     `json:"force"`
 				Privs []string `json:"runtime_privileges"`
+				// Granted is what shadow granted (nil when an earlier
+				// version ran it: then the table-level privileges are
+				// restored from Privs).
+				Granted *[]string `json:"granted_privileges"`
 			}
 			var raw []byte
 			if err := tx.QueryRow(ctx, "SELECT original FROM "+StateSchema+".tables WHERE rel = $1", rel).Scan(&raw); err != nil {
@@ -148,11 +152,15 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 			for _, name := range policyNames {
 				stmts = append(stmts, fmt.Sprintf("DROP POLICY IF EXISTS %s ON %s", name, q))
 			}
-			stmts = append(stmts,
-				closeSwitchSQL(q),
-				fmt.Sprintf("REVOKE ALL ON %s FROM %s", q, ident(p.Runtime.Name)))
-			if len(orig.Privs) > 0 {
-				stmts = append(stmts, fmt.Sprintf("GRANT %s ON %s TO %s", strings.Join(orig.Privs, ", "), q, ident(p.Runtime.Name)))
+			stmts = append(stmts, closeSwitchSQL(q))
+			switch {
+			case orig.Granted != nil && len(*orig.Granted) > 0:
+				stmts = append(stmts, fmt.Sprintf("REVOKE %s ON %s FROM %s", strings.Join(*orig.Granted, ", "), q, ident(p.Runtime.Name)))
+			case orig.Granted == nil:
+				stmts = append(stmts, fmt.Sprintf("REVOKE ALL ON %s FROM %s", q, ident(p.Runtime.Name)))
+				if len(orig.Privs) > 0 {
+					stmts = append(stmts, fmt.Sprintf("GRANT %s ON %s TO %s", strings.Join(orig.Privs, ", "), q, ident(p.Runtime.Name)))
+				}
 			}
 			if !orig.Force {
 				stmts = append(stmts, "ALTER TABLE "+q+" NO FORCE ROW LEVEL SECURITY")

@@ -110,3 +110,65 @@ func TestConcurrentDDL(t *testing.T) {
 		t.Fatalf("memories is %s after a refused enforce", ph)
 	}
 }
+
+// TestExistingRolePrivilegesKept: an existing runtime role's privileges
+// are neither widened by shadow nor lost by rollback (review finding:
+// shadow granted every DML privilege on the table, so a role whose SELECT
+// was confined to two columns read them all, and rollback's REVOKE ALL
+// took its column grants and grant option away). Shadow grants only what
+// the role holds neither on the table nor on a column; rollback revokes
+// exactly that, and the table's and columns' ACL entries for the role are
+// what they were.
+func TestExistingRolePrivilegesKept(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	rt := d.runtime()
+	if _, err := op.Exec(ctx, fmt.Sprintf(`CREATE ROLE %[1]s NOLOGIN;
+GRANT SELECT (id, content) ON memories TO %[1]s WITH GRANT OPTION;
+GRANT INSERT ON memories TO %[1]s`, rt)); err != nil {
+		t.Fatal(err)
+	}
+	acl := func() string {
+		t.Helper()
+		return id(t, op, `SELECT coalesce(string_agg(x, ' ' ORDER BY x), '') FROM (
+  SELECT 'table:' || a.privilege_type || ':' || a.is_grantable AS x FROM pg_class c, aclexplode(c.relacl) a
+    WHERE c.oid = 'memories'::regclass AND a.grantee = $1::regrole
+  UNION ALL
+  SELECT at.attname || ':' || a.privilege_type || ':' || a.is_grantable FROM pg_attribute at, aclexplode(at.attacl) a
+    WHERE at.attrelid = 'memories'::regclass AND a.grantee = $1::regrole) s`, rt)
+	}
+	before := acl()
+	if before == "" {
+		t.Fatal("no privileges granted")
+	}
+	if _, err := Backfill(ctx, op, p, []string{"memories"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Shadow(ctx, op, p, []string{"memories"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	has := func(priv, column string) bool {
+		t.Helper()
+		var ok bool
+		if err := op.QueryRow(ctx, "SELECT has_column_privilege($1, 'memories', $2, $3)", rt, column, priv).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if has("SELECT", "room_id") {
+		t.Errorf("shadow widened the role's SELECT to room_id")
+	}
+	if !has("SELECT", "content") || !has("UPDATE", "room_id") || !has("INSERT", "room_id") {
+		t.Errorf("shadow: the role lacks what it held or what the application needs (SELECT content, UPDATE, INSERT)")
+	}
+	var del bool
+	if err := op.QueryRow(ctx, "SELECT has_table_privilege($1, 'memories', 'DELETE')", rt).Scan(&del); err != nil || !del {
+		t.Errorf("shadow did not grant DELETE: %v", err)
+	}
+	if _, err := Rollback(ctx, op, p, []string{"memories"}, PhaseBackfilled, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if after := acl(); after != before {
+		t.Errorf("the role's privileges on memories after rollback:\n%s\nwant, as before shadow:\n%s", after, before)
+	}
+}

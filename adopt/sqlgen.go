@@ -181,8 +181,9 @@ func closeSwitchSQL(q string) string {
 
 // shadowSQL turns RLS on (forced: the legacy application may connect as
 // the owner) with the shadow policies, opens the switch, installs the write
-// recorder and grants the runtime role DML.
-func shadowSQL(p *Plan, t Table, pk []string) ([]string, error) {
+// recorder and grants the runtime role the DML privileges grant (those it
+// lacks: see missingPrivileges).
+func shadowSQL(p *Plan, t Table, pk, grant []string) ([]string, error) {
 	q := qident(p.Schema, t.Name)
 	ps, err := shadowPolicies(p, t)
 	if err != nil {
@@ -196,8 +197,10 @@ func shadowSQL(p *Plan, t Table, pk []string) ([]string, error) {
 		openSwitchSQL(q),
 		"ALTER TABLE "+q+" ENABLE ROW LEVEL SECURITY",
 		"ALTER TABLE "+q+" FORCE ROW LEVEL SECURITY",
-		fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s", q, ident(p.Runtime.Name)),
 	)
+	if len(grant) > 0 {
+		out = append(out, fmt.Sprintf("GRANT %s ON %s TO %s", strings.Join(grant, ", "), q, ident(p.Runtime.Name)))
+	}
 	return append(out, triggerSQL(p, t, pk)...), nil
 }
 
@@ -282,7 +285,8 @@ func SQL(p *Plan) (string, error) {
 		fmt.Fprintf(&b, "-- when %s was nullable (no scan: the validated check proves it):\nALTER TABLE %s ALTER COLUMN %s SET NOT NULL;\nALTER TABLE %s DROP CONSTRAINT %s;\n",
 			t.TenantColumn, qident(p.Schema, t.Name), ident(t.TenantColumn), qident(p.Schema, t.Name), ident(notNullName(t)))
 		b.WriteString("-- shadow\n")
-		sh, err := shadowSQL(p, t, t.PrimaryKey)
+		b.WriteString("-- (the GRANT names only the privileges the runtime role lacks on the table and on every column)\n")
+		sh, err := shadowSQL(p, t, t.PrimaryKey, dmlPrivileges)
 		if err != nil {
 			return "", err
 		}
