@@ -298,7 +298,7 @@ func userRule(name string, n int) Rule {
 
 // withMemoryOwnerRules is a copy of p (validated) whose memories table
 // has the owner rules given.
-func withMemoryOwnerRules(t *testing.T, p *Plan, rules ...Rule) *Plan {
+func withMemoryOwnerRules(t testing.TB, p *Plan, rules ...Rule) *Plan {
 	t.Helper()
 	q := *p
 	q.Tables = slices.Clone(p.Tables)
