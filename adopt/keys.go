@@ -350,7 +350,9 @@ func replaceKey(ctx context.Context, conn *pgx.Conn, p *Plan, fk foreignKey, o O
 	name := fk.replacement()
 	var n int64
 	var first []string
-	err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce((array_agg(c.%s::text ORDER BY c.%s::text))[1:5], '{}')
+	// The values as their type's output (format's %s), never through a
+	// cast the owner of the column's type may have defined.
+	err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce((array_agg(pg_catalog.format('%%s', c.%s) ORDER BY pg_catalog.format('%%s', c.%s)))[1:5], '{}')
   FROM %s c JOIN %s r ON r.%s = c.%s WHERE c.%s IS DISTINCT FROM r.%s`,
 		ident(fk.col), ident(fk.col), cq, pq, ident(fk.parentCol), ident(fk.col), ident(fk.child.TenantColumn), ident(fk.parent.TenantColumn))).Scan(&n, &first)
 	if err != nil {

@@ -222,8 +222,8 @@ func TestShadowExact(t *testing.T) {
 }
 
 // TestRecorderRunsNoCallerCode: the write recorder is SECURITY DEFINER
-// (it runs as the operator, often a superuser), so it must run nothing
-// the application defined. The application owns its tables and their
+// (it runs as the operator, often a superuser), and backfill and rollback
+// run as the operator, so they must run nothing the application defined. The application owns its tables and their
 // types, and may define a cast from its own type: a recorder that turned
 // the row's key into text through a cast (to_jsonb, ::text) would run it
 // as the operator. Here the key is an enum with casts to json, jsonb and
@@ -247,11 +247,13 @@ CREATE FUNCTION mood_jsonb(m mood) RETURNS jsonb LANGUAGE sql AS $$ SELECT to_js
 CREATE CAST (mood AS text) WITH FUNCTION mood_text(mood);
 CREATE CAST (mood AS json) WITH FUNCTION mood_json(mood);
 CREATE CAST (mood AS jsonb) WITH FUNCTION mood_jsonb(mood);
-CREATE TABLE moods (server_id uuid, mood mood PRIMARY KEY)`); err != nil {
+CREATE TABLE moods (server_id uuid, mood mood PRIMARY KEY);
+INSERT INTO moods VALUES (NULL, 'calm')`); err != nil {
 		t.Fatal(err)
 	}
 	q := *p
-	q.Tables = append(slices.Clone(p.Tables), Table{Name: "moods", Kind: KindTenant, TenantColumn: "server_id"})
+	q.Tables = append(slices.Clone(p.Tables), Table{Name: "moods", Kind: KindTenant, TenantColumn: "server_id",
+		Backfill: []Rule{{Name: "first", Constant: server(1)}}})
 	if err := q.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -272,8 +274,15 @@ CREATE TABLE moods (server_id uuid, mood mood PRIMARY KEY)`); err != nil {
 	if key := id(t, op, "SELECT coalesce(string_agg(row_key, ' '), '') FROM bulkhead_adopt.violation WHERE rel = 'public.moods'"); key != "cross" {
 		t.Errorf("recorded key %q, want the enum's label cross", key)
 	}
+	// Backfill and rollback, as the operator, read the key too.
+	if _, err := Rollback(ctx, op, &q, []string{"moods"}, PhaseOriginal, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, op, "SELECT count(*) FROM moods WHERE server_id IS NULL AND mood = 'calm'"); n != 1 {
+		t.Errorf("rollback left %d rows as they were, want the one backfill filled", n)
+	}
 	if n := count(t, op, "SELECT count(*) FROM cast_runs WHERE by_role <> 'eliza' OR super"); n != 0 {
-		t.Errorf("the application's cast ran %d times as another role inside the recorder", n)
+		t.Errorf("the application's cast ran %d times as another role inside adopt", n)
 	}
 	// Attaching the recorder needs EXECUTE, which only the operator has.
 	_, err = app.Exec(ctx, "CREATE TEMP TABLE mine (server_id uuid, id int PRIMARY KEY); CREATE TRIGGER forge AFTER INSERT ON mine FOR EACH ROW EXECUTE FUNCTION bulkhead_adopt.record_violation('server_id', 'id')")
