@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 
@@ -260,22 +259,15 @@ func TestBackfillRerunLeavesFinishedRules(t *testing.T) {
 	if _, err := op.Exec(ctx, "CREATE TABLE gone (id uuid)"); err != nil {
 		t.Fatal(err)
 	}
-	broken := Rule{Name: "from_gone", Expression: "(SELECT g.id FROM gone g LIMIT 1)"}
-	q := *p
-	q.Tables = slices.Clone(p.Tables)
-	for i := range q.Tables {
-		if n := q.Tables[i].Name; n == "memories" || n == "participants" {
-			q.Tables[i].Backfill = []Rule{broken}
-		}
+	broken := func(tb *Table) {
+		tb.Backfill = []Rule{{Name: "from_gone", Expression: "(SELECT g.id FROM gone g LIMIT 1)"}}
 	}
-	if err := q.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	q := planWith(t, planWith(t, p, "memories", broken), "participants", broken)
 	if _, err := op.Exec(ctx, "DROP TABLE gone"); err != nil {
 		t.Fatal(err)
 	}
 	before := checksums(t, op, p)
-	res, err := Backfill(ctx, op, &q, []string{"memories"}, Options{})
+	res, err := Backfill(ctx, op, q, []string{"memories"}, Options{})
 	if err != nil || len(res) != 1 || res[0].Phase != PhaseBackfilled || len(res[0].Rules) != 0 {
 		t.Fatalf("re-run over the backfilled table: %+v, %v", res, err)
 	}
@@ -283,7 +275,7 @@ func TestBackfillRerunLeavesFinishedRules(t *testing.T) {
 		t.Errorf("the re-run changed rows:\n%s", s)
 	}
 	// participants is still original: its rule is judged, and refused.
-	if _, err := Backfill(ctx, op, &q, nil, Options{}); !errors.Is(err, ErrRule) || !strings.Contains(err.Error(), "participants") {
+	if _, err := Backfill(ctx, op, q, nil, Options{}); !errors.Is(err, ErrRule) || !strings.Contains(err.Error(), "participants") {
 		t.Fatalf("a run with the broken rule on an original table: %v", err)
 	}
 	if s := diffMaps(before, checksums(t, op, p)); s != "" {
@@ -327,15 +319,11 @@ CREATE TABLE child (PRIMARY KEY (id)) INHERITS (base)`, server(1))); err != nil 
 	want["pm_1"] = "is a partition"
 	before := checksums(t, op, p)
 	for name, what := range want {
-		q := *p
-		q.Tables = append(slices.Clone(p.Tables), Table{Name: name, Kind: KindTenant, TenantColumn: "server_id"})
-		if err := q.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := Backfill(ctx, op, &q, nil, Options{}); !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), "table "+name+" "+what) {
+		q := planWith(t, p, "", nil, Table{Name: name, Kind: KindTenant, TenantColumn: "server_id"})
+		if _, err := Backfill(ctx, op, q, nil, Options{}); !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), "table "+name+" "+what) {
 			t.Errorf("backfill with %s: %v, want ErrDatabase saying it %s", name, err, what)
 		}
-		if err := Shadow(ctx, op, &q, []string{name}, Options{}); !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), what) {
+		if err := Shadow(ctx, op, q, []string{name}, Options{}); !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), what) {
 			t.Errorf("shadow of %s: %v, want ErrDatabase saying it %s", name, err, what)
 		}
 	}
@@ -460,14 +448,7 @@ CREATE TRIGGER audit AFTER UPDATE ON memories FOR EACH ROW EXECUTE FUNCTION audi
 		t.Fatalf("the refused backfill wrote (%d audited):\n%s", audited(), s)
 	}
 	accept := func(on bool) *Plan {
-		q := *p
-		q.Tables = slices.Clone(p.Tables)
-		for i := range q.Tables {
-			if q.Tables[i].Name == "memories" {
-				q.Tables[i].FireTriggers = on
-			}
-		}
-		return &q
+		return planWith(t, p, "memories", func(tb *Table) { tb.FireTriggers = on })
 	}
 	if _, err := Backfill(ctx, op, accept(true), mem, Options{}); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
+	"slices"
 	"testing"
 	"time"
 
@@ -41,6 +42,23 @@ func setKind(p *Plan, table, kind, owner string) {
 		}
 	}
 	p.EntitySetting = "app.current_entity_id"
+}
+
+// planWith is a validated copy of p (p is left as it is) with edit applied
+// to the table named (none when empty) and extra tables appended.
+func planWith(t testing.TB, p *Plan, name string, edit func(*Table), extra ...Table) *Plan {
+	t.Helper()
+	q := *p
+	q.Tables = append(slices.Clone(p.Tables), extra...)
+	for i := range q.Tables {
+		if q.Tables[i].Name == name {
+			edit(&q.Tables[i])
+		}
+	}
+	if err := q.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &q
 }
 
 // killedAfter is a context cancelled (the process killed, as far as

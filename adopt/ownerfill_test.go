@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"strings"
 	"testing"
 
@@ -300,17 +299,7 @@ func userRule(name string, n int) Rule {
 // has the owner rules given.
 func withMemoryOwnerRules(t testing.TB, p *Plan, rules ...Rule) *Plan {
 	t.Helper()
-	q := *p
-	q.Tables = slices.Clone(p.Tables)
-	for i := range q.Tables {
-		if q.Tables[i].Name == "memories" {
-			q.Tables[i].OwnerBackfill = rules
-		}
-	}
-	if err := q.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return &q
+	return planWith(t, p, "memories", func(tb *Table) { tb.OwnerBackfill = rules })
 }
 
 // TestOwnerRulesReadTheTenant: owner rules that read the tenant, on rows

@@ -3,7 +3,6 @@ package adopt
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 
@@ -251,16 +250,12 @@ CREATE TABLE moods (server_id uuid, mood mood PRIMARY KEY);
 INSERT INTO moods VALUES (NULL, 'calm')`); err != nil {
 		t.Fatal(err)
 	}
-	q := *p
-	q.Tables = append(slices.Clone(p.Tables), Table{Name: "moods", Kind: KindTenant, TenantColumn: "server_id",
+	q := planWith(t, p, "", nil, Table{Name: "moods", Kind: KindTenant, TenantColumn: "server_id",
 		Backfill: []Rule{{Name: "first", Constant: server(1)}}})
-	if err := q.Validate(); err != nil {
+	if _, err := Backfill(ctx, op, q, []string{"moods"}, Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Backfill(ctx, op, &q, []string{"moods"}, Options{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := Shadow(ctx, op, &q, []string{"moods"}, Options{}); err != nil {
+	if err := Shadow(ctx, op, q, []string{"moods"}, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	// As tenant 1, a row of tenant 2: strict mode would refuse it.
@@ -275,7 +270,7 @@ INSERT INTO moods VALUES (NULL, 'calm')`); err != nil {
 		t.Errorf("recorded key %q, want the enum's label cross", key)
 	}
 	// Backfill and rollback, as the operator, read the key too.
-	if _, err := Rollback(ctx, op, &q, []string{"moods"}, PhaseOriginal, Options{}); err != nil {
+	if _, err := Rollback(ctx, op, q, []string{"moods"}, PhaseOriginal, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(t, op, "SELECT count(*) FROM moods WHERE server_id IS NULL AND mood = 'calm'"); n != 1 {
