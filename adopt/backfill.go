@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -235,6 +236,15 @@ func backfillLocked(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti ta
 		return BackfillResult{Table: t.Name}, err
 	}
 	defer unlock()
+	// The state was read (and judged) before the tables ahead of this one
+	// were filled: another run may have moved it since.
+	now, err := readFillState(ctx, conn, p, t)
+	if err != nil {
+		return BackfillResult{Table: t.Name}, err
+	}
+	if now.phase != st.phase || !slices.Equal(now.pending, st.pending) {
+		return BackfillResult{Table: t.Name}, fmt.Errorf("%w: %s moved to %s while this run was on other tables (another run?): run backfill again", ErrPhase, t.Name, now.phase)
+	}
 	return backfillTable(ctx, conn, p, t, ti, st, o)
 }
 
@@ -345,6 +355,9 @@ func backfillTable(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, ti tab
 	}
 	res.ChecksumAfter = after
 	err = withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
+		if err := expectPhase(ctx, tx, p, t, PhaseOriginal); err != nil {
+			return err
+		}
 		var exists bool
 		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass AND conname = $2)",
 			qident(p.Schema, t.Name), notNullName(t)).Scan(&exists); err != nil || exists {

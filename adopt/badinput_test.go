@@ -456,10 +456,14 @@ CREATE TRIGGER audit AFTER UPDATE ON memories FOR EACH ROW EXECUTE FUNCTION audi
 	if n := audited(); n != tenantless || tenantless == 0 {
 		t.Errorf("the trigger fired %d times, want once per row filled (%d)", n, tenantless)
 	}
+	// From shadow, the rollback is refused before its first step.
+	if err := Shadow(ctx, op, accept(true), mem, Options{}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Rollback(ctx, op, accept(false), mem, PhaseOriginal, Options{}); !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), "audit") {
 		t.Fatalf("rollback of a table with a trigger: %v", err)
 	}
-	if ph := phases(t, op, p)["memories"]; ph != PhaseBackfilled || audited() != tenantless {
+	if ph := phases(t, op, p)["memories"]; ph != PhaseShadow || audited() != tenantless {
 		t.Fatalf("the refused rollback: memories is %s, %d audited", ph, audited())
 	}
 	if _, err := Rollback(ctx, op, accept(true), mem, PhaseOriginal, Options{}); err != nil {
@@ -470,5 +474,85 @@ CREATE TRIGGER audit AFTER UPDATE ON memories FOR EACH ROW EXECUTE FUNCTION audi
 	}
 	if s := diffMaps(before, checksums(t, op, p)); s != "" {
 		t.Errorf("after rollback:\n%s", s)
+	}
+}
+
+// TestKeysAdoptCantRecordRefused and round trips: keys are recorded as
+// their types' text and read back by their input functions. A json key
+// doesn't survive that, nor does a comma in a key column's name
+// survive the recorder's argument list: such tables are refused before
+// anything is written (review finding: a jsonb key made backfill loop on
+// its first batch). A timestamp key backfilled under one DateStyle is
+// found again by a rollback under another (the output settings are
+// pinned in every step's transaction).
+func TestKeysAdoptCantRecordRefused(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	app := mustConnect(t, d.appDSN())
+	if _, err := app.Exec(ctx, fmt.Sprintf(`CREATE TABLE jkeys (server_id uuid, k jsonb PRIMARY KEY);
+CREATE TABLE commas (server_id uuid, "a,b" int PRIMARY KEY);
+CREATE TABLE stamps (server_id uuid, at timestamp PRIMARY KEY);
+INSERT INTO stamps VALUES (NULL, '2026-01-02 03:04:05'), (NULL, '2026-02-01 00:00:00'), ('%s', '2026-03-04 00:00:00')`, server(2))); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ table, column, want string }{
+		{"jkeys", "server_id", "primary key column k is json"},
+		{"commas", "server_id", "has a comma in its name"},
+	} {
+		q := planWith(t, p, "", nil, Table{Name: c.table, Kind: KindTenant, TenantColumn: c.column})
+		if _, err := Backfill(ctx, op, q, []string{c.table}, Options{}); !errors.Is(err, ErrDatabase) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("backfill of %s: %v, want ErrDatabase saying %q", c.table, err, c.want)
+		}
+	}
+	if n := count(t, op, "SELECT count(*) FROM pg_namespace WHERE nspname = 'bulkhead_adopt'"); n != 0 {
+		t.Errorf("the state schema was created")
+	}
+	q := planWith(t, p, "", nil, Table{Name: "stamps", Kind: KindTenant, TenantColumn: "server_id",
+		Backfill: []Rule{{Name: "first", Constant: server(1)}}})
+	dmy := mustConnect(t, d.adminDSN())
+	if _, err := dmy.Exec(ctx, "SET DateStyle = 'SQL, DMY'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Backfill(ctx, dmy, q, []string{"stamps"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Rollback(ctx, op, q, []string{"stamps"}, PhaseOriginal, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := id(t, op, "SELECT string_agg(coalesce(server_id::text, '-'), ' ' ORDER BY at) FROM stamps"); got != "- - "+server(2) {
+		t.Errorf("after rollback, tenants by time: %s, want two NULL and the one that was there", got)
+	}
+}
+
+// TestBackfillSeesAPhaseMovedMeanwhile: a run over several tables judges
+// them all first, then fills them in turn; another run may move a later
+// table meanwhile. That table is refused (ErrPhase) with its new phase,
+// not filled from the state read at the start (review finding).
+func TestBackfillSeesAPhaseMovedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	other := mustConnect(t, d.adminDSN())
+	moved := false
+	o := Options{BatchSize: 500, Progress: func(table, rule string, done, total int64, rps float64) {
+		if table != "memories" || moved {
+			return
+		}
+		moved = true
+		if _, err := Backfill(ctx, other, p, []string{"participants"}, Options{}); err != nil {
+			t.Error(err)
+		}
+		if err := Shadow(ctx, other, p, []string{"participants"}, Options{}); err != nil {
+			t.Error(err)
+		}
+	}}
+	_, err := Backfill(ctx, op, p, []string{"memories", "participants"}, o)
+	if !moved || !errors.Is(err, ErrPhase) || !strings.Contains(err.Error(), "participants moved to shadow") {
+		t.Fatalf("backfill over a table another run moved: %v", err)
+	}
+	if ph := phases(t, op, p); ph["memories"] != PhaseBackfilled || ph["participants"] != PhaseShadow {
+		t.Errorf("phases %v, want memories backfilled and participants left in shadow", ph)
+	}
+	if n := count(t, op, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'participants'::regclass AND conname LIKE 'bulkhead_adopt%'"); n != 0 {
+		t.Errorf("%d of adopt's constraints added to the shadow table", n)
 	}
 }

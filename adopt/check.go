@@ -90,6 +90,11 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 		if len(ti.pk) == 0 {
 			errs = append(errs, fmt.Errorf("table %s has no primary key: batching, resuming and recording row keys need one; add it first", t.Name))
 		}
+		bad, err := badKeyColumns(ctx, q, t, oid, ti.pk)
+		if err != nil {
+			return nil, nil, err
+		}
+		errs = append(errs, bad...)
 		if err := q.QueryRow(ctx, `SELECT coalesce(array_agg(polname::text ORDER BY polname), '{}') FROM pg_policy WHERE polrelid = $1 AND polname <> ALL($2)`, oid, policyNames).Scan(&ti.policies); err != nil {
 			return nil, nil, fmt.Errorf("read policies of %s: %w", t.Name, err)
 		}
@@ -200,4 +205,28 @@ func updateTriggers(ctx context.Context, q rowQuerier, table string) ([]string, 
   WHERE tg.tgrelid = $1::regclass AND NOT tg.tgisinternal AND tg.tgenabled IN ('O', 'A') AND (tg.tgtype::int & 16) <> 0 AND tg.tgname <> ALL($2)`,
 		table, shadowTriggers).Scan(&names)
 	return names, err
+}
+
+// badKeyColumns returns what adopt can't handle in t's key columns: a
+// comma in a name (the plan's names can't have one; a key's can) (the shadow recorder gets its columns as one
+// comma-separated trigger argument), and a key of type json or jsonb
+// (keys are recorded as their text and read back by the type's input
+// function, which turns a json value into a json string).
+func badKeyColumns(ctx context.Context, q rowQuerier, t Table, oid uint32, pk []string) ([]error, error) {
+	var errs []error
+	for _, c := range pk {
+		if strings.Contains(c, ",") {
+			errs = append(errs, fmt.Errorf("table %s: column %q has a comma in its name, which the shadow recorder can't take: rename it", t.Name, c))
+		}
+	}
+	var js []string
+	err := q.QueryRow(ctx, `SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}') FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+  WHERE a.attrelid = $1 AND a.attname = ANY($2) AND coalesce(NULLIF(ty.typbasetype, 0), ty.oid) IN ('json'::regtype, 'jsonb'::regtype)`, oid, pk).Scan(&js)
+	if err != nil {
+		return nil, fmt.Errorf("read key columns of %s: %w", t.Name, err)
+	}
+	if len(js) > 0 {
+		errs = append(errs, fmt.Errorf("table %s: primary key column %s is json: adopt records keys as text, which a json value doesn't survive; not supported", t.Name, strings.Join(js, ", ")))
+	}
+	return errs, nil
 }

@@ -32,6 +32,11 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 		if err := requirePhase(ctx, tx, p, tables, PhaseBackfilled, PhaseShadow); err != nil {
 			return err
 		}
+		// The helpers and the recorder as this version writes them: a
+		// database backfilled by an earlier one gets them replaced.
+		if err := installState(ctx, tx, p); err != nil {
+			return err
+		}
 		return ensureRole(ctx, tx, p)
 	})
 	if err != nil {

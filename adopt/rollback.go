@@ -53,6 +53,15 @@ func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to P
 	if err != nil {
 		return nil, err
 	}
+	// Undoing a backfill updates rows: a table whose triggers would fire is
+	// refused before any table takes a step.
+	if to == PhaseOriginal {
+		for _, t := range tables {
+			if err := refuseTriggers(ctx, conn, p, t); err != nil {
+				return nil, err
+			}
+		}
+	}
 	var notes []string
 	for _, t := range tables {
 		one := *p
@@ -109,6 +118,10 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 		}
 		return withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
 			if err := expectPhase(ctx, tx, p, t, PhaseEnforced); err != nil {
+				return err
+			}
+			// The recorder comes back as this version writes it.
+			if err := installState(ctx, tx, p); err != nil {
 				return err
 			}
 			ep, err := Effective(ctx, tx, p)

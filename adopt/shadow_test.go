@@ -255,6 +255,11 @@ INSERT INTO moods VALUES (NULL, 'calm')`); err != nil {
 	if _, err := Backfill(ctx, op, q, []string{"moods"}, Options{}); err != nil {
 		t.Fatal(err)
 	}
+	// As an earlier version left it: the recorder executable by anyone.
+	// Shadow installs this version's.
+	if _, err := op.Exec(ctx, "GRANT EXECUTE ON FUNCTION bulkhead_adopt.record_violation() TO PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
 	if err := Shadow(ctx, op, q, []string{"moods"}, Options{}); err != nil {
 		t.Fatal(err)
 	}

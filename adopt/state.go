@@ -375,8 +375,13 @@ func withTx(ctx context.Context, conn *pgx.Conn, lockTimeout time.Duration, retr
 			// rather than the application's request. deadlock_timeout is
 			// superuser-only (PGC_SUSET): an operator that owns the tables
 			// without being one keeps the server's. One statement, one
-			// round trip per step.
+			// round trip per step. Keys are recorded as their types'
+			// output (keyJSON) and read back by their input functions: the
+			// output settings are pinned, so a key written under one
+			// DateStyle is read back under the same.
 			if _, err := tx.Exec(ctx, `SELECT pg_catalog.set_config('lock_timeout', $1, true),
+  pg_catalog.set_config('DateStyle', 'ISO, MDY', true), pg_catalog.set_config('IntervalStyle', 'postgres', true),
+  pg_catalog.set_config('extra_float_digits', '3', true),
   (SELECT pg_catalog.set_config('deadlock_timeout', '100ms', true) FROM pg_catalog.pg_roles WHERE rolname = current_user AND rolsuper)`,
 				fmt.Sprintf("%dms", lockTimeout.Milliseconds())); err != nil {
 				return err
