@@ -508,11 +508,10 @@ func countNull(ctx context.Context, conn *pgx.Conn, p *Plan, table string, pk []
 }
 
 // keyJSON is a row's primary key as a jsonb object (what progress and the
-// recorded keys hold).
-// Each value is its type's output (format's %s): never a cast to json,
-// which the owner of a column's type may define and which would run as
-// the operator (jsonb_populate_record reads it back through the type's
-// input function).
+// recorded keys hold). Each value is its type's output (format's %s),
+// never a cast to json, which the owner of a column's type may define and
+// which would run as the operator; jsonb_populate_record reads it back
+// through the type's input function.
 func keyJSON(alias string, pk []string) string {
 	parts := make([]string, len(pk))
 	for i, c := range pk {

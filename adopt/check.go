@@ -207,11 +207,12 @@ func updateTriggers(ctx context.Context, q rowQuerier, table string) ([]string, 
 	return names, err
 }
 
-// badKeyColumns returns what adopt can't handle in t's key columns: a
-// comma in a name (the plan's names can't have one; a key's can) (the shadow recorder gets its columns as one
-// comma-separated trigger argument), and a key of type json or jsonb
-// (keys are recorded as their text and read back by the type's input
-// function, which turns a json value into a json string).
+// badKeyColumns returns what adopt can't handle in t's primary key: a
+// comma in a column's name (the shadow recorder gets the key columns as
+// one comma-separated trigger argument; the plan's own names can't have
+// one), and a column of type json or jsonb (keys are recorded as their
+// text and read back by the type's input function, which turns a json
+// value into a json string).
 func badKeyColumns(ctx context.Context, q rowQuerier, t Table, oid uint32, pk []string) ([]error, error) {
 	var errs []error
 	for _, c := range pk {

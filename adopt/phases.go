@@ -67,11 +67,8 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 			// already held, on the table or on any column, are left as
 			// they are: never widened, never lost).
 			if _, err := tx.Exec(ctx, `UPDATE `+StateSchema+`.tables SET original = original || (SELECT jsonb_build_object(
-    'rls', c.relrowsecurity, 'force', c.relforcerowsecurity,
-    'runtime_privileges', coalesce((SELECT jsonb_agg(a.privilege_type ORDER BY a.privilege_type) FROM aclexplode(c.relacl) a
-      WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $2)), '[]'),
-    'granted_privileges', to_jsonb($4::text[]))
-  FROM pg_class c WHERE c.oid = $3::regclass) WHERE rel = $1`, qualified(p, t.Name), p.Runtime.Name, q, grant); err != nil {
+    'rls', c.relrowsecurity, 'force', c.relforcerowsecurity, 'granted_privileges', to_jsonb($3::text[]))
+  FROM pg_class c WHERE c.oid = $2::regclass) WHERE rel = $1`, qualified(p, t.Name), q, grant); err != nil {
 				return fmt.Errorf("record original state: %w", err)
 			}
 			ep, err := Effective(ctx, tx, p)

@@ -40,10 +40,11 @@ func rank(ph Phase) int {
 // existing column, which sets the keys backfill filled back to NULL in
 // batches: the table is Original from the first of them, with a note
 // saying the rollback is in progress, so that no step taking a backfilled
-// table takes it; run again, Rollback finishes the job. Data adopt didn't
-// write is not touched. A runtime role adopt
-// created is dropped once no table needs it, unless it can log in or is
-// connected (then it is kept and reported in the returned notes).
+// table takes it; run again, Rollback finishes the job. Every table's move
+// is checked (its phase, the target, triggers that would fire) before any
+// table takes a step. Data adopt didn't write is not touched. A runtime
+// role adopt created is dropped once no table needs it, unless it can log
+// in or is connected (then it is kept and reported in the returned notes).
 func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to Phase, o Options) ([]string, error) {
 	o = o.withDefaults()
 	if to != "" && to != PhaseOriginal && to != PhaseBackfilled && to != PhaseShadow {
@@ -53,51 +54,60 @@ func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to P
 	if err != nil {
 		return nil, err
 	}
-	// Undoing a backfill updates rows: a table whose triggers would fire is
-	// refused before any table takes a step.
-	if to == PhaseOriginal {
-		for _, t := range tables {
+	// Every table's move is settled, and refused, before any table takes a
+	// step.
+	one := *p
+	one.Tables = tables
+	sts, err := Status(ctx, conn, &one)
+	if err != nil {
+		return nil, err
+	}
+	type move struct {
+		t           Table
+		cur, target Phase
+	}
+	var moves []move
+	for i, t := range tables {
+		st := sts[i]
+		m := move{t: t, cur: st.Phase, target: to}
+		if m.target == "" {
+			m.target = previous(m.cur)
+		}
+		switch {
+		case m.cur == PhaseOriginal && st.UpdatedAt.IsZero():
+			if to == "" {
+				return nil, fmt.Errorf("%w: %s is original: nothing to roll back", ErrPhase, t.Name)
+			}
+			continue
+		case m.cur == PhaseOriginal:
+			// A backfill that stopped short (rows no rule covers, or killed),
+			// or a rollback that did, leaves the table original with state:
+			// the added column, the default, values filled so far. Undo those.
+			m.target = PhaseOriginal
+		case rank(m.target) > rank(m.cur):
+			return nil, fmt.Errorf("%w: %s is %s, can't roll back to %s", ErrPhase, t.Name, m.cur, m.target)
+		}
+		// Undoing a backfill updates rows: refused when the table's own
+		// triggers would fire.
+		if m.target == PhaseOriginal {
 			if err := refuseTriggers(ctx, conn, p, t); err != nil {
 				return nil, err
 			}
 		}
+		moves = append(moves, m)
 	}
 	var notes []string
-	for _, t := range tables {
-		one := *p
-		one.Tables = []Table{t}
-		st, err := Status(ctx, conn, &one)
-		if err != nil {
-			return notes, err
-		}
-		cur := st[0].Phase
-		target := to
-		if target == "" {
-			target = previous(cur)
-		}
-		if cur == PhaseOriginal {
-			// A backfill that stopped short (rows no rule covers, or killed)
-			// leaves the table original with state: the added column, the
-			// default, values filled so far. Undo those.
-			if st[0].UpdatedAt.IsZero() {
-				if to == "" {
-					return notes, fmt.Errorf("%w: %s is original: nothing to roll back", ErrPhase, t.Name)
-				}
-				continue
-			}
-			if err := undoBackfill(ctx, conn, p, t, PhaseOriginal, o); err != nil {
-				return notes, fmt.Errorf("rollback %s's partial backfill: %w", t.Name, err)
+	for _, m := range moves {
+		if m.cur == PhaseOriginal {
+			if err := undoBackfill(ctx, conn, p, m.t, PhaseOriginal, o); err != nil {
+				return notes, fmt.Errorf("rollback %s's partial backfill: %w", m.t.Name, err)
 			}
 			continue
 		}
-		if rank(target) > rank(cur) {
-			return notes, fmt.Errorf("%w: %s is %s, can't roll back to %s", ErrPhase, t.Name, cur, target)
-		}
-		for rank(cur) > rank(target) {
-			if err := stepBack(ctx, conn, p, t, cur, o); err != nil {
-				return notes, fmt.Errorf("rollback %s from %s: %w", t.Name, cur, err)
+		for cur := m.cur; rank(cur) > rank(m.target); cur = previous(cur) {
+			if err := stepBack(ctx, conn, p, m.t, cur, o); err != nil {
+				return notes, fmt.Errorf("rollback %s from %s: %w", m.t.Name, cur, err)
 			}
-			cur = previous(cur)
 		}
 	}
 	n, err := dropRoleIfUnused(ctx, conn, p)
@@ -146,13 +156,13 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 				return err
 			}
 			var orig struct {
-				RLS   bool     `json:"rls"`
-				Force bool     `json:"force"`
-				Privs []string `json:"runtime_privileges"`
-				// Granted is what shadow granted (nil when an earlier
-				// version ran it: then the table-level privileges are
-				// restored from Privs).
+				RLS   bool `json:"rls"`
+				Force bool `json:"force"`
+				// Granted is what shadow granted. An earlier version
+				// recorded none, but the role's table-level privileges
+				// before it (Privs): those are restored.
 				Granted *[]string `json:"granted_privileges"`
+				Privs   []string  `json:"runtime_privileges"`
 			}
 			var raw []byte
 			if err := tx.QueryRow(ctx, "SELECT original FROM "+StateSchema+".tables WHERE rel = $1", rel).Scan(&raw); err != nil {
@@ -205,7 +215,8 @@ func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase,
 // from then on the table is no longer backfilled (it may hold NULLs), so
 // shadow and keys refuse it, a rollback run again finishes the job, and a
 // backfill run again runs its rules afresh. It holds the table's run lock
-// (lockRun) throughout.
+// (lockRun) throughout. Rollback has refused a table whose triggers would
+// fire.
 func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase, o Options) error {
 	q := qident(p.Schema, t.Name)
 	rel := qualified(p, t.Name)
@@ -214,9 +225,6 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Ph
 		return err
 	}
 	defer unlock()
-	if err := refuseTriggers(ctx, conn, p, t); err != nil {
-		return err
-	}
 	// Tenant-carrying keys need the tenant column: the application's own
 	// keys come back first.
 	if err := undoKeysOf(ctx, conn, p, t, o); err != nil {

@@ -171,4 +171,19 @@ GRANT INSERT ON memories TO %[1]s`, rt)); err != nil {
 	if after := acl(); after != before {
 		t.Errorf("the role's privileges on memories after rollback:\n%s\nwant, as before shadow:\n%s", after, before)
 	}
+	// State an earlier version recorded (the role's table-level privileges,
+	// not what shadow granted) rolls back as that version did: the table's
+	// privileges as recorded, the rest revoked.
+	if err := Shadow(ctx, op, p, []string{"memories"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Exec(ctx, `UPDATE bulkhead_adopt.tables SET original = (original - 'granted_privileges') || '{"runtime_privileges": ["INSERT"]}' WHERE rel = 'public.memories'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Rollback(ctx, op, p, []string{"memories"}, PhaseBackfilled, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := acl(); got != "table:INSERT:false" {
+		t.Errorf("rolled back from an earlier version's state: %q, want the recorded table-level INSERT only", got)
+	}
 }
