@@ -142,10 +142,7 @@ func BenchmarkOwnerBackfill(b *testing.B) {
 		d := benchDB(b)
 		op := mustConnect(b, d.adminDSN())
 		p := reviewedPlan(b, op, d)
-		setKind(p, "memories", KindOwned, "entity_id")
-		if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = NULL WHERE content = 'hello 3' OR content LIKE 'hello _3'"); err != nil {
-			b.Fatal(err)
-		}
+		ownedWithoutOwners(b, op, p, "content = 'hello 3' OR content LIKE 'hello _3'")
 		if _, err := Backfill(ctx, op, p, []string{"memories"}, Options{BatchSize: 5000}); err != nil {
 			b.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/postgres"
+	"github.com/jackc/pgx/v5"
 )
 
 func md5UUID(s string) string {
@@ -42,6 +43,16 @@ func setKind(p *Plan, table, kind, owner string) {
 		}
 	}
 	p.EntitySetting = "app.current_entity_id"
+}
+
+// ownedWithoutOwners makes p adopt memories as kind owned over entity_id
+// and clears the owner of the memories where holds (SQL over memories).
+func ownedWithoutOwners(t testing.TB, op *pgx.Conn, p *Plan, where string) {
+	t.Helper()
+	setKind(p, "memories", KindOwned, "entity_id")
+	if _, err := op.Exec(context.Background(), "UPDATE memories SET entity_id = NULL WHERE "+where); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // planWith is a validated copy of p (p is left as it is) with edit applied

@@ -71,10 +71,7 @@ func sameRows(t *testing.T, what string, want, got map[string]fullRow) {
 func TestOwnerBackfill(t *testing.T) {
 	ctx := context.Background()
 	d, op, p := newReviewed(t)
-	setKind(p, "memories", KindOwned, "entity_id")
-	if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = NULL WHERE right(content, 1) IN ('0', '3')"); err != nil {
-		t.Fatal(err)
-	}
+	ownedWithoutOwners(t, op, p, "right(content, 1) IN ('0', '3')")
 	orig := loadFullRows(t, op)
 	before := checksums(t, op, p)
 	roomServer := map[string]string{}
@@ -312,11 +309,8 @@ func withMemoryOwnerRules(t testing.TB, p *Plan, rules ...Rule) *Plan {
 func TestOwnerRulesReadTheTenant(t *testing.T) {
 	ctx := context.Background()
 	_, op, p := newReviewed(t)
-	setKind(p, "memories", KindOwned, "entity_id")
 	tenantless := count(t, op, "SELECT count(*) FROM memories WHERE server_id IS NULL")
-	if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = NULL WHERE server_id IS NULL"); err != nil {
-		t.Fatal(err)
-	}
+	ownedWithoutOwners(t, op, p, "server_id IS NULL")
 	_, err := Backfill(ctx, op, withMemoryOwnerRules(t, p, userRule("user_1", 1), userRule("user_2", 2)), []string{"memories"}, Options{})
 	if !errors.Is(err, ErrRule) || !strings.Contains(err.Error(), fmt.Sprintf("%d rows would get two different owners", tenantless)) {
 		t.Fatalf("two owner rules disagreeing once the tenants are filled: %v", err)
@@ -364,10 +358,7 @@ func TestOwnerRulesReadTheTenant(t *testing.T) {
 func TestOwnerRulesStopAtAPhaseChange(t *testing.T) {
 	ctx := context.Background()
 	d, op, p := newReviewed(t)
-	setKind(p, "memories", KindOwned, "entity_id")
-	if _, err := op.Exec(ctx, "UPDATE memories SET entity_id = NULL WHERE right(content, 1) = '3'"); err != nil {
-		t.Fatal(err)
-	}
+	ownedWithoutOwners(t, op, p, "right(content, 1) = '3'")
 	ownerless := count(t, op, "SELECT count(*) FROM memories WHERE entity_id IS NULL")
 	if _, err := Backfill(ctx, op, p, nil, Options{}); err != nil {
 		t.Fatal(err)
