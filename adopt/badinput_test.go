@@ -556,3 +556,21 @@ func TestBackfillSeesAPhaseMovedMeanwhile(t *testing.T) {
 		t.Errorf("%d of adopt's constraints added to the shadow table", n)
 	}
 }
+
+// TestRollbackRefusesBeforeAnyStep: a rollback over several tables is
+// refused, with nothing rolled back, when one of them can't move (here
+// one still original, with nothing to roll back), wherever it comes in
+// the list.
+func TestRollbackRefusesBeforeAnyStep(t *testing.T) {
+	ctx := context.Background()
+	_, op, p := newReviewed(t)
+	if _, err := Backfill(ctx, op, p, []string{"participants"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Rollback(ctx, op, p, []string{"participants", "memories"}, "", Options{}); !errors.Is(err, ErrPhase) || !strings.Contains(err.Error(), "memories is original") {
+		t.Fatalf("rollback with a table that can't move: %v", err)
+	}
+	if ph := phases(t, op, p)["participants"]; ph != PhaseBackfilled {
+		t.Errorf("participants is %s after the refused rollback, want backfilled", ph)
+	}
+}
