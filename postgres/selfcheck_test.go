@@ -55,6 +55,10 @@ func TestSelfCheckFindsBreakage(t *testing.T) {
 			expect: "definer: bulkhead.owned_worlds(): SECURITY DEFINER function has no pinned search_path"},
 		{name: "definer search_path widened", admin: true, sql: []string{`ALTER FUNCTION bulkhead.owned_worlds() SET search_path = public, pg_catalog, pg_temp`},
 			expect: "definer: bulkhead.owned_worlds(): SECURITY DEFINER function has no pinned search_path"},
+		// Still pinned, one setting as before, another value: only the
+		// function record sees it (its config compared entry by entry).
+		{name: "definer search_path narrowed", admin: true, sql: []string{`ALTER FUNCTION bulkhead.owned_worlds() SET search_path = pg_catalog`},
+			expect: "function: bulkhead.owned_worlds(): differs from the migrations'"},
 		{name: "definer search_path with a schema after pg_temp", admin: true, sql: []string{`ALTER FUNCTION bulkhead.owned_worlds() SET search_path = pg_catalog, pg_temp, public`},
 			expect: "definer: bulkhead.owned_worlds(): SECURITY DEFINER function has no pinned search_path"},
 		// Issue 16: the membership look-up is an SQL call to a C function.
