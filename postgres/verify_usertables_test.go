@@ -18,6 +18,10 @@ var userTables = []rls.Table{
 	{Name: "lib_chat", Kind: rls.Room, Entity: "author_id", RoomColumn: "room_id"},
 	{Name: "lib_files", Kind: rls.Visibility, Entity: "owner_id", RoomColumn: "room_id"},
 	{Name: "lib_parts", Kind: rls.Inherit, Parent: "lib_files", ParentKey: "file_id", ParentOwner: "owner_id"},
+	// Room-scoped over a declared membership relation: bulkhead's own
+	// participants, read through their own policies.
+	{Name: "lib_threads", Kind: rls.Member, Entity: "author_id", RoomColumn: "room_id",
+		Membership: &rls.Membership{Table: "participants", Room: "room_id", Entity: "entity_id"}},
 }
 
 var userDDL = []string{
@@ -34,6 +38,8 @@ var userDDL = []string{
 		FOREIGN KEY (tenant_id, owner_id) REFERENCES bulkhead.entities (tenant_id, id), FOREIGN KEY (tenant_id, room_id) REFERENCES bulkhead.rooms (tenant_id, id))`,
 	`CREATE TABLE bulkhead.lib_parts (tenant_id uuid NOT NULL REFERENCES bulkhead.tenants (id), id uuid NOT NULL, file_id uuid NOT NULL, body text NOT NULL,
 		PRIMARY KEY (tenant_id, id), FOREIGN KEY (tenant_id, file_id) REFERENCES bulkhead.lib_files (tenant_id, id) ON DELETE CASCADE)`,
+	`CREATE TABLE bulkhead.lib_threads (tenant_id uuid NOT NULL REFERENCES bulkhead.tenants (id), id uuid NOT NULL, room_id uuid, author_id uuid NOT NULL, body text NOT NULL,
+		PRIMARY KEY (tenant_id, id), FOREIGN KEY (tenant_id, room_id) REFERENCES bulkhead.rooms (tenant_id, id), FOREIGN KEY (tenant_id, author_id) REFERENCES bulkhead.entities (tenant_id, id))`,
 }
 
 func init() {
@@ -48,6 +54,11 @@ func init() {
 		Inserts: []model.Row{{"owner_id": "@alice", "visibility": "private", "room_id": nil}, {"owner_id": "@alice", "visibility": "room", "room_id": "@r2"},
 			{"owner_id": "@alice", "visibility": "room", "room_id": "@r1"}, {"owner_id": "@bob", "visibility": "tenant", "room_id": nil}},
 		Updates: []model.Row{{"name": "x"}, {"visibility": "tenant", "room_id": nil}, {"visibility": "room", "room_id": "@r2"}, {"owner_id": "@dave"}},
+	}
+	model.Specs["lib_threads"] = model.Spec{
+		Inserts: []model.Row{{"room_id": "@r1", "author_id": "@alice"}, {"room_id": "@r1", "author_id": "@dave"}, {"room_id": "@r2", "author_id": "@dave"},
+			{"room_id": "@r3", "author_id": "@alice"}, {"room_id": nil, "author_id": "@alice"}},
+		Updates: []model.Row{{"body": "x"}, {"room_id": "@r2"}, {"room_id": "@r1"}, {"room_id": nil}, {"author_id": "@alice"}, {"author_id": "@carol"}},
 	}
 	model.Specs["lib_parts"] = model.Spec{Inserts: []model.Row{{"file_id": "@f1"}, {"file_id": "@f2"}, {"file_id": "@f3"}}, Updates: []model.Row{{"body": "x"}, {"file_id": "@f1"}, {"file_id": "@f3"}}}
 }
@@ -78,6 +89,10 @@ func TestUserTablesMatchTheModel(t *testing.T) {
 		add("lib_files", model.Row{"id": id("f1"), "owner_id": id("alice"), "visibility": "private", "room_id": nil, "name": "f1"})
 		add("lib_files", model.Row{"id": id("f2"), "owner_id": id("bob"), "visibility": "room", "room_id": id("r1"), "name": "f2"})
 		add("lib_files", model.Row{"id": id("f3"), "owner_id": id("dave"), "visibility": "tenant", "room_id": nil, "name": "f3"})
+		add("lib_threads", model.Row{"id": id("th1"), "room_id": id("r1"), "author_id": id("alice"), "body": "b"})
+		add("lib_threads", model.Row{"id": id("th2"), "room_id": id("r2"), "author_id": id("dave"), "body": "b"})
+		add("lib_threads", model.Row{"id": id("th3"), "room_id": id("r3"), "author_id": id("alice"), "body": "b"})
+		add("lib_threads", model.Row{"id": id("th4"), "room_id": nil, "author_id": id("alice"), "body": "b"})
 		for _, f := range []string{"f1", "f2", "f3"} {
 			add("lib_parts", model.Row{"id": id("p-" + f), "file_id": id(f), "body": "p"})
 		}

@@ -133,7 +133,7 @@ func indexColumns(t Table) [][]string {
 		if t.Entity != "id" {
 			out = append(out, []string{t.Entity})
 		}
-	case Room:
+	case Room, Member:
 		out = append(out, []string{t.RoomColumn}, []string{t.Entity})
 	case Visibility:
 		out = append(out, []string{t.Entity}, []string{t.RoomColumn})

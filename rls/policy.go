@@ -232,6 +232,22 @@ func layer2(e expr, t Table) rules {
 		parent, other := e.owns(t.ParentKey, t.Parent, t.ParentOwner), e.owns(t.OtherKey, t.Other, t.OtherOwner)
 		sel := and(e.visible(t.ParentKey, t.Parent), e.visible(t.OtherKey, t.Other))
 		return rules{sel: sel, ins: and(parent, other), upd: or(parent, other), updCheck: and(parent, other), del: or(parent, other)}
+	case Member:
+		// The rooms the entity in context is a member of, read once per
+		// statement (an InitPlan) as the caller; the tenant compared
+		// explicitly, so the answer holds whatever the membership table's
+		// own policies are (shadow mode's open switch included).
+		m := *t.Membership
+		schema := e.s
+		if m.Schema != "" {
+			schema = ident(m.Schema)
+		}
+		mr := rel{aliasPrefix + "mem"}
+		rooms := fmt.Sprintf("ARRAY(SELECT %s FROM %s.%s %s WHERE %s = %s AND %s = %s)", mr.col(m.Room), schema, ident(m.Table), mr.alias,
+			mr.col(m.tenantColumn()), e.tenant(), mr.col(m.Entity), e.entity())
+		member := e.in(t.RoomColumn, rooms)
+		write := and(e.is(t.Entity), member)
+		return rules{sel: member, ins: write, upd: write, del: write}
 	case Worlds:
 		owner := e.is("owner_id")
 		return rules{sel: or(owner, e.in("id", e.memberWorlds())), ins: owner, upd: owner, del: owner}

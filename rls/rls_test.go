@@ -109,6 +109,13 @@ func TestGenerateRejectsBadDeclarations(t *testing.T) {
 		{Name: "ok", Kind: rls.Tenant, Grants: []rls.Command{"TRUNCATE"}}, // not DML
 		{Name: "ok", Kind: rls.Kind(99)},
 		{Name: "Ok", Kind: rls.Tenant},
+		{Name: "ok", Kind: rls.Member, Entity: "author_id", RoomColumn: "room_id"}, // no membership relation
+		{Name: "ok", Kind: rls.Member, Entity: "author_id", RoomColumn: "room_id", // itself as membership: recursion
+			Membership: &rls.Membership{Table: "ok", Room: "room_id", Entity: "entity_id"}},
+		{Name: "ok", Kind: rls.Member, Entity: "author_id", RoomColumn: "room_id",
+			Membership: &rls.Membership{Table: "members", Room: "room_id", Entity: "e; --"}},
+		{Name: "ok", Kind: rls.Member, Entity: "author_id", RoomColumn: "room_id",
+			Membership: &rls.Membership{Schema: "Bad", Table: "members", Room: "room_id", Entity: "entity_id"}},
 	}
 	for _, tb := range bad {
 		if _, err := rls.Generate(cfg, []rls.Table{tb}); err == nil {

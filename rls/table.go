@@ -59,9 +59,16 @@ const (
 	// via OtherKey): visible when both ends are; created only by an entity
 	// owning both ends; removed by the owner of either end.
 	Link
+	// Member: room-scoped over a membership relation the table declares
+	// (Membership), for schemas bulkhead did not create. Only an entity that
+	// is a member of the row's room (RoomColumn) reads the row; a row is
+	// written only by its author (the Entity column) as itself, and only
+	// into a room it is a member of. No delegation extends it. The
+	// membership table is read as the caller, its own policies applying.
+	Member
 )
 
-var kindNames = [...]string{"tenant", "entities", "owned", "private", "room", "visibility", "inherit", "worlds", "rooms", "participants", "delegations", "agents", "link"}
+var kindNames = [...]string{"tenant", "entities", "owned", "private", "room", "visibility", "inherit", "worlds", "rooms", "participants", "delegations", "agents", "link", "member"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -109,9 +116,29 @@ type Table struct {
 	UpdateColumns []string
 	// Grants are the commands the runtime role may run; default all four.
 	Grants []Command
+	// Membership (Member) is the relation that makes an entity a member
+	// of a room.
+	Membership *Membership
 	// Indexes lists extra columns to index after the tenant column, one
 	// index each (the generator adds those its policies need).
 	Indexes []string
+}
+
+// Membership names a table relating entities to rooms (kind Member): a row
+// (TenantColumn, Room, Entity) makes Entity a member of Room in that tenant.
+type Membership struct {
+	Schema       string // the table's schema; default Config.Schema
+	Table        string
+	TenantColumn string // default "tenant_id"
+	Room         string // the column holding the room
+	Entity       string // the column holding the member entity
+}
+
+func (m Membership) tenantColumn() string {
+	if m.TenantColumn == "" {
+		return "tenant_id"
+	}
+	return m.TenantColumn
 }
 
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -140,6 +167,25 @@ func (t Table) validate() error {
 	switch t.Kind {
 	case Entities, Owned, Private, Room, Agents:
 		need("entity column", t.Entity)
+	case Member:
+		need("entity column", t.Entity)
+		need("room column", t.RoomColumn)
+		if t.Membership == nil {
+			return fmt.Errorf("table %s (%s): no membership relation", t.Name, t.Kind)
+		}
+		m := *t.Membership
+		if m.Table == t.Name {
+			// A policy reading its own table recurses (refused by name,
+			// whatever the schema).
+			return fmt.Errorf("table %s (%s): the membership relation can't be a table of the same name", t.Name, t.Kind)
+		}
+		need("membership table", m.Table)
+		need("membership tenant column", m.tenantColumn())
+		need("membership room column", m.Room)
+		need("membership entity column", m.Entity)
+		if m.Schema != "" {
+			need("membership schema", m.Schema)
+		}
 	case Visibility:
 		need("entity column", t.Entity)
 		need("room column", t.RoomColumn)

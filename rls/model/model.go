@@ -141,6 +141,25 @@ func (m *Model) member(c Caller, scope string, room uuid.UUID) bool {
 	return false
 }
 
+// memberOf: the caller's own entity is a member of room through t's
+// declared membership relation, in the caller's tenant (kind Member).
+func (m *Model) memberOf(c Caller, t rls.Table, room uuid.UUID) bool {
+	ms := t.Membership
+	if ms == nil || c.Entity == uuid.Nil || room == uuid.Nil {
+		return false
+	}
+	tc := ms.TenantColumn
+	if tc == "" {
+		tc = "tenant_id"
+	}
+	for _, r := range m.Rows[ms.Table] {
+		if r.id(tc) == c.Tenant && r.id(ms.Room) == room && r.id(ms.Entity) == c.Entity {
+			return true
+		}
+	}
+	return false
+}
+
 // worldOwner: the caller owns the world of room.
 func (m *Model) worldOwner(c Caller, room uuid.UUID) bool {
 	r, ok := m.find(c, "rooms", "id", room)
@@ -211,6 +230,8 @@ func (m *Model) Visible(c Caller, table string, r Row) bool {
 		p, ok1 := m.find(c, t.Parent, "id", r.id(t.ParentKey))
 		o, ok2 := m.find(c, t.Other, "id", r.id(t.OtherKey))
 		return ok1 && ok2 && m.Visible(c, t.Parent, p) && m.Visible(c, t.Other, o)
+	case rls.Member:
+		return m.memberOf(c, t, r.id(t.RoomColumn))
 	case rls.Worlds:
 		if is(c, r, "owner_id") {
 			return true
@@ -299,6 +320,9 @@ func (m *Model) write(c Caller, t rls.Table, r Row, op string) bool {
 			return p && o
 		}
 		return p || o
+	case rls.Member:
+		// The author is the caller itself (no delegation), a member.
+		return is(c, r, t.Entity) && m.memberOf(c, t, r.id(t.RoomColumn))
 	case rls.Worlds:
 		return is(c, r, "owner_id")
 	case rls.Rooms:
