@@ -73,6 +73,18 @@ func TestBadInput(t *testing.T) {
 			p.EntitySetting = "app.current_entity_id"
 			set(p, "memories", func(tb *Table) { tb.Kind, tb.OwnerColumn = KindOwned, "author_id" })
 		}), ErrDatabase, "memories has no column author_id (its owner_column)"},
+		{"room column missing", edit(func(p *Plan) {
+			roomPlan(p)
+			set(p, "memories", func(tb *Table) { tb.RoomColumn = "chat_id" })
+		}), ErrDatabase, "memories has no column chat_id (its room_column)"},
+		{"room columns of two types", edit(func(p *Plan) {
+			roomPlan(p)
+			set(p, "memories", func(tb *Table) { tb.RoomColumn = "content" })
+		}), ErrDatabase, "room_column content is text but participants.room_id is uuid"},
+		{"membership entity not a uuid", edit(func(p *Plan) {
+			roomPlan(p)
+			set(p, "memories", func(tb *Table) { tb.Membership = &Membership{Table: "rooms", RoomColumn: "id", EntityColumn: "name"} })
+		}), ErrDatabase, "membership entity_column rooms.name is text"},
 		{"owner column not a uuid", edit(func(p *Plan) {
 			p.EntitySetting = "app.current_entity_id"
 			set(p, "memories", func(tb *Table) { tb.Kind, tb.OwnerColumn = KindPrivate, "content" })
@@ -103,11 +115,36 @@ func TestBadInput(t *testing.T) {
 				p.EntitySetting, p.TenantType = "app.current_entity_id", "text"
 				set(p, "memories", func(tb *Table) { tb.Kind, tb.OwnerColumn = KindOwned, "entity_id" })
 			}, "kind owned needs tenant_type uuid"},
-			{func(p *Plan) { set(p, "rooms", func(tb *Table) { tb.OwnerColumn = "world_id" }) }, "owner_column is for kinds owned and private"},
+			{func(p *Plan) { set(p, "rooms", func(tb *Table) { tb.OwnerColumn = "world_id" }) }, "owner_column is for kinds owned, private and room"},
 			{func(p *Plan) { p.EntitySetting = p.TenantSetting }, "differ from tenant_setting"},
 			{func(p *Plan) {
 				set(p, "rooms", func(tb *Table) { tb.OwnerBackfill = []Rule{{Name: "x", Constant: md5UUID("e1.1")}} })
-			}, "rooms: owner_backfill is for kinds owned and private"},
+			}, "rooms: owner_backfill is for kinds owned, private and room"},
+			{func(p *Plan) {
+				roomPlan(p)
+				set(p, "memories", func(tb *Table) { tb.Membership = nil })
+			}, "kind room needs membership"},
+			{func(p *Plan) {
+				roomPlan(p)
+				set(p, "memories", func(tb *Table) { tb.RoomColumn = "" })
+			}, "kind room needs room_column"},
+			{func(p *Plan) {
+				roomPlan(p)
+				set(p, "memories", func(tb *Table) { tb.Membership.Table = "members" })
+			}, "membership table members is not in the plan"},
+			{func(p *Plan) {
+				roomPlan(p)
+				set(p, "memories", func(tb *Table) { tb.Membership.Table = "memories" })
+			}, "its membership table can't be itself"},
+			{func(p *Plan) {
+				roomPlan(p)
+				set(p, "participants", func(tb *Table) { tb.Kind, tb.OwnerColumn = KindPrivate, "entity_id" })
+			}, "membership table participants must be isolated as tenant or owned"},
+			{func(p *Plan) {
+				roomPlan(p)
+				set(p, "memories", func(tb *Table) { tb.Membership.EntityColumn = "entity_id; --" })
+			}, "membership entity_column"},
+			{func(p *Plan) { set(p, "rooms", func(tb *Table) { tb.RoomColumn = "id" }) }, "room_column and membership are for kind room"},
 			{func(p *Plan) {
 				setKind(p, "memories", KindOwned, "entity_id")
 				set(p, "memories", func(tb *Table) {

@@ -80,6 +80,13 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 				errs = append(errs, fmt.Errorf("table %s: owner_column %s is %s: kind %s compares it with the entity in context, a uuid", t.Name, t.OwnerColumn, otyp, t.Kind))
 			}
 		}
+		if t.Kind == KindRoom {
+			bad, err := checkRoom(ctx, q, p, t, oid)
+			if err != nil {
+				return nil, nil, err
+			}
+			errs = append(errs, bad...)
+		}
 		if !ti.hasColumn && !t.AddColumn {
 			errs = append(errs, fmt.Errorf("table %s has no column %s (set add_column: true to have backfill add it)", t.Name, t.TenantColumn))
 		}
@@ -116,6 +123,43 @@ func check(ctx context.Context, q pgx.Tx, p *Plan, names []string) (map[string]t
 		return nil, nil, fmt.Errorf("%w: %w", ErrDatabase, errors.Join(errs...))
 	}
 	return info, tables, nil
+}
+
+// checkRoom returns what is wrong with room table t's (oid) room column and
+// membership table: both room columns exist with one type, whose equality
+// operator is pg_catalog's (the recorder's membership check names it), and
+// the membership's entity column is a uuid, like the entity in context.
+func checkRoom(ctx context.Context, q pgx.Tx, p *Plan, t Table, oid uint32) ([]error, error) {
+	var errs []error
+	m := t.Membership
+	var roomType, memberRoomType, entityType *string
+	var builtinEq bool
+	err := q.QueryRow(ctx, `SELECT (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped),
+    (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = to_regclass($3) AND a.attname = $4 AND NOT a.attisdropped),
+    (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = to_regclass($3) AND a.attname = $5 AND NOT a.attisdropped),
+    EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_operator o ON o.oprleft = a.atttypid AND o.oprright = a.atttypid
+      WHERE a.attrelid = $1 AND a.attname = $2 AND o.oprname = '=' AND o.oprnamespace = 'pg_catalog'::regnamespace)`,
+		oid, t.RoomColumn, qident(p.Schema, m.Table), m.RoomColumn, m.EntityColumn).Scan(&roomType, &memberRoomType, &entityType, &builtinEq)
+	if err != nil {
+		return nil, fmt.Errorf("read room columns of %s: %w", t.Name, err)
+	}
+	switch {
+	case roomType == nil:
+		errs = append(errs, fmt.Errorf("table %s has no column %s (its room_column)", t.Name, t.RoomColumn))
+	case memberRoomType == nil:
+		errs = append(errs, fmt.Errorf("table %s: membership table %s has no column %s (its room_column)", t.Name, m.Table, m.RoomColumn))
+	case *roomType != *memberRoomType:
+		errs = append(errs, fmt.Errorf("table %s: room_column %s is %s but %s.%s is %s: the membership test compares them", t.Name, t.RoomColumn, *roomType, m.Table, m.RoomColumn, *memberRoomType))
+	case !builtinEq:
+		errs = append(errs, fmt.Errorf("table %s: room_column %s is %s, a type without a built-in = operator: adopt compares rooms only with pg_catalog's", t.Name, t.RoomColumn, *roomType))
+	}
+	switch {
+	case entityType == nil:
+		errs = append(errs, fmt.Errorf("table %s: membership table %s has no column %s (its entity_column)", t.Name, m.Table, m.EntityColumn))
+	case *entityType != "uuid":
+		errs = append(errs, fmt.Errorf("table %s: membership entity_column %s.%s is %s: it is compared with the entity in context, a uuid", t.Name, m.Table, m.EntityColumn, *entityType))
+	}
+	return errs, nil
 }
 
 // checkParent returns what is wrong with a parent rule r of g on t (oid):
@@ -160,7 +204,7 @@ func pick(p *Plan, names []string) ([]Table, error) {
 			return nil, fmt.Errorf("%w: table %s is not in the plan", ErrPlan, n)
 		}
 		if !t.isolated() {
-			return nil, fmt.Errorf("%w: table %s is %q in the plan: adopt isolates only %s, %s and %s tables", ErrPlan, n, t.Kind, KindTenant, KindOwned, KindPrivate)
+			return nil, fmt.Errorf("%w: table %s is %q in the plan: adopt isolates only %s, %s, %s and %s tables", ErrPlan, n, t.Kind, KindTenant, KindOwned, KindPrivate, KindRoom)
 		}
 		out = append(out, t)
 	}

@@ -336,6 +336,24 @@ func Inspect(ctx context.Context, conn *pgx.Conn, opts InspectOptions) (*Plan, e
 
 // tenantTypeOf is the tenant type (Plan.TenantType) a column of SQL type
 // typ (format_type's spelling) is, or "" when it can be none.
+// membershipCandidates names, for a note, the tables other than table
+// that have both a room_id and an entity_id column, or "" when none.
+func membershipCandidates(c *catalog, table string) string {
+	var out []string
+	for _, n := range c.names {
+		ct := c.tables[n]
+		_, room := ct.cols["room_id"]
+		_, ent := ct.cols["entity_id"]
+		if n != table && room && ent {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return " (candidates: " + strings.Join(out, ", ") + ")"
+}
+
 func tenantTypeOf(typ string) string {
 	if _, ok := rls.CatalogType(typ); ok {
 		return typ
@@ -427,7 +445,7 @@ func proposeTable(c *catalog, t *catTable, col, tenantType string) Table {
 			}
 		}
 		if _, ok := t.cols["room_id"]; ok {
-			note("has room_id: room membership rules are not something adopt installs (docs/ADOPT.md, Gaps)")
+			note("has room_id: kind %s (only members of the row's room read it; only its author, a member, writes it) may apply, with owner_column, room_column room_id and a membership table%s; left %s", KindRoom, membershipCandidates(c, t.name), KindTenant)
 		}
 	}
 	if len(t.policies) > 0 || t.rls {

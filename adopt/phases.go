@@ -32,6 +32,9 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 		if err := requirePhase(ctx, tx, p, tables, PhaseBackfilled, PhaseShadow); err != nil {
 			return err
 		}
+		if err := requireMemberships(ctx, tx, p, tables); err != nil {
+			return err
+		}
 		// The helpers and the recorder as this version writes them: a
 		// database backfilled by an earlier one gets them replaced.
 		if err := installState(ctx, tx, p); err != nil {
@@ -42,6 +45,9 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 	if err != nil {
 		return err
 	}
+	// Membership tables first: a room table's policies read them as the
+	// runtime role, which gets SELECT on them at their own step.
+	slices.SortStableFunc(tables, func(a, b Table) int { return -roomFirst(a, b) })
 	for _, t := range tables {
 		// Counted before the step's transaction, whose DDL holds the table
 		// ACCESS EXCLUSIVE: a scan there would stop the application.
@@ -66,9 +72,11 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 			// grants the runtime role, which rollback revokes (those it
 			// already held, on the table or on any column, are left as
 			// they are: never widened, never lost).
+			// And the shape of the policies installed, which enforce and
+			// rollback compare with the plan's (samePolicies).
 			if _, err := tx.Exec(ctx, `UPDATE `+StateSchema+`.tables SET original = original || (SELECT jsonb_build_object(
-    'rls', c.relrowsecurity, 'force', c.relforcerowsecurity, 'granted_privileges', to_jsonb($3::text[]))
-  FROM pg_class c WHERE c.oid = $2::regclass) WHERE rel = $1`, qualified(p, t.Name), q, grant); err != nil {
+    'rls', c.relrowsecurity, 'force', c.relforcerowsecurity, 'granted_privileges', to_jsonb($3::text[]), 'shape', $4::text)
+  FROM pg_class c WHERE c.oid = $2::regclass) WHERE rel = $1`, qualified(p, t.Name), q, grant, t.shape()); err != nil {
 				return fmt.Errorf("record original state: %w", err)
 			}
 			ep, err := Effective(ctx, tx, p)
@@ -185,6 +193,52 @@ func ensureRole(ctx context.Context, tx pgx.Tx, p *Plan) error {
 	return nil
 }
 
+// storedPhase reads table's recorded phase without locking it: original
+// when nothing is recorded (exists: whether the state table exists).
+func storedPhase(ctx context.Context, tx pgx.Tx, p *Plan, table string, exists bool) (Phase, error) {
+	ph := PhaseOriginal // no state schema yet: every table is original
+	if exists {
+		err := tx.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1", qualified(p, table)).Scan(&ph)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return "", fmt.Errorf("read phase of %s: %w", table, err)
+		}
+	}
+	return ph, nil
+}
+
+// requireMemberships fails with ErrPhase when a room table among tables
+// reads a membership table that is neither shadow or enforced already nor
+// among tables (Shadow then steps it first): the runtime role gets SELECT
+// on a table at its shadow step, and the room table's policies need it.
+func requireMemberships(ctx context.Context, tx pgx.Tx, p *Plan, tables []Table) error {
+	exists, err := stateTableExists(ctx, tx, "tables")
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	in := map[string]bool{}
+	for _, t := range tables {
+		in[t.Name] = true
+	}
+	var errs []error
+	for _, t := range tables {
+		mt, ok := p.membershipOf(t)
+		if !ok || in[mt.Name] {
+			continue
+		}
+		ph, err := storedPhase(ctx, tx, p, mt.Name, exists)
+		if err != nil {
+			return err
+		}
+		if rank(ph) < rank(PhaseShadow) {
+			errs = append(errs, fmt.Errorf("%s reads its membership table %s in its policies, and %s is %s: shadow %s first, or both together", t.Name, mt.Name, mt.Name, ph, mt.Name))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrPhase, errors.Join(errs...))
+	}
+	return nil
+}
+
 // requirePhase fails with ErrPhase when a table is in neither want nor done.
 func requirePhase(ctx context.Context, tx pgx.Tx, p *Plan, tables []Table, want, done Phase) error {
 	exists, err := stateTableExists(ctx, tx, "tables")
@@ -193,12 +247,9 @@ func requirePhase(ctx context.Context, tx pgx.Tx, p *Plan, tables []Table, want,
 	}
 	var errs []error
 	for _, t := range tables {
-		ph := PhaseOriginal // no state schema yet: every table is original
-		if exists {
-			err := tx.QueryRow(ctx, "SELECT phase FROM "+StateSchema+".tables WHERE rel = $1", qualified(p, t.Name)).Scan(&ph)
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("read phase of %s: %w", t.Name, err)
-			}
+		ph, err := storedPhase(ctx, tx, p, t.Name, exists)
+		if err != nil {
+			return err
 		}
 		if ph != want && ph != done {
 			errs = append(errs, fmt.Errorf("%s is %s: run %s first", t.Name, ph, nextStep(ph)))
@@ -368,7 +419,30 @@ func samePolicies(ctx context.Context, tx pgx.Tx, p *Plan, t Table) error {
 	if !slices.Equal(have, wantNames) {
 		return fmt.Errorf("%w: %s has adopt's policies %v, but kind %s needs %v: the plan's kind changed after shadow; put the old kind back, roll the table back to %s, then change the kind and run shadow again", ErrPhase, t.Name, have, t.Kind, wantNames, PhaseBackfilled)
 	}
+	// The same names can carry other rules (private and room; another
+	// owner or room column): the shape shadow recorded must be the plan's.
+	// State written before shapes were recorded has none.
+	var shape *string
+	if err := tx.QueryRow(ctx, "SELECT original->>'shape' FROM "+StateSchema+".tables WHERE rel = $1", qualified(p, t.Name)).Scan(&shape); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("read state of %s: %w", t.Name, err)
+	}
+	if shape != nil && *shape != t.shape() {
+		return fmt.Errorf("%w: %s went to shadow as %q, but the plan now says %q: put the old entry back, roll the table back to %s, then change it and run shadow again", ErrPhase, t.Name, *shape, t.shape(), PhaseBackfilled)
+	}
 	return nil
+}
+
+// shape describes the policies t's plan entry implies: its kind and the
+// columns and membership its rules read.
+func (t Table) shape() string {
+	s := t.Kind + " tenant " + t.TenantColumn
+	if t.entityKind() {
+		s += " owner " + t.OwnerColumn
+	}
+	if m := t.Membership; m != nil {
+		s += fmt.Sprintf(" room %s members %s(%s, %s)", t.RoomColumn, m.Table, m.RoomColumn, m.EntityColumn)
+	}
+	return s
 }
 
 // kindPolicyNames is the names of the policies t's kind implies, sorted.

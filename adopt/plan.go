@@ -25,14 +25,22 @@ const (
 	// KindPrivate: layer 1, and only the entity in the owner column reads
 	// or writes a row (rls.Private).
 	KindPrivate = "private"
-	KindGlobal  = "global" // shared by every tenant: adopt leaves it alone
+	// KindRoom: layer 1, and only the entities that are members of the
+	// row's room (RoomColumn), through the membership table the plan
+	// declares (Membership), read the row; only its author (OwnerColumn), as
+	// itself and a member of the room, writes it (rls.Member).
+	KindRoom   = "room"
+	KindGlobal = "global" // shared by every tenant: adopt leaves it alone
 )
 
 // layerTwo maps the plan's entity kinds onto the generator's.
-var layerTwo = map[string]rls.Kind{KindOwned: rls.Owned, KindPrivate: rls.Private}
+var layerTwo = map[string]rls.Kind{KindOwned: rls.Owned, KindPrivate: rls.Private, KindRoom: rls.Member}
 
-// entityKind reports whether t's kind is owned or private: its rows have
-// an owner (OwnerColumn) as well as a tenant.
+// kindList is every kind a plan may give a table, for messages.
+const kindList = KindTenant + ", " + KindOwned + ", " + KindPrivate + ", " + KindRoom + " or " + KindGlobal
+
+// entityKind reports whether t's kind is owned, private or room: its rows
+// have an owner (OwnerColumn) as well as a tenant.
 func (t Table) entityKind() bool {
 	_, ok := layerTwo[t.Kind]
 	return ok
@@ -79,11 +87,18 @@ type RuntimeRole struct {
 // Table is one table's part of a plan.
 type Table struct {
 	Name string `json:"name" yaml:"name"`
-	// Kind is KindTenant, KindOwned, KindPrivate or KindGlobal; empty
+	// Kind is KindTenant, KindOwned, KindPrivate, KindRoom or KindGlobal; empty
 	// while Decide is set.
 	Kind string `json:"kind,omitempty" yaml:"kind,omitempty"`
-	// OwnerColumn (owned and private) holds the owning entity, a uuid.
+	// OwnerColumn (owned, private and room) holds the owning entity (for
+	// room, the author), a uuid.
 	OwnerColumn string `json:"owner_column,omitempty" yaml:"owner_column,omitempty"`
+	// RoomColumn (room) holds the row's room.
+	RoomColumn string `json:"room_column,omitempty" yaml:"room_column,omitempty"`
+	// Membership (room) is the table that makes an entity a member of a
+	// room. It must be a table of the plan isolated as tenant or owned
+	// (every member row of the tenant readable by its entities).
+	Membership *Membership `json:"membership,omitempty" yaml:"membership,omitempty"`
 	// Decide marks a table Inspect could not classify: the operator sets
 	// Kind and clears it.
 	Decide       bool   `json:"decide,omitempty" yaml:"decide,omitempty"`
@@ -108,6 +123,19 @@ type Table struct {
 	// make tenant-leading, layer-2 candidates, existing policies).
 	Notes []string `json:"notes,omitempty" yaml:"notes,omitempty"`
 }
+
+// Membership names, for a table of kind room, the plan's table relating
+// entities to rooms: a row (RoomColumn, EntityColumn) in a tenant makes the
+// entity a member of the room there.
+type Membership struct {
+	Table        string `json:"table" yaml:"table"`
+	RoomColumn   string `json:"room_column" yaml:"room_column"`
+	EntityColumn string `json:"entity_column" yaml:"entity_column"`
+}
+
+// memberFunction is the name, in StateSchema, of the membership check the
+// shadow recorder of room table t calls (roomFunctionSQL).
+func memberFunction(t string) string { return "member_" + t }
 
 // Rule fills the tenant column (in Backfill) or the owner column (in
 // OwnerBackfill) of rows where it is NULL. Exactly one of Constant, Parent
@@ -175,7 +203,7 @@ func (p *Plan) Validate() error {
 			continue
 		}
 		if t.Decide {
-			bad("table %s is marked decide: set kind (%s, %s, %s or %s) and remove decide", t.Name, KindTenant, KindOwned, KindPrivate, KindGlobal)
+			bad("table %s is marked decide: set kind (%s) and remove decide", t.Name, kindList)
 			continue
 		}
 		switch t.Kind {
@@ -183,9 +211,9 @@ func (p *Plan) Validate() error {
 			continue
 		case KindTenant:
 			if t.OwnerColumn != "" {
-				bad("table %s: owner_column is for kinds %s and %s", t.Name, KindOwned, KindPrivate)
+				bad("table %s: owner_column is for kinds %s, %s and %s", t.Name, KindOwned, KindPrivate, KindRoom)
 			}
-		case KindOwned, KindPrivate:
+		case KindOwned, KindPrivate, KindRoom:
 			if !identRE.MatchString(t.OwnerColumn) {
 				bad("table %s: kind %s needs owner_column, a plain lower-case identifier (got %q)", t.Name, t.Kind, t.OwnerColumn)
 			}
@@ -196,14 +224,19 @@ func (p *Plan) Validate() error {
 				bad("table %s: kind %s needs tenant_type uuid (the generator's entity kinds compare uuids), not %s", t.Name, t.Kind, p.tenantType())
 			}
 		default:
-			bad("table %s: kind %q: want %s, %s, %s or %s", t.Name, t.Kind, KindTenant, KindOwned, KindPrivate, KindGlobal)
+			bad("table %s: kind %q: want %s", t.Name, t.Kind, kindList)
 			continue
+		}
+		if t.Kind == KindRoom {
+			errs = append(errs, p.validateRoom(t)...)
+		} else if t.RoomColumn != "" || t.Membership != nil {
+			bad("table %s: room_column and membership are for kind %s", t.Name, KindRoom)
 		}
 		if !identRE.MatchString(t.TenantColumn) {
 			bad("table %s: tenant_column %q is not a plain lower-case identifier", t.Name, t.TenantColumn)
 		}
 		if len(t.OwnerBackfill) > 0 && !t.entityKind() {
-			bad("table %s: owner_backfill is for kinds %s and %s", t.Name, KindOwned, KindPrivate)
+			bad("table %s: owner_backfill is for kinds %s, %s and %s", t.Name, KindOwned, KindPrivate, KindRoom)
 		}
 		names := map[string]bool{}
 		for _, g := range []fillTarget{tenantTarget(t), ownerTarget(t)} {
@@ -224,6 +257,52 @@ func (p *Plan) Validate() error {
 		return fmt.Errorf("%w: %w", ErrPlan, errors.Join(errs...))
 	}
 	return nil
+}
+
+// validateRoom checks a room table's room column and membership: the
+// membership table must be another table of the plan, so that its tenant
+// column is known and the runtime role gets SELECT on it by its own shadow
+// step, isolated as tenant or owned: not room (policies reading each other
+// could recurse), not private (its policies would hide from a member the
+// membership rows another entity owns, and shadow, whose switch shows them,
+// would then record less than strict mode refuses).
+func (p *Plan) validateRoom(t Table) []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !identRE.MatchString(t.RoomColumn) {
+		bad("table %s: kind %s needs room_column, a plain lower-case identifier (got %q)", t.Name, KindRoom, t.RoomColumn)
+	}
+	if len(memberFunction(t.Name)) > 63 {
+		bad("table %s: kind %s takes a table name of at most %d characters (adopt names a function after it)", t.Name, KindRoom, 63-len(memberFunction("")))
+	}
+	m := t.Membership
+	if m == nil {
+		bad("table %s: kind %s needs membership: {table, room_column, entity_column}", t.Name, KindRoom)
+		return errs
+	}
+	for what, v := range map[string]string{"table": m.Table, "room_column": m.RoomColumn, "entity_column": m.EntityColumn} {
+		if !identRE.MatchString(v) {
+			bad("table %s: membership %s %q is not a plain lower-case identifier", t.Name, what, v)
+		}
+	}
+	mt, ok := p.Table(m.Table)
+	switch {
+	case m.Table == t.Name:
+		bad("table %s: its membership table can't be itself", t.Name)
+	case !ok:
+		bad("table %s: membership table %s is not in the plan: add it (kind %s or %s)", t.Name, m.Table, KindTenant, KindOwned)
+	case mt.Decide || !(mt.Kind == KindTenant || mt.Kind == KindOwned):
+		bad("table %s: membership table %s must be isolated as %s or %s, not %q", t.Name, m.Table, KindTenant, KindOwned, mt.Kind)
+	}
+	return errs
+}
+
+// membershipOf is room table t's membership table in the plan.
+func (p *Plan) membershipOf(t Table) (Table, bool) {
+	if t.Kind != KindRoom || t.Membership == nil {
+		return Table{}, false
+	}
+	return p.Table(t.Membership.Table)
 }
 
 // entitySetting is EntitySetting, or, for a plan without entity kinds, a
@@ -369,7 +448,7 @@ func (p *Plan) Encode(json_ bool) ([]byte, error) {
 	comment(&n, "tenant_type", "the SQL type of every tenant column and of the setting's value: uuid, text, bigint or integer.\nA setting that is not one fails the statement (no rows, no write), in shadow mode too.")
 	comment(&n, "runtime_role", "the role the application must connect as once enforced: it owns nothing and bypasses nothing.\nRLS does not apply to a table's owner unless FORCE is on; adopt forces it, but an owner can\nturn it off again: switch the application's connection to this role (ALTER ROLE ... LOGIN PASSWORD ...).")
 	comment(&n, "entity_setting", "the transaction-local setting the application puts the acting entity (a uuid) in;\ntables of kind owned or private compare their owner_column with it")
-	comment(&n, "tables", "kind: tenant (isolated by tenant_column), owned (tenant, and only the entity in owner_column writes a row),\nprivate (tenant, and only the entity in owner_column reads or writes a row) or global (shared, untouched).\ndecide: true marks a table adopt could not classify: choose a kind and delete the line.\nbackfill rules fill a NULL tenant column: constant, parent (through a key) or expression (SQL over t);\nowner_backfill rules (owned, private) fill a NULL owner_column the same way, once the tenants are filled.")
+	comment(&n, "tables", "kind: tenant (isolated by tenant_column), owned (tenant, and only the entity in owner_column writes a row),\nprivate (tenant, and only the entity in owner_column reads or writes a row),\nroom (tenant, and only members of the row's room_column read it, through membership: {table, room_column, entity_column},\nanother table of the plan; only its author, owner_column, writes it, as a member) or global (shared, untouched).\ndecide: true marks a table adopt could not classify: choose a kind and delete the line.\nbackfill rules fill a NULL tenant column: constant, parent (through a key) or expression (SQL over t);\nowner_backfill rules (owned, private, room) fill a NULL owner_column the same way, once the tenants are filled.")
 	var buf bytes.Buffer
 	e := yaml.NewEncoder(&buf)
 	e.SetIndent(2)

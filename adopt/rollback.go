@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,19 +57,22 @@ func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to P
 	}
 	// Every table's move is settled, and refused, before any table takes a
 	// step.
-	one := *p
-	one.Tables = tables
-	sts, err := Status(ctx, conn, &one)
+	sts, err := Status(ctx, conn, p)
 	if err != nil {
 		return nil, err
+	}
+	final := map[string]Phase{} // every table's phase once the run is over
+	byName := map[string]TableStatus{}
+	for _, st := range sts {
+		final[st.Table], byName[st.Table] = st.Phase, st
 	}
 	type move struct {
 		t           Table
 		cur, target Phase
 	}
 	var moves []move
-	for i, t := range tables {
-		st := sts[i]
+	for _, t := range tables {
+		st := byName[t.Name]
 		m := move{t: t, cur: st.Phase, target: to}
 		if m.target == "" {
 			m.target = previous(m.cur)
@@ -95,7 +99,13 @@ func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to P
 			}
 		}
 		moves = append(moves, m)
+		final[t.Name] = m.target
 	}
+	if err := keepMemberships(p, final); err != nil {
+		return nil, err
+	}
+	// Room tables step back before the membership tables they read.
+	slices.SortStableFunc(moves, func(a, b move) int { return roomFirst(a.t, b.t) })
 	var notes []string
 	for _, m := range moves {
 		if m.cur == PhaseOriginal {
@@ -115,6 +125,36 @@ func Rollback(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, to P
 		notes = append(notes, n)
 	}
 	return notes, err
+}
+
+// keepMemberships refuses a rollback that would leave a room table in
+// shadow or enforced while its membership table is below shadow: the room
+// table's policies and recorder read the membership table as the runtime
+// role, which holds SELECT on it only from its shadow step on.
+func keepMemberships(p *Plan, final map[string]Phase) error {
+	var errs []error
+	for _, t := range p.TenantTables() {
+		mt, ok := p.membershipOf(t)
+		if ok && rank(final[t.Name]) >= rank(PhaseShadow) && rank(final[mt.Name]) < rank(PhaseShadow) {
+			errs = append(errs, fmt.Errorf("%s would be %s while %s, the membership table its policies read, is %s: roll %s back to %s first, or in the same run", t.Name, final[t.Name], mt.Name, final[mt.Name], t.Name, PhaseBackfilled))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrPhase, errors.Join(errs...))
+	}
+	return nil
+}
+
+// roomFirst orders room tables before the others (a membership table is
+// never a room table).
+func roomFirst(a, b Table) int {
+	isRoom := func(t Table) int {
+		if t.Kind == KindRoom {
+			return 0
+		}
+		return 1
+	}
+	return isRoom(a) - isRoom(b)
 }
 
 func stepBack(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Phase, o Options) error {

@@ -32,13 +32,18 @@ func sqlState(err error) string {
 
 // strictPolicies are t's policies from the policy generator, renamed for
 // adopt: layer 1 first (the row's tenant column equals the tenant in
-// context, current_tenant() run once per statement), then, for kinds owned
-// and private, the restrictive policies comparing the owner column with
-// current_entity().
+// context, current_tenant() run once per statement), then, for kinds owned,
+// private and room, the restrictive policies comparing the owner column
+// with current_entity() (and, for room, the room column with the rooms the
+// membership table makes the entity a member of, read once per statement).
 func strictPolicies(p *Plan, t Table) ([]rls.Policy, error) {
 	rt := rls.Table{Name: t.Name, Kind: rls.Tenant, TenantColumn: t.TenantColumn}
 	if k, ok := layerTwo[t.Kind]; ok {
 		rt.Kind, rt.Entity = k, t.OwnerColumn
+	}
+	if mt, ok := p.membershipOf(t); ok {
+		rt.RoomColumn = t.RoomColumn
+		rt.Membership = &rls.Membership{Schema: p.Schema, Table: mt.Name, TenantColumn: mt.TenantColumn, Room: t.Membership.RoomColumn, Entity: t.Membership.EntityColumn}
 	}
 	ps, err := rls.Policies(rlsConfig(p), rt)
 	if err != nil {
@@ -150,21 +155,51 @@ func triggerSQL(p *Plan, t Table, pk []string) []string {
 		if t.entityKind() {
 			s += fmt.Sprintf(" OR (%s.%s OPERATOR(pg_catalog.=) %s) IS NOT TRUE", row, ident(t.OwnerColumn), ent)
 		}
+		if t.Kind == KindRoom {
+			// A WHEN can't hold a sub-query: the membership is a function.
+			s += fmt.Sprintf(" OR NOT %s.%s(%s.%s, %s, %s)", StateSchema, ident(memberFunction(t.Name)), row, ident(t.RoomColumn), cur, ent)
+		}
 		return s
 	}
 	args := fmt.Sprintf("%s, %s", lit(t.TenantColumn), lit(strings.Join(pk, ",")))
 	fn := StateSchema + ".record_violation"
-	return []string{
+	return append(roomFunctionSQL(p, t),
 		fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s(%s)", shadowTriggers[0], q, bad("NEW"), fn, args),
 		fmt.Sprintf("CREATE TRIGGER %s AFTER UPDATE ON %s FOR EACH ROW WHEN (%s OR %s) EXECUTE FUNCTION %s(%s)", shadowTriggers[1], q, bad("OLD"), bad("NEW"), fn, args),
 		fmt.Sprintf("CREATE TRIGGER %s AFTER DELETE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s(%s)", shadowTriggers[2], q, bad("OLD"), fn, args),
-	}
+	)
 }
 
+// roomFunctionSQL creates, for a room table, the membership check its
+// recorder's WHEN calls: whether entity is a member of room in tenant,
+// exactly the strict policies' test, read as the caller (SECURITY INVOKER:
+// it sees what the caller's grants and the membership table's policies let
+// it see, as the policies' sub-query does). The room parameter takes the
+// membership room column's type; the body names only qualified relations,
+// pg_catalog's operators and positional parameters, so nothing in it
+// resolves through the caller's search_path or a column's name.
+func roomFunctionSQL(p *Plan, t Table) []string {
+	mt, ok := p.membershipOf(t)
+	if !ok {
+		return nil
+	}
+	m := t.Membership
+	mq := qident(p.Schema, mt.Name)
+	return []string{fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s(%s.%s%%TYPE, pg_catalog.uuid, pg_catalog.uuid) RETURNS boolean
+  LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
+  AS $f$SELECT EXISTS (SELECT 1 FROM %s m WHERE m.%s OPERATOR(pg_catalog.=) $2 AND m.%s OPERATOR(pg_catalog.=) $1 AND m.%s OPERATOR(pg_catalog.=) $3)$f$`,
+		StateSchema, ident(memberFunction(t.Name)), mq, ident(m.RoomColumn), mq, ident(mt.TenantColumn), ident(m.RoomColumn), ident(m.EntityColumn))}
+}
+
+// dropTriggerSQL drops the recorder's triggers and, whatever t's kind now
+// (it may have been room when they were made), its membership check.
 func dropTriggerSQL(p *Plan, t Table) []string {
 	var out []string
 	for _, tr := range shadowTriggers {
 		out = append(out, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", tr, qident(p.Schema, t.Name)))
+	}
+	if len(memberFunction(t.Name)) <= 63 {
+		out = append(out, fmt.Sprintf("DROP FUNCTION IF EXISTS %s.%s", StateSchema, ident(memberFunction(t.Name))))
 	}
 	return out
 }

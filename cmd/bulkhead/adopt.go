@@ -41,7 +41,7 @@ downtime and a way back:
 
   plan      inspect the schema, write a plan to review (YAML with comments, or JSON)
             and the SQL it implies
-  backfill  fill missing tenant values (and owners, for kinds owned and private)
+  backfill  fill missing tenant values (and owners, for kinds owned, private and room)
             from the plan's explicit rules (batched, resumable, checksummed);
             rows no rule covers are reported
   shadow    install the policies in audit mode: nothing is blocked, writes strict
@@ -167,7 +167,7 @@ func newAdoptPlanCmd(cfg *config) *cobra.Command {
 	f.StringVar(&opts.Schema, "schema", "public", "the application's schema")
 	f.StringSliceVar(&opts.TenantColumns, "tenant-column", []string{"server_id", "tenant_id"}, "candidate tenant column names, in preference order")
 	f.StringVar(&opts.TenantSetting, "tenant-setting", "", "the setting the application puts the tenant in (default: detected, else app.current_tenant_id)")
-	f.StringVar(&opts.EntitySetting, "entity-setting", "", "the setting the application puts the acting entity in, for tables of kind owned or private (default: detected, else none)")
+	f.StringVar(&opts.EntitySetting, "entity-setting", "", "the setting the application puts the acting entity in, for tables of kind owned, private or room (default: detected, else none)")
 	f.StringVar(&opts.RuntimeRole, "runtime-role", "app_runtime", "the role the application should connect as once enforced")
 	f.StringVar(&out, "out", "adopt-plan.yaml", "plan file to write (- for stdout)")
 	f.StringVar(&sqlOut, "sql", "", "also write the SQL the plan implies to this file (- for stdout)")
