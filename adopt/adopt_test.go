@@ -55,6 +55,11 @@ func TestInspectFixture(t *testing.T) {
 	if !strings.Contains(strings.Join(mustTable(p, "logs").Notes, "\n"), "no primary key") {
 		t.Errorf("logs notes %v", mustTable(p, "logs").Notes)
 	}
+	// memories has a room_id: kind room is named, with participants (room_id
+	// and entity_id) as the candidate membership, memories itself not.
+	if n := strings.Join(mustTable(p, "memories").Notes, "\n"); !strings.Contains(n, "kind room") || !strings.Contains(n, "(candidates: participants)") {
+		t.Errorf("memories notes %v", mustTable(p, "memories").Notes)
+	}
 	if err := p.Validate(); err == nil || !errors.Is(err, ErrPlan) || !strings.Contains(err.Error(), "decide") {
 		t.Errorf("Validate of an undecided plan: %v", err)
 	}

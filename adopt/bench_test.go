@@ -176,10 +176,12 @@ func BenchmarkOwnerBackfill(b *testing.B) {
 // statement, order alternating), and returns each statement's latency per
 // table and kind. Pairing on one connection, and comparing medians,
 // cancels most of the load other processes put on this shared machine,
-// which dwarfs a few percent when phases are measured apart. With entity,
-// each statement also runs as one of the tenant's entities (its setting
-// set, its inserts owned by it): clean traffic for an owned table.
-func paired(b *testing.B, dsn, ta, tb string, workers int, d time.Duration, entity bool) (reads, inserts [2][]time.Duration) {
+// which dwarfs a few percent when phases are measured apart. With entities
+// > 0, each statement also runs as one of the tenant's first entities
+// entities (its setting set, its inserts owned by it): clean traffic for an
+// owned table (10: every entity of the fixture's tenants), or for a room
+// table over participants (3: the fixture's participants of every room).
+func paired(b *testing.B, dsn, ta, tb string, workers int, d time.Duration, entities int) (reads, inserts [2][]time.Duration) {
 	b.Helper()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -202,8 +204,8 @@ func paired(b *testing.B, dsn, ta, tb string, workers int, d time.Duration, enti
 				room := md5UUID(fmt.Sprintf("r%d.%d", s, 1+rand.IntN(5)))
 				insert := rand.IntN(5) == 0
 				var ent *string
-				if entity {
-					e := md5UUID(fmt.Sprintf("e%d.%d", s, 1+rand.IntN(10)))
+				if entities > 0 {
+					e := md5UUID(fmt.Sprintf("e%d.%d", s, 1+rand.IntN(entities)))
 					ent = &e
 				}
 				one := func(table string) time.Duration {
@@ -268,10 +270,12 @@ func median(ds []time.Duration) time.Duration {
 // copies are made from the backfilled memories (same rows, same physical
 // order, same indexes), and statements are paired on the same connections.
 // Ratios are of median latencies (throughput ratio = off / shadow). The
-// copy under RLS is of kind tenant, or owned (owner entity_id; the
-// traffic then runs as the tenant's entities, each writing its own rows).
+// copy under RLS is of kind tenant, owned (owner entity_id; the traffic
+// then runs as the tenant's entities, each writing its own rows) or room
+// (over participants, whose shadow step comes first; the traffic runs as
+// the entities that participate in every room).
 func BenchmarkShadowOverhead(b *testing.B) {
-	for _, kind := range []string{KindTenant, KindOwned} {
+	for _, kind := range []string{KindTenant, KindOwned, KindRoom} {
 		b.Run(kind, func(b *testing.B) { benchShadowOverhead(b, kind) })
 	}
 }
@@ -303,18 +307,30 @@ func benchShadowOverhead(b *testing.B, kind string) {
 				p.Tables[j].Kind = KindGlobal
 			}
 		}
-		if kind == KindOwned {
+		on, entities := []string{"mem_on"}, 0
+		switch kind {
+		case KindOwned:
 			setKind(p, "mem_on", KindOwned, "entity_id")
+			entities = 10
+		case KindRoom:
+			setKind(p, "mem_on", KindRoom, "entity_id")
+			for j := range p.Tables {
+				if p.Tables[j].Name == "mem_on" {
+					p.Tables[j].RoomColumn = "room_id"
+					p.Tables[j].Membership = &Membership{Table: "participants", RoomColumn: "room_id", EntityColumn: "entity_id"}
+				}
+			}
+			on, entities = []string{"participants", "mem_on"}, 3
 		}
-		if _, err := Backfill(ctx, op, p, []string{"mem_on"}, Options{}); err != nil {
+		if _, err := Backfill(ctx, op, p, on, Options{}); err != nil {
 			b.Fatal(err)
 		}
-		if err := Shadow(ctx, op, p, []string{"mem_on"}, Options{}); err != nil {
+		if err := Shadow(ctx, op, p, on, Options{}); err != nil {
 			b.Fatal(err)
 		}
 		dur := 8 * time.Second
 		report := func(phase string) {
-			r, ins := paired(b, d.appDSN(), "mem_off", "mem_on", 2, dur, kind == KindOwned)
+			r, ins := paired(b, d.appDSN(), "mem_off", "mem_on", 2, dur, entities)
 			b.ReportMetric(float64(median(r[0]))/float64(median(r[1])), phase+"-read/off")
 			b.ReportMetric(float64(median(ins[0]))/float64(median(ins[1])), phase+"-insert/off")
 			b.ReportMetric(float64(median(r[0]).Microseconds()), "off-read-µs")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulkhead-dev/bulkhead"
 	"github.com/bulkhead-dev/bulkhead/audit"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -484,5 +485,89 @@ func TestRoomKindNeedsItsMembership(t *testing.T) {
 	}
 	if ph := phases(); ph["memories"] != PhaseBackfilled || ph["participants"] != PhaseBackfilled {
 		t.Fatalf("after the rollback of both: %v", ph)
+	}
+}
+
+// TestRoomKindHardened: once adopt harden has run, a room table's reads
+// follow the signed entity's membership, not the application's entity
+// setting, enforced and in shadow (where the recorder's membership check
+// takes the signed context too).
+func TestRoomKindHardened(t *testing.T) {
+	ctx := context.Background()
+	d, op, p := newReviewed(t)
+	roomPlan(p)
+	toShadow(t, op, p)
+	if err := Enforce(ctx, op, p, nil, EnforceOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	key := contextKey(t)
+	if changed, err := Harden(ctx, op, p, key, HardenOptions{}); err != nil || !changed {
+		t.Fatalf("harden: %v, %v", changed, err)
+	}
+	app := mustConnect(t, d.appDSN())
+	s1, e11, e14 := server(1), md5UUID("e1.1"), md5UUID("e1.4")
+	r11 := md5UUID("r1.1")
+	inRoom := count(t, op, "SELECT count(*) FROM memories WHERE room_id = $1", r11)
+	if inRoom == 0 || count(t, op, "SELECT count(*) FROM participants WHERE room_id = $1 AND entity_id = $2", r11, e11) != 1 ||
+		count(t, op, "SELECT count(*) FROM participants WHERE entity_id = $1", e14) != 0 {
+		t.Fatal("fixture: want memories in r1.1, e1.1 a participant of it and e1.4 of nothing")
+	}
+	// run runs sql with signed entered (nil: none) and the legacy settings
+	// naming s1 and e1.1, and returns the rows it counted or affected.
+	run := func(signed *uuid.UUID, sql string, args ...any) (int64, error) {
+		var n int64
+		err := pgx.BeginFunc(ctx, app, func(tx pgx.Tx) error {
+			if signed != nil {
+				q, a, err := key.EnterSQL(bulkhead.Scope{Tenant: uuid.MustParse(s1), Entity: *signed})
+				if err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, q, a...); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.Exec(ctx, "SELECT set_config('app.current_tenant_id', $1, true), set_config('app.current_entity_id', $2, true)", s1, e11); err != nil {
+				return err
+			}
+			if strings.HasPrefix(sql, "SELECT") {
+				return tx.QueryRow(ctx, sql, args...).Scan(&n)
+			}
+			tag, err := tx.Exec(ctx, sql, args...)
+			n = tag.RowsAffected()
+			return err
+		})
+		return n, err
+	}
+	read := "SELECT count(*) FROM memories WHERE room_id = $1"
+	a, b := uuid.MustParse(e11), uuid.MustParse(e14)
+	if n, err := run(nil, read, r11); err != nil || n != 0 {
+		t.Errorf("legacy settings only: %d rows, %v (want 0)", n, err)
+	}
+	if n, err := run(&b, read, r11); err != nil || n != 0 {
+		t.Errorf("signed for e1.4, legacy e1.1: %d rows, %v (want 0)", n, err)
+	}
+	if n, err := run(&a, read, r11); err != nil || n != inRoom {
+		t.Errorf("signed for e1.1: %d rows, %v (want %d)", n, err, inRoom)
+	}
+	// Back in shadow: e1.4 (signed) writing as itself into r1.1 is
+	// recorded under e1.4; e1.1 doing the same is not recorded.
+	if _, err := Rollback(ctx, op, p, []string{"memories"}, PhaseShadow, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Exec(ctx, "DELETE FROM bulkhead_adopt.violation"); err != nil {
+		t.Fatal(err)
+	}
+	ins := "INSERT INTO memories (id, server_id, room_id, entity_id, type, content) VALUES (gen_random_uuid(), $1, $2, $3, 'message', 'signed')"
+	if _, err := run(&b, ins, s1, r11, e14); err != nil {
+		t.Fatalf("shadow, signed e1.4: %v (nothing blocked)", err)
+	}
+	if n := count(t, op, "SELECT count(*) FROM bulkhead_adopt.violation WHERE rel = 'public.memories' AND entity = $1", e14); n != 1 {
+		t.Errorf("shadow recorded %d writes of the signed non-member e1.4, want 1", n)
+	}
+	if _, err := run(&a, ins, s1, r11, e11); err != nil {
+		t.Fatalf("shadow, signed e1.1: %v", err)
+	}
+	if n := count(t, op, "SELECT count(*) FROM bulkhead_adopt.violation WHERE rel = 'public.memories' AND entity <> $1", e14); n != 0 {
+		t.Errorf("shadow recorded %d writes of the signed member", n)
 	}
 }

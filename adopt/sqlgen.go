@@ -177,7 +177,9 @@ func triggerSQL(p *Plan, t Table, pk []string) []string {
 // it see, as the policies' sub-query does). The room parameter takes the
 // membership room column's type; the body names only qualified relations,
 // pg_catalog's operators and positional parameters, so nothing in it
-// resolves through the caller's search_path or a column's name.
+// resolves through the caller's search_path or a column's name. PL/pgSQL,
+// not SQL: its plan is kept for the session, where a SQL function called
+// from a WHEN is parsed and planned again by every statement.
 func roomFunctionSQL(p *Plan, t Table) []string {
 	mt, ok := p.membershipOf(t)
 	if !ok {
@@ -186,8 +188,8 @@ func roomFunctionSQL(p *Plan, t Table) []string {
 	m := t.Membership
 	mq := qident(p.Schema, mt.Name)
 	return []string{fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s.%s(%s.%s%%TYPE, pg_catalog.uuid, pg_catalog.uuid) RETURNS boolean
-  LANGUAGE sql STABLE PARALLEL SAFE SECURITY INVOKER
-  AS $f$SELECT EXISTS (SELECT 1 FROM %s m WHERE m.%s OPERATOR(pg_catalog.=) $2 AND m.%s OPERATOR(pg_catalog.=) $1 AND m.%s OPERATOR(pg_catalog.=) $3)$f$`,
+  LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY INVOKER
+  AS $f$BEGIN RETURN EXISTS (SELECT 1 FROM %s m WHERE m.%s OPERATOR(pg_catalog.=) $2 AND m.%s OPERATOR(pg_catalog.=) $1 AND m.%s OPERATOR(pg_catalog.=) $3); END$f$`,
 		StateSchema, ident(memberFunction(t.Name)), mq, ident(m.RoomColumn), mq, ident(mt.TenantColumn), ident(m.RoomColumn), ident(m.EntityColumn))}
 }
 
