@@ -157,37 +157,9 @@ func testEntityKind(t *testing.T, kind string) {
 		t.Fatalf("model: e1.1 owns no memory of room r1.1")
 	}
 
-	// recordedAll returns the keys shadow recorded for rel and their
-	// total count (and empties the record), checking that each write was
-	// recorded under c's tenant and entity.
 	recordedAll := func(t *testing.T, c caller, rel string) ([]string, int64) {
 		t.Helper()
-		rows, err := op.Query(ctx, "DELETE FROM bulkhead_adopt.violation WHERE rel = $1 RETURNING row_key, tenant, entity, weight", rel)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var keys []string
-		var total int64
-		for rows.Next() {
-			var k *string
-			var tenant, ent string
-			var w int64
-			if err := rows.Scan(&k, &tenant, &ent, &w); err != nil {
-				t.Fatal(err)
-			}
-			total += w
-			if k != nil {
-				keys = append(keys, *k)
-			}
-			if ent != c.entity || tenant != c.tenant {
-				t.Errorf("violation recorded under tenant %q, entity %q, want the caller's %q, %q", tenant, ent, c.tenant, c.entity)
-			}
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		slices.Sort(keys)
-		return keys, total
+		return takeViolations(t, op, c, rel)
 	}
 	// recorded is recordedAll for writes, every one with its key.
 	recorded := func(t *testing.T, c caller, rel string) []string {

@@ -422,18 +422,7 @@ func TestRoomKindNeedsItsMembership(t *testing.T) {
 	if err := Shadow(ctx, op, p, []string{"memories"}, Options{}); !errors.Is(err, ErrPhase) || !strings.Contains(err.Error(), "participants") {
 		t.Fatalf("shadow of memories alone: %v, want ErrPhase naming participants", err)
 	}
-	phases := func() map[string]Phase {
-		st, err := Status(ctx, op, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]Phase{}
-		for _, s := range st {
-			out[s.Table] = s.Phase
-		}
-		return out
-	}
-	if ph := phases(); ph["memories"] != PhaseBackfilled || ph["participants"] != PhaseBackfilled {
+	if ph := phases(t, op, p); ph["memories"] != PhaseBackfilled || ph["participants"] != PhaseBackfilled {
 		t.Fatalf("after the refused shadow: %v", ph)
 	}
 	// held runs fn while another session holds table locked: a step on it
@@ -457,7 +446,7 @@ func TestRoomKindNeedsItsMembership(t *testing.T) {
 	if err := held("participants", func() error { return Shadow(ctx, op, p, []string{"memories", "participants"}, short) }); err == nil {
 		t.Fatal("shadow with participants locked succeeded")
 	}
-	if ph := phases(); ph["memories"] != PhaseBackfilled {
+	if ph := phases(t, op, p); ph["memories"] != PhaseBackfilled {
 		t.Fatalf("memories went to shadow before participants: %v", ph)
 	}
 	if err := Shadow(ctx, op, p, []string{"memories", "participants"}, Options{}); err != nil {
@@ -466,7 +455,7 @@ func TestRoomKindNeedsItsMembership(t *testing.T) {
 	if _, err := Rollback(ctx, op, p, []string{"participants"}, "", Options{}); !errors.Is(err, ErrPhase) || !strings.Contains(err.Error(), "memories") {
 		t.Fatalf("rollback of participants alone: %v, want ErrPhase naming memories", err)
 	}
-	if ph := phases(); ph["memories"] != PhaseShadow || ph["participants"] != PhaseShadow {
+	if ph := phases(t, op, p); ph["memories"] != PhaseShadow || ph["participants"] != PhaseShadow {
 		t.Fatalf("after the refused rollback: %v", ph)
 	}
 	// Named membership table first, room table locked: the room table
@@ -477,13 +466,13 @@ func TestRoomKindNeedsItsMembership(t *testing.T) {
 	}); err == nil {
 		t.Fatal("rollback with memories locked succeeded")
 	}
-	if ph := phases(); ph["participants"] != PhaseShadow {
+	if ph := phases(t, op, p); ph["participants"] != PhaseShadow {
 		t.Fatalf("participants rolled back before memories: %v", ph)
 	}
 	if _, err := Rollback(ctx, op, p, []string{"participants", "memories"}, PhaseBackfilled, Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if ph := phases(); ph["memories"] != PhaseBackfilled || ph["participants"] != PhaseBackfilled {
+	if ph := phases(t, op, p); ph["memories"] != PhaseBackfilled || ph["participants"] != PhaseBackfilled {
 		t.Fatalf("after the rollback of both: %v", ph)
 	}
 }
