@@ -252,6 +252,11 @@ func switchContext(ctx context.Context, tx pgx.Tx, p *Plan, mode string) error {
 		if ph != PhaseShadow {
 			continue
 		}
+		// The recorder is rebuilt from the plan: refused when the plan's
+		// entry no longer has the shape shadow installed.
+		if err := samePolicies(ctx, tx, p, t); err != nil {
+			return err
+		}
 		pk, err := primaryKey(ctx, tx, qident(p.Schema, t.Name))
 		if err != nil {
 			return err

@@ -127,8 +127,9 @@ func takeViolations(t *testing.T, op *pgx.Conn, c caller, rel string) ([]string,
 // INSERT without RETURNING as the caller's own entity into a room (so the
 // membership arm of WITH CHECK is tested apart from the author's), an
 // UPDATE of two whole rooms without a key filter, an UPDATE moving one of
-// the author's rows into a room it is not a member of, and a DELETE by
-// ids. In shadow every statement succeeds and exactly the model's refused
+// the author's rows into a room it is not a member of, an INSERT ... ON
+// CONFLICT DO NOTHING proposing that row there (refused by strict mode
+// though nothing is written), and a DELETE by ids. In shadow every statement succeeds and exactly the model's refused
 // rows are recorded; enforced, each affects exactly the model's rows. The
 // audit finds nothing in the policies; a plan that turns memories private
 // after shadow (same policy names) is refused by enforce; rollback goes
@@ -327,6 +328,26 @@ func TestRoomKind(t *testing.T) {
 				}
 			}
 
+			// INSERT ... ON CONFLICT DO NOTHING proposing e1.1's existing
+			// row in r1.3: nothing is written, but strict mode checks the
+			// proposed row first and refuses it, for every caller (e1.1 is
+			// not a member of r1.3; the others aren't its author).
+			err = entityTx(ctx, rt, c, func(tx pgx.Tx) error {
+				tag, err := tx.Exec(ctx, "INSERT INTO memories (id, server_id, room_id, entity_id, type, content) VALUES ($1, $2, $3, $4, 'message', 'upsert') ON CONFLICT (id) DO NOTHING", mine, s1, r13, e11)
+				n = tag.RowsAffected()
+				return err
+			})
+			if shadow {
+				if err != nil || n != 0 {
+					t.Errorf("%s: upsert in shadow: %d rows, %v (want 0, no error)", name, n, err)
+				}
+				if keys, _ := takeViolations(t, op, c, rel); !slices.Equal(keys, []string{mine}) {
+					t.Errorf("%s: upsert recorded %v, want [%s]", name, keys, mine)
+				}
+			} else if sqlState(err) != "42501" {
+				t.Errorf("%s: upsert of a row strict mode refuses: %d rows, %v (want 42501)", name, n, err)
+			}
+
 			// DELETE by ids: one row each of e1.1 (r1.1), e1.2 (r1.2) and
 			// e2.1.
 			pickOne := func(owner, room string) string {
@@ -388,6 +409,17 @@ func TestRoomKind(t *testing.T) {
 	}
 	if err := Enforce(ctx, op, &other, []string{"memories"}, EnforceOptions{Force: true}); !errors.Is(err, ErrPhase) {
 		t.Fatalf("enforce with the kind changed to private: %v, want ErrPhase", err)
+	}
+	// So is one whose membership table compares another tenant column.
+	moved := *p
+	moved.Tables = slices.Clone(p.Tables)
+	for i := range moved.Tables {
+		if moved.Tables[i].Name == "participants" {
+			moved.Tables[i].TenantColumn = "id"
+		}
+	}
+	if err := Enforce(ctx, op, &moved, []string{"memories"}, EnforceOptions{Force: true}); !errors.Is(err, ErrPhase) {
+		t.Fatalf("enforce with the membership's tenant column changed: %v, want ErrPhase", err)
 	}
 	// A runtime role that can log in, or is connected, is kept.
 	rt.Close(ctx)
@@ -558,5 +590,21 @@ func TestRoomKindHardened(t *testing.T) {
 	}
 	if n := count(t, op, "SELECT count(*) FROM bulkhead_adopt.violation WHERE rel = 'public.memories' AND entity <> $1", e14); n != 0 {
 		t.Errorf("shadow recorded %d writes of the signed member", n)
+	}
+	// Undoing harden rebuilds the recorder from the plan: refused when the
+	// plan's entry changed since shadow (private would record no
+	// membership), and the context stays signed.
+	other := *p
+	other.Tables = slices.Clone(p.Tables)
+	for i := range other.Tables {
+		if other.Tables[i].Name == "memories" {
+			other.Tables[i].Kind, other.Tables[i].RoomColumn, other.Tables[i].Membership = KindPrivate, "", nil
+		}
+	}
+	if _, err := Unharden(ctx, op, &other, Options{}); !errors.Is(err, ErrPhase) {
+		t.Fatalf("harden --undo with memories changed to private: %v, want ErrPhase", err)
+	}
+	if mode, err := ContextMode(ctx, op, p); err != nil || mode == ContextLegacy {
+		t.Errorf("after the refused undo: context %q, %v", mode, err)
 	}
 }

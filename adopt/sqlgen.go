@@ -164,7 +164,15 @@ func triggerSQL(p *Plan, t Table, pk []string) []string {
 	args := fmt.Sprintf("%s, %s", lit(t.TenantColumn), lit(strings.Join(pk, ",")))
 	fn := StateSchema + ".record_violation"
 	return append(roomFunctionSQL(p, t),
-		fmt.Sprintf("CREATE TRIGGER %s AFTER INSERT ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s(%s)", shadowTriggers[0], q, bad("NEW"), fn, args),
+		// BEFORE, not AFTER: an INSERT ... ON CONFLICT checks the proposed
+		// row against the INSERT policy even when it then takes the
+		// conflict path (DO NOTHING, or DO UPDATE, whose UPDATE trigger sees
+		// only the existing row changed), and an AFTER INSERT trigger never
+		// sees that row. It fires in name order among the table's own
+		// BEFORE INSERT triggers: one sorting after it that changes the
+		// tenant, owner or room, or skips the row, is checked as it was
+		// before (docs/ADOPT.md, Gaps).
+		fmt.Sprintf("CREATE TRIGGER %s BEFORE INSERT ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s(%s)", shadowTriggers[0], q, bad("NEW"), fn, args),
 		fmt.Sprintf("CREATE TRIGGER %s AFTER UPDATE ON %s FOR EACH ROW WHEN (%s OR %s) EXECUTE FUNCTION %s(%s)", shadowTriggers[1], q, bad("OLD"), bad("NEW"), fn, args),
 		fmt.Sprintf("CREATE TRIGGER %s AFTER DELETE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s(%s)", shadowTriggers[2], q, bad("OLD"), fn, args),
 	)

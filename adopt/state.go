@@ -136,6 +136,7 @@ BEGIN
   END IF;
   IF v_n > v_cap THEN
     IF (v_n - v_cap) % greatest(v_every, 1) <> 0 THEN
+      IF TG_WHEN = 'BEFORE' THEN RETURN NEW; END IF;
       RETURN NULL;
     END IF;
     v_weight := greatest(v_every, 1);
@@ -153,6 +154,8 @@ BEGIN
   INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key, weight, entity)
     VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_OP, coalesce(current_setting('` + p.TenantSetting + `', true), ''),
       v_row_tenant, ` + s + `.fingerprint(), v_key, v_weight, coalesce(current_setting('` + p.entitySetting() + `', true), ''));
+  -- The INSERT trigger fires BEFORE (see triggerSQL): the row goes on.
+  IF TG_WHEN = 'BEFORE' THEN RETURN NEW; END IF;
   RETURN NULL;
 END
 $fn$`,
