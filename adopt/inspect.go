@@ -334,8 +334,6 @@ func Inspect(ctx context.Context, conn *pgx.Conn, opts InspectOptions) (*Plan, e
 	return p, nil
 }
 
-// tenantTypeOf is the tenant type (Plan.TenantType) a column of SQL type
-// typ (format_type's spelling) is, or "" when it can be none.
 // membershipCandidates names, for a note, the tables other than table
 // that have both a room_id and an entity_id column, or "" when none.
 func membershipCandidates(c *catalog, table string) string {
@@ -354,6 +352,8 @@ func membershipCandidates(c *catalog, table string) string {
 	return " (candidates: " + strings.Join(out, ", ") + ")"
 }
 
+// tenantTypeOf is the tenant type (Plan.TenantType) a column of SQL type
+// typ (format_type's spelling) is, or "" when it can be none.
 func tenantTypeOf(typ string) string {
 	if _, ok := rls.CatalogType(typ); ok {
 		return typ
