@@ -76,7 +76,7 @@ func Shadow(ctx context.Context, conn *pgx.Conn, p *Plan, names []string, o Opti
 			// rollback compare with the plan's (samePolicies).
 			if _, err := tx.Exec(ctx, `UPDATE `+StateSchema+`.tables SET original = original || (SELECT jsonb_build_object(
     'rls', c.relrowsecurity, 'force', c.relforcerowsecurity, 'granted_privileges', to_jsonb($3::text[]), 'shape', $4::text)
-  FROM pg_class c WHERE c.oid = $2::regclass) WHERE rel = $1`, qualified(p, t.Name), q, grant, p.shapeIn(t)); err != nil {
+  FROM pg_class c WHERE c.oid = $2::regclass) WHERE rel = $1`, qualified(p, t.Name), q, grant, p.shape(t)); err != nil {
 				return fmt.Errorf("record original state: %w", err)
 			}
 			ep, err := Effective(ctx, tx, p)
@@ -426,31 +426,23 @@ func samePolicies(ctx context.Context, tx pgx.Tx, p *Plan, t Table) error {
 	if err := tx.QueryRow(ctx, "SELECT original->>'shape' FROM "+StateSchema+".tables WHERE rel = $1", qualified(p, t.Name)).Scan(&shape); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("read state of %s: %w", t.Name, err)
 	}
-	if shape != nil && *shape != p.shapeIn(t) {
-		return fmt.Errorf("%w: %s went to shadow as %q, but the plan now says %q: put the old entry back, roll the table back to %s, then change it and run shadow again", ErrPhase, t.Name, *shape, p.shapeIn(t), PhaseBackfilled)
+	if shape != nil && *shape != p.shape(t) {
+		return fmt.Errorf("%w: %s went to shadow as %q, but the plan now says %q: put the old entry back, roll the table back to %s, then change it and run shadow again", ErrPhase, t.Name, *shape, p.shape(t), PhaseBackfilled)
 	}
 	return nil
 }
 
-// shape describes the policies t's plan entry implies: its kind and the
-// columns and membership its rules read.
-func (t Table) shape() string {
+// shape describes the policies t's plan entry implies: its kind, the
+// columns its rules read and, for a room table, its membership (the
+// membership table's tenant column included, which the rules compare too).
+func (p *Plan) shape(t Table) string {
 	s := t.Kind + " tenant " + t.TenantColumn
 	if t.entityKind() {
 		s += " owner " + t.OwnerColumn
 	}
-	if m := t.Membership; m != nil {
-		s += fmt.Sprintf(" room %s members %s(%s, %s)", t.RoomColumn, m.Table, m.RoomColumn, m.EntityColumn)
-	}
-	return s
-}
-
-// shapeIn is shape with what it reads of other tables: for a room table,
-// the membership table's tenant column, which its rules compare too.
-func (p *Plan) shapeIn(t Table) string {
-	s := t.shape()
 	if mt, ok := p.membershipOf(t); ok {
-		s += " tenant " + mt.TenantColumn
+		m := t.Membership
+		s += fmt.Sprintf(" room %s members %s(%s, %s) tenant %s", t.RoomColumn, m.Table, m.RoomColumn, m.EntityColumn, mt.TenantColumn)
 	}
 	return s
 }

@@ -305,7 +305,7 @@ func undoBackfill(ctx context.Context, conn *pgx.Conn, p *Plan, t Table, from Ph
 		// A state schema from before backfill recorded values has no val
 		// column: add it (its keys then have none, and are cleared).
 		err := withTx(ctx, conn, o.LockTimeout, o.Retries, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, "ALTER TABLE "+StateSchema+".backfilled ADD COLUMN IF NOT EXISTS val text")
+			_, err := tx.Exec(ctx, backfilledValSQL)
 			return err
 		})
 		if err != nil {

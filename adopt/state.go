@@ -61,7 +61,7 @@ func schemaSQL(p *Plan) ([]string, error) {
 		// application changed since. Added after the table's first version:
 		// keys recorded before it have none, and rollback clears them as
 		// that version did.
-		`ALTER TABLE ` + s + `.backfilled ADD COLUMN IF NOT EXISTS val text`,
+		backfilledValSQL,
 		// The same for owners backfill filled (kinds owned and private),
 		// with the column, so rollback needs no plan to find it, and the
 		// value written: rollback clears an owner only while it is still
@@ -136,8 +136,7 @@ BEGIN
   END IF;
   IF v_n > v_cap THEN
     IF (v_n - v_cap) % greatest(v_every, 1) <> 0 THEN
-      IF TG_WHEN = 'BEFORE' THEN RETURN NEW; END IF;
-      RETURN NULL;
+      RETURN NEW;
     END IF;
     v_weight := greatest(v_every, 1);
   ELSE
@@ -154,9 +153,9 @@ BEGIN
   INSERT INTO ` + s + `.violation (rel, op, tenant, row_tenant, fingerprint, row_key, weight, entity)
     VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_OP, coalesce(current_setting('` + p.TenantSetting + `', true), ''),
       v_row_tenant, ` + s + `.fingerprint(), v_key, v_weight, coalesce(current_setting('` + p.entitySetting() + `', true), ''));
-  -- The INSERT trigger fires BEFORE (see triggerSQL): the row goes on.
-  IF TG_WHEN = 'BEFORE' THEN RETURN NEW; END IF;
-  RETURN NULL;
+  -- NEW lets the row of the BEFORE INSERT trigger go on (triggerSQL); the
+  -- AFTER triggers' return value is ignored.
+  RETURN NEW;
 END
 $fn$`,
 		// Only the operator attaches it to a table: EXECUTE is checked when
@@ -186,6 +185,11 @@ $fn$`,
 // generator needs four names; adopt only uses the context functions and
 // the layer-1, owned and private policies, so the others are the runtime
 // role too).
+// backfilledValSQL upgrades the backfilled table of a state schema from
+// before it recorded values (schemaSQL, and undoBackfill, which may run on
+// such a schema without installing this version's).
+const backfilledValSQL = `ALTER TABLE ` + StateSchema + `.backfilled ADD COLUMN IF NOT EXISTS val text`
+
 func rlsConfig(p *Plan) rls.Config {
 	return rls.Config{Schema: StateSchema, Runtime: p.Runtime.Name, Maintenance: p.Runtime.Name, Owner: p.Runtime.Name, Definer: p.Runtime.Name,
 		TenantSetting: p.TenantSetting, EntitySetting: p.entitySetting(), ActingForSetting: StateSchema + ".acting_for", TenantType: p.tenantType()}
