@@ -218,6 +218,25 @@ func TestShadowExact(t *testing.T) {
 			t.Errorf("a sampled storm is not marked approximate: %+v", v)
 		}
 	}
+	// An insert storm: the INSERT recorder fires BEFORE, and every row it
+	// samples past, records or skips still goes in (nothing is blocked).
+	before := count(t, op, "SELECT count(*) FROM memories WHERE server_id = $1", s2)
+	counted := "SELECT coalesce(sum(n), 0) FROM bulkhead_adopt.violation_count WHERE rel = 'public.memories' AND op = 'INSERT'"
+	countedBefore := count(t, op, counted)
+	const stormIns = 37
+	err = appTx(ctx, app, s1, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO memories (id, server_id, room_id, type, content) SELECT gen_random_uuid(), $1, $2, 'storm', 'x' FROM generate_series(1, $3)", s2, room2, stormIns)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, op, "SELECT count(*) FROM memories WHERE server_id = $1", s2) - before; got != stormIns {
+		t.Errorf("insert storm in shadow: %d of %d rows written", got, stormIns)
+	}
+	if n := count(t, op, counted) - countedBefore; n > stormIns || stormIns-n >= 10 {
+		t.Errorf("insert storm: counted %d of %d", n, stormIns)
+	}
 }
 
 // TestRecorderRunsNoCallerCode: the write recorder is SECURITY DEFINER
